@@ -1,0 +1,54 @@
+//! Card logic: APDUs, status words, ICCID decoding and card identification.
+//!
+//! Everything here is pure and transport-generic: a card is anything implementing
+//! [`CardTransport`]. PC/SC (src/reader) is one transport; unit tests use the virtual
+//! card (src/vcard) in memory. Nothing in this module does I/O of its own.
+
+pub mod apdu;
+pub mod iccid;
+pub mod identify;
+
+pub use apdu::{Apdu, Response, StatusWord};
+pub use iccid::Iccid;
+pub use identify::{identify, CardKind, Identity};
+
+/// Failures talking to a card. `Refused` is the card saying no (a status word); the other
+/// variants are the link failing — retries are decided on these variants, never on text.
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    /// The card answered with an error status word to a command we needed.
+    #[error("card refused {command}: status {sw}")]
+    Refused {
+        command: &'static str,
+        sw: StatusWord,
+    },
+    /// The card's answer could not be understood.
+    #[error("malformed answer to {command}: {detail}")]
+    Malformed {
+        command: &'static str,
+        detail: String,
+    },
+    /// The card was removed (or reset by someone else) during the exchange.
+    #[error("card removed during the exchange")]
+    Removed,
+    /// The card did not answer in time.
+    #[error("card did not answer within {0:?} (mute or broken card)")]
+    Timeout(std::time::Duration),
+    /// The transport itself failed (reader gone, pcscd gone ...).
+    #[error("transport failed: {0}")]
+    Transport(String),
+}
+
+/// One command APDU in, the raw response (data followed by SW1 SW2) out.
+///
+/// Implementations do no retries and no T=0 handling of their own: [`apdu::Channel`]
+/// does that, once, for every transport.
+pub trait CardTransport {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError>;
+}
+
+impl<T: CardTransport + ?Sized> CardTransport for &mut T {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
+        (**self).transmit(command)
+    }
+}

@@ -1,0 +1,27 @@
+//! simgate: identify SIMs in PC/SC readers and AT modems, and keep them in sync with a
+//! SIM-management platform over MQTT.
+//!
+//! See ARCHITECTURE.md for the map of this crate.
+
+// The lint wall. `unsafe` is denied: nothing here needs it (socket options go through
+// socket2, PC/SC through the pcsc crate).
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms, unused_must_use)]
+#![warn(
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::dbg_macro,
+    clippy::todo
+)]
+
+pub mod card;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod link;
+pub mod logging;
+pub mod reader;
+pub mod sim;
+pub mod store;
+pub mod time;
+pub mod vcard;

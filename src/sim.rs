@@ -1,0 +1,113 @@
+//! The SIM record: what simgate observes about a SIM and what it caches from the
+//! platform (DESIGN.md, "The SIM record"). Shared vocabulary of every subsystem; holds no
+//! I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// Physical SIM or eSIM (an eUICC answered SELECT of its ISD-R).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FormFactor {
+    Physical,
+    Esim,
+}
+
+/// Whether the SIM is in a data session. `NA`: the integration cannot tell (a card in a
+/// PC/SC reader has no network session at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum InSession {
+    #[serde(rename = "yes")]
+    Yes,
+    #[serde(rename = "no")]
+    No,
+    #[serde(rename = "n/a")]
+    #[default]
+    NotApplicable,
+}
+
+/// Platform statuses, in the platform's own words (DESIGN.md). simgate sets only
+/// `Pending` and `Invalid` itself; every other value comes from the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    #[serde(rename = "Not available")]
+    NotAvailable,
+    Pending,
+    Blank,
+    #[serde(rename = "Activation ready")]
+    ActivationReady,
+    Active,
+    Suspended,
+    Invalid,
+}
+
+/// Where a SIM sits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Location {
+    /// A PC/SC reader, by its PC/SC name.
+    Reader { reader: String },
+    /// An AT modem, by its port, and the SIM slot when the modem has several.
+    Modem {
+        port: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        slot: Option<u8>,
+    },
+}
+
+impl Location {
+    /// A short human label: the reader name or `port[#slot]`.
+    pub fn label(&self) -> String {
+        match self {
+            Location::Reader { reader } => reader.clone(),
+            Location::Modem {
+                port,
+                slot: Some(s),
+            } => format!("{port}#{s}"),
+            Location::Modem { port, slot: None } => port.clone(),
+        }
+    }
+}
+
+/// What simgate itself observed about one SIM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub iccid: String,
+    /// The ICCID's Luhn check (ITU-T E.118). A failing ICCID is reported, never fixed.
+    pub iccid_luhn_ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub form_factor: Option<FormFactor>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub imsi: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub imei: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub operator: Option<String>,
+    /// MCC+MNC of the serving network (PAYGO prices differ by country).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mcc_mnc: Option<String>,
+    pub in_session: InSession,
+    /// Answer-to-reset, hex, for cards in a reader.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub atr: Option<String>,
+    pub location: Location,
+    /// Present now (false once the card was removed or the modem lost it).
+    pub present: bool,
+    /// Unix seconds of the observation.
+    pub observed_at: u64,
+    /// Why simgate marks this SIM Invalid locally (Luhn failure, unreadable card ...).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub problem: Option<String>,
+}
+
+impl Observed {
+    /// The status simgate may set on its own (DESIGN.md: Pending and Invalid only).
+    pub fn local_status(&self) -> Option<Status> {
+        if !self.iccid_luhn_ok || self.problem.is_some() {
+            Some(Status::Invalid)
+        } else {
+            None
+        }
+    }
+}
