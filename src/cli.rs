@@ -1,1 +1,385 @@
-//! (being written)
+//! The command line: argument parsing and the commands' output. The binary's edge:
+//! errors become messages and exit codes here and nowhere deeper.
+
+use crate::config::{self, Config, LogFormat};
+use crate::daemon;
+use crate::link::LinkSettings;
+use crate::reader::{self, CardRead, ReaderError};
+use crate::vcard::{self, CardImage, VirtualCard};
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "simgate",
+    version,
+    about = "SIMs in PC/SC readers and AT modems, in sync with a SIM-management platform over MQTT"
+)]
+pub struct Cli {
+    /// Configuration file (see `simgate config template`).
+    #[arg(long, global = true, env = "SIMGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: auto, human or json.
+    #[arg(long, global = true, env = "SIMGATE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List PC/SC readers and whether each holds a card.
+    Readers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Identify the card in a reader, or in every reader holding one.
+    Read {
+        /// Exact reader name (see `simgate readers`).
+        #[arg(long)]
+        reader: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon: watch readers, keep the store and the platform in sync.
+    Run(RunArgs),
+    /// Show, live, the SIM table an agent publishes on the broker.
+    Watch {
+        #[arg(long, env = "SIMGATE_BROKER")]
+        broker: String,
+        #[arg(long, env = "SIMGATE_AGENT_ID")]
+        agent_id: String,
+        /// Print one table per change instead of redrawing the screen.
+        #[arg(long)]
+        plain: bool,
+    },
+    /// Emulate devices for tests and demos.
+    #[command(subcommand)]
+    Emulate(Emulate),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT.
+    #[arg(long, env = "SIMGATE_BROKER")]
+    pub broker: Option<String>,
+    /// This agent's id (MQTT client id and topic prefix).
+    #[arg(long, env = "SIMGATE_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// Directory of the durable store.
+    #[arg(long, env = "SIMGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Reader to watch: exact name or pattern with '*'. Repeatable; none: all readers.
+    #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
+    pub readers: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Emulate {
+    /// A virtual card plugged into vpcd, answering from a card image.
+    Card {
+        /// Card image (TOML; see devices/cards/README.md).
+        #[arg(long)]
+        image: PathBuf,
+        /// vpcd's address (the reader's TCP port).
+        #[arg(long, default_value = "127.0.0.1:35963")]
+        vpcd: String,
+        /// Delay added to every APDU answer, in milliseconds (a real T=0 SIM costs
+        /// several ms per APDU).
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print a commented configuration with every key and its default.
+    Template,
+    /// Validate a configuration file.
+    Check { file: PathBuf },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Config errors are usage errors: exit 2, like clap's.
+    let cfg = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("simgate: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    let format = match cli.log_format.as_deref() {
+        None => cfg.log.format,
+        Some("auto") => LogFormat::Auto,
+        Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            eprintln!("simgate: --log-format: \"{other}\" is not one of auto, human, json");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(&cfg.log.level, format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("simgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, cfg)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("simgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One cancellation token for the whole process: the first SIGINT/SIGTERM cancels it,
+/// a second one exits at once.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                    return;
+                }
+            };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("stopping (signal again to exit at once)");
+                t.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Readers { json } => readers(json).await,
+        Command::Read { reader, json } => read(reader, json).await,
+        Command::Run(args) => run(args, cfg).await,
+        Command::Watch {
+            broker,
+            agent_id,
+            plain,
+        } => {
+            crate::watch::run(&broker, &agent_id, plain, shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emulate(Emulate::Card {
+            image,
+            vpcd,
+            latency_ms,
+        }) => emulate_card(image, vpcd, Duration::from_millis(latency_ms)).await,
+        Command::Config(ConfigCmd::Template) => {
+            print!("{}", config::TEMPLATE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCmd::Check { file }) => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("simgate: {e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("PC/SC worker thread failed")
+}
+
+async fn readers(json: bool) -> anyhow::Result<ExitCode> {
+    let list = blocking(|| reader::establish().and_then(|ctx| reader::list(&ctx))).await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if list.is_empty() {
+        println!("no PC/SC readers");
+    } else {
+        let width = list.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+        println!("{:width$}  CARD  ATR", "READER");
+        for r in &list {
+            let card = if r.mute {
+                "mute"
+            } else if r.card_present {
+                "yes"
+            } else {
+                "no"
+            };
+            println!(
+                "{:width$}  {card:4}  {}",
+                r.name,
+                r.atr.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One row of `simgate read`.
+#[derive(Debug, Serialize)]
+struct ReadRow {
+    reader: String,
+    iccid: String,
+    luhn_ok: bool,
+    kind: crate::card::CardKind,
+    atr: String,
+    apdus: u32,
+}
+
+impl From<&CardRead> for ReadRow {
+    fn from(r: &CardRead) -> Self {
+        ReadRow {
+            reader: r.reader.clone(),
+            iccid: r.identity.iccid.to_string(),
+            luhn_ok: r.identity.iccid.luhn_ok(),
+            kind: r.identity.kind,
+            atr: r.atr.clone(),
+            apdus: r.identity.apdus,
+        }
+    }
+}
+
+async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let results: Vec<Result<CardRead, ReaderError>> = blocking(move || {
+        let ctx = reader::establish()?;
+        let names = match &only {
+            Some(name) => vec![reader::resolve(&ctx, name)?],
+            None => reader::list(&ctx)?
+                .into_iter()
+                .filter(|r| r.card_present)
+                .filter_map(|r| std::ffi::CString::new(r.name).ok())
+                .collect(),
+        };
+        Ok::<_, ReaderError>(names.iter().map(|n| reader::read_card(&ctx, n)).collect())
+    })
+    .await??;
+    let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+    let rows: Vec<ReadRow> = ok.iter().flatten().map(ReadRow::from).collect();
+    for e in failed.into_iter().filter_map(Result::err) {
+        eprintln!("simgate: {e}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let width = rows
+            .iter()
+            .map(|r| r.reader.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        if !rows.is_empty() {
+            println!("{:width$}  {:20}  LUHN  KIND  ATR", "READER", "ICCID");
+        }
+        for r in &rows {
+            let luhn = if r.luhn_ok { "ok" } else { "FAIL" };
+            let kind = match r.kind {
+                crate::card::CardKind::Uicc => "uicc",
+                crate::card::CardKind::Gsm => "gsm",
+            };
+            println!(
+                "{:width$}  {:20}  {luhn:4}  {kind:4}  {}",
+                r.reader, r.iccid, r.atr
+            );
+        }
+    }
+    if rows.is_empty() {
+        eprintln!("simgate: no card could be read");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
+    // Flags and environment override the file.
+    if let Some(b) = args.broker {
+        cfg.broker.url = b;
+    }
+    if let Some(a) = args.agent_id {
+        cfg.agent.id = a;
+    }
+    if let Some(d) = args.state_dir {
+        cfg.agent.state_dir = d;
+    }
+    if !args.readers.is_empty() {
+        cfg.readers.names = args.readers;
+    }
+    if let Err(e) = cfg.validate("command line") {
+        eprintln!("simgate: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    if cfg.agent.id.is_empty() {
+        eprintln!("simgate: agent.id: not set; give --agent-id, SIMGATE_AGENT_ID or agent.id in the config file");
+        return Ok(ExitCode::from(2));
+    }
+    let broker = (!cfg.broker.url.is_empty()).then(|| LinkSettings {
+        url: cfg.broker.url.clone(),
+        agent_id: cfg.agent.id.clone(),
+        keepalive: Duration::from_secs(cfg.broker.keepalive_secs),
+        username: cfg.broker.username.clone(),
+        password: cfg.broker.password.clone(),
+    });
+    let settings = daemon::Settings {
+        agent_id: cfg.agent.id.clone(),
+        state_dir: cfg.agent.state_dir.clone(),
+        broker,
+        readers: cfg.readers.names.clone(),
+    };
+    daemon::run(settings, shutdown_token()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn emulate_card(image: PathBuf, vpcd: String, latency: Duration) -> anyhow::Result<ExitCode> {
+    let image = CardImage::load(&image)?;
+    let name = image.name.clone();
+    let mut card = VirtualCard::new(image);
+    let cancel = shutdown_token();
+    let session = vcard::vpcd::Session { latency };
+    let ended = vcard::vpcd::serve(&vpcd, &mut card, &session, &cancel, || {
+        // Tests and the demo wait for this line: from now on pcscd shows the card.
+        println!("card \"{name}\" inserted at vpcd {vpcd}");
+    })
+    .await?;
+    match ended {
+        vcard::vpcd::Ended::Removed => {
+            println!("card removed ({} APDUs answered)", card.apdus());
+            Ok(ExitCode::SUCCESS)
+        }
+        vcard::vpcd::Ended::ReaderGone => {
+            bail!("vpcd at {vpcd} closed the connection (pcscd stopped?)")
+        }
+    }
+}

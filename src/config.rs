@@ -1,1 +1,303 @@
-//! (being written)
+//! Configuration: one schema, one commented template (config/simgate.toml, printed by
+//! `simgate config template`), errors that name the file, the key and why.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The commented template, byte for byte the shipped config/simgate.toml.
+pub const TEMPLATE: &str = include_str!("../config/simgate.toml");
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: Agent,
+    pub broker: Broker,
+    pub readers: Readers,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Agent {
+    pub id: String,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Broker {
+    pub url: String,
+    pub keepalive_secs: u64,
+    pub username: String,
+    pub password: String,
+    pub ca_file: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Readers {
+    pub names: Vec<String>,
+    pub card_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent {
+            id: String::new(),
+            state_dir: PathBuf::from("/var/lib/simgate"),
+        }
+    }
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker {
+            url: String::new(),
+            keepalive_secs: 300,
+            username: String::new(),
+            password: String::new(),
+            ca_file: PathBuf::new(),
+            client_cert: PathBuf::new(),
+            client_key: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for Readers {
+    fn default() -> Self {
+        Readers {
+            names: Vec::new(),
+            card_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// A configuration that cannot be used. The message names the file, the key and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{origin}: {key}: {why}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        why: String,
+    },
+}
+
+impl Config {
+    /// Load and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let cfg = Self::parse(&text, &file)?;
+        cfg.validate(&file)?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text; `origin` names where it came from in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            // toml's message says which key and why; add the line so the user can jump there.
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let message = e.message().trim_end().to_string();
+            ConfigError::Parse {
+                file: match line {
+                    Some(l) => format!("{origin}:{l}"),
+                    None => origin.to_string(),
+                },
+                message,
+            }
+        })
+    }
+
+    /// Checks serde cannot express. `origin` is the file (or "command line").
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, why: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            why,
+        };
+        if !self.agent.id.is_empty() {
+            validate_agent_id(&self.agent.id).map_err(|why| invalid("agent.id", why))?;
+        }
+        if !self.broker.url.is_empty() {
+            BrokerUrl::parse(&self.broker.url).map_err(|why| invalid("broker.url", why))?;
+        }
+        if !(5..=65_535).contains(&self.broker.keepalive_secs) {
+            return Err(invalid(
+                "broker.keepalive_secs",
+                format!(
+                    "{} is outside 5..=65535 seconds",
+                    self.broker.keepalive_secs
+                ),
+            ));
+        }
+        if self.readers.card_timeout_ms < 100 {
+            return Err(invalid(
+                "readers.card_timeout_ms",
+                format!(
+                    "{} ms is too short for any real card (minimum 100)",
+                    self.readers.card_timeout_ms
+                ),
+            ));
+        }
+        if self.broker.client_cert.as_os_str().is_empty()
+            != self.broker.client_key.as_os_str().is_empty()
+        {
+            return Err(invalid(
+                "broker.client_cert",
+                "client_cert and client_key go together".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An agent id becomes an MQTT client id and a topic level: no wildcards, no separators.
+pub fn validate_agent_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!("\"{id}\" must be 1 to 64 characters"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "\"{id}\" contains {c:?}; use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// A parsed broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<BrokerUrl, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err(format!("\"{url}\" must start with mqtt:// or mqtts://"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("\"{p}\" in \"{url}\" is not a port number"))?,
+            ),
+            // IANA: 1883 for MQTT, 8883 for MQTT over TLS.
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() {
+            return Err(format!("\"{url}\" has no host"));
+        }
+        Ok(BrokerUrl {
+            tls,
+            host: host.trim_matches(['[', ']']).to_string(),
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_the_defaults() {
+        assert_eq!(
+            Config::parse(TEMPLATE, "template").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::parse("[broker]\nurl = \"mqtt://h\"\nkeepalive = 5\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("f.toml:3: "), "{err}");
+        assert!(err.contains("keepalive"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::parse("[broker]\nkeepalive_secs = \"long\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("f.toml:2") && err.contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let mut c = Config::default();
+        c.broker.url = "http://x".into();
+        assert_eq!(
+            c.validate("f").unwrap_err().to_string(),
+            "f: broker.url: \"http://x\" must start with mqtt:// or mqtts://"
+        );
+        c.broker.url = String::new();
+        c.agent.id = "a/b".into();
+        assert!(c
+            .validate("f")
+            .unwrap_err()
+            .to_string()
+            .starts_with("f: agent.id:"));
+    }
+
+    #[test]
+    fn broker_urls_get_default_ports() {
+        assert_eq!(BrokerUrl::parse("mqtts://b.example").unwrap().port, 8883);
+        assert_eq!(
+            BrokerUrl::parse("mqtt://127.0.0.1:1999").unwrap(),
+            BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1999
+            }
+        );
+    }
+}

@@ -25,3 +25,4 @@ pub mod sim;
 pub mod store;
 pub mod time;
 pub mod vcard;
+pub mod watch;

@@ -1,0 +1,213 @@
+//! Watching readers for cards coming and going, driven by pcscd's status-change events
+//! (SCardGetStatusChange), never by polling.
+//!
+//! Runs on a blocking thread. Cancellation reaches the blocked call through
+//! `Context::cancel` (SCardCancel), which pcsc-lite allows from another thread.
+
+use super::{name_matches, ReaderError};
+use pcsc::{Context, ReaderState, State, PNP_NOTIFICATION};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the watcher reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReaderEvent {
+    /// A card is in `reader` (at start-up, or newly inserted). `atr` hex.
+    CardInserted { reader: String, atr: String },
+    /// The card left `reader`.
+    CardRemoved { reader: String },
+    /// A watched reader appeared.
+    ReaderAdded { reader: String },
+    /// A watched reader went away (unplugged, driver gone).
+    ReaderRemoved { reader: String },
+    /// pcscd is unreachable; the watcher keeps retrying.
+    ServiceLost { error: String },
+}
+
+/// Per-reader memory between two looks.
+#[derive(Debug, Default)]
+struct Seen {
+    present: bool,
+    /// pcsc-lite's event counter (upper 16 bits of dwEventState): it moves on every
+    /// insertion and removal, so a remove-and-reinsert between two looks is not missed.
+    count: u32,
+}
+
+/// Watch readers matching `patterns` (all readers when empty) until `cancel` fires.
+/// Blocking: call from `spawn_blocking`. Survives pcscd restarts by re-establishing the
+/// context with backoff.
+pub fn watch(
+    patterns: Vec<String>,
+    tx: mpsc::Sender<ReaderEvent>,
+    cancel: CancellationToken,
+    rt: tokio::runtime::Handle,
+) {
+    let mut backoff = Duration::from_millis(250);
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    while !cancel.is_cancelled() {
+        match super::establish() {
+            Ok(ctx) => {
+                backoff = Duration::from_millis(250);
+                // Wake the blocked status-change call when shutdown is asked for.
+                let canceller = {
+                    let ctx = ctx.clone();
+                    let cancel = cancel.clone();
+                    rt.spawn(async move {
+                        cancel.cancelled().await;
+                        let _ = ctx.cancel();
+                    })
+                };
+                let result = watch_context(&ctx, &patterns, &tx, &cancel, &mut seen);
+                canceller.abort();
+                match result {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reader watch interrupted; re-establishing the PC/SC context");
+                        let _ = tx.blocking_send(ReaderEvent::ServiceLost {
+                            error: e.to_string(),
+                        });
+                        // Cards may change while pcscd is away: report them absent, and
+                        // let the next first look report what is there.
+                        for (reader, s) in seen.iter_mut() {
+                            if std::mem::take(&mut s.present) {
+                                let _ = tx.blocking_send(ReaderEvent::CardRemoved {
+                                    reader: reader.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "PC/SC unavailable");
+            }
+        }
+        // Back off without blocking shutdown: wait for either the delay or cancellation.
+        let wait = backoff;
+        rt.block_on(async {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        });
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn watched(patterns: &[String], name: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| name_matches(p, name))
+}
+
+fn watch_context(
+    ctx: &Context,
+    patterns: &[String],
+    tx: &mpsc::Sender<ReaderEvent>,
+    cancel: &CancellationToken,
+    seen: &mut HashMap<String, Seen>,
+) -> Result<(), ReaderError> {
+    let pcsc_err = |source| ReaderError::Pcsc {
+        reader: "*".into(),
+        source,
+    };
+    // The PnP pseudo-reader first, then the watched readers.
+    let mut states = vec![ReaderState::new(PNP_NOTIFICATION(), State::UNAWARE)];
+    let mut refresh = true;
+    loop {
+        if refresh {
+            refresh = false;
+            let names: Vec<CString> = super::reader_names(ctx)?
+                .into_iter()
+                .filter(|n| watched(patterns, &n.to_string_lossy()))
+                .collect();
+            // Readers gone since the last look.
+            let now: Vec<String> = names
+                .iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            let gone: Vec<String> = seen.keys().filter(|k| !now.contains(k)).cloned().collect();
+            for reader in gone {
+                if seen.remove(&reader).is_some_and(|s| s.present) {
+                    send(
+                        tx,
+                        ReaderEvent::CardRemoved {
+                            reader: reader.clone(),
+                        },
+                    );
+                }
+                send(tx, ReaderEvent::ReaderRemoved { reader });
+            }
+            states.truncate(1);
+            for name in names {
+                let shown = name.to_string_lossy().into_owned();
+                if !seen.contains_key(&shown) {
+                    seen.insert(shown.clone(), Seen::default());
+                    send(tx, ReaderEvent::ReaderAdded { reader: shown });
+                }
+                states.push(ReaderState::new(name, State::UNAWARE));
+            }
+        }
+        match ctx.get_status_change(None, &mut states) {
+            Ok(()) => {}
+            Err(pcsc::Error::Cancelled) if cancel.is_cancelled() => return Ok(()),
+            Err(pcsc::Error::Timeout) => continue,
+            // A reader vanished under us: look again.
+            Err(pcsc::Error::UnknownReader | pcsc::Error::ReaderUnavailable) => {
+                refresh = true;
+                continue;
+            }
+            Err(e) => return Err(pcsc_err(e)),
+        }
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        for state in states.iter_mut() {
+            let ev = state.event_state();
+            if !ev.contains(State::CHANGED) {
+                continue;
+            }
+            let name = state.name().to_string_lossy().into_owned();
+            if state.name() == PNP_NOTIFICATION()
+                || ev.intersects(State::UNKNOWN | State::UNAVAILABLE)
+            {
+                refresh = true;
+            } else if let Some(s) = seen.get_mut(&name) {
+                let present = ev.contains(State::PRESENT) && !ev.contains(State::MUTE);
+                let count = state.event_count();
+                // Same presence but the counter moved by two or more: the card was
+                // swapped between two looks. Report the removal, then the new card.
+                let swapped = present && s.present && count.wrapping_sub(s.count) >= 2;
+                if s.present && (!present || swapped) {
+                    send(
+                        tx,
+                        ReaderEvent::CardRemoved {
+                            reader: name.clone(),
+                        },
+                    );
+                }
+                if present && (!s.present || swapped) {
+                    send(
+                        tx,
+                        ReaderEvent::CardInserted {
+                            reader: name.clone(),
+                            atr: hex::encode_upper(state.atr()),
+                        },
+                    );
+                }
+                if ev.contains(State::MUTE) && !s.present {
+                    tracing::warn!(reader = %name, "card in reader does not answer reset (mute)");
+                }
+                s.present = present;
+                s.count = count;
+            }
+            state.sync_current_state();
+        }
+    }
+}
+
+fn send(tx: &mpsc::Sender<ReaderEvent>, ev: ReaderEvent) {
+    // The receiver only goes away at shutdown; nothing to report then.
+    let _ = tx.blocking_send(ev);
+}
