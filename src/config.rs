@@ -132,16 +132,21 @@ impl Config {
     /// Parse TOML text; `origin` names where it came from in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            // toml's message says which key and why; add the line so the user can jump there.
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            // toml's message says what is wrong; add the line number and the offending
+            // line itself, which names the key, so the user can jump there.
             let message = e.message().trim_end().to_string();
-            ConfigError::Parse {
-                file: match line {
-                    Some(l) => format!("{origin}:{l}"),
-                    None => origin.to_string(),
-                },
-                message,
-            }
+            let (file, message) = match e.span() {
+                Some(span) => {
+                    let line_no = text[..span.start].matches('\n').count() + 1;
+                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+                    (
+                        format!("{origin}:{line_no}"),
+                        format!("{message} (in `{line}`)"),
+                    )
+                }
+                None => (origin.to_string(), message),
+            };
+            ConfigError::Parse { file, message }
         })
     }
 
@@ -268,7 +273,10 @@ mod tests {
         let err = Config::parse("[broker]\nkeepalive_secs = \"long\"\n", "f.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("f.toml:2") && err.contains("integer"), "{err}");
+        assert!(
+            err.starts_with("f.toml:2: ") && err.contains("keepalive_secs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,125 @@
+//! `simgate readers` and `simgate read` through a real pcscd with vpcd and simgate's
+//! virtual cards.
+
+mod support;
+
+use support::{reader, Pcsc};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn read_identifies_a_usim_and_a_gsm_sim_through_pcscd() {
+    let pcsc = Pcsc::start();
+    let _usim = pcsc.insert(0, "usim.toml");
+    let _gsm = pcsc.insert(1, "gsm-sim.toml");
+
+    let out = pcsc.simgate().args(["read", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let usim = rows
+        .iter()
+        .find(|r| r["reader"] == reader(0))
+        .expect("a row for reader 0");
+    assert_eq!(usim["iccid"], "8988211000000430010");
+    assert_eq!(usim["kind"], "uicc");
+    assert_eq!(usim["luhn_ok"], true);
+    assert_eq!(usim["atr"], "3B9F96801FC78031A073BE21136743200718000001A5");
+    assert_eq!(usim["apdus"], 1, "a UICC's ICCID is one READ BINARY by SFI");
+    let gsm = rows
+        .iter()
+        .find(|r| r["reader"] == reader(1))
+        .expect("a row for reader 1");
+    assert_eq!(gsm["iccid"], "8988211000000530082");
+    assert_eq!(gsm["kind"], "gsm");
+    assert_eq!(
+        gsm["apdus"], 3,
+        "GSM SIM: refused CLA 00, then SELECT + READ BINARY with CLA A0"
+    );
+}
+
+#[test]
+fn read_of_one_named_reader_prints_a_table() {
+    let pcsc = Pcsc::start();
+    let _usim = pcsc.insert(1, "usim.toml");
+    let out = pcsc
+        .simgate()
+        .args(["read", "--reader", &reader(1)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&reader(1)))
+        .unwrap_or_else(|| panic!("no row: {text}"));
+    assert!(
+        row.contains("8988211000000430010") && row.contains(" ok ") && row.contains("uicc"),
+        "{row}"
+    );
+}
+
+#[test]
+fn readers_shows_which_reader_holds_a_card_with_its_atr() {
+    let pcsc = Pcsc::start();
+    let card = pcsc.insert(0, "gsm-sim.toml");
+    let out = pcsc.simgate().args(["readers", "--json"]).output().unwrap();
+    let list = json(&out);
+    assert_eq!(list[0]["name"], reader(0));
+    assert_eq!(list[0]["card_present"], true);
+    assert_eq!(list[0]["atr"], "3B1694718001050000");
+    assert_eq!(list[1]["name"], reader(1));
+    assert_eq!(list[1]["card_present"], false);
+
+    card.remove();
+    support::wait_for(
+        "pcscd to see the card gone",
+        std::time::Duration::from_secs(10),
+        || {
+            let out = pcsc.simgate().args(["readers", "--json"]).output().unwrap();
+            json(&out)[0]["card_present"] == false
+        },
+    );
+}
+
+#[test]
+fn read_of_a_reader_that_does_not_exist_fails_naming_it_and_the_readers_present() {
+    let pcsc = Pcsc::start();
+    let out = pcsc
+        .simgate()
+        .args(["read", "--reader", "No Such Reader"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no reader named \"No Such Reader\""), "{err}");
+    assert!(
+        err.contains(&reader(0)) && err.contains(&reader(1)),
+        "{err}"
+    );
+}
+
+#[test]
+fn read_with_no_card_anywhere_says_so_and_fails() {
+    let pcsc = Pcsc::start();
+    let out = pcsc.simgate().args(["read"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no card could be read"));
+}

@@ -1,0 +1,583 @@
+//! The project's test rig: a private pcscd with one vpcd entry, simgate's virtual cards
+//! plugged into it, a private mosquitto, and a subscriber — all real processes on free
+//! loopback ports, so tests run in parallel without stepping on each other. Everything a
+//! rig starts it stops on drop, also when the test fails.
+//!
+//! Missing system parts fail the test with the command that installs them.
+
+#![allow(dead_code)] // Each test binary uses a different part of the rig.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const INSTALL_HINT: &str = "install the test stack with `make deps` \
+    (apt-get install pkg-config libpcsclite-dev pcscd vsmartcard-vpcd mosquitto mosquitto-clients)";
+
+/// vpcd's friendly name in the rig's reader.conf; pcscd appends " 00 00" / " 00 01".
+pub const READER: &str = "Simgate Test PCD";
+
+pub fn reader(slot: u8) -> String {
+    format!("{READER} 00 {slot:02}")
+}
+
+/// The simgate binary under test.
+pub fn simgate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_simgate")
+}
+
+/// The repository root (card images, config examples).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "simgate-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create scratch dir under the temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two consecutive free TCP ports (vpcd listens on PORT and PORT+1, on all interfaces).
+pub fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let port = free_port();
+        if port < 65_000
+            && TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && TcpListener::bind(("0.0.0.0", port + 1)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no two consecutive free ports found");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind loopback")
+        .port()
+}
+
+fn which(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(cmd).is_file()
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn vpcd_driver() -> PathBuf {
+    let candidates = [
+        "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
+        "/usr/lib/x86_64-linux-gnu/pcsc/drivers/serial/libifdvpcd.so",
+        "/usr/lib/aarch64-linux-gnu/pcsc/drivers/serial/libifdvpcd.so",
+        "/usr/local/lib/pcsc/drivers/serial/libifdvpcd.so",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("vpcd driver (libifdvpcd.so) not found: {INSTALL_HINT}"))
+}
+
+/// Wait for `cond`, checking every 20 ms, up to `limit`. Used only where the system
+/// offers no notification (pcscd has no readiness signal outside systemd).
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines of a child's output, delivered through a channel by a reader thread, so a test
+/// can await a line with a deadline.
+#[derive(Debug)]
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn new(out: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining after the receiver is gone: a child whose pipe closes dies of
+            // SIGPIPE on its next write (mosquitto logs every connection).
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line satisfying `pred`, waiting at most `limit`.
+    pub fn expect(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out after {limit:?} waiting for {what}; lines seen:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Lines that arrived so far, without waiting.
+    pub fn drain(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(l) = self.rx.try_recv() {
+            self.seen.push(l.clone());
+            out.push(l);
+        }
+        out
+    }
+}
+
+/// A child process killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}; {INSTALL_HINT}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM-like polite stop (SIGINT, as Ctrl-C), then wait for the exit.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        signal(self.pid(), "INT");
+        self.wait(Duration::from_secs(10))
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait for child") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A private pcscd serving one vpcd entry (two readers) on free ports.
+#[derive(Debug)]
+pub struct Pcsc {
+    proc: Option<Proc>,
+    pub port: u16,
+    pub sock: PathBuf,
+    dir: TempDir,
+}
+
+impl Pcsc {
+    /// Start a private pcscd (as root, in its own mount namespace so its
+    /// /run/pcscd/pcscd.comm is private); without root, use the system pcscd with the
+    /// vpcd entry installed by `make deps`.
+    pub fn start() -> Pcsc {
+        assert!(which("pcscd"), "pcscd not found: {INSTALL_HINT}");
+        let driver = vpcd_driver();
+        if !is_root() {
+            return Pcsc {
+                proc: None,
+                port: 0x8C7B,
+                sock: PathBuf::from("/run/pcscd/pcscd.comm"),
+                dir: TempDir::new("pcsc"),
+            };
+        }
+        assert!(
+            which("unshare"),
+            "unshare not found: apt-get install util-linux"
+        );
+        let dir = TempDir::new("pcsc");
+        let run = dir.path().join("run");
+        let conf = dir.path().join("conf.d");
+        std::fs::create_dir_all(&run).expect("mkdir run");
+        std::fs::create_dir_all(&conf).expect("mkdir conf.d");
+        // /run/pcscd must exist as a mount point (TESTRIG.md).
+        std::fs::create_dir_all("/run/pcscd").expect("mkdir /run/pcscd (needs root)");
+        let port = free_port_pair();
+        std::fs::write(
+            conf.join("vpcd"),
+            format!(
+                "FRIENDLYNAME \"{READER}\"\nDEVICENAME /dev/null:{port}\nLIBPATH {}\nCHANNELID {port}\n",
+                driver.display()
+            ),
+        )
+        .expect("write reader.conf");
+        let script = format!(
+            "mount --bind {} /run/pcscd && exec pcscd -f -c {}",
+            run.display(),
+            conf.display()
+        );
+        let log = std::fs::File::create(dir.path().join("pcscd.log")).expect("pcscd log");
+        let proc = Proc::spawn(
+            "pcscd",
+            Command::new("unshare")
+                .args(["-m", "sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log),
+        );
+        let pcsc = Pcsc {
+            proc: Some(proc),
+            port,
+            sock: run.join("pcscd.comm"),
+            dir,
+        };
+        pcsc.await_readers();
+        pcsc
+    }
+
+    fn await_readers(&self) {
+        wait_for(
+            "pcscd to serve the vpcd readers",
+            Duration::from_secs(15),
+            || {
+                self.sock.exists() && {
+                    let out = self
+                        .simgate()
+                        .args(["readers", "--json"])
+                        .output()
+                        .expect("run simgate readers");
+                    String::from_utf8_lossy(&out.stdout).contains(&reader(1))
+                }
+            },
+        );
+    }
+
+    /// A `simgate` command talking to this pcscd.
+    pub fn simgate(&self) -> Command {
+        let mut c = Command::new(simgate_bin());
+        c.env("PCSCLITE_CSOCK_NAME", &self.sock)
+            .env("RUST_LOG", "simgate=debug,info")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Insert a virtual card from `image` (path relative to devices/cards/) into reader
+    /// `slot` (0 or 1); returns once pcscd has powered it (the card asked for its ATR).
+    pub fn insert(&self, slot: u8, image: &str) -> Card {
+        self.insert_with(slot, image, &[])
+    }
+
+    pub fn insert_with(&self, slot: u8, image: &str, extra: &[&str]) -> Card {
+        let path = repo().join("devices/cards").join(image);
+        let mut proc = Proc::spawn(
+            "simgate emulate card",
+            self.simgate()
+                .args(["emulate", "card", "--image"])
+                .arg(&path)
+                .args([
+                    "--vpcd",
+                    &format!("127.0.0.1:{}", self.port + u16::from(slot)),
+                ])
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let mut lines = Lines::new(proc.child.stdout.take().expect("piped stdout"));
+        lines.expect(
+            "the virtual card to be powered by pcscd",
+            Duration::from_secs(15),
+            |l| l.contains("inserted at vpcd"),
+        );
+        // pcscd publishes the reader state a moment after the power-up that asked for the
+        // ATR; a client connecting in between would see no card.
+        let name = reader(slot);
+        wait_for(
+            "pcscd to report the card present",
+            Duration::from_secs(10),
+            || {
+                let out = self
+                    .simgate()
+                    .args(["readers", "--json"])
+                    .output()
+                    .expect("run simgate readers");
+                let list: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                list.as_array().is_some_and(|rs| {
+                    rs.iter()
+                        .any(|r| r["name"] == name.as_str() && r["card_present"] == true)
+                })
+            },
+        );
+        Card { proc, lines }
+    }
+
+    /// pcscd's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pcscd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Pcsc {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+}
+
+/// A virtual card in a reader. Dropping it pulls the card.
+#[derive(Debug)]
+pub struct Card {
+    pub proc: Proc,
+    pub lines: Lines,
+}
+
+impl Card {
+    /// Pull the card (Ctrl-C to the emulator) and wait until it is out.
+    pub fn remove(mut self) {
+        let st = self.proc.interrupt();
+        assert!(st.success(), "card emulator exited with {st}");
+    }
+}
+
+/// A private mosquitto on a free loopback port.
+#[derive(Debug)]
+pub struct Broker {
+    proc: Proc,
+    pub port: u16,
+    pub dir: TempDir,
+    extra: String,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Self::start_with("")
+    }
+
+    /// `extra` is appended to the generated mosquitto.conf.
+    pub fn start_with(extra: &str) -> Broker {
+        assert!(which("mosquitto"), "mosquitto not found: {INSTALL_HINT}");
+        let dir = TempDir::new("broker");
+        let port = free_port();
+        let (proc, port) = Self::launch(&dir, port, extra);
+        Broker {
+            proc,
+            port,
+            dir,
+            extra: extra.to_string(),
+        }
+    }
+
+    fn launch(dir: &TempDir, port: u16, extra: &str) -> (Proc, u16) {
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type all\npersistence true\npersistence_location {}/\n{extra}\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let mut proc = Proc::spawn(
+            "mosquitto",
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        let mut lines = Lines::new(proc.child.stderr.take().expect("piped stderr"));
+        lines.expect(
+            "mosquitto to open its listener",
+            Duration::from_secs(10),
+            |l| l.contains("running"),
+        );
+        (proc, port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop the broker (kill -9: an outage, not a clean shutdown).
+    pub fn stop(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Start it again on the same port with the same persistence.
+    pub fn restart(&mut self) {
+        self.proc.kill9();
+        let (proc, _) = Self::launch(&self.dir, self.port, &self.extra);
+        self.proc = proc;
+    }
+
+    /// A subscriber printing `retain topic payload` per message; returns once the
+    /// broker acknowledged the subscription.
+    pub fn subscribe(&self, topic: &str) -> Sub {
+        assert!(
+            which("mosquitto_sub"),
+            "mosquitto_sub not found: {INSTALL_HINT}"
+        );
+        let mut proc = Proc::spawn(
+            "mosquitto_sub",
+            // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe.
+            Command::new("stdbuf")
+                .args([
+                    "-oL",
+                    "mosquitto_sub",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-q",
+                    "1",
+                    "-d",
+                    "-t",
+                    topic,
+                    "-F",
+                    "%r %t %p",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let mut lines = Lines::new(proc.child.stdout.take().expect("piped stdout"));
+        lines.expect("mosquitto_sub's SUBACK", Duration::from_secs(10), |l| {
+            l.contains("SUBACK")
+        });
+        Sub { _proc: proc, lines }
+    }
+}
+
+/// One message seen by a subscriber.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub retained: bool,
+    pub topic: String,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug)]
+pub struct Sub {
+    _proc: Proc,
+    pub lines: Lines,
+}
+
+impl Sub {
+    /// The next message (debug lines skipped) satisfying `pred`.
+    pub fn expect(&mut self, what: &str, mut pred: impl FnMut(&Msg) -> bool) -> Msg {
+        let mut found = None;
+        self.lines.expect(what, Duration::from_secs(15), |line| {
+            match parse_msg(line) {
+                Some(m) if pred(&m) => {
+                    found = Some(m);
+                    true
+                }
+                _ => false,
+            }
+        });
+        found.expect("expect returned on a matching line")
+    }
+}
+
+fn parse_msg(line: &str) -> Option<Msg> {
+    if line.starts_with("Client ") || line.starts_with("Subscribed (mid") {
+        return None; // mosquitto_sub -d debug output
+    }
+    let (retain, rest) = line.split_once(' ')?;
+    let (topic, payload) = rest.split_once(' ')?;
+    Some(Msg {
+        retained: retain == "1",
+        topic: topic.to_string(),
+        payload: serde_json::from_str(payload)
+            .unwrap_or(serde_json::Value::String(payload.to_string())),
+    })
+}
