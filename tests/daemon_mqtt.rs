@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
-use support::{reader, Broker, Lines, Pcsc, Proc, TempDir};
+use support::{Broker, Lines, Pcsc, Proc, TempDir};
 
 #[test]
 fn run_publishes_retained_sim_state_and_its_change_on_removal() {
@@ -27,7 +27,7 @@ fn run_publishes_retained_sim_state_and_its_change_on_removal() {
                 "--state-dir",
             ])
             .arg(state.path())
-            .args(["--reader", &reader(0)])
+            .args(["--reader", &pcsc.reader(0)])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit()),
     );
@@ -40,7 +40,7 @@ fn run_publishes_retained_sim_state_and_its_change_on_removal() {
     assert_eq!(present.payload["iccid"], "8988211000000430010");
     assert_eq!(present.payload["present"], true);
     assert_eq!(present.payload["in_session"], "n/a");
-    assert_eq!(present.payload["location"]["reader"], reader(0));
+    assert_eq!(present.payload["location"]["reader"], pcsc.reader(0));
 
     card.remove();
     let gone = sub.expect("the SIM's state after removal", |m| m.topic == topic);
@@ -78,6 +78,6 @@ fn run_refuses_a_reader_name_that_does_not_exist() {
     let st = run.wait(Duration::from_secs(10));
     assert!(!st.success());
     err.expect("an error naming the reader", Duration::from_secs(5), |l| {
-        l.contains("no reader named \"Typo Reader\"") && l.contains(&reader(0))
+        l.contains("no reader named \"Typo Reader\"") && l.contains(&pcsc.reader(0))
     });
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{reader, Pcsc};
+use support::Pcsc;
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -32,7 +32,7 @@ fn read_identifies_a_usim_and_a_gsm_sim_through_pcscd() {
     assert_eq!(rows.len(), 2, "{rows:?}");
     let usim = rows
         .iter()
-        .find(|r| r["reader"] == reader(0))
+        .find(|r| r["reader"] == pcsc.reader(0))
         .expect("a row for reader 0");
     assert_eq!(usim["iccid"], "8988211000000430010");
     assert_eq!(usim["kind"], "uicc");
@@ -41,7 +41,7 @@ fn read_identifies_a_usim_and_a_gsm_sim_through_pcscd() {
     assert_eq!(usim["apdus"], 1, "a UICC's ICCID is one READ BINARY by SFI");
     let gsm = rows
         .iter()
-        .find(|r| r["reader"] == reader(1))
+        .find(|r| r["reader"] == pcsc.reader(1))
         .expect("a row for reader 1");
     assert_eq!(gsm["iccid"], "8988211000000530082");
     assert_eq!(gsm["kind"], "gsm");
@@ -57,7 +57,7 @@ fn read_of_one_named_reader_prints_a_table() {
     let _usim = pcsc.insert(1, "usim.toml");
     let out = pcsc
         .simgate()
-        .args(["read", "--reader", &reader(1)])
+        .args(["read", "--reader", &pcsc.reader(1)])
         .output()
         .unwrap();
     assert!(
@@ -68,7 +68,7 @@ fn read_of_one_named_reader_prints_a_table() {
     let text = String::from_utf8_lossy(&out.stdout);
     let row = text
         .lines()
-        .find(|l| l.starts_with(&reader(1)))
+        .find(|l| l.starts_with(&pcsc.reader(1)))
         .unwrap_or_else(|| panic!("no row: {text}"));
     assert!(
         row.contains("8988211000000430010") && row.contains(" ok ") && row.contains("uicc"),
@@ -82,10 +82,10 @@ fn readers_shows_which_reader_holds_a_card_with_its_atr() {
     let card = pcsc.insert(0, "gsm-sim.toml");
     let out = pcsc.simgate().args(["readers", "--json"]).output().unwrap();
     let list = json(&out);
-    assert_eq!(list[0]["name"], reader(0));
+    assert_eq!(list[0]["name"], pcsc.reader(0));
     assert_eq!(list[0]["card_present"], true);
     assert_eq!(list[0]["atr"], "3B1694718001050000");
-    assert_eq!(list[1]["name"], reader(1));
+    assert_eq!(list[1]["name"], pcsc.reader(1));
     assert_eq!(list[1]["card_present"], false);
 
     card.remove();
@@ -111,7 +111,7 @@ fn read_of_a_reader_that_does_not_exist_fails_naming_it_and_the_readers_present(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no reader named \"No Such Reader\""), "{err}");
     assert!(
-        err.contains(&reader(0)) && err.contains(&reader(1)),
+        err.contains(&pcsc.reader(0)) && err.contains(&pcsc.reader(1)),
         "{err}"
     );
 }

@@ -133,7 +133,7 @@ impl VirtualCard {
             .chunks(2)
             .filter_map(|c| <[u8; 2]>::try_from(c).ok())
             .collect();
-        if ids.is_empty() || data.len() % 2 != 0 {
+        if ids.is_empty() || !data.len().is_multiple_of(2) {
             return sw(&[], 0x67, 0x00);
         }
         let target: Option<Path> = match (self.image.kind, p1) {

@@ -20,10 +20,8 @@ pub const INSTALL_HINT: &str = "install the test stack with `make deps` \
 
 /// vpcd's friendly name in the rig's reader.conf; pcscd appends " 00 00" / " 00 01".
 pub const READER: &str = "Simgate Test PCD";
-
-pub fn reader(slot: u8) -> String {
-    format!("{READER} 00 {slot:02}")
-}
+/// The name Debian's own vpcd entry (/etc/reader.conf.d/vpcd) gives, used without root.
+pub const SYSTEM_READER: &str = "Virtual PCD";
 
 /// The simgate binary under test.
 pub fn simgate_bin() -> &'static str {
@@ -261,22 +259,34 @@ pub struct Pcsc {
     pub port: u16,
     pub sock: PathBuf,
     dir: TempDir,
+    friendly: &'static str,
+    /// Without root all tests share the system pcscd: this lock serialises them.
+    _lock: Option<std::fs::File>,
 }
 
 impl Pcsc {
     /// Start a private pcscd (as root, in its own mount namespace so its
-    /// /run/pcscd/pcscd.comm is private); without root, use the system pcscd with the
-    /// vpcd entry installed by `make deps`.
+    /// /run/pcscd/pcscd.comm is private); without root, use the system pcscd with
+    /// Debian's vpcd entry, one test at a time.
     pub fn start() -> Pcsc {
         assert!(which("pcscd"), "pcscd not found: {INSTALL_HINT}");
         let driver = vpcd_driver();
         if !is_root() {
-            return Pcsc {
+            let lock =
+                std::fs::File::create(std::env::temp_dir().join("simgate-system-pcscd.lock"))
+                    .expect("create the system pcscd lock file");
+            lock.lock().expect("lock the system pcscd for this test");
+            let pcsc = Pcsc {
                 proc: None,
+                // Debian's /etc/reader.conf.d/vpcd: port 0x8C7B.
                 port: 0x8C7B,
                 sock: PathBuf::from("/run/pcscd/pcscd.comm"),
                 dir: TempDir::new("pcsc"),
+                friendly: SYSTEM_READER,
+                _lock: Some(lock),
             };
+            pcsc.await_readers();
+            return pcsc;
         }
         assert!(
             which("unshare"),
@@ -317,12 +327,20 @@ impl Pcsc {
             port,
             sock: run.join("pcscd.comm"),
             dir,
+            friendly: READER,
+            _lock: None,
         };
         pcsc.await_readers();
         pcsc
     }
 
+    /// The PC/SC name of reader `slot` (0 or 1).
+    pub fn reader(&self, slot: u8) -> String {
+        format!("{} 00 {slot:02}", self.friendly)
+    }
+
     fn await_readers(&self) {
+        let second = self.reader(1);
         wait_for(
             "pcscd to serve the vpcd readers",
             Duration::from_secs(15),
@@ -333,7 +351,7 @@ impl Pcsc {
                         .args(["readers", "--json"])
                         .output()
                         .expect("run simgate readers");
-                    String::from_utf8_lossy(&out.stdout).contains(&reader(1))
+                    String::from_utf8_lossy(&out.stdout).contains(&second)
                 }
             },
         );
@@ -377,7 +395,7 @@ impl Pcsc {
         );
         // pcscd publishes the reader state a moment after the power-up that asked for the
         // ATR; a client connecting in between would see no card.
-        let name = reader(slot);
+        let name = self.reader(slot);
         wait_for(
             "pcscd to report the card present",
             Duration::from_secs(10),
