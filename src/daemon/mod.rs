@@ -1,0 +1,134 @@
+//! `simgate run`: the daemon. A closed set of events drives one loop; everything that can
+//! happen to the daemon is a variant of [`Event`], handled in one `match`. Each source of
+//! events has its own sub-module (readers here; modems and platform commands beside it)
+//! holding its state and its handlers.
+
+mod readers;
+
+use crate::link::contract::SimState;
+use crate::link::{Link, LinkSettings};
+use crate::reader::watch::{self, ReaderEvent};
+use crate::reader::{CardRead, ReaderError};
+use crate::sim::Observed;
+use crate::store::Store;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use readers::observed_from_read;
+
+/// What the daemon needs to run, resolved from flags, environment and config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub agent_id: String,
+    pub state_dir: PathBuf,
+    /// Empty: no platform link (local only).
+    pub broker: Option<LinkSettings>,
+    /// Reader names or patterns; empty: all readers.
+    pub readers: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
+    #[error(transparent)]
+    Reader(#[from] ReaderError),
+}
+
+/// Everything that can happen to the daemon.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The PC/SC watcher saw something.
+    Reader(ReaderEvent),
+    /// A card read finished. `generation` ties it to the insertion it answers: a read
+    /// finishing after its card left is stale and dropped.
+    CardRead {
+        reader: String,
+        generation: u64,
+        result: Result<CardRead, ReaderError>,
+    },
+}
+
+/// What every handler may use: the store, the link, and a way to post events back into
+/// the loop (for work finished on other threads).
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) store: Store,
+    pub(crate) link: Option<Link>,
+    pub(crate) events: mpsc::Sender<Event>,
+}
+
+impl Ctx {
+    /// Store an observation and publish it. The store comes first: what was shown is
+    /// kept.
+    pub(crate) async fn record(&self, obs: &Observed) -> Result<(), DaemonError> {
+        self.store.put_observed(obs)?;
+        if let Some(link) = &self.link {
+            link.publish_state(&SimState::from_observed(obs)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Run until `cancel` fires.
+pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), DaemonError> {
+    let store = Store::open(&settings.state_dir)?;
+    readers::check_exact_names(&settings.readers).await?;
+
+    let (link, link_task) = match &settings.broker {
+        Some(b) => {
+            let (l, t) = Link::start(b, cancel.clone())?;
+            (Some(l), Some(t))
+        }
+        None => (None, None),
+    };
+
+    let (reader_tx, mut reader_rx) = mpsc::channel::<ReaderEvent>(64);
+    let watcher = {
+        let patterns = settings.readers.clone();
+        let cancel = cancel.clone();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || watch::watch(patterns, reader_tx, cancel, rt))
+    };
+    let (events_tx, mut events_rx) = mpsc::channel::<Event>(64);
+    let ctx = Ctx {
+        store,
+        link,
+        events: events_tx,
+    };
+    let mut readers = readers::Readers::default();
+    tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
+
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(ev) = reader_rx.recv() => Event::Reader(ev),
+            Some(ev) = events_rx.recv() => ev,
+        };
+        match event {
+            Event::Reader(ev) => readers.on_reader_event(&ctx, ev).await?,
+            Event::CardRead {
+                reader,
+                generation,
+                result,
+            } => {
+                readers
+                    .on_card_read(&ctx, reader, generation, result)
+                    .await?
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    ctx.store.flush()?;
+    // The watcher wakes through SCardCancel; the link publishes offline then ends.
+    let _ = tokio::time::timeout(Duration::from_secs(3), watcher).await;
+    if let Some(t) = link_task {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
+    Ok(())
+}
