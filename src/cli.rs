@@ -351,6 +351,11 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
         keepalive: Duration::from_secs(cfg.broker.keepalive_secs),
         username: cfg.broker.username.clone(),
         password: cfg.broker.password.clone(),
+        ca_file: non_empty(&cfg.broker.ca_file),
+        client_cert: non_empty(&cfg.broker.client_cert).zip(non_empty(&cfg.broker.client_key)),
+        outbox_cap: cfg.broker.outbox_max_messages,
+        window: cfg.broker.inflight_window,
+        usage_interval: Duration::from_secs(cfg.broker.usage_interval_secs),
     });
     let settings = daemon::Settings {
         agent_id: cfg.agent.id.clone(),
@@ -360,6 +365,11 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A configured path, or None when the key was left empty.
+fn non_empty(p: &std::path::Path) -> Option<PathBuf> {
+    (!p.as_os_str().is_empty()).then(|| p.to_path_buf())
 }
 
 async fn emulate_card(image: PathBuf, vpcd: String, latency: Duration) -> anyhow::Result<ExitCode> {

@@ -33,6 +33,9 @@ pub struct Broker {
     pub ca_file: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    pub outbox_max_messages: u64,
+    pub inflight_window: u16,
+    pub usage_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,6 +79,9 @@ impl Default for Broker {
             ca_file: PathBuf::new(),
             client_cert: PathBuf::new(),
             client_key: PathBuf::new(),
+            outbox_max_messages: 100_000,
+            inflight_window: 16,
+            usage_interval_secs: 900,
         }
     }
 }
@@ -170,6 +176,27 @@ impl Config {
                     "{} is outside 5..=65535 seconds",
                     self.broker.keepalive_secs
                 ),
+            ));
+        }
+        if self.broker.outbox_max_messages < 100 {
+            return Err(invalid(
+                "broker.outbox_max_messages",
+                format!(
+                    "{} is too small to hold one outage's state (minimum 100)",
+                    self.broker.outbox_max_messages
+                ),
+            ));
+        }
+        if !(1..=1024).contains(&self.broker.inflight_window) {
+            return Err(invalid(
+                "broker.inflight_window",
+                format!("{} is outside 1..=1024", self.broker.inflight_window),
+            ));
+        }
+        if self.broker.usage_interval_secs == 0 {
+            return Err(invalid(
+                "broker.usage_interval_secs",
+                "0 would send a batch per sample; give seconds (900 = 15 min)".into(),
             ));
         }
         if self.readers.card_timeout_ms < 100 {

@@ -111,3 +111,44 @@ impl Observed {
         }
     }
 }
+
+/// SIM types (DESIGN.md, "SIM types").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SimType {
+    Prepaid,
+    Subscription,
+    #[serde(rename = "PAYGO")]
+    Paygo,
+}
+
+/// What the platform owns about a SIM and simgate caches, so the local view and the
+/// rules work offline (DESIGN.md, "The SIM record"). Every field is optional: the
+/// platform sends what it knows. Unknown fields are ignored (a newer platform may send
+/// more); sizes are checked by `link::contract` before a record is cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PlatformRecord {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub company: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub end_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data_left_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub days_left: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sim_type: Option<SimType>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub labels: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+    /// The platform's rules for this SIM, kept verbatim (evaluated in a later issue).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub rules: Vec<serde_json::Value>,
+    /// Platform's own timestamp of this version (Unix seconds), when it sends one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub updated_at: Option<u64>,
+}

@@ -3,10 +3,12 @@
 //! events has its own sub-module (readers here; modems and platform commands beside it)
 //! holding its state and its handlers.
 
+mod changes;
+mod commands;
 mod readers;
 
 use crate::link::contract::SimState;
-use crate::link::{Link, LinkSettings};
+use crate::link::{Link, LinkSettings, Received};
 use crate::reader::watch::{self, ReaderEvent};
 use crate::reader::{CardRead, ReaderError};
 use crate::sim::Observed;
@@ -51,6 +53,13 @@ pub(crate) enum Event {
         generation: u64,
         result: Result<CardRead, ReaderError>,
     },
+    /// The platform sent a command or a SIM record.
+    Platform(Received),
+    /// A command's asynchronous work (a card re-read) finished.
+    CommandDone {
+        id: String,
+        result: Result<Observed, String>,
+    },
 }
 
 /// What every handler may use: the store, the link, and a way to post events back into
@@ -63,12 +72,46 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// Store an observation and publish it. The store comes first: what was shown is
-    /// kept.
+    /// Store an observation and publish what changed: the events it implies (inserted,
+    /// removed, swapped, identity changed) and the SIM's state row with the cached
+    /// platform record. The store comes first: what was shown is kept. An observation
+    /// equal to the last one but for its time publishes nothing (bytes cost money).
     pub(crate) async fn record(&self, obs: &Observed) -> Result<(), DaemonError> {
+        let prev = self.store.get_observed(&obs.iccid)?;
         self.store.put_observed(obs)?;
+        if prev
+            .as_ref()
+            .is_some_and(|p| changes::same_but_time(p, obs))
+        {
+            return Ok(());
+        }
+        // A SIM arriving where another one was last seen present: that one was swapped
+        // out without a removal being seen (a modem reporting a new ICCID in its slot).
+        let mut replaced = Vec::new();
+        if obs.present
+            && prev
+                .as_ref()
+                .is_none_or(|p| !p.present || p.location != obs.location)
+        {
+            for mut other in self.store.all_observed()? {
+                if other.iccid != obs.iccid && other.present && other.location == obs.location {
+                    other.present = false;
+                    other.observed_at = obs.observed_at;
+                    self.store.put_observed(&other)?;
+                    replaced.push(other);
+                }
+            }
+        }
         if let Some(link) = &self.link {
-            link.publish_state(&SimState::from_observed(obs)).await?;
+            for old in &replaced {
+                let platform = self.store.get_platform(&old.iccid)?;
+                link.publish_state(&SimState::merged(old, platform.as_ref()))?;
+            }
+            for ev in changes::events(prev.as_ref(), obs, &replaced) {
+                link.publish_event(ev)?;
+            }
+            let platform = self.store.get_platform(&obs.iccid)?;
+            link.publish_state(&SimState::merged(obs, platform.as_ref()))?;
         }
         Ok(())
     }
@@ -79,9 +122,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     let store = Store::open(&settings.state_dir)?;
     readers::check_exact_names(&settings.readers).await?;
 
+    let (platform_tx, mut platform_rx) = mpsc::unbounded_channel::<Received>();
     let (link, link_task) = match &settings.broker {
         Some(b) => {
-            let (l, t) = Link::start(b, cancel.clone())?;
+            let (l, t) = Link::start(b, &store, platform_tx, cancel.clone())?;
             (Some(l), Some(t))
         }
         None => (None, None),
@@ -101,6 +145,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         events: events_tx,
     };
     let mut readers = readers::Readers::default();
+    let mut commands = commands::Commands::default();
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
 
     loop {
@@ -108,6 +153,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             _ = cancel.cancelled() => break,
             Some(ev) = reader_rx.recv() => Event::Reader(ev),
             Some(ev) = events_rx.recv() => ev,
+            Some(msg) = platform_rx.recv() => Event::Platform(msg),
         };
         match event {
             Event::Reader(ev) => readers.on_reader_event(&ctx, ev).await?,
@@ -120,6 +166,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                     .on_card_read(&ctx, reader, generation, result)
                     .await?
             }
+            Event::Platform(msg) => commands.on_platform(&ctx, msg).await?,
+            Event::CommandDone { id, result } => commands.on_done(&ctx, id, result).await?,
         }
     }
 

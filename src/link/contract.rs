@@ -1,19 +1,37 @@
 //! The MQTT contract, version 1: every topic string and payload shape lives here and
-//! nowhere else. Documented for platform engineers in MQTT.md (beside the README).
+//! nowhere else. Documented for platform engineers in MQTT.md (beside the README); a
+//! change here is a change there.
 //!
 //! Topics sit under a per-agent prefix `simgate/v1/<agent-id>/` so a broker ACL can
 //! confine each agent to its own subtree (`pattern readwrite simgate/v1/%c/#`).
+//!
+//! Inbound payloads are untrusted: [`parse_command`] and [`parse_platform_record`] bound
+//! their size, check every field, and answer a typed refusal instead of failing.
 
-use crate::sim::{FormFactor, InSession, Location, Observed, Status};
+use crate::sim::{FormFactor, InSession, Location, Observed, PlatformRecord, Status};
 use serde::{Deserialize, Serialize};
 
 /// Payload schema version carried in every message as `"v"`.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Largest inbound payload accepted (commands and platform records). Bigger ones are
+/// refused before parsing: a gateway has little memory and the platform has no reason
+/// to send more.
+pub const MAX_INBOUND_BYTES: usize = 8 * 1024;
+
 /// Topic builder for one agent.
 #[derive(Debug, Clone)]
 pub struct Topics {
     prefix: String,
+}
+
+/// What an inbound topic is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A platform command (`cmd`).
+    Command,
+    /// The platform's record for a SIM (`sim/<iccid>/platform`).
+    PlatformRecord { iccid: String },
 }
 
 impl Topics {
@@ -24,14 +42,67 @@ impl Topics {
         }
     }
 
-    /// Agent health: retained, QoS 1; the last will sets it offline.
+    /// Everything of this agent, for subscribers such as `simgate watch`.
+    pub fn all(&self) -> String {
+        format!("{}/#", self.prefix)
+    }
+
+    /// Agent health: agent → platform, retained, QoS 1; the last will sets it offline.
     pub fn health(&self) -> String {
         format!("{}/health", self.prefix)
     }
 
-    /// A SIM's state row: retained, QoS 1. `iccid` is validated hex digits.
+    /// A SIM's state row: agent → platform, retained, QoS 1. `iccid` is validated digits.
     pub fn sim_state(&self, iccid: &str) -> String {
         format!("{}/sim/{iccid}/state", self.prefix)
+    }
+
+    /// The platform's record for a SIM: platform → agent, retained by the platform, QoS 1.
+    pub fn sim_platform(&self, iccid: &str) -> String {
+        format!("{}/sim/{iccid}/platform", self.prefix)
+    }
+
+    /// Filter the agent subscribes to for platform records.
+    pub fn sim_platform_filter(&self) -> String {
+        format!("{}/sim/+/platform", self.prefix)
+    }
+
+    /// Events: agent → platform, QoS 1, not retained.
+    pub fn events(&self) -> String {
+        format!("{}/events", self.prefix)
+    }
+
+    /// Usage telemetry batches: agent → platform, QoS 1, not retained.
+    pub fn usage(&self) -> String {
+        format!("{}/usage", self.prefix)
+    }
+
+    /// Commands: platform → agent, QoS 1, not retained (the broker queues them for the
+    /// agent's persistent session while it is offline).
+    pub fn commands(&self) -> String {
+        format!("{}/cmd", self.prefix)
+    }
+
+    /// A command's lifecycle: agent → platform, QoS 1, not retained. `id` is validated.
+    pub fn command_status(&self, id: &str) -> String {
+        format!("{}/cmd/{id}/status", self.prefix)
+    }
+
+    /// Filter for every command status (platform side).
+    pub fn command_status_filter(&self) -> String {
+        format!("{}/cmd/+/status", self.prefix)
+    }
+
+    /// Classify a topic the agent received; None for anything it does not consume.
+    pub fn inbound(&self, topic: &str) -> Option<Inbound> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        if rest == "cmd" {
+            return Some(Inbound::Command);
+        }
+        let iccid = rest.strip_prefix("sim/")?.strip_suffix("/platform")?;
+        Some(Inbound::PlatformRecord {
+            iccid: iccid.to_string(),
+        })
     }
 }
 
@@ -56,12 +127,15 @@ impl Health {
     }
 }
 
-/// A SIM's retained state message: the row of the platform's SIMs page as simgate sees
-/// it. Fields simgate does not know are left out (not null) to keep payloads small.
+/// A SIM's retained state message: the whole row of the platform's SIMs page as simgate
+/// sees it — what it observed, and the platform's record it caches. Fields simgate does
+/// not know are left out (not null) to keep payloads small.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimState {
     pub v: u32,
     pub iccid: String,
+    /// The status to show: simgate's own Pending/Invalid when it set one, else the
+    /// platform's word, else absent.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<Status>,
     pub in_session: InSession,
@@ -82,14 +156,24 @@ pub struct SimState {
     pub observed_at: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
+    /// The platform's record as cached by this agent (absent: none received yet).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub platform: Option<PlatformRecord>,
 }
 
 impl SimState {
     pub fn from_observed(obs: &Observed) -> SimState {
+        Self::merged(obs, None)
+    }
+
+    /// The row: observation plus the cached platform record.
+    pub fn merged(obs: &Observed, platform: Option<&PlatformRecord>) -> SimState {
         SimState {
             v: SCHEMA_VERSION,
             iccid: obs.iccid.clone(),
-            status: obs.local_status(),
+            status: obs
+                .local_status()
+                .or_else(|| platform.and_then(|p| p.status)),
             in_session: obs.in_session,
             form_factor: obs.form_factor,
             eid: obs.eid.clone(),
@@ -101,6 +185,559 @@ impl SimState {
             present: obs.present,
             observed_at: obs.observed_at,
             problem: obs.problem.clone(),
+            platform: platform.cloned(),
         }
+    }
+}
+
+/// An event message. `seq` grows strictly per agent (also across restarts): a platform
+/// that sees a `seq` twice (a replay after a lost acknowledgement) drops the second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMsg {
+    pub v: u32,
+    pub seq: u64,
+    pub ts: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A SIM appeared (card inserted, modem found its SIM).
+    Inserted { iccid: String, location: Location },
+    /// A SIM left.
+    Removed { iccid: String, location: Location },
+    /// A different SIM now sits where `replaced` was last seen.
+    Swapped {
+        iccid: String,
+        replaced: String,
+        location: Location,
+    },
+    /// An identity field of a present SIM changed (e.g. IMSI after a profile switch,
+    /// IMEI when it moved to another modem).
+    IdentityChanged {
+        iccid: String,
+        field: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        old: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        new: Option<String>,
+    },
+    /// Something went wrong that the platform should know (refused inbound message,
+    /// unreadable card ...).
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        iccid: Option<String>,
+        code: RefusalCode,
+        reason: String,
+    },
+    /// A command reached its final state (also on the command's own status topic).
+    Command {
+        id: String,
+        iccid: String,
+        action: String,
+        status: CommandStatusWord,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        reason: Option<String>,
+    },
+    /// The outbox was full and shed messages; totals since the store was created.
+    OutboxShed { telemetry: u64, events: u64 },
+}
+
+impl EventKind {
+    /// The SIM an event is about, if any (for per-SIM views).
+    pub fn iccid(&self) -> Option<&str> {
+        match self {
+            EventKind::Inserted { iccid, .. }
+            | EventKind::Removed { iccid, .. }
+            | EventKind::Swapped { iccid, .. }
+            | EventKind::IdentityChanged { iccid, .. }
+            | EventKind::Command { iccid, .. } => Some(iccid),
+            EventKind::Error { iccid, .. } => iccid.as_deref(),
+            EventKind::OutboxShed { .. } => None,
+        }
+    }
+}
+
+/// One SIM's counters in a usage batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageSample {
+    pub iccid: String,
+    /// The month the counters accumulate in, "YYYY-MM" (UTC).
+    pub month: String,
+    /// Bytes received and sent this month.
+    pub rx: u64,
+    pub tx: u64,
+    /// When the counters were read (Unix seconds).
+    pub at: u64,
+}
+
+/// A usage batch: the latest counters of every SIM that reported since the last batch.
+/// Counters are cumulative per month, so a lost batch is made good by the next one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageBatch {
+    pub v: u32,
+    pub seq: u64,
+    pub ts: u64,
+    pub sims: Vec<UsageSample>,
+}
+
+/// Actions a command may ask for. Refill, rules and swap are part of the contract but
+/// come in a later issue; until then they are refused as unsupported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Refresh,
+    Suspend,
+    Resume,
+    SetRecord,
+    Refill,
+    Rules,
+    Swap,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Refresh => "refresh",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+            Action::SetRecord => "set_record",
+            Action::Refill => "refill",
+            Action::Rules => "rules",
+            Action::Swap => "swap",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "refresh" => Action::Refresh,
+            "suspend" => Action::Suspend,
+            "resume" => Action::Resume,
+            "set_record" => Action::SetRecord,
+            "refill" => Action::Refill,
+            "rules" => Action::Rules,
+            "swap" => Action::Swap,
+            _ => return None,
+        })
+    }
+}
+
+/// A command as the platform sends it on `cmd`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandMsg {
+    pub v: u32,
+    pub id: String,
+    pub iccid: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub params: serde_json::Value,
+    /// Unix seconds after which the command must not run.
+    pub expires_at: u64,
+}
+
+/// A command that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub id: String,
+    pub iccid: String,
+    pub action: Action,
+    /// For `set_record`: the record, already validated.
+    pub record: Option<PlatformRecord>,
+    pub expires_at: u64,
+}
+
+/// Lifecycle words (thin-edge.io's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatusWord {
+    Received,
+    Executing,
+    Successful,
+    Failed,
+}
+
+/// Why something was refused: stable codes a platform can switch on; `reason` carries
+/// the human text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    Malformed,
+    TooLarge,
+    InvalidField,
+    UnknownAction,
+    Unsupported,
+    Expired,
+    NotHosted,
+    NotApplicable,
+    Unavailable,
+    Interrupted,
+    Failed,
+}
+
+/// A command's lifecycle message on `cmd/<id>/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandStatus {
+    pub v: u32,
+    pub id: String,
+    pub iccid: String,
+    pub action: String,
+    pub status: CommandStatusWord,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<RefusalCode>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    pub ts: u64,
+}
+
+/// An inbound message refused, with what could be read of it (to report on the
+/// command's own status topic when its id was readable).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub reason: String,
+    /// The command id, when it was present and valid.
+    pub id: Option<String>,
+    pub iccid: Option<String>,
+    pub action: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: RefusalCode, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            reason: reason.into(),
+            id: None,
+            iccid: None,
+            action: None,
+        }
+    }
+}
+
+/// ICCID as it may appear in a topic or payload: 18 to 20 decimal digits (ITU-T E.118;
+/// DESIGN.md). Anything else never reaches a topic, the store or a modem.
+pub fn valid_iccid(s: &str) -> bool {
+    (18..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A command id becomes a topic level: 1 to 64 of letters, digits, '-', '_', '.'.
+pub fn valid_command_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Parse and check a command payload. `now` is Unix seconds. Every failure says which
+/// field and why; the id is kept when it was readable so the refusal can be reported on
+/// the command's status topic.
+pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
+    if payload.len() > MAX_INBOUND_BYTES {
+        return Err(Refusal::new(
+            RefusalCode::TooLarge,
+            format!(
+                "payload of {} bytes exceeds {MAX_INBOUND_BYTES}",
+                payload.len()
+            ),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| Refusal::new(RefusalCode::Malformed, format!("not JSON: {e}")))?;
+    // Read the id first, on its own, so even a command with bad fields gets its answer.
+    let id = value
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|s| valid_command_id(s))
+        .map(String::from);
+    let with_id = |mut r: Refusal| {
+        r.id = id.clone();
+        r.iccid = value
+            .get("iccid")
+            .and_then(|v| v.as_str())
+            .filter(|s| valid_iccid(s))
+            .map(String::from);
+        r.action = value
+            .get("action")
+            .and_then(|v| v.as_str())
+            .filter(|s| s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .map(String::from);
+        r
+    };
+    if id.is_none() {
+        return Err(with_id(Refusal::new(
+            RefusalCode::InvalidField,
+            "id: missing or not 1-64 of [A-Za-z0-9._-]",
+        )));
+    }
+    let msg: CommandMsg = serde_json::from_value(value.clone()).map_err(|e| {
+        with_id(Refusal::new(
+            RefusalCode::Malformed,
+            format!("not a v1 command: {e}"),
+        ))
+    })?;
+    if msg.v != SCHEMA_VERSION {
+        return Err(with_id(Refusal::new(
+            RefusalCode::InvalidField,
+            format!("v: schema version {} is not {SCHEMA_VERSION}", msg.v),
+        )));
+    }
+    if !valid_iccid(&msg.iccid) {
+        return Err(with_id(Refusal::new(
+            RefusalCode::InvalidField,
+            "iccid: not 18-20 decimal digits",
+        )));
+    }
+    let Some(action) = Action::parse(&msg.action) else {
+        return Err(with_id(Refusal::new(
+            RefusalCode::UnknownAction,
+            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap",
+        )));
+    };
+    if msg.expires_at <= now {
+        return Err(with_id(Refusal::new(
+            RefusalCode::Expired,
+            format!("expired at {} (now {now})", msg.expires_at),
+        )));
+    }
+    let record = match action {
+        Action::SetRecord => {
+            let rec: PlatformRecord = serde_json::from_value(msg.params.clone()).map_err(|e| {
+                with_id(Refusal::new(
+                    RefusalCode::InvalidField,
+                    format!("params: not a platform record: {e}"),
+                ))
+            })?;
+            check_record(&rec).map_err(with_id)?;
+            Some(rec)
+        }
+        _ => None,
+    };
+    Ok(Command {
+        id: msg.id,
+        iccid: msg.iccid,
+        action,
+        record,
+        expires_at: msg.expires_at,
+    })
+}
+
+/// A platform record message on `sim/<iccid>/platform`: `{"v":1, ...record fields}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlatformMsg {
+    pub v: u32,
+    #[serde(flatten)]
+    pub record: PlatformRecord,
+}
+
+/// Parse and check a platform record. An empty payload (a cleared retained message)
+/// means the platform has no record: `Ok(None)`.
+pub fn parse_platform_record(payload: &[u8]) -> Result<Option<PlatformRecord>, Refusal> {
+    if payload.is_empty() {
+        return Ok(None);
+    }
+    if payload.len() > MAX_INBOUND_BYTES {
+        return Err(Refusal::new(
+            RefusalCode::TooLarge,
+            format!(
+                "platform record of {} bytes exceeds {MAX_INBOUND_BYTES}",
+                payload.len()
+            ),
+        ));
+    }
+    let msg: PlatformMsg = serde_json::from_slice(payload).map_err(|e| {
+        Refusal::new(
+            RefusalCode::Malformed,
+            format!("not a v1 platform record: {e}"),
+        )
+    })?;
+    if msg.v != SCHEMA_VERSION {
+        return Err(Refusal::new(
+            RefusalCode::InvalidField,
+            format!("v: schema version {} is not {SCHEMA_VERSION}", msg.v),
+        ));
+    }
+    check_record(&msg.record)?;
+    Ok(Some(msg.record))
+}
+
+/// Bounds on a platform record's fields: what a SIMs page row can hold.
+fn check_record(r: &PlatformRecord) -> Result<(), Refusal> {
+    let bad = |field: &str, why: &str| {
+        Err(Refusal::new(
+            RefusalCode::InvalidField,
+            format!("{field}: {why}"),
+        ))
+    };
+    for (field, value, max) in [
+        ("plan", &r.plan, 128),
+        ("company", &r.company, 128),
+        ("end_user", &r.end_user, 128),
+        ("note", &r.note, 1024),
+    ] {
+        if let Some(v) = value {
+            if v.chars().count() > max {
+                return bad(field, &format!("longer than {max} characters"));
+            }
+            if v.chars().any(char::is_control) {
+                return bad(field, "contains control characters");
+            }
+        }
+    }
+    if let Some(d) = r.data_left_mb {
+        if !d.is_finite() || d < 0.0 {
+            return bad("data_left_mb", "not a non-negative number");
+        }
+    }
+    if r.labels.len() > 32 {
+        return bad("labels", "more than 32 labels");
+    }
+    if r.labels
+        .iter()
+        .any(|l| l.is_empty() || l.chars().count() > 64 || l.chars().any(char::is_control))
+    {
+        return bad("labels", "each label must be 1-64 printable characters");
+    }
+    if r.rules.len() > 32 {
+        return bad("rules", "more than 32 rules");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_790_000_000;
+
+    fn cmd(json: serde_json::Value) -> Result<Command, Refusal> {
+        parse_command(&serde_json::to_vec(&json).unwrap(), NOW)
+    }
+
+    #[test]
+    fn a_well_formed_command_parses() {
+        let c = cmd(
+            serde_json::json!({"v":1,"id":"c-1","iccid":"8988211000000430010",
+            "action":"suspend","expires_at": NOW + 60}),
+        )
+        .unwrap();
+        assert_eq!(c.action, Action::Suspend);
+        assert_eq!(c.id, "c-1");
+    }
+
+    #[test]
+    fn refusals_carry_a_code_and_the_id_when_readable() {
+        let base = serde_json::json!({"v":1,"id":"c-2","iccid":"8988211000000430010",
+            "action":"suspend","expires_at": NOW + 60});
+        let with = |k: &str, v: serde_json::Value| {
+            let mut j = base.clone();
+            j[k] = v;
+            cmd(j).unwrap_err()
+        };
+        let r = with("expires_at", NOW.into());
+        assert_eq!(
+            (r.code, r.id.as_deref()),
+            (RefusalCode::Expired, Some("c-2"))
+        );
+        assert_eq!(
+            with("action", "dance".into()).code,
+            RefusalCode::UnknownAction
+        );
+        assert_eq!(
+            with("iccid", "89882110000004300AB".into()).code,
+            RefusalCode::InvalidField
+        );
+        assert_eq!(with("iccid", "1/#".into()).code, RefusalCode::InvalidField);
+        assert_eq!(with("v", 2.into()).code, RefusalCode::InvalidField);
+        assert_eq!(
+            with("expires_at", "soon".into()).code,
+            RefusalCode::Malformed
+        );
+        let r = with("id", "a/b".into());
+        assert_eq!((r.code, r.id), (RefusalCode::InvalidField, None));
+        assert_eq!(
+            parse_command(b"\xff\x00garbage", NOW).unwrap_err().code,
+            RefusalCode::Malformed
+        );
+        let big = vec![b' '; MAX_INBOUND_BYTES + 1];
+        assert_eq!(
+            parse_command(&big, NOW).unwrap_err().code,
+            RefusalCode::TooLarge
+        );
+    }
+
+    #[test]
+    fn set_record_params_are_checked_as_a_platform_record() {
+        let ok = cmd(
+            serde_json::json!({"v":1,"id":"c-3","iccid":"8988211000000430010",
+            "action":"set_record","expires_at": NOW + 60,
+            "params": {"status":"Active","plan":"IoT 1GB","labels":["fleet-a"]}}),
+        )
+        .unwrap();
+        assert_eq!(ok.record.unwrap().plan.as_deref(), Some("IoT 1GB"));
+        let bad = cmd(
+            serde_json::json!({"v":1,"id":"c-4","iccid":"8988211000000430010",
+            "action":"set_record","expires_at": NOW + 60,
+            "params": {"status":"Sleepy"}}),
+        )
+        .unwrap_err();
+        assert_eq!(bad.code, RefusalCode::InvalidField);
+    }
+
+    #[test]
+    fn platform_records_parse_and_bad_ones_are_refused() {
+        let rec = parse_platform_record(
+            br#"{"v":1,"status":"Suspended","sim_type":"PAYGO","data_left_mb":12.5,"days_left":3,"future_field":1}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(rec.status, Some(Status::Suspended));
+        assert_eq!(parse_platform_record(b"").unwrap(), None);
+        assert_eq!(
+            parse_platform_record(br#"{"v":1,"data_left_mb":-1}"#)
+                .unwrap_err()
+                .code,
+            RefusalCode::InvalidField
+        );
+        assert_eq!(
+            parse_platform_record(br#"{"v":1,"note":"a\u0007b"}"#)
+                .unwrap_err()
+                .code,
+            RefusalCode::InvalidField
+        );
+    }
+
+    #[test]
+    fn inbound_topics_are_classified_and_foreign_ones_ignored() {
+        let t = Topics::new("gw-1");
+        assert_eq!(t.inbound("simgate/v1/gw-1/cmd"), Some(Inbound::Command));
+        assert_eq!(
+            t.inbound("simgate/v1/gw-1/sim/8988211000000430010/platform"),
+            Some(Inbound::PlatformRecord {
+                iccid: "8988211000000430010".into()
+            })
+        );
+        assert_eq!(t.inbound("simgate/v1/gw-10/cmd"), None);
+        assert_eq!(t.inbound("simgate/v1/gw-1/health"), None);
+    }
+
+    #[test]
+    fn events_serialise_flat_with_their_type() {
+        let e = EventMsg {
+            v: 1,
+            seq: 7,
+            ts: 1,
+            kind: EventKind::Removed {
+                iccid: "8988211000000430010".into(),
+                location: Location::Reader {
+                    reader: "R 00 00".into(),
+                },
+            },
+        };
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["type"], "removed");
+        assert_eq!(j["seq"], 7);
+        assert_eq!(serde_json::from_value::<EventMsg>(j).unwrap(), e);
     }
 }

@@ -1,28 +1,62 @@
 //! The platform link: one MQTT connection per agent (rumqttc), the contract's topics and
-//! payloads (`contract`), health with a last will.
+//! payloads (`contract`), health with a last will, and the durable outbox as the only
+//! send queue.
 //!
-//! Only this module knows MQTT. The daemon hands it SIM states; it keeps the latest
-//! state per SIM and republishes all of them after every (re)connect, because rumqttc
-//! drops unacknowledged messages on some reconnects.
+//! Only this module knows MQTT. The daemon hands it states, events, command statuses and
+//! usage samples; each goes into the outbox (written and flushed) before rumqttc sees
+//! it, and leaves the outbox only on the PUBACK for that very packet.
+//!
+//! How a message and its acknowledgement are tied together: the driver chooses each
+//! publish's packet id itself, from a window of `window` ids, and hands the publish to
+//! rumqttc's `pending` queue (which honours a preset id). A PUBACK names the id, the
+//! driver's map names the outbox entry. rumqttc's own retransmission after a reconnect
+//! is discarded on every connection error: its queue forgets what a restart loses
+//! anyway, and the outbox replays from its head, in order.
+//!
+//! Session: persistent (`clean_session = false`), so the broker queues QoS 1 commands
+//! for this agent while it is offline; incoming publishes are acknowledged manually,
+//! only after the daemon stored them, so a crash between receipt and storage means a
+//! redelivery, never a loss.
 
 pub mod contract;
 
 use crate::config::BrokerUrl;
-use contract::{Health, SimState, Topics};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
-use std::collections::BTreeMap;
+use crate::sim::PlatformRecord;
+use crate::store::outbox::{Class, Outbox, Shed};
+use crate::store::{Store, StoreError};
+use contract::{
+    Command, CommandStatus, EventKind, EventMsg, Health, Inbound, Refusal, SimState, Topics,
+    UsageBatch, UsageSample,
+};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Request,
+    SubscribeFilter, TlsConfiguration, Transport,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("broker URL: {0}")]
     Url(String),
-    #[error("mqtts:// is not supported by this build yet")]
-    TlsUnsupported,
+    #[error("TLS: {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
     #[error("payload: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Settings the link needs, taken from the configuration.
@@ -33,34 +67,98 @@ pub struct LinkSettings {
     pub keepalive: Duration,
     pub username: String,
     pub password: String,
+    /// PEM CA bundle; None: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key (mutual TLS); both or neither.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Outbox entries kept before telemetry (then events) is shed.
+    pub outbox_cap: u64,
+    /// Publishes in flight (unacknowledged) at once.
+    pub window: u16,
+    /// Usage telemetry is batched and sent at this interval.
+    pub usage_interval: Duration,
 }
+
+impl LinkSettings {
+    /// Defaults for everything but the broker and the agent (platform-side tools).
+    pub fn new(url: &str, agent_id: &str) -> LinkSettings {
+        LinkSettings {
+            url: url.to_string(),
+            agent_id: agent_id.to_string(),
+            keepalive: Duration::from_secs(300),
+            username: String::new(),
+            password: String::new(),
+            ca_file: None,
+            client_cert: None,
+            outbox_cap: 100_000,
+            window: 16,
+            usage_interval: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Something the platform sent, for the daemon. Acknowledge it with [`Link::ack`] once
+/// it is stored: until then the broker will deliver it again after a reconnect.
+#[derive(Debug)]
+pub enum Received {
+    Command {
+        command: Result<Command, Refusal>,
+        ack: AckToken,
+    },
+    PlatformRecord {
+        iccid: String,
+        /// Ok(None): the platform cleared its retained record.
+        record: Result<Option<PlatformRecord>, Refusal>,
+        ack: AckToken,
+    },
+}
+
+/// The MQTT acknowledgement owed for an inbound message.
+#[derive(Debug)]
+pub struct AckToken(Publish);
 
 /// Handle used by the daemon to publish. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Link {
     client: AsyncClient,
     topics: Topics,
-    /// Latest retained payload per topic, republished on every connect.
-    retained: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    outbox: Outbox,
+    wake: Arc<Notify>,
+    usage: Arc<Mutex<BTreeMap<String, UsageSample>>>,
 }
 
 impl Link {
     /// Connect (in the background: the link keeps retrying) and return the handle and
-    /// the task driving the connection. The task ends when `cancel` fires, after
-    /// publishing the agent offline.
+    /// the task driving the connection. What the platform sends arrives on `received`.
+    /// The task ends when `cancel` fires, after publishing the agent offline.
     pub fn start(
         settings: &LinkSettings,
+        store: &Store,
+        received: mpsc::UnboundedSender<Received>,
         cancel: CancellationToken,
     ) -> Result<(Link, tokio::task::JoinHandle<()>), LinkError> {
         let url = BrokerUrl::parse(&settings.url).map_err(LinkError::Url)?;
-        if url.tls {
-            return Err(LinkError::TlsUnsupported);
-        }
         let topics = Topics::new(&settings.agent_id);
+        let window = settings.window.clamp(1, 1024);
         let mut opts = MqttOptions::new(settings.agent_id.clone(), url.host, url.port);
         opts.set_keep_alive(settings.keepalive);
+        opts.set_clean_session(false);
+        opts.set_manual_acks(true);
+        // One id beyond the window is kept for health messages.
+        opts.set_inflight(window + 1);
+        opts.set_pending_throttle(Duration::ZERO);
+        opts.set_max_packet_size(
+            contract::MAX_INBOUND_BYTES + 1024,
+            contract::MAX_INBOUND_BYTES.max(64 * 1024),
+        );
         if !settings.username.is_empty() {
             opts.set_credentials(settings.username.clone(), settings.password.clone());
+        }
+        if url.tls {
+            let cfg = tls_config(settings.ca_file.as_deref(), settings.client_cert.as_ref())?;
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(cfg),
+            )));
         }
         let will = serde_json::to_vec(&Health::new(false, 0))?;
         opts.set_last_will(LastWill::new(topics.health(), will, QoS::AtLeastOnce, true));
@@ -68,91 +166,445 @@ impl Link {
         let link = Link {
             client,
             topics,
-            retained: Arc::new(Mutex::new(BTreeMap::new())),
+            outbox: store.outbox(settings.outbox_cap)?,
+            wake: Arc::new(Notify::new()),
+            usage: Arc::new(Mutex::new(BTreeMap::new())),
         };
-        let task = tokio::spawn(drive(link.clone(), eventloop, cancel));
+        let driver = Driver {
+            link: link.clone(),
+            eventloop,
+            received,
+            window,
+            conn: None,
+            usage_interval: settings.usage_interval,
+        };
+        let task = tokio::spawn(driver.run(cancel));
         Ok((link, task))
     }
 
-    /// Publish a SIM's retained state (QoS 1).
-    pub async fn publish_state(&self, state: &SimState) -> Result<(), LinkError> {
-        let topic = self.topics.sim_state(&state.iccid);
-        let payload = serde_json::to_vec(state)?;
-        self.retained
-            .lock()
-            // A poisoned lock means a panic elsewhere while holding it; the map is
-            // still a valid map, so keep going with it.
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(topic.clone(), payload.clone());
-        self.publish(topic, payload).await;
+    /// The contract's topics for this agent.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Messages waiting in the outbox.
+    pub fn queued(&self) -> u64 {
+        self.outbox.len()
+    }
+
+    fn enqueue(
+        &self,
+        class: Class,
+        topic: &str,
+        retain: bool,
+        coalesce: Option<&str>,
+        payload: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<(), LinkError> {
+        let (_, shed) = self.outbox.push(class, topic, retain, coalesce, payload)?;
+        if shed.any() {
+            self.report_shed()?;
+        }
+        self.wake.notify_one();
         Ok(())
     }
 
-    async fn publish(&self, topic: String, payload: Vec<u8>) {
-        // `publish` only fails when the event loop is gone (shutdown); the retained map
-        // will republish after the next connect.
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, true, payload)
-            .await
-        {
-            tracing::debug!(error = %e, "publish queued after shutdown");
+    /// The shed counter travels as one coalesced notice: however often the outbox
+    /// overflows while offline, the platform gets one event with the totals.
+    fn report_shed(&self) -> Result<(), LinkError> {
+        let Shed { telemetry, events } = self.outbox.shed_totals()?;
+        tracing::warn!(telemetry, events, "outbox full: messages shed");
+        let topic = self.topics.events();
+        self.outbox.push(
+            Class::Notice,
+            &topic,
+            false,
+            Some("notice/outbox_shed"),
+            |seq| {
+                encode(&EventMsg {
+                    v: contract::SCHEMA_VERSION,
+                    seq,
+                    ts: crate::time::unix_now(),
+                    kind: EventKind::OutboxShed { telemetry, events },
+                })
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Queue a SIM's retained state (QoS 1); a newer state of the same SIM replaces a
+    /// queued older one.
+    pub fn publish_state(&self, state: &SimState) -> Result<(), LinkError> {
+        let topic = self.topics.sim_state(&state.iccid);
+        let payload = serde_json::to_vec(state)?;
+        self.enqueue(Class::State, &topic, true, Some(&topic), |_| payload)
+    }
+
+    /// Queue an event (QoS 1, not retained).
+    pub fn publish_event(&self, kind: EventKind) -> Result<(), LinkError> {
+        let topic = self.topics.events();
+        self.enqueue(Class::Event, &topic, false, None, |seq| {
+            encode(&EventMsg {
+                v: contract::SCHEMA_VERSION,
+                seq,
+                ts: crate::time::unix_now(),
+                kind,
+            })
+        })
+    }
+
+    /// Queue a command's lifecycle status (QoS 1, not retained, never shed).
+    pub fn publish_command_status(&self, status: &CommandStatus) -> Result<(), LinkError> {
+        let topic = self.topics.command_status(&status.id);
+        let payload = serde_json::to_vec(status)?;
+        self.enqueue(Class::Outcome, &topic, false, None, |_| payload)
+    }
+
+    /// Note a SIM's usage counters; the latest sample per SIM goes out in the next batch.
+    pub fn report_usage(&self, sample: UsageSample) {
+        self.usage
+            .lock()
+            // Poisoned: a panic elsewhere while holding it; the map is still a map.
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sample.iccid.clone(), sample);
+    }
+
+    /// Queue one batch of the usage noted since the last one (nothing when none).
+    pub fn flush_usage(&self) -> Result<(), LinkError> {
+        let sims: Vec<UsageSample> =
+            std::mem::take(&mut *self.usage.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_values()
+                .collect();
+        if sims.is_empty() {
+            return Ok(());
+        }
+        let topic = self.topics.usage();
+        self.enqueue(Class::Telemetry, &topic, false, None, |seq| {
+            encode(&UsageBatch {
+                v: contract::SCHEMA_VERSION,
+                seq,
+                ts: crate::time::unix_now(),
+                sims,
+            })
+        })
+    }
+
+    /// Acknowledge an inbound message (after storing what it said).
+    pub async fn ack(&self, token: AckToken) {
+        // Fails only when the event loop is gone (shutdown): the broker redelivers.
+        if let Err(e) = self.client.ack(&token.0).await {
+            tracing::debug!(error = %e, "ack not sent (shutting down)");
         }
     }
 }
 
-async fn drive(link: Link, mut eventloop: EventLoop, cancel: CancellationToken) {
-    let mut backoff = Backoff::new();
-    loop {
-        let event = tokio::select! {
-            _ = cancel.cancelled() => break,
-            ev = eventloop.poll() => ev,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!("connected to broker");
-                backoff.reset();
-                let health = serde_json::to_vec(&Health::new(true, crate::time::unix_now()))
-                    .unwrap_or_default();
-                link.publish(link.topics.health(), health).await;
-                let states: Vec<(String, Vec<u8>)> = link
-                    .retained
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .map(|(t, p)| (t.clone(), p.clone()))
-                    .collect();
-                for (topic, payload) in states {
-                    link.publish(topic, payload).await;
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Our own payload types hold only strings, numbers and maps with string keys:
+    // serialising them cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// State of one broker connection.
+#[derive(Debug)]
+struct Conn {
+    /// Subscriptions acknowledged: publishing may start (so the subscription's packet
+    /// id, chosen by rumqttc, never overlaps ours).
+    ready: bool,
+    /// Packet id → outbox seq (None: a health message, not in the outbox).
+    inflight: HashMap<u16, Option<u64>>,
+    free: VecDeque<u16>,
+    /// The last outbox seq handed over on this connection.
+    cursor: Option<u64>,
+}
+
+struct Driver {
+    link: Link,
+    eventloop: EventLoop,
+    received: mpsc::UnboundedSender<Received>,
+    window: u16,
+    conn: Option<Conn>,
+    usage_interval: Duration,
+}
+
+impl Driver {
+    fn health_pkid(&self) -> u16 {
+        self.window + 1
+    }
+
+    async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new();
+        let mut usage_tick = tokio::time::interval(self.usage_interval);
+        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        usage_tick.reset(); // the first tick after one interval, not at once
+        loop {
+            let ready = self.conn.as_ref().is_some_and(|c| c.ready);
+            let wake = self.link.wake.clone();
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = usage_tick.tick() => {
+                    if let Err(e) = self.link.flush_usage() {
+                        tracing::error!(error = %e, "usage batch not queued");
+                    }
+                    self.fill();
+                    continue;
+                }
+                // Only while connected: waking would otherwise cancel a connect attempt.
+                _ = wake.notified(), if ready => {
+                    self.fill();
+                    continue;
+                }
+                ev = self.eventloop.poll() => ev,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    tracing::info!(session_present = ack.session_present, "connected to broker");
+                    backoff.reset();
+                    // Whatever rumqttc kept from the last session is replayed from the
+                    // outbox instead, with ids this driver tracks.
+                    self.eventloop.pending.clear();
+                    self.conn = Some(Conn {
+                        ready: false,
+                        inflight: HashMap::new(),
+                        free: (1..=self.window).collect(),
+                        cursor: None,
+                    });
+                    // Resubscribe on every connect: a broker that lost its sessions
+                    // (restart without persistence) must still deliver commands.
+                    let t = &self.link.topics;
+                    let filters = [
+                        SubscribeFilter::new(t.commands(), QoS::AtLeastOnce),
+                        SubscribeFilter::new(t.sim_platform_filter(), QoS::AtLeastOnce),
+                    ];
+                    if let Err(e) = self.link.client.try_subscribe_many(filters) {
+                        tracing::warn!(error = %e, "subscribe not queued");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
+                        tracing::error!(
+                            "broker refused a subscription (ACL?): commands will not arrive"
+                        );
+                    }
+                    if let Some(conn) = self.conn.as_mut() {
+                        if !conn.ready {
+                            conn.ready = true;
+                            let pkid = self.window + 1;
+                            conn.inflight.insert(pkid, None);
+                            self.push_health(true, pkid);
+                            self.fill();
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(conn) = self.conn.as_mut() {
+                        match conn.inflight.remove(&ack.pkid) {
+                            Some(Some(seq)) => {
+                                conn.free.push_back(ack.pkid);
+                                if let Err(e) = self.link.outbox.acknowledged(seq) {
+                                    tracing::error!(error = %e, seq, "acknowledged entry not removed");
+                                }
+                            }
+                            Some(None) => {}
+                            None => tracing::warn!(pkid = ack.pkid, "PUBACK for an unknown packet"),
+                        }
+                    }
+                    self.fill();
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p).await,
+                Ok(_) => {}
+                Err(e) => {
+                    self.conn = None;
+                    // rumqttc moved its in-flight publishes (and queued requests) here to
+                    // resend them; the outbox is the queue, so drop them.
+                    self.eventloop.pending.clear();
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in = ?wait, queued = self.link.outbox.len(), "broker connection lost");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                let wait = backoff.next_wait();
-                tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
+        }
+        self.shutdown().await;
+    }
+
+    fn push_health(&mut self, online: bool, pkid: u16) {
+        let mut p = Publish::new(
+            self.link.topics.health(),
+            QoS::AtLeastOnce,
+            encode(&Health::new(online, crate::time::unix_now())),
+        );
+        p.retain = true;
+        p.pkid = pkid;
+        self.eventloop.pending.push_back(Request::Publish(p));
+    }
+
+    /// Hand outbox entries to rumqttc while the window has room.
+    fn fill(&mut self) {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
+            return;
+        };
+        while let Some(&pkid) = conn.free.front() {
+            let next = match self.link.outbox.next_after(conn.cursor) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox unreadable");
+                    break;
                 }
+            };
+            let (seq, entry) = next;
+            conn.free.pop_front();
+            let mut p = Publish::new(entry.topic, QoS::AtLeastOnce, entry.payload);
+            p.retain = entry.retain;
+            p.pkid = pkid;
+            self.eventloop.pending.push_back(Request::Publish(p));
+            conn.inflight.insert(pkid, Some(seq));
+            conn.cursor = Some(seq);
+        }
+    }
+
+    async fn on_publish(&mut self, p: Publish) {
+        let now = crate::time::unix_now();
+        let msg = match self.link.topics.inbound(&p.topic) {
+            Some(Inbound::Command) => Received::Command {
+                command: contract::parse_command(&p.payload, now),
+                ack: AckToken(p),
+            },
+            Some(Inbound::PlatformRecord { iccid }) => {
+                let record = if contract::valid_iccid(&iccid) {
+                    contract::parse_platform_record(&p.payload)
+                } else {
+                    Err(Refusal {
+                        code: contract::RefusalCode::InvalidField,
+                        reason: "topic: ICCID is not 18-20 decimal digits".into(),
+                        id: None,
+                        iccid: None,
+                        action: None,
+                    })
+                };
+                Received::PlatformRecord {
+                    iccid,
+                    record,
+                    ack: AckToken(p),
+                }
+            }
+            None => {
+                // Not ours to consume (a broker delivering outside our filters): ack so
+                // it does not come back.
+                tracing::debug!(topic = %p.topic, "ignored inbound message");
+                self.link.ack(AckToken(p)).await;
+                return;
+            }
+        };
+        // Unbounded, yet bounded in practice: with manual acks the broker stops sending
+        // once its in-flight window for this client (mosquitto: 20) is unacknowledged.
+        if self.received.send(msg).is_err() {
+            tracing::debug!("daemon gone; inbound message left unacknowledged");
+        }
+    }
+
+    /// Graceful stop: say offline ourselves (the will is only sent on an unclean drop),
+    /// then disconnect, driving the loop until both went out or a short grace expired.
+    /// If the offline message cannot go out, the broker still publishes the will once
+    /// the connection drops.
+    async fn shutdown(mut self) {
+        if self.conn.as_ref().is_some_and(|c| c.ready) {
+            let pkid = self.health_pkid();
+            let busy = self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.inflight.contains_key(&pkid));
+            if !busy {
+                self.push_health(false, pkid);
+            }
+            let _ = self.link.client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Ok(ev) = self.eventloop.poll().await {
+                    if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        if let Err(e) = self.link.outbox.flush() {
+            tracing::warn!(error = %e, "outbox not flushed at shutdown");
+        }
+    }
+}
+
+/// Build the rustls client configuration: `ring` as the crypto provider (see
+/// Cargo.toml), the CA file's roots or the system's, and an optional client certificate.
+fn tls_config(
+    ca_file: Option<&Path>,
+    client_cert: Option<&(PathBuf, PathBuf)>,
+) -> Result<rustls::ClientConfig, LinkError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(ca) => {
+            let certs = read_certs("CA file", ca)?;
+            if certs.is_empty() {
+                return Err(LinkError::Tls(format!(
+                    "CA file {}: no PEM certificate in it",
+                    ca.display()
+                )));
+            }
+            for c in certs {
+                roots.add(c)?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(LinkError::Tls(
+                    "no system trust roots found; set broker.ca_file".into(),
+                ));
             }
         }
     }
-    // Graceful stop: say offline ourselves (the will is only sent on an unclean drop),
-    // then disconnect, driving the loop until both went out or a short grace expired.
-    let offline =
-        serde_json::to_vec(&Health::new(false, crate::time::unix_now())).unwrap_or_default();
-    let _ = link
-        .client
-        .try_publish(link.topics.health(), QoS::AtLeastOnce, true, offline);
-    let _ = link.client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Ok(ev) = eventloop.poll().await {
-            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match client_cert {
+        Some((cert, key)) => {
+            let chain = read_certs("client certificate", cert)?;
+            let file = |source| LinkError::TlsFile {
+                what: "client key",
+                path: key.clone(),
+                source,
+            };
+            let mut rd = std::io::BufReader::new(std::fs::File::open(key).map_err(file)?);
+            let key_der = rustls_pemfile::private_key(&mut rd)
+                .map_err(file)?
+                .ok_or_else(|| {
+                    LinkError::Tls(format!("client key {}: no PEM private key", key.display()))
+                })?;
+            builder.with_client_auth_cert(chain, key_der)?
         }
+        None => builder.with_no_client_auth(),
     })
-    .await;
+}
+
+fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, LinkError> {
+    let file = |source| LinkError::TlsFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut rd = std::io::BufReader::new(std::fs::File::open(path).map_err(file)?);
+    rustls_pemfile::certs(&mut rd)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(file)
 }
 
 /// Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff

@@ -3,6 +3,9 @@
 //!
 //! One sled database per state directory; each concern owns a tree (a sub-module here).
 
+pub mod commands;
+pub mod outbox;
+pub mod platform;
 pub mod sims;
 
 use std::path::{Path, PathBuf};

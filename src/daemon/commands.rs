@@ -1,0 +1,457 @@
+//! Platform commands and records, taking effect exactly once.
+//!
+//! A command's id is claimed in the store (flushed) before anything else happens and
+//! before the MQTT delivery is acknowledged; its outcome is stored before it is
+//! reported. A redelivered or repeated id is answered from its record, never executed
+//! again. A command whose record says it started but never finished (simgate died
+//! mid-way) is reported failed as interrupted: its effect is unknown, so it is not
+//! retried behind the platform's back.
+
+use super::{Ctx, DaemonError, Event};
+use crate::link::contract::{
+    Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode, SimState,
+    SCHEMA_VERSION,
+};
+use crate::link::Received;
+use crate::reader;
+use crate::sim::{Location, Observed, PlatformRecord};
+use crate::store::commands::{CommandRecord, CommandState};
+use std::collections::HashSet;
+
+/// Where a SIM lives, which decides how an action reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Host {
+    Reader { reader: String },
+    Modem { port: String, slot: Option<u8> },
+}
+
+impl Host {
+    fn of(obs: &Observed) -> Host {
+        match &obs.location {
+            Location::Reader { reader } => Host::Reader {
+                reader: reader.clone(),
+            },
+            Location::Modem { port, slot } => Host::Modem {
+                port: port.clone(),
+                slot: *slot,
+            },
+        }
+    }
+}
+
+/// What executing a command means, decided from the action and the host alone.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Plan {
+    /// Re-read the card in a reader (on a blocking thread).
+    ReadCard {
+        reader: String,
+    },
+    /// Cache a new platform record.
+    SetRecord(PlatformRecord),
+    /// A modem action (refresh, suspend, resume) for the modem engine. Until the engine
+    /// takes actions, these fail as unavailable.
+    Modem {
+        action: Action,
+        port: String,
+    },
+    Refuse {
+        code: RefusalCode,
+        reason: String,
+    },
+}
+
+pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
+    let refuse = |code, reason: &str| Plan::Refuse {
+        code,
+        reason: reason.to_string(),
+    };
+    match (cmd.action, host) {
+        (Action::Refill | Action::Rules | Action::Swap, _) => refuse(
+            RefusalCode::Unsupported,
+            &format!(
+                "{} is not supported by this simgate version yet",
+                cmd.action.as_str()
+            ),
+        ),
+        (Action::SetRecord, _) => match &cmd.record {
+            Some(r) => Plan::SetRecord(r.clone()),
+            None => refuse(RefusalCode::InvalidField, "params: missing platform record"),
+        },
+        (Action::Refresh, Host::Reader { reader }) => Plan::ReadCard {
+            reader: reader.clone(),
+        },
+        (Action::Suspend | Action::Resume, Host::Reader { .. }) => refuse(
+            RefusalCode::NotApplicable,
+            "the SIM is a card in a PC/SC reader: it has no data session to suspend or resume",
+        ),
+        (Action::Refresh | Action::Suspend | Action::Resume, Host::Modem { port, .. }) => {
+            Plan::Modem {
+                action: cmd.action,
+                port: port.clone(),
+            }
+        }
+    }
+}
+
+/// Commands in flight in this process (their async work not yet done).
+#[derive(Debug, Default)]
+pub(crate) struct Commands {
+    running: HashSet<String>,
+}
+
+impl Commands {
+    pub(crate) async fn on_platform(
+        &mut self,
+        ctx: &Ctx,
+        msg: Received,
+    ) -> Result<(), DaemonError> {
+        match msg {
+            Received::Command { command, ack } => {
+                match command {
+                    Ok(cmd) => self.on_command(ctx, cmd).await?,
+                    Err(refusal) => self.on_refused(ctx, refusal)?,
+                }
+                // Acknowledged only now: the claim is on disk, a redelivery is answered
+                // from it.
+                if let Some(link) = &ctx.link {
+                    link.ack(ack).await;
+                }
+            }
+            Received::PlatformRecord { iccid, record, ack } => {
+                match record {
+                    Ok(rec) => self.set_record(ctx, &iccid, rec.unwrap_or_default())?,
+                    Err(r) => {
+                        tracing::warn!(%iccid, reason = %r.reason, "platform record refused");
+                        if let Some(link) = &ctx.link {
+                            link.publish_event(EventKind::Error {
+                                iccid: crate::link::contract::valid_iccid(&iccid).then_some(iccid),
+                                code: r.code,
+                                reason: format!("platform record refused: {}", r.reason),
+                            })?;
+                        }
+                    }
+                }
+                if let Some(link) = &ctx.link {
+                    link.ack(ack).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cache a platform record and republish the SIM's row when it changed.
+    fn set_record(&self, ctx: &Ctx, iccid: &str, rec: PlatformRecord) -> Result<(), DaemonError> {
+        if ctx.store.get_platform(iccid)?.as_ref() == Some(&rec) {
+            return Ok(());
+        }
+        ctx.store.put_platform(iccid, &rec)?;
+        if let (Some(link), Some(obs)) = (&ctx.link, ctx.store.get_observed(iccid)?) {
+            link.publish_state(&SimState::merged(&obs, Some(&rec)))?;
+        }
+        Ok(())
+    }
+
+    /// An inbound command that failed its checks. With a readable id it gets a failed
+    /// status on its own topic (recorded, so a redelivery gets the same answer);
+    /// without one, an error event.
+    fn on_refused(&mut self, ctx: &Ctx, r: Refusal) -> Result<(), DaemonError> {
+        tracing::warn!(id = ?r.id, code = ?r.code, reason = %r.reason, "command refused");
+        let Some(id) = r.id.clone() else {
+            if let Some(link) = &ctx.link {
+                link.publish_event(EventKind::Error {
+                    iccid: r.iccid.clone(),
+                    code: r.code,
+                    reason: format!("command refused: {}", r.reason),
+                })?;
+            }
+            return Ok(());
+        };
+        let now = crate::time::unix_now();
+        let rec = CommandRecord {
+            id,
+            iccid: r.iccid.clone().unwrap_or_default(),
+            action: r.action.clone().unwrap_or_default(),
+            state: CommandState::Failed,
+            reason: Some(format!("{}: {}", code_word(r.code), r.reason)),
+            received_at: now,
+            updated_at: now,
+        };
+        if let Some(existing) = ctx.store.claim_command(&rec)? {
+            return self.answer_duplicate(ctx, existing);
+        }
+        report(ctx, &rec, Some(r.code), true)
+    }
+
+    async fn on_command(&mut self, ctx: &Ctx, cmd: Command) -> Result<(), DaemonError> {
+        let now = crate::time::unix_now();
+        let mut rec = CommandRecord {
+            id: cmd.id.clone(),
+            iccid: cmd.iccid.clone(),
+            action: cmd.action.as_str().to_string(),
+            state: CommandState::Received,
+            reason: None,
+            received_at: now,
+            updated_at: now,
+        };
+        if let Some(existing) = ctx.store.claim_command(&rec)? {
+            return self.answer_duplicate(ctx, existing);
+        }
+        tracing::info!(id = %cmd.id, iccid = %cmd.iccid, action = cmd.action.as_str(), "command received");
+        report(ctx, &rec, None, false)?;
+
+        // Only SIMs this agent hosts now: a command for anything else is refused.
+        let host = match ctx.store.get_observed(&cmd.iccid)? {
+            Some(obs) if obs.present => Host::of(&obs),
+            _ => {
+                return self.finish(
+                    ctx,
+                    &mut rec,
+                    Err((
+                        RefusalCode::NotHosted,
+                        format!("SIM {} is not hosted by this agent", cmd.iccid),
+                    )),
+                );
+            }
+        };
+        let plan = plan(&cmd, &host);
+        if let Plan::Refuse { code, reason } = plan {
+            return self.finish(ctx, &mut rec, Err((code, reason)));
+        }
+        // Executing is stored before the effect: if simgate dies now, a redelivery finds
+        // it and reports the command interrupted instead of running it twice.
+        rec.state = CommandState::Executing;
+        rec.updated_at = crate::time::unix_now();
+        ctx.store.put_command(&rec)?;
+        report(ctx, &rec, None, false)?;
+        match plan {
+            Plan::SetRecord(r) => {
+                self.set_record(ctx, &cmd.iccid, r)?;
+                self.finish(ctx, &mut rec, Ok(()))
+            }
+            Plan::ReadCard { reader } => {
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let id = cmd.id.clone();
+                let want = cmd.iccid.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = std::ffi::CString::new(reader.clone())
+                        .map_err(|_| format!("reader name {reader:?} is not a C string"))
+                        .and_then(|name| {
+                            reader::establish()
+                                .and_then(|pcsc| reader::read_card(&pcsc, &name))
+                                .map_err(|e| e.to_string())
+                        })
+                        .map(|read| super::observed_from_read(&read))
+                        .and_then(|obs| {
+                            if obs.iccid == want {
+                                Ok(obs)
+                            } else {
+                                Err(format!("the reader now holds another SIM ({})", obs.iccid))
+                            }
+                        });
+                    let _ = tx.blocking_send(Event::CommandDone { id, result });
+                });
+                Ok(())
+            }
+            Plan::Modem { action, port } => {
+                // The modem engine's action handle plugs in here.
+                self.finish(
+                    ctx,
+                    &mut rec,
+                    Err((
+                        RefusalCode::Unavailable,
+                        format!(
+                            "modem engine not available: cannot {} the SIM on {port}",
+                            action.as_str()
+                        ),
+                    )),
+                )
+            }
+            Plan::Refuse { .. } => Ok(()),
+        }
+    }
+
+    /// A refresh's card read finished.
+    pub(crate) async fn on_done(
+        &mut self,
+        ctx: &Ctx,
+        id: String,
+        result: Result<Observed, String>,
+    ) -> Result<(), DaemonError> {
+        self.running.remove(&id);
+        let Some(mut rec) = ctx.store.get_command(&id)? else {
+            return Ok(());
+        };
+        let outcome = match result {
+            Ok(obs) => {
+                ctx.record(&obs).await?;
+                Ok(())
+            }
+            Err(e) => Err((RefusalCode::Failed, format!("re-read failed: {e}"))),
+        };
+        self.finish(ctx, &mut rec, outcome)
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &Ctx,
+        rec: &mut CommandRecord,
+        outcome: Result<(), (RefusalCode, String)>,
+    ) -> Result<(), DaemonError> {
+        let code = match outcome {
+            Ok(()) => {
+                rec.state = CommandState::Successful;
+                rec.reason = None;
+                None
+            }
+            Err((code, reason)) => {
+                rec.state = CommandState::Failed;
+                rec.reason = Some(format!("{}: {reason}", code_word(code)));
+                Some(code)
+            }
+        };
+        rec.updated_at = crate::time::unix_now();
+        // Stored before reported: a crash in between re-reports, never re-executes.
+        ctx.store.put_command(rec)?;
+        tracing::info!(id = %rec.id, state = ?rec.state, reason = ?rec.reason, "command finished");
+        report(ctx, rec, code, true)
+    }
+
+    /// A command id seen before: answer from its record.
+    fn answer_duplicate(&mut self, ctx: &Ctx, mut rec: CommandRecord) -> Result<(), DaemonError> {
+        tracing::info!(id = %rec.id, state = ?rec.state, "duplicate command: answered from its record");
+        if rec.state.is_final() {
+            let code = rec.reason.as_deref().and_then(code_of);
+            return report(ctx, &rec, code, false);
+        }
+        if self.running.contains(&rec.id) {
+            return report(ctx, &rec, None, false);
+        }
+        // Claimed by an earlier run of simgate that died before finishing.
+        self.finish(
+            ctx,
+            &mut rec,
+            Err((
+                RefusalCode::Interrupted,
+                "simgate restarted while the command was in progress; its effect is unknown and it was not repeated".into(),
+            )),
+        )
+    }
+}
+
+fn code_word(code: RefusalCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// The code back from a stored reason "code: text".
+fn code_of(reason: &str) -> Option<RefusalCode> {
+    let word = reason.split(':').next()?;
+    serde_json::from_value(serde_json::Value::String(word.to_string())).ok()
+}
+
+/// Publish a command's status; final ones also as a `command` event.
+fn report(
+    ctx: &Ctx,
+    rec: &CommandRecord,
+    code: Option<RefusalCode>,
+    as_event: bool,
+) -> Result<(), DaemonError> {
+    let Some(link) = &ctx.link else {
+        return Ok(());
+    };
+    let status = match rec.state {
+        CommandState::Received => CommandStatusWord::Received,
+        CommandState::Executing => CommandStatusWord::Executing,
+        CommandState::Successful => CommandStatusWord::Successful,
+        CommandState::Failed => CommandStatusWord::Failed,
+    };
+    // The stored reason carries its code as a prefix; the message separates them.
+    let reason = rec.reason.as_deref().map(|r| match code {
+        Some(c) => r
+            .strip_prefix(&format!("{}: ", code_word(c)))
+            .unwrap_or(r)
+            .to_string(),
+        None => r.to_string(),
+    });
+    link.publish_command_status(&CommandStatus {
+        v: SCHEMA_VERSION,
+        id: rec.id.clone(),
+        iccid: rec.iccid.clone(),
+        action: rec.action.clone(),
+        status,
+        code,
+        reason: reason.clone(),
+        ts: crate::time::unix_now(),
+    })?;
+    if as_event && rec.state.is_final() {
+        link.publish_event(EventKind::Command {
+            id: rec.id.clone(),
+            iccid: rec.iccid.clone(),
+            action: rec.action.clone(),
+            status,
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(action: Action) -> Command {
+        Command {
+            id: "c".into(),
+            iccid: "8988211000000430010".into(),
+            action,
+            record: None,
+            expires_at: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn suspend_is_refused_for_a_reader_card_and_goes_to_the_modem_otherwise() {
+        let reader = Host::Reader { reader: "R".into() };
+        let modem = Host::Modem {
+            port: "/dev/ttyUSB2".into(),
+            slot: None,
+        };
+        assert!(matches!(
+            plan(&cmd(Action::Suspend), &reader),
+            Plan::Refuse {
+                code: RefusalCode::NotApplicable,
+                ..
+            }
+        ));
+        assert!(matches!(
+            plan(&cmd(Action::Resume), &modem),
+            Plan::Modem { .. }
+        ));
+        assert!(matches!(
+            plan(&cmd(Action::Refresh), &reader),
+            Plan::ReadCard { .. }
+        ));
+    }
+
+    #[test]
+    fn refill_rules_and_swap_are_refused_as_unsupported() {
+        for a in [Action::Refill, Action::Rules, Action::Swap] {
+            assert!(matches!(
+                plan(&cmd(a), &Host::Reader { reader: "R".into() }),
+                Plan::Refuse {
+                    code: RefusalCode::Unsupported,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_stored_reason_gives_its_code_back() {
+        assert_eq!(code_of("not_hosted: SIM x"), Some(RefusalCode::NotHosted));
+        assert_eq!(code_of("whatever"), None);
+    }
+}
