@@ -58,6 +58,9 @@ pub enum Command {
         #[arg(long)]
         plain: bool,
     },
+    /// The platform's side, for demos and humans: send commands, set SIM records.
+    #[command(subcommand)]
+    Platform(PlatformCmd),
     /// Emulate devices for tests and demos.
     #[command(subcommand)]
     Emulate(Emulate),
@@ -96,6 +99,55 @@ pub enum Emulate {
         /// several ms per APDU).
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PlatformConn {
+    #[arg(long, env = "SIMGATE_BROKER")]
+    pub broker: String,
+    #[arg(long, env = "SIMGATE_AGENT_ID")]
+    pub agent_id: String,
+    #[arg(long)]
+    pub username: Option<String>,
+    #[arg(long, env = "SIMGATE_PLATFORM_PASSWORD")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlatformCmd {
+    /// Send a command to an agent and print its lifecycle as it comes back (one JSON
+    /// line per status). Exit status 0 when it succeeded, 1 when it failed.
+    Send {
+        #[command(flatten)]
+        conn: PlatformConn,
+        #[arg(long)]
+        iccid: String,
+        /// refresh, suspend, resume, set_record (refill, rules, swap: refused for now).
+        #[arg(long)]
+        action: String,
+        /// Command id (the idempotency key); default: a fresh one.
+        #[arg(long)]
+        id: Option<String>,
+        /// Parameters as JSON (for set_record: the platform record).
+        #[arg(long)]
+        params: Option<String>,
+        /// Seconds until the command expires.
+        #[arg(long, default_value_t = 300)]
+        expires_in: u64,
+        /// Seconds to wait for the final status.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// Set a SIM's platform record (retained on sim/<iccid>/platform).
+    Record {
+        #[command(flatten)]
+        conn: PlatformConn,
+        #[arg(long)]
+        iccid: String,
+        /// The record as JSON, e.g. '{"status":"Active","plan":"IoT 1GB"}'.
+        #[arg(long)]
+        json: String,
     },
 }
 
@@ -194,6 +246,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             crate::watch::run(&broker, &agent_id, plain, shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Platform(cmd) => platform(cmd).await,
         Command::Emulate(Emulate::Card {
             image,
             vpcd,
@@ -365,6 +418,57 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
+    let conn = |c: PlatformConn| crate::platform::Conn {
+        broker: c.broker,
+        agent_id: c.agent_id,
+        username: c.username,
+        password: c.password,
+    };
+    match cmd {
+        PlatformCmd::Send {
+            conn: c,
+            iccid,
+            action,
+            id,
+            params,
+            expires_in,
+            wait,
+        } => {
+            let params = match params {
+                Some(p) => serde_json::from_str(&p).context("--params: not JSON")?,
+                None => serde_json::Value::Null,
+            };
+            let id = id.unwrap_or_else(|| {
+                format!("cli-{}-{}", crate::time::unix_now(), std::process::id())
+            });
+            let msg = crate::link::contract::CommandMsg {
+                v: crate::link::contract::SCHEMA_VERSION,
+                id,
+                iccid,
+                action,
+                params,
+                expires_at: crate::time::unix_now() + expires_in,
+            };
+            let ok = crate::platform::send(&conn(c), &msg, Duration::from_secs(wait)).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PlatformCmd::Record {
+            conn: c,
+            iccid,
+            json,
+        } => {
+            let record = serde_json::from_str(&json).context("--json: not a platform record")?;
+            crate::platform::set_record(&conn(c), &iccid, record).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// A configured path, or None when the key was left empty.

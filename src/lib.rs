@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod link;
 pub mod logging;
+pub mod platform;
 pub mod reader;
 pub mod sim;
 pub mod store;

@@ -147,10 +147,12 @@ impl Link {
         // One id beyond the window is kept for health messages.
         opts.set_inflight(window + 1);
         opts.set_pending_throttle(Duration::ZERO);
-        opts.set_max_packet_size(
-            contract::MAX_INBOUND_BYTES + 1024,
-            contract::MAX_INBOUND_BYTES.max(64 * 1024),
-        );
+        // rumqttc drops the connection on a packet over its limit, and with a persistent
+        // session the broker redelivers it on every reconnect: a loop. So the transport
+        // limit is generous (1 MiB) and the contract's own limit (MAX_INBOUND_BYTES) is
+        // enforced after receipt, as a refusal the platform sees. Brokers should cap
+        // what reaches the agent (mosquitto: message_size_limit) — see MQTT.md.
+        opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
         if !settings.username.is_empty() {
             opts.set_credentials(settings.username.clone(), settings.password.clone());
         }
@@ -200,7 +202,9 @@ impl Link {
         coalesce: Option<&str>,
         payload: impl FnOnce(u64) -> Vec<u8>,
     ) -> Result<(), LinkError> {
-        let (_, shed) = self.outbox.push(class, topic, retain, coalesce, payload)?;
+        let (seq, shed) = self.outbox.push(class, topic, retain, coalesce, payload)?;
+        // Tests wait for this line: from here the message survives kill -9.
+        tracing::debug!(seq, %topic, "queued");
         if shed.any() {
             self.report_shed()?;
         }

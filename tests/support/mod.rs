@@ -474,6 +474,9 @@ impl Broker {
     }
 
     fn launch(dir: &TempDir, port: u16, extra: &str) -> (Proc, u16) {
+        // mosquitto drops root for user `mosquitto`: its persistence must be writable.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -510,6 +513,33 @@ impl Broker {
         self.proc.kill9();
     }
 
+    /// Stop the broker politely (SIGTERM): it saves its persistence, so subscribers'
+    /// persistent sessions and their queued messages survive the restart. For the agent
+    /// this is the same outage as kill -9: its TCP connection drops.
+    pub fn stop_graceful(&mut self) {
+        signal(self.proc.pid(), "TERM");
+        self.proc.wait(Duration::from_secs(10));
+    }
+
+    /// Publish with mosquitto_pub (QoS 1); `args` adds options (payload: `-m`/`-f`).
+    pub fn publish(&self, topic: &str, args: &[&str]) {
+        let st = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+            ])
+            .args(args)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run mosquitto_pub: {e}; {INSTALL_HINT}"));
+        assert!(st.success(), "mosquitto_pub to {topic} failed: {st}");
+    }
+
     /// Start it again on the same port with the same persistence.
     pub fn restart(&mut self) {
         self.proc.kill9();
@@ -520,6 +550,13 @@ impl Broker {
     /// A subscriber printing `retain topic payload` per message; returns once the
     /// broker acknowledged the subscription.
     pub fn subscribe(&self, topic: &str) -> Sub {
+        self.subscribe_with(topic, &[])
+    }
+
+    /// A subscriber with extra mosquitto_sub options: `-c -i ID` for a persistent
+    /// session (it reconnects by itself and gets what was queued for it), TLS and
+    /// credentials.
+    pub fn subscribe_with(&self, topic: &str, extra: &[&str]) -> Sub {
         assert!(
             which("mosquitto_sub"),
             "mosquitto_sub not found: {INSTALL_HINT}"
@@ -543,6 +580,7 @@ impl Broker {
                     "-F",
                     "%r %t %p",
                 ])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null()),

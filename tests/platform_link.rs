@@ -1,0 +1,366 @@
+//! The platform link against a real mosquitto: commands take effect once and every
+//! refusal says why; a broker outage and a kill -9 while offline lose nothing; TLS with
+//! client certificates, a password file and an ACL.
+
+mod support;
+
+use serde_json::json;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use support::{Broker, Lines, Msg, Pcsc, Proc, Sub, TempDir};
+
+const USIM: &str = "8988211000000430010";
+const GSM: &str = "8988211000000530082";
+
+/// A running `simgate run` whose log can be awaited.
+struct Agent {
+    proc: Proc,
+    log: Lines,
+}
+
+impl Agent {
+    fn start(pcsc: &Pcsc, url: &str, id: &str, state: &Path, config: Option<&Path>) -> Agent {
+        let mut cmd = pcsc.simgate();
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args([
+            "--log-format",
+            "json",
+            "run",
+            "--agent-id",
+            id,
+            "--state-dir",
+        ])
+        .arg(state)
+        .args(["--broker", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut proc = Proc::spawn("simgate run", &mut cmd);
+        let log = Lines::new(proc.child.stderr.take().expect("piped stderr"));
+        Agent { proc, log }
+    }
+
+    /// Wait until the agent queued a message on a topic ending with `suffix`: from then
+    /// on it survives kill -9.
+    fn queued(&mut self, suffix: &str) {
+        self.log.expect(
+            &format!("a message queued for …{suffix}"),
+            Duration::from_secs(20),
+            |l| l.contains("\"queued\"") && l.contains(suffix),
+        );
+    }
+}
+
+fn command(id: &str, iccid: &str, action: &str) -> serde_json::Value {
+    json!({"v": 1, "id": id, "iccid": iccid, "action": action,
+           "expires_at": now() + 300})
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn send(broker: &Broker, agent: &str, payload: &serde_json::Value) {
+    broker.publish(
+        &format!("simgate/v1/{agent}/cmd"),
+        &["-m", &payload.to_string()],
+    );
+}
+
+/// The final status of command `id` (skipping received/executing).
+fn outcome(sub: &mut Sub, agent: &str, id: &str) -> Msg {
+    let topic = format!("simgate/v1/{agent}/cmd/{id}/status");
+    sub.expect(&format!("the outcome of command {id}"), |m| {
+        m.topic == topic && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
+    })
+}
+
+#[test]
+fn commands_take_effect_once_and_every_refusal_says_why() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let agent_id = "gw-cmd";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
+    let _card = pcsc.insert(0, "usim.toml");
+    let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), None);
+    let state_topic = format!("simgate/v1/{agent_id}/sim/{USIM}/state");
+    sub.expect("the SIM's state", |m| {
+        m.topic == state_topic && m.payload["present"] == true
+    });
+
+    // The platform tool: a refresh goes down, its lifecycle comes back in order.
+    let out = pcsc
+        .simgate()
+        .args([
+            "platform",
+            "send",
+            "--broker",
+            &broker.url(),
+            "--agent-id",
+            agent_id,
+        ])
+        .args(["--iccid", USIM, "--action", "refresh", "--id", "r-1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "refresh failed: {stdout}");
+    let words: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["status"].to_string())
+        .collect();
+    assert_eq!(words, ["\"received\"", "\"executing\"", "\"successful\""]);
+    outcome(&mut sub, agent_id, "r-1");
+
+    // The same command again (a redelivery, or the platform retrying): answered from
+    // its record, not executed a second time.
+    let mark = sub.lines.seen.len();
+    send(&broker, agent_id, &command("r-1", USIM, "refresh"));
+    let again = outcome(&mut sub, agent_id, "r-1");
+    assert_eq!(again.payload["status"], "successful");
+    let r1_topic = format!("simgate/v1/{agent_id}/cmd/r-1/status");
+    let executing_again = sub.lines.seen[mark..]
+        .iter()
+        .filter(|l| l.contains(&r1_topic) && l.contains("\"executing\""))
+        .count();
+    assert_eq!(executing_again, 0, "a repeated command ran again");
+
+    // Refusals, each with its code.
+    let cases = [
+        (command("s-1", USIM, "suspend"), "not_applicable"),
+        (
+            command("f-1", "8944000000000000001", "refresh"),
+            "not_hosted",
+        ),
+        (command("u-1", USIM, "dance"), "unknown_action"),
+        (command("rf-1", USIM, "refill"), "unsupported"),
+        (command("sw-1", USIM, "swap"), "unsupported"),
+        (command("bad-iccid", "89ab/#", "refresh"), "invalid_field"),
+        (
+            json!({"v":1,"id":"x-1","iccid":USIM,"action":"refresh","expires_at":1}),
+            "expired",
+        ),
+        (
+            json!({"v":1,"id":"sr-bad","iccid":USIM,"action":"set_record",
+                   "expires_at": now() + 60, "params": {"status": "Sleepy"}}),
+            "invalid_field",
+        ),
+    ];
+    for (cmd, code) in &cases {
+        send(&broker, agent_id, cmd);
+        let id = cmd["id"].as_str().unwrap();
+        let m = outcome(&mut sub, agent_id, id);
+        assert_eq!(m.payload["status"], "failed", "{id}: {}", m.payload);
+        assert_eq!(m.payload["code"], *code, "{id}: {}", m.payload);
+        assert!(m.payload["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    }
+
+    // Garbage and an oversized payload: an error event each, and simgate carries on.
+    let events = format!("simgate/v1/{agent_id}/events");
+    broker.publish(&format!("simgate/v1/{agent_id}/cmd"), &["-m", "{not json"]);
+    sub.expect("an error event for garbage", |m| {
+        m.topic == events && m.payload["type"] == "error" && m.payload["code"] == "malformed"
+    });
+    let big = TempDir::new("big");
+    let file = big.path().join("big.json");
+    std::fs::write(
+        &file,
+        format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(9_000)),
+    )
+    .unwrap();
+    broker.publish(
+        &format!("simgate/v1/{agent_id}/cmd"),
+        &["-f", file.to_str().unwrap()],
+    );
+    sub.expect("an error event for an oversized command", |m| {
+        m.topic == events && m.payload["type"] == "error" && m.payload["code"] == "too_large"
+    });
+
+    // The platform record: a set_record command, then the retained record topic; both
+    // end up in the SIM's state row.
+    let set = json!({"v":1,"id":"sr-1","iccid":USIM,"action":"set_record",
+                     "expires_at": now() + 60,
+                     "params": {"status":"Active","plan":"IoT 1GB","labels":["fleet-a"]}});
+    send(&broker, agent_id, &set);
+    // The row is republished while the command executes, before its outcome.
+    sub.expect("the row with the platform's plan", |m| {
+        m.topic == state_topic && m.payload["platform"]["plan"] == "IoT 1GB"
+    });
+    assert_eq!(
+        outcome(&mut sub, agent_id, "sr-1").payload["status"],
+        "successful"
+    );
+    let out = pcsc
+        .simgate()
+        .args([
+            "platform",
+            "record",
+            "--broker",
+            &broker.url(),
+            "--agent-id",
+            agent_id,
+        ])
+        .args([
+            "--iccid",
+            USIM,
+            "--json",
+            r#"{"status":"Suspended","days_left":3}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = sub.expect("the row with the platform's status", |m| {
+        m.topic == state_topic && m.payload["status"] == "Suspended"
+    });
+    assert_eq!(row.payload["platform"]["days_left"], 3);
+
+    // After all that, a fresh command still runs: nothing stalled.
+    send(&broker, agent_id, &command("r-2", USIM, "refresh"));
+    assert_eq!(
+        outcome(&mut sub, agent_id, "r-2").payload["status"],
+        "successful"
+    );
+    assert!(
+        agent.proc.child.try_wait().unwrap().is_none(),
+        "simgate died"
+    );
+    let st = agent.proc.interrupt();
+    assert!(st.success(), "simgate run exited with {st}");
+}
+
+/// Every message of a subscriber so far, parsed.
+fn messages(sub: &Sub, topic_prefix: &str) -> Vec<(String, serde_json::Value)> {
+    sub.lines
+        .seen
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(' ')?;
+            let (t, p) = rest.split_once(' ')?;
+            if !t.starts_with(topic_prefix) {
+                return None;
+            }
+            Some((t.to_string(), serde_json::from_str(p).ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_broker_outage_during_card_activity_loses_nothing_and_keeps_order() {
+    let pcsc = Pcsc::start();
+    let mut broker = Broker::start();
+    let state = TempDir::new("state");
+    let agent_id = "gw-out";
+    let prefix = format!("simgate/v1/{agent_id}/");
+    // The platform: a persistent session, so what arrives while it reconnects after the
+    // broker restart is queued for it, not lost to the test.
+    let mut sub = broker.subscribe_with(&format!("{prefix}#"), &["-c", "-i", "platform-out"]);
+    let card = pcsc.insert(0, "usim.toml");
+    let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), None);
+    // The row follows the event: once it is seen, nothing is left from before.
+    sub.expect("USIM's row", |m| {
+        m.topic.ends_with(&format!("sim/{USIM}/state")) && m.payload["present"] == true
+    });
+
+    broker.stop_graceful();
+    agent.log.drain();
+    // Card activity while the broker is away: USIM out, GSM SIM in the other reader,
+    // USIM back in.
+    card.remove();
+    agent.queued(&format!("sim/{USIM}/state"));
+    let gsm = pcsc.insert(1, "gsm-sim.toml");
+    agent.queued(&format!("sim/{GSM}/state"));
+    let usim = pcsc.insert(0, "usim.toml");
+    agent.queued(&format!("sim/{USIM}/state"));
+    broker.restart();
+
+    // Everything arrives, per SIM in the order it happened. The broker's delivery to
+    // the platform is at least once (a PUBACK lost in the broker's shutdown means a
+    // redelivery), so the platform side drops repeated `seq`s, as the contract says.
+    let usim_event = |ty: &'static str| {
+        move |m: &Msg| {
+            m.topic.ends_with("/events") && m.payload["type"] == ty && m.payload["iccid"] == USIM
+        }
+    };
+    sub.expect("USIM's removal", usim_event("removed"));
+    sub.expect("USIM's return", usim_event("inserted"));
+    sub.expect("USIM's row after its return", |m| {
+        m.topic.ends_with(&format!("sim/{USIM}/state")) && m.payload["present"] == true
+    });
+    assert!(
+        messages(&sub, &format!("{prefix}sim/{GSM}/state"))
+            .iter()
+            .any(|(_, p)| p["present"] == true),
+        "the GSM SIM's row did not arrive: {:#?}",
+        sub.lines.seen
+    );
+    let mut events: Vec<serde_json::Value> = messages(&sub, &format!("{prefix}events"))
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let mut seen_seq = std::collections::HashSet::new();
+    events.retain(|e| seen_seq.insert(e["seq"].as_u64().unwrap()));
+    let of = |iccid: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["iccid"] == iccid)
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(of(USIM), ["inserted", "removed", "inserted"], "{events:#?}");
+    assert_eq!(of(GSM), ["inserted"], "{events:#?}");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "events out of order: {seqs:?}"
+    );
+    drop((gsm, usim));
+    let _ = agent.proc.interrupt();
+}
+
+#[test]
+fn kill_9_while_offline_then_restart_delivers_everything_queued() {
+    let pcsc = Pcsc::start();
+    let mut broker = Broker::start();
+    let state = TempDir::new("state");
+    let agent_id = "gw-k9";
+    let card = pcsc.insert(0, "usim.toml");
+    let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), None);
+    {
+        let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
+        sub.expect("USIM present", |m| {
+            m.topic.ends_with("/state") && m.payload["present"] == true
+        });
+    }
+    broker.stop();
+    agent.log.drain();
+    card.remove();
+    agent.queued("/events");
+    agent.queued(&format!("sim/{USIM}/state"));
+    let gsm = pcsc.insert(1, "gsm-sim.toml");
+    agent.queued(&format!("sim/{GSM}/state"));
+    agent.proc.kill9(); // power cut, with all of that still in the outbox
+
+    broker.restart();
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
+    let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), None);
+    sub.expect("the removal queued before the kill", |m| {
+        m.topic.ends_with("/events") && m.payload["type"] == "removed" && m.payload["iccid"] == USIM
+    });
+    sub.expect("USIM's row: absent", |m| {
+        m.topic.ends_with(&format!("sim/{USIM}/state")) && m.payload["present"] == false
+    });
+    sub.expect("the GSM SIM's insertion queued before the kill", |m| {
+        m.topic.ends_with("/events") && m.payload["type"] == "inserted" && m.payload["iccid"] == GSM
+    });
+    drop(gsm);
+    let _ = agent.proc.interrupt();
+}
