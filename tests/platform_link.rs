@@ -8,7 +8,7 @@ use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use support::{Broker, Lines, Msg, Pcsc, Proc, Sub, TempDir};
+use support::{Broker, Lines, Msg, Pcsc, Pki, Proc, Sub, TempDir};
 
 const USIM: &str = "8988211000000430010";
 const GSM: &str = "8988211000000530082";
@@ -363,4 +363,79 @@ fn kill_9_while_offline_then_restart_delivers_everything_queued() {
     });
     drop(gsm);
     let _ = agent.proc.interrupt();
+}
+
+#[test]
+fn tls_with_client_certificates_a_password_file_and_an_acl_confining_the_agent() {
+    let pcsc = Pcsc::start();
+    let pki = Pki::new(&["gw-tls", "platform"]);
+    let auth = TempDir::new("auth");
+    let passwd = support::password_file(
+        auth.path(),
+        &[("gw-tls", "agent-secret"), ("platform", "platform-secret")],
+    );
+    // Each agent may touch only its own subtree (client id = agent id); the platform
+    // user everything under simgate/v1.
+    let acl = auth.path().join("acl");
+    std::fs::write(
+        &acl,
+        "pattern readwrite simgate/v1/%c/#\n\nuser platform\ntopic readwrite simgate/v1/#\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&acl, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let broker = Broker::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\npassword_file {}\nacl_file {}\nallow_anonymous false\n",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        passwd.display(),
+        acl.display()
+    ));
+    let platform: Vec<String> = [
+        pki.client_args("platform"),
+        vec![
+            "-u".into(),
+            "platform".into(),
+            "-P".into(),
+            "platform-secret".into(),
+        ],
+    ]
+    .concat();
+    let platform: Vec<&str> = platform.iter().map(String::as_str).collect();
+    let agent_id = "gw-tls";
+    let mut sub = broker.subscribe_with(&format!("simgate/v1/{agent_id}/#"), &platform);
+
+    let state = TempDir::new("state");
+    let config = state.path().join("simgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\nusername = \"gw-tls\"\npassword = \"agent-secret\"\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            pki.path("ca.pem"),
+            pki.path("gw-tls.pem"),
+            pki.path("gw-tls.key")
+        ),
+    )
+    .unwrap();
+    let _card = pcsc.insert(0, "usim.toml");
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let mut agent = Agent::start(&pcsc, &url, agent_id, state.path(), Some(&config));
+    let health = sub.expect("agent online over TLS", |m| m.topic.ends_with("/health"));
+    assert_eq!(health.payload["state"], "online");
+    sub.expect("the SIM's row over TLS", |m| {
+        m.topic.ends_with(&format!("sim/{USIM}/state")) && m.payload["present"] == true
+    });
+
+    // Commands come down through the ACL and their outcome goes back up.
+    let cmd = command("tls-1", USIM, "refresh").to_string();
+    let mut args = platform.clone();
+    args.extend(["-m", &cmd]);
+    broker.publish(&format!("simgate/v1/{agent_id}/cmd"), &args);
+    assert_eq!(
+        outcome(&mut sub, agent_id, "tls-1").payload["status"],
+        "successful"
+    );
+    let st = agent.proc.interrupt();
+    assert!(st.success(), "simgate run exited with {st}");
 }
