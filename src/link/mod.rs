@@ -6,12 +6,16 @@
 //! usage samples; each goes into the outbox (written and flushed) before rumqttc sees
 //! it, and leaves the outbox only on the PUBACK for that very packet.
 //!
-//! How a message and its acknowledgement are tied together: the driver chooses each
-//! publish's packet id itself, from a window of `window` ids, and hands the publish to
-//! rumqttc's `pending` queue (which honours a preset id). A PUBACK names the id, the
-//! driver's map names the outbox entry. rumqttc's own retransmission after a reconnect
-//! is discarded on every connection error: its queue forgets what a restart loses
-//! anyway, and the outbox replays from its head, in order.
+//! How a message and its acknowledgement are tied together: the driver is the only one
+//! publishing, through rumqttc's request channel, which rumqttc serves in order. Each
+//! publish it hands over is remembered in a FIFO; rumqttc reports the packet id it gave
+//! each one (`Outgoing::Publish(pkid)`) in that same order, so the FIFO's head gets
+//! that id; a PUBACK names the id, the map names the outbox entry. At most `window`
+//! publishes are in flight, and rumqttc's id space is more than twice that, so an id is
+//! never reused while its publish awaits its PUBACK (rumqttc's "collision" state, which
+//! would hold a publish back, cannot happen). rumqttc's own retransmission after a
+//! reconnect is discarded on every connection error: its queue forgets what a restart
+//! loses anyway, and the outbox replays from its head, in order.
 //!
 //! Session: persistent (`clean_session = false`), so the broker queues QoS 1 commands
 //! for this agent while it is offline; incoming publishes are acknowledged manually,
@@ -29,8 +33,8 @@ use contract::{
     UsageBatch, UsageSample,
 };
 use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Request,
-    SubscribeFilter, TlsConfiguration, Transport,
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, SubscribeFilter,
+    TlsConfiguration, Transport,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -144,9 +148,8 @@ impl Link {
         opts.set_keep_alive(settings.keepalive);
         opts.set_clean_session(false);
         opts.set_manual_acks(true);
-        // One id beyond the window is kept for health messages.
-        opts.set_inflight(window + 1);
-        opts.set_pending_throttle(Duration::ZERO);
+        // Twice the window plus room for health: see the module note on packet ids.
+        opts.set_inflight(2 * window + 2);
         // rumqttc drops the connection on a packet over its limit, and with a persistent
         // session the broker redelivers it on every reconnect: a loop. So the transport
         // limit is generous (1 MiB) and the contract's own limit (MAX_INBOUND_BYTES) is
@@ -164,7 +167,8 @@ impl Link {
         }
         let will = serde_json::to_vec(&Health::new(false, 0))?;
         opts.set_last_will(LastWill::new(topics.health(), will, QoS::AtLeastOnce, true));
-        let (client, eventloop) = AsyncClient::new(opts, 64);
+        // Room for a full window of publishes plus acknowledgements and subscriptions.
+        let (client, eventloop) = AsyncClient::new(opts, usize::from(window) + 64);
         let link = Link {
             client,
             topics,
@@ -310,14 +314,22 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 /// State of one broker connection.
 #[derive(Debug)]
 struct Conn {
-    /// Subscriptions acknowledged: publishing may start (so the subscription's packet
-    /// id, chosen by rumqttc, never overlaps ours).
+    /// Subscriptions acknowledged: publishing may start (the subscription comes first,
+    /// so commands are not missed while a backlog drains).
     ready: bool,
-    /// Packet id → outbox seq (None: a health message, not in the outbox).
+    /// Handed to rumqttc, packet id not yet known, in order (None: a health message,
+    /// not in the outbox).
+    handed: VecDeque<Option<u64>>,
+    /// Packet id → outbox seq, awaiting the PUBACK.
     inflight: HashMap<u16, Option<u64>>,
-    free: VecDeque<u16>,
     /// The last outbox seq handed over on this connection.
     cursor: Option<u64>,
+}
+
+impl Conn {
+    fn in_flight(&self) -> usize {
+        self.handed.len() + self.inflight.len()
+    }
 }
 
 struct Driver {
@@ -330,10 +342,6 @@ struct Driver {
 }
 
 impl Driver {
-    fn health_pkid(&self) -> u16 {
-        self.window + 1
-    }
-
     async fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new();
         let mut usage_tick = tokio::time::interval(self.usage_interval);
@@ -367,8 +375,8 @@ impl Driver {
                     self.eventloop.pending.clear();
                     self.conn = Some(Conn {
                         ready: false,
+                        handed: VecDeque::new(),
                         inflight: HashMap::new(),
-                        free: (1..=self.window).collect(),
                         cursor: None,
                     });
                     // Resubscribe on every connect: a broker that lost its sessions
@@ -392,13 +400,21 @@ impl Driver {
                             "broker refused a subscription (ACL?): commands will not arrive"
                         );
                     }
-                    if let Some(conn) = self.conn.as_mut() {
-                        if !conn.ready {
+                    if self.conn.as_ref().is_some_and(|c| !c.ready) {
+                        self.publish_health(true);
+                        if let Some(conn) = self.conn.as_mut() {
                             conn.ready = true;
-                            let pkid = self.window + 1;
-                            conn.inflight.insert(pkid, None);
-                            self.push_health(true, pkid);
-                            self.fill();
+                        }
+                        self.fill();
+                    }
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                    if let Some(conn) = self.conn.as_mut() {
+                        match conn.handed.pop_front() {
+                            Some(entry) => {
+                                conn.inflight.insert(pkid, entry);
+                            }
+                            None => tracing::warn!(pkid, "publish not handed over by the link"),
                         }
                     }
                 }
@@ -406,7 +422,6 @@ impl Driver {
                     if let Some(conn) = self.conn.as_mut() {
                         match conn.inflight.remove(&ack.pkid) {
                             Some(Some(seq)) => {
-                                conn.free.push_back(ack.pkid);
                                 if let Err(e) = self.link.outbox.acknowledged(seq) {
                                     tracing::error!(error = %e, seq, "acknowledged entry not removed");
                                 }
@@ -436,15 +451,22 @@ impl Driver {
         self.shutdown().await;
     }
 
-    fn push_health(&mut self, online: bool, pkid: u16) {
-        let mut p = Publish::new(
+    /// Health goes out directly, not through the outbox: it is republished on every
+    /// connect, and the will covers the other case.
+    fn publish_health(&mut self, online: bool) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let payload = encode(&Health::new(online, crate::time::unix_now()));
+        match self.link.client.try_publish(
             self.link.topics.health(),
             QoS::AtLeastOnce,
-            encode(&Health::new(online, crate::time::unix_now())),
-        );
-        p.retain = true;
-        p.pkid = pkid;
-        self.eventloop.pending.push_back(Request::Publish(p));
+            true,
+            payload,
+        ) {
+            Ok(()) => conn.handed.push_back(None),
+            Err(e) => tracing::warn!(error = %e, "health not queued"),
+        }
     }
 
     /// Hand outbox entries to rumqttc while the window has room.
@@ -452,8 +474,8 @@ impl Driver {
         let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
             return;
         };
-        while let Some(&pkid) = conn.free.front() {
-            let next = match self.link.outbox.next_after(conn.cursor) {
+        while conn.in_flight() < usize::from(self.window) {
+            let (seq, entry) = match self.link.outbox.next_after(conn.cursor) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(e) => {
@@ -461,13 +483,18 @@ impl Driver {
                     break;
                 }
             };
-            let (seq, entry) = next;
-            conn.free.pop_front();
-            let mut p = Publish::new(entry.topic, QoS::AtLeastOnce, entry.payload);
-            p.retain = entry.retain;
-            p.pkid = pkid;
-            self.eventloop.pending.push_back(Request::Publish(p));
-            conn.inflight.insert(pkid, Some(seq));
+            // try_: the channel has room for a window (see `start`); should it be full,
+            // the next acknowledgement or wake-up fills again from the same cursor.
+            if let Err(e) = self.link.client.try_publish(
+                entry.topic,
+                QoS::AtLeastOnce,
+                entry.retain,
+                entry.payload,
+            ) {
+                tracing::debug!(error = %e, "request channel full");
+                break;
+            }
+            conn.handed.push_back(Some(seq));
             conn.cursor = Some(seq);
         }
     }
@@ -518,14 +545,7 @@ impl Driver {
     /// the connection drops.
     async fn shutdown(mut self) {
         if self.conn.as_ref().is_some_and(|c| c.ready) {
-            let pkid = self.health_pkid();
-            let busy = self
-                .conn
-                .as_ref()
-                .is_some_and(|c| c.inflight.contains_key(&pkid));
-            if !busy {
-                self.push_health(false, pkid);
-            }
+            self.publish_health(false);
             let _ = self.link.client.try_disconnect();
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 while let Ok(ev) = self.eventloop.poll().await {

@@ -461,9 +461,13 @@ impl Broker {
 
     /// `extra` is appended to the generated mosquitto.conf.
     pub fn start_with(extra: &str) -> Broker {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// A broker on a given port (one a client was already told about).
+    pub fn start_on(port: u16, extra: &str) -> Broker {
         assert!(which("mosquitto"), "mosquitto not found: {INSTALL_HINT}");
         let dir = TempDir::new("broker");
-        let port = free_port();
         let (proc, port) = Self::launch(&dir, port, extra);
         Broker {
             proc,

@@ -1,0 +1,222 @@
+//! The platform link's costs, measured against a private mosquitto: bytes on the wire
+//! for an idle gateway and for one SIM reporting usage, and how fast the outbox drains
+//! after an outage. Prints figures; asserts nothing about time.
+//!
+//! `cargo bench --bench link` (add `--profile dev` for a quick, slower build). DRAIN=N
+//! sets the backlog (default 10 000), WINDOW=N the publishes in flight (default 16).
+//!
+//! Bytes are counted by a TCP relay between the link and mosquitto: every byte the
+//! agent's socket sends or receives, i.e. MQTT bytes on the wire (TCP/IP and TLS
+//! overheads are estimated, not counted). Per-day figures scale measured per-packet
+//! costs by the configured intervals; the relay makes the short run exact.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use simgate::link::contract::{EventKind, UsageSample};
+use simgate::link::{Link, LinkSettings};
+use simgate::store::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{Broker, TempDir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Bytes through the relay: agent → broker, broker → agent.
+#[derive(Default)]
+struct Counters {
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Counters {
+    fn total(&self) -> u64 {
+        self.up.load(Ordering::Relaxed) + self.down.load(Ordering::Relaxed)
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    n: Arc<Counters>,
+    up: bool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let k = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => k,
+        };
+        if up {
+            n.up.fetch_add(k as u64, Ordering::Relaxed);
+        } else {
+            n.down.fetch_add(k as u64, Ordering::Relaxed);
+        }
+        if to.write_all(&buf[..k]).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A counting relay to the broker on `port`; returns the relay's port.
+async fn relay(port: u16, n: Arc<Counters>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let lport = l.local_addr().expect("relay addr").port();
+    tokio::spawn(async move {
+        while let Ok((a, _)) = l.accept().await {
+            let Ok(b) = TcpStream::connect(("127.0.0.1", port)).await else {
+                continue;
+            };
+            let (ar, aw) = a.into_split();
+            let (br, bw) = b.into_split();
+            tokio::spawn(pipe(ar, bw, n.clone(), true));
+            tokio::spawn(pipe(br, aw, n.clone(), false));
+        }
+    });
+    lport
+}
+
+fn settings(url: String, agent: &str) -> LinkSettings {
+    LinkSettings::new(&url, agent)
+}
+
+async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Bytes per keepalive exchange and per usage batch, and the connect cost.
+async fn bytes_on_the_wire() {
+    let broker = Broker::start();
+    let n = Arc::new(Counters::default());
+    let port = relay(broker.port, n.clone()).await;
+    let state = TempDir::new("bench-bytes");
+    let store = Store::open(state.path()).expect("store");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let ka = 2u64;
+    let mut s = settings(format!("mqtt://127.0.0.1:{port}"), "gw-bytes");
+    s.keepalive = Duration::from_secs(ka);
+    // Far away: the idle phase must see pings only.
+    s.usage_interval = Duration::from_secs(3600);
+    let (link, task) = Link::start(&s, &store, tx, cancel.clone()).expect("link");
+
+    // Connect: CONNECT/CONNACK, SUBSCRIBE/SUBACK, health online and its PUBACK.
+    wait_until("the connection", Duration::from_secs(10), || n.total() > 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let connect = n.total();
+
+    // Idle: nothing but keepalive pings.
+    let rounds = 5u64;
+    let t0 = n.total();
+    tokio::time::sleep(Duration::from_secs(ka * rounds)).await;
+    let per_ping = (n.total() - t0) as f64 / rounds as f64;
+
+    // One SIM's usage batch (the batching itself is the link's: report, then flush).
+    let batches = 20u64;
+    let t0 = n.total();
+    for i in 0..batches {
+        link.report_usage(UsageSample {
+            iccid: "8988211000000430010".into(),
+            month: "2026-11".into(),
+            rx: 123_456_789 + i * 1_000_000,
+            tx: 12_345_678 + i * 100_000,
+            at: 1_795_702_990 + i * 900,
+        });
+        link.flush_usage().expect("queue usage");
+        wait_until("the batch's PUBACK", Duration::from_secs(5), || {
+            link.queued() == 0
+        })
+        .await;
+    }
+    let per_batch = (n.total() - t0) as f64 / batches as f64;
+    cancel.cancel();
+    let _ = task.await;
+
+    let day = 86_400.0;
+    let idle_day = per_ping * day / 300.0;
+    let usage_day = per_batch * day / 900.0;
+    println!("connect (CONNECT..SUBACK, health online + PUBACK): {connect} B");
+    println!("one keepalive exchange (PINGREQ+PINGRESP):          {per_ping:.0} B");
+    println!("one usage batch, one SIM (PUBLISH+PUBACK):          {per_batch:.0} B");
+    println!(
+        "idle gateway, keepalive 300 s:       {idle_day:>7.0} B/day MQTT  (+ one connect, {connect} B, per reconnect)"
+    );
+    println!(
+        "1 SIM, usage every 15 min (+ idle):  {:>7.0} B/day MQTT  (usage alone {usage_day:.0} B/day)",
+        idle_day + usage_day
+    );
+    // TCP/IP estimate: each MQTT packet travels in its own segment (52 B IPv4+TCP with
+    // timestamps), and the peer's delayed ACK usually rides on the answer packet.
+    let pkts_day = (2.0 * day / 300.0) + (2.0 * day / 900.0);
+    println!(
+        "  with TCP/IPv4 headers (~52 B per packet, {pkts_day:.0} packets/day): ~{:.0} B/day; TLS 1.3 adds ~22 B per packet",
+        idle_day + usage_day + pkts_day * 52.0
+    );
+}
+
+/// Queue `n` events with no broker, start the broker, time the drain.
+async fn drain_after_outage(count: u64) {
+    let port = support::free_port();
+    let state = TempDir::new("bench-drain");
+    let store = Store::open(state.path()).expect("store");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let mut s = settings(format!("mqtt://127.0.0.1:{port}"), "gw-drain");
+    s.keepalive = Duration::from_secs(60);
+    if let Some(w) = std::env::var("WINDOW").ok().and_then(|v| v.parse().ok()) {
+        s.window = w;
+    }
+    let (link, task) = Link::start(&s, &store, tx, cancel.clone()).expect("link");
+    let t = Instant::now();
+    for i in 0..count {
+        link.publish_event(EventKind::Error {
+            iccid: Some("8988211000000430010".into()),
+            code: simgate::link::contract::RefusalCode::Failed,
+            reason: format!("bench event {i}"),
+        })
+        .expect("queue");
+    }
+    let enqueue = t.elapsed();
+    println!(
+        "queued {count} events offline in {:.2} s ({:.0}/s, each flushed to disk)",
+        enqueue.as_secs_f64(),
+        count as f64 / enqueue.as_secs_f64()
+    );
+    let _broker = Broker::start_on(port, "");
+    wait_until("the drain to start", Duration::from_secs(120), || {
+        link.queued() < count
+    })
+    .await;
+    let t = Instant::now();
+    wait_until("the drain to finish", Duration::from_secs(600), || {
+        link.queued() == 0
+    })
+    .await;
+    let d = t.elapsed();
+    println!(
+        "drained {count} messages in {:.2} s: {:.0} messages/s acknowledged (window {})",
+        d.as_secs_f64(),
+        count as f64 / d.as_secs_f64(),
+        s.window
+    );
+    cancel.cancel();
+    let _ = task.await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        bytes_on_the_wire().await;
+        let n = std::env::var("DRAIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        drain_after_outage(n).await;
+    });
+}
