@@ -209,7 +209,9 @@ impl Outbox {
             retain,
         };
         let mut shed = Shed::default();
-        if meta.len >= meta.cap {
+        // A notice (the shed counter itself) is one coalesced entry: it never makes
+        // room, or its own count would be stale the moment it is written.
+        if meta.len >= meta.cap && class != Class::Notice {
             // Make room: telemetry first, then events. State, outcomes and notices are
             // never shed, so the cap is a target, not a hard limit, for them.
             let victim = self

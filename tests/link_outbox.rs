@@ -1,0 +1,145 @@
+//! The link's outbox at its edges, driven through the library against a real
+//! mosquitto: usage is batched per interval, and a full outbox sheds telemetry first,
+//! then events, counts what it shed, and never sheds SIM states.
+
+mod support;
+
+use simgate::link::contract::{EventKind, RefusalCode, SimState, UsageSample};
+use simgate::link::{Link, LinkSettings};
+use simgate::sim::{InSession, Location, Observed};
+use simgate::store::Store;
+use std::time::Duration;
+use support::{Broker, TempDir};
+use tokio_util::sync::CancellationToken;
+
+fn sample(iccid: &str, rx: u64) -> UsageSample {
+    UsageSample {
+        iccid: iccid.into(),
+        month: "2026-11".into(),
+        rx,
+        tx: rx / 10,
+        at: 1_795_702_990,
+    }
+}
+
+fn state(iccid: &str, present: bool) -> SimState {
+    SimState::from_observed(&Observed {
+        iccid: iccid.into(),
+        iccid_luhn_ok: true,
+        form_factor: None,
+        eid: None,
+        imsi: None,
+        imei: None,
+        operator: None,
+        mcc_mnc: None,
+        in_session: InSession::No,
+        atr: None,
+        location: Location::Modem {
+            port: "/dev/ttyUSB2".into(),
+            slot: None,
+        },
+        present,
+        observed_at: 1,
+        problem: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_goes_out_as_one_batch_per_interval_with_the_latest_counters() {
+    let broker = Broker::start();
+    let mut sub = broker.subscribe("simgate/v1/gw-usage/usage");
+    let dir = TempDir::new("state");
+    let store = Store::open(dir.path()).unwrap();
+    let mut s = LinkSettings::new(&broker.url(), "gw-usage");
+    s.usage_interval = Duration::from_secs(1);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let (link, task) = Link::start(&s, &store, tx, cancel.clone()).unwrap();
+    link.report_usage(sample("8988211000000430010", 1000));
+    link.report_usage(sample("8988211000000530082", 7));
+    link.report_usage(sample("8988211000000430010", 5000));
+    let batch = tokio::task::spawn_blocking(move || {
+        sub.expect("a usage batch", |m| m.topic.ends_with("/usage"))
+    })
+    .await
+    .unwrap();
+    let sims = batch.payload["sims"].as_array().unwrap();
+    assert_eq!(sims.len(), 2, "{}", batch.payload);
+    let first = sims
+        .iter()
+        .find(|s| s["iccid"] == "8988211000000430010")
+        .unwrap();
+    assert_eq!(first["rx"], 5000, "the latest sample wins");
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_sheds_telemetry_then_events_counts_it_and_keeps_every_state() {
+    let dir = TempDir::new("state");
+    let store = Store::open(dir.path()).unwrap();
+    // No broker yet: everything stays in the outbox.
+    let port = support::free_port();
+    let mut s = LinkSettings::new(&format!("mqtt://127.0.0.1:{port}"), "gw-cap");
+    s.outbox_cap = 100;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let (link, task) = Link::start(&s, &store, tx, cancel.clone()).unwrap();
+    for i in 0..60u64 {
+        link.report_usage(sample("8988211000000430010", i));
+        link.flush_usage().unwrap();
+    }
+    for i in 0..60u64 {
+        link.publish_event(EventKind::Error {
+            iccid: None,
+            code: RefusalCode::Failed,
+            reason: format!("event {i}"),
+        })
+        .unwrap();
+    }
+    // 60 SIMs' states: they push out the 40 remaining usage batches, then 20 events.
+    let iccids: Vec<String> = (0..60).map(|i| format!("89882110000004{i:05}")).collect();
+    for iccid in &iccids {
+        link.publish_state(&state(iccid, true)).unwrap();
+    }
+    // 180 entries pushed at a cap of 100: usage first (60 while events and states
+    // arrived), then the 20 oldest events; 40 events, 60 states and the notice remain.
+    assert_eq!(link.queued(), 101);
+
+    let mut broker = Broker::start_on(port, "");
+    let mut sub = broker.subscribe("simgate/v1/gw-cap/#");
+    let seen = tokio::task::spawn_blocking(move || {
+        sub.expect("the last state", |m| {
+            m.topic.ends_with("/sim/8988211000000400059/state")
+        });
+        // The notice is coalesced and moves behind whatever shed last.
+        sub.expect("the shed notice", |m| {
+            m.topic.ends_with("/events") && m.payload["type"] == "outbox_shed"
+        });
+        sub.lines.seen.clone()
+    })
+    .await
+    .unwrap();
+    let count = |needle: &str| seen.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("/usage "), 0, "usage should have been shed first");
+    assert_eq!(
+        count("\"reason\":\"event "),
+        40,
+        "the 40 newest events remain"
+    );
+    for iccid in &iccids {
+        assert_eq!(count(&format!("/sim/{iccid}/state ")), 1, "{iccid}'s state");
+    }
+    let notice = seen
+        .iter()
+        .find(|l| l.contains("outbox_shed"))
+        .unwrap()
+        .to_string();
+    assert!(
+        notice.contains("\"telemetry\":60") && notice.contains("\"events\":20"),
+        "{notice}"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+    broker.stop();
+}
