@@ -93,6 +93,9 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
     }
 }
 
+const INTERRUPTED: &str =
+    "simgate restarted while the command was in progress; its effect is unknown and it was not repeated";
+
 /// Commands in flight in this process (their async work not yet done).
 #[derive(Debug, Default)]
 pub(crate) struct Commands {
@@ -100,6 +103,30 @@ pub(crate) struct Commands {
 }
 
 impl Commands {
+    /// At start-up: a command left executing by a run that died has an unknown effect.
+    /// Report it failed as interrupted (its delivery may have been acknowledged, so
+    /// no redelivery would ever settle it), and forget records older than `keep`.
+    pub(crate) fn recover(ctx: &Ctx, keep: std::time::Duration) -> Result<(), DaemonError> {
+        let now = crate::time::unix_now();
+        let horizon = now.saturating_sub(keep.as_secs());
+        for mut rec in ctx.store.all_commands()? {
+            if rec.state.is_final() && rec.updated_at < horizon {
+                ctx.store.remove_command(&rec.id)?;
+            } else if rec.state == CommandState::Executing {
+                rec.state = CommandState::Failed;
+                rec.reason = Some(format!(
+                    "{}: {INTERRUPTED}",
+                    code_word(RefusalCode::Interrupted)
+                ));
+                rec.updated_at = now;
+                ctx.store.put_command(&rec)?;
+                tracing::warn!(id = %rec.id, "command interrupted by a restart");
+                report(ctx, &rec, Some(RefusalCode::Interrupted), true)?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn on_platform(
         &mut self,
         ctx: &Ctx,
@@ -193,11 +220,24 @@ impl Commands {
             received_at: now,
             updated_at: now,
         };
-        if let Some(existing) = ctx.store.claim_command(&rec)? {
-            return self.answer_duplicate(ctx, existing);
+        match ctx.store.claim_command(&rec)? {
+            None => {
+                tracing::info!(id = %cmd.id, iccid = %cmd.iccid, action = cmd.action.as_str(), "command received");
+                report(ctx, &rec, None, false)?;
+            }
+            // Claimed by a run of simgate that died before it acknowledged the delivery
+            // or started anything: no effect happened, so processing it now is its
+            // first and only execution.
+            Some(existing)
+                if existing.state == CommandState::Received && !self.running.contains(&cmd.id) =>
+            {
+                tracing::info!(id = %cmd.id, "command redelivered before it ran: running it now");
+                rec = existing;
+                // The dead run may have died before saying so.
+                report(ctx, &rec, None, false)?;
+            }
+            Some(existing) => return self.answer_duplicate(ctx, existing),
         }
-        tracing::info!(id = %cmd.id, iccid = %cmd.iccid, action = cmd.action.as_str(), "command received");
-        report(ctx, &rec, None, false)?;
 
         // Only SIMs this agent hosts now: a command for anything else is refused.
         let host = match ctx.store.get_observed(&cmd.iccid)? {
@@ -331,10 +371,7 @@ impl Commands {
         self.finish(
             ctx,
             &mut rec,
-            Err((
-                RefusalCode::Interrupted,
-                "simgate restarted while the command was in progress; its effect is unknown and it was not repeated".into(),
-            )),
+            Err((RefusalCode::Interrupted, INTERRUPTED.into())),
         )
     }
 }
@@ -447,6 +484,130 @@ mod tests {
                 }
             ));
         }
+    }
+
+    fn ctx(tag: &str) -> (Ctx, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("simgate-cmd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (events, _rx) = tokio::sync::mpsc::channel(4);
+        (
+            Ctx {
+                store: crate::store::Store::open(&dir).unwrap(),
+                link: None,
+                events,
+            },
+            dir,
+        )
+    }
+
+    fn record(id: &str, state: CommandState, updated_at: u64) -> CommandRecord {
+        CommandRecord {
+            id: id.into(),
+            iccid: "8988211000000430010".into(),
+            action: "refresh".into(),
+            state,
+            reason: None,
+            received_at: updated_at,
+            updated_at,
+        }
+    }
+
+    #[test]
+    fn a_command_left_executing_by_a_dead_run_is_failed_as_interrupted_at_start_up() {
+        let (ctx, dir) = ctx("recover");
+        let now = crate::time::unix_now();
+        ctx.store
+            .put_command(&record("e", CommandState::Executing, now))
+            .unwrap();
+        ctx.store
+            .put_command(&record("old", CommandState::Successful, 10))
+            .unwrap();
+        ctx.store
+            .put_command(&record("r", CommandState::Received, now))
+            .unwrap();
+        Commands::recover(&ctx, std::time::Duration::from_secs(86_400)).unwrap();
+        let e = ctx.store.get_command("e").unwrap().unwrap();
+        assert_eq!(e.state, CommandState::Failed);
+        assert_eq!(
+            code_of(e.reason.as_deref().unwrap()),
+            Some(RefusalCode::Interrupted)
+        );
+        assert_eq!(
+            ctx.store.get_command("old").unwrap(),
+            None,
+            "old record kept"
+        );
+        // Received: its delivery was never acknowledged; the redelivery runs it.
+        assert_eq!(
+            ctx.store.get_command("r").unwrap().unwrap().state,
+            CommandState::Received
+        );
+        drop(ctx);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_command_that_never_started_runs_once() {
+        let (ctx, dir) = ctx("resume");
+        let now = crate::time::unix_now();
+        ctx.store
+            .put_command(&record("sr", CommandState::Received, now))
+            .unwrap();
+        let obs = Observed {
+            iccid: "8988211000000430010".into(),
+            iccid_luhn_ok: true,
+            form_factor: None,
+            eid: None,
+            imsi: None,
+            imei: None,
+            operator: None,
+            mcc_mnc: None,
+            in_session: crate::sim::InSession::NotApplicable,
+            atr: None,
+            location: Location::Reader {
+                reader: "R 00 00".into(),
+            },
+            present: true,
+            observed_at: now,
+            problem: None,
+        };
+        ctx.store.put_observed(&obs).unwrap();
+        let mut cmds = Commands::default();
+        let cmd = Command {
+            id: "sr".into(),
+            iccid: obs.iccid.clone(),
+            action: Action::SetRecord,
+            record: Some(PlatformRecord {
+                plan: Some("IoT 1GB".into()),
+                ..Default::default()
+            }),
+            expires_at: u64::MAX,
+        };
+        cmds.on_command(&ctx, cmd.clone()).await.unwrap();
+        assert_eq!(
+            ctx.store.get_command("sr").unwrap().unwrap().state,
+            CommandState::Successful
+        );
+        assert_eq!(
+            ctx.store
+                .get_platform(&obs.iccid)
+                .unwrap()
+                .unwrap()
+                .plan
+                .as_deref(),
+            Some("IoT 1GB")
+        );
+        // And once more: answered from the record, the cached record untouched.
+        ctx.store
+            .put_platform(&obs.iccid, &PlatformRecord::default())
+            .unwrap();
+        cmds.on_command(&ctx, cmd).await.unwrap();
+        assert_eq!(
+            ctx.store.get_platform(&obs.iccid).unwrap().unwrap().plan,
+            None
+        );
+        drop(ctx);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

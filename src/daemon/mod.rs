@@ -146,6 +146,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     };
     let mut readers = readers::Readers::default();
     let mut commands = commands::Commands::default();
+    // Command ids are kept as long as a command may live (the contract refuses later
+    // expiries), so a repeat is answered from its record or refused as expired.
+    commands::Commands::recover(
+        &ctx,
+        Duration::from_secs(crate::link::contract::COMMAND_MEMORY_SECS),
+    )?;
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
 
     loop {

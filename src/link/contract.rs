@@ -19,6 +19,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// to send more.
 pub const MAX_INBOUND_BYTES: usize = 8 * 1024;
 
+/// How long an agent remembers a command id (and so answers a repeat from its record).
+/// Commands may not expire later than this ahead: a repeat after it would be refused as
+/// expired, never executed again.
+pub const COMMAND_MEMORY_SECS: u64 = 90 * 86_400;
+
 /// Topic builder for one agent.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -501,6 +506,15 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
             format!("expired at {} (now {now})", msg.expires_at),
         )));
     }
+    if msg.expires_at > now.saturating_add(COMMAND_MEMORY_SECS) {
+        return Err(with_id(Refusal::new(
+            RefusalCode::InvalidField,
+            format!(
+                "expires_at: more than {} days ahead",
+                COMMAND_MEMORY_SECS / 86_400
+            ),
+        )));
+    }
     let record = match action {
         Action::SetRecord => {
             let rec: PlatformRecord = serde_json::from_value(msg.params.clone()).map_err(|e| {
@@ -650,6 +664,10 @@ mod tests {
         );
         assert_eq!(with("iccid", "1/#".into()).code, RefusalCode::InvalidField);
         assert_eq!(with("v", 2.into()).code, RefusalCode::InvalidField);
+        assert_eq!(
+            with("expires_at", (NOW + COMMAND_MEMORY_SECS + 1).into()).code,
+            RefusalCode::InvalidField
+        );
         assert_eq!(
             with("expires_at", "soon".into()).code,
             RefusalCode::Malformed

@@ -62,6 +62,25 @@ impl Store {
         self.flush()
     }
 
+    /// Every command record (for the start-up sweep).
+    pub fn all_commands(&self) -> Result<Vec<CommandRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(TREE)?.iter() {
+            let (k, v) = item?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                tree: TREE,
+                detail: format!("{}: {e}", String::from_utf8_lossy(&k)),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Forget a command's record (old ones, once the platform cannot resend them).
+    pub fn remove_command(&self, id: &str) -> Result<(), StoreError> {
+        self.tree(TREE)?.remove(id.as_bytes())?;
+        Ok(())
+    }
+
     /// Record command `id` as received unless it is known. Returns the existing record
     /// when it is (a duplicate), None when this is its first sighting. Atomic, so two
     /// deliveries racing each other cannot both be first.
