@@ -206,6 +206,8 @@ pub async fn run(
                     }
                 } else if p.topic == topics.events() {
                     match serde_json::from_slice::<EventMsg>(&p.payload) {
+                        // A command's outcome is already shown from its status topic.
+                        Ok(e) if matches!(e.kind, EventKind::Command { .. }) => continue,
                         Ok(e) => note(&mut recent, describe_event(&e)),
                         Err(e) => tracing::warn!(error = %e, "unreadable event"),
                     }
