@@ -206,6 +206,8 @@ impl Link {
         coalesce: Option<&str>,
         payload: impl FnOnce(u64) -> Vec<u8>,
     ) -> Result<(), LinkError> {
+        // The push fsyncs on the caller's thread (milliseconds on flash): durability
+        // before sending is the point, and the daemon's loop is the only caller.
         let (seq, shed) = self.outbox.push(class, topic, retain, coalesce, payload)?;
         // Tests wait for this line: from here the message survives kill -9.
         tracing::debug!(seq, %topic, "queued");
@@ -387,7 +389,14 @@ impl Driver {
                         SubscribeFilter::new(t.sim_platform_filter(), QoS::AtLeastOnce),
                     ];
                     if let Err(e) = self.link.client.try_subscribe_many(filters) {
-                        tracing::warn!(error = %e, "subscribe not queued");
+                        // Without a SUBACK to wait for, publish at once: the outbox
+                        // must drain; commands come after the next reconnect.
+                        tracing::error!(error = %e, "subscribe not queued; commands wait for the next connect");
+                        self.publish_health(true);
+                        if let Some(conn) = self.conn.as_mut() {
+                            conn.ready = true;
+                        }
+                        self.fill();
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
