@@ -352,15 +352,27 @@ fn kill_9_while_offline_then_restart_delivers_everything_queued() {
     broker.restart();
     let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
     let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), None);
-    sub.expect("the removal queued before the kill", |m| {
-        m.topic.ends_with("/events") && m.payload["type"] == "removed" && m.payload["iccid"] == USIM
+    // The GSM SIM's row is queued last (rows requeued for a broker that lost our
+    // session go behind the events); once it is here, everything else is too.
+    sub.expect("the GSM SIM's row", |m| {
+        m.topic.ends_with(&format!("sim/{GSM}/state")) && m.payload["present"] == true
     });
-    sub.expect("USIM's row: absent", |m| {
-        m.topic.ends_with(&format!("sim/{USIM}/state")) && m.payload["present"] == false
+    let seen = messages(&sub, &format!("simgate/v1/{agent_id}/"));
+    let find = |what: &str, pred: &dyn Fn(&str, &serde_json::Value) -> bool| {
+        seen.iter()
+            .position(|(t, p)| pred(t, p))
+            .unwrap_or_else(|| panic!("{what} did not arrive: {seen:#?}"))
+    };
+    let removed = find("the removal queued before the kill", &|t, p| {
+        t.ends_with("/events") && p["type"] == "removed" && p["iccid"] == USIM
     });
-    sub.expect("the GSM SIM's insertion queued before the kill", |m| {
-        m.topic.ends_with("/events") && m.payload["type"] == "inserted" && m.payload["iccid"] == GSM
+    let absent = find("USIM's row: absent", &|t, p| {
+        t.ends_with(&format!("sim/{USIM}/state")) && p["present"] == false
     });
+    find("the GSM SIM's insertion queued before the kill", &|t, p| {
+        t.ends_with("/events") && p["type"] == "inserted" && p["iccid"] == GSM
+    });
+    assert!(removed < absent, "per SIM, the event before the row");
     drop(gsm);
     let _ = agent.proc.interrupt();
 }
@@ -374,12 +386,12 @@ fn tls_with_client_certificates_a_password_file_and_an_acl_confining_the_agent()
         auth.path(),
         &[("gw-tls", "agent-secret"), ("platform", "platform-secret")],
     );
-    // Each agent may touch only its own subtree (client id = agent id); the platform
+    // Each agent may touch only its own subtree (user name = agent id); the platform
     // user everything under simgate/v1.
     let acl = auth.path().join("acl");
     std::fs::write(
         &acl,
-        "pattern readwrite simgate/v1/%c/#\n\nuser platform\ntopic readwrite simgate/v1/#\n",
+        "pattern readwrite simgate/v1/%u/#\n\nuser platform\ntopic readwrite simgate/v1/#\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -436,6 +448,78 @@ fn tls_with_client_certificates_a_password_file_and_an_acl_confining_the_agent()
         outcome(&mut sub, agent_id, "tls-1").payload["status"],
         "successful"
     );
+
+    // The ACL confines: the agent's credentials cannot put a command into another
+    // agent's subtree. mosquitto drops it silently, so a marker published afterwards
+    // (into the agent's own subtree, acknowledged only after the first was handled)
+    // shows the platform would have seen it by then.
+    let mut all = broker.subscribe_with("simgate/v1/#", &platform);
+    let agent_creds: Vec<String> = [
+        pki.client_args("gw-tls"),
+        vec![
+            "-u".into(),
+            "gw-tls".into(),
+            "-P".into(),
+            "agent-secret".into(),
+        ],
+    ]
+    .concat();
+    let mut args: Vec<&str> = agent_creds.iter().map(String::as_str).collect();
+    let foreign = command("spy-1", USIM, "refresh").to_string();
+    args.extend(["-m", &foreign]);
+    broker.publish("simgate/v1/gw-other/cmd", &args);
+    let mut args: Vec<&str> = agent_creds.iter().map(String::as_str).collect();
+    args.extend(["-m", "{\"marker\":1}"]);
+    broker.publish(&format!("simgate/v1/{agent_id}/marker"), &args);
+    all.expect("the marker", |m| m.topic.ends_with("/marker"));
+    assert!(
+        !all.lines
+            .seen
+            .iter()
+            .any(|l| l.contains("simgate/v1/gw-other/")),
+        "the ACL let an agent write into another agent's subtree"
+    );
+
     let st = agent.proc.interrupt();
     assert!(st.success(), "simgate run exited with {st}");
+}
+
+#[test]
+fn after_a_broker_restart_that_lost_every_session_the_agent_resubscribes_and_restores_its_rows() {
+    let pcsc = Pcsc::start();
+    let mut broker = Broker::start();
+    let state = TempDir::new("state");
+    let agent_id = "gw-resub";
+    let _card = pcsc.insert(0, "usim.toml");
+    let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), None);
+    agent.log.expect("connected", Duration::from_secs(20), |l| {
+        l.contains("connected to broker")
+    });
+    // kill -9 and a fresh start: the broker forgot the agent's session and
+    // subscriptions (nothing was saved).
+    broker.restart();
+    agent
+        .log
+        .expect("reconnected", Duration::from_secs(120), |l| {
+            l.contains("connected to broker")
+        });
+    // The agent saw it had no session there, so it queued its retained rows again.
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
+    let row = sub.expect("the SIM's row, retained again", |m| {
+        m.topic.ends_with(&format!("sim/{USIM}/state"))
+    });
+    assert_eq!(row.payload["present"], true, "{row:?}");
+    let mut late = broker.subscribe(&format!("simgate/v1/{agent_id}/sim/{USIM}/state"));
+    assert!(late.expect("the retained row", |_| true).retained);
+    // And it subscribed again: commands work.
+    send(
+        &broker,
+        agent_id,
+        &command("after-restart", USIM, "refresh"),
+    );
+    assert_eq!(
+        outcome(&mut sub, agent_id, "after-restart").payload["status"],
+        "successful"
+    );
+    let _ = agent.proc.interrupt();
 }

@@ -3,7 +3,8 @@
 //! change here is a change there.
 //!
 //! Topics sit under a per-agent prefix `simgate/v1/<agent-id>/` so a broker ACL can
-//! confine each agent to its own subtree (`pattern readwrite simgate/v1/%c/#`).
+//! confine each agent to its own subtree (`pattern readwrite simgate/v1/%u/#`, with the
+//! agent's authenticated user name = its agent id; see MQTT.md).
 //!
 //! Inbound payloads are untrusted: [`parse_command`] and [`parse_platform_record`] bound
 //! their size, check every field, and answer a typed refusal instead of failing.

@@ -126,6 +126,7 @@ pub struct AckToken(Publish);
 pub struct Link {
     client: AsyncClient,
     topics: Topics,
+    store: Store,
     outbox: Outbox,
     wake: Arc<Notify>,
     usage: Arc<Mutex<BTreeMap<String, UsageSample>>>,
@@ -172,6 +173,7 @@ impl Link {
         let link = Link {
             client,
             topics,
+            store: store.clone(),
             outbox: store.outbox(settings.outbox_cap)?,
             wake: Arc::new(Notify::new()),
             usage: Arc::new(Mutex::new(BTreeMap::new())),
@@ -247,6 +249,15 @@ impl Link {
         let topic = self.topics.sim_state(&state.iccid);
         let payload = serde_json::to_vec(state)?;
         self.enqueue(Class::State, &topic, true, Some(&topic), |_| payload)
+    }
+
+    /// Queue every SIM's row again (coalesced with any queued version).
+    fn requeue_rows(&self) -> Result<(), LinkError> {
+        for obs in self.store.all_observed()? {
+            let platform = self.store.get_platform(&obs.iccid)?;
+            self.publish_state(&SimState::merged(&obs, platform.as_ref()))?;
+        }
+        Ok(())
     }
 
     /// Queue an event (QoS 1, not retained).
@@ -381,6 +392,14 @@ impl Driver {
                         inflight: HashMap::new(),
                         cursor: None,
                     });
+                    // A broker without our session (first contact, or it lost its
+                    // state) may have lost the retained rows too: queue them again.
+                    // On an ordinary reconnect it kept both, and nothing is resent.
+                    if !ack.session_present {
+                        if let Err(e) = self.link.requeue_rows() {
+                            tracing::error!(error = %e, "retained rows not requeued");
+                        }
+                    }
                     // Resubscribe on every connect: a broker that lost its sessions
                     // (restart without persistence) must still deliver commands.
                     let t = &self.link.topics;
