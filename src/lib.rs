@@ -14,6 +14,7 @@
     clippy::todo
 )]
 
+pub mod at;
 pub mod card;
 pub mod cli;
 pub mod config;

@@ -10,7 +10,8 @@ const MF: [u8; 2] = [0x3F, 0x00];
 
 /// Short file identifiers known to the virtual card: (parent DF path, SFI, FID).
 /// TS 102 221 §13 (EF.ICCID '02', EF.DIR '1E', EF.PL '05').
-const SFIS: &[(&[[u8; 2]], u8, [u8; 2])] = &[
+type SfiEntry = (&'static [[u8; 2]], u8, [u8; 2]);
+const SFIS: &[SfiEntry] = &[
     (&[MF], 0x02, [0x2F, 0xE2]),
     (&[MF], 0x1E, [0x2F, 0x00]),
     (&[MF], 0x05, [0x2F, 0x05]),
