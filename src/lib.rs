@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod link;
 pub mod logging;
+pub mod modem;
 pub mod reader;
 pub mod sim;
 pub mod store;

@@ -1,0 +1,7 @@
+//! Cellular modems: families as data ([`profile`]), identification of the modem and its
+//! SIM, usage, hardware actions, the supervisor that keeps a port attached, and the
+//! emulator the tests and the demo drive.
+
+pub mod profile;
+
+pub use profile::{Profile, ProfileError, Profiles};
