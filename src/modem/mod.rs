@@ -2,6 +2,8 @@
 //! SIM, usage, hardware actions, the supervisor that keeps a port attached, and the
 //! emulator the tests and the demo drive.
 
+pub mod identify;
 pub mod profile;
+pub mod reply;
 
 pub use profile::{Profile, ProfileError, Profiles};
