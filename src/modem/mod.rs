@@ -2,8 +2,10 @@
 //! SIM, usage, hardware actions, the supervisor that keeps a port attached, and the
 //! emulator the tests and the demo drive.
 
+pub mod emulator;
 pub mod identify;
 pub mod profile;
 pub mod reply;
+pub mod transcript;
 
 pub use profile::{Profile, ProfileError, Profiles};

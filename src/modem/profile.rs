@@ -146,6 +146,9 @@ pub struct Hotplug {
     pub field: usize,
     /// Values of that field meaning "SIM removed".
     pub removed: Vec<String>,
+    /// The value sent on insertion (what the emulator sends; any value not in
+    /// `removed` means inserted to simgate).
+    pub inserted: String,
     pub source: String,
 }
 
