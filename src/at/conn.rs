@@ -24,6 +24,9 @@ pub enum AtError {
     /// End of stream: the port vanished (USB reset, modem reboot) or the bridge hung up.
     #[error("port closed")]
     Closed,
+    /// The port is being (re)attached; nothing was sent.
+    #[error("modem not attached (identifying or reattaching)")]
+    NotAttached,
     #[error("no final result to {command} within {after:?}")]
     Timeout { command: String, after: Duration },
 }
@@ -284,9 +287,12 @@ impl<T: AtIo> AtConnection<T> {
                     self.buf.clear();
                     return Ok(());
                 }
-                Err(e @ (AtError::Closed | AtError::Link(_) | AtError::Open { .. })) => {
-                    return Err(e)
-                }
+                Err(
+                    e @ (AtError::Closed
+                    | AtError::Link(_)
+                    | AtError::Open { .. }
+                    | AtError::NotAttached),
+                ) => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
