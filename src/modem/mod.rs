@@ -3,6 +3,7 @@
 //! emulator the tests and the demo drive.
 
 pub mod actions;
+pub mod cli;
 pub mod emulator;
 pub mod identify;
 pub mod profile;
