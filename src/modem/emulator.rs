@@ -430,7 +430,7 @@ fn split_line(body: &str) -> Vec<String> {
 /// The full answer to one command line, V.250 verbose framing.
 fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
     if let Some(t) = st.transcript.as_mut() {
-        if let Some(reply) = t.take(text) {
+        if let Some(reply) = t.take_framed(text) {
             return reply;
         }
     }
@@ -443,7 +443,12 @@ fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
     };
     let mut out = String::new();
     for cmd in split_line(body) {
-        match command(profile, st, &cmd) {
+        let recorded = st
+            .transcript
+            .as_mut()
+            .and_then(|t| t.take(&format!("AT{cmd}")))
+            .map(recorded_result);
+        match recorded.unwrap_or_else(|| command(profile, st, &cmd)) {
             Ok(lines) => {
                 for l in lines {
                     out.push_str(&frame(&l));
@@ -459,6 +464,17 @@ fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
     out
 }
 
+/// A recorded reply as one command's result: its last non-blank line is the final.
+fn recorded_result(lines: Vec<String>) -> Result<Vec<String>, String> {
+    let mut info: Vec<String> = lines.into_iter().filter(|l| !l.is_empty()).collect();
+    match info.pop() {
+        Some(f) if f == "OK" => Ok(info),
+        Some(f) => Err(f),
+        None => Ok(info),
+    }
+}
+
+/// TS 27.007 §9.2.1: SIM not inserted.
 const NO_SIM: &str = "+CME ERROR: 10";
 
 /// Nibble-swapped BCD, F-padded, as stored in EF.ICCID (TS 102 221 §13.2).

@@ -9,8 +9,10 @@
 //! < OK
 //! ```
 //!
-//! A received command equal (ignoring case) to the first unused `>` entry with that text
-//! is answered with its `<` lines; anything else falls through to the profile's model.
+//! A received command line equal (ignoring case) to the first unused `>` entry with
+//! that text is answered with its `<` lines. In a compound line (`AT+CREG?;+QGDCNT?`)
+//! each command is looked up on its own (`> AT+QGDCNT?`), its final result deciding
+//! whether the line goes on. Anything else falls through to the profile's model.
 
 /// A parsed transcript.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,21 +86,24 @@ impl Transcript {
         Ok(t)
     }
 
-    /// The recorded reply to `command`, framed as the modem sent it, used once.
-    pub fn take(&mut self, command: &str) -> Option<String> {
+    /// The recorded reply lines to `command` (blank lines included), used once.
+    pub fn take(&mut self, command: &str) -> Option<Vec<String>> {
         let e = self
             .entries
             .iter_mut()
             .find(|e| !e.used && e.command.eq_ignore_ascii_case(command))?;
         e.used = true;
+        Some(e.reply.clone())
+    }
+
+    /// The recorded reply framed as the modem sent it: V.250 §5.7.1 puts CR LF before
+    /// and after each response line; blank recorded lines stay blank.
+    pub fn take_framed(&mut self, command: &str) -> Option<String> {
+        let lines = self.take(command)?;
         let mut out = String::from("\r\n");
-        for l in &e.reply {
-            if !l.is_empty() {
-                out.push_str(l);
-                out.push_str("\r\n");
-            } else {
-                out.push_str("\r\n");
-            }
+        for l in &lines {
+            out.push_str(l);
+            out.push_str("\r\n");
         }
         Some(out)
     }
@@ -123,8 +128,11 @@ mod tests {
             "@source x\n> AT+CSQ\n< +CSQ: 5,99\n<\n< OK\n> AT+CSQ\n< +CSQ: 7,99\n< OK\n",
         )
         .unwrap();
-        assert_eq!(t.take("at+csq").unwrap(), "\r\n+CSQ: 5,99\r\n\r\nOK\r\n");
-        assert_eq!(t.take("AT+CSQ").unwrap(), "\r\n+CSQ: 7,99\r\nOK\r\n");
+        assert_eq!(
+            t.take_framed("at+csq").unwrap(),
+            "\r\n+CSQ: 5,99\r\n\r\nOK\r\n"
+        );
+        assert_eq!(t.take("AT+CSQ").unwrap(), vec!["+CSQ: 7,99", "OK"]);
         assert_eq!(t.take("AT+CSQ"), None);
     }
 
