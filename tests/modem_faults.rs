@@ -4,7 +4,7 @@
 use simgate::modem::actions::{Action, ModemRefusal};
 use simgate::modem::emulator::{self, Control, EmuSim, Options};
 use simgate::modem::supervisor::{self, ModemEvent, ModemHandle, Settings};
-use simgate::modem::Profiles;
+use simgate::modem::{Profile, Profiles};
 use simgate::sim::InSession;
 use simgate::store::Store;
 use std::path::PathBuf;
@@ -34,6 +34,15 @@ impl Drop for Rig {
 }
 
 async fn rig(profile: &str, poll: Duration, f: impl FnOnce(&mut Options)) -> Rig {
+    rig_with(profile, poll, |_| {}, f).await
+}
+
+async fn rig_with(
+    profile: &str,
+    poll: Duration,
+    tweak: impl FnOnce(&mut Profile),
+    f: impl FnOnce(&mut Options),
+) -> Rig {
     // One directory per rig: tests run in parallel threads of one process.
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -43,8 +52,12 @@ async fn rig(profile: &str, poll: Duration, f: impl FnOnce(&mut Options)) -> Rig
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let profiles = Arc::new(Profiles::shipped().unwrap());
-    let mut opts = Options::new(profiles.get(profile).unwrap().clone());
+    let mut set = Profiles::shipped().unwrap();
+    let mut p = set.get(profile).unwrap().clone();
+    tweak(&mut p);
+    set.replace(p.clone());
+    let profiles = Arc::new(set);
+    let mut opts = Options::new(p);
     // A stable name across re-enumeration, like /dev/serial/by-id.
     opts.link = Some(dir.join("modem"));
     f(&mut opts);
@@ -171,7 +184,15 @@ async fn usb_reset_is_reattached_within_five_seconds() {
 
 #[tokio::test]
 async fn silent_modem_times_out_recovers_and_never_hangs() {
-    let mut r = rig("quectel-ec2x", Duration::from_millis(100), |_| {}).await;
+    // Short timeouts, so that "no hang" is shown within the test's patience whichever
+    // command the silence catches (the shipped +CFUN timeout is 15 s).
+    let quick = |p: &mut Profile| {
+        p.timeouts.default_ms = 300;
+        p.timeouts.radio_ms = 500;
+        p.timeouts.sim_ms = 500;
+        p.timeouts.network_ms = 500;
+    };
+    let mut r = rig_with("quectel-ec2x", Duration::from_millis(100), quick, |_| {}).await;
     expect(&mut r.events, identified).await;
     r.emu.send(Control::Silent(true)).await;
     // An action during silence comes back with an error instead of hanging.

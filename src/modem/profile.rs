@@ -441,11 +441,15 @@ impl Profiles {
                 file: file.clone(),
                 source,
             })?;
-            let p = Profile::parse(&file, &text)?;
-            set.list.retain(|q| q.name != p.name);
-            set.list.push(p);
+            set.replace(Profile::parse(&file, &text)?);
         }
         Ok(set)
+    }
+
+    /// Add a checked profile, replacing one of the same name.
+    pub fn replace(&mut self, p: Profile) {
+        self.list.retain(|q| q.name != p.name);
+        self.list.push(p);
     }
 
     pub fn get(&self, name: &str) -> Option<&Profile> {
