@@ -396,12 +396,6 @@ impl Profile {
                 .iter()
                 .any(|x| model.starts_with(&x.to_ascii_lowercase()))
     }
-
-    /// A command from this (checked) profile. Checked at load time, so this cannot fail
-    /// for a loaded profile; the error is kept rather than trusted.
-    pub fn command(&self, text: &str) -> Result<AtCommand, crate::at::CommandError> {
-        AtCommand::new(text)
-    }
 }
 
 /// The loaded set: shipped profiles, then user overrides replacing them by name.
