@@ -24,6 +24,9 @@ pub enum AtError {
     /// End of stream: the port vanished (USB reset, modem reboot) or the bridge hung up.
     #[error("port closed")]
     Closed,
+    /// Command text failed its checks: a bug in a constant or a template, never sent.
+    #[error("refused to send: {0}")]
+    Command(#[from] super::command::CommandError),
     /// The port is being (re)attached; nothing was sent.
     #[error("modem not attached (identifying or reattaching)")]
     NotAttached,
@@ -271,8 +274,7 @@ impl<T: AtIo> AtConnection<T> {
     /// Sends `AT` until one gets `OK` (each try bounded by `timeout`), then drops
     /// whatever else arrived during a short quiet period.
     pub async fn resync(&mut self, timeout: Duration, tries: u32) -> Result<(), AtError> {
-        // A checked constant.
-        let probe = AtCommand::new("AT").map_err(|e| std::io::Error::other(e.to_string()))?;
+        let probe = AtCommand::new("AT")?;
         let mut last = None;
         for _ in 0..tries {
             match self.command(&probe, timeout).await {
@@ -291,6 +293,7 @@ impl<T: AtIo> AtConnection<T> {
                     e @ (AtError::Closed
                     | AtError::Link(_)
                     | AtError::Open { .. }
+                    | AtError::Command(_)
                     | AtError::NotAttached),
                 ) => return Err(e),
                 Err(e) => last = Some(e),

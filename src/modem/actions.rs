@@ -45,7 +45,7 @@ pub enum ModemRefusal {
 pub type ActionResult = Result<Result<Outcome, ModemRefusal>, AtError>;
 
 fn cmd(text: &str) -> Result<AtCommand, AtError> {
-    AtCommand::new(text).map_err(|e| AtError::Link(std::io::Error::other(e.to_string())))
+    Ok(AtCommand::new(text)?)
 }
 
 /// Perform and verify one action.
@@ -129,13 +129,11 @@ pub async fn perform<T: AtIo>(
                 ))));
             }
             let theirs = u64::from(s.first) + u64::from(n) - 1;
-            let set = expand(&s.select, &[("slot", theirs)])
-                .map_err(|e| AtError::Link(std::io::Error::other(e.to_string())))?;
+            let set = expand(&s.select, &[("slot", theirs)])?;
             if let Err(r) = conn.command(&set, profile.timeouts.radio()).await? {
                 return Ok(Err(r.into()));
             }
-            let query = compound(&[&s.query])
-                .map_err(|e| AtError::Link(std::io::Error::other(e.to_string())))?;
+            let query = compound(&[&s.query])?;
             let now = match conn.command(&query, profile.timeouts.default()).await? {
                 Ok(r) => r
                     .lines

@@ -125,10 +125,10 @@ pub fn compound(lines: &[&str]) -> Result<AtCommand, crate::at::CommandError> {
     AtCommand::new(&text)
 }
 
+/// Constants and profile text were checked at load; a failure here is a bug in a
+/// constant, surfaced as an error naming it rather than a panic.
 fn checked(text: &str) -> Result<AtCommand, AtError> {
-    // Constants and profile text checked at load; a failure here is a bug in a
-    // constant, surfaced as a link error naming it rather than a panic.
-    AtCommand::new(text).map_err(|e| AtError::Link(std::io::Error::other(e.to_string())))
+    Ok(AtCommand::new(text)?)
 }
 
 /// Send a line; a refusal becomes `None` (logged), the link failing is an error.
@@ -202,19 +202,12 @@ pub async fn init<T: AtIo>(conn: &mut AtConnection<T>, profile: &Profile) -> Res
     }
     let lines: Vec<&str> = profile.init.commands.iter().map(String::as_str).collect();
     let t = profile.timeouts.default();
-    if ask(conn, &compound(&lines).map_err(io)?, t)
-        .await?
-        .is_none()
-    {
+    if ask(conn, &compound(&lines)?, t).await?.is_none() {
         for l in lines {
             ask(conn, &checked(l)?, t).await?;
         }
     }
     Ok(())
-}
-
-fn io(e: crate::at::CommandError) -> AtError {
-    AtError::Link(std::io::Error::other(e.to_string()))
 }
 
 /// The SIM's state from +CPIN?, waiting out "SIM busy". `Ok(None)` means no SIM.
@@ -273,7 +266,7 @@ pub async fn status<T: AtIo>(
     conn: &mut AtConnection<T>,
     profile: &Profile,
 ) -> Result<Status, AtError> {
-    let cmd = status_command(profile).map_err(io)?;
+    let cmd = status_command(profile)?;
     let lines = match ask(conn, &cmd, profile.timeouts.default()).await? {
         Some(r) => r.lines,
         None => {

@@ -115,6 +115,7 @@ pub fn spawn(
         actions: rx,
         suspended: false,
         since_reset: false,
+        failures: 0,
     };
     (ModemHandle { tx }, tokio::spawn(sup.run(cancel)))
 }
@@ -131,7 +132,12 @@ struct Supervisor {
     suspended: bool,
     /// The port vanished since the last counter sample: the counter restarted.
     since_reset: bool,
+    /// Attach attempts that failed since the last identification.
+    failures: u32,
 }
+
+/// Longest wait between attempts to reattach a port that opens but does not identify.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How the attached phase ended.
 enum End {
@@ -154,36 +160,58 @@ impl Supervisor {
             match self.attached(port, &cancel).await {
                 End::Cancelled => return,
                 End::Lost(e) => {
-                    tracing::warn!(port = %self.port, error = %e, "modem lost; reattaching");
                     self.since_reset = true;
-                    self.emit(ModemEvent::Lost {
-                        port: self.port.clone(),
-                        error: e.to_string(),
-                    })
-                    .await;
+                    if self.failures == 0 {
+                        // Reported once per loss, not once per failed reattach.
+                        tracing::warn!(port = %self.port, error = %e, "modem lost; reattaching");
+                        self.emit(ModemEvent::Lost {
+                            port: self.port.clone(),
+                            error: e.to_string(),
+                        })
+                        .await;
+                    } else {
+                        tracing::debug!(port = %self.port, error = %e, "reattach failed");
+                    }
+                    self.failures += 1;
+                    // A port that opens but never identifies (a silent modem, a non-AT
+                    // port) is retried with backoff, not in a tight loop.
+                    let backoff = self
+                        .settings
+                        .reopen_every
+                        .saturating_mul(1 << self.failures.min(4))
+                        .min(MAX_BACKOFF);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = self.idle(backoff) => {}
+                    }
                 }
             }
         }
     }
 
-    /// Open the port, retrying until it exists again. Actions meanwhile are answered
-    /// with the link error at once rather than queued behind a dead port.
+    /// Wait, answering actions with "not attached" rather than queueing them behind a
+    /// dead port.
+    async fn idle(&mut self, d: Duration) {
+        let wait = tokio::time::sleep(d);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => return,
+                Some((_, reply)) = self.actions.recv() => {
+                    let _ = reply.send(Err(AtError::NotAttached));
+                }
+            }
+        }
+    }
+
+    /// Open the port, retrying until it exists again.
     async fn open(&mut self) -> crate::at::Port {
         loop {
             match crate::at::open(&self.port).await {
                 Ok(p) => return p,
                 Err(e) => {
                     tracing::debug!(port = %self.port, error = %e, "port not there yet");
-                    let wait = tokio::time::sleep(self.settings.reopen_every);
-                    tokio::pin!(wait);
-                    loop {
-                        tokio::select! {
-                            _ = &mut wait => break,
-                            Some((_, reply)) = self.actions.recv() => {
-                                let _ = reply.send(Err(AtError::NotAttached));
-                            }
-                        }
-                    }
+                    self.idle(self.settings.reopen_every).await;
                 }
             }
         }
@@ -391,6 +419,18 @@ impl Supervisor {
                 return self.sim_changed(conn, profile, info).await;
             }
         }
+        if let Some(r) = super::reply::registration(urc, false) {
+            // Registration URCs (+CEREG=2 set at init) keep the picture current
+            // without a poll. An LTE modem's circuit domain stays "searching": it does
+            // not override a registration in another domain.
+            let keep = info.sim.registration.as_ref().is_some_and(|cur| {
+                cur.state.registered() && cur.domain != r.domain && !r.state.registered()
+            });
+            if !keep {
+                info.sim.registration = Some(r);
+            }
+            return Ok(());
+        }
         if urc == "+CPIN: READY" && info.sim.iccid.is_none() {
             return self.sim_changed(conn, profile, info).await;
         }
@@ -478,6 +518,7 @@ fn duplicate(e: &AtError) -> AtError {
         },
         AtError::Closed => AtError::Closed,
         AtError::NotAttached => AtError::NotAttached,
+        AtError::Command(c) => AtError::Command(c.clone()),
         AtError::Open { port, source } => AtError::Open {
             port: port.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
