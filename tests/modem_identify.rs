@@ -153,3 +153,26 @@ async fn garbage_and_urcs_do_not_pollute_identification() {
     );
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_modem_behind_a_tcp_bridge_is_identified() {
+    // A ser2net-style bridge: TCP on one side, the modem's serial port on the other.
+    let (h, cancel) = emulate("quectel-bg9x", |_| {}).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serial = h.path();
+    let bridge = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut port = at::open(serial.to_str().unwrap()).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut port).await;
+    });
+    let port = at::open(&format!("tcp://{addr}")).await.unwrap();
+    let mut conn = AtConnection::new(port, vec![], vec![]);
+    let info = identify::identify(&mut conn, &Profiles::shipped().unwrap(), "tcp")
+        .await
+        .unwrap();
+    assert_eq!(info.profile, "quectel-bg9x");
+    assert_eq!(info.sim.iccid.as_deref(), Some("8901260886258128535"));
+    cancel.cancel();
+    bridge.abort();
+}

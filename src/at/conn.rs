@@ -400,6 +400,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reply_trickling_in_byte_by_byte_with_a_urc_inside_is_assembled() {
+        let (ours, mut theirs) = duplex(64);
+        let mut conn = AtConnection::new(ours, vec!["+QSIMSTAT:".into()], vec![]);
+        let c = cmd("AT+CSQ");
+        let modem = async move {
+            let mut got = vec![0u8; 16];
+            let _ = theirs.read(&mut got).await;
+            for b in b"AT+CSQ\r\r\n+CSQ: 5,99\r\n+QSIMSTAT: 1,0\r\n\r\nOK\r\n" {
+                theirs.write_all(&[*b]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            theirs
+        };
+        let (r, _keep) = tokio::join!(conn.command(&c, Duration::from_secs(1)), modem);
+        assert_eq!(r.unwrap().unwrap().lines, vec!["+CSQ: 5,99"]);
+        assert_eq!(conn.pop_urc().as_deref(), Some("+QSIMSTAT: 1,0"));
+    }
+
+    #[tokio::test]
     async fn silence_is_a_timeout() {
         let (ours, _theirs) = duplex(64);
         let mut conn = AtConnection::new(ours, vec![], vec![]);
