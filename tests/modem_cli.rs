@@ -104,3 +104,53 @@ fn a_bad_override_profile_is_named_in_the_error() {
     assert!(err.contains("mine.toml"), "{err}");
     assert!(err.contains("foo"), "{err}");
 }
+
+#[tokio::test]
+async fn modems_lists_every_given_port_and_names_the_dead_one() {
+    let profiles = Profiles::shipped().unwrap();
+    let cancel = CancellationToken::new();
+    let a = emulator::start(
+        Options::new(profiles.get("quectel-ec2x").unwrap().clone()),
+        cancel.clone(),
+    )
+    .unwrap();
+    let mut silent = Options::new(profiles.get("telit-le910").unwrap().clone());
+    silent.sim = None;
+    let b = emulator::start(silent, cancel.clone()).unwrap();
+    let (pa, pb) = (
+        a.path().display().to_string(),
+        b.path().display().to_string(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        simgate()
+            .args([
+                "modems",
+                "--json",
+                "--timeout",
+                "3",
+                "--port",
+                &pa,
+                "--port",
+                &pb,
+                "--port",
+                "/dev/simgate-no-such-port",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    cancel.cancel();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["model"], "EC25");
+    assert_eq!(list[1]["sim"]["state"], "SIM not inserted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/dev/simgate-no-such-port"), "{err}");
+}

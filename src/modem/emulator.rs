@@ -367,6 +367,7 @@ async fn apply(
 /// The hot-plug URC as the profile describes it.
 fn hotplug_urc(h: &super::profile::Hotplug, removed: bool) -> String {
     let value = if removed {
+        // Profile checks guarantee at least one "removed" value.
         h.removed[0].clone()
     } else {
         h.inserted.clone()
@@ -480,7 +481,9 @@ const NO_SIM: &str = "+CME ERROR: 10";
 /// Nibble-swapped BCD, F-padded, as stored in EF.ICCID (TS 102 221 §13.2).
 fn ef_iccid(digits: &str) -> String {
     let mut d: Vec<char> = digits.chars().collect();
-    while d.len() < 20 {
+    // Pad to the file's 20 nibbles, and always to an even count so every chunk below
+    // has two nibbles.
+    while d.len() < 20 || d.len() % 2 == 1 {
         d.push('F');
     }
     d.chunks(2).map(|p| format!("{}{}", p[1], p[0])).collect()
@@ -511,6 +514,7 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
             st.tick();
             let n = c.sent.max(c.received) + 1;
             let mut f = vec!["0".to_string(); n];
+            // n ≥ 1; field 0 is the context id in the counter replies we know.
             f[0] = "1".into();
             f[c.sent] = st.sent.to_string();
             f[c.received] = st.received.to_string();

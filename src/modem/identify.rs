@@ -237,10 +237,15 @@ pub async fn iccid<T: AtIo>(
 ) -> Result<Option<Iccid>, AtError> {
     let t = profile.timeouts.sim();
     if let Some(c) = &profile.iccid.command {
-        if let Some(r) = ask(conn, &checked(c)?, t).await? {
-            if let Some(i) = reply::vendor_iccid(&r.lines, profile.iccid.prefix.as_deref()) {
-                return Ok(Some(i));
+        match conn.command(&checked(c)?, t).await? {
+            Ok(r) => {
+                if let Some(i) = reply::vendor_iccid(&r.lines, profile.iccid.prefix.as_deref()) {
+                    return Ok(Some(i));
+                }
             }
+            // No SIM: +CRSM would only be refused the same way; save the line.
+            Err(refusal) if refusal.cme() == Some(cme::SIM_NOT_INSERTED) => return Ok(None),
+            Err(refusal) => tracing::debug!(%refusal, "vendor ICCID refused; trying +CRSM"),
         }
     }
     let Some(r) = ask(conn, &checked(CRSM_ICCID)?, t).await? else {
@@ -325,7 +330,9 @@ pub async fn form_factor<T: AtIo>(
     let Some(r) = ask(conn, &open, t).await? else {
         return Ok(("physical".into(), None));
     };
-    let Some(ch) = reply::channel(&r.lines) else {
+    // Logical channels 1-19 exist (TS 102 221 §10.1.1); anything else is a mangled
+    // answer: the form factor stays unknown.
+    let Some(ch) = reply::channel(&r.lines).filter(|c| (1..=19).contains(c)) else {
         return Ok(("unknown".into(), None));
     };
     let mut apdu = GET_EID.to_vec();
