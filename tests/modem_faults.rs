@@ -285,3 +285,17 @@ async fn family_without_slots_refuses_a_switch_plainly() {
     let no = r.modem.act(Action::SwitchSlot(2)).await.unwrap();
     assert!(matches!(no, Err(ModemRefusal::Unsupported(_))), "{no:?}");
 }
+
+#[tokio::test]
+async fn a_restart_behind_an_open_port_is_noticed_by_its_boot_urc() {
+    let mut r = rig("quectel-ec2x", Duration::from_secs(60), |_| {}).await;
+    expect(&mut r.events, identified).await;
+    // A UART modem restarts: no port event, only "RDY" and lost settings (echo back on).
+    r.emu.send(Control::Restart).await;
+    assert_eq!(
+        expect(&mut r.events, identified).await.as_deref(),
+        Some(FIRST)
+    );
+    let done = r.modem.act(Action::RadioOn).await.unwrap().unwrap();
+    assert_eq!(done.verified, "+CFUN: 1");
+}

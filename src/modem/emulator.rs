@@ -72,6 +72,9 @@ pub enum Control {
     RebootOnNextCommand(Duration),
     /// Send an arbitrary URC.
     Urc(String),
+    /// A modem on a UART restarts: the port stays, the state is lost, the boot URC is
+    /// sent.
+    Restart,
     /// Bytes per second sent and received while a session is up.
     Traffic {
         sent: u64,
@@ -312,9 +315,8 @@ async fn run(
             if let Ok(p) = path_of(&slave) {
                 let _ = path.send(p);
             }
-            if reboot && opts.profile.name.starts_with("quectel") {
-                // Quectel's boot URC (EC2x manual §1.x "RDY").
-                let _ = master.write_all(b"\r\nRDY\r\n").await;
+            if let Some(boot) = opts.profile.boot_urcs.first().filter(|_| reboot) {
+                let _ = master.write_all(format!("\r\n{boot}\r\n").as_bytes()).await;
             }
         }
     }
@@ -353,6 +355,12 @@ async fn apply(
         Control::Vanish(d) => return Some((d, false)),
         Control::RebootOnNextCommand(d) => st.reboot_next = Some(d),
         Control::Urc(text) => out = urc(text),
+        Control::Restart => {
+            st.reboot();
+            if let Some(boot) = profile.boot_urcs.first() {
+                out = urc(boot.clone());
+            }
+        }
         Control::Traffic { sent, received } => {
             st.tick();
             st.rate = (sent, received);
@@ -659,7 +667,7 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
                 // the mapping to the MT: most give "unknown".
                 return Err("+CME ERROR: 100".into());
             }
-            return Ok(vec![if profile.name.starts_with("quectel") {
+            return Ok(vec![if profile.euicc.ccho_prefixed {
                 "+CCHO: 1".into()
             } else {
                 "1".into()

@@ -62,6 +62,10 @@ pub struct Profile {
     /// URC prefixes the family sends beyond TS 27.007's.
     #[serde(default)]
     pub urcs: Vec<String>,
+    /// URCs the modem sends when it has (re)started: its counters restarted and its
+    /// settings are gone, so simgate identifies it again.
+    #[serde(default)]
+    pub boot_urcs: Vec<String>,
     pub init: Init,
     pub iccid: Iccid,
     pub registration: Sourced,
@@ -179,6 +183,10 @@ pub enum EuiccAccess {
 #[serde(deny_unknown_fields)]
 pub struct Euicc {
     pub access: EuiccAccess,
+    /// The family answers +CCHO with a `+CCHO: ` prefix instead of the bare session id
+    /// of TS 27.007 §8.45 (simgate reads both; the emulator imitates this).
+    #[serde(default)]
+    pub ccho_prefixed: bool,
     pub source: String,
 }
 
@@ -310,6 +318,14 @@ impl Profile {
             cmd(&format!("init.commands[{i}]"), c)?;
         }
         source("init.source", &self.init.source)?;
+        for (i, u) in self.boot_urcs.iter().enumerate() {
+            if !self.urcs.contains(u) {
+                return Err((
+                    format!("boot_urcs[{i}]"),
+                    format!("{u:?} must also be listed in urcs"),
+                ));
+            }
+        }
         for (i, u) in self.urcs.iter().enumerate() {
             // "+QSIMSTAT:" or a bare word such as Quectel's boot URC "RDY".
             if u.is_empty() || !u.bytes().all(|b| (0x20..0x7F).contains(&b)) {

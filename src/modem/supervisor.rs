@@ -410,6 +410,20 @@ impl Supervisor {
         urc: &str,
     ) -> Result<(), AtError> {
         tracing::debug!(port = %self.port, %urc, "urc");
+        if profile.boot_urcs.iter().any(|b| b == urc) {
+            // The modem restarted behind an open port (a UART modem): its counter and
+            // settings are gone. Identify it again.
+            tracing::info!(port = %self.port, %urc, "modem restarted");
+            self.since_reset = true;
+            let profiles = self.profiles.clone();
+            let mut fresh = identify::identify(conn, &profiles, &self.port).await?;
+            self.fill_month(&mut fresh);
+            *info = fresh;
+            self.emit(ModemEvent::Identified(Box::new(info.clone())))
+                .await;
+            let snapshot = info.clone();
+            return self.sample(conn, profile, &snapshot).await;
+        }
         if let Some(h) = &profile.hotplug {
             if let Some(f) = fields(urc, &h.urc) {
                 let value = f.get(h.field).and_then(|v| v.text()).unwrap_or_default();
