@@ -299,3 +299,21 @@ async fn a_restart_behind_an_open_port_is_noticed_by_its_boot_urc() {
     let done = r.modem.act(Action::RadioOn).await.unwrap().unwrap();
     assert_eq!(done.verified, "+CFUN: 1");
 }
+
+/// Regression: the failure count was never reset after a successful reattach, so a
+/// second loss went unreported.
+#[tokio::test]
+async fn every_loss_is_reported_once() {
+    let mut r = rig("quectel-ec2x", Duration::from_secs(60), |_| {}).await;
+    expect(&mut r.events, identified).await;
+    for _ in 0..2 {
+        r.emu
+            .send(Control::Vanish(Duration::from_millis(200)))
+            .await;
+        expect(&mut r.events, |e| {
+            matches!(e, ModemEvent::Lost { .. }).then_some(())
+        })
+        .await;
+        expect(&mut r.events, identified).await;
+    }
+}

@@ -242,6 +242,7 @@ impl Supervisor {
             info.manufacturer.as_deref().unwrap_or_default(),
             info.model.as_deref().unwrap_or_default(),
         );
+        self.failures = 0;
         self.fill_month(&mut info);
         self.emit(ModemEvent::Identified(Box::new(info.clone())))
             .await;
@@ -250,7 +251,7 @@ impl Supervisor {
                 return End::Lost(e);
             }
         }
-        if let Err(e) = self.sample(&mut conn, profile, &info).await {
+        if let Err(e) = self.sample(&mut conn, profile, &mut info).await {
             return End::Lost(e);
         }
         let mut poll = tokio::time::interval(self.settings.poll);
@@ -299,40 +300,49 @@ impl Supervisor {
         }
     }
 
+    /// Bring the data context down again; true once verified down.
     async fn enforce_suspend<T: AtIo>(
         &mut self,
         conn: &mut AtConnection<T>,
         profile: &Profile,
-    ) -> Result<(), AtError> {
+    ) -> Result<bool, AtError> {
         match actions::perform(conn, profile, Action::SuspendData).await? {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(r) => {
                 tracing::warn!(port = %self.port, refusal = %r, "could not keep data suspended");
-                Ok(())
+                Ok(false)
             }
         }
     }
 
-    /// One counter sample into the store and an event.
+    /// The status line: keeps `info` current, keeps a suspend in force, and accounts
+    /// one counter sample.
     async fn sample<T: AtIo>(
         &mut self,
         conn: &mut AtConnection<T>,
         profile: &Profile,
-        info: &ModemInfo,
+        info: &mut ModemInfo,
     ) -> Result<(), AtError> {
-        let st = identify::status(conn, profile).await?;
-        if self.suspended && st.in_session == InSession::Yes {
-            self.enforce_suspend(conn, profile).await?;
+        let mut st = identify::status(conn, profile).await?;
+        if self.suspended
+            && st.in_session == InSession::Yes
+            && self.enforce_suspend(conn, profile).await?
+        {
+            st.in_session = InSession::No;
+            st.session_reason = "data suspended by simgate (context brought down again)".into();
         }
-        self.account(
-            info,
-            st.usage.map(|u| Bytes {
-                sent: u.sent,
-                received: u.received,
-            }),
-            st.in_session,
-        )
-        .await;
+        if info.sim.present {
+            info.sim.in_session = st.in_session;
+            info.sim.session_reason = st.session_reason;
+        }
+        info.sim.registration = st.registration;
+        info.sim.signal = st.signal;
+        info.sim.usage = st.usage;
+        let counter = st.usage.map(|u| Bytes {
+            sent: u.sent,
+            received: u.received,
+        });
+        self.account(info, counter, st.in_session).await;
         Ok(())
     }
 
@@ -421,8 +431,7 @@ impl Supervisor {
             *info = fresh;
             self.emit(ModemEvent::Identified(Box::new(info.clone())))
                 .await;
-            let snapshot = info.clone();
-            return self.sample(conn, profile, &snapshot).await;
+            return self.sample(conn, profile, info).await;
         }
         if let Some(h) = &profile.hotplug {
             if let Some(f) = fields(urc, &h.urc) {
@@ -499,8 +508,7 @@ impl Supervisor {
             previous,
         })
         .await;
-        let snapshot = info.clone();
-        self.sample(conn, profile, &snapshot).await
+        self.sample(conn, profile, info).await
     }
 
     async fn on_action<T: AtIo>(
