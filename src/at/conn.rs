@@ -95,6 +95,9 @@ pub struct AtConnection<T> {
     stats: Stats,
 }
 
+/// URCs kept for a reader; a supervisor drains them as they come.
+const MAX_QUEUED_URCS: usize = 256;
+
 /// URCs every modem may send (TS 27.007 §7.2 +CREG, §10.1.20 +CGREG, §10.1.22 +CEREG,
 /// §8.3 +CPIN? not a URC by spec but sent on SIM insertion by most modems, V.250 RING).
 pub const STANDARD_URCS: &[&str] = &[
@@ -187,9 +190,19 @@ impl<T: AtIo> AtConnection<T> {
         if final_result(&line, &self.vendor_finals).is_some() {
             tracing::debug!(%line, "dropped a final result nobody waited for");
         } else {
-            self.stats.urcs += 1;
-            self.urcs.push_back(line);
+            self.push_urc(line);
         }
+    }
+
+    /// Queue a URC. A user who never reads them (a one-shot CLI call on a chatty
+    /// modem) must not grow memory without bound: the oldest go first.
+    fn push_urc(&mut self, line: String) {
+        self.stats.urcs += 1;
+        if self.urcs.len() >= MAX_QUEUED_URCS {
+            let dropped = self.urcs.pop_front();
+            tracing::debug!(?dropped, "URC queue full; dropped the oldest");
+        }
+        self.urcs.push_back(line);
     }
 
     /// The next unsolicited result code. Cancel-safe, for use in `select!`.
@@ -262,8 +275,7 @@ impl<T: AtIo> AtConnection<T> {
                 .iter()
                 .any(|p| line.starts_with(p.trim_end_matches(':')));
             if !ours && self.is_urc(&line) {
-                self.stats.urcs += 1;
-                self.urcs.push_back(line);
+                self.push_urc(line);
             } else {
                 lines.push(line);
             }

@@ -446,7 +446,7 @@ fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
     let frame = |l: &str| format!("\r\n{l}\r\n");
     let Some(body) = text
         .get(2..)
-        .filter(|_| text[..2].eq_ignore_ascii_case("AT"))
+        .filter(|_| text.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("AT")))
     else {
         return frame("ERROR");
     };
