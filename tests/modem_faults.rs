@@ -317,3 +317,19 @@ async fn every_loss_is_reported_once() {
         expect(&mut r.events, identified).await;
     }
 }
+
+#[tokio::test]
+async fn a_session_change_is_reported_without_a_counter() {
+    // Sierra: no vendor counter, no netdev configured — the session is still followed.
+    let mut r = rig("sierra-at", Duration::from_millis(100), |_| {}).await;
+    expect(&mut r.events, identified).await;
+    r.modem.act(Action::RadioOff).await.unwrap().unwrap();
+    let (iccid, session) = expect(&mut r.events, |e| match e {
+        ModemEvent::Session {
+            iccid, in_session, ..
+        } => Some((iccid.clone(), *in_session)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((iccid.as_str(), session), (FIRST, InSession::No));
+}

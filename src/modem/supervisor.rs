@@ -39,6 +39,13 @@ pub enum ModemEvent {
         this_month: Bytes,
         in_session: InSession,
     },
+    /// The SIM's data session went up or down (whether or not a counter exists).
+    Session {
+        port: String,
+        iccid: String,
+        in_session: InSession,
+        reason: String,
+    },
     /// The port is gone or the modem stopped answering; reattaching.
     Lost { port: String, error: String },
 }
@@ -332,8 +339,18 @@ impl Supervisor {
             st.session_reason = "data suspended by simgate (context brought down again)".into();
         }
         if info.sim.present {
+            let changed = info.sim.in_session != st.in_session;
             info.sim.in_session = st.in_session;
             info.sim.session_reason = st.session_reason;
+            if let (true, Some(iccid)) = (changed, &info.sim.iccid) {
+                self.emit(ModemEvent::Session {
+                    port: self.port.clone(),
+                    iccid: iccid.clone(),
+                    in_session: info.sim.in_session,
+                    reason: info.sim.session_reason.clone(),
+                })
+                .await;
+            }
         }
         info.sim.registration = st.registration;
         info.sim.signal = st.signal;
