@@ -343,6 +343,8 @@ async fn apply(
         Control::InsertSim(sim) => {
             st.slots[usize::from(st.slot)] = Some(sim.clone());
             st.sim = Some(sim);
+            // A new SIM means a new attach: the old data context is gone.
+            st.session = false;
             if let Some(h) = &profile.hotplug {
                 out = urc(hotplug_urc(h, false));
             }
