@@ -333,7 +333,8 @@ mod tests {
         assert_eq!(i.as_str(), "8903213243545678129");
         let i = vendor_iccid(&l(&["89860025128306012474"]), None).unwrap();
         assert_eq!(i.as_str(), "89860025128306012474");
-        // Hex digits (some test and eSIM ICCIDs) are kept as read; lower case too.
+        // Hex digits are kept as read (openLuat/luatos-doc-pool 780E_AT_SIM应用指南.md
+        // publishes +ICCID: 898604981022C0254186); lower case is normalised.
         let i = vendor_iccid(&l(&["+ICCID: 898604981022c0254186"]), Some("+ICCID:")).unwrap();
         assert_eq!(i.as_str(), "898604981022C0254186");
         assert!(!i.luhn_ok());
