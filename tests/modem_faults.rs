@@ -250,12 +250,12 @@ async fn suspend_resume_radio_and_slot_are_verified() {
     r.modem.act(Action::RadioOn).await.unwrap().unwrap();
     let done = r.modem.act(Action::SwitchSlot(2)).await.unwrap().unwrap();
     assert_eq!(done.verified, "+QDSIM: 1");
-    let new = expect(&mut r.events, |e| match e {
-        ModemEvent::SimInserted { info, .. } => Some(info.sim.iccid.clone()),
+    let (new, slot) = expect(&mut r.events, |e| match e {
+        ModemEvent::SimInserted { info, .. } => Some((info.sim.iccid.clone(), info.sim.slot)),
         _ => None,
     })
     .await;
-    assert_eq!(new.as_deref(), Some(SECOND));
+    assert_eq!((new.as_deref(), slot), (Some(SECOND), Some(2)));
     let no = r.modem.act(Action::SwitchSlot(3)).await.unwrap();
     assert!(matches!(no, Err(ModemRefusal::Unsupported(_))));
 }

@@ -52,6 +52,12 @@ async fn quectel_physical_sim_is_identified_within_budget() {
     assert_eq!(reg.domain, "CEREG");
     assert_eq!(reg.access_tech, Some("E-UTRAN"));
     assert!(info.sim.usage.is_some());
+    // EC2x has two slots; the first is in use, counted from 1 as on the gateway label.
+    assert_eq!(info.sim.slot, Some(1));
+    assert!(matches!(
+        info.observed(0).unwrap().location,
+        simgate::sim::Location::Modem { slot: Some(1), .. }
+    ));
     assert!(info.at_commands <= 12, "{} commands", info.at_commands);
     assert_eq!(info.at_commands, h.commands());
     cancel.cancel();

@@ -144,6 +144,9 @@ pub fn table(i: &ModemInfo) -> String {
         row("ICCID", format!("{}{luhn}", or_dash(&s.iccid)));
         row("IMSI", or_dash(&s.imsi).into());
         row("form factor", s.form_factor.clone());
+        if let Some(slot) = s.slot {
+            row("slot", slot.to_string());
+        }
         if let Some(eid) = &s.eid {
             row("EID", eid.clone());
         }

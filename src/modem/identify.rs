@@ -5,7 +5,7 @@
 use super::profile::{EuiccAccess, Profile, Profiles};
 use super::reply::{self, Registration, Signal};
 use crate::at::conn::AtIo;
-use crate::at::parser::cme;
+use crate::at::parser::{cme, fields};
 use crate::at::{AtCommand, AtConnection, AtError, Reply};
 use crate::card::Iccid;
 use crate::sim::{FormFactor, InSession, Location, Observed};
@@ -60,6 +60,8 @@ pub struct SimInfo {
     pub in_session: InSession,
     pub session_reason: String,
     pub usage: Option<Usage>,
+    /// The SIM slot in use, counted from 1, on families with several.
+    pub slot: Option<u8>,
     /// Filled from the store by the caller.
     pub this_month_mb: Option<f64>,
 }
@@ -79,6 +81,7 @@ pub struct Status {
     pub in_session: InSession,
     pub session_reason: String,
     pub usage: Option<Usage>,
+    pub slot: Option<u8>,
 }
 
 impl ModemInfo {
@@ -102,7 +105,7 @@ impl ModemInfo {
             atr: None,
             location: Location::Modem {
                 port: self.port.clone(),
-                slot: None,
+                slot: self.sim.slot,
             },
             present: self.sim.present,
             observed_at: now,
@@ -264,6 +267,9 @@ pub fn status_command(profile: &Profile) -> Result<AtCommand, crate::at::Command
     if let Some(c) = &profile.counters {
         lines.push(c.command.as_str());
     }
+    if let Some(s) = &profile.slots {
+        lines.push(s.query.as_str());
+    }
     compound(&lines)
 }
 
@@ -281,6 +287,9 @@ pub async fn status<T: AtIo>(
             let mut parts = vec![profile.registration.command.clone(), "AT+CGACT?".into()];
             if let Some(c) = &profile.counters {
                 parts.push(c.command.clone());
+            }
+            if let Some(s) = &profile.slots {
+                parts.push(s.query.clone());
             }
             for p in parts {
                 if let Some(r) = ask(conn, &checked(&p)?, profile.timeouts.default()).await? {
@@ -309,6 +318,12 @@ pub fn interpret_status(profile: &Profile, lines: &[String]) -> Status {
         signal: lines.iter().find_map(|l| reply::signal(l)),
         in_session,
         session_reason,
+        slot: profile.slots.as_ref().and_then(|s| {
+            let theirs = lines
+                .iter()
+                .find_map(|l| fields(l, &s.prefix)?.first()?.int())?;
+            u8::try_from(theirs.checked_sub(u64::from(s.first))? + 1).ok()
+        }),
         usage: profile.counters.as_ref().and_then(|c| {
             reply::counters(lines, &c.prefix, c.sent, c.received)
                 .map(|(sent, received)| Usage { sent, received })
@@ -391,6 +406,7 @@ pub async fn sim_info<T: AtIo>(
     sim.in_session = st.in_session;
     sim.session_reason = st.session_reason;
     sim.usage = st.usage;
+    sim.slot = st.slot;
     match pin_state(conn, profile).await? {
         Err(plain) => {
             sim.state = plain;

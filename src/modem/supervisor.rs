@@ -355,6 +355,7 @@ impl Supervisor {
         info.sim.registration = st.registration;
         info.sim.signal = st.signal;
         info.sim.usage = st.usage;
+        info.sim.slot = st.slot;
         let counter = st.usage.map(|u| Bytes {
             sent: u.sent,
             received: u.received,
