@@ -48,6 +48,10 @@ pub enum Command {
     },
     /// Run the daemon: watch readers, keep the store and the platform in sync.
     Run(RunArgs),
+    /// One modem: `simgate modem info --port PATH [--json]`.
+    Modem(crate::modem::cli::ModemArgs),
+    /// Find and identify modems.
+    Modems(crate::modem::cli::ModemsArgs),
     /// Show, live, the SIM table an agent publishes on the broker.
     Watch {
         #[arg(long, env = "SIMGATE_BROKER")]
@@ -83,10 +87,18 @@ pub struct RunArgs {
     /// Reader to watch: exact name or pattern with '*'. Repeatable; none: all readers.
     #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
     pub readers: Vec<String>,
+    /// Modem port to supervise: a serial device or tcp://host:port. Repeatable.
+    #[arg(long = "modem", env = "SIMGATE_MODEMS", value_delimiter = ',')]
+    pub modems: Vec<String>,
+    /// Directory of modem profiles overriding the shipped ones.
+    #[arg(long)]
+    pub profile_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Emulate {
+    /// A modem on a pty, behaving like a profile's modem (see devices/modems/README.md).
+    Modem(crate::modem::cli::EmulateModemArgs),
     /// A virtual card plugged into vpcd, answering from a card image.
     Card {
         /// Card image (TOML; see devices/cards/README.md).
@@ -247,6 +259,18 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Platform(cmd) => platform(cmd).await,
+        Command::Modem(args) => {
+            args.run(shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Modems(args) => {
+            args.run(shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emulate(Emulate::Modem(args)) => {
+            args.run(shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Emulate(Emulate::Card {
             image,
             vpcd,
@@ -390,6 +414,12 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
     if !args.readers.is_empty() {
         cfg.readers.names = args.readers;
     }
+    if !args.modems.is_empty() {
+        cfg.modems.ports = args.modems;
+    }
+    if let Some(d) = args.profile_dir {
+        cfg.modems.profile_dir = d;
+    }
     if let Err(e) = cfg.validate("command line") {
         eprintln!("simgate: {e}");
         return Ok(ExitCode::from(2));
@@ -415,6 +445,10 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
         state_dir: cfg.agent.state_dir.clone(),
         broker,
         readers: cfg.readers.names.clone(),
+        modems: cfg.modems.ports.clone(),
+        profile_dir: (!cfg.modems.profile_dir.as_os_str().is_empty())
+            .then(|| cfg.modems.profile_dir.clone()),
+        modem_poll: Duration::from_secs(cfg.modems.poll_secs),
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod outbox;
 pub mod platform;
 pub mod sims;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 
