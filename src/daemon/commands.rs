@@ -13,10 +13,22 @@ use crate::link::contract::{
     SCHEMA_VERSION,
 };
 use crate::link::Received;
+use crate::modem::actions::{Action as ModemAction, ModemRefusal};
+use crate::modem::supervisor::ModemHandle;
 use crate::reader;
 use crate::sim::{Location, Observed, PlatformRecord};
 use crate::store::commands::{CommandRecord, CommandState};
 use std::collections::HashSet;
+
+/// What a command's asynchronous work ends with: a fresh observation to record (a
+/// re-read card), or nothing new; or why it failed.
+pub(crate) type Done = Result<Option<Observed>, (RefusalCode, String)>;
+
+/// Where modem actions go: the daemon's modem supervisors, by port. A trait so the
+/// executor does not depend on how supervisors are kept (and tests can have none).
+pub(crate) trait ModemPorts {
+    fn handle(&self, port: &str) -> Option<ModemHandle>;
+}
 
 /// Where a SIM lives, which decides how an action reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,11 +143,12 @@ impl Commands {
         &mut self,
         ctx: &Ctx,
         msg: Received,
+        modems: &dyn ModemPorts,
     ) -> Result<(), DaemonError> {
         match msg {
             Received::Command { command, ack } => {
                 match command {
-                    Ok(cmd) => self.on_command(ctx, cmd).await?,
+                    Ok(cmd) => self.on_command(ctx, cmd, modems).await?,
                     Err(refusal) => self.on_refused(ctx, refusal)?,
                 }
                 // Acknowledged only now: the claim is on disk, a redelivery is answered
@@ -209,7 +222,12 @@ impl Commands {
         report(ctx, &rec, Some(r.code), true)
     }
 
-    async fn on_command(&mut self, ctx: &Ctx, cmd: Command) -> Result<(), DaemonError> {
+    async fn on_command(
+        &mut self,
+        ctx: &Ctx,
+        cmd: Command,
+        modems: &dyn ModemPorts,
+    ) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
         let mut rec = CommandRecord {
             id: cmd.id.clone(),
@@ -284,50 +302,84 @@ impl Commands {
                         .map(|read| super::observed_from_read(&read))
                         .and_then(|obs| {
                             if obs.iccid == want {
-                                Ok(obs)
+                                Ok(Some(obs))
                             } else {
                                 Err(format!("the reader now holds another SIM ({})", obs.iccid))
                             }
-                        });
+                        })
+                        .map_err(|e| (RefusalCode::Failed, format!("re-read failed: {e}")));
                     let _ = tx.blocking_send(Event::CommandDone { id, result });
                 });
                 Ok(())
             }
             Plan::Modem { action, port } => {
-                // The modem engine's action handle plugs in here.
-                self.finish(
-                    ctx,
-                    &mut rec,
-                    Err((
-                        RefusalCode::Unavailable,
-                        format!(
-                            "modem engine not available: cannot {} the SIM on {port}",
-                            action.as_str()
-                        ),
-                    )),
-                )
+                let modem_action = match action {
+                    Action::Suspend => ModemAction::SuspendData,
+                    Action::Resume => ModemAction::ResumeData,
+                    _ => {
+                        return self.finish(
+                            ctx,
+                            &mut rec,
+                            Err((
+                                RefusalCode::Unsupported,
+                                "refresh of a SIM in a modem: the modem engine re-reads it on its own poll".into(),
+                            )),
+                        );
+                    }
+                };
+                let Some(handle) = modems.handle(&port) else {
+                    return self.finish(
+                        ctx,
+                        &mut rec,
+                        Err((
+                            RefusalCode::Unavailable,
+                            format!("modem engine not available for {port}"),
+                        )),
+                    );
+                };
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let id = cmd.id.clone();
+                // The supervisor verifies the effect (reads the context state back)
+                // before it answers; the loop goes on meanwhile.
+                tokio::spawn(async move {
+                    let result = match handle.act(modem_action).await {
+                        Ok(Ok(outcome)) => {
+                            tracing::info!(%id, verified = %outcome.verified, "modem action done");
+                            Ok(None)
+                        }
+                        Ok(Err(ModemRefusal::Unsupported(why))) => {
+                            Err((RefusalCode::Unsupported, why))
+                        }
+                        Ok(Err(refusal)) => Err((RefusalCode::Failed, refusal.to_string())),
+                        Err(e) => Err((RefusalCode::Unavailable, e.to_string())),
+                    };
+                    let _ = tx.send(Event::CommandDone { id, result }).await;
+                });
+                Ok(())
             }
             Plan::Refuse { .. } => Ok(()),
         }
     }
 
-    /// A refresh's card read finished.
+    /// A command's asynchronous work (card re-read, modem action) finished.
     pub(crate) async fn on_done(
         &mut self,
         ctx: &Ctx,
         id: String,
-        result: Result<Observed, String>,
+        result: Done,
     ) -> Result<(), DaemonError> {
         self.running.remove(&id);
         let Some(mut rec) = ctx.store.get_command(&id)? else {
             return Ok(());
         };
         let outcome = match result {
-            Ok(obs) => {
+            Ok(Some(obs)) => {
                 ctx.record(&obs).await?;
                 Ok(())
             }
-            Err(e) => Err((RefusalCode::Failed, format!("re-read failed: {e}"))),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
         self.finish(ctx, &mut rec, outcome)
     }
@@ -486,6 +538,13 @@ mod tests {
         }
     }
 
+    struct NoModems;
+    impl ModemPorts for NoModems {
+        fn handle(&self, _: &str) -> Option<ModemHandle> {
+            None
+        }
+    }
+
     fn ctx(tag: &str) -> (Ctx, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("simgate-cmd-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -583,7 +642,7 @@ mod tests {
             }),
             expires_at: u64::MAX,
         };
-        cmds.on_command(&ctx, cmd.clone()).await.unwrap();
+        cmds.on_command(&ctx, cmd.clone(), &NoModems).await.unwrap();
         assert_eq!(
             ctx.store.get_command("sr").unwrap().unwrap().state,
             CommandState::Successful
@@ -601,7 +660,7 @@ mod tests {
         ctx.store
             .put_platform(&obs.iccid, &PlatformRecord::default())
             .unwrap();
-        cmds.on_command(&ctx, cmd).await.unwrap();
+        cmds.on_command(&ctx, cmd, &NoModems).await.unwrap();
         assert_eq!(
             ctx.store.get_platform(&obs.iccid).unwrap().unwrap().plan,
             None

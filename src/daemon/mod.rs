@@ -70,10 +70,7 @@ pub(crate) enum Event {
     /// The platform sent a command or a SIM record.
     Platform(Received),
     /// A command's asynchronous work (a card re-read) finished.
-    CommandDone {
-        id: String,
-        result: Result<Observed, String>,
-    },
+    CommandDone { id: String, result: commands::Done },
 }
 
 /// What every handler may use: the store, the link, and a way to post events back into
@@ -206,7 +203,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                     .on_card_read(&ctx, reader, generation, result)
                     .await?
             }
-            Event::Platform(msg) => commands.on_platform(&ctx, msg).await?,
+            Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,
             Event::CommandDone { id, result } => commands.on_done(&ctx, id, result).await?,
         }
     }

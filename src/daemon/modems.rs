@@ -65,7 +65,18 @@ impl Modems {
             ModemEvent::SimInserted { info, previous } => {
                 tracing::info!(port = %info.port, iccid = ?info.sim.iccid, ?previous, "SIM inserted in modem");
                 if let Some(obs) = info.observed(now) {
+                    let (iccid, location) = (obs.iccid.clone(), obs.location.clone());
                     self.seen(ctx, obs).await?;
+                    // The pair, for the platform: which SIM took whose place.
+                    if let (Some(old), Some(link)) = (previous, &ctx.link) {
+                        if old != iccid {
+                            link.publish_event(crate::link::contract::EventKind::Swapped {
+                                iccid,
+                                replaced: old,
+                                location,
+                            })?;
+                        }
+                    }
                 }
             }
             ModemEvent::SimRemoved { port, iccid } => {
@@ -79,6 +90,16 @@ impl Modems {
                 in_session,
             } => {
                 tracing::debug!(%port, %iccid, sent = this_month.sent, received = this_month.received, "usage accounted");
+                // The platform gets it batched (broker.usage_interval_secs).
+                if let Some(link) = &ctx.link {
+                    link.report_usage(crate::link::contract::UsageSample {
+                        month: crate::time::month_key(now),
+                        iccid: iccid.clone(),
+                        rx: this_month.received,
+                        tx: this_month.sent,
+                        at: now,
+                    });
+                }
                 self.update(ctx, &iccid, |o| o.in_session = in_session)
                     .await?;
             }
@@ -139,6 +160,11 @@ impl Modems {
         Ok(())
     }
 
+    /// The supervisor of `port`, for platform commands.
+    pub(crate) fn handle(&self, port: &str) -> Option<ModemHandle> {
+        self.handles.get(port).cloned()
+    }
+
     /// Wait (bounded) for the supervisors to wind down after cancellation.
     pub(crate) async fn join(self) {
         for t in self.tasks {
@@ -158,4 +184,10 @@ async fn mark_absent(ctx: &Ctx, iccid: &str) -> Result<(), DaemonError> {
         }
     }
     Ok(())
+}
+
+impl super::commands::ModemPorts for Modems {
+    fn handle(&self, port: &str) -> Option<ModemHandle> {
+        Modems::handle(self, port)
+    }
 }

@@ -1,0 +1,105 @@
+//! The platform link with a SIM in an (emulated) modem: suspend and resume go through
+//! the modem engine and come back as outcomes; a SIM swap in the modem is a `swapped`
+//! event; usage counters go up as telemetry batches.
+
+mod support;
+
+use serde_json::json;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+use support::{Broker, Lines, Msg, Proc, Sub, TempDir};
+
+const FIRST: &str = "8901260886258128535";
+const SECOND: &str = "89314404000000000019";
+
+fn outcome(sub: &mut Sub, id: &str) -> Msg {
+    let topic = format!("simgate/v1/gw-pm/cmd/{id}/status");
+    sub.expect(&format!("the outcome of {id}"), |m| {
+        m.topic == topic && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
+    })
+}
+
+fn send(broker: &Broker, id: &str, action: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let cmd = json!({"v":1,"id":id,"iccid":FIRST,"action":action,"expires_at":now + 300});
+    broker.publish("simgate/v1/gw-pm/cmd", &["-m", &cmd.to_string()]);
+}
+
+#[test]
+fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_reported() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let mut emu = Proc::spawn(
+        "simgate emulate modem",
+        std::process::Command::new(support::simgate_bin())
+            .args(["emulate", "modem", "--profile", "quectel-ec2x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut out = Lines::new(emu.child.stdout.take().unwrap());
+    let port = out.expect("the emulator's pty path", Duration::from_secs(10), |l| {
+        l.starts_with("/dev/")
+    });
+    let port = port.split_whitespace().next().unwrap().to_string();
+    let config = state.path().join("simgate.toml");
+    // Short intervals so the test sees a usage batch and a counter sample quickly.
+    std::fs::write(
+        &config,
+        "[broker]\nusage_interval_secs = 1\n\n[modems]\npoll_secs = 5\n",
+    )
+    .unwrap();
+    let mut sub = broker.subscribe("simgate/v1/gw-pm/#");
+    let _run = Proc::spawn(
+        "simgate run",
+        std::process::Command::new(support::simgate_bin())
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "run",
+                "--broker",
+                &broker.url(),
+                "--agent-id",
+                "gw-pm",
+                "--state-dir",
+            ])
+            .arg(state.path())
+            .args(["--modem", &port])
+            .env("RUST_LOG", "simgate=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    sub.expect("the modem SIM's row", |m| {
+        m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true
+    });
+
+    send(&broker, "sus-1", "suspend");
+    let m = outcome(&mut sub, "sus-1");
+    assert_eq!(m.payload["status"], "successful", "{}", m.payload);
+    send(&broker, "res-1", "resume");
+    let m = outcome(&mut sub, "res-1");
+    assert_eq!(m.payload["status"], "successful", "{}", m.payload);
+    // A refresh has no modem action yet: refused honestly, not faked.
+    send(&broker, "ref-1", "refresh");
+    assert_eq!(outcome(&mut sub, "ref-1").payload["code"], "unsupported");
+
+    sub.expect("a usage batch with the modem SIM", |m| {
+        m.topic.ends_with("/usage")
+            && m.payload["sims"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["iccid"] == FIRST))
+    });
+
+    writeln!(emu.child.stdin.as_mut().unwrap(), "swap").unwrap();
+    let m = sub.expect("the swap event", |m| {
+        m.topic.ends_with("/events") && m.payload["type"] == "swapped"
+    });
+    assert_eq!(m.payload["iccid"], SECOND);
+    assert_eq!(m.payload["replaced"], FIRST);
+    assert_eq!(m.payload["location"]["port"], port.as_str());
+}
