@@ -2,7 +2,8 @@
 # The platform's side of `make demo`, as a platform engineer would drive it: set a SIM's
 # record (retained), send commands and print their lifecycle as it comes back — a
 # refresh, the same command id again (answered from its record, not run twice), a
-# suspend refused for a card in a reader, a command for a SIM this agent does not host.
+# suspend refused for a card in a reader, a command for a SIM this agent does not host,
+# suspend and resume of the modem's SIM (done by the modem engine, read back).
 # `simgate watch` shows the rows and outcomes arriving.
 #
 # usage: tests/rig/demo-platform.sh BROKER_URL AGENT_ID   (SIMGATE: the binary)
@@ -10,8 +11,9 @@ set -euo pipefail
 SIMGATE=${SIMGATE:-$PWD/target/debug/simgate}
 broker=$1
 agent=$2
-usim=8988211000000430010 # devices/cards/usim.toml
-gsm=8988211000000530082  # devices/cards/gsm-sim.toml
+usim=8988211000000430010  # devices/cards/usim.toml, in a reader
+gsm=8988211000000530082   # devices/cards/gsm-sim.toml, in a reader
+modem=8901260886258128535 # the emulated Quectel's first SIM
 
 p() { # platform subcommand ...
   local sub=$1; shift
@@ -26,7 +28,9 @@ p send --iccid "$usim" --action refresh --id demo-refresh-1
 p send --iccid "$usim" --action refresh --id demo-refresh-1
 p send --iccid "$usim" --action suspend --id demo-suspend-1
 p send --iccid 8944000000000000001 --action refresh --id demo-foreign-1
-sleep 2
+p send --iccid "$modem" --action suspend --id demo-suspend-2
+p send --iccid "$modem" --action resume --id demo-resume-2
+sleep 1
 p send --iccid "$gsm" --action set_record --id demo-record-2 \
   --params '{"status":"Suspended","plan":"PAYGO EU","sim_type":"PAYGO","days_left":0}'
 p send --iccid "$gsm" --action refill --id demo-refill-1

@@ -92,6 +92,10 @@ pids+=($!)
 ) > /dev/null 2>&1 &
 pids+=($!)
 
+# The platform's side: records going down, commands going down, outcomes coming back.
+tests/rig/demo-platform.sh "$broker" demo-station > "$work/platform.log" 2>&1 &
+pids+=($!)
+
 echo "simgate demo: readers '$reader 00 00/01', modem $modem, broker $broker, agent demo-station"
 echo "logs in $work (simgate.log, pcscd.log); Ctrl-C stops everything."
 echo
@@ -102,6 +106,9 @@ if [ "$DEMO_SECONDS" -gt 0 ]; then
 else
   "$SIMGATE" "${watch_args[@]}" || true
 fi
+echo
+echo "--- the platform's side (tests/rig/demo-platform.sh) ---"
+cat "$work/platform.log"
 echo
 echo "--- what simgate logged ---"
 grep -E "identified|removed|inserted" "$work/simgate.log" | tail -n 16 || true
