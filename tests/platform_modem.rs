@@ -103,3 +103,94 @@ fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_re
     assert_eq!(m.payload["replaced"], FIRST);
     assert_eq!(m.payload["location"]["port"], port.as_str());
 }
+
+#[test]
+fn a_broker_outage_during_a_modem_swap_loses_nothing_and_keeps_order() {
+    let mut broker = Broker::start();
+    let state = TempDir::new("state");
+    let mut emu = Proc::spawn(
+        "simgate emulate modem",
+        std::process::Command::new(support::simgate_bin())
+            .args(["emulate", "modem", "--profile", "quectel-ec2x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut out = Lines::new(emu.child.stdout.take().unwrap());
+    let port = out.expect("the emulator's pty path", Duration::from_secs(10), |l| {
+        l.starts_with("/dev/")
+    });
+    let port = port.split_whitespace().next().unwrap().to_string();
+    // The platform keeps a persistent session, so what arrives while it reconnects
+    // after the broker restart is queued for it.
+    let mut sub = broker.subscribe_with("simgate/v1/gw-pm/#", &["-c", "-i", "platform-pm"]);
+    let mut run = Proc::spawn(
+        "simgate run",
+        std::process::Command::new(support::simgate_bin())
+            .args(["--log-format", "json", "run", "--broker", &broker.url()])
+            .args(["--agent-id", "gw-pm", "--state-dir"])
+            .arg(state.path())
+            .args(["--modem", &port])
+            .env("RUST_LOG", "simgate=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut log = Lines::new(run.child.stderr.take().unwrap());
+    sub.expect("the first SIM's row", |m| {
+        m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true
+    });
+
+    broker.stop_graceful();
+    log.drain();
+    writeln!(emu.child.stdin.as_mut().unwrap(), "swap").unwrap();
+    log.expect("the new SIM's row queued", Duration::from_secs(20), |l| {
+        l.contains("\"queued\"") && l.contains(&format!("sim/{SECOND}/state"))
+    });
+    broker.restart();
+
+    // The swap's pair comes last (after the new SIM's row); once here, all is.
+    sub.expect("the swap after the outage", |m| {
+        m.topic.ends_with("/events") && m.payload["type"] == "swapped"
+    });
+    assert!(
+        sub.lines
+            .seen
+            .iter()
+            .any(|l| l.contains(&format!("sim/{SECOND}/state")) && l.contains("\"present\":true")),
+        "the new SIM's row did not arrive"
+    );
+    let events: Vec<(String, String)> = sub
+        .lines
+        .seen
+        .iter()
+        .filter_map(|l| {
+            let payload: serde_json::Value = serde_json::from_str(l.splitn(3, ' ').nth(2)?).ok()?;
+            (l.contains("/events ")).then(|| {
+                (
+                    payload["type"].as_str().unwrap_or("").to_string(),
+                    payload["iccid"].as_str().unwrap_or("").to_string(),
+                )
+            })
+        })
+        .collect();
+    let want = [
+        ("removed".to_string(), FIRST.to_string()),
+        ("inserted".to_string(), SECOND.to_string()),
+        ("swapped".to_string(), SECOND.to_string()),
+    ];
+    let at: Vec<usize> = want
+        .iter()
+        .map(|w| {
+            events
+                .iter()
+                .position(|e| e == w)
+                .unwrap_or_else(|| panic!("{w:?} missing from {events:?}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {events:?}"
+    );
+    let _ = run.interrupt();
+}
