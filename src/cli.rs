@@ -58,6 +58,8 @@ pub enum Command {
         broker: String,
         #[arg(long, env = "SIMGATE_AGENT_ID")]
         agent_id: String,
+        #[command(flatten)]
+        access: BrokerAccess,
         /// Print one table per change instead of redrawing the screen.
         #[arg(long)]
         plain: bool,
@@ -114,16 +116,43 @@ pub enum Emulate {
     },
 }
 
+/// Credentials and TLS files of a platform-side tool (watch, platform).
+#[derive(Debug, Args)]
+pub struct BrokerAccess {
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Better given through the environment than on a command line.
+    #[arg(long, env = "SIMGATE_PLATFORM_PASSWORD")]
+    pub password: Option<String>,
+    /// PEM CA bundle for mqtts:// (default: the system's roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (with --client-key) for brokers that require one.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl From<BrokerAccess> for crate::link::ClientAccess {
+    fn from(a: BrokerAccess) -> Self {
+        crate::link::ClientAccess {
+            username: a.username,
+            password: a.password,
+            ca_file: a.ca_file,
+            client_cert: a.client_cert.zip(a.client_key),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PlatformConn {
     #[arg(long, env = "SIMGATE_BROKER")]
     pub broker: String,
     #[arg(long, env = "SIMGATE_AGENT_ID")]
     pub agent_id: String,
-    #[arg(long)]
-    pub username: Option<String>,
-    #[arg(long, env = "SIMGATE_PLATFORM_PASSWORD")]
-    pub password: Option<String>,
+    #[command(flatten)]
+    pub access: BrokerAccess,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,9 +282,10 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Watch {
             broker,
             agent_id,
+            access,
             plain,
         } => {
-            crate::watch::run(&broker, &agent_id, plain, shutdown_token()).await?;
+            crate::watch::run(&broker, &agent_id, &access.into(), plain, shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Platform(cmd) => platform(cmd).await,
@@ -458,8 +488,7 @@ async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
     let conn = |c: PlatformConn| crate::platform::Conn {
         broker: c.broker,
         agent_id: c.agent_id,
-        username: c.username,
-        password: c.password,
+        access: c.access.into(),
     };
     match cmd {
         PlatformCmd::Send {

@@ -2,13 +2,12 @@
 //! humans poking at an agent — send a command and follow its lifecycle, or set a SIM's
 //! platform record.
 
-use crate::config::BrokerUrl;
 use crate::link::contract::{
     CommandMsg, CommandStatus, CommandStatusWord, PlatformMsg, Topics, SCHEMA_VERSION,
 };
 use crate::sim::PlatformRecord;
 use anyhow::{anyhow, bail, Context as _};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::time::Duration;
 
 /// Where the platform tool connects.
@@ -16,25 +15,17 @@ use std::time::Duration;
 pub struct Conn {
     pub broker: String,
     pub agent_id: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    pub access: crate::link::ClientAccess,
 }
 
 fn client(conn: &Conn, tag: &str) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop, Topics)> {
-    let url = BrokerUrl::parse(&conn.broker).map_err(|e| anyhow!("--broker: {e}"))?;
-    if url.tls {
-        bail!("--broker: the platform tool speaks mqtt:// only");
-    }
     crate::config::validate_agent_id(&conn.agent_id).map_err(|e| anyhow!("--agent-id: {e}"))?;
-    let mut opts = MqttOptions::new(
+    let opts = crate::link::client_options(
+        &conn.broker,
         format!("simgate-platform-{tag}-{}", std::process::id()),
-        url.host,
-        url.port,
-    );
-    opts.set_keep_alive(Duration::from_secs(30));
-    if let Some(u) = &conn.username {
-        opts.set_credentials(u.clone(), conn.password.clone().unwrap_or_default());
-    }
+        &conn.access,
+    )
+    .map_err(|e| anyhow!("--broker: {e}"))?;
     let (c, el) = AsyncClient::new(opts, 16);
     Ok((c, el, Topics::new(&conn.agent_id)))
 }

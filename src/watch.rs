@@ -2,9 +2,8 @@
 //! shows the SIM table it publishes, redrawn on every change. Used by the demo and by
 //! anyone checking what an agent really sends.
 
-use crate::config::BrokerUrl;
 use crate::link::contract::{CommandStatus, EventKind, EventMsg, Health, SimState, Topics};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -162,15 +161,15 @@ pub fn render(
 pub async fn run(
     broker: &str,
     agent_id: &str,
+    access: &crate::link::ClientAccess,
     plain: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let url = BrokerUrl::parse(broker).map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
     crate::config::validate_agent_id(agent_id).map_err(|e| anyhow::anyhow!("--agent-id: {e}"))?;
     let topics = Topics::new(agent_id);
     let client_id = format!("simgate-watch-{}", std::process::id());
-    let mut opts = MqttOptions::new(client_id, url.host, url.port);
-    opts.set_keep_alive(Duration::from_secs(30));
+    let opts = crate::link::client_options(broker, client_id, access)
+        .map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
     let filter = topics.all();
     let redraw = !plain && std::io::stdout().is_terminal();

@@ -439,11 +439,24 @@ fn tls_with_client_certificates_a_password_file_and_an_acl_confining_the_agent()
         m.topic.ends_with(&format!("sim/{USIM}/state")) && m.payload["present"] == true
     });
 
-    // Commands come down through the ACL and their outcome goes back up.
-    let cmd = command("tls-1", USIM, "refresh").to_string();
-    let mut args = platform.clone();
-    args.extend(["-m", &cmd]);
-    broker.publish(&format!("simgate/v1/{agent_id}/cmd"), &args);
+    // Commands come down through the ACL and their outcome goes back up; the platform
+    // tool speaks TLS with its own client certificate and credentials.
+    let out = pcsc
+        .simgate()
+        .args(["platform", "send", "--broker", &url, "--agent-id", agent_id])
+        .args(["--iccid", USIM, "--action", "refresh", "--id", "tls-1"])
+        .args(["--username", "platform", "--ca-file", &pki.path("ca.pem")])
+        .args(["--client-cert", &pki.path("platform.pem")])
+        .args(["--client-key", &pki.path("platform.key")])
+        .env("SIMGATE_PLATFORM_PASSWORD", "platform-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         outcome(&mut sub, agent_id, "tls-1").payload["status"],
         "successful"

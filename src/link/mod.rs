@@ -590,6 +590,37 @@ impl Driver {
     }
 }
 
+/// How a platform-side tool (`simgate watch`, `simgate platform`) reaches a broker:
+/// credentials and TLS files, applied the same way the agent applies its own.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAccess {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// rumqttc options for a platform-side tool with client id `client_id`.
+pub fn client_options(
+    url: &str,
+    client_id: String,
+    access: &ClientAccess,
+) -> Result<MqttOptions, LinkError> {
+    let url = BrokerUrl::parse(url).map_err(LinkError::Url)?;
+    let mut opts = MqttOptions::new(client_id, url.host, url.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    if let Some(u) = &access.username {
+        opts.set_credentials(u.clone(), access.password.clone().unwrap_or_default());
+    }
+    if url.tls {
+        let cfg = tls_config(access.ca_file.as_deref(), access.client_cert.as_ref())?;
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(cfg),
+        )));
+    }
+    Ok(opts)
+}
+
 /// Build the rustls client configuration: `ring` as the crypto provider (see
 /// Cargo.toml), the CA file's roots or the system's, and an optional client certificate.
 fn tls_config(
