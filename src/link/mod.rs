@@ -309,11 +309,12 @@ impl Link {
         })
     }
 
-    /// Acknowledge an inbound message (after storing what it said).
+    /// Acknowledge an inbound message (after storing what it said). Never waits: the
+    /// daemon's loop must not stall on a full request channel; an acknowledgement not
+    /// sent means a redelivery, which the store answers.
     pub async fn ack(&self, token: AckToken) {
-        // Fails only when the event loop is gone (shutdown): the broker redelivers.
-        if let Err(e) = self.client.ack(&token.0).await {
-            tracing::debug!(error = %e, "ack not sent (shutting down)");
+        if let Err(e) = self.client.try_ack(&token.0) {
+            tracing::debug!(error = %e, "ack not sent; the broker will redeliver");
         }
     }
 }
