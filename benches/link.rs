@@ -160,6 +160,77 @@ async fn bytes_on_the_wire() {
     );
 }
 
+/// Cross-check with mosquitto's own counters: `$SYS/broker/bytes/{received,sent}` over
+/// an idle window with only the agent connected, minus the exact size of the `$SYS`
+/// messages the counter reader itself received (QoS 0 PUBLISH: 2 B of fixed header, 2 B
+/// of topic length, the topic and the payload).
+async fn sys_counters_cross_check() {
+    let broker = Broker::start_with("sys_interval 1");
+    let state = TempDir::new("bench-sys");
+    let store = Store::open(state.path()).expect("store");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let ka = 2u64;
+    let mut s = settings(broker.url(), "gw-sys");
+    s.keepalive = Duration::from_secs(ka);
+    s.usage_interval = Duration::from_secs(3600);
+    let (_link, task) = Link::start(&s, &store, tx, cancel.clone()).expect("link");
+
+    let opts = simgate::link::client_options(
+        &broker.url(),
+        "bench-sys-reader".into(),
+        &Default::default(),
+    )
+    .expect("options");
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 16);
+    client
+        .subscribe("$SYS/broker/bytes/+", rumqttc::QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    // (counter value, reader bytes so far) at each `sent` update.
+    let mut received = 0u64;
+    let mut own = 0u64;
+    let mut samples: Vec<(Instant, u64, u64)> = Vec::new();
+    let window = Duration::from_secs(ka * 6);
+    let started = Instant::now();
+    while started.elapsed() < window + Duration::from_secs(3) {
+        let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_secs(3), el.poll()).await else {
+            break;
+        };
+        if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
+            own += 4 + p.topic.len() as u64 + p.payload.len() as u64;
+            let v: u64 = String::from_utf8_lossy(&p.payload)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            if p.topic.ends_with("/received") {
+                received = v;
+            } else if received > 0 {
+                samples.push((Instant::now(), received + v, own));
+            }
+        }
+    }
+    cancel.cancel();
+    let _ = task.await;
+    // Skip the first seconds (connects); compare two samples `window` apart at most.
+    let Some(first) = samples
+        .iter()
+        .find(|s| s.0 >= started + Duration::from_secs(2))
+    else {
+        println!("$SYS cross-check: no counters received");
+        return;
+    };
+    let last = samples.last().expect("at least the first sample");
+    let secs = last.0.duration_since(first.0).as_secs_f64();
+    // The reader's own SUBSCRIBE/CONNECT fall before `first`; its received $SYS
+    // messages inside the window are subtracted exactly.
+    let agent = (last.1 - first.1).saturating_sub(last.2 - first.2);
+    println!(
+        "$SYS cross-check: {agent} B in {secs:.1} s of idle with keepalive {ka} s = {:.1} B per keepalive exchange",
+        agent as f64 / (secs / ka as f64)
+    );
+}
+
 /// Queue `n` events with no broker, start the broker, time the drain.
 async fn drain_after_outage(count: u64) {
     let port = support::free_port();
@@ -213,6 +284,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         bytes_on_the_wire().await;
+        sys_counters_cross_check().await;
         let n = std::env::var("DRAIN")
             .ok()
             .and_then(|v| v.parse().ok())
