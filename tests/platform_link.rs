@@ -493,6 +493,25 @@ fn tls_with_client_certificates_a_password_file_and_an_acl_confining_the_agent()
         "the ACL let an agent write into another agent's subtree"
     );
 
+    // Verification is real: an agent trusting another CA does not connect, and says why.
+    let other = Pki::new(&[]);
+    let state2 = TempDir::new("state");
+    let config2 = state2.path().join("simgate.toml");
+    std::fs::write(
+        &config2,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&pki.path("ca.pem"), &other.path("ca.pem")),
+    )
+    .unwrap();
+    let mut stranger = Agent::start(&pcsc, &url, "gw-stranger", state2.path(), Some(&config2));
+    stranger.log.expect(
+        "a certificate verification failure",
+        Duration::from_secs(20),
+        |l| l.contains("broker connection lost") && l.to_lowercase().contains("certificate"),
+    );
+    let _ = stranger.proc.interrupt();
+
     let st = agent.proc.interrupt();
     assert!(st.success(), "simgate run exited with {st}");
 }
