@@ -184,7 +184,7 @@ fn shutdown_token() -> CancellationToken {
 async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Readers { json } => readers(json).await,
-        Command::Read { reader, json } => read(reader, json).await,
+        Command::Read { reader, json } => read(reader, json, &cfg).await,
         Command::Run(args) => run(args, cfg).await,
         Command::Watch {
             broker,
@@ -251,29 +251,79 @@ async fn readers(json: bool) -> anyhow::Result<ExitCode> {
 
 /// One row of `simgate read`.
 #[derive(Debug, Serialize)]
-struct ReadRow {
+pub(crate) struct ReadRow {
     reader: String,
-    iccid: String,
+    /// `None` for a Blank eSIM whose MF has no EF.ICCID.
+    iccid: Option<String>,
     luhn_ok: bool,
     kind: crate::card::CardKind,
+    form_factor: crate::sim::FormFactor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<crate::sim::Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    imsi: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operator: Option<String>,
     atr: String,
+    /// APDUs the identification budget counts, and every APDU sent.
     apdus: u32,
+    apdus_total: u32,
 }
 
 impl From<&CardRead> for ReadRow {
     fn from(r: &CardRead) -> Self {
+        let obs = daemon::observed_from_read(r);
         ReadRow {
             reader: r.reader.clone(),
-            iccid: r.identity.iccid.to_string(),
-            luhn_ok: r.identity.iccid.luhn_ok(),
+            iccid: r.identity.iccid.as_ref().map(|i| i.to_string()),
+            luhn_ok: obs.iccid_luhn_ok,
             kind: r.identity.kind,
+            form_factor: obs.form_factor.unwrap_or(crate::sim::FormFactor::Physical),
+            status: obs.local_status(),
+            eid: obs.eid,
+            problem: obs.problem,
+            imsi: obs.imsi,
+            spn: obs.spn,
+            operator: obs.operator,
             atr: r.atr.clone(),
             apdus: r.identity.apdus,
+            apdus_total: r.identity.apdus_total,
         }
     }
 }
 
-async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+/// Read every named reader at once, each on its own thread (reader::read_card_timeout).
+fn read_all(
+    names: Vec<std::ffi::CString>,
+    settings: reader::ReadSettings,
+) -> Vec<Result<CardRead, ReaderError>> {
+    let handles: Vec<_> = names
+        .into_iter()
+        .map(|n| std::thread::spawn(move || reader::read_card_timeout(&n, settings)))
+        .collect();
+    handles
+        .into_iter()
+        .filter_map(|h| match h.join() {
+            Ok(r) => Some(r),
+            Err(_) => {
+                tracing::error!("a reader thread panicked");
+                None
+            }
+        })
+        .collect()
+}
+
+async fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Result<ExitCode> {
+    let settings = reader::ReadSettings {
+        card_timeout: Duration::from_millis(cfg.readers.card_timeout_ms),
+        subscriber: true,
+    };
     let results: Vec<Result<CardRead, ReaderError>> = blocking(move || {
         let ctx = reader::establish()?;
         let names = match &only {
@@ -284,7 +334,7 @@ async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
                 .filter_map(|r| std::ffi::CString::new(r.name).ok())
                 .collect(),
         };
-        Ok::<_, ReaderError>(names.iter().map(|n| reader::read_card(&ctx, n)).collect())
+        Ok::<_, ReaderError>(read_all(names, settings))
     })
     .await??;
     let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
@@ -302,7 +352,10 @@ async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
             .unwrap_or(6)
             .max(6);
         if !rows.is_empty() {
-            println!("{:width$}  {:20}  LUHN  KIND  ATR", "READER", "ICCID");
+            println!(
+                "{:width$}  {:20}  LUHN  KIND  FORM      {:32}  ATR",
+                "READER", "ICCID", "EID"
+            );
         }
         for r in &rows {
             let luhn = if r.luhn_ok { "ok" } else { "FAIL" };
@@ -310,9 +363,16 @@ async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
                 crate::card::CardKind::Uicc => "uicc",
                 crate::card::CardKind::Gsm => "gsm",
             };
+            let form = match r.form_factor {
+                crate::sim::FormFactor::Physical => "physical",
+                crate::sim::FormFactor::Esim => "esim",
+            };
             println!(
-                "{:width$}  {:20}  {luhn:4}  {kind:4}  {}",
-                r.reader, r.iccid, r.atr
+                "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:8}  {:32}  {}",
+                r.reader,
+                r.iccid.as_deref().unwrap_or("-"),
+                r.eid.as_deref().unwrap_or("-"),
+                r.atr
             );
         }
     }
@@ -357,6 +417,10 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
         state_dir: cfg.agent.state_dir.clone(),
         broker,
         readers: cfg.readers.names.clone(),
+        read: reader::ReadSettings {
+            card_timeout: Duration::from_millis(cfg.readers.card_timeout_ms),
+            subscriber: true,
+        },
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)
@@ -376,6 +440,10 @@ async fn emulate_card(image: PathBuf, vpcd: String, latency: Duration) -> anyhow
     match ended {
         vcard::vpcd::Ended::Removed => {
             println!("card removed ({} APDUs answered)", card.apdus());
+            Ok(ExitCode::SUCCESS)
+        }
+        vcard::vpcd::Ended::Pulled => {
+            println!("card pulled mid-exchange ({} APDUs seen)", card.apdus());
             Ok(ExitCode::SUCCESS)
         }
         vcard::vpcd::Ended::ReaderGone => {

@@ -27,6 +27,8 @@ pub struct Settings {
     pub broker: Option<LinkSettings>,
     /// Reader names or patterns; empty: all readers.
     pub readers: Vec<String>,
+    /// Card timeout and what a card read covers.
+    pub read: crate::reader::ReadSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,7 @@ pub(crate) enum Event {
     CardRead {
         reader: String,
         generation: u64,
-        result: Result<CardRead, ReaderError>,
+        result: Box<Result<CardRead, ReaderError>>,
     },
 }
 
@@ -60,6 +62,7 @@ pub(crate) struct Ctx {
     pub(crate) store: Store,
     pub(crate) link: Option<Link>,
     pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) read_settings: crate::reader::ReadSettings,
 }
 
 impl Ctx {
@@ -99,6 +102,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         store,
         link,
         events: events_tx,
+        read_settings: settings.read,
     };
     let mut readers = readers::Readers::default();
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
@@ -117,7 +121,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                 result,
             } => {
                 readers
-                    .on_card_read(&ctx, reader, generation, result)
+                    .on_card_read(&ctx, reader, generation, *result)
                     .await?
             }
         }

@@ -4,7 +4,7 @@
 //! Topics sit under a per-agent prefix `simgate/v1/<agent-id>/` so a broker ACL can
 //! confine each agent to its own subtree (`pattern readwrite simgate/v1/%c/#`).
 
-use crate::sim::{FormFactor, InSession, Location, Observed, Status};
+use crate::sim::{Batch, FormFactor, InSession, Location, Observed, Status};
 use serde::{Deserialize, Serialize};
 
 /// Payload schema version carried in every message as `"v"`.
@@ -82,6 +82,12 @@ pub struct SimState {
     pub observed_at: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
+    /// Service provider name read from the SIM.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub spn: Option<String>,
+    /// Batch attributes from a reader station: `labels`, `company`, `note`.
+    #[serde(flatten, default)]
+    pub batch: Batch,
 }
 
 impl SimState {
@@ -101,6 +107,8 @@ impl SimState {
             present: obs.present,
             observed_at: obs.observed_at,
             problem: obs.problem.clone(),
+            spn: obs.spn.clone(),
+            batch: obs.batch.clone(),
         }
     }
 }

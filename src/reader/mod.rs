@@ -125,9 +125,8 @@ impl CardTransport for PcscCard<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
         match self.card.transmit(command, &mut self.buf) {
             Ok(resp) => Ok(resp.to_vec()),
-            Err(pcsc::Error::RemovedCard | pcsc::Error::ResetCard | pcsc::Error::NoSmartcard) => {
-                Err(CardError::Removed)
-            }
+            Err(pcsc::Error::ResetCard) => Err(CardError::Reset),
+            Err(pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard) => Err(CardError::Removed),
             Err(e @ (pcsc::Error::UnresponsiveCard | pcsc::Error::Timeout)) => {
                 Err(CardError::Transport(format!("card did not answer: {e}")))
             }
@@ -136,14 +135,78 @@ impl CardTransport for PcscCard<'_> {
     }
 }
 
-/// Identify the card in `reader` (exact PC/SC name).
-pub fn read_card(ctx: &Context, reader: &CString) -> Result<CardRead, ReaderError> {
+/// How a card read goes: the card timeout and what identification reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    /// A card (or reader) that has not finished identification by then is declared
+    /// mute (`readers.card_timeout_ms`).
+    pub card_timeout: std::time::Duration,
+    /// Read IMSI and SPN too.
+    pub subscriber: bool,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        ReadSettings {
+            // config.rs's default for readers.card_timeout_ms.
+            card_timeout: std::time::Duration::from_millis(5000),
+            subscriber: true,
+        }
+    }
+}
+
+/// Identify the card in `reader` (exact PC/SC name), giving up after the card timeout.
+///
+/// PC/SC has no per-call timeout and a mute card can hold SCardTransmit for as long as
+/// the reader driver likes, so the read runs on its own thread with its own context; on
+/// timeout we stop waiting and say so. That thread ends when the driver gives up or the
+/// card is pulled; nothing else waits on it, so the reader and every other reader stay
+/// usable.
+pub fn read_card_timeout(
+    reader: &CString,
+    settings: ReadSettings,
+) -> Result<CardRead, ReaderError> {
+    let shown = reader.to_string_lossy().into_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = reader.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("card {shown}"))
+        .spawn(move || {
+            let result = establish().and_then(|ctx| read_card(&ctx, &name, settings.subscriber));
+            // The receiver is gone when we timed out: nobody wants the answer any more.
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(ReaderError::Card {
+            reader: shown,
+            source: CardError::Transport(format!("cannot start a reader thread: {e}")),
+        });
+    }
+    match rx.recv_timeout(settings.card_timeout) {
+        Ok(result) => result,
+        Err(_) => Err(ReaderError::Card {
+            reader: shown,
+            source: CardError::Timeout(settings.card_timeout),
+        }),
+    }
+}
+
+/// Identify the card in `reader` (exact PC/SC name). Blocking, with no timeout of its
+/// own: see [`read_card_timeout`].
+///
+/// A card reset by another application under us (SCARD_W_RESET_CARD) or a removed card
+/// that is back by the time we look is answered by reconnecting and reading again, once.
+pub fn read_card(
+    ctx: &Context,
+    reader: &CString,
+    subscriber: bool,
+) -> Result<CardRead, ReaderError> {
     let shown = reader.to_string_lossy().into_owned();
     let pcsc_err = |source| ReaderError::Pcsc {
         reader: shown.clone(),
         source,
     };
-    let card = match ctx.connect(reader, ShareMode::Shared, Protocols::ANY) {
+    let mut card = match ctx.connect(reader, ShareMode::Shared, Protocols::ANY) {
         Ok(c) => c,
         Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
             return Err(ReaderError::NoCard(shown))
@@ -156,19 +219,67 @@ pub fn read_card(ctx: &Context, reader: &CString) -> Result<CardRead, ReaderErro
         }
         Err(e) => return Err(pcsc_err(e)),
     };
-    let atr = card
-        .status2_owned()
-        .map(|s| hex::encode_upper(s.atr()))
-        .map_err(pcsc_err)?;
-    let identity = card::identify(PcscCard {
-        card: &card,
-        buf: vec![0; pcsc::MAX_BUFFER_SIZE],
-    })
-    .map_err(|source| ReaderError::Card {
-        reader: shown.clone(),
-        source,
-    })?;
-    // Leave the card as found: no reset, so another application's session is untouched.
+    let opts = card::Options {
+        subscriber,
+        ..card::Options::default()
+    };
+    let mut attempt = 0;
+    let (atr, identity) = loop {
+        attempt += 1;
+        let result = card
+            .status2_owned()
+            .map_err(|e| match e {
+                pcsc::Error::ResetCard => CardError::Reset,
+                pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard => CardError::Removed,
+                e => CardError::Transport(e.to_string()),
+            })
+            .and_then(|st| {
+                let atr = hex::encode_upper(st.atr());
+                let id = card::identify(
+                    PcscCard {
+                        card: &card,
+                        buf: vec![0; pcsc::MAX_BUFFER_SIZE],
+                    },
+                    &opts,
+                )?;
+                Ok((atr, id))
+            });
+        match result {
+            Ok(done) => break done,
+            Err(e @ (CardError::Reset | CardError::Removed)) if attempt == 1 => {
+                // TS 102 221 §8.2: after a reset the card is back at the MF; reconnecting
+                // (SCardReconnect, leaving the card as it is) picks up the new session.
+                tracing::info!(reader = %shown, error = %e, "reconnecting to the card");
+                match card.reconnect(
+                    ShareMode::Shared,
+                    Protocols::ANY,
+                    pcsc::Disposition::LeaveCard,
+                ) {
+                    Ok(()) => continue,
+                    Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
+                        return Err(ReaderError::Card {
+                            reader: shown,
+                            source: CardError::Removed,
+                        })
+                    }
+                    Err(e) => return Err(pcsc_err(e)),
+                }
+            }
+            Err(source) => {
+                // The card may sit mid-exchange with a logical channel open: reset it, so
+                // the next reader of this card starts from the MF (explicit disposition).
+                if let Err((_, e)) = card.disconnect(pcsc::Disposition::ResetCard) {
+                    tracing::debug!(reader = %shown, error = %e, "disconnect after a failed read");
+                }
+                return Err(ReaderError::Card {
+                    reader: shown,
+                    source,
+                });
+            }
+        }
+    };
+    // Identification leaves the basic channel as found and closes its logical channel:
+    // leave the card as it is, so another application's session is untouched.
     if let Err((_, e)) = card.disconnect(pcsc::Disposition::LeaveCard) {
         tracing::debug!(reader = %shown, error = %e, "disconnect after read");
     }

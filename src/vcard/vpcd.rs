@@ -6,6 +6,7 @@
 //! answered with response data + SW1 SW2. Connecting inserts the card; closing the
 //! connection removes it.
 
+use super::card::Reply;
 use super::VirtualCard;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +37,8 @@ pub enum Ended {
     Removed,
     /// vpcd closed the connection (pcscd stopped).
     ReaderGone,
+    /// The image's fault pulled the card in the middle of an exchange.
+    Pulled,
 }
 
 /// Options for a card session.
@@ -109,9 +112,21 @@ pub async fn serve(
                 if !session.latency.is_zero() {
                     tokio::time::sleep(session.latency).await;
                 }
-                let resp = card.process(apdu);
-                tracing::trace!(command = %hex::encode_upper(apdu), response = %hex::encode_upper(&resp), "apdu");
-                Some(resp)
+                match card.respond(apdu) {
+                    Reply::Answer(resp) => {
+                        tracing::trace!(command = %hex::encode_upper(apdu), response = %hex::encode_upper(&resp), "apdu");
+                        Some(resp)
+                    }
+                    // A mute card: vpcd waits for an answer that never comes.
+                    Reply::Mute => {
+                        tracing::debug!(command = %hex::encode_upper(apdu), "mute: not answering");
+                        None
+                    }
+                    Reply::Pull => {
+                        stream.shutdown().await.ok();
+                        return Ok(Ended::Pulled);
+                    }
+                }
             }
         };
         if let Some(data) = reply {
