@@ -48,6 +48,8 @@ pub enum Command {
     },
     /// Run the daemon: watch readers, keep the store and the platform in sync.
     Run(RunArgs),
+    /// A reader station: every SIM inserted is identified and shown at once.
+    Station(StationArgs),
     /// Show, live, the SIM table an agent publishes on the broker.
     Watch {
         #[arg(long, env = "SIMGATE_BROKER")]
@@ -80,6 +82,37 @@ pub struct RunArgs {
     /// Reader to watch: exact name or pattern with '*'. Repeatable; none: all readers.
     #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
     pub readers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StationArgs {
+    /// Reader to use: exact name or pattern with '*'. Repeatable; none: all readers.
+    #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
+    pub readers: Vec<String>,
+    /// Label attached to every SIM of this batch. Repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Company the batch is for.
+    #[arg(long)]
+    pub company: Option<String>,
+    /// Note attached to every SIM of this batch.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Append every read to this CSV file, durably, as it happens.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// One JSON object per read on stdout (NDJSON) instead of the screen.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory of the durable store.
+    #[arg(long, env = "SIMGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Broker URL: publish every read's state to the platform.
+    #[arg(long, env = "SIMGATE_BROKER")]
+    pub broker: Option<String>,
+    /// This agent's id (needed with a broker).
+    #[arg(long, env = "SIMGATE_AGENT_ID")]
+    pub agent_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +219,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Readers { json } => readers(json).await,
         Command::Read { reader, json } => read(reader, json, &cfg).await,
         Command::Run(args) => run(args, cfg).await,
+        Command::Station(args) => station(args, cfg).await,
         Command::Watch {
             broker,
             agent_id,
@@ -423,6 +457,65 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
         },
     };
     daemon::run(settings, shutdown_token()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
+    if let Some(b) = args.broker {
+        cfg.broker.url = b;
+    }
+    if let Some(a) = args.agent_id {
+        cfg.agent.id = a;
+    }
+    if let Some(d) = args.state_dir {
+        cfg.agent.state_dir = d;
+    }
+    if !args.readers.is_empty() {
+        cfg.readers.names = args.readers;
+    }
+    // Flags replace the config's batch attributes one by one.
+    if !args.labels.is_empty() {
+        cfg.station.labels = args.labels;
+    }
+    if let Some(c) = args.company {
+        cfg.station.company = c;
+    }
+    if let Some(n) = args.note {
+        cfg.station.note = n;
+    }
+    if let Err(e) = cfg.validate("command line") {
+        eprintln!("simgate: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    if !cfg.broker.url.is_empty() && cfg.agent.id.is_empty() {
+        eprintln!("simgate: agent.id: a station publishing to a broker needs --agent-id, SIMGATE_AGENT_ID or agent.id");
+        return Ok(ExitCode::from(2));
+    }
+    let broker = (!cfg.broker.url.is_empty()).then(|| LinkSettings {
+        url: cfg.broker.url.clone(),
+        agent_id: cfg.agent.id.clone(),
+        keepalive: Duration::from_secs(cfg.broker.keepalive_secs),
+        username: cfg.broker.username.clone(),
+        password: cfg.broker.password.clone(),
+    });
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let settings = crate::station::Settings {
+        readers: cfg.readers.names.clone(),
+        batch: crate::sim::Batch {
+            labels: cfg.station.labels.clone(),
+            company: non_empty(cfg.station.company.clone()),
+            note: non_empty(cfg.station.note.clone()),
+        },
+        csv: args.csv,
+        json: args.json,
+        state_dir: cfg.agent.state_dir.clone(),
+        broker,
+        read: reader::ReadSettings {
+            card_timeout: Duration::from_millis(cfg.readers.card_timeout_ms),
+            subscriber: true,
+        },
+    };
+    crate::station::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,7 +13,17 @@ pub struct Config {
     pub agent: Agent,
     pub broker: Broker,
     pub readers: Readers,
+    pub station: Station,
     pub log: Log,
+}
+
+/// Batch attributes for `simgate station`, attached to every SIM read; flags override.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Station {
+    pub labels: Vec<String>,
+    pub company: String,
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

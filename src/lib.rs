@@ -22,6 +22,7 @@ pub mod link;
 pub mod logging;
 pub mod reader;
 pub mod sim;
+pub mod station;
 pub mod store;
 pub mod time;
 pub mod vcard;

@@ -124,6 +124,16 @@ struct PcscCard<'a> {
 impl CardTransport for PcscCard<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
         match self.card.transmit(command, &mut self.buf) {
+            // A card always ends its answer with SW1 SW2 (ISO/IEC 7816-3 §10.3.3); fewer
+            // bytes is the reader losing the card mid-exchange (vpcd does this when the
+            // card is pulled), not the card's answer.
+            Ok(resp) if resp.len() < 2 => match self.card.status2_owned() {
+                Err(pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard) => Err(CardError::Removed),
+                _ => Err(CardError::Transport(format!(
+                    "reader returned {} byte(s) without a status word",
+                    resp.len()
+                ))),
+            },
             Ok(resp) => Ok(resp.to_vec()),
             Err(pcsc::Error::ResetCard) => Err(CardError::Reset),
             Err(pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard) => Err(CardError::Removed),
@@ -256,19 +266,34 @@ pub fn read_card(
                     pcsc::Disposition::LeaveCard,
                 ) {
                     Ok(()) => continue,
+                    // Gone for good. Disconnect explicitly: the pcsc crate's drop would
+                    // reset the (empty) slot.
                     Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
+                        let _ = card.disconnect(pcsc::Disposition::LeaveCard);
                         return Err(ReaderError::Card {
                             reader: shown,
                             source: CardError::Removed,
-                        })
+                        });
                     }
-                    Err(e) => return Err(pcsc_err(e)),
+                    Err(e) => {
+                        let _ = card.disconnect(pcsc::Disposition::LeaveCard);
+                        return Err(pcsc_err(e));
+                    }
                 }
             }
             Err(source) => {
-                // The card may sit mid-exchange with a logical channel open: reset it, so
-                // the next reader of this card starts from the MF (explicit disposition).
-                if let Err((_, e)) = card.disconnect(pcsc::Disposition::ResetCard) {
+                // A card that answered but failed identification may sit with a logical
+                // channel open: reset it, so the next reader of this card starts from
+                // the MF. A card gone or not answering is left alone: resetting it only
+                // drives the reader driver through a power cycle of an empty slot, which
+                // with vpcd swallowed the next card inserted.
+                let disposition = match source {
+                    CardError::Refused { .. } | CardError::Malformed { .. } => {
+                        pcsc::Disposition::ResetCard
+                    }
+                    _ => pcsc::Disposition::LeaveCard,
+                };
+                if let Err((_, e)) = card.disconnect(disposition) {
                     tracing::debug!(reader = %shown, error = %e, "disconnect after a failed read");
                 }
                 return Err(ReaderError::Card {
