@@ -288,3 +288,23 @@ fn station_publishes_each_read_with_its_batch_attributes() {
     assert_eq!(msg.payload["company"], "ACME");
     assert_eq!(msg.payload["present"], true);
 }
+
+#[test]
+fn station_survives_pcscd_crashing_and_coming_back() {
+    let mut pcsc = Pcsc::start();
+    let state = TempDir::new("state");
+    let mut st = Station::start(&pcsc, &state, &[]);
+    let card = pcsc.insert(0, "usim.toml");
+    assert_eq!(st.read_in(&pcsc.reader(0))["iccid"], "8988211000000430010");
+
+    // kill -9 and a fresh pcscd on the same socket: the station re-establishes its
+    // PC/SC context on its own, without a restart.
+    pcsc.restart();
+    drop(card);
+    let _again = pcsc.insert(1, "gsm-sim.toml");
+    assert_eq!(st.read_in(&pcsc.reader(1))["iccid"], "8988211000000530082");
+    assert!(
+        st.proc.child.try_wait().unwrap().is_none(),
+        "station still running"
+    );
+}
