@@ -308,10 +308,12 @@ pub(crate) struct ReadRow {
     /// APDUs the identification budget counts, and every APDU sent.
     apdus: u32,
     apdus_total: u32,
+    /// Identification time: connect to disconnect, in this process.
+    ms: u64,
 }
 
-impl From<&CardRead> for ReadRow {
-    fn from(r: &CardRead) -> Self {
+impl ReadRow {
+    fn new(r: &CardRead, ms: u64) -> Self {
         let obs = daemon::observed_from_read(r);
         ReadRow {
             reader: r.reader.clone(),
@@ -328,6 +330,7 @@ impl From<&CardRead> for ReadRow {
             atr: r.atr.clone(),
             apdus: r.identity.apdus,
             apdus_total: r.identity.apdus_total,
+            ms,
         }
     }
 }
@@ -336,10 +339,16 @@ impl From<&CardRead> for ReadRow {
 fn read_all(
     names: Vec<std::ffi::CString>,
     settings: reader::ReadSettings,
-) -> Vec<Result<CardRead, ReaderError>> {
+) -> Vec<(Result<CardRead, ReaderError>, u64)> {
     let handles: Vec<_> = names
         .into_iter()
-        .map(|n| std::thread::spawn(move || reader::read_card_timeout(&n, settings)))
+        .map(|n| {
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let r = reader::read_card_timeout(&n, settings);
+                (r, started.elapsed().as_millis() as u64)
+            })
+        })
         .collect();
     handles
         .into_iter()
@@ -354,11 +363,8 @@ fn read_all(
 }
 
 async fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Result<ExitCode> {
-    let settings = reader::ReadSettings {
-        card_timeout: Duration::from_millis(cfg.readers.card_timeout_ms),
-        subscriber: true,
-    };
-    let results: Vec<Result<CardRead, ReaderError>> = blocking(move || {
+    let settings = reader::ReadSettings::from_config(&cfg.readers);
+    let results: Vec<(Result<CardRead, ReaderError>, u64)> = blocking(move || {
         let ctx = reader::establish()?;
         let names = match &only {
             Some(name) => vec![reader::resolve(&ctx, name)?],
@@ -371,10 +377,12 @@ async fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Result<
         Ok::<_, ReaderError>(read_all(names, settings))
     })
     .await??;
-    let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
-    let rows: Vec<ReadRow> = ok.iter().flatten().map(ReadRow::from).collect();
-    for e in failed.into_iter().filter_map(Result::err) {
-        eprintln!("simgate: {e}");
+    let mut rows = Vec::new();
+    for (result, ms) in results {
+        match result {
+            Ok(read) => rows.push(ReadRow::new(&read, ms)),
+            Err(e) => eprintln!("simgate: {e}"),
+        }
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -451,10 +459,7 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
         state_dir: cfg.agent.state_dir.clone(),
         broker,
         readers: cfg.readers.names.clone(),
-        read: reader::ReadSettings {
-            card_timeout: Duration::from_millis(cfg.readers.card_timeout_ms),
-            subscriber: true,
-        },
+        read: reader::ReadSettings::from_config(&cfg.readers),
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)
@@ -510,10 +515,7 @@ async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode>
         json: args.json,
         state_dir: cfg.agent.state_dir.clone(),
         broker,
-        read: reader::ReadSettings {
-            card_timeout: Duration::from_millis(cfg.readers.card_timeout_ms),
-            subscriber: true,
-        },
+        read: reader::ReadSettings::from_config(&cfg.readers),
     };
     crate::station::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)

@@ -50,6 +50,19 @@ pub struct Broker {
 pub struct Readers {
     pub names: Vec<String>,
     pub card_timeout_ms: u64,
+    pub vendor_isdr_aids: VendorIsdrAids,
+}
+
+/// When to probe the vendor ISD-R AIDs of devices/isdr_aids.toml (after the standard
+/// one, which is always probed). Each costs one SELECT on every card that is no eUICC.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VendorIsdrAids {
+    /// Only on a card whose ATR declares eUICC functions (TS 102 221 §6.3.3).
+    Atr,
+    /// On every UICC: finds removable eUICCs whose ATR says nothing, at a cost.
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -95,6 +108,7 @@ impl Default for Readers {
         Readers {
             names: Vec::new(),
             card_timeout_ms: 5000,
+            vendor_isdr_aids: VendorIsdrAids::Atr,
         }
     }
 }

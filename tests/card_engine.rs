@@ -14,16 +14,19 @@ fn image(name: &str) -> VirtualCard {
     VirtualCard::new(CardImage::load(&path).unwrap_or_else(|e| panic!("{e}")))
 }
 
-fn id(name: &str) -> Identity {
-    identify(&mut image(name), &Options::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
+/// What the reader layer asks for by default (`readers.vendor_isdr_aids = "atr"`):
+/// vendor ISD-R AIDs only for a card whose ATR declares an eUICC.
+fn by_atr(card: &VirtualCard) -> Options<'static> {
+    Options {
+        vendor_aids: simgate::card::atr::declares_euicc(&card.atr()),
+        ..Options::default()
+    }
 }
 
-/// The standard ISD-R AID alone, as for a site that has no removable vendor eUICCs.
-fn standard_only() -> Options<'static> {
-    Options {
-        isdr_aids: &simgate::card::euicc::shipped_aids()[..1],
-        subscriber: true,
-    }
+fn id(name: &str) -> Identity {
+    let mut card = image(name);
+    let opts = by_atr(&card);
+    identify(&mut card, &opts).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
@@ -52,13 +55,17 @@ fn physical_usim_gives_iccid_imsi_spn_and_no_eid() {
 
 #[test]
 fn physical_uicc_budget() {
-    // ICCID by SFI + one SELECT per ISD-R AID in devices/isdr_aids.toml.
-    let aids = simgate::card::euicc::shipped_aids().len() as u32;
-    assert_eq!(id("usim.toml").apdus, 1 + aids);
-    let std = identify(&mut image("usim.toml"), &standard_only()).unwrap();
-    assert!(std.apdus <= 3, "standard AID only: {}", std.apdus);
+    // ICCID by SFI + SELECT of the standard ISD-R: the ATR declares no eUICC, so no
+    // vendor AID is tried.
+    let id = id("usim.toml");
+    assert!(id.apdus <= 3, "{}", id.apdus);
+    assert_eq!(id.apdus, 2);
     // Subscriber data: ADF USIM by truncated AID, EF.IMSI by SFI, SELECT + READ EF.SPN.
-    assert_eq!(std.apdus_subscriber, 4);
+    assert_eq!(id.apdus_subscriber, 4);
+    // With `vendor_isdr_aids = "always"`: one more SELECT per vendor AID.
+    let aids = simgate::card::euicc::shipped_aids().len() as u32;
+    let always = identify(&mut image("usim.toml"), &Options::default()).unwrap();
+    assert_eq!(always.apdus, 1 + aids);
 }
 
 #[test]
@@ -108,10 +115,11 @@ fn t0_with_and_without_the_reader_doing_get_response_read_the_same() {
 }
 
 #[test]
-fn vendor_isdr_aid_is_found() {
+fn vendor_isdr_aid_is_found_on_a_card_whose_atr_declares_an_euicc() {
     let id = id("euicc-vendor-aid.toml");
     let e = id.euicc.as_ref().expect("an eUICC");
     assert_eq!(e.isdr_name, "5ber");
+    assert!(id.apdus <= 6, "{}", id.apdus);
     assert_eq!(
         e.eid.as_ref().unwrap().as_str(),
         "89086030202200000022000023022943"
@@ -121,7 +129,8 @@ fn vendor_isdr_aid_is_found() {
 #[test]
 fn euicc_refusing_channels_is_read_on_the_basic_channel_and_left_at_the_mf() {
     let mut card = image("euicc-no-channels.toml");
-    let id = identify(&mut card, &Options::default()).unwrap();
+    let opts = by_atr(&card);
+    let id = identify(&mut card, &opts).unwrap();
     let e = id.euicc.as_ref().expect("an eUICC");
     assert!(e.basic_channel);
     assert_eq!(
@@ -130,7 +139,7 @@ fn euicc_refusing_channels_is_read_on_the_basic_channel_and_left_at_the_mf() {
     );
     assert_eq!(id.imsi.as_deref(), Some("262011106487504"));
     // The basic channel is back at the MF: EF.ICCID reads by SFI again.
-    let again = identify(&mut card, &Options::default()).unwrap();
+    let again = identify(&mut card, &opts).unwrap();
     assert_eq!(again.iccid, id.iccid);
 }
 

@@ -42,11 +42,9 @@ fn read_identifies_a_usim_and_a_gsm_sim_through_pcscd() {
     assert_eq!(usim["imsi"], "228062800000208");
     assert_eq!(usim["operator"], "SBB GSM-R");
     assert!(usim.get("eid").is_none(), "{usim}");
-    let aids = simgate::card::euicc::shipped_aids().len();
     assert_eq!(
-        usim["apdus"],
-        1 + aids,
-        "a UICC: ICCID by SFI, then one SELECT per ISD-R AID"
+        usim["apdus"], 2,
+        "a physical UICC: ICCID by SFI, SELECT of the standard ISD-R"
     );
     let gsm = rows
         .iter()

@@ -67,16 +67,23 @@ impl Identity {
 /// What to read beyond the ICCID.
 #[derive(Debug, Clone, Copy)]
 pub struct Options<'a> {
-    /// ISD-R AIDs to probe, in order; empty: do not look for an eUICC.
+    /// ISD-R AIDs to probe, in order, the standard one first; empty: do not look for an
+    /// eUICC.
     pub isdr_aids: &'a [IsdrAid],
+    /// Probe the AIDs after the first (vendors') too. Each costs one SELECT on every
+    /// card that is not an eUICC, so the reader layer sets this from its policy
+    /// (`readers.vendor_isdr_aids`: always, or when the ATR declares an eUICC).
+    pub vendor_aids: bool,
     /// Read IMSI and SPN too (two to five more APDUs).
     pub subscriber: bool,
 }
 
 impl Default for Options<'static> {
+    /// Everything: every ISD-R AID, subscriber data.
     fn default() -> Self {
         Options {
             isdr_aids: euicc::shipped_aids(),
+            vendor_aids: true,
             subscriber: true,
         }
     }
@@ -208,7 +215,12 @@ fn uicc_rest<T: CardTransport>(
     // Whether the basic channel's selection moved and must be put back.
     let mut moved_basic = false;
 
-    if let Some(aid) = probe_isdr(ch, chan, opts.isdr_aids)? {
+    let aids = if opts.vendor_aids {
+        opts.isdr_aids
+    } else {
+        &opts.isdr_aids[..opts.isdr_aids.len().min(1)]
+    };
+    if let Some(aid) = probe_isdr(ch, chan, aids)? {
         moved_basic = logical.is_none();
         let eid = es10(ch, chan, &euicc::GET_EUICC_DATA_EID, "GetEUICCData")?.and_then(|d| {
             tlv::find_path(&d, &[0xBF3E, 0x5A])

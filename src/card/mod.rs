@@ -5,6 +5,7 @@
 //! card (src/vcard) in memory. Nothing in this module does I/O of its own.
 
 pub mod apdu;
+pub mod atr;
 pub mod euicc;
 pub mod iccid;
 pub mod identify;

@@ -7,6 +7,7 @@
 pub mod watch;
 
 use crate::card::{self, CardError, CardTransport, Identity};
+use crate::config::VendorIsdrAids;
 use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 use serde::Serialize;
 use std::ffi::CString;
@@ -153,14 +154,17 @@ pub struct ReadSettings {
     pub card_timeout: std::time::Duration,
     /// Read IMSI and SPN too.
     pub subscriber: bool,
+    /// When to probe vendor ISD-R AIDs (`readers.vendor_isdr_aids`).
+    pub vendor_isdr_aids: VendorIsdrAids,
 }
 
-impl Default for ReadSettings {
-    fn default() -> Self {
+impl ReadSettings {
+    /// From the `[readers]` configuration.
+    pub fn from_config(cfg: &crate::config::Readers) -> ReadSettings {
         ReadSettings {
-            // config.rs's default for readers.card_timeout_ms.
-            card_timeout: std::time::Duration::from_millis(5000),
+            card_timeout: std::time::Duration::from_millis(cfg.card_timeout_ms),
             subscriber: true,
+            vendor_isdr_aids: cfg.vendor_isdr_aids,
         }
     }
 }
@@ -182,7 +186,7 @@ pub fn read_card_timeout(
     let spawned = std::thread::Builder::new()
         .name(format!("card {shown}"))
         .spawn(move || {
-            let result = establish().and_then(|ctx| read_card(&ctx, &name, settings.subscriber));
+            let result = establish().and_then(|ctx| read_card(&ctx, &name, &settings));
             // The receiver is gone when we timed out: nobody wants the answer any more.
             let _ = tx.send(result);
         });
@@ -209,7 +213,7 @@ pub fn read_card_timeout(
 pub fn read_card(
     ctx: &Context,
     reader: &CString,
-    subscriber: bool,
+    settings: &ReadSettings,
 ) -> Result<CardRead, ReaderError> {
     let shown = reader.to_string_lossy().into_owned();
     let pcsc_err = |source| ReaderError::Pcsc {
@@ -229,10 +233,6 @@ pub fn read_card(
         }
         Err(e) => return Err(pcsc_err(e)),
     };
-    let opts = card::Options {
-        subscriber,
-        ..card::Options::default()
-    };
     let mut attempt = 0;
     let (atr, identity) = loop {
         attempt += 1;
@@ -244,6 +244,15 @@ pub fn read_card(
                 e => CardError::Transport(e.to_string()),
             })
             .and_then(|st| {
+                let opts = card::Options {
+                    vendor_aids: match settings.vendor_isdr_aids {
+                        VendorIsdrAids::Atr => card::atr::declares_euicc(st.atr()),
+                        VendorIsdrAids::Always => true,
+                        VendorIsdrAids::Never => false,
+                    },
+                    subscriber: settings.subscriber,
+                    ..card::Options::default()
+                };
                 let atr = hex::encode_upper(st.atr());
                 let id = card::identify(
                     PcscCard {

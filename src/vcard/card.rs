@@ -574,6 +574,7 @@ mod tests {
     fn iccid_only() -> Options<'static> {
         Options {
             isdr_aids: &[],
+            vendor_aids: false,
             subscriber: false,
         }
     }

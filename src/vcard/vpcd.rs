@@ -51,7 +51,7 @@ pub struct Session {
 fn set_quickack(stream: &TcpStream) {
     // TESTRIG.md: vpcd writes the length and the APDU separately; without immediate
     // ACKs every APDU pays Nagle + delayed ACK (~50 ms). QUICKACK is reset by the kernel
-    // after use, hence re-armed after every read. Failure only costs latency.
+    // after use, hence re-armed before every read. Failure only costs latency.
     let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
 }
 
@@ -75,6 +75,10 @@ pub async fn serve(
     let mut powered_once = false;
     let mut buf = Vec::with_capacity(512);
     loop {
+        // Armed before each of vpcd's two writes (length, then APDU) arrives: the kernel
+        // leaves quick-ACK mode after we send (it sees an interactive exchange and delays
+        // ACKs again), and vpcd's Nagle holds the APDU until the length is ACKed.
+        set_quickack(&stream);
         let mut len = [0u8; 2];
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -89,8 +93,8 @@ pub async fn serve(
         }
         let n = usize::from(u16::from_be_bytes(len));
         buf.resize(n, 0);
-        stream.read_exact(&mut buf).await?;
         set_quickack(&stream);
+        stream.read_exact(&mut buf).await?;
         let reply: Option<Vec<u8>> = match buf.as_slice() {
             [VPCD_CTRL_OFF] => None,
             [VPCD_CTRL_ON] | [VPCD_CTRL_RESET] => {
