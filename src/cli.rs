@@ -50,6 +50,10 @@ pub enum Command {
     Run(RunArgs),
     /// A reader station: every SIM inserted is identified and shown at once.
     Station(StationArgs),
+    /// One modem: `simgate modem info --port PATH [--json]`.
+    Modem(crate::modem::cli::ModemArgs),
+    /// Find and identify modems.
+    Modems(crate::modem::cli::ModemsArgs),
     /// Show, live, the SIM table an agent publishes on the broker.
     Watch {
         #[arg(long, env = "SIMGATE_BROKER")]
@@ -117,6 +121,8 @@ pub struct StationArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Emulate {
+    /// A modem on a pty, behaving like a profile's modem (see devices/modems/README.md).
+    Modem(crate::modem::cli::EmulateModemArgs),
     /// A virtual card plugged into vpcd, answering from a card image.
     Card {
         /// Card image (TOML; see devices/cards/README.md).
@@ -226,6 +232,18 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             plain,
         } => {
             crate::watch::run(&broker, &agent_id, plain, shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Modem(args) => {
+            args.run(shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Modems(args) => {
+            args.run(shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emulate(Emulate::Modem(args)) => {
+            args.run(shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Emulate(Emulate::Card {

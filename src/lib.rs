@@ -14,12 +14,14 @@
     clippy::todo
 )]
 
+pub mod at;
 pub mod card;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod link;
 pub mod logging;
+pub mod modem;
 pub mod reader;
 pub mod sim;
 pub mod station;

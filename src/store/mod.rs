@@ -4,6 +4,7 @@
 //! One sled database per state directory; each concern owns a tree (a sub-module here).
 
 pub mod sims;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 

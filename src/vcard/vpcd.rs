@@ -91,9 +91,10 @@ pub async fn serve(
                 Err(e) => return Err(e.into()),
             },
         }
+        // The body follows only once vpcd saw the length ACKed (Nagle on its side).
+        set_quickack(&stream);
         let n = usize::from(u16::from_be_bytes(len));
         buf.resize(n, 0);
-        set_quickack(&stream);
         stream.read_exact(&mut buf).await?;
         let reply: Option<Vec<u8>> = match buf.as_slice() {
             [VPCD_CTRL_OFF] => None,
@@ -140,6 +141,9 @@ pub async fn serve(
             out.extend_from_slice(&(data.len() as u16).to_be_bytes());
             out.extend_from_slice(&data);
             stream.write_all(&out).await?;
+            // Sending switches the kernel back to delayed ACKs (interactive mode): re-arm
+            // so the next command's length is ACKed at once.
+            set_quickack(&stream);
         }
     }
 }

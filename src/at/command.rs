@@ -1,0 +1,157 @@
+//! Command text. The only way to build an [`AtCommand`] checks it, and the only way to
+//! put an outside value (a payload, a config) into one is [`quote`], so no value can end
+//! a command line early or smuggle a second command: no AT injection.
+
+use std::fmt;
+
+/// A checked command line, without its terminating CR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtCommand(String);
+
+/// Why text cannot be a command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("command must start with AT: {0:?}")]
+    NoPrefix(String),
+    #[error("command contains byte 0x{byte:02X} at {at}: only printable ASCII is sent")]
+    Forbidden { byte: u8, at: usize },
+    #[error("unbalanced quote in command {0:?}")]
+    Unbalanced(String),
+}
+
+impl AtCommand {
+    /// Check trusted text (a profile's command, a constant). Printable ASCII only: CR
+    /// (S3) would end the line (V.250 §5.2.1), Ctrl-Z/ESC end or abort data entry
+    /// (TS 27.005 §3.5.1); quotes must balance so a later argument cannot escape one.
+    pub fn new(text: &str) -> Result<AtCommand, CommandError> {
+        if !text.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("AT")) {
+            return Err(CommandError::NoPrefix(text.to_string()));
+        }
+        if let Some((at, byte)) = text
+            .bytes()
+            .enumerate()
+            .find(|(_, b)| !(0x20..0x7F).contains(b))
+        {
+            return Err(CommandError::Forbidden { byte, at });
+        }
+        if text.bytes().filter(|b| *b == b'"').count() % 2 != 0 {
+            return Err(CommandError::Unbalanced(text.to_string()));
+        }
+        Ok(AtCommand(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The response prefixes this line can produce: `+CGACT:` for `AT+CGACT?`, one per
+    /// command of a compound line (`AT+CREG?;+CSQ`). Used to tell replies from URCs.
+    pub fn reply_prefixes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut in_quote = false;
+        let bytes = self.0.as_bytes();
+        let mut i = 2;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'"' => in_quote = !in_quote,
+                b'+' | b'#' | b'$' | b'!' | b'^' | b'%' if !in_quote => {
+                    let start = i;
+                    let end = self.0[start + 1..]
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .map_or(self.0.len(), |e| start + 1 + e);
+                    if end > start + 1 {
+                        out.push(format!("{}:", self.0[start..end].to_ascii_uppercase()));
+                    }
+                    i = end;
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
+impl fmt::Display for AtCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Quote an outside value as a V.250 §5.4.2.2 string constant. `"` and `\` and every
+/// non-printable byte become `\HH`, so the value can neither close the string nor end
+/// the line. TS 27.007 §1 "string type" uses the same escapes.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for b in value.bytes() {
+        match b {
+            b'"' | b'\\' | 0..=0x1F | 0x7F..=0xFF => out.push_str(&format!("\\{b:02X}")),
+            _ => out.push(char::from(b)),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Expand a profile template, replacing `{name}` with numbers only. Numbers cannot
+/// inject anything; strings go through [`quote`] before they reach here.
+pub fn expand(template: &str, args: &[(&str, u64)]) -> Result<AtCommand, CommandError> {
+    let mut text = template.to_string();
+    for (name, value) in args {
+        text = text.replace(&format!("{{{name}}}"), &value.to_string());
+    }
+    AtCommand::new(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_value_cannot_end_the_line_or_the_string() {
+        let evil = "internet\";+CFUN=0\r\nAT+CFUN=0\x1a";
+        let cmd = AtCommand::new(&format!("AT+CGDCONT=1,\"IP\",{}", quote(evil))).unwrap();
+        assert_eq!(
+            cmd.as_str(),
+            "AT+CGDCONT=1,\"IP\",\"internet\\22;+CFUN=0\\0D\\0AAT+CFUN=0\\1A\""
+        );
+        assert_eq!(cmd.reply_prefixes(), vec!["+CGDCONT:".to_string()]);
+    }
+
+    #[test]
+    fn raw_control_characters_are_refused() {
+        assert!(matches!(
+            AtCommand::new("AT+CFUN=1\rAT+CFUN=0"),
+            Err(CommandError::Forbidden { byte: b'\r', .. })
+        ));
+        assert!(matches!(
+            AtCommand::new("AT+X=\"a"),
+            Err(CommandError::Unbalanced(_))
+        ));
+        assert!(matches!(
+            AtCommand::new("+CSQ"),
+            Err(CommandError::NoPrefix(_))
+        ));
+    }
+
+    #[test]
+    fn compound_lines_list_every_reply_prefix() {
+        let cmd = AtCommand::new("AT+CREG?;+CEREG?;#GDATAVOL=1;+QGDCNT?").unwrap();
+        assert_eq!(
+            cmd.reply_prefixes(),
+            vec!["+CREG:", "+CEREG:", "#GDATAVOL:", "+QGDCNT:"]
+        );
+    }
+
+    #[test]
+    fn templates_take_numbers_only() {
+        assert_eq!(
+            expand("AT+QUIMSLOT={slot}", &[("slot", 2)])
+                .unwrap()
+                .as_str(),
+            "AT+QUIMSLOT=2"
+        );
+    }
+}

@@ -1,0 +1,449 @@
+//! The connection: owns the port and the receive buffer, sends one command at a time,
+//! and sorts what comes back into the command's reply and unsolicited result codes.
+
+use super::command::AtCommand;
+use super::parser::{final_result, frame, Final, Frame};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Anything a modem can be reached through: a serial port, a pty, a TCP bridge.
+pub trait AtIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AtIo for T {}
+
+/// The link failed; the modem said nothing about the command. Retried by reopening.
+#[derive(Debug, thiserror::Error)]
+pub enum AtError {
+    #[error("{port}: cannot open: {source}")]
+    Open {
+        port: String,
+        source: std::io::Error,
+    },
+    #[error("link failed: {0}")]
+    Link(#[from] std::io::Error),
+    /// End of stream: the port vanished (USB reset, modem reboot) or the bridge hung up.
+    #[error("port closed")]
+    Closed,
+    /// Command text failed its checks: a bug in a constant or a template, never sent.
+    #[error("refused to send: {0}")]
+    Command(#[from] super::command::CommandError),
+    /// The port is being (re)attached; nothing was sent.
+    #[error("modem not attached (identifying or reattaching)")]
+    NotAttached,
+    #[error("no final result to {command} within {after:?}")]
+    Timeout { command: String, after: Duration },
+}
+
+/// The modem answered, and said no (ERROR, +CME ERROR ...): not a link problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{command}: {result}")]
+pub struct Refusal {
+    pub command: String,
+    pub result: Final,
+    /// Information lines sent before the error, if any.
+    pub lines: Vec<String>,
+}
+
+impl Refusal {
+    /// The TS 27.007 §9.2.1 number of a +CME ERROR, verbose forms included.
+    pub fn cme(&self) -> Option<u16> {
+        match &self.result {
+            Final::CmeError(code) => code.number(),
+            _ => None,
+        }
+    }
+}
+
+/// What a command produced: its information lines (echo and URCs removed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The first line starting with `prefix` ("+CSQ:").
+    pub fn line(&self, prefix: &str) -> Option<&str> {
+        let name = prefix.trim_end_matches(':');
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .find(|l| l.starts_with(name))
+    }
+}
+
+/// `Ok(Ok(reply))`, `Ok(Err(refusal))` (the modem said no), or `Err` (the link failed).
+pub type AtResult = Result<Result<Reply, Refusal>, AtError>;
+
+/// Counters for budgets and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Command lines sent (a compound `AT+A;+B` line counts once).
+    pub commands: u64,
+    pub urcs: u64,
+    pub garbage_bytes: u64,
+}
+
+/// One modem port. One command in flight at a time, by construction: `command` takes
+/// `&mut self`.
+#[derive(Debug)]
+pub struct AtConnection<T> {
+    io: T,
+    buf: Vec<u8>,
+    urcs: VecDeque<String>,
+    urc_prefixes: Vec<String>,
+    vendor_finals: Vec<String>,
+    stats: Stats,
+}
+
+/// URCs kept for a reader; a supervisor drains them as they come.
+const MAX_QUEUED_URCS: usize = 256;
+
+/// URCs every modem may send (TS 27.007 §7.2 +CREG, §10.1.20 +CGREG, §10.1.22 +CEREG,
+/// §8.3 +CPIN? not a URC by spec but sent on SIM insertion by most modems, V.250 RING).
+pub const STANDARD_URCS: &[&str] = &[
+    "+CREG:", "+CGREG:", "+CEREG:", "+C5GREG:", "+CPIN:", "RING", "+CGEV:", "+CMTI:", "+CUSD:",
+    "+CIEV:",
+];
+
+impl<T: AtIo> AtConnection<T> {
+    pub fn new(io: T, urc_prefixes: Vec<String>, vendor_finals: Vec<String>) -> Self {
+        let mut prefixes: Vec<String> = STANDARD_URCS.iter().map(|s| s.to_string()).collect();
+        prefixes.extend(urc_prefixes);
+        AtConnection {
+            io,
+            buf: Vec::with_capacity(1024),
+            urcs: VecDeque::new(),
+            urc_prefixes: prefixes,
+            vendor_finals,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Learn more URC prefixes (a profile's, once the model is known).
+    pub fn add_urcs(&mut self, prefixes: &[String]) {
+        for p in prefixes {
+            if !self.urc_prefixes.contains(p) {
+                self.urc_prefixes.push(p.clone());
+            }
+        }
+    }
+
+    pub fn add_vendor_finals(&mut self, finals: &[String]) {
+        for f in finals {
+            if !self.vendor_finals.contains(f) {
+                self.vendor_finals.push(f.clone());
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn is_urc(&self, line: &str) -> bool {
+        self.urc_prefixes.iter().any(|p| {
+            let name = p.trim_end_matches(':');
+            line.starts_with(name)
+                && line[name.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| c == ':' || c == ' ')
+        })
+    }
+
+    /// Read more bytes into the buffer. Cancel-safe: what was read stays in `buf`.
+    async fn fill(&mut self) -> Result<(), AtError> {
+        let n = self.io.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(AtError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Take the next complete frame out of the buffer, if there is one.
+    fn next_frame(&mut self) -> Option<FrameOwned> {
+        let (f, used) = frame(&self.buf)?;
+        let owned = match f {
+            Frame::Line(s) => FrameOwned::Line(s.to_string()),
+            Frame::Prompt => FrameOwned::Prompt,
+            Frame::Garbage(g) => {
+                self.stats.garbage_bytes += g.len() as u64;
+                tracing::debug!(bytes = g.len(), "dropped line noise");
+                FrameOwned::Garbage
+            }
+        };
+        self.buf.drain(..used);
+        Some(owned)
+    }
+
+    /// Move every complete line already received into the URC queue: with no command in
+    /// flight, anything the modem says is unsolicited (or a stale answer, dropped).
+    fn drain_idle(&mut self) {
+        while let Some(f) = self.next_frame() {
+            if let FrameOwned::Line(line) = f {
+                self.idle_line(line);
+            }
+        }
+    }
+
+    fn idle_line(&mut self, line: String) {
+        if final_result(&line, &self.vendor_finals).is_some() {
+            tracing::debug!(%line, "dropped a final result nobody waited for");
+        } else {
+            self.push_urc(line);
+        }
+    }
+
+    /// Queue a URC. A user who never reads them (a one-shot CLI call on a chatty
+    /// modem) must not grow memory without bound: the oldest go first.
+    fn push_urc(&mut self, line: String) {
+        self.stats.urcs += 1;
+        if self.urcs.len() >= MAX_QUEUED_URCS {
+            let dropped = self.urcs.pop_front();
+            tracing::debug!(?dropped, "URC queue full; dropped the oldest");
+        }
+        self.urcs.push_back(line);
+    }
+
+    /// The next unsolicited result code. Cancel-safe, for use in `select!`.
+    pub async fn next_urc(&mut self) -> Result<String, AtError> {
+        loop {
+            self.drain_idle();
+            if let Some(u) = self.urcs.pop_front() {
+                return Ok(u);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// A URC already received, without waiting.
+    pub fn pop_urc(&mut self) -> Option<String> {
+        self.drain_idle();
+        self.urcs.pop_front()
+    }
+
+    /// Send one command line and wait for its final result code, at most `timeout`.
+    pub async fn command(&mut self, cmd: &AtCommand, timeout: Duration) -> AtResult {
+        self.drain_idle();
+        self.stats.commands += 1;
+        tracing::trace!(command = %cmd, "send");
+        let run = async {
+            let mut line = Vec::with_capacity(cmd.as_str().len() + 1);
+            line.extend_from_slice(cmd.as_str().as_bytes());
+            // S3, the command line terminator (V.250 §5.2.1, §6.2.1 default 13).
+            line.push(b'\r');
+            self.io.write_all(&line).await?;
+            self.io.flush().await?;
+            self.collect(cmd).await
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(AtError::Timeout {
+                command: cmd.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn collect(&mut self, cmd: &AtCommand) -> AtResult {
+        let prefixes = cmd.reply_prefixes();
+        let mut lines = Vec::new();
+        loop {
+            let Some(f) = self.next_frame() else {
+                self.fill().await?;
+                continue;
+            };
+            let line = match f {
+                FrameOwned::Line(l) => l,
+                // We never start data entry; a stray prompt is answered by the final.
+                FrameOwned::Prompt | FrameOwned::Garbage => continue,
+            };
+            if lines.is_empty() && line.eq_ignore_ascii_case(cmd.as_str()) {
+                continue; // echo (V.250 §6.2.4, E1)
+            }
+            if let Some(result) = final_result(&line, &self.vendor_finals) {
+                return Ok(match result {
+                    Final::Ok => Ok(Reply { lines }),
+                    other => Err(Refusal {
+                        command: cmd.to_string(),
+                        result: other,
+                        lines,
+                    }),
+                });
+            }
+            let ours = prefixes
+                .iter()
+                .any(|p| line.starts_with(p.trim_end_matches(':')));
+            if !ours && self.is_urc(&line) {
+                self.push_urc(line);
+            } else {
+                lines.push(line);
+            }
+        }
+    }
+
+    /// After a timeout: prove the modem answers again and drop any late reply.
+    /// Sends `AT` until one gets `OK` (each try bounded by `timeout`), then drops
+    /// whatever else arrived during a short quiet period.
+    pub async fn resync(&mut self, timeout: Duration, tries: u32) -> Result<(), AtError> {
+        let probe = AtCommand::new("AT")?;
+        let mut last = None;
+        for _ in 0..tries {
+            match self.command(&probe, timeout).await {
+                Ok(_) => {
+                    // A late answer to the abandoned command may still be on its way;
+                    // 50 ms of silence at 115200 baud is ~580 characters' worth.
+                    while let Ok(r) =
+                        tokio::time::timeout(Duration::from_millis(50), self.fill()).await
+                    {
+                        r?;
+                    }
+                    self.buf.clear();
+                    return Ok(());
+                }
+                Err(
+                    e @ (AtError::Closed
+                    | AtError::Link(_)
+                    | AtError::Open { .. }
+                    | AtError::Command(_)
+                    | AtError::NotAttached),
+                ) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(AtError::Closed))
+    }
+}
+
+enum FrameOwned {
+    Line(String),
+    Prompt,
+    Garbage,
+}
+
+/// A boxed port, so the engine above is one type whatever the transport.
+pub type Port = Box<dyn AtIo>;
+
+/// Open a modem: a serial device path (opened with tokio-serial, raw, 115200 8N1 — a pty
+/// or USB CDC ignores the rate), or `tcp://host:port` for a ser2net-style bridge.
+pub async fn open(port: &str) -> Result<Port, AtError> {
+    if let Some(addr) = port.strip_prefix("tcp://") {
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|source| AtError::Open {
+                port: port.to_string(),
+                source,
+            })?;
+        // One small command at a time: Nagle would only add latency.
+        s.set_nodelay(true).map_err(AtError::Link)?;
+        return Ok(Box::new(s));
+    }
+    let stream =
+        tokio_serial::SerialStream::open(&tokio_serial::new(port, 115_200)).map_err(|e| {
+            AtError::Open {
+                port: port.to_string(),
+                source: e.into(),
+            }
+        })?;
+    Ok(Box::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    fn cmd(s: &str) -> AtCommand {
+        AtCommand::new(s).unwrap()
+    }
+
+    async fn run_against(script: &'static [u8], command: &str) -> (AtResult, Vec<String>) {
+        let (ours, mut theirs) = duplex(4096);
+        let mut conn = AtConnection::new(ours, vec!["+QSIMSTAT:".into()], vec![]);
+        let c = cmd(command);
+        let modem = async move {
+            let mut got = vec![0u8; 64];
+            let _ = theirs.read(&mut got).await;
+            theirs.write_all(script).await.unwrap();
+            theirs
+        };
+        let (r, _keep) = tokio::join!(conn.command(&c, Duration::from_secs(1)), modem);
+        let mut urcs = Vec::new();
+        while let Some(u) = conn.pop_urc() {
+            urcs.push(u);
+        }
+        (r, urcs)
+    }
+
+    #[tokio::test]
+    async fn urc_inside_a_reply_goes_to_the_urc_queue() {
+        let (r, urcs) = run_against(
+            b"AT+QCCID\r\r\n+QSIMSTAT: 1,1\r\n+QCCID: 8901260886258128535F\r\n+CEREG: 1\r\n\r\nOK\r\n",
+            "AT+QCCID",
+        )
+        .await;
+        let reply = r.unwrap().unwrap();
+        assert_eq!(reply.lines, vec!["+QCCID: 8901260886258128535F"]);
+        assert_eq!(urcs, vec!["+QSIMSTAT: 1,1", "+CEREG: 1"]);
+    }
+
+    #[tokio::test]
+    async fn cme_error_is_a_refusal_not_a_link_failure() {
+        let (r, _) = run_against(b"\r\n+CME ERROR: 10\r\n", "AT+CIMI").await;
+        let refusal = r.unwrap().unwrap_err();
+        assert_eq!(refusal.cme(), Some(10));
+    }
+
+    #[tokio::test]
+    async fn garbage_before_the_reply_is_skipped() {
+        let (r, _) = run_against(b"\x00\xff\xfe\r\n+CSQ: 5,99\r\n\r\nOK\r\n", "AT+CSQ").await;
+        assert_eq!(r.unwrap().unwrap().lines, vec!["+CSQ: 5,99"]);
+    }
+
+    #[tokio::test]
+    async fn own_prefix_wins_over_urc_prefix() {
+        let (r, urcs) = run_against(
+            b"\r\n+CEREG: 2,1,\"D504\",\"80428B5\",7\r\n\r\nOK\r\n",
+            "AT+CEREG?",
+        )
+        .await;
+        assert_eq!(r.unwrap().unwrap().lines.len(), 1);
+        assert!(urcs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reply_trickling_in_byte_by_byte_with_a_urc_inside_is_assembled() {
+        let (ours, mut theirs) = duplex(64);
+        let mut conn = AtConnection::new(ours, vec!["+QSIMSTAT:".into()], vec![]);
+        let c = cmd("AT+CSQ");
+        let modem = async move {
+            let mut got = vec![0u8; 16];
+            let _ = theirs.read(&mut got).await;
+            for b in b"AT+CSQ\r\r\n+CSQ: 5,99\r\n+QSIMSTAT: 1,0\r\n\r\nOK\r\n" {
+                theirs.write_all(&[*b]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            theirs
+        };
+        let (r, _keep) = tokio::join!(conn.command(&c, Duration::from_secs(1)), modem);
+        assert_eq!(r.unwrap().unwrap().lines, vec!["+CSQ: 5,99"]);
+        assert_eq!(conn.pop_urc().as_deref(), Some("+QSIMSTAT: 1,0"));
+    }
+
+    #[tokio::test]
+    async fn silence_is_a_timeout() {
+        let (ours, _theirs) = duplex(64);
+        let mut conn = AtConnection::new(ours, vec![], vec![]);
+        let r = conn.command(&cmd("AT"), Duration::from_millis(50)).await;
+        assert!(matches!(r, Err(AtError::Timeout { .. })));
+    }
+
+    #[tokio::test]
+    async fn hangup_is_closed() {
+        let (ours, theirs) = duplex(64);
+        drop(theirs);
+        let mut conn = AtConnection::new(ours, vec![], vec![]);
+        let r = conn.command(&cmd("AT"), Duration::from_secs(1)).await;
+        assert!(matches!(r, Err(AtError::Closed | AtError::Link(_))));
+    }
+}

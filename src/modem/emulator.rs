@@ -1,0 +1,724 @@
+//! A modem on a pseudo-terminal, driven by a profile (and optionally a recorded
+//! transcript). simgate opens the pty's slave path through tokio-serial exactly as it
+//! opens a USB modem port. The emulator models what bites in the field: echo, URCs,
+//! latency, counters that grow during a session, SIM removal and insertion, silence,
+//! garbage, SIM busy, and the port vanishing and coming back (USB reset, reboot).
+
+use super::identify::ISD_R_AID;
+use super::profile::{EuiccAccess, Profile};
+use super::transcript::Transcript;
+use crate::at::parser::{param_list, Field};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_serial::{SerialPort, SerialStream};
+use tokio_util::sync::CancellationToken;
+
+/// A SIM in the emulated modem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmuSim {
+    pub iccid: String,
+    pub imsi: String,
+    /// Some: an eUICC with this EID.
+    pub eid: Option<String>,
+}
+
+impl EmuSim {
+    /// A physical SIM; the ICCID is at-commander's Quectel sample (19 digits, Luhn-valid).
+    pub fn physical() -> EmuSim {
+        EmuSim {
+            iccid: "8901260886258128535".into(),
+            imsi: "20404001234567".into(),
+            eid: None,
+        }
+    }
+
+    /// A second physical SIM, for swaps.
+    pub fn other() -> EmuSim {
+        EmuSim {
+            iccid: "89314404000000000019".into(),
+            imsi: "204080000000019".into(),
+            eid: None,
+        }
+    }
+
+    /// An eSIM; the EID is a valid (mod 97) SGP.29-style number.
+    pub fn esim() -> EmuSim {
+        EmuSim {
+            iccid: "89883030000000000429".into(),
+            imsi: "262011234567890".into(),
+            eid: Some("89049032123451234512345678901235".into()),
+        }
+    }
+}
+
+/// Faults and field events the tests (or a person, via stdin) inject.
+#[derive(Debug)]
+pub enum Control {
+    RemoveSim,
+    InsertSim(EmuSim),
+    /// Stop answering (true) or answer again (false).
+    Silent(bool),
+    /// Send line noise now.
+    Garbage,
+    /// The next N +CPIN? are answered "SIM busy" (+CME ERROR: 14).
+    SimBusy(u32),
+    /// The port disappears for the given time, then comes back (a new pty, the link
+    /// repointed): a USB reset.
+    Vanish(Duration),
+    /// The modem reboots while answering the next command: the port vanishes for the
+    /// given time, counters and session reset.
+    RebootOnNextCommand(Duration),
+    /// Send an arbitrary URC.
+    Urc(String),
+    /// A modem on a UART restarts: the port stays, the state is lost, the boot URC is
+    /// sent.
+    Restart,
+    /// Bytes per second sent and received while a session is up.
+    Traffic {
+        sent: u64,
+        received: u64,
+    },
+}
+
+/// Emulator settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub profile: Profile,
+    pub transcript: Option<Transcript>,
+    /// A symlink kept pointing at the current pty (like /dev/serial/by-id).
+    pub link: Option<PathBuf>,
+    pub sim: Option<EmuSim>,
+    /// The SIM in the second slot, for families with slots.
+    pub second_sim: Option<EmuSim>,
+    /// Delay before each answer.
+    pub latency: Duration,
+    pub session_up: bool,
+}
+
+impl Options {
+    pub fn new(profile: Profile) -> Options {
+        Options {
+            profile,
+            transcript: None,
+            link: None,
+            sim: Some(EmuSim::physical()),
+            second_sim: Some(EmuSim::other()),
+            latency: Duration::ZERO,
+            session_up: true,
+        }
+    }
+}
+
+/// The running emulator: its current port path and its control channel.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    control: mpsc::Sender<Control>,
+    path: watch::Receiver<PathBuf>,
+    commands: watch::Receiver<u64>,
+}
+
+impl Handle {
+    /// The pty slave path right now (changes after a vanish unless a link is used).
+    pub fn path(&self) -> PathBuf {
+        self.path.borrow().clone()
+    }
+
+    /// Command lines received so far.
+    pub fn commands(&self) -> u64 {
+        *self.commands.borrow()
+    }
+
+    /// Wait until the port has come back under a new path.
+    pub async fn changed_path(&mut self) -> Option<PathBuf> {
+        self.path.changed().await.ok()?;
+        Some(self.path())
+    }
+
+    pub async fn send(&self, c: Control) {
+        // The emulator task ends only on cancellation; a send after that is moot.
+        let _ = self.control.send(c).await;
+    }
+}
+
+/// Start the emulator on a new pty. It runs until `cancel`.
+pub fn start(opts: Options, cancel: CancellationToken) -> std::io::Result<Handle> {
+    let (master, slave) = open_pty(opts.link.as_deref())?;
+    let (ptx, prx) = watch::channel(path_of(&slave)?);
+    let (ctx, crx) = mpsc::channel(16);
+    let (ntx, nrx) = watch::channel(0);
+    let state = State::new(&opts);
+    tokio::spawn(run(opts, state, master, slave, crx, ptx, ntx, cancel));
+    Ok(Handle {
+        control: ctx,
+        path: prx,
+        commands: nrx,
+    })
+}
+
+fn path_of(slave: &SerialStream) -> std::io::Result<PathBuf> {
+    slave
+        .name()
+        .map(PathBuf::from)
+        .ok_or_else(|| std::io::Error::other("pty without a slave name"))
+}
+
+fn open_pty(link: Option<&Path>) -> std::io::Result<(SerialStream, SerialStream)> {
+    let (master, slave) = SerialStream::pair().map_err(std::io::Error::from)?;
+    if let Some(link) = link {
+        let target = path_of(&slave)?;
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(target, link)?;
+    }
+    Ok((master, slave))
+}
+
+/// The modem's state between commands.
+#[derive(Debug)]
+struct State {
+    echo: bool,
+    sim: Option<EmuSim>,
+    slots: [Option<EmuSim>; 2],
+    slot: u8,
+    radio_on: bool,
+    session: bool,
+    cops_format: u8,
+    busy: u32,
+    silent: bool,
+    reboot_next: Option<Duration>,
+    sent: u64,
+    received: u64,
+    rate: (u64, u64),
+    counted_at: Instant,
+    transcript: Option<Transcript>,
+}
+
+impl State {
+    fn new(opts: &Options) -> State {
+        State {
+            echo: true, // V.250 §6.2.4: E1 is the default
+            sim: opts.sim.clone(),
+            slots: [opts.sim.clone(), opts.second_sim.clone()],
+            slot: 0,
+            radio_on: true,
+            session: opts.session_up && opts.sim.is_some(),
+            cops_format: 0,
+            busy: 0,
+            silent: false,
+            reboot_next: None,
+            sent: 0,
+            received: 0,
+            rate: (1_000, 10_000),
+            counted_at: Instant::now(),
+            transcript: opts.transcript.clone(),
+        }
+    }
+
+    fn registered(&self) -> bool {
+        self.radio_on && self.sim.is_some()
+    }
+
+    /// Counters grow with time while the session is up.
+    fn tick(&mut self) {
+        let dt = self.counted_at.elapsed();
+        self.counted_at = Instant::now();
+        if self.session {
+            let ms = dt.as_millis() as u64;
+            self.sent += self.rate.0 * ms / 1000;
+            self.received += self.rate.1 * ms / 1000;
+        }
+    }
+
+    /// After a reboot: RAM state is gone.
+    fn reboot(&mut self) {
+        self.echo = true;
+        self.sent = 0;
+        self.received = 0;
+        self.session = false;
+        self.busy = 0;
+        self.counted_at = Instant::now();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    opts: Options,
+    mut st: State,
+    mut master: SerialStream,
+    mut slave: SerialStream,
+    mut control: mpsc::Receiver<Control>,
+    path: watch::Sender<PathBuf>,
+    counter: watch::Sender<u64>,
+    cancel: CancellationToken,
+) {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let vanish = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = control.recv() => match c {
+                None => return,
+                Some(c) => apply(&opts.profile, &mut st, c, &mut master).await,
+            },
+            n = master.read(&mut buf) => {
+                let Ok(n) = n else { return };
+                let mut vanish = None;
+                for &b in &buf[..n] {
+                    match b {
+                        // S3 ends the command line (V.250 §6.2.1).
+                        b'\r' => {
+                            let text = String::from_utf8_lossy(&line).trim().to_string();
+                            line.clear();
+                            if text.is_empty() || st.silent {
+                                continue;
+                            }
+                            counter.send_modify(|c| *c += 1);
+                            if let Some(down) = st.reboot_next.take() {
+                                vanish = Some(down);
+                                break;
+                            }
+                            if st.echo {
+                                let _ = master.write_all(format!("{text}\r").as_bytes()).await;
+                            }
+                            if !opts.latency.is_zero() {
+                                tokio::time::sleep(opts.latency).await;
+                            }
+                            let out = answer(&opts.profile, &mut st, &text);
+                            if master.write_all(out.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        b'\n' => {}
+                        _ => line.push(b),
+                    }
+                }
+                vanish.map(|d| (d, true))
+            }
+        };
+        if let Some((down, reboot)) = vanish {
+            drop(master);
+            drop(slave);
+            if reboot {
+                st.reboot();
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(down) => {}
+            }
+            let Ok((m, s)) = open_pty(opts.link.as_deref()) else {
+                return;
+            };
+            master = m;
+            slave = s;
+            line.clear();
+            if let Ok(p) = path_of(&slave) {
+                let _ = path.send(p);
+            }
+            if let Some(boot) = opts.profile.boot_urcs.first().filter(|_| reboot) {
+                let _ = master.write_all(format!("\r\n{boot}\r\n").as_bytes()).await;
+            }
+        }
+    }
+}
+
+/// Apply a control event; returns a vanish request (downtime, reboot?).
+async fn apply(
+    profile: &Profile,
+    st: &mut State,
+    c: Control,
+    master: &mut SerialStream,
+) -> Option<(Duration, bool)> {
+    let urc = |text: String| format!("\r\n{text}\r\n");
+    let mut out = String::new();
+    match c {
+        Control::RemoveSim => {
+            st.sim = None;
+            st.slots[usize::from(st.slot)] = None;
+            st.session = false;
+            if let Some(h) = &profile.hotplug {
+                out = urc(hotplug_urc(h, true));
+            }
+        }
+        Control::InsertSim(sim) => {
+            st.slots[usize::from(st.slot)] = Some(sim.clone());
+            st.sim = Some(sim);
+            // A new SIM means a new attach: the old data context is gone.
+            st.session = false;
+            if let Some(h) = &profile.hotplug {
+                out = urc(hotplug_urc(h, false));
+            }
+        }
+        Control::Silent(s) => st.silent = s,
+        Control::Garbage => {
+            let _ = master.write_all(b"\x00\xff\xfe\x13garbage\xff\r\n").await;
+        }
+        Control::SimBusy(n) => st.busy = n,
+        Control::Vanish(d) => return Some((d, false)),
+        Control::RebootOnNextCommand(d) => st.reboot_next = Some(d),
+        Control::Urc(text) => out = urc(text),
+        Control::Restart => {
+            st.reboot();
+            if let Some(boot) = profile.boot_urcs.first() {
+                out = urc(boot.clone());
+            }
+        }
+        Control::Traffic { sent, received } => {
+            st.tick();
+            st.rate = (sent, received);
+        }
+    }
+    if !out.is_empty() {
+        let _ = master.write_all(out.as_bytes()).await;
+    }
+    None
+}
+
+/// The hot-plug URC as the profile describes it.
+fn hotplug_urc(h: &super::profile::Hotplug, removed: bool) -> String {
+    let value = if removed {
+        // Profile checks guarantee at least one "removed" value.
+        h.removed[0].clone()
+    } else {
+        h.inserted.clone()
+    };
+    let mut fields = vec!["1".to_string(); h.field + 1];
+    fields[h.field] = value;
+    format!("{} {}", h.urc, fields.join(","))
+}
+
+/// Split a command line into its commands: basic ones (E0, V1) and extended ones
+/// separated by ';' outside quotes (V.250 §5.2.1).
+fn split_line(body: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = body.chars().peekable();
+    // Leading basic commands: a letter (or &letter) and digits, until an extended one.
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_alphabetic() || c == '&' {
+            let mut cmd = String::new();
+            cmd.push(c);
+            chars.next();
+            if c == '&' {
+                if let Some(l) = chars.next() {
+                    cmd.push(l);
+                }
+            }
+            while let Some(&d) = chars.peek() {
+                if d.is_ascii_digit() {
+                    cmd.push(d);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            parts.push(cmd.to_ascii_uppercase());
+        } else {
+            break;
+        }
+    }
+    for c in chars {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ';' if !quoted => {
+                if !cur.is_empty() {
+                    parts.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+/// The full answer to one command line, V.250 verbose framing.
+fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
+    if let Some(t) = st.transcript.as_mut() {
+        if let Some(reply) = t.take_framed(text) {
+            return reply;
+        }
+    }
+    let frame = |l: &str| format!("\r\n{l}\r\n");
+    let Some(body) = text
+        .get(2..)
+        .filter(|_| text.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("AT")))
+    else {
+        return frame("ERROR");
+    };
+    let mut out = String::new();
+    for cmd in split_line(body) {
+        let recorded = st
+            .transcript
+            .as_mut()
+            .and_then(|t| t.take(&format!("AT{cmd}")))
+            .map(recorded_result);
+        match recorded.unwrap_or_else(|| command(profile, st, &cmd)) {
+            Ok(lines) => {
+                for l in lines {
+                    out.push_str(&frame(&l));
+                }
+            }
+            Err(e) => {
+                out.push_str(&frame(&e));
+                return out;
+            }
+        }
+    }
+    out.push_str(&frame("OK"));
+    out
+}
+
+/// A recorded reply as one command's result: its last non-blank line is the final.
+fn recorded_result(lines: Vec<String>) -> Result<Vec<String>, String> {
+    let mut info: Vec<String> = lines.into_iter().filter(|l| !l.is_empty()).collect();
+    match info.pop() {
+        Some(f) if f == "OK" => Ok(info),
+        Some(f) => Err(f),
+        None => Ok(info),
+    }
+}
+
+/// TS 27.007 §9.2.1: SIM not inserted.
+const NO_SIM: &str = "+CME ERROR: 10";
+
+/// Nibble-swapped BCD, F-padded, as stored in EF.ICCID (TS 102 221 §13.2).
+fn ef_iccid(digits: &str) -> String {
+    let mut d: Vec<char> = digits.chars().collect();
+    // Pad to the file's 20 nibbles, and always to an even count so every chunk below
+    // has two nibbles.
+    while d.len() < 20 || d.len() % 2 == 1 {
+        d.push('F');
+    }
+    d.chunks(2).map(|p| format!("{}{}", p[1], p[0])).collect()
+}
+
+fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, String> {
+    let upper = cmd.to_ascii_uppercase();
+    let sim = st.sim.clone();
+    let need_sim = || sim.clone().ok_or_else(|| NO_SIM.to_string());
+    let em = &profile.emulator;
+    let is = |profile_cmd: Option<&str>| {
+        profile_cmd.is_some_and(|c| c.get(2..).is_some_and(|b| b.eq_ignore_ascii_case(cmd)))
+    };
+    if is(profile.iccid.command.as_deref()) {
+        let s = need_sim()?;
+        let digits = if s.iccid.len() % 2 == 1 {
+            format!("{}F", s.iccid)
+        } else {
+            s.iccid
+        };
+        return Ok(vec![match &profile.iccid.prefix {
+            Some(p) => format!("{p} {digits}"),
+            None => digits,
+        }]);
+    }
+    if let Some(c) = &profile.counters {
+        if is(Some(&c.command)) {
+            st.tick();
+            let n = c.sent.max(c.received) + 1;
+            let mut f = vec!["0".to_string(); n];
+            // n ≥ 1; field 0 is the context id in the counter replies we know.
+            f[0] = "1".into();
+            f[c.sent] = st.sent.to_string();
+            f[c.received] = st.received.to_string();
+            return Ok(vec![format!("{} {}", c.prefix, f.join(","))]);
+        }
+    }
+    if let Some(s) = &profile.slots {
+        if is(Some(&s.query)) {
+            return Ok(vec![format!("{} {}", s.prefix, st.slot + s.first)]);
+        }
+        let stem = s.select.split("{slot}").next().unwrap_or_default();
+        let stem_body = stem.get(2..).unwrap_or_default().to_ascii_uppercase();
+        if let Some(n) = upper.strip_prefix(&stem_body).filter(|n| !n.is_empty()) {
+            let slot = n.parse::<u8>().map_err(|_| "ERROR".to_string())?;
+            let idx = slot
+                .checked_sub(s.first)
+                .filter(|i| *i < 2)
+                .ok_or("+CME ERROR: 3")?;
+            st.slot = idx;
+            st.sim = st.slots[usize::from(idx)].clone();
+            st.session = false;
+            return Ok(vec![]);
+        }
+    }
+    if profile
+        .init
+        .commands
+        .iter()
+        .any(|c| c.get(2..).is_some_and(|b| b.eq_ignore_ascii_case(cmd)))
+    {
+        return Ok(vec![]);
+    }
+    let (name, arg) = match upper.find(['=', '?']) {
+        Some(i) => (&upper[..i], &cmd[i..]),
+        None => (upper.as_str(), ""),
+    };
+    match (name, arg) {
+        ("E0", _) => st.echo = false,
+        ("E1", _) => st.echo = true,
+        ("V1" | "V" | "Z" | "&F", _) => {}
+        ("I" | "I0", _) => {
+            return Ok(vec![
+                em.manufacturer.clone(),
+                em.model.clone(),
+                format!("Revision: {}", em.revision),
+            ])
+        }
+        ("+CMEE", _) | ("+CREG" | "+CGREG" | "+CEREG", "=0" | "=1" | "=2") => {}
+        ("+CGMI", "") => return Ok(vec![em.manufacturer.clone()]),
+        ("+CGMM", "") => return Ok(vec![em.model.clone()]),
+        ("+CGMR", "") => return Ok(vec![em.revision.clone()]),
+        ("+CGSN", "") => return Ok(vec!["867698041234567".into()]),
+        ("+CPIN", "?") => {
+            need_sim()?;
+            if st.busy > 0 {
+                st.busy -= 1;
+                return Err("+CME ERROR: 14".into());
+            }
+            return Ok(vec!["+CPIN: READY".into()]);
+        }
+        ("+CIMI", "") => return Ok(vec![need_sim()?.imsi]),
+        ("+CRSM", "=176,12258,0,0,10") => {
+            let s = need_sim()?;
+            return Ok(vec![format!("+CRSM: 144,0,\"{}\"", ef_iccid(&s.iccid))]);
+        }
+        ("+COPS", "=3,0") => st.cops_format = 0,
+        ("+COPS", "=3,2") => st.cops_format = 2,
+        ("+COPS", "?") => {
+            return Ok(vec![if st.registered() {
+                let oper = if st.cops_format == 2 {
+                    "20404"
+                } else {
+                    "Vodafone NL"
+                };
+                format!("+COPS: 0,{},\"{oper}\",7", st.cops_format)
+            } else {
+                "+COPS: 0".into()
+            }])
+        }
+        ("+CREG" | "+CGREG" | "+CEREG", "?") => {
+            let stat = if st.registered() {
+                1
+            } else if st.radio_on {
+                2
+            } else {
+                0
+            };
+            return Ok(vec![if name == "+CREG" {
+                // An LTE-only modem: the circuit domain stays searching.
+                format!("+CREG: 0,{}", if st.radio_on { 2 } else { 0 })
+            } else if stat == 1 {
+                format!("{name}: 2,1,\"D504\",\"80428B5\",7")
+            } else {
+                format!("{name}: 2,{stat}")
+            }]);
+        }
+        ("+CSQ", "") => {
+            return Ok(vec![if st.radio_on {
+                "+CSQ: 20,99"
+            } else {
+                "+CSQ: 99,99"
+            }
+            .into()])
+        }
+        ("+CGACT", "?") => {
+            st.tick();
+            return Ok(vec![format!(
+                "+CGACT: {},{}",
+                profile.session.cid,
+                u8::from(st.session)
+            )]);
+        }
+        ("+CGACT", a) => {
+            let p = param_list(&a[1..]);
+            let on = p.first().and_then(Field::int).ok_or("ERROR")?;
+            if on == 1 && !st.registered() {
+                // TS 27.007 §9.2.1 148: unspecified GPRS error.
+                return Err("+CME ERROR: 148".into());
+            }
+            st.tick();
+            st.session = on == 1;
+        }
+        ("+CFUN", "?") => return Ok(vec![format!("+CFUN: {}", if st.radio_on { 1 } else { 4 })]),
+        ("+CFUN", a) => {
+            let p = param_list(&a[1..]);
+            let f = p.first().and_then(Field::int).ok_or("ERROR")?;
+            st.tick();
+            st.radio_on = f == 1;
+            if !st.radio_on {
+                st.session = false;
+            }
+        }
+        ("+CCHO", a) => {
+            if profile.euicc.access == EuiccAccess::None {
+                return Err("ERROR".into());
+            }
+            let s = need_sim()?;
+            let p = param_list(&a[1..]);
+            let aid = p.first().and_then(Field::text).unwrap_or_default();
+            if s.eid.is_none() || !aid.eq_ignore_ascii_case(ISD_R_AID) {
+                // The card answered SELECT with 6A82 (file not found); TS 27.007 leaves
+                // the mapping to the MT: most give "unknown".
+                return Err("+CME ERROR: 100".into());
+            }
+            return Ok(vec![if profile.euicc.ccho_prefixed {
+                "+CCHO: 1".into()
+            } else {
+                "1".into()
+            }]);
+        }
+        ("+CGLA", a) => {
+            let s = need_sim()?;
+            let p = param_list(&a[1..]);
+            let apdu = p
+                .get(2)
+                .and_then(Field::text)
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            let resp = match (
+                &s.eid,
+                apdu.get(2..).is_some_and(|r| r.starts_with("E29100")),
+            ) {
+                (Some(eid), true) => format!("BF3E125A10{eid}9000"),
+                // INS not supported (ISO/IEC 7816-4 6D00).
+                _ => "6D00".into(),
+            };
+            return Ok(vec![format!("+CGLA: {},\"{resp}\"", resp.len())]);
+        }
+        ("+CCHC", _) => {}
+        ("", "") => {}
+        _ => return Err("ERROR".into()),
+    }
+    Ok(vec![])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_and_extended_commands_split() {
+        assert_eq!(split_line("E0V1+CMEE=1"), vec!["E0", "V1", "+CMEE=1"]);
+        assert_eq!(
+            split_line("+CCHO=\"A;B\";+CSQ"),
+            vec!["+CCHO=\"A;B\"", "+CSQ"]
+        );
+    }
+
+    #[test]
+    fn ef_iccid_is_swapped_and_padded() {
+        let ef = hex::decode(ef_iccid("8901260886258128535")).unwrap();
+        assert_eq!(
+            crate::card::Iccid::from_ef(&ef).unwrap().as_str(),
+            "8901260886258128535"
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! Full identification of a modem and its SIM, in as few command lines as the specs
+//! allow: compound lines (V.250 §5.2.1) group queries whose replies carry distinct
+//! prefixes. The count is part of the result so the budget (≤ 12) is measured.
+
+use super::profile::{EuiccAccess, Profile, Profiles};
+use super::reply::{self, Registration, Signal};
+use crate::at::conn::AtIo;
+use crate::at::parser::{cme, fields};
+use crate::at::{AtCommand, AtConnection, AtError, Reply};
+use crate::card::Iccid;
+use crate::sim::{FormFactor, InSession, Location, Observed};
+use serde::Serialize;
+use std::time::Duration;
+
+/// The ISD-R AID (SGP.22 §2.2.3).
+pub const ISD_R_AID: &str = "A0000005591010FFFFFFFF8900000100";
+/// ES10c GetEUICCData asking for the EID: STORE DATA, tag BF3E containing tag list 5C 01
+/// 5A (SGP.22 §5.7.20); CLA 80 before the channel bits are set.
+const GET_EID: [u8; 11] = [
+    0x80, 0xE2, 0x91, 0x00, 0x06, 0xBF, 0x3E, 0x03, 0x5C, 0x01, 0x5A,
+];
+/// READ BINARY of EF.ICCID through +CRSM: command 176, file id 12258 = 2FE2, 10 bytes
+/// (TS 27.007 §8.18, TS 102 221 §13.2).
+const CRSM_ICCID: &str = "AT+CRSM=176,12258,0,0,10";
+/// How often and how long to wait for a SIM answering "SIM busy" (+CME ERROR: 14) while
+/// it initialises after power-on or insertion; SIMs take up to a few seconds.
+const SIM_BUSY_TRIES: u32 = 10;
+const SIM_BUSY_WAIT: Duration = Duration::from_millis(300);
+
+/// Everything simgate reports about one modem (`simgate modem info --json`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModemInfo {
+    pub port: String,
+    pub profile: String,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    pub imei: Option<String>,
+    pub sim: SimInfo,
+    /// AT command lines this identification spent.
+    pub at_commands: u64,
+}
+
+/// The SIM as seen through the modem.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct SimInfo {
+    pub present: bool,
+    /// "READY", "SIM PIN", ..., or "SIM not inserted" said plainly.
+    pub state: String,
+    pub iccid: Option<String>,
+    pub iccid_luhn_ok: Option<bool>,
+    pub imsi: Option<String>,
+    pub operator: Option<String>,
+    pub mcc_mnc: Option<String>,
+    pub registration: Option<Registration>,
+    pub signal: Option<Signal>,
+    /// "physical", "esim" or "unknown" (the modem cannot reach the ISD-R).
+    pub form_factor: String,
+    pub eid: Option<String>,
+    pub in_session: InSession,
+    pub session_reason: String,
+    pub usage: Option<Usage>,
+    /// The SIM slot in use, counted from 1, on families with several.
+    pub slot: Option<u8>,
+    /// Filled from the store by the caller.
+    pub this_month_mb: Option<f64>,
+}
+
+/// A raw counter sample.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Usage {
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// The dynamic part, refreshed by one compound line in steady state.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Status {
+    pub registration: Option<Registration>,
+    pub signal: Option<Signal>,
+    pub in_session: InSession,
+    pub session_reason: String,
+    pub usage: Option<Usage>,
+    pub slot: Option<u8>,
+}
+
+impl ModemInfo {
+    /// The shared SIM model, when there is a SIM with an ICCID.
+    pub fn observed(&self, now: u64) -> Option<Observed> {
+        let iccid = self.sim.iccid.clone()?;
+        Some(Observed {
+            iccid,
+            iccid_luhn_ok: self.sim.iccid_luhn_ok.unwrap_or(false),
+            form_factor: match self.sim.form_factor.as_str() {
+                "esim" => Some(FormFactor::Esim),
+                "physical" => Some(FormFactor::Physical),
+                _ => None,
+            },
+            eid: self.sim.eid.clone(),
+            imsi: self.sim.imsi.clone(),
+            spn: None,
+            blank_esim: false,
+            imei: self.imei.clone(),
+            operator: self.sim.operator.clone(),
+            mcc_mnc: self.sim.mcc_mnc.clone(),
+            in_session: self.sim.in_session,
+            atr: None,
+            location: Location::Modem {
+                port: self.port.clone(),
+                slot: self.sim.slot,
+            },
+            present: self.sim.present,
+            observed_at: now,
+            problem: (self.sim.iccid_luhn_ok == Some(false))
+                .then(|| "ICCID fails its Luhn check".to_string()),
+            batch: Default::default(),
+        })
+    }
+}
+
+/// Join command lines into one (V.250 §5.2.1: extended commands separated by ';').
+pub fn compound(lines: &[&str]) -> Result<AtCommand, crate::at::CommandError> {
+    let mut text = String::from("AT");
+    for (i, l) in lines.iter().enumerate() {
+        let body = l.get(2..).unwrap_or_default();
+        if i > 0 && !body.is_empty() {
+            text.push(';');
+        }
+        text.push_str(body);
+    }
+    AtCommand::new(&text)
+}
+
+/// Constants and profile text were checked at load; a failure here is a bug in a
+/// constant, surfaced as an error naming it rather than a panic.
+fn checked(text: &str) -> Result<AtCommand, AtError> {
+    Ok(AtCommand::new(text)?)
+}
+
+/// Send a line; a refusal becomes `None` (logged), the link failing is an error.
+async fn ask<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    cmd: &AtCommand,
+    timeout: Duration,
+) -> Result<Option<Reply>, AtError> {
+    match conn.command(cmd, timeout).await? {
+        Ok(r) => Ok(Some(r)),
+        Err(refusal) => {
+            tracing::debug!(%refusal, "modem refused");
+            Ok(None)
+        }
+    }
+}
+
+/// Bring the port to a known state (echo off, verbose results, numeric +CME errors) and
+/// recognise the model. Two lines.
+pub async fn recognise<'p, T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profiles: &'p Profiles,
+) -> Result<(&'p Profile, [Option<String>; 4]), AtError> {
+    let generic = profiles.recognise("", "");
+    // E0: no echo (V.250 §6.2.4); V1: verbose results (§6.2.6); +CMEE=1: numeric
+    // +CME ERROR (TS 27.007 §9.1). Basic commands chain without ';' (V.250 §5.2.1).
+    if ask(conn, &checked("ATE0V1+CMEE=1")?, generic.timeouts.default())
+        .await?
+        .is_none()
+    {
+        for c in ["ATE0", "AT+CMEE=1"] {
+            ask(conn, &checked(c)?, generic.timeouts.default()).await?;
+        }
+    }
+    let ids = checked("AT+CGMI;+CGMM;+CGMR;+CGSN")?;
+    let mut out: [Option<String>; 4] = Default::default();
+    match ask(conn, &ids, generic.timeouts.default()).await? {
+        Some(r) if r.lines.len() >= 4 => {
+            for (slot, line) in out.iter_mut().zip(&r.lines) {
+                *slot = Some(reply::identity_text(line));
+            }
+        }
+        _ => {
+            // A firmware that refuses compound lines: one by one (TS 27.007 §5.1-§5.4).
+            for (slot, c) in out
+                .iter_mut()
+                .zip(["AT+CGMI", "AT+CGMM", "AT+CGMR", "AT+CGSN"])
+            {
+                if let Some(r) = ask(conn, &checked(c)?, generic.timeouts.default()).await? {
+                    *slot = r.lines.first().map(|l| reply::identity_text(l));
+                }
+            }
+        }
+    }
+    let profile = profiles.recognise(
+        out[0].as_deref().unwrap_or_default(),
+        out[1].as_deref().unwrap_or_default(),
+    );
+    conn.add_urcs(&profile.urcs);
+    if let Some(h) = &profile.hotplug {
+        conn.add_urcs(std::slice::from_ref(&h.urc));
+    }
+    conn.add_vendor_finals(&profile.vendor_finals);
+    Ok((profile, out))
+}
+
+/// The profile's init lines, as one compound line, falling back to one by one.
+pub async fn init<T: AtIo>(conn: &mut AtConnection<T>, profile: &Profile) -> Result<(), AtError> {
+    if profile.init.commands.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<&str> = profile.init.commands.iter().map(String::as_str).collect();
+    let t = profile.timeouts.default();
+    if ask(conn, &compound(&lines)?, t).await?.is_none() {
+        for l in lines {
+            ask(conn, &checked(l)?, t).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The SIM's state from +CPIN?, waiting out "SIM busy". `Ok(None)` means no SIM.
+pub async fn pin_state<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+) -> Result<Result<String, String>, AtError> {
+    let cmd = checked("AT+CPIN?")?;
+    for _ in 0..SIM_BUSY_TRIES {
+        match conn.command(&cmd, profile.timeouts.sim()).await? {
+            Ok(r) => return Ok(reply::pin_state(&r.lines).ok_or_else(|| "unknown".to_string())),
+            Err(refusal) => match refusal.cme() {
+                Some(cme::SIM_NOT_INSERTED) => return Ok(Err("SIM not inserted".into())),
+                Some(cme::SIM_BUSY) => tokio::time::sleep(SIM_BUSY_WAIT).await,
+                Some(cme::SIM_FAILURE) => return Ok(Err("SIM failure".into())),
+                _ => return Ok(Err(format!("SIM state unknown ({})", refusal.result))),
+            },
+        }
+    }
+    Ok(Err("SIM busy".into()))
+}
+
+/// The ICCID: the family's command, then EF.ICCID through +CRSM.
+pub async fn iccid<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+) -> Result<Option<Iccid>, AtError> {
+    let t = profile.timeouts.sim();
+    if let Some(c) = &profile.iccid.command {
+        match conn.command(&checked(c)?, t).await? {
+            Ok(r) => {
+                if let Some(i) = reply::vendor_iccid(&r.lines, profile.iccid.prefix.as_deref()) {
+                    return Ok(Some(i));
+                }
+            }
+            // No SIM: +CRSM would only be refused the same way; save the line.
+            Err(refusal) if refusal.cme() == Some(cme::SIM_NOT_INSERTED) => return Ok(None),
+            Err(refusal) => tracing::debug!(%refusal, "vendor ICCID refused; trying +CRSM"),
+        }
+    }
+    let Some(r) = ask(conn, &checked(CRSM_ICCID)?, t).await? else {
+        return Ok(None);
+    };
+    Ok(match reply::crsm(&r.lines) {
+        // 90 00: normal ending (TS 102 221 §10.2.1.1).
+        Some((0x90, 0x00, data)) => Iccid::from_ef(&data).ok(),
+        _ => None,
+    })
+}
+
+/// The status line: registration, signal, contexts and the vendor counter in one go.
+pub fn status_command(profile: &Profile) -> Result<AtCommand, crate::at::CommandError> {
+    let mut lines = vec![profile.registration.command.as_str(), "AT+CGACT?"];
+    if let Some(c) = &profile.counters {
+        lines.push(c.command.as_str());
+    }
+    if let Some(s) = &profile.slots {
+        lines.push(s.query.as_str());
+    }
+    compound(&lines)
+}
+
+pub async fn status<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+) -> Result<Status, AtError> {
+    let cmd = status_command(profile)?;
+    let lines = match ask(conn, &cmd, profile.timeouts.default()).await? {
+        Some(r) => r.lines,
+        None => {
+            // One part refused (a counter not supported on this firmware, +CGACT? while
+            // the SIM is gone): ask part by part so the rest is still known.
+            let mut all = Vec::new();
+            let mut parts = vec![profile.registration.command.clone(), "AT+CGACT?".into()];
+            if let Some(c) = &profile.counters {
+                parts.push(c.command.clone());
+            }
+            if let Some(s) = &profile.slots {
+                parts.push(s.query.clone());
+            }
+            for p in parts {
+                if let Some(r) = ask(conn, &checked(&p)?, profile.timeouts.default()).await? {
+                    all.extend(r.lines);
+                }
+            }
+            all
+        }
+    };
+    Ok(interpret_status(profile, &lines))
+}
+
+/// Pure: the status line's reply into a [`Status`].
+pub fn interpret_status(profile: &Profile, lines: &[String]) -> Status {
+    let ctx = reply::contexts(lines);
+    let (in_session, session_reason) = match ctx.iter().find(|(_, active)| *active) {
+        Some((cid, _)) => (InSession::Yes, format!("PDP context {cid} active (+CGACT)")),
+        None if ctx.is_empty() => (
+            InSession::NotApplicable,
+            "the modem reports no PDP context (+CGACT? empty)".to_string(),
+        ),
+        None => (InSession::No, "no PDP context active (+CGACT)".to_string()),
+    };
+    Status {
+        registration: reply::best_registration(lines),
+        signal: lines.iter().find_map(|l| reply::signal(l)),
+        in_session,
+        session_reason,
+        slot: profile.slots.as_ref().and_then(|s| {
+            let theirs = lines
+                .iter()
+                .find_map(|l| fields(l, &s.prefix)?.first()?.int())?;
+            u8::try_from(theirs.checked_sub(u64::from(s.first))? + 1).ok()
+        }),
+        usage: profile.counters.as_ref().and_then(|c| {
+            reply::counters(lines, &c.prefix, c.sent, c.received)
+                .map(|(sent, received)| Usage { sent, received })
+        }),
+    }
+}
+
+/// Probe the ISD-R: a physical SIM refuses +CCHO of its AID; an eUICC opens a channel
+/// and gives its EID through +CGLA.
+pub async fn form_factor<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+) -> Result<(String, Option<String>), AtError> {
+    if profile.euicc.access == EuiccAccess::None {
+        return Ok(("unknown".into(), None));
+    }
+    let t = profile.timeouts.sim();
+    let open = checked(&format!("AT+CCHO={}", crate::at::quote(ISD_R_AID)))?;
+    let Some(r) = ask(conn, &open, t).await? else {
+        return Ok(("physical".into(), None));
+    };
+    // Logical channels 1-19 exist (TS 102 221 §10.1.1); anything else is a mangled
+    // answer: the form factor stays unknown.
+    let Some(ch) = reply::channel(&r.lines).filter(|c| (1..=19).contains(c)) else {
+        return Ok(("unknown".into(), None));
+    };
+    let mut apdu = GET_EID.to_vec();
+    // Logical channel in CLA: b2-b1 for channels 1-3, the further interindustry form
+    // (b7=1, b4-b1 = channel-4) for 4-19 (TS 102 221 §10.1.1).
+    apdu[0] = if ch <= 3 { 0x80 | ch } else { 0xC0 | (ch - 4) };
+    let hexed = hex::encode_upper(&apdu);
+    let cgla = checked(&format!(
+        "AT+CGLA={ch},{},{}",
+        hexed.len(),
+        crate::at::quote(&hexed)
+    ))?;
+    let eid = ask(conn, &cgla, t)
+        .await?
+        .and_then(|r| reply::cgla(&r.lines))
+        .and_then(|resp| reply::eid(&resp));
+    ask(conn, &checked(&format!("AT+CCHC={ch}"))?, t).await?;
+    // The ISD-R answered SELECT: this is an eUICC even if the EID could not be read.
+    Ok(("esim".into(), eid))
+}
+
+/// Identify modem and SIM: the whole picture, counting command lines.
+pub async fn identify<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profiles: &Profiles,
+    port: &str,
+) -> Result<ModemInfo, AtError> {
+    let before = conn.stats().commands;
+    let (profile, [manufacturer, model, firmware, imei]) = recognise(conn, profiles).await?;
+    init(conn, profile).await?;
+    let sim = sim_info(conn, profile).await?;
+    Ok(ModemInfo {
+        port: port.to_string(),
+        profile: profile.name.clone(),
+        manufacturer,
+        model,
+        firmware,
+        imei,
+        sim,
+        at_commands: conn.stats().commands - before,
+    })
+}
+
+/// The SIM part of identification (also run again after a hot-swap).
+pub async fn sim_info<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+) -> Result<SimInfo, AtError> {
+    let mut sim = SimInfo {
+        form_factor: "unknown".into(),
+        ..SimInfo::default()
+    };
+    let st = status(conn, profile).await?;
+    sim.registration = st.registration;
+    sim.signal = st.signal;
+    sim.in_session = st.in_session;
+    sim.session_reason = st.session_reason;
+    sim.usage = st.usage;
+    sim.slot = st.slot;
+    match pin_state(conn, profile).await? {
+        Err(plain) => {
+            sim.state = plain;
+            sim.in_session = InSession::No;
+            sim.session_reason = "no SIM".into();
+            return Ok(sim);
+        }
+        Ok(state) => {
+            sim.present = true;
+            sim.state = state;
+        }
+    }
+    if let Some(i) = iccid(conn, profile).await? {
+        sim.iccid_luhn_ok = Some(i.luhn_ok());
+        sim.iccid = Some(i.to_string());
+    }
+    if sim.state != "READY" {
+        // A locked SIM gives no IMSI and no network (TS 27.007 §8.3).
+        return Ok(sim);
+    }
+    // IMSI (TS 27.007 §5.6, bare digits) and the operator in long and numeric form
+    // (§7.3: +COPS=3,<format> sets the format of the next +COPS?).
+    let cmd = checked("AT+CIMI;+COPS=3,0;+COPS?;+COPS=3,2;+COPS?")?;
+    if let Some(r) = ask(conn, &cmd, profile.timeouts.default()).await? {
+        sim.imsi = r
+            .lines
+            .iter()
+            .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+            .cloned();
+        (sim.operator, sim.mcc_mnc) = reply::operator(&r.lines);
+    }
+    (sim.form_factor, sim.eid) = form_factor(conn, profile).await?;
+    Ok(sim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compound_joins_extended_commands() {
+        assert_eq!(
+            compound(&["AT+CREG?;+CGREG?", "AT+CGACT?", "AT#GDATAVOL=1"])
+                .unwrap()
+                .as_str(),
+            "AT+CREG?;+CGREG?;+CGACT?;#GDATAVOL=1"
+        );
+    }
+
+    #[test]
+    fn status_reads_session_and_counters() {
+        let set = Profiles::shipped().unwrap();
+        let p = set.get("quectel-ec2x").unwrap();
+        let lines: Vec<String> = [
+            "+CREG: 0,2",
+            "+CEREG: 2,1,\"D504\",\"80428B5\",7",
+            "+CSQ: 20,99",
+            "+CGACT: 1,1",
+            "+QGDCNT: 3832,4618",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let s = interpret_status(p, &lines);
+        assert_eq!(s.in_session, InSession::Yes);
+        assert_eq!(
+            s.usage,
+            Some(Usage {
+                sent: 3832,
+                received: 4618
+            })
+        );
+        assert_eq!(s.registration.unwrap().domain, "CEREG");
+        assert_eq!(s.signal.unwrap().dbm, Some(-73));
+    }
+}

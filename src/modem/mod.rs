@@ -1,0 +1,29 @@
+//! Cellular modems behind AT ports.
+//!
+//! - [`profile`]: modem families as data (devices/modems/*.toml), one checked schema.
+//! - [`reply`]: pure interpretation of TS 27.007 replies into typed values.
+//! - [`identify`]: the full picture of a modem and its SIM in as few command lines as
+//!   compound lines allow (budget ≤ 12), and the one-line steady-state status.
+//! - [`actions`]: suspend/resume data, radio off/on, slot switch — each read back.
+//! - [`supervisor`]: one task per port; follows SIM swaps (URC or a cheap poll),
+//!   samples usage into the store, applies actions, reattaches vanished or silent
+//!   modems. Emits [`supervisor::ModemEvent`]s.
+//! - [`emulator`], [`transcript`]: a modem on a pty for tests and demos.
+//! - [`cli`]: `simgate modem info`, `simgate modems`, `simgate emulate modem`.
+//!
+//! Invariants: nothing here builds command text from outside values except through
+//! `at::quote` or numbers; nothing here knows sled (usage goes through `store::usage`);
+//! model-specific facts live in devices/modems, not in code — the exceptions are the
+//! emulator's imitation of vendor reply shapes and Quectel's `+CCHO:` prefix, both
+//! tolerated by the parser for every family.
+
+pub mod actions;
+pub mod cli;
+pub mod emulator;
+pub mod identify;
+pub mod profile;
+pub mod reply;
+pub mod supervisor;
+pub mod transcript;
+
+pub use profile::{Profile, ProfileError, Profiles};

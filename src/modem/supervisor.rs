@@ -1,0 +1,570 @@
+//! One task per modem port: attach, identify, follow the SIM (URCs, or a cheap periodic
+//! check where the family has none), sample usage, apply actions, and reattach when the
+//! port vanishes (USB reset, reboot) or the modem falls silent.
+//!
+//! Steady state costs one compound status line per poll, plus an ICCID check when the
+//! family has no hot-plug URC: ≤ 2 command lines a minute at the default poll.
+
+use super::actions::{self, Action, ActionResult, ModemRefusal};
+use super::identify::{self, ModemInfo};
+use super::profile::{Profile, Profiles};
+use crate::at::conn::AtIo;
+use crate::at::parser::fields;
+use crate::at::{AtConnection, AtError};
+use crate::sim::InSession;
+use crate::store::usage::Bytes;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a supervisor reports. A closed set: the daemon handles them in one match.
+#[derive(Debug, Clone)]
+pub enum ModemEvent {
+    /// The modem and its SIM (or its absence) after an attach.
+    Identified(Box<ModemInfo>),
+    /// A SIM appeared or replaced another; `previous` is the ICCID it replaced.
+    SimInserted {
+        info: Box<ModemInfo>,
+        previous: Option<String>,
+    },
+    /// The SIM left the modem.
+    SimRemoved { port: String, iccid: String },
+    /// A counter sample was accounted: the SIM's total this month.
+    Usage {
+        port: String,
+        iccid: String,
+        this_month: Bytes,
+        in_session: InSession,
+    },
+    /// The SIM's data session went up or down (whether or not a counter exists).
+    Session {
+        port: String,
+        iccid: String,
+        in_session: InSession,
+        reason: String,
+    },
+    /// The port is gone or the modem stopped answering; reattaching.
+    Lost { port: String, error: String },
+}
+
+/// Supervisor settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Steady-state poll (status line, and ICCID where the family has no hot-plug URC).
+    pub poll: Duration,
+    /// Linux network interface of the bearer (wwan0), for families without a vendor
+    /// counter.
+    pub netdev: Option<String>,
+    /// How often to try reopening a vanished port.
+    pub reopen_every: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            poll: Duration::from_secs(60),
+            netdev: None,
+            // A USB modem re-enumerates in 1-3 s; trying 4 times a second keeps the
+            // reattach well within 5 s at negligible cost.
+            reopen_every: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Ask a running supervisor to act; the answer comes back once verified.
+#[derive(Debug, Clone)]
+pub struct ModemHandle {
+    tx: mpsc::Sender<(Action, oneshot::Sender<ActionResult>)>,
+}
+
+/// Why an action could not even be tried.
+#[derive(Debug, thiserror::Error)]
+pub enum ModemError {
+    #[error("the modem supervisor is not running")]
+    Gone,
+    #[error(transparent)]
+    At(#[from] AtError),
+}
+
+impl ModemHandle {
+    pub async fn act(
+        &self,
+        action: Action,
+    ) -> Result<Result<actions::Outcome, ModemRefusal>, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((action, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+}
+
+/// Start supervising `port`.
+pub fn spawn(
+    port: String,
+    profiles: Arc<Profiles>,
+    store: Option<Store>,
+    settings: Settings,
+    cancel: CancellationToken,
+    events: mpsc::Sender<ModemEvent>,
+) -> (ModemHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(8);
+    let sup = Supervisor {
+        port,
+        profiles,
+        store,
+        settings,
+        events,
+        actions: rx,
+        suspended: false,
+        since_reset: false,
+        failures: 0,
+    };
+    (ModemHandle { tx }, tokio::spawn(sup.run(cancel)))
+}
+
+struct Supervisor {
+    port: String,
+    profiles: Arc<Profiles>,
+    store: Option<Store>,
+    settings: Settings,
+    events: mpsc::Sender<ModemEvent>,
+    actions: mpsc::Receiver<(Action, oneshot::Sender<ActionResult>)>,
+    /// Suspend is a standing order: re-applied after reattach and whenever the context
+    /// comes back up on its own.
+    suspended: bool,
+    /// The port vanished since the last counter sample: the counter restarted.
+    since_reset: bool,
+    /// Attach attempts that failed since the last identification.
+    failures: u32,
+}
+
+/// Longest wait between attempts to reattach a port that opens but does not identify.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How the attached phase ended.
+enum End {
+    Cancelled,
+    Lost(AtError),
+}
+
+impl Supervisor {
+    async fn emit(&self, e: ModemEvent) {
+        // The daemon dropping its receiver means it is shutting down.
+        let _ = self.events.send(e).await;
+    }
+
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            let port = tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = self.open() => p,
+            };
+            match self.attached(port, &cancel).await {
+                End::Cancelled => return,
+                End::Lost(e) => {
+                    self.since_reset = true;
+                    if self.failures == 0 {
+                        // Reported once per loss, not once per failed reattach.
+                        tracing::warn!(port = %self.port, error = %e, "modem lost; reattaching");
+                        self.emit(ModemEvent::Lost {
+                            port: self.port.clone(),
+                            error: e.to_string(),
+                        })
+                        .await;
+                    } else {
+                        tracing::debug!(port = %self.port, error = %e, "reattach failed");
+                    }
+                    self.failures += 1;
+                    // A port that opens but never identifies (a silent modem, a non-AT
+                    // port) is retried with backoff, not in a tight loop.
+                    let backoff = self
+                        .settings
+                        .reopen_every
+                        .saturating_mul(1 << self.failures.min(4))
+                        .min(MAX_BACKOFF);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = self.idle(backoff) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait, answering actions with "not attached" rather than queueing them behind a
+    /// dead port.
+    async fn idle(&mut self, d: Duration) {
+        let wait = tokio::time::sleep(d);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => return,
+                Some((_, reply)) = self.actions.recv() => {
+                    let _ = reply.send(Err(AtError::NotAttached));
+                }
+            }
+        }
+    }
+
+    /// Open the port, retrying until it exists again.
+    async fn open(&mut self) -> crate::at::Port {
+        loop {
+            match crate::at::open(&self.port).await {
+                Ok(p) => return p,
+                Err(e) => {
+                    tracing::debug!(port = %self.port, error = %e, "port not there yet");
+                    self.idle(self.settings.reopen_every).await;
+                }
+            }
+        }
+    }
+
+    async fn attached(&mut self, port: crate::at::Port, cancel: &CancellationToken) -> End {
+        let mut conn = AtConnection::new(port, vec![], vec![]);
+        let profiles = self.profiles.clone();
+        let port_name = self.port.clone();
+        let mut info = {
+            let ident = identify::identify(&mut conn, &profiles, &port_name);
+            tokio::pin!(ident);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return End::Cancelled,
+                    r = &mut ident => match r {
+                        Ok(i) => break i,
+                        Err(e) => return End::Lost(e),
+                    },
+                    // Not queued behind an identification that may never finish.
+                    Some((_, reply)) = self.actions.recv() => {
+                        let _ = reply.send(Err(AtError::NotAttached));
+                    }
+                }
+            }
+        };
+        let profile = profiles.recognise(
+            info.manufacturer.as_deref().unwrap_or_default(),
+            info.model.as_deref().unwrap_or_default(),
+        );
+        self.failures = 0;
+        self.fill_month(&mut info);
+        self.emit(ModemEvent::Identified(Box::new(info.clone())))
+            .await;
+        if self.suspended {
+            if let Err(e) = self.enforce_suspend(&mut conn, profile).await {
+                return End::Lost(e);
+            }
+        }
+        if let Err(e) = self.sample(&mut conn, profile, &mut info).await {
+            return End::Lost(e);
+        }
+        let mut poll = tokio::time::interval(self.settings.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await; // the first tick is immediate; identification just ran
+        loop {
+            let step = tokio::select! {
+                _ = cancel.cancelled() => return End::Cancelled,
+                urc = conn.next_urc() => match urc {
+                    Ok(u) => self.on_urc(&mut conn, profile, &mut info, &u).await,
+                    Err(e) => Err(e),
+                },
+                _ = poll.tick() => self.on_poll(&mut conn, profile, &mut info).await,
+                Some((action, reply)) = self.actions.recv() => {
+                    match self.on_action(&mut conn, profile, &mut info, action).await {
+                        Ok(r) => {
+                            let _ = reply.send(Ok(r));
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(duplicate(&e)));
+                            Err(e)
+                        }
+                    }
+                }
+            };
+            if let Err(e) = step {
+                if let AtError::Timeout { .. } = e {
+                    // A silent modem: probe it; if it answers, carry on with this port.
+                    let p = profile.timeouts.default();
+                    if conn.resync(p, 3).await.is_ok() {
+                        continue;
+                    }
+                }
+                return End::Lost(e);
+            }
+        }
+    }
+
+    fn fill_month(&self, info: &mut ModemInfo) {
+        if let (Some(store), Some(iccid)) = (&self.store, &info.sim.iccid) {
+            let month = crate::time::month_key(crate::time::unix_now());
+            if let Ok(b) = store.month_usage(iccid, &month) {
+                info.sim.this_month_mb = Some(b.megabytes());
+            }
+        }
+    }
+
+    /// Bring the data context down again; true once verified down.
+    async fn enforce_suspend<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+    ) -> Result<bool, AtError> {
+        match actions::perform(conn, profile, Action::SuspendData).await? {
+            Ok(_) => Ok(true),
+            Err(r) => {
+                tracing::warn!(port = %self.port, refusal = %r, "could not keep data suspended");
+                Ok(false)
+            }
+        }
+    }
+
+    /// The status line: keeps `info` current, keeps a suspend in force, and accounts
+    /// one counter sample.
+    async fn sample<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+    ) -> Result<(), AtError> {
+        let mut st = identify::status(conn, profile).await?;
+        if self.suspended
+            && st.in_session == InSession::Yes
+            && self.enforce_suspend(conn, profile).await?
+        {
+            st.in_session = InSession::No;
+            st.session_reason = "data suspended by simgate (context brought down again)".into();
+        }
+        if info.sim.present {
+            let changed = info.sim.in_session != st.in_session;
+            info.sim.in_session = st.in_session;
+            info.sim.session_reason = st.session_reason;
+            if let (true, Some(iccid)) = (changed, &info.sim.iccid) {
+                self.emit(ModemEvent::Session {
+                    port: self.port.clone(),
+                    iccid: iccid.clone(),
+                    in_session: info.sim.in_session,
+                    reason: info.sim.session_reason.clone(),
+                })
+                .await;
+            }
+        }
+        info.sim.registration = st.registration;
+        info.sim.signal = st.signal;
+        info.sim.usage = st.usage;
+        info.sim.slot = st.slot;
+        let counter = st.usage.map(|u| Bytes {
+            sent: u.sent,
+            received: u.received,
+        });
+        self.account(info, counter, st.in_session).await;
+        Ok(())
+    }
+
+    async fn account(&mut self, info: &ModemInfo, counter: Option<Bytes>, in_session: InSession) {
+        let counter = counter.or_else(|| self.netdev_counter());
+        let (Some(iccid), Some(counter)) = (info.sim.iccid.clone(), counter) else {
+            return;
+        };
+        let Some(store) = &self.store else {
+            return;
+        };
+        let modem_id = info.imei.clone().unwrap_or_else(|| self.port.clone());
+        match store.record_usage(
+            &modem_id,
+            &iccid,
+            counter,
+            self.since_reset,
+            crate::time::unix_now(),
+        ) {
+            Ok(this_month) => {
+                self.since_reset = false;
+                self.emit(ModemEvent::Usage {
+                    port: self.port.clone(),
+                    iccid,
+                    this_month,
+                    in_session,
+                })
+                .await;
+            }
+            Err(e) => tracing::error!(port = %self.port, error = %e, "usage not recorded"),
+        }
+    }
+
+    /// Bytes of the bearer's interface (Linux: /sys/class/net/IF/statistics).
+    fn netdev_counter(&self) -> Option<Bytes> {
+        let dev = self.settings.netdev.as_ref()?;
+        let read = |f: &str| {
+            std::fs::read_to_string(format!("/sys/class/net/{dev}/statistics/{f}"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        Some(Bytes {
+            sent: read("tx_bytes")?,
+            received: read("rx_bytes")?,
+        })
+    }
+
+    async fn on_poll<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+    ) -> Result<(), AtError> {
+        if profile.hotplug.is_none() {
+            // No hot-plug URC: the ICCID itself is the cheap check (one line).
+            let now = if info.sim.present || info.sim.iccid.is_none() {
+                identify::iccid(conn, profile).await?.map(|i| i.to_string())
+            } else {
+                None
+            };
+            if now != info.sim.iccid {
+                return self.sim_changed(conn, profile, info).await;
+            }
+        }
+        self.sample(conn, profile, info).await
+    }
+
+    async fn on_urc<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+        urc: &str,
+    ) -> Result<(), AtError> {
+        tracing::debug!(port = %self.port, %urc, "urc");
+        if profile.boot_urcs.iter().any(|b| b == urc) {
+            // The modem restarted behind an open port (a UART modem): its counter and
+            // settings are gone. Identify it again.
+            tracing::info!(port = %self.port, %urc, "modem restarted");
+            self.since_reset = true;
+            let profiles = self.profiles.clone();
+            let mut fresh = identify::identify(conn, &profiles, &self.port).await?;
+            self.fill_month(&mut fresh);
+            *info = fresh;
+            self.emit(ModemEvent::Identified(Box::new(info.clone())))
+                .await;
+            return self.sample(conn, profile, info).await;
+        }
+        if let Some(h) = &profile.hotplug {
+            if let Some(f) = fields(urc, &h.urc) {
+                let value = f.get(h.field).and_then(|v| v.text()).unwrap_or_default();
+                if h.removed.iter().any(|r| r == value) {
+                    return self.sim_gone(info).await;
+                }
+                return self.sim_changed(conn, profile, info).await;
+            }
+        }
+        if let Some(r) = super::reply::registration(urc, false) {
+            // Registration URCs (+CEREG=2 set at init) keep the picture current
+            // without a poll. An LTE modem's circuit domain stays "searching": it does
+            // not override a registration in another domain.
+            let keep = info.sim.registration.as_ref().is_some_and(|cur| {
+                cur.state.registered() && cur.domain != r.domain && !r.state.registered()
+            });
+            if !keep {
+                info.sim.registration = Some(r);
+            }
+            return Ok(());
+        }
+        if urc == "+CPIN: READY" && info.sim.iccid.is_none() {
+            return self.sim_changed(conn, profile, info).await;
+        }
+        Ok(())
+    }
+
+    async fn sim_gone(&mut self, info: &mut ModemInfo) -> Result<(), AtError> {
+        if let Some(iccid) = info.sim.iccid.take() {
+            self.emit(ModemEvent::SimRemoved {
+                port: self.port.clone(),
+                iccid,
+            })
+            .await;
+        }
+        info.sim = identify::SimInfo {
+            state: "SIM not inserted".into(),
+            form_factor: "unknown".into(),
+            in_session: InSession::No,
+            session_reason: "no SIM".into(),
+            ..Default::default()
+        };
+        Ok(())
+    }
+
+    /// Read the SIM again and report what changed.
+    async fn sim_changed<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+    ) -> Result<(), AtError> {
+        let sim = identify::sim_info(conn, profile).await?;
+        let previous = info.sim.iccid.clone();
+        if sim.iccid == previous {
+            info.sim = sim;
+            return Ok(());
+        }
+        if sim.iccid.is_none() {
+            return self.sim_gone(info).await;
+        }
+        if let Some(old) = previous.clone() {
+            self.emit(ModemEvent::SimRemoved {
+                port: self.port.clone(),
+                iccid: old,
+            })
+            .await;
+        }
+        info.sim = sim;
+        self.fill_month(info);
+        self.emit(ModemEvent::SimInserted {
+            info: Box::new(info.clone()),
+            previous,
+        })
+        .await;
+        self.sample(conn, profile, info).await
+    }
+
+    async fn on_action<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+        action: Action,
+    ) -> ActionResult {
+        let r = actions::perform(conn, profile, action).await?;
+        if r.is_ok() {
+            match action {
+                Action::SuspendData => self.suspended = true,
+                Action::ResumeData => self.suspended = false,
+                Action::SwitchSlot(_) => self.sim_changed(conn, profile, info).await?,
+                Action::RadioOff | Action::RadioOn => {}
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// A copy of a link error for the action's caller; the original drives recovery.
+fn duplicate(e: &AtError) -> AtError {
+    match e {
+        AtError::Timeout { command, after } => AtError::Timeout {
+            command: command.clone(),
+            after: *after,
+        },
+        AtError::Closed => AtError::Closed,
+        AtError::NotAttached => AtError::NotAttached,
+        AtError::Command(c) => AtError::Command(c.clone()),
+        AtError::Open { port, source } => AtError::Open {
+            port: port.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        AtError::Link(source) => {
+            AtError::Link(std::io::Error::new(source.kind(), source.to_string()))
+        }
+    }
+}

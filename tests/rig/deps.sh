@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what simgate's build, tests and demo need on Debian/Ubuntu, if missing.
+# Used by `make deps` (and so by `make test` and `make demo`). Idempotent.
+set -euo pipefail
+
+packages=(pkg-config libpcsclite-dev pcscd vsmartcard-vpcd mosquitto mosquitto-clients
+          util-linux coreutils openssl)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "simgate: installing ${missing[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "simgate: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian starts the packaged services where an init system runs; simgate's tests and
+# demo start private instances and do not need them. vpcd listens on all interfaces:
+# never leave it on a production station.
+
+command -v cargo >/dev/null || {
+  echo "simgate: cargo not found; install Rust (https://rustup.rs) or 'apt-get install cargo' (needs Rust >= 1.89)" >&2
+  exit 1
+}
