@@ -256,8 +256,9 @@ fn tally_read(
     };
     let mut obs = observed_from_read(&read);
     obs.batch = batch.clone();
-    if let Some(prev) = store.get_observed(&obs.iccid)? {
-        row.known_since = Some(prev.observed_at);
+    // Known from before this batch (a duplicate within it gets its own warning).
+    if !tally.seen.contains_key(&obs.iccid) {
+        row.known_since = store.get_observed(&obs.iccid)?.map(|prev| prev.observed_at);
     }
     row.iccid = read.identity.iccid.as_ref().map(|i| i.to_string());
     row.form_factor = obs.form_factor;
