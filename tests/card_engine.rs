@@ -172,3 +172,20 @@ fn mute_and_pulled_cards_fail_as_link_failures_not_refusals() {
     let pulled = identify(&mut image("pulled.toml"), &Options::default()).unwrap_err();
     assert!(matches!(pulled, CardError::Removed), "{pulled}");
 }
+
+#[test]
+fn a_hex_digit_iccid_is_read_as_published_and_flagged_by_luhn() {
+    // 898604981022C0254186: published with its hex digit by openLuat's 780E AT guide
+    // (luatos-doc-pool, 780E_AT_SIM应用指南.md); EF.ICCID is its nibble-swapped BCD.
+    let text =
+        "name = \"hex\"\nkind = \"uicc\"\natr = \"3B00\"\n[files]\n\"3F00/2FE2\" = \"98684089012\
+                20C521468\"\n";
+    let mut card = VirtualCard::new(CardImage::parse(text).unwrap());
+    let id = identify(&mut card, &Options::default()).unwrap();
+    let iccid = id.iccid.unwrap();
+    assert_eq!(iccid.as_str(), "898604981022C0254186");
+    assert!(
+        !iccid.luhn_ok(),
+        "a hex digit cannot pass a decimal Luhn check"
+    );
+}
