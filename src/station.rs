@@ -106,6 +106,9 @@ struct Tally {
 #[derive(Debug)]
 struct Done {
     reader: String,
+    /// The reader's insertion count when the read began: a card pulled before its read
+    /// finished is shown, but not kept as present.
+    generation: u64,
     started: Instant,
     result: Result<CardRead, ReaderError>,
 }
@@ -135,12 +138,19 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<u64, S
     let mut tally = Tally::default();
     // The key of the SIM now in each reader, to mark it absent when pulled.
     let mut present: HashMap<String, String> = HashMap::new();
+    // Bumped on every insertion and removal, per reader.
+    let mut generations: HashMap<String, u64> = HashMap::new();
 
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(ev) = reader_rx.recv() => match ev {
                 ReaderEvent::CardInserted { reader, .. } => {
+                    let generation = {
+                        let g = generations.entry(reader.clone()).or_default();
+                        *g += 1;
+                        *g
+                    };
                     let tx = done_tx.clone();
                     let read = settings.read;
                     let started = Instant::now();
@@ -152,10 +162,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<u64, S
                                 available: vec![],
                             })
                             .and_then(|name| reader::read_card_timeout(&name, read));
-                        let _ = tx.blocking_send(Done { reader, started, result });
+                        let _ = tx.blocking_send(Done { reader, generation, started, result });
                     });
                 }
                 ReaderEvent::CardRemoved { reader } => {
+                    *generations.entry(reader.clone()).or_default() += 1;
                     if let Some(key) = present.remove(&reader) {
                         if let Some(mut obs) = store.get_observed(&key)? {
                             obs.present = false;
@@ -171,7 +182,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<u64, S
                 }
             },
             Some(done) = done_rx.recv() => {
-                let (row, obs) = tally_read(&mut tally, &store, &settings.batch, done)?;
+                let still_in = generations.get(&done.reader) == Some(&done.generation);
+                let (row, mut obs) = tally_read(&mut tally, &store, &settings.batch, done)?;
+                if let Some(o) = obs.as_mut() {
+                    o.present = still_in;
+                }
                 // Durable first (CSV, store), then shown, then published.
                 if let Some(c) = csv.as_mut() {
                     c.append(&row)?;
@@ -179,7 +194,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<u64, S
                 if let Some(obs) = &obs {
                     store.put_observed(obs)?;
                     store.flush()?;
-                    present.insert(row.reader.clone(), obs.iccid.clone());
+                    if still_in {
+                        present.insert(row.reader.clone(), obs.iccid.clone());
+                    }
                 }
                 screen.row(&row, &tally)?;
                 if let (Some(obs), Some(link)) = (&obs, &link) {
