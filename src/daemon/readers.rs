@@ -190,3 +190,60 @@ pub fn observed_from_read(read: &CardRead) -> Observed {
         batch: Default::default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::euicc::{Eid, Profiles};
+    use crate::card::{CardKind, Euicc, Iccid, Identity};
+    use crate::sim::Status;
+
+    fn read(iccid: Option<&str>, eid: &str, profiles: Profiles) -> CardRead {
+        CardRead {
+            reader: "R 00 00".into(),
+            atr: "3B00".into(),
+            identity: Identity {
+                kind: CardKind::Uicc,
+                iccid: iccid.map(|i| Iccid::from_digits(i).unwrap()),
+                euicc: Some(Euicc {
+                    isdr_aid: "A0000005591010FFFFFFFF8900000100".into(),
+                    isdr_name: "GSMA standard ISD-R".into(),
+                    eid: Some(Eid::from_digits(eid)),
+                    profiles: Some(profiles),
+                    basic_channel: false,
+                }),
+                imsi: Some("262011106487504".into()),
+                spn: None,
+                apdus: 4,
+                apdus_subscriber: 0,
+                apdus_total: 6,
+            },
+        }
+    }
+
+    #[test]
+    fn an_eid_failing_mod97_makes_the_sim_invalid_with_the_reason() {
+        // pySim's test_eid_verify_wrong vector (tests/fixtures/card_vectors.jsonl).
+        let obs = observed_from_read(&read(
+            Some("8949440000000000016"),
+            "89049032123451234512345678901234",
+            Profiles::Enabled,
+        ));
+        assert_eq!(obs.local_status(), Some(Status::Invalid));
+        assert_eq!(obs.problem.as_deref(), Some("EID fails its mod-97 check"));
+        assert_eq!(obs.form_factor, Some(FormFactor::Esim));
+        assert_eq!(obs.operator.as_deref(), Some("Telekom Deutschland"));
+    }
+
+    #[test]
+    fn a_blank_esim_without_iccid_is_keyed_by_its_eid_and_blank() {
+        let obs = observed_from_read(&read(
+            None,
+            "89049032123451234512345678901235",
+            Profiles::NoneEnabled,
+        ));
+        assert_eq!(obs.iccid, "89049032123451234512345678901235");
+        assert!(obs.iccid_luhn_ok && obs.blank_esim);
+        assert_eq!(obs.local_status(), Some(Status::Blank));
+    }
+}
