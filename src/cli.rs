@@ -86,6 +86,12 @@ pub struct RunArgs {
     /// Reader to watch: exact name or pattern with '*'. Repeatable; none: all readers.
     #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
     pub readers: Vec<String>,
+    /// Modem port to supervise: a serial device or tcp://host:port. Repeatable.
+    #[arg(long = "modem", env = "SIMGATE_MODEMS", value_delimiter = ',')]
+    pub modems: Vec<String>,
+    /// Directory of modem profiles overriding the shipped ones.
+    #[arg(long)]
+    pub profile_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -457,6 +463,12 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
     if !args.readers.is_empty() {
         cfg.readers.names = args.readers;
     }
+    if !args.modems.is_empty() {
+        cfg.modems.ports = args.modems;
+    }
+    if let Some(d) = args.profile_dir {
+        cfg.modems.profile_dir = d;
+    }
     if let Err(e) = cfg.validate("command line") {
         eprintln!("simgate: {e}");
         return Ok(ExitCode::from(2));
@@ -478,6 +490,10 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
         broker,
         readers: cfg.readers.names.clone(),
         read: reader::ReadSettings::from_config(&cfg.readers),
+        modems: cfg.modems.ports.clone(),
+        profile_dir: (!cfg.modems.profile_dir.as_os_str().is_empty())
+            .then(|| cfg.modems.profile_dir.clone()),
+        modem_poll: Duration::from_secs(cfg.modems.poll_secs),
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)

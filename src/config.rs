@@ -14,6 +14,7 @@ pub struct Config {
     pub broker: Broker,
     pub readers: Readers,
     pub station: Station,
+    pub modems: Modems,
     pub log: Log,
 }
 
@@ -63,6 +64,24 @@ pub enum VendorIsdrAids {
     /// On every UICC: finds removable eUICCs whose ATR says nothing, at a cost.
     Always,
     Never,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Modems {
+    pub ports: Vec<String>,
+    pub profile_dir: PathBuf,
+    pub poll_secs: u64,
+}
+
+impl Default for Modems {
+    fn default() -> Self {
+        Modems {
+            ports: Vec::new(),
+            profile_dir: PathBuf::new(),
+            poll_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -203,6 +222,12 @@ impl Config {
                     "{} ms is too short for any real card (minimum 100)",
                     self.readers.card_timeout_ms
                 ),
+            ));
+        }
+        if !(5..=86_400).contains(&self.modems.poll_secs) {
+            return Err(invalid(
+                "modems.poll_secs",
+                format!("{} is outside 5..=86400 seconds", self.modems.poll_secs),
             ));
         }
         if self.broker.client_cert.as_os_str().is_empty()

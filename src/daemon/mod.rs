@@ -3,15 +3,19 @@
 //! events has its own sub-module (readers here; modems and platform commands beside it)
 //! holding its state and its handlers.
 
+mod modems;
 mod readers;
 
 use crate::link::contract::SimState;
 use crate::link::{Link, LinkSettings};
+use crate::modem::supervisor::ModemEvent;
+use crate::modem::{ProfileError, Profiles};
 use crate::reader::watch::{self, ReaderEvent};
 use crate::reader::{CardRead, ReaderError};
 use crate::sim::Observed;
 use crate::store::Store;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +33,12 @@ pub struct Settings {
     pub readers: Vec<String>,
     /// Card timeout and what a card read covers.
     pub read: crate::reader::ReadSettings,
+    /// Modem ports (serial device paths or tcp://host:port); empty: no modems.
+    pub modems: Vec<String>,
+    /// A directory of modem profiles overriding and adding to the shipped ones.
+    pub profile_dir: Option<PathBuf>,
+    /// Steady-state modem poll.
+    pub modem_poll: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +49,8 @@ pub enum DaemonError {
     Link(#[from] crate::link::LinkError),
     #[error(transparent)]
     Reader(#[from] ReaderError),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
 }
 
 /// Everything that can happen to the daemon.
@@ -46,6 +58,8 @@ pub enum DaemonError {
 pub(crate) enum Event {
     /// The PC/SC watcher saw something.
     Reader(ReaderEvent),
+    /// A modem supervisor reported something.
+    Modem(ModemEvent),
     /// A card read finished. `generation` ties it to the insertion it answers: a read
     /// finishing after its card left is stale and dropped.
     CardRead {
@@ -80,7 +94,16 @@ impl Ctx {
 /// Run until `cancel` fires.
 pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), DaemonError> {
     let store = Store::open(&settings.state_dir)?;
-    readers::check_exact_names(&settings.readers).await?;
+    // A modem-only gateway has no pcscd: readers are watched when some were named, or
+    // when no modem was (a reader station).
+    let watch_readers = !settings.readers.is_empty() || settings.modems.is_empty();
+    if watch_readers {
+        readers::check_exact_names(&settings.readers).await?;
+    }
+    let profiles = Arc::new(match &settings.profile_dir {
+        Some(dir) => Profiles::with_overrides(dir)?,
+        None => Profiles::shipped()?,
+    });
 
     let (link, link_task) = match &settings.broker {
         Some(b) => {
@@ -91,12 +114,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     };
 
     let (reader_tx, mut reader_rx) = mpsc::channel::<ReaderEvent>(64);
-    let watcher = {
+    let watcher = watch_readers.then(|| {
         let patterns = settings.readers.clone();
         let cancel = cancel.clone();
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || watch::watch(patterns, reader_tx, cancel, rt))
-    };
+    });
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(64);
     let ctx = Ctx {
         store,
@@ -105,16 +128,27 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         read_settings: settings.read,
     };
     let mut readers = readers::Readers::default();
+    let (modem_tx, mut modem_rx) = mpsc::channel::<ModemEvent>(64);
+    let mut modems = modems::Modems::start(
+        &settings.modems,
+        profiles,
+        &ctx,
+        settings.modem_poll,
+        &cancel,
+        modem_tx,
+    );
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
 
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
             Some(ev) = reader_rx.recv() => Event::Reader(ev),
+            Some(ev) = modem_rx.recv() => Event::Modem(ev),
             Some(ev) = events_rx.recv() => ev,
         };
         match event {
             Event::Reader(ev) => readers.on_reader_event(&ctx, ev).await?,
+            Event::Modem(ev) => modems.on_event(&ctx, ev).await?,
             Event::CardRead {
                 reader,
                 generation,
@@ -130,7 +164,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     tracing::info!("shutting down");
     ctx.store.flush()?;
     // The watcher wakes through SCardCancel; the link publishes offline then ends.
-    let _ = tokio::time::timeout(Duration::from_secs(3), watcher).await;
+    if let Some(w) = watcher {
+        let _ = tokio::time::timeout(Duration::from_secs(3), w).await;
+    }
+    modems.join().await;
     if let Some(t) = link_task {
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }

@@ -1,0 +1,161 @@
+//! The daemon's modem side: one supervisor task per configured port (src/modem), whose
+//! events become SIM observations; their handles stay here so platform commands can act
+//! on a modem (suspend, resume, slot switch).
+
+use super::{Ctx, DaemonError};
+use crate::modem::supervisor::{self, ModemEvent, ModemHandle};
+use crate::modem::Profiles;
+use crate::sim::Observed;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The modems the daemon supervises, by port.
+#[derive(Debug, Default)]
+pub(crate) struct Modems {
+    handles: HashMap<String, ModemHandle>,
+    tasks: Vec<JoinHandle<()>>,
+    /// The ICCID last seen in each port.
+    iccids: HashMap<String, String>,
+}
+
+impl Modems {
+    /// Start a supervisor for every port; their events arrive on `events`.
+    pub(crate) fn start(
+        ports: &[String],
+        profiles: Arc<Profiles>,
+        ctx: &Ctx,
+        poll: Duration,
+        cancel: &CancellationToken,
+        events: mpsc::Sender<ModemEvent>,
+    ) -> Modems {
+        let mut modems = Modems::default();
+        for port in ports {
+            let settings = supervisor::Settings {
+                poll,
+                ..supervisor::Settings::default()
+            };
+            let (handle, task) = supervisor::spawn(
+                port.clone(),
+                profiles.clone(),
+                Some(ctx.store.clone()),
+                settings,
+                cancel.clone(),
+                events.clone(),
+            );
+            modems.handles.insert(port.clone(), handle);
+            modems.tasks.push(task);
+        }
+        modems
+    }
+
+    pub(crate) async fn on_event(&mut self, ctx: &Ctx, ev: ModemEvent) -> Result<(), DaemonError> {
+        let now = crate::time::unix_now();
+        match ev {
+            ModemEvent::Identified(info) => {
+                tracing::info!(port = %info.port, model = ?info.model, sim = %info.sim.state, iccid = ?info.sim.iccid, at_commands = info.at_commands, "modem identified");
+                match info.observed(now) {
+                    Some(obs) => self.seen(ctx, obs).await?,
+                    None => self.gone(ctx, &info.port).await?,
+                }
+            }
+            ModemEvent::SimInserted { info, previous } => {
+                tracing::info!(port = %info.port, iccid = ?info.sim.iccid, ?previous, "SIM inserted in modem");
+                if let Some(obs) = info.observed(now) {
+                    self.seen(ctx, obs).await?;
+                }
+            }
+            ModemEvent::SimRemoved { port, iccid } => {
+                tracing::info!(%port, %iccid, "SIM removed from modem");
+                self.gone(ctx, &port).await?;
+            }
+            ModemEvent::Usage {
+                port,
+                iccid,
+                this_month,
+                in_session,
+            } => {
+                tracing::debug!(%port, %iccid, sent = this_month.sent, received = this_month.received, "usage accounted");
+                self.update(ctx, &iccid, |o| o.in_session = in_session)
+                    .await?;
+            }
+            ModemEvent::Session {
+                port,
+                iccid,
+                in_session,
+                reason,
+            } => {
+                tracing::info!(%port, %iccid, ?in_session, %reason, "data session changed");
+                self.update(ctx, &iccid, |o| o.in_session = in_session)
+                    .await?;
+            }
+            ModemEvent::Lost { port, error } => {
+                tracing::warn!(%port, %error, "modem lost; reattaching");
+            }
+        }
+        Ok(())
+    }
+
+    /// A SIM observed in a modem; a different SIM that sat in the same port is now
+    /// absent (its record, and its usage, stay with its own ICCID).
+    async fn seen(&mut self, ctx: &Ctx, obs: Observed) -> Result<(), DaemonError> {
+        let crate::sim::Location::Modem { port, .. } = &obs.location else {
+            return ctx.record(&obs).await;
+        };
+        if let Some(old) = self.iccids.insert(port.clone(), obs.iccid.clone()) {
+            if old != obs.iccid {
+                mark_absent(ctx, &old).await?;
+            }
+        }
+        ctx.record(&obs).await
+    }
+
+    async fn gone(&mut self, ctx: &Ctx, port: &str) -> Result<(), DaemonError> {
+        if let Some(old) = self.iccids.remove(port) {
+            mark_absent(ctx, &old).await?;
+        }
+        Ok(())
+    }
+
+    /// Change a stored observation and record it, only when something changed (only
+    /// changes go on the wire).
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        iccid: &str,
+        f: impl FnOnce(&mut Observed),
+    ) -> Result<(), DaemonError> {
+        if let Some(mut obs) = ctx.store.get_observed(iccid)? {
+            let before = obs.clone();
+            f(&mut obs);
+            if obs != before {
+                obs.observed_at = crate::time::unix_now();
+                ctx.record(&obs).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait (bounded) for the supervisors to wind down after cancellation.
+    pub(crate) async fn join(self) {
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
+    }
+}
+
+async fn mark_absent(ctx: &Ctx, iccid: &str) -> Result<(), DaemonError> {
+    if let Some(mut obs) = ctx.store.get_observed(iccid)? {
+        if obs.present {
+            obs.present = false;
+            // A SIM out of its modem has no data session, whatever was last seen.
+            obs.in_session = crate::sim::InSession::No;
+            obs.observed_at = crate::time::unix_now();
+            ctx.record(&obs).await?;
+        }
+    }
+    Ok(())
+}

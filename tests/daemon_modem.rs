@@ -1,0 +1,88 @@
+//! `simgate run --modem PORT`: a SIM in an (emulated) modem on a pty becomes a retained
+//! state message; a SIM swap in the field moves "present" from the old ICCID to the new.
+
+mod support;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+use support::{Broker, Lines, Proc, TempDir};
+
+#[test]
+fn run_reports_a_modem_sim_and_follows_a_swap() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let mut emu = Proc::spawn(
+        "simgate emulate modem",
+        std::process::Command::new(support::simgate_bin())
+            .args(["emulate", "modem", "--profile", "quectel-ec2x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut out = Lines::new(emu.child.stdout.take().unwrap());
+    let port = out.expect("the emulator's pty path", Duration::from_secs(10), |l| {
+        l.starts_with("/dev/")
+    });
+    let port = port.split_whitespace().next().unwrap().to_string();
+    let mut sub = broker.subscribe("simgate/v1/gw-modem/sim/+/state");
+
+    let _run = Proc::spawn(
+        "simgate run",
+        std::process::Command::new(support::simgate_bin())
+            .args([
+                "run",
+                "--broker",
+                &broker.url(),
+                "--agent-id",
+                "gw-modem",
+                "--state-dir",
+            ])
+            .arg(state.path())
+            .args(["--modem", &port])
+            .env("RUST_LOG", "simgate=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+
+    let first = "simgate/v1/gw-modem/sim/8901260886258128535/state";
+    let m = sub.expect("the modem SIM's state", |m| m.topic == first);
+    assert_eq!(m.payload["present"], true);
+    assert_eq!(m.payload["location"]["kind"], "modem");
+    assert_eq!(m.payload["location"]["port"], port.as_str());
+    assert!(
+        m.payload["imei"].is_string(),
+        "the modem's IMEI is part of the SIM's row: {}",
+        m.payload
+    );
+    assert!(m.payload["imsi"].is_string(), "{}", m.payload);
+    assert!(
+        ["yes", "no"].contains(&m.payload["in_session"].as_str().unwrap()),
+        "{}",
+        m.payload
+    );
+    assert_eq!(m.payload["form_factor"], "physical");
+
+    // The technician swaps the SIM; the modem announces it by URC.
+    writeln!(emu.child.stdin.as_mut().unwrap(), "swap").unwrap();
+    let second = "simgate/v1/gw-modem/sim/89314404000000000019/state";
+    let (mut old_gone, mut new_here) = (false, false);
+    while !(old_gone && new_here) {
+        let m = sub.expect("the swap reported", |m| {
+            m.topic == first || m.topic == second
+        });
+        if m.topic == second {
+            assert_eq!(m.payload["location"]["port"], port.as_str());
+            new_here |= m.payload["present"] == true;
+        } else {
+            if m.payload["present"] == false {
+                assert_eq!(
+                    m.payload["in_session"], "no",
+                    "a SIM out of its modem has no session"
+                );
+                old_gone = true;
+            }
+        }
+    }
+}
