@@ -318,6 +318,9 @@ pub(crate) struct ReadRow {
     form_factor: crate::sim::FormFactor,
     #[serde(skip_serializing_if = "Option::is_none")]
     eid: Option<String>,
+    /// An eUICC with no enabled profile.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    blank_esim: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<crate::sim::Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -346,6 +349,7 @@ impl ReadRow {
             kind: r.identity.kind,
             form_factor: obs.form_factor.unwrap_or(crate::sim::FormFactor::Physical),
             status: obs.local_status(),
+            blank_esim: obs.blank_esim,
             eid: obs.eid,
             problem: obs.problem,
             imsi: obs.imsi,

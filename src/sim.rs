@@ -129,13 +129,12 @@ impl Batch {
 }
 
 impl Observed {
-    /// The status simgate may set on its own (DESIGN.md: Pending and Invalid; and Blank
-    /// for an eUICC the card itself shows to have no enabled profile).
+    /// The status simgate may set on its own (DESIGN.md: Pending and Invalid only). A
+    /// Blank eSIM is an observation (`blank_esim`), not a status: "Blank" is the
+    /// platform's word for a SIM without a line, and the platform says it.
     pub fn local_status(&self) -> Option<Status> {
         if !self.iccid_luhn_ok || self.problem.is_some() {
             Some(Status::Invalid)
-        } else if self.blank_esim {
-            Some(Status::Blank)
         } else {
             None
         }

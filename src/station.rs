@@ -64,6 +64,9 @@ pub struct StationRead {
     pub form_factor: Option<FormFactor>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eid: Option<String>,
+    /// An eUICC with no enabled profile.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub blank_esim: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -239,6 +242,7 @@ fn tally_read(
         iccid: None,
         form_factor: None,
         eid: None,
+        blank_esim: false,
         status: None,
         imsi: None,
         operator: None,
@@ -280,6 +284,7 @@ fn tally_read(
     row.iccid = read.identity.iccid.as_ref().map(|i| i.to_string());
     row.form_factor = obs.form_factor;
     row.eid = obs.eid.clone();
+    row.blank_esim = obs.blank_esim;
     row.status = obs.local_status();
     row.imsi = obs.imsi.clone();
     row.operator = obs.operator.clone();
@@ -338,7 +343,7 @@ impl Csv {
 
     fn append(&mut self, r: &StationRead) -> Result<(), StationError> {
         let status = r.status.map(status_word).unwrap_or_default();
-        let form = r.form_factor.map(form_word).unwrap_or_default();
+        let form = form_text(r).unwrap_or_default();
         let fields = [
             r.n.to_string(),
             utc_text(r.at),
@@ -400,6 +405,14 @@ fn status_word(s: Status) -> &'static str {
         Status::Active => "Active",
         Status::Suspended => "Suspended",
         Status::Invalid => "Invalid",
+    }
+}
+
+/// "physical", "esim", or "esim (blank)" for an eUICC with no enabled profile.
+fn form_text(r: &StationRead) -> Option<&'static str> {
+    match (r.form_factor?, r.blank_esim) {
+        (FormFactor::Esim, true) => Some("esim (blank)"),
+        (f, _) => Some(form_word(f)),
     }
 }
 
@@ -484,7 +497,7 @@ impl Screen {
         };
         let mut text = String::new();
         let status = r.status.map(status_word).unwrap_or("-");
-        let form = r.form_factor.map(form_word).unwrap_or("-");
+        let form = form_text(r).unwrap_or("-");
         text.push_str(&format!(
             "{bold}#{:<3}{reset} {}  ICCID {}  {form}  EID {}  status {status}",
             r.n,

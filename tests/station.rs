@@ -239,7 +239,11 @@ fn every_euicc_variant_and_iccid_shape_identifies_through_pcscd() {
 
     let blank = read_one(&pcsc, "euicc-blank.toml");
     assert_eq!(blank["form_factor"], "esim");
-    assert_eq!(blank["status"], "Blank");
+    assert_eq!(blank["blank_esim"], true);
+    assert!(
+        blank["status"].is_null(),
+        "simgate sets only Pending and Invalid: {blank}"
+    );
     assert!(blank["iccid"].is_null(), "{blank}");
     assert_eq!(blank["eid"], "89049032123451234512345678910062");
 

@@ -244,6 +244,10 @@ mod tests {
         ));
         assert_eq!(obs.iccid, "89049032123451234512345678901235");
         assert!(obs.iccid_luhn_ok && obs.blank_esim);
-        assert_eq!(obs.local_status(), Some(Status::Blank));
+        assert_eq!(
+            obs.local_status(),
+            None,
+            "Blank is the platform's word, not simgate's"
+        );
     }
 }

@@ -85,6 +85,9 @@ pub struct SimState {
     /// Service provider name read from the SIM.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub spn: Option<String>,
+    /// An eUICC with no enabled profile (a Blank eSIM); the status stays the platform's.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub blank_esim: bool,
     /// Batch attributes from a reader station: `labels`, `company`, `note`.
     #[serde(flatten, default)]
     pub batch: Batch,
@@ -108,6 +111,7 @@ impl SimState {
             observed_at: obs.observed_at,
             problem: obs.problem.clone(),
             spn: obs.spn.clone(),
+            blank_esim: obs.blank_esim,
             batch: obs.batch.clone(),
         }
     }
