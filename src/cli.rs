@@ -48,6 +48,8 @@ pub enum Command {
     },
     /// Run the daemon: watch readers, keep the store and the platform in sync.
     Run(RunArgs),
+    /// A reader station: every SIM inserted is identified and shown at once.
+    Station(StationArgs),
     /// One modem: `simgate modem info --port PATH [--json]`.
     Modem(crate::modem::cli::ModemArgs),
     /// Find and identify modems.
@@ -95,6 +97,37 @@ pub struct RunArgs {
     /// Directory of modem profiles overriding the shipped ones.
     #[arg(long)]
     pub profile_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StationArgs {
+    /// Reader to use: exact name or pattern with '*'. Repeatable; none: all readers.
+    #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
+    pub readers: Vec<String>,
+    /// Label attached to every SIM of this batch. Repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Company the batch is for.
+    #[arg(long)]
+    pub company: Option<String>,
+    /// Note attached to every SIM of this batch.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Append every read to this CSV file, durably, as it happens.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// One JSON object per read on stdout (NDJSON) instead of the screen.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory of the durable store.
+    #[arg(long, env = "SIMGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Broker URL: publish every read's state to the platform.
+    #[arg(long, env = "SIMGATE_BROKER")]
+    pub broker: Option<String>,
+    /// This agent's id (needed with a broker).
+    #[arg(long, env = "SIMGATE_AGENT_ID")]
+    pub agent_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,8 +310,9 @@ fn shutdown_token() -> CancellationToken {
 async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Readers { json } => readers(json).await,
-        Command::Read { reader, json } => read(reader, json).await,
+        Command::Read { reader, json } => read(reader, json, &cfg).await,
         Command::Run(args) => run(args, cfg).await,
+        Command::Station(args) => station(args, cfg).await,
         Command::Watch {
             broker,
             agent_id,
@@ -358,30 +392,90 @@ async fn readers(json: bool) -> anyhow::Result<ExitCode> {
 
 /// One row of `simgate read`.
 #[derive(Debug, Serialize)]
-struct ReadRow {
+pub(crate) struct ReadRow {
     reader: String,
-    iccid: String,
+    /// `None` for a Blank eSIM whose MF has no EF.ICCID.
+    iccid: Option<String>,
     luhn_ok: bool,
     kind: crate::card::CardKind,
+    form_factor: crate::sim::FormFactor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eid: Option<String>,
+    /// An eUICC with no enabled profile.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    blank_esim: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<crate::sim::Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    imsi: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operator: Option<String>,
     atr: String,
+    /// APDUs the identification budget counts, and every APDU sent.
     apdus: u32,
+    apdus_total: u32,
+    /// Identification time: connect to disconnect, in this process.
+    ms: u64,
 }
 
-impl From<&CardRead> for ReadRow {
-    fn from(r: &CardRead) -> Self {
+impl ReadRow {
+    fn new(r: &CardRead, ms: u64) -> Self {
+        let obs = daemon::observed_from_read(r);
         ReadRow {
             reader: r.reader.clone(),
-            iccid: r.identity.iccid.to_string(),
-            luhn_ok: r.identity.iccid.luhn_ok(),
+            iccid: r.identity.iccid.as_ref().map(|i| i.to_string()),
+            luhn_ok: obs.iccid_luhn_ok,
             kind: r.identity.kind,
+            form_factor: obs.form_factor.unwrap_or(crate::sim::FormFactor::Physical),
+            status: obs.local_status(),
+            blank_esim: obs.blank_esim,
+            eid: obs.eid,
+            problem: obs.problem,
+            imsi: obs.imsi,
+            spn: obs.spn,
+            operator: obs.operator,
             atr: r.atr.clone(),
             apdus: r.identity.apdus,
+            apdus_total: r.identity.apdus_total,
+            ms,
         }
     }
 }
 
-async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
-    let results: Vec<Result<CardRead, ReaderError>> = blocking(move || {
+/// Read every named reader at once, each on its own thread (reader::read_card_timeout).
+fn read_all(
+    names: Vec<std::ffi::CString>,
+    settings: reader::ReadSettings,
+) -> Vec<(Result<CardRead, ReaderError>, u64)> {
+    let handles: Vec<_> = names
+        .into_iter()
+        .map(|n| {
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let r = reader::read_card_timeout(&n, settings);
+                (r, started.elapsed().as_millis() as u64)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .filter_map(|h| match h.join() {
+            Ok(r) => Some(r),
+            Err(_) => {
+                tracing::error!("a reader thread panicked");
+                None
+            }
+        })
+        .collect()
+}
+
+async fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Result<ExitCode> {
+    let settings = reader::ReadSettings::from_config(&cfg.readers);
+    let results: Vec<(Result<CardRead, ReaderError>, u64)> = blocking(move || {
         let ctx = reader::establish()?;
         let names = match &only {
             Some(name) => vec![reader::resolve(&ctx, name)?],
@@ -391,13 +485,15 @@ async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
                 .filter_map(|r| std::ffi::CString::new(r.name).ok())
                 .collect(),
         };
-        Ok::<_, ReaderError>(names.iter().map(|n| reader::read_card(&ctx, n)).collect())
+        Ok::<_, ReaderError>(read_all(names, settings))
     })
     .await??;
-    let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
-    let rows: Vec<ReadRow> = ok.iter().flatten().map(ReadRow::from).collect();
-    for e in failed.into_iter().filter_map(Result::err) {
-        eprintln!("simgate: {e}");
+    let mut rows = Vec::new();
+    for (result, ms) in results {
+        match result {
+            Ok(read) => rows.push(ReadRow::new(&read, ms)),
+            Err(e) => eprintln!("simgate: {e}"),
+        }
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -409,7 +505,10 @@ async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
             .unwrap_or(6)
             .max(6);
         if !rows.is_empty() {
-            println!("{:width$}  {:20}  LUHN  KIND  ATR", "READER", "ICCID");
+            println!(
+                "{:width$}  {:20}  LUHN  KIND  FORM      {:32}  ATR",
+                "READER", "ICCID", "EID"
+            );
         }
         for r in &rows {
             let luhn = if r.luhn_ok { "ok" } else { "FAIL" };
@@ -417,9 +516,16 @@ async fn read(only: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
                 crate::card::CardKind::Uicc => "uicc",
                 crate::card::CardKind::Gsm => "gsm",
             };
+            let form = match r.form_factor {
+                crate::sim::FormFactor::Physical => "physical",
+                crate::sim::FormFactor::Esim => "esim",
+            };
             println!(
-                "{:width$}  {:20}  {luhn:4}  {kind:4}  {}",
-                r.reader, r.iccid, r.atr
+                "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:8}  {:32}  {}",
+                r.reader,
+                r.iccid.as_deref().unwrap_or("-"),
+                r.eid.as_deref().unwrap_or("-"),
+                r.atr
             );
         }
     }
@@ -458,23 +564,13 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
         eprintln!("simgate: agent.id: not set; give --agent-id, SIMGATE_AGENT_ID or agent.id in the config file");
         return Ok(ExitCode::from(2));
     }
-    let broker = (!cfg.broker.url.is_empty()).then(|| LinkSettings {
-        url: cfg.broker.url.clone(),
-        agent_id: cfg.agent.id.clone(),
-        keepalive: Duration::from_secs(cfg.broker.keepalive_secs),
-        username: cfg.broker.username.clone(),
-        password: cfg.broker.password.clone(),
-        ca_file: non_empty(&cfg.broker.ca_file),
-        client_cert: non_empty(&cfg.broker.client_cert).zip(non_empty(&cfg.broker.client_key)),
-        outbox_cap: cfg.broker.outbox_max_messages,
-        window: cfg.broker.inflight_window,
-        usage_interval: Duration::from_secs(cfg.broker.usage_interval_secs),
-    });
+    let broker = (!cfg.broker.url.is_empty()).then(|| link_settings(&cfg));
     let settings = daemon::Settings {
         agent_id: cfg.agent.id.clone(),
         state_dir: cfg.agent.state_dir.clone(),
         broker,
         readers: cfg.readers.names.clone(),
+        read: reader::ReadSettings::from_config(&cfg.readers),
         modems: cfg.modems.ports.clone(),
         profile_dir: (!cfg.modems.profile_dir.as_os_str().is_empty())
             .then(|| cfg.modems.profile_dir.clone()),
@@ -534,9 +630,75 @@ async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The platform link's settings from the configuration (daemon and station alike).
+fn link_settings(cfg: &Config) -> LinkSettings {
+    LinkSettings {
+        url: cfg.broker.url.clone(),
+        agent_id: cfg.agent.id.clone(),
+        keepalive: Duration::from_secs(cfg.broker.keepalive_secs),
+        username: cfg.broker.username.clone(),
+        password: cfg.broker.password.clone(),
+        ca_file: non_empty(&cfg.broker.ca_file),
+        client_cert: non_empty(&cfg.broker.client_cert).zip(non_empty(&cfg.broker.client_key)),
+        outbox_cap: cfg.broker.outbox_max_messages,
+        window: cfg.broker.inflight_window,
+        usage_interval: Duration::from_secs(cfg.broker.usage_interval_secs),
+    }
+}
+
 /// A configured path, or None when the key was left empty.
 fn non_empty(p: &std::path::Path) -> Option<PathBuf> {
     (!p.as_os_str().is_empty()).then(|| p.to_path_buf())
+}
+
+async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
+    if let Some(b) = args.broker {
+        cfg.broker.url = b;
+    }
+    if let Some(a) = args.agent_id {
+        cfg.agent.id = a;
+    }
+    if let Some(d) = args.state_dir {
+        cfg.agent.state_dir = d;
+    }
+    if !args.readers.is_empty() {
+        cfg.readers.names = args.readers;
+    }
+    // Flags replace the config's batch attributes one by one.
+    if !args.labels.is_empty() {
+        cfg.station.labels = args.labels;
+    }
+    if let Some(c) = args.company {
+        cfg.station.company = c;
+    }
+    if let Some(n) = args.note {
+        cfg.station.note = n;
+    }
+    if let Err(e) = cfg.validate("command line") {
+        eprintln!("simgate: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    if !cfg.broker.url.is_empty() && cfg.agent.id.is_empty() {
+        eprintln!("simgate: agent.id: a station publishing to a broker needs --agent-id, SIMGATE_AGENT_ID or agent.id");
+        return Ok(ExitCode::from(2));
+    }
+    let broker = (!cfg.broker.url.is_empty()).then(|| link_settings(&cfg));
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let settings = crate::station::Settings {
+        readers: cfg.readers.names.clone(),
+        batch: crate::sim::Batch {
+            labels: cfg.station.labels.clone(),
+            company: non_empty(cfg.station.company.clone()),
+            note: non_empty(cfg.station.note.clone()),
+        },
+        csv: args.csv,
+        json: args.json,
+        state_dir: cfg.agent.state_dir.clone(),
+        broker,
+        read: reader::ReadSettings::from_config(&cfg.readers),
+    };
+    crate::station::run(settings, shutdown_token()).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn emulate_card(image: PathBuf, vpcd: String, latency: Duration) -> anyhow::Result<ExitCode> {
@@ -553,6 +715,10 @@ async fn emulate_card(image: PathBuf, vpcd: String, latency: Duration) -> anyhow
     match ended {
         vcard::vpcd::Ended::Removed => {
             println!("card removed ({} APDUs answered)", card.apdus());
+            Ok(ExitCode::SUCCESS)
+        }
+        vcard::vpcd::Ended::Pulled => {
+            println!("card pulled mid-exchange ({} APDUs seen)", card.apdus());
             Ok(ExitCode::SUCCESS)
         }
         vcard::vpcd::Ended::ReaderGone => {

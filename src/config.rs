@@ -13,8 +13,18 @@ pub struct Config {
     pub agent: Agent,
     pub broker: Broker,
     pub readers: Readers,
+    pub station: Station,
     pub modems: Modems,
     pub log: Log,
+}
+
+/// Batch attributes for `simgate station`, attached to every SIM read; flags override.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Station {
+    pub labels: Vec<String>,
+    pub company: String,
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -44,6 +54,19 @@ pub struct Broker {
 pub struct Readers {
     pub names: Vec<String>,
     pub card_timeout_ms: u64,
+    pub vendor_isdr_aids: VendorIsdrAids,
+}
+
+/// When to probe the vendor ISD-R AIDs of devices/isdr_aids.toml (after the standard
+/// one, which is always probed). Each costs one SELECT on every card that is no eUICC.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VendorIsdrAids {
+    /// Only on a card whose ATR declares eUICC functions (TS 102 221 §6.3.3).
+    Atr,
+    /// On every UICC: finds removable eUICCs whose ATR says nothing, at a cost.
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -110,6 +133,7 @@ impl Default for Readers {
         Readers {
             names: Vec::new(),
             card_timeout_ms: 5000,
+            vendor_isdr_aids: VendorIsdrAids::Atr,
         }
     }
 }

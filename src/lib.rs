@@ -25,6 +25,7 @@ pub mod modem;
 pub mod platform;
 pub mod reader;
 pub mod sim;
+pub mod station;
 pub mod store;
 pub mod time;
 pub mod vcard;

@@ -72,7 +72,7 @@ pub async fn send(conn: &Conn, cmd: &CommandMsg, wait: Duration) -> anyhow::Resu
 /// Publish a SIM's platform record, retained, and wait for the broker's acknowledgement.
 pub async fn set_record(conn: &Conn, iccid: &str, record: PlatformRecord) -> anyhow::Result<()> {
     if !crate::link::contract::valid_iccid(iccid) {
-        bail!("--iccid: \"{iccid}\" is not 18-20 decimal digits");
+        bail!("--iccid: \"{iccid}\" is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)");
     }
     let (client, mut el, topics) = client(conn, "record")?;
     let payload = serde_json::to_vec(&PlatformMsg {

@@ -80,6 +80,12 @@ pub struct Observed {
     pub eid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub imsi: Option<String>,
+    /// Service provider name from the SIM (EF.SPN).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub spn: Option<String>,
+    /// An eUICC with no enabled profile (a Blank eSIM).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub blank_esim: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub imei: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -99,10 +105,33 @@ pub struct Observed {
     /// Why simgate marks this SIM Invalid locally (Luhn failure, unreadable card ...).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
+    /// Batch attributes given at a reader station (--label, --company, --note).
+    #[serde(skip_serializing_if = "Batch::is_empty", default)]
+    pub batch: Batch,
+}
+
+/// Attributes a reader station attaches to every SIM of a batch; the platform's
+/// labels, company and note (DESIGN.md, "The SIM record").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Batch {
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub labels: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub company: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.company.is_none() && self.note.is_none()
+    }
 }
 
 impl Observed {
-    /// The status simgate may set on its own (DESIGN.md: Pending and Invalid only).
+    /// The status simgate may set on its own (DESIGN.md: Pending and Invalid only). A
+    /// Blank eSIM is an observation (`blank_esim`), not a status: "Blank" is the
+    /// platform's word for a SIM without a line, and the platform says it.
     pub fn local_status(&self) -> Option<Status> {
         if !self.iccid_luhn_ok || self.problem.is_some() {
             Some(Status::Invalid)

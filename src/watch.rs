@@ -277,6 +277,9 @@ mod tests {
                 present: true,
                 observed_at: 1,
                 problem: None,
+                spn: None,
+                blank_esim: false,
+                batch: Default::default(),
                 platform: Some(PlatformRecord {
                     status: Some(Status::Active),
                     plan: Some("IoT 1GB".into()),

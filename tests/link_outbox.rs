@@ -41,6 +41,9 @@ fn state(iccid: &str, present: bool) -> SimState {
         present,
         observed_at: 1,
         problem: None,
+        spn: None,
+        blank_esim: false,
+        batch: Default::default(),
     })
 }
 

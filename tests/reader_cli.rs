@@ -38,7 +38,14 @@ fn read_identifies_a_usim_and_a_gsm_sim_through_pcscd() {
     assert_eq!(usim["kind"], "uicc");
     assert_eq!(usim["luhn_ok"], true);
     assert_eq!(usim["atr"], "3B9F96801FC78031A073BE21136743200718000001A5");
-    assert_eq!(usim["apdus"], 1, "a UICC's ICCID is one READ BINARY by SFI");
+    assert_eq!(usim["form_factor"], "physical");
+    assert_eq!(usim["imsi"], "228062800000208");
+    assert_eq!(usim["operator"], "SBB GSM-R");
+    assert!(usim.get("eid").is_none(), "{usim}");
+    assert_eq!(
+        usim["apdus"], 2,
+        "a physical UICC: ICCID by SFI, SELECT of the standard ISD-R"
+    );
     let gsm = rows
         .iter()
         .find(|r| r["reader"] == pcsc.reader(1))
@@ -49,6 +56,8 @@ fn read_identifies_a_usim_and_a_gsm_sim_through_pcscd() {
         gsm["apdus"], 3,
         "GSM SIM: refused CLA 00, then SELECT + READ BINARY with CLA A0"
     );
+    assert_eq!(gsm["imsi"], "262011106487504");
+    assert_eq!(gsm["form_factor"], "physical");
 }
 
 #[test]

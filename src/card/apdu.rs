@@ -85,6 +85,17 @@ impl Apdu {
     }
 }
 
+/// The CLA of a GET RESPONSE following a command sent with `cla`: GSM keeps A0
+/// (TS 51.011 §9.2); otherwise the interindustry class '0X' on the command's logical
+/// channel, b1-b2 (TS 102 221 §10.1.1) — also after a proprietary '8X' STORE DATA.
+fn get_response_cla(cla: u8) -> u8 {
+    if cla == 0xA0 {
+        0xA0
+    } else {
+        cla & 0x03
+    }
+}
+
 /// A response APDU split into data and status word.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -115,6 +126,9 @@ impl Response {
 pub struct Channel<T> {
     transport: T,
     apdus: u32,
+    /// Of `apdus`, those the budget puts "on top": T=0 GET RESPONSE and 6Cxx repeats, and
+    /// logical channel management.
+    overhead: u32,
 }
 
 impl<T: CardTransport> Channel<T> {
@@ -122,12 +136,19 @@ impl<T: CardTransport> Channel<T> {
         Channel {
             transport,
             apdus: 0,
+            overhead: 0,
         }
     }
 
     /// APDUs sent so far, GET RESPONSEs included: the figure the benchmarks report.
     pub fn apdus(&self) -> u32 {
         self.apdus
+    }
+
+    /// APDUs the identification budget counts: every command of our own, without GET
+    /// RESPONSEs, 6Cxx repeats and channel management.
+    pub fn commands(&self) -> u32 {
+        self.apdus - self.overhead
     }
 
     pub fn into_inner(self) -> T {
@@ -147,10 +168,11 @@ impl<T: CardTransport> Channel<T> {
         // that keeps asking is broken, and we say so rather than loop.
         if resp.sw.0 == 0x6C {
             let again = apdu.clone().with_le(resp.sw.1);
+            self.overhead += 1;
             resp = self.raw(&again.to_bytes(), command)?;
         }
         // TS 102 221 §7.3.1.1.4: 61xx — xx bytes are waiting; GSM SIMs say 9Fxx
-        // (TS 51.011 §9.4.1). GET RESPONSE uses the command's class. Chained 61xx are
+        // (TS 51.011 §9.4.1). GET RESPONSE goes on the command's channel. Chained 61xx are
         // followed to the end, bounded so a looping card cannot hang us.
         let mut data = Vec::new();
         for _ in 0..16 {
@@ -158,7 +180,8 @@ impl<T: CardTransport> Channel<T> {
                 break;
             }
             data.extend_from_slice(&resp.data);
-            let get = Apdu::new(apdu.cla, 0xC0, 0, 0).with_le(resp.sw.1);
+            let get = Apdu::new(get_response_cla(apdu.cla), 0xC0, 0, 0).with_le(resp.sw.1);
+            self.overhead += 1;
             resp = self.raw(&get.to_bytes(), command)?;
         }
         if !data.is_empty() {
@@ -166,6 +189,17 @@ impl<T: CardTransport> Channel<T> {
             resp.data = data;
         }
         Ok(resp)
+    }
+
+    /// Send a channel-management command (MANAGE CHANNEL, the SELECT that restores the
+    /// basic channel): counted, but outside the identification budget.
+    pub fn send_overhead(
+        &mut self,
+        apdu: &Apdu,
+        command: &'static str,
+    ) -> Result<Response, CardError> {
+        self.overhead += 1;
+        self.raw(&apdu.to_bytes(), command)
     }
 
     /// Like [`Channel::send`] but without following 61xx/9Fxx: for commands whose

@@ -5,12 +5,16 @@
 //! card (src/vcard) in memory. Nothing in this module does I/O of its own.
 
 pub mod apdu;
+pub mod atr;
+pub mod euicc;
 pub mod iccid;
 pub mod identify;
+pub mod subscriber;
+pub mod tlv;
 
 pub use apdu::{Apdu, Response, StatusWord};
 pub use iccid::Iccid;
-pub use identify::{identify, CardKind, Identity};
+pub use identify::{identify, CardKind, Euicc, Identity, Options};
 
 /// Failures talking to a card. `Refused` is the card saying no (a status word); the other
 /// variants are the link failing — retries are decided on these variants, never on text.
@@ -28,9 +32,12 @@ pub enum CardError {
         command: &'static str,
         detail: String,
     },
-    /// The card was removed (or reset by someone else) during the exchange.
+    /// The card was removed during the exchange.
     #[error("card removed during the exchange")]
     Removed,
+    /// Another application reset the card during the exchange: reconnect and retry.
+    #[error("card reset by another application during the exchange")]
+    Reset,
     /// The card did not answer in time.
     #[error("card did not answer within {0:?} (mute or broken card)")]
     Timeout(std::time::Duration),

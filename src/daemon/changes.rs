@@ -103,6 +103,9 @@ mod tests {
             present,
             observed_at: 1,
             problem: None,
+            spn: None,
+            blank_esim: false,
+            batch: Default::default(),
         }
     }
 

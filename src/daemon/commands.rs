@@ -291,12 +291,13 @@ impl Commands {
                 let tx = ctx.events.clone();
                 let id = cmd.id.clone();
                 let want = cmd.iccid.clone();
+                let settings = ctx.read_settings;
                 tokio::task::spawn_blocking(move || {
                     let result = std::ffi::CString::new(reader.clone())
                         .map_err(|_| format!("reader name {reader:?} is not a C string"))
                         .and_then(|name| {
                             reader::establish()
-                                .and_then(|pcsc| reader::read_card(&pcsc, &name))
+                                .and_then(|pcsc| reader::read_card(&pcsc, &name, &settings))
                                 .map_err(|e| e.to_string())
                         })
                         .map(|read| super::observed_from_read(&read))
@@ -554,6 +555,7 @@ mod tests {
                 store: crate::store::Store::open(&dir).unwrap(),
                 link: None,
                 events,
+                read_settings: crate::reader::ReadSettings::from_config(&Default::default()),
             },
             dir,
         )
@@ -629,6 +631,9 @@ mod tests {
             present: true,
             observed_at: now,
             problem: None,
+            spn: None,
+            blank_esim: false,
+            batch: Default::default(),
         };
         ctx.store.put_observed(&obs).unwrap();
         let mut cmds = Commands::default();

@@ -33,6 +33,8 @@ pub struct Settings {
     pub broker: Option<LinkSettings>,
     /// Reader names or patterns; empty: all readers.
     pub readers: Vec<String>,
+    /// Card timeout and what a card read covers.
+    pub read: crate::reader::ReadSettings,
     /// Modem ports (serial device paths or tcp://host:port); empty: no modems.
     pub modems: Vec<String>,
     /// A directory of modem profiles overriding and adding to the shipped ones.
@@ -65,7 +67,7 @@ pub(crate) enum Event {
     CardRead {
         reader: String,
         generation: u64,
-        result: Result<CardRead, ReaderError>,
+        result: Box<Result<CardRead, ReaderError>>,
     },
     /// The platform sent a command or a SIM record.
     Platform(Received),
@@ -80,6 +82,7 @@ pub(crate) struct Ctx {
     pub(crate) store: Store,
     pub(crate) link: Option<Link>,
     pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) read_settings: crate::reader::ReadSettings,
 }
 
 impl Ctx {
@@ -163,6 +166,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         store,
         link,
         events: events_tx,
+        read_settings: settings.read,
     };
     let mut readers = readers::Readers::default();
     let mut commands = commands::Commands::default();
@@ -200,7 +204,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                 result,
             } => {
                 readers
-                    .on_card_read(&ctx, reader, generation, result)
+                    .on_card_read(&ctx, reader, generation, *result)
                     .await?
             }
             Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,

@@ -34,21 +34,21 @@ impl Readers {
                 tracing::info!(%reader, %atr, "card inserted");
                 let generation = slot.generation;
                 let tx = ctx.events.clone();
-                // PC/SC blocks: read on a blocking thread, answer through the loop.
+                let settings = ctx.read_settings;
+                // PC/SC blocks: read on a blocking thread, answer through the loop. Each
+                // insertion gets its own thread and PC/SC context, so readers are served
+                // in parallel and a slow card never delays another reader.
                 tokio::task::spawn_blocking(move || {
-                    let result = reader::establish().and_then(|pcsc| {
-                        let name = std::ffi::CString::new(reader.clone()).map_err(|_| {
-                            ReaderError::UnknownReader {
-                                name: reader.clone(),
-                                available: vec![],
-                            }
-                        })?;
-                        reader::read_card(&pcsc, &name)
-                    });
+                    let result = std::ffi::CString::new(reader.clone())
+                        .map_err(|_| ReaderError::UnknownReader {
+                            name: reader.clone(),
+                            available: vec![],
+                        })
+                        .and_then(|name| reader::read_card_timeout(&name, settings));
                     let _ = tx.blocking_send(Event::CardRead {
                         reader,
                         generation,
-                        result,
+                        result: Box::new(result),
                     });
                 });
             }
@@ -91,7 +91,7 @@ impl Readers {
         match result {
             Ok(read) => {
                 let obs = observed_from_read(&read);
-                tracing::info!(%reader, iccid = %obs.iccid, luhn_ok = obs.iccid_luhn_ok, apdus = read.identity.apdus, "card identified");
+                tracing::info!(%reader, iccid = %obs.iccid, luhn_ok = obs.iccid_luhn_ok, form_factor = ?obs.form_factor, apdus = read.identity.apdus, "card identified");
                 slot.iccid = Some(obs.iccid.clone());
                 ctx.record(&obs).await?;
             }
@@ -130,18 +130,54 @@ fn panic_as_pcsc(e: tokio::task::JoinError) -> pcsc::Error {
 }
 
 /// The observation a card read makes.
+///
+/// Keyed by ICCID; a Blank eSIM whose MF has no EF.ICCID is keyed by its EID instead (32
+/// digits, so it never collides with an ICCID's 18-20).
 pub fn observed_from_read(read: &CardRead) -> Observed {
     let id = &read.identity;
+    let eid = id
+        .euicc
+        .as_ref()
+        .and_then(|e| e.eid.as_ref())
+        .map(|e| e.as_str().to_string());
+    let key = id
+        .iccid
+        .as_ref()
+        .map(|i| i.as_str().to_string())
+        .or_else(|| eid.clone())
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    if id.iccid.as_ref().is_some_and(|i| !i.luhn_ok()) {
+        problems.push("ICCID fails its Luhn check".to_string());
+    }
+    if let Some(e) = id.euicc.as_ref().and_then(|e| e.eid.as_ref()) {
+        if !e.check_ok() {
+            problems.push("EID fails its mod-97 check".to_string());
+        }
+    }
+    if id.euicc.as_ref().is_some_and(|e| e.eid.is_none()) {
+        problems.push("eUICC did not give its EID".to_string());
+    }
+    let operator = id
+        .imsi
+        .as_deref()
+        .and_then(crate::card::subscriber::home_operator);
     Observed {
-        iccid: id.iccid.as_str().to_string(),
-        iccid_luhn_ok: id.iccid.luhn_ok(),
-        // A card answering the ICCID read is at least a physical SIM; eUICC detection
-        // (ISD-R) refines this.
-        form_factor: Some(FormFactor::Physical),
-        eid: None,
-        imsi: None,
+        iccid: key,
+        // No ICCID to check (a Blank eSIM keyed by EID) is not a Luhn failure.
+        iccid_luhn_ok: id.iccid.as_ref().is_none_or(|i| i.luhn_ok()),
+        form_factor: Some(if id.euicc.is_some() {
+            FormFactor::Esim
+        } else {
+            FormFactor::Physical
+        }),
+        eid,
+        imsi: id.imsi.clone(),
+        spn: id.spn.clone(),
+        blank_esim: id.is_blank_esim(),
         imei: None,
-        operator: None,
+        operator: operator.map(|(_, name)| name.to_string()),
+        // The serving network's code: a card in a reader has none.
         mcc_mnc: None,
         in_session: InSession::NotApplicable,
         atr: Some(read.atr.clone()),
@@ -150,6 +186,68 @@ pub fn observed_from_read(read: &CardRead) -> Observed {
         },
         present: true,
         observed_at: crate::time::unix_now(),
-        problem: (!id.iccid.luhn_ok()).then(|| "ICCID fails its Luhn check".to_string()),
+        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        batch: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::euicc::{Eid, Profiles};
+    use crate::card::{CardKind, Euicc, Iccid, Identity};
+    use crate::sim::Status;
+
+    fn read(iccid: Option<&str>, eid: &str, profiles: Profiles) -> CardRead {
+        CardRead {
+            reader: "R 00 00".into(),
+            atr: "3B00".into(),
+            identity: Identity {
+                kind: CardKind::Uicc,
+                iccid: iccid.map(|i| Iccid::from_digits(i).unwrap()),
+                euicc: Some(Euicc {
+                    isdr_aid: "A0000005591010FFFFFFFF8900000100".into(),
+                    isdr_name: "GSMA standard ISD-R".into(),
+                    eid: Some(Eid::from_digits(eid)),
+                    profiles: Some(profiles),
+                    basic_channel: false,
+                }),
+                imsi: Some("262011106487504".into()),
+                spn: None,
+                apdus: 4,
+                apdus_subscriber: 0,
+                apdus_total: 6,
+            },
+        }
+    }
+
+    #[test]
+    fn an_eid_failing_mod97_makes_the_sim_invalid_with_the_reason() {
+        // pySim's test_eid_verify_wrong vector (tests/fixtures/card_vectors.jsonl).
+        let obs = observed_from_read(&read(
+            Some("8949440000000000016"),
+            "89049032123451234512345678901234",
+            Profiles::Enabled,
+        ));
+        assert_eq!(obs.local_status(), Some(Status::Invalid));
+        assert_eq!(obs.problem.as_deref(), Some("EID fails its mod-97 check"));
+        assert_eq!(obs.form_factor, Some(FormFactor::Esim));
+        assert_eq!(obs.operator.as_deref(), Some("Telekom Deutschland"));
+    }
+
+    #[test]
+    fn a_blank_esim_without_iccid_is_keyed_by_its_eid_and_blank() {
+        let obs = observed_from_read(&read(
+            None,
+            "89049032123451234512345678901235",
+            Profiles::NoneEnabled,
+        ));
+        assert_eq!(obs.iccid, "89049032123451234512345678901235");
+        assert!(obs.iccid_luhn_ok && obs.blank_esim);
+        assert_eq!(
+            obs.local_status(),
+            None,
+            "Blank is the platform's word, not simgate's"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! Inbound payloads are untrusted: [`parse_command`] and [`parse_platform_record`] bound
 //! their size, check every field, and answer a typed refusal instead of failing.
 
-use crate::sim::{FormFactor, InSession, Location, Observed, PlatformRecord, Status};
+use crate::sim::{Batch, FormFactor, InSession, Location, Observed, PlatformRecord, Status};
 use serde::{Deserialize, Serialize};
 
 /// Payload schema version carried in every message as `"v"`.
@@ -162,6 +162,15 @@ pub struct SimState {
     pub observed_at: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
+    /// Service provider name read from the SIM.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub spn: Option<String>,
+    /// An eUICC with no enabled profile (a Blank eSIM); the status stays the platform's.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub blank_esim: bool,
+    /// Batch attributes from a reader station: `labels`, `company`, `note`.
+    #[serde(flatten, default)]
+    pub batch: Batch,
     /// The platform's record as cached by this agent (absent: none received yet).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub platform: Option<PlatformRecord>,
@@ -191,6 +200,9 @@ impl SimState {
             present: obs.present,
             observed_at: obs.observed_at,
             problem: obs.problem.clone(),
+            spn: obs.spn.clone(),
+            blank_esim: obs.blank_esim,
+            batch: obs.batch.clone(),
             platform: platform.cloned(),
         }
     }
@@ -423,10 +435,17 @@ impl Refusal {
     }
 }
 
-/// ICCID as it may appear in a topic or payload: 18 to 20 decimal digits (ITU-T E.118;
-/// DESIGN.md). Anything else never reaches a topic, the store or a modem.
+/// A SIM's key as simgate publishes it, and so as it may appear in a topic or payload:
+/// an ICCID of 18 to 20 digits (ITU-T E.118; DESIGN.md), where issuers' test and eSIM
+/// ICCIDs may carry the hex digits A-E as read from the card (never F, the filler); or,
+/// for a Blank eSIM without an ICCID, its EID of 32 decimal digits (GSMA SGP.29).
+/// Anything else never reaches a topic, the store or a modem.
 pub fn valid_iccid(s: &str) -> bool {
-    (18..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    let iccid = (18..=20).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'E').contains(&b));
+    let eid = s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit());
+    iccid || eid
 }
 
 /// A command id becomes a topic level: 1 to 64 of letters, digits, '-', '_', '.'.
@@ -492,7 +511,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     if !valid_iccid(&msg.iccid) {
         return Err(with_id(Refusal::new(
             RefusalCode::InvalidField,
-            "iccid: not 18-20 decimal digits",
+            "iccid: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)",
         )));
     }
     let Some(action) = Action::parse(&msg.action) else {
@@ -660,10 +679,20 @@ mod tests {
             RefusalCode::UnknownAction
         );
         assert_eq!(
-            with("iccid", "89882110000004300AB".into()).code,
+            with("iccid", "8988211000000430x10".into()).code,
             RefusalCode::InvalidField
         );
         assert_eq!(with("iccid", "1/#".into()).code, RefusalCode::InvalidField);
+        assert_eq!(
+            with("iccid", "89882110000004300F".into()).code,
+            RefusalCode::InvalidField
+        );
+        // As published: a hex-digit test ICCID, a Blank eSIM's EID.
+        for key in ["898821100000043001A", "89049032123451234512345678901235"] {
+            let mut j = base.clone();
+            j["iccid"] = key.into();
+            assert!(cmd(j).is_ok(), "{key}");
+        }
         assert_eq!(with("v", 2.into()).code, RefusalCode::InvalidField);
         assert_eq!(
             with("expires_at", (NOW + COMMAND_MEMORY_SECS + 1).into()).code,

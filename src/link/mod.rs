@@ -541,7 +541,9 @@ impl Driver {
                 } else {
                     Err(Refusal {
                         code: contract::RefusalCode::InvalidField,
-                        reason: "topic: ICCID is not 18-20 decimal digits".into(),
+                        reason:
+                            "topic: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)"
+                                .into(),
                         id: None,
                         iccid: None,
                         action: None,

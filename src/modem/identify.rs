@@ -98,6 +98,8 @@ impl ModemInfo {
             },
             eid: self.sim.eid.clone(),
             imsi: self.sim.imsi.clone(),
+            spn: None,
+            blank_esim: false,
             imei: self.imei.clone(),
             operator: self.sim.operator.clone(),
             mcc_mnc: self.sim.mcc_mnc.clone(),
@@ -111,6 +113,7 @@ impl ModemInfo {
             observed_at: now,
             problem: (self.sim.iccid_luhn_ok == Some(false))
                 .then(|| "ICCID fails its Luhn check".to_string()),
+            batch: Default::default(),
         })
     }
 }

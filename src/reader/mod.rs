@@ -7,6 +7,7 @@
 pub mod watch;
 
 use crate::card::{self, CardError, CardTransport, Identity};
+use crate::config::VendorIsdrAids;
 use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 use serde::Serialize;
 use std::ffi::CString;
@@ -124,10 +125,19 @@ struct PcscCard<'a> {
 impl CardTransport for PcscCard<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
         match self.card.transmit(command, &mut self.buf) {
+            // A card always ends its answer with SW1 SW2 (ISO/IEC 7816-3 §10.3.3); fewer
+            // bytes is the reader losing the card mid-exchange (vpcd does this when the
+            // card is pulled), not the card's answer.
+            Ok(resp) if resp.len() < 2 => match self.card.status2_owned() {
+                Err(pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard) => Err(CardError::Removed),
+                _ => Err(CardError::Transport(format!(
+                    "reader returned {} byte(s) without a status word",
+                    resp.len()
+                ))),
+            },
             Ok(resp) => Ok(resp.to_vec()),
-            Err(pcsc::Error::RemovedCard | pcsc::Error::ResetCard | pcsc::Error::NoSmartcard) => {
-                Err(CardError::Removed)
-            }
+            Err(pcsc::Error::ResetCard) => Err(CardError::Reset),
+            Err(pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard) => Err(CardError::Removed),
             Err(e @ (pcsc::Error::UnresponsiveCard | pcsc::Error::Timeout)) => {
                 Err(CardError::Transport(format!("card did not answer: {e}")))
             }
@@ -136,14 +146,81 @@ impl CardTransport for PcscCard<'_> {
     }
 }
 
-/// Identify the card in `reader` (exact PC/SC name).
-pub fn read_card(ctx: &Context, reader: &CString) -> Result<CardRead, ReaderError> {
+/// How a card read goes: the card timeout and what identification reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    /// A card (or reader) that has not finished identification by then is declared
+    /// mute (`readers.card_timeout_ms`).
+    pub card_timeout: std::time::Duration,
+    /// Read IMSI and SPN too.
+    pub subscriber: bool,
+    /// When to probe vendor ISD-R AIDs (`readers.vendor_isdr_aids`).
+    pub vendor_isdr_aids: VendorIsdrAids,
+}
+
+impl ReadSettings {
+    /// From the `[readers]` configuration.
+    pub fn from_config(cfg: &crate::config::Readers) -> ReadSettings {
+        ReadSettings {
+            card_timeout: std::time::Duration::from_millis(cfg.card_timeout_ms),
+            subscriber: true,
+            vendor_isdr_aids: cfg.vendor_isdr_aids,
+        }
+    }
+}
+
+/// Identify the card in `reader` (exact PC/SC name), giving up after the card timeout.
+///
+/// PC/SC has no per-call timeout and a mute card can hold SCardTransmit for as long as
+/// the reader driver likes, so the read runs on its own thread with its own context; on
+/// timeout we stop waiting and say so. That thread ends when the driver gives up or the
+/// card is pulled; nothing else waits on it, so the reader and every other reader stay
+/// usable.
+pub fn read_card_timeout(
+    reader: &CString,
+    settings: ReadSettings,
+) -> Result<CardRead, ReaderError> {
+    let shown = reader.to_string_lossy().into_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = reader.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("card {shown}"))
+        .spawn(move || {
+            let result = establish().and_then(|ctx| read_card(&ctx, &name, &settings));
+            // The receiver is gone when we timed out: nobody wants the answer any more.
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(ReaderError::Card {
+            reader: shown,
+            source: CardError::Transport(format!("cannot start a reader thread: {e}")),
+        });
+    }
+    match rx.recv_timeout(settings.card_timeout) {
+        Ok(result) => result,
+        Err(_) => Err(ReaderError::Card {
+            reader: shown,
+            source: CardError::Timeout(settings.card_timeout),
+        }),
+    }
+}
+
+/// Identify the card in `reader` (exact PC/SC name). Blocking, with no timeout of its
+/// own: see [`read_card_timeout`].
+///
+/// A card reset by another application under us (SCARD_W_RESET_CARD) or a removed card
+/// that is back by the time we look is answered by reconnecting and reading again, once.
+pub fn read_card(
+    ctx: &Context,
+    reader: &CString,
+    settings: &ReadSettings,
+) -> Result<CardRead, ReaderError> {
     let shown = reader.to_string_lossy().into_owned();
     let pcsc_err = |source| ReaderError::Pcsc {
         reader: shown.clone(),
         source,
     };
-    let card = match ctx.connect(reader, ShareMode::Shared, Protocols::ANY) {
+    let mut card = match ctx.connect(reader, ShareMode::Shared, Protocols::ANY) {
         Ok(c) => c,
         Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
             return Err(ReaderError::NoCard(shown))
@@ -156,19 +233,87 @@ pub fn read_card(ctx: &Context, reader: &CString) -> Result<CardRead, ReaderErro
         }
         Err(e) => return Err(pcsc_err(e)),
     };
-    let atr = card
-        .status2_owned()
-        .map(|s| hex::encode_upper(s.atr()))
-        .map_err(pcsc_err)?;
-    let identity = card::identify(PcscCard {
-        card: &card,
-        buf: vec![0; pcsc::MAX_BUFFER_SIZE],
-    })
-    .map_err(|source| ReaderError::Card {
-        reader: shown.clone(),
-        source,
-    })?;
-    // Leave the card as found: no reset, so another application's session is untouched.
+    let mut attempt = 0;
+    let (atr, identity) = loop {
+        attempt += 1;
+        let result = card
+            .status2_owned()
+            .map_err(|e| match e {
+                pcsc::Error::ResetCard => CardError::Reset,
+                pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard => CardError::Removed,
+                e => CardError::Transport(e.to_string()),
+            })
+            .and_then(|st| {
+                let opts = card::Options {
+                    vendor_aids: match settings.vendor_isdr_aids {
+                        VendorIsdrAids::Atr => card::atr::declares_euicc(st.atr()),
+                        VendorIsdrAids::Always => true,
+                        VendorIsdrAids::Never => false,
+                    },
+                    subscriber: settings.subscriber,
+                    ..card::Options::default()
+                };
+                let atr = hex::encode_upper(st.atr());
+                let id = card::identify(
+                    PcscCard {
+                        card: &card,
+                        buf: vec![0; pcsc::MAX_BUFFER_SIZE],
+                    },
+                    &opts,
+                )?;
+                Ok((atr, id))
+            });
+        match result {
+            Ok(done) => break done,
+            Err(e @ (CardError::Reset | CardError::Removed)) if attempt == 1 => {
+                // TS 102 221 §8.2: after a reset the card is back at the MF; reconnecting
+                // (SCardReconnect, leaving the card as it is) picks up the new session.
+                tracing::info!(reader = %shown, error = %e, "reconnecting to the card");
+                match card.reconnect(
+                    ShareMode::Shared,
+                    Protocols::ANY,
+                    pcsc::Disposition::LeaveCard,
+                ) {
+                    Ok(()) => continue,
+                    // Gone for good. Disconnect explicitly: the pcsc crate's drop would
+                    // reset the (empty) slot.
+                    Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
+                        let _ = card.disconnect(pcsc::Disposition::LeaveCard);
+                        return Err(ReaderError::Card {
+                            reader: shown,
+                            source: CardError::Removed,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = card.disconnect(pcsc::Disposition::LeaveCard);
+                        return Err(pcsc_err(e));
+                    }
+                }
+            }
+            Err(source) => {
+                // A card that answered but failed identification may sit with a logical
+                // channel open: reset it, so the next reader of this card starts from
+                // the MF. A card gone or not answering is left alone: resetting it only
+                // drives the reader driver through a power cycle of an empty slot, which
+                // with vpcd swallowed the next card inserted.
+                let disposition = match source {
+                    CardError::Refused { .. } | CardError::Malformed { .. } => {
+                        pcsc::Disposition::ResetCard
+                    }
+                    _ => pcsc::Disposition::LeaveCard,
+                };
+                if let Err((_, e)) = card.disconnect(disposition) {
+                    tracing::debug!(reader = %shown, error = %e, "disconnect after a failed read");
+                }
+                return Err(ReaderError::Card {
+                    reader: shown,
+                    source,
+                });
+            }
+        }
+    };
+    // Identification leaves the basic channel as found and closes its logical channel:
+    // leave the card as it is, so another application's session is untouched.
     if let Err((_, e)) = card.disconnect(pcsc::Disposition::LeaveCard) {
         tracing::debug!(reader = %shown, error = %e, "disconnect after read");
     }

@@ -1,30 +1,75 @@
 //! The virtual card's APDU behaviour: pure, no I/O. `process` takes a command APDU and
-//! returns the response APDU a real card of the image's kind would give.
+//! returns the response APDU a real card of the image's kind would give; `respond` adds
+//! the image's faults (mute, pulled) for the vpcd side to act on.
 
 use super::image::{parse_path, CardImage, ImageKind};
+use crate::card::{CardError, CardTransport};
 use std::collections::BTreeMap;
 
 type Path = Vec<[u8; 2]>;
 
 const MF: [u8; 2] = [0x3F, 0x00];
+/// The current application's ADF (TS 102 221 §8.4.2: '7FFF' names the selected ADF);
+/// the image keeps the USIM's files under 3F00/7FFF.
+const ADF: [u8; 2] = [0x7F, 0xFF];
 
 /// Short file identifiers known to the virtual card: (parent DF path, SFI, FID).
-/// TS 102 221 §13 (EF.ICCID '02', EF.DIR '1E', EF.PL '05').
+/// TS 102 221 §13 (EF.ICCID '02', EF.DIR '1E', EF.PL '05'); TS 31.102 §4.2.2 (EF.IMSI
+/// '07' in ADF USIM).
 type SfiEntry = (&'static [[u8; 2]], u8, [u8; 2]);
 const SFIS: &[SfiEntry] = &[
     (&[MF], 0x02, [0x2F, 0xE2]),
     (&[MF], 0x1E, [0x2F, 0x00]),
     (&[MF], 0x05, [0x2F, 0x05]),
+    (&[MF, ADF], 0x07, [0x6F, 0x07]),
 ];
+
+/// The application selected on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum App {
+    /// The UICC file system only.
+    None,
+    Usim,
+    Isdr,
+}
+
+/// What one logical channel has selected (TS 102 221 §8.4, each channel on its own).
+#[derive(Debug, Clone)]
+struct ChannelState {
+    df: Path,
+    ef: Option<Path>,
+    app: App,
+}
+
+impl ChannelState {
+    fn at_mf() -> Self {
+        ChannelState {
+            df: vec![MF],
+            ef: None,
+            app: App::None,
+        }
+    }
+}
+
+/// What the vpcd side must do with a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Send this response APDU.
+    Answer(Vec<u8>),
+    /// Send nothing, ever (a mute card).
+    Mute,
+    /// Drop the connection now (the card is pulled mid-read).
+    Pull,
+}
 
 /// A card brought to life from an image.
 #[derive(Debug, Clone)]
 pub struct VirtualCard {
     image: CardImage,
     files: BTreeMap<Path, Vec<u8>>,
-    /// The current DF and the current EF (if one is selected).
-    current_df: Path,
-    current_ef: Option<Path>,
+    records: BTreeMap<Path, Vec<Vec<u8>>>,
+    /// Channels 0 (basic, always open) to 3 (TS 102 221 §10.1.1: CLA b1-b2).
+    channels: [Option<ChannelState>; 4],
     /// Response data waiting for GET RESPONSE (T=0, TS 102 221 §7.3.1.1.4).
     pending: Vec<u8>,
     /// APDUs processed since power-on, for logs and tests.
@@ -38,20 +83,49 @@ fn sw(data: &[u8], sw1: u8, sw2: u8) -> Vec<u8> {
     out
 }
 
+/// ICCID digits to EF.ICCID bytes (TS 102 221 §13.2: swapped nibbles, F-padded).
+fn iccid_to_ef(digits: &str) -> Vec<u8> {
+    let mut nibbles: Vec<u8> = digits
+        .chars()
+        .filter_map(|c| c.to_digit(16).map(|d| d as u8))
+        .collect();
+    nibbles.resize(20, 0xF);
+    nibbles.chunks(2).map(|p| p[1] << 4 | p[0]).collect()
+}
+
+/// A BER-TLV with a short or one-byte long length (ISO/IEC 7816-4 §5.2.2).
+fn tlv(tag: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = tag.to_vec();
+    if value.len() > 0x7F {
+        out.push(0x81);
+    }
+    out.push(value.len() as u8);
+    out.extend_from_slice(value);
+    out
+}
+
 impl VirtualCard {
     pub fn new(image: CardImage) -> VirtualCard {
+        // Images are validated by CardImage::parse; an entry that still fails is skipped
+        // rather than trusted.
         let files = image
             .files
             .iter()
-            // Images are validated by CardImage::parse; an entry that still fails is
-            // skipped rather than trusted.
             .filter_map(|(p, c)| Some((parse_path(p).ok()?, hex::decode(c).ok()?)))
+            .collect();
+        let records = image
+            .records
+            .iter()
+            .filter_map(|(p, rs)| {
+                let recs: Option<Vec<Vec<u8>>> = rs.iter().map(|r| hex::decode(r).ok()).collect();
+                Some((parse_path(p).ok()?, recs?))
+            })
             .collect();
         VirtualCard {
             image,
             files,
-            current_df: vec![MF],
-            current_ef: None,
+            records,
+            channels: [Some(ChannelState::at_mf()), None, None, None],
             pending: Vec::new(),
             apdus: 0,
         }
@@ -70,10 +144,10 @@ impl VirtualCard {
         self.apdus
     }
 
-    /// Power-on or reset: the MF becomes the current DF (TS 102 221 §8.2).
+    /// Power-on or reset: the MF becomes the current DF and logical channels close
+    /// (TS 102 221 §8.2, §11.1.17).
     pub fn reset(&mut self) {
-        self.current_df = vec![MF];
-        self.current_ef = None;
+        self.channels = [Some(ChannelState::at_mf()), None, None, None];
         self.pending.clear();
     }
 
@@ -82,16 +156,59 @@ impl VirtualCard {
             || self
                 .files
                 .keys()
+                .chain(self.records.keys())
                 .any(|k| k.len() > path.len() && k.starts_with(path))
     }
 
     fn exists(&self, path: &Path) -> bool {
-        self.files.contains_key(path) || self.is_df(path)
+        self.files.contains_key(path) || self.records.contains_key(path) || self.is_df(path)
     }
 
-    /// Process one command APDU.
+    /// Process one command APDU, with the image's faults: what vpcd should see.
+    pub fn respond(&mut self, apdu: &[u8]) -> Reply {
+        let fault = &self.image.fault;
+        if fault.mute_after.is_some_and(|n| self.apdus >= n) {
+            self.apdus += 1;
+            return Reply::Mute;
+        }
+        if fault.pull_after.is_some_and(|n| self.apdus >= n) {
+            self.apdus += 1;
+            return Reply::Pull;
+        }
+        Reply::Answer(self.process(apdu))
+    }
+
+    /// Process one command APDU. With `t0_procedures = false` the T=0 procedures are run
+    /// here, as a reader that does them itself: the answer carries the data at once.
     pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
         self.apdus += 1;
+        let mut resp = self.execute(apdu);
+        if self.image.t0_procedures {
+            return resp;
+        }
+        // 6Cxx: the reader repeats the command with Le = xx (TS 102 221 §7.3.1.1.4).
+        if let [.., 0x6C, le] = resp[..] {
+            // Only case-2 commands (READ BINARY/RECORD) get 6Cxx: their last byte is Le.
+            let mut again = apdu.to_vec();
+            if let Some(last) = again.last_mut() {
+                *last = le;
+                resp = self.execute(&again);
+            }
+        }
+        // 61xx / 9Fxx: the reader fetches the data with GET RESPONSE.
+        let mut data = Vec::new();
+        while let [.., 0x61 | 0x9F, n] = resp[..] {
+            data.extend_from_slice(&resp[..resp.len() - 2]);
+            resp = self.get_response(Some(n));
+        }
+        if !data.is_empty() {
+            data.extend_from_slice(&resp);
+            resp = data;
+        }
+        resp
+    }
+
+    fn execute(&mut self, apdu: &[u8]) -> Vec<u8> {
         if apdu.len() < 4 {
             // ISO/IEC 7816-4: wrong length.
             return sw(&[], 0x67, 0x00);
@@ -113,22 +230,87 @@ impl VirtualCard {
             }
         };
         let class_ok = match self.image.kind {
-            // UICC: CLA 00-03 (basic and logical channels 1-3, TS 102 221 §10.1.1).
-            ImageKind::Uicc => cla & 0xFC == 0x00,
+            // UICC: '0X' interindustry, '8X' proprietary (STORE DATA), channels 0-3 in
+            // b1-b2 (TS 102 221 §10.1.1).
+            ImageKind::Uicc => cla & 0x7C == 0x00,
             ImageKind::Gsm => cla == 0xA0,
         };
         if !class_ok {
             return sw(&[], 0x6E, 0x00);
         }
-        match ins {
-            0xA4 => self.select(p1, p2, data),
-            0xB0 => self.read_binary(p1, p2, le),
-            0xC0 => self.get_response(le),
+        let chan = if self.image.kind == ImageKind::Uicc {
+            usize::from(cla & 0x03)
+        } else {
+            0
+        };
+        if self.channels[chan].is_none() {
+            // TS 102 221 §10.2.1.5: 6881 logical channel not supported (not open).
+            return sw(&[], 0x68, 0x81);
+        }
+        // GSM's A0 is its one class; on a UICC b8 tells '8X' proprietary from '0X'.
+        let proprietary = self.image.kind == ImageKind::Uicc && cla & 0x80 != 0;
+        match (if proprietary { 0x80 } else { 0x00 }, ins) {
+            (0x00, 0x70) if self.image.kind == ImageKind::Uicc => self.manage_channel(p1, p2),
+            (0x00, 0xA4) => self.select(chan, p1, p2, data),
+            (0x00, 0xB0) => self.read_binary(chan, p1, p2, le),
+            (0x00, 0xB2) => self.read_record(chan, p1, p2, le),
+            (0x00, 0xC0) => self.get_response(le),
+            (0x80, 0xE2) if self.app(chan) == App::Isdr => self.store_data(data),
             _ => sw(&[], 0x6D, 0x00),
         }
     }
 
-    fn select(&mut self, p1: u8, p2: u8, data: &[u8]) -> Vec<u8> {
+    fn app(&self, chan: usize) -> App {
+        self.channels[chan].as_ref().map_or(App::None, |c| c.app)
+    }
+
+    fn chan(&mut self, chan: usize) -> &mut ChannelState {
+        // Callers checked the channel is open (execute); a closed one is reopened at the
+        // MF rather than panicking.
+        self.channels[chan].get_or_insert_with(ChannelState::at_mf)
+    }
+
+    /// MANAGE CHANNEL (TS 102 221 §11.1.17).
+    fn manage_channel(&mut self, p1: u8, p2: u8) -> Vec<u8> {
+        if !self.image.logical_channels {
+            return sw(&[], 0x68, 0x81);
+        }
+        match (p1, p2) {
+            (0x00, 0x00) => match (1..4).find(|n| self.channels[*n].is_none()) {
+                Some(n) => {
+                    self.channels[n] = Some(ChannelState::at_mf());
+                    sw(&[n as u8], 0x90, 0x00)
+                }
+                // No channel left: 6A81 function not supported.
+                None => sw(&[], 0x6A, 0x81),
+            },
+            (0x80, n @ 1..=3) if self.channels[usize::from(n)].is_some() => {
+                self.channels[usize::from(n)] = None;
+                sw(&[], 0x90, 0x00)
+            }
+            _ => sw(&[], 0x6A, 0x86),
+        }
+    }
+
+    /// Data for a case-4 command: waiting behind 61xx (TS 102 221 §7.3.1.1.4), or at
+    /// once when P2 asked for none.
+    fn with_data(&mut self, out: Vec<u8>) -> Vec<u8> {
+        if out.is_empty() {
+            return sw(&[], 0x90, 0x00);
+        }
+        let n = out.len().min(0xFF) as u8;
+        self.pending = out;
+        match self.image.kind {
+            ImageKind::Uicc => sw(&[], 0x61, n),
+            // GSM SIMs say 9Fxx (TS 51.011 §9.4.1).
+            ImageKind::Gsm => sw(&[], 0x9F, n),
+        }
+    }
+
+    fn select(&mut self, chan: usize, p1: u8, p2: u8, data: &[u8]) -> Vec<u8> {
+        if p1 == 0x04 && self.image.kind == ImageKind::Uicc {
+            return self.select_aid(chan, p2, data);
+        }
         let ids: Vec<[u8; 2]> = data
             .chunks(2)
             .filter_map(|c| <[u8; 2]>::try_from(c).ok())
@@ -136,13 +318,14 @@ impl VirtualCard {
         if ids.is_empty() || !data.len().is_multiple_of(2) {
             return sw(&[], 0x67, 0x00);
         }
+        let current_df = self.chan(chan).df.clone();
         let target: Option<Path> = match (self.image.kind, p1) {
             (_, 0x00) => {
                 let fid = ids[0];
                 if ids.len() != 1 {
                     return sw(&[], 0x67, 0x00);
                 }
-                let mut child = self.current_df.clone();
+                let mut child = current_df.clone();
                 child.push(fid);
                 if fid == MF {
                     Some(vec![MF])
@@ -150,8 +333,7 @@ impl VirtualCard {
                     Some(child)
                 } else {
                     // A sibling of the current DF, or its parent (TS 102 221 §8.4.1).
-                    let parent: Path =
-                        self.current_df[..self.current_df.len().saturating_sub(1)].to_vec();
+                    let parent: Path = current_df[..current_df.len().saturating_sub(1)].to_vec();
                     let mut sibling = parent.clone();
                     sibling.push(fid);
                     if parent.last() == Some(&fid) {
@@ -176,13 +358,22 @@ impl VirtualCard {
             // File not found (TS 102 221 §10.2.1.5).
             return sw(&[], 0x6A, 0x82);
         };
-        let size = self.files.get(&path).map(Vec::len);
-        if self.is_df(&path) && size.is_none() {
-            self.current_df = path.clone();
-            self.current_ef = None;
+        let size = self.files.get(&path).map(Vec::len).or_else(|| {
+            self.records
+                .get(&path)
+                .map(|r| r.iter().map(Vec::len).sum())
+        });
+        let is_df = self.is_df(&path) && size.is_none();
+        let state = self.chan(chan);
+        if is_df {
+            state.df = path.clone();
+            state.ef = None;
+            if path.as_slice() == [MF] {
+                state.app = App::None;
+            }
         } else {
-            self.current_df = path[..path.len() - 1].to_vec();
-            self.current_ef = Some(path.clone());
+            state.df = path[..path.len() - 1].to_vec();
+            state.ef = Some(path.clone());
         }
         // A minimal FCP template (TS 102 221 §11.1.1.3): file id and, for an EF, its size.
         let fid = path[path.len() - 1];
@@ -190,68 +381,138 @@ impl VirtualCard {
         if let Some(n) = size {
             fcp.extend_from_slice(&[0x80, 0x02, (n >> 8) as u8, n as u8]);
         }
-        let mut out = vec![0x62, fcp.len() as u8];
-        out.extend(fcp);
-        match self.image.kind {
-            ImageKind::Uicc if p2 & 0x0C == 0x0C => sw(&[], 0x90, 0x00),
-            ImageKind::Uicc => {
-                let n = out.len() as u8;
-                self.pending = out;
-                sw(&[], 0x61, n)
-            }
-            // GSM SIMs always have a response waiting (TS 51.011 §9.4.1).
-            ImageKind::Gsm => {
-                let n = out.len() as u8;
-                self.pending = out;
-                sw(&[], 0x9F, n)
-            }
+        if self.image.kind == ImageKind::Uicc && p2 & 0x0C == 0x0C {
+            return sw(&[], 0x90, 0x00);
         }
+        self.with_data(tlv(&[0x62], &fcp))
     }
 
-    fn read_binary(&mut self, p1: u8, p2: u8, le: Option<u8>) -> Vec<u8> {
+    /// SELECT by DF name (P1=04): the ISD-R by its exact AID (GlobalPlatform §11.9),
+    /// the USIM by its AID or a right-truncated one (ISO/IEC 7816-4 §7.1.1).
+    fn select_aid(&mut self, chan: usize, p2: u8, aid: &[u8]) -> Vec<u8> {
+        let isdr = self
+            .image
+            .euicc
+            .as_ref()
+            .and_then(|e| hex::decode(&e.isdr_aid).ok());
+        let usim = self
+            .image
+            .usim
+            .as_ref()
+            .and_then(|u| hex::decode(&u.aid).ok());
+        let (app, full) = if isdr.as_deref() == Some(aid) {
+            (App::Isdr, aid.to_vec())
+        } else if let Some(full) = usim.filter(|u| aid.len() >= 5 && u.starts_with(aid)) {
+            (App::Usim, full)
+        } else {
+            return sw(&[], 0x6A, 0x82);
+        };
+        let state = self.chan(chan);
+        state.app = app;
+        state.ef = None;
+        state.df = match app {
+            App::Usim => vec![MF, ADF],
+            _ => vec![MF],
+        };
+        if p2 & 0x0C == 0x0C {
+            return sw(&[], 0x90, 0x00);
+        }
+        // FCI with the DF name (ISO/IEC 7816-4 §5.3.3, tag 84).
+        self.with_data(tlv(&[0x6F], &tlv(&[0x84], &full)))
+    }
+
+    /// The file an SFI names in the channel's current DF, which it then selects
+    /// (TS 102 221 §11.1.3.2).
+    fn by_sfi(&mut self, chan: usize, sfi: u8) -> Option<Path> {
+        let df = self.chan(chan).df.clone();
+        let path = SFIS
+            .iter()
+            .find(|(parent, s, _)| *s == sfi && *parent == df.as_slice())
+            .map(|(parent, _, fid)| {
+                let mut p = parent.to_vec();
+                p.push(*fid);
+                p
+            })
+            .filter(|p| self.files.contains_key(p) || self.records.contains_key(p))?;
+        self.chan(chan).ef = Some(path.clone());
+        Some(path)
+    }
+
+    fn read_binary(&mut self, chan: usize, p1: u8, p2: u8, le: Option<u8>) -> Vec<u8> {
         let (path, offset) = if p1 & 0x80 != 0 {
             if self.image.kind == ImageKind::Gsm {
                 return sw(&[], 0x6B, 0x00);
             }
-            let sfi = p1 & 0x1F;
-            let found = SFIS
-                .iter()
-                .find(|(parent, s, _)| *s == sfi && *parent == self.current_df.as_slice())
-                .map(|(parent, _, fid)| {
-                    let mut p = parent.to_vec();
-                    p.push(*fid);
-                    p
-                });
-            match found {
-                Some(p) if self.files.contains_key(&p) => {
-                    // Addressing by SFI selects the file (TS 102 221 §11.1.3.2).
-                    self.current_ef = Some(p.clone());
-                    (p, usize::from(p2))
-                }
-                _ => return sw(&[], 0x6A, 0x82),
+            match self.by_sfi(chan, p1 & 0x1F) {
+                Some(p) => (p, usize::from(p2)),
+                None => return sw(&[], 0x6A, 0x82),
             }
         } else {
-            match &self.current_ef {
+            match &self.chan(chan).ef {
                 Some(p) => (p.clone(), usize::from(p1) << 8 | usize::from(p2)),
                 // No EF selected (TS 102 221 §10.2.1.5: 6986 command not allowed).
                 None => return sw(&[], 0x69, 0x86),
             }
         };
-        let contents = self.files.get(&path).cloned().unwrap_or_default();
+        let Some(contents) = self.files.get(&path).cloned() else {
+            // A record file: 6981 command incompatible with file structure.
+            return sw(&[], 0x69, 0x81);
+        };
         if offset > contents.len() {
             return sw(&[], 0x6B, 0x00);
         }
         let available = contents.len() - offset;
-        let wanted = match le {
-            Some(0) | None => 256,
-            Some(n) => usize::from(n),
-        };
-        if wanted > available && le.is_some() && le != Some(0) {
-            // Wrong Le: tell the terminal how many bytes there are (TS 102 221 §7.3.1.1.4).
-            return sw(&[], 0x6C, available as u8);
+        answer_le(&contents[offset..], available, le)
+    }
+
+    /// READ RECORD, absolute mode (TS 102 221 §11.1.5: P2 b3-b1 = 100, b8-b4 the SFI or
+    /// 0 for the current EF).
+    fn read_record(&mut self, chan: usize, p1: u8, p2: u8, le: Option<u8>) -> Vec<u8> {
+        if p2 & 0x07 != 0x04 || p1 == 0 {
+            return sw(&[], 0x6A, 0x86);
         }
-        let n = wanted.min(available);
-        sw(&contents[offset..offset + n], 0x90, 0x00)
+        let sfi = p2 >> 3;
+        let path = if sfi != 0 {
+            self.by_sfi(chan, sfi)
+        } else {
+            self.chan(chan).ef.clone()
+        };
+        let Some(recs) = path.and_then(|p| self.records.get(&p)) else {
+            return sw(&[], 0x6A, 0x82);
+        };
+        match recs.get(usize::from(p1) - 1) {
+            Some(r) => answer_le(r, r.len(), le),
+            // Record not found (TS 102 221 §10.2.1.5).
+            None => sw(&[], 0x6A, 0x83),
+        }
+    }
+
+    /// STORE DATA to the ISD-R: the two ES10c requests the engine sends (SGP.22 §5.7.20
+    /// GetEUICCData, §5.7.15 GetProfilesInfo). Any other request: 6A80 wrong data.
+    fn store_data(&mut self, data: &[u8]) -> Vec<u8> {
+        let Some(e) = self.image.euicc.clone() else {
+            return sw(&[], 0x6D, 0x00);
+        };
+        let out = if data.starts_with(&[0xBF, 0x3E]) {
+            // EID: validated as 32 digits at load time.
+            let eid = hex::decode(&e.eid).unwrap_or_default();
+            tlv(&[0xBF, 0x3E], &tlv(&[0x5A], &eid))
+        } else if data.starts_with(&[0xBF, 0x2D]) {
+            let infos: Vec<u8> = e
+                .profiles
+                .iter()
+                .flat_map(|p| {
+                    let mut inner = tlv(&[0x5A], &iccid_to_ef(&p.iccid));
+                    // profileState: disabled(0), enabled(1).
+                    inner.extend(tlv(&[0x9F, 0x70], &[u8::from(p.enabled)]));
+                    tlv(&[0xE3], &inner)
+                })
+                .collect();
+            tlv(&[0xBF, 0x2D], &tlv(&[0xA0], &infos))
+        } else {
+            return sw(&[], 0x6A, 0x80);
+        };
+        self.with_data(out)
     }
 
     fn get_response(&mut self, le: Option<u8>) -> Vec<u8> {
@@ -272,16 +533,36 @@ impl VirtualCard {
     }
 }
 
+/// Answer `contents` honouring Le: a wrong Le gets 6Cxx with the right one (TS 102 221
+/// §7.3.1.1.4); Le 00 or absent means "all, up to 256".
+fn answer_le(contents: &[u8], available: usize, le: Option<u8>) -> Vec<u8> {
+    let wanted = match le {
+        Some(0) | None => 256,
+        Some(n) => usize::from(n),
+    };
+    if wanted > available && le.is_some() && le != Some(0) {
+        return sw(&[], 0x6C, available.min(255) as u8);
+    }
+    let n = wanted.min(available);
+    sw(&contents[..n], 0x90, 0x00)
+}
+
+/// The virtual card in memory, for unit tests and the benchmark: a mute card times out
+/// at once and a pulled card is removed, as through the rig.
+impl CardTransport for VirtualCard {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
+        match self.respond(command) {
+            Reply::Answer(r) => Ok(r),
+            Reply::Mute => Err(CardError::Timeout(std::time::Duration::ZERO)),
+            Reply::Pull => Err(CardError::Removed),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::card::{identify, CardError, CardKind, CardTransport};
-
-    impl CardTransport for VirtualCard {
-        fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
-            Ok(self.process(command))
-        }
-    }
+    use crate::card::{identify, CardKind, Options};
 
     fn card(kind: &str) -> VirtualCard {
         let text = format!(
@@ -290,12 +571,20 @@ mod tests {
         VirtualCard::new(CardImage::parse(&text).unwrap())
     }
 
+    fn iccid_only() -> Options<'static> {
+        Options {
+            isdr_aids: &[],
+            vendor_aids: false,
+            subscriber: false,
+        }
+    }
+
     #[test]
     fn uicc_iccid_takes_one_apdu_by_sfi() {
         let mut c = card("uicc");
-        let id = identify(&mut c).unwrap();
+        let id = identify(&mut c, &iccid_only()).unwrap();
         assert_eq!(
-            (id.kind, id.iccid.as_str(), id.apdus),
+            (id.kind, id.iccid.unwrap().as_str(), id.apdus),
             (CardKind::Uicc, "8988211000000430010", 1)
         );
     }
@@ -303,10 +592,44 @@ mod tests {
     #[test]
     fn gsm_sim_is_read_with_cla_a0_after_class_refusal() {
         let mut c = card("gsm");
-        let id = identify(&mut c).unwrap();
+        let id = identify(&mut c, &iccid_only()).unwrap();
         assert_eq!(
-            (id.kind, id.iccid.as_str(), id.apdus),
+            (id.kind, id.iccid.unwrap().as_str(), id.apdus),
             (CardKind::Gsm, "8988211000000430010", 3)
         );
+    }
+
+    #[test]
+    fn mute_and_pull_faults_answer_then_stop() {
+        let text = "name = \"t\"\nkind = \"uicc\"\natr = \"3B00\"\n[fault]\nmute_after = 1\n";
+        let mut c = VirtualCard::new(CardImage::parse(text).unwrap());
+        assert!(matches!(
+            c.respond(&[0, 0xB0, 0x82, 0, 10]),
+            Reply::Answer(_)
+        ));
+        assert_eq!(c.respond(&[0, 0xB0, 0x82, 0, 10]), Reply::Mute);
+        let text = "name = \"t\"\nkind = \"uicc\"\natr = \"3B00\"\n[fault]\npull_after = 0\n";
+        let mut c = VirtualCard::new(CardImage::parse(text).unwrap());
+        assert_eq!(c.respond(&[0, 0xB0, 0x82, 0, 10]), Reply::Pull);
+    }
+
+    #[test]
+    fn logical_channels_keep_their_own_selection_and_close() {
+        let text = "name = \"t\"\nkind = \"uicc\"\natr = \"3B00\"\n[usim]\naid = \"A0000000871002FF\"\n[files]\n\"3F00/2FE2\" = \"988812010000400310F0\"\n\"3F00/7FFF/6F07\" = \"082982608200002080\"\n";
+        let mut c = VirtualCard::new(CardImage::parse(text).unwrap());
+        assert_eq!(c.process(&hex::decode("0070000001").unwrap()), [1, 0x90, 0]);
+        // USIM by truncated AID on channel 1, IMSI by SFI there.
+        assert_eq!(
+            c.process(&hex::decode("01A4040C07A0000000871002").unwrap()),
+            [0x90, 0]
+        );
+        assert_eq!(
+            c.process(&hex::decode("01B0870009").unwrap())[..2],
+            [0x08, 0x29]
+        );
+        // The basic channel still reads EF.ICCID by SFI: it never moved.
+        assert_eq!(c.process(&hex::decode("00B082000A").unwrap())[0], 0x98);
+        assert_eq!(c.process(&hex::decode("00708001").unwrap()), [0x90, 0]);
+        assert_eq!(c.process(&hex::decode("01B0870009").unwrap()), [0x68, 0x81]);
     }
 }

@@ -25,8 +25,73 @@ pub struct CardImage {
     /// Answer-to-reset, hex.
     pub atr: String,
     /// Transparent EFs: path of file ids from the MF ("3F00/2FE2") → contents, hex.
+    /// Files of the USIM application sit under "3F00/7FFF".
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Linear fixed EFs (EF.DIR ...): path → records, hex.
+    #[serde(default)]
+    pub records: BTreeMap<String, Vec<String>>,
+    /// The USIM application (ADF "3F00/7FFF"), selectable by its AID or a prefix of it.
+    #[serde(default)]
+    pub usim: Option<UsimImage>,
+    /// The eUICC side: present on an eSIM.
+    #[serde(default)]
+    pub euicc: Option<EuiccImage>,
+    /// MANAGE CHANNEL supported (UICC). `false`: refused with 6881, as some cards do.
+    #[serde(default = "yes")]
+    pub logical_channels: bool,
+    /// `true` (default): answer 61xx/9Fxx/6Cxx and wait for GET RESPONSE, as a T=0 card
+    /// behind a reader that passes them through. `false`: answer the data at once, as a
+    /// reader that runs the T=0 procedures itself.
+    #[serde(default = "yes")]
+    pub t0_procedures: bool,
+    /// Broken-card behaviour for tests.
+    #[serde(default)]
+    pub fault: Fault,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The USIM application.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsimImage {
+    /// The full AID, hex (TS 101 220 Annex E: A0000000871002...).
+    pub aid: String,
+}
+
+/// The eUICC: its ISD-R, EID and profiles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EuiccImage {
+    /// The ISD-R's AID, hex (the standard one, or a vendor's).
+    pub isdr_aid: String,
+    /// 32 digits.
+    pub eid: String,
+    #[serde(default)]
+    pub profiles: Vec<ProfileImage>,
+}
+
+/// One installed profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileImage {
+    /// ICCID digits.
+    pub iccid: String,
+    pub enabled: bool,
+}
+
+/// Faults a broken card shows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Answer this many APDUs, then never answer again (a mute card; 0: mute at once).
+    pub mute_after: Option<u64>,
+    /// Answer this many APDUs, then drop the connection at the next one: the card
+    /// pulled in the middle of a read.
+    pub pull_after: Option<u64>,
 }
 
 /// A card image that cannot be used, with the file and the reason.
@@ -62,6 +127,28 @@ impl CardImage {
             parse_path(path).map_err(|e| format!("files.\"{path}\": {e}"))?;
             hex::decode(contents)
                 .map_err(|e| format!("files.\"{path}\": contents not hex: {e}"))?;
+        }
+        for (path, records) in &image.records {
+            parse_path(path).map_err(|e| format!("records.\"{path}\": {e}"))?;
+            for (i, r) in records.iter().enumerate() {
+                hex::decode(r).map_err(|e| format!("records.\"{path}\"[{i}]: not hex: {e}"))?;
+            }
+        }
+        if let Some(u) = &image.usim {
+            hex::decode(&u.aid).map_err(|e| format!("usim.aid: not hex: {e}"))?;
+        }
+        if let Some(e) = &image.euicc {
+            hex::decode(&e.isdr_aid).map_err(|e| format!("euicc.isdr_aid: not hex: {e}"))?;
+            if e.eid.len() != 32 || !e.eid.chars().all(|c| c.is_ascii_digit()) {
+                return Err(format!("euicc.eid: \"{}\" is not 32 digits", e.eid));
+            }
+            for (i, p) in e.profiles.iter().enumerate() {
+                if !(18..=20).contains(&p.iccid.len())
+                    || !p.iccid.chars().all(|c| c.is_ascii_hexdigit())
+                {
+                    return Err(format!("euicc.profiles[{i}].iccid: 18 to 20 digits"));
+                }
+            }
         }
         Ok(image)
     }

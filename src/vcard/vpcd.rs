@@ -6,6 +6,7 @@
 //! answered with response data + SW1 SW2. Connecting inserts the card; closing the
 //! connection removes it.
 
+use super::card::Reply;
 use super::VirtualCard;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +37,8 @@ pub enum Ended {
     Removed,
     /// vpcd closed the connection (pcscd stopped).
     ReaderGone,
+    /// The image's fault pulled the card in the middle of an exchange.
+    Pulled,
 }
 
 /// Options for a card session.
@@ -48,7 +51,7 @@ pub struct Session {
 fn set_quickack(stream: &TcpStream) {
     // TESTRIG.md: vpcd writes the length and the APDU separately; without immediate
     // ACKs every APDU pays Nagle + delayed ACK (~50 ms). QUICKACK is reset by the kernel
-    // after use, hence re-armed after every read. Failure only costs latency.
+    // after use, hence re-armed before every read. Failure only costs latency.
     let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
 }
 
@@ -72,6 +75,10 @@ pub async fn serve(
     let mut powered_once = false;
     let mut buf = Vec::with_capacity(512);
     loop {
+        // Armed before each of vpcd's two writes (length, then APDU) arrives: the kernel
+        // leaves quick-ACK mode after we send (it sees an interactive exchange and delays
+        // ACKs again), and vpcd's Nagle holds the APDU until the length is ACKed.
+        set_quickack(&stream);
         let mut len = [0u8; 2];
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -89,7 +96,6 @@ pub async fn serve(
         let n = usize::from(u16::from_be_bytes(len));
         buf.resize(n, 0);
         stream.read_exact(&mut buf).await?;
-        set_quickack(&stream);
         let reply: Option<Vec<u8>> = match buf.as_slice() {
             [VPCD_CTRL_OFF] => None,
             [VPCD_CTRL_ON] | [VPCD_CTRL_RESET] => {
@@ -111,9 +117,21 @@ pub async fn serve(
                 if !session.latency.is_zero() {
                     tokio::time::sleep(session.latency).await;
                 }
-                let resp = card.process(apdu);
-                tracing::trace!(command = %hex::encode_upper(apdu), response = %hex::encode_upper(&resp), "apdu");
-                Some(resp)
+                match card.respond(apdu) {
+                    Reply::Answer(resp) => {
+                        tracing::trace!(command = %hex::encode_upper(apdu), response = %hex::encode_upper(&resp), "apdu");
+                        Some(resp)
+                    }
+                    // A mute card: vpcd waits for an answer that never comes.
+                    Reply::Mute => {
+                        tracing::debug!(command = %hex::encode_upper(apdu), "mute: not answering");
+                        None
+                    }
+                    Reply::Pull => {
+                        stream.shutdown().await.ok();
+                        return Ok(Ended::Pulled);
+                    }
+                }
             }
         };
         if let Some(data) = reply {

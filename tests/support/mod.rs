@@ -308,20 +308,7 @@ impl Pcsc {
             ),
         )
         .expect("write reader.conf");
-        let script = format!(
-            "mount --bind {} /run/pcscd && exec pcscd -f -c {}",
-            run.display(),
-            conf.display()
-        );
-        let log = std::fs::File::create(dir.path().join("pcscd.log")).expect("pcscd log");
-        let proc = Proc::spawn(
-            "pcscd",
-            Command::new("unshare")
-                .args(["-m", "sh", "-c", &script])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("dup log"))
-                .stderr(log),
-        );
+        let proc = Self::launch(dir.path());
         let pcsc = Pcsc {
             proc: Some(proc),
             port,
@@ -332,6 +319,47 @@ impl Pcsc {
         };
         pcsc.await_readers();
         pcsc
+    }
+
+    /// Start pcscd on the rig's directory (run/ and conf.d/ under `dir`), in its own
+    /// mount namespace.
+    fn launch(dir: &Path) -> Proc {
+        let script = format!(
+            "mount --bind {} /run/pcscd && exec pcscd -f -c {}",
+            dir.join("run").display(),
+            dir.join("conf.d").display()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("pcscd.log"))
+            .expect("pcscd log");
+        Proc::spawn(
+            "pcscd",
+            Command::new("unshare")
+                .args(["-m", "sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log),
+        )
+    }
+
+    /// Crash pcscd (SIGKILL) and start it again on the same directory and port, as a
+    /// service manager would. Root only (the private pcscd). Cards inserted before are
+    /// gone: vpcd's connections die with it.
+    pub fn restart(&mut self) {
+        let mut old = self
+            .proc
+            .take()
+            .expect("restart needs the rig's private pcscd (root)");
+        old.kill9();
+        // TESTRIG.md: a killed pcscd leaves its socket and pid file behind and refuses
+        // to start while they exist.
+        let run = self.dir.path().join("run");
+        let _ = std::fs::remove_file(run.join("pcscd.comm"));
+        let _ = std::fs::remove_file(run.join("pcscd.pid"));
+        self.proc = Some(Self::launch(self.dir.path()));
+        self.await_readers();
     }
 
     /// The PC/SC name of reader `slot` (0 or 1).

@@ -1,0 +1,122 @@
+//! Identification cost per card kind: APDUs (what the code controls) and time on the rig
+//! (what the person at the station feels), with and without an emulated reader latency,
+//! and two readers served at once against one.
+//!
+//!     cargo bench --bench cards --profile dev      # as root: a private pcscd + vpcd
+//!
+//! Times are printed, never asserted: they depend on the machine. APDU budgets are
+//! asserted in tests/card_engine.rs.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use simgate::card::{euicc, identify, Options};
+use simgate::vcard::{CardImage, VirtualCard};
+use std::time::Duration;
+use support::Pcsc;
+
+/// The card kinds of the issue, by image.
+const KINDS: &[(&str, &str)] = &[
+    ("physical UICC (USIM)", "usim.toml"),
+    ("legacy GSM SIM", "gsm-sim.toml"),
+    ("eUICC, standard ISD-R", "euicc.toml"),
+    ("eUICC, vendor ISD-R", "euicc-vendor-aid.toml"),
+    ("eUICC, no logical channels", "euicc-no-channels.toml"),
+    ("blank eUICC", "euicc-blank.toml"),
+];
+
+const RUNS: usize = 7;
+
+fn image(name: &str) -> VirtualCard {
+    let path = support::repo().join("devices/cards").join(name);
+    VirtualCard::new(CardImage::load(&path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// `simgate read --json` of `readers` (all with a card when empty): each row's
+/// identification time, in ms, measured inside simgate.
+fn read_ms(pcsc: &Pcsc, reader: Option<&str>) -> Vec<u64> {
+    let mut cmd = pcsc.simgate();
+    cmd.env("RUST_LOG", "warn").args(["read", "--json"]);
+    if let Some(r) = reader {
+        cmd.args(["--reader", r]);
+    }
+    let out = cmd.output().expect("run simgate read");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON rows");
+    rows.as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| r["ms"].as_u64().expect("ms"))
+        .collect()
+}
+
+fn main() {
+    println!(
+        "APDUs per card kind (in memory, shipped ISD-R list of {} AIDs)",
+        euicc::shipped_aids().len()
+    );
+    println!(
+        "budgeted: ICCID, kind, ISD-R, EID, profiles; +subscriber: IMSI, SPN; total: on the wire"
+    );
+    println!("vendor AIDs by ATR (default) | vendor AIDs always");
+    println!(
+        "{:30} {:>8} {:>11} {:>6} | {:>8}",
+        "kind", "budgeted", "+subscriber", "total", "budgeted"
+    );
+    for (kind, file) in KINDS {
+        let mut card = image(file);
+        let by_atr = Options {
+            vendor_aids: simgate::card::atr::declares_euicc(&card.atr()),
+            ..Options::default()
+        };
+        let id = identify(&mut card, &by_atr).expect(file);
+        let always = identify(&mut image(file), &Options::default()).expect(file);
+        println!(
+            "{kind:30} {:>8} {:>11} {:>6} | {:>8}",
+            id.apdus, id.apdus_subscriber, id.apdus_total, always.apdus
+        );
+    }
+
+    let pcsc = Pcsc::start();
+    for latency in [0u64, 5] {
+        println!("\nidentification time on the rig, {latency} ms per APDU (median of {RUNS}, inside simgate)");
+        for (kind, file) in KINDS {
+            let card = pcsc.insert_with(0, file, &["--latency-ms", &latency.to_string()]);
+            let r0 = pcsc.reader(0);
+            let ms: Vec<u64> = (0..RUNS).map(|_| read_ms(&pcsc, Some(&r0))[0]).collect();
+            println!("{kind:30} {:>5} ms", median(ms));
+            card.remove();
+            support::wait_for("card out", Duration::from_secs(10), || {
+                let out = pcsc.simgate().args(["readers", "--json"]).output().unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                v[0]["card_present"] == false
+            });
+        }
+    }
+
+    let latency = "20";
+    println!("\ntwo readers at once against one ({latency} ms per APDU, eUICC in each)");
+    let _a = pcsc.insert_with(0, "euicc.toml", &["--latency-ms", latency]);
+    let _b = pcsc.insert_with(1, "euicc.toml", &["--latency-ms", latency]);
+    let r0 = pcsc.reader(0);
+    let one: Vec<u64> = (0..RUNS).map(|_| read_ms(&pcsc, Some(&r0))[0]).collect();
+    let both: Vec<u64> = (0..RUNS)
+        .map(|_| read_ms(&pcsc, None).into_iter().max().expect("two rows"))
+        .collect();
+    let (one, both) = (median(one), median(both));
+    println!("one reader:               {one:>5} ms");
+    println!("two readers at once:      {both:>5} ms (slower of the two)");
+    println!(
+        "speedup over one by one:  {:.2}x",
+        2.0 * one as f64 / both.max(1) as f64
+    );
+}

@@ -1,0 +1,54 @@
+//! `simgate run` with the card kinds of a reader station: the daemon shares the station's
+//! identification engine and reader manager.
+
+mod support;
+
+use std::process::Stdio;
+use support::{Broker, Pcsc, Proc, TempDir};
+
+#[test]
+fn run_publishes_a_blank_esim_by_its_eid_and_survives_a_mute_card_in_the_other_reader() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let cfg = state.path().join("simgate.toml");
+    std::fs::write(&cfg, "[readers]\ncard_timeout_ms = 1000\n").unwrap();
+    let mut sub = broker.subscribe("simgate/v1/gw-cards/#");
+    let mute = pcsc.insert(1, "mute.toml");
+    let _run = Proc::spawn(
+        "simgate run",
+        pcsc.simgate()
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "run",
+                "--broker",
+                &broker.url(),
+                "--agent-id",
+                "gw-cards",
+                "--state-dir",
+            ])
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+
+    // The mute card in reader 1 does not hold up reader 0.
+    let _blank = pcsc.insert(0, "euicc-blank.toml");
+    let topic = "simgate/v1/gw-cards/sim/89049032123451234512345678910062/state";
+    let blank = sub.expect("the Blank eSIM's state", |m| m.topic == topic);
+    assert_eq!(blank.payload["form_factor"], "esim");
+    assert_eq!(blank.payload["blank_esim"], true);
+    assert!(blank.payload["status"].is_null(), "{}", blank.payload);
+    assert_eq!(blank.payload["eid"], "89049032123451234512345678910062");
+
+    // Once the mute card is out, the same reader reads the next card.
+    mute.remove();
+    let _usim = pcsc.insert(1, "usim.toml");
+    let usim = sub.expect("the USIM's state", |m| {
+        m.topic == "simgate/v1/gw-cards/sim/8988211000000430010/state"
+    });
+    assert_eq!(usim.payload["form_factor"], "physical");
+    assert_eq!(usim.payload["imsi"], "228062800000208");
+    assert_eq!(usim.payload["spn"], "GSM-R CH");
+}
