@@ -61,8 +61,11 @@ async fn usage_goes_out_as_one_batch_per_interval_with_the_latest_counters() {
     link.report_usage(sample("8988211000000430010", 1000));
     link.report_usage(sample("8988211000000530082", 7));
     link.report_usage(sample("8988211000000430010", 5000));
-    let batch = tokio::task::spawn_blocking(move || {
-        sub.expect("a usage batch", |m| m.topic.ends_with("/usage"))
+    let (batch, mut sub) = tokio::task::spawn_blocking(move || {
+        (
+            sub.expect("a usage batch", |m| m.topic.ends_with("/usage")),
+            sub,
+        )
     })
     .await
     .unwrap();
@@ -73,6 +76,18 @@ async fn usage_goes_out_as_one_batch_per_interval_with_the_latest_counters() {
         .find(|s| s["iccid"] == "8988211000000430010")
         .unwrap();
     assert_eq!(first["rx"], 5000, "the latest sample wins");
+
+    // Counters that did not move are not sent again.
+    link.report_usage(sample("8988211000000430010", 5000));
+    link.report_usage(sample("8988211000000530082", 8));
+    let batch = tokio::task::spawn_blocking(move || {
+        sub.expect("the next usage batch", |m| m.topic.ends_with("/usage"))
+    })
+    .await
+    .unwrap();
+    let sims = batch.payload["sims"].as_array().unwrap();
+    assert_eq!(sims.len(), 1, "{}", batch.payload);
+    assert_eq!(sims[0]["iccid"], "8988211000000530082");
     cancel.cancel();
     task.await.unwrap();
 }

@@ -129,7 +129,17 @@ pub struct Link {
     store: Store,
     outbox: Outbox,
     wake: Arc<Notify>,
-    usage: Arc<Mutex<BTreeMap<String, UsageSample>>>,
+    usage: Arc<Mutex<Usage>>,
+}
+
+/// Usage between batches.
+#[derive(Debug, Default)]
+struct Usage {
+    /// The latest sample per SIM since the last batch.
+    pending: BTreeMap<String, UsageSample>,
+    /// What the last queued batch said per SIM (month, rx, tx): a SIM whose counters
+    /// did not move is left out of the next batch, so an idle gateway sends none.
+    queued: HashMap<String, (String, u64, u64)>,
 }
 
 impl Link {
@@ -176,7 +186,7 @@ impl Link {
             store: store.clone(),
             outbox: store.outbox(settings.outbox_cap)?,
             wake: Arc::new(Notify::new()),
-            usage: Arc::new(Mutex::new(BTreeMap::new())),
+            usage: Arc::new(Mutex::new(Usage::default())),
         };
         let driver = Driver {
             link: link.clone(),
@@ -280,21 +290,30 @@ impl Link {
         self.enqueue(Class::Outcome, &topic, false, None, |_| payload)
     }
 
-    /// Note a SIM's usage counters; the latest sample per SIM goes out in the next batch.
+    /// Note a SIM's usage counters; the latest sample per SIM goes out in the next batch,
+    /// unless they are what the last batch already said.
     pub fn report_usage(&self, sample: UsageSample) {
-        self.usage
-            .lock()
-            // Poisoned: a panic elsewhere while holding it; the map is still a map.
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sample.iccid.clone(), sample);
+        // Poisoned: a panic elsewhere while holding it; the maps are still maps.
+        let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (sample.month.clone(), sample.rx, sample.tx);
+        if u.queued.get(&sample.iccid) == Some(&key) {
+            u.pending.remove(&sample.iccid);
+        } else {
+            u.pending.insert(sample.iccid.clone(), sample);
+        }
     }
 
     /// Queue one batch of the usage noted since the last one (nothing when none).
     pub fn flush_usage(&self) -> Result<(), LinkError> {
-        let sims: Vec<UsageSample> =
-            std::mem::take(&mut *self.usage.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_values()
-                .collect();
+        let sims: Vec<UsageSample> = {
+            let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            let sims: Vec<UsageSample> = std::mem::take(&mut u.pending).into_values().collect();
+            for s in &sims {
+                u.queued
+                    .insert(s.iccid.clone(), (s.month.clone(), s.rx, s.tx));
+            }
+            sims
+        };
         if sims.is_empty() {
             return Ok(());
         }
