@@ -141,6 +141,13 @@ fn a_broker_outage_during_a_modem_swap_loses_nothing_and_keeps_order() {
         m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true
     });
 
+    // A suspend before the outage...
+    send(&broker, "out-sus-1", "suspend");
+    assert_eq!(
+        outcome(&mut sub, "out-sus-1").payload["status"],
+        "successful"
+    );
+
     broker.stop_graceful();
     log.drain();
     writeln!(emu.child.stdin.as_mut().unwrap(), "swap").unwrap();
@@ -191,6 +198,20 @@ fn a_broker_outage_during_a_modem_swap_loses_nothing_and_keeps_order() {
     assert!(
         at.windows(2).all(|w| w[0] < w[1]),
         "out of order: {events:?}"
+    );
+
+    // ...retried by a platform that did not see its outcome: answered, not run again.
+    let mark = sub.lines.seen.len();
+    send(&broker, "out-sus-1", "suspend");
+    assert_eq!(
+        outcome(&mut sub, "out-sus-1").payload["status"],
+        "successful"
+    );
+    assert!(
+        !sub.lines.seen[mark..]
+            .iter()
+            .any(|l| l.contains("cmd/out-sus-1/status") && l.contains("\"executing\"")),
+        "the retried suspend ran again"
     );
     let _ = run.interrupt();
 }
