@@ -1,13 +1,12 @@
 # simgate — the two commands of the README's Quick start, and their parts.
 #   make demo   install what is missing, start emulated devices, show simgate at work
-#   make demo-station   a reader station at work (simgate station, virtual cards)
 #   make test   the whole test suite (what CI runs)
 
 CARGO ?= cargo
 # Seconds the demo runs before stopping by itself (0: until Ctrl-C).
 DEMO_SECONDS ?= 0
 
-.PHONY: deps build lint test demo demo-station clean
+.PHONY: deps build lint test demo clean
 
 deps:
 	@tests/rig/deps.sh
@@ -24,9 +23,6 @@ test: lint
 
 demo: build
 	@DEMO_SECONDS=$(DEMO_SECONDS) tests/rig/demo.sh
-
-demo-station: build
-	@DEMO_SECONDS=$(DEMO_SECONDS) tests/rig/demo-station.sh
 
 clean:
 	$(CARGO) clean

@@ -30,7 +30,7 @@ p send --iccid "$usim" --action suspend --id demo-suspend-1
 p send --iccid 8944000000000000001 --action refresh --id demo-foreign-1
 p send --iccid "$modem" --action suspend --id demo-suspend-2
 p send --iccid "$modem" --action resume --id demo-resume-2
-sleep 1
+sleep 2
 p send --iccid "$gsm" --action set_record --id demo-record-2 \
   --params '{"status":"Suspended","plan":"PAYGO EU","sim_type":"PAYGO","days_left":0}'
 p send --iccid "$gsm" --action refill --id demo-refill-1
