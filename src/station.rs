@@ -142,12 +142,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<u64, S
                         if let Err(e) = store.put_platform(&iccid, &rec.unwrap_or_default()) {
                             tracing::warn!(%iccid, error = %e, "platform record not cached");
                         }
-                        l.ack(ack).await;
+                        l.ack(ack);
                     }
-                    Received::PlatformRecord { ack, .. } => l.ack(ack).await,
+                    Received::PlatformRecord { ack, .. } => l.ack(ack),
                     Received::Command { ack, .. } => {
                         tracing::warn!("a command reached a station; stations take none");
-                        l.ack(ack).await;
+                        l.ack(ack);
                     }
                 }
             }

@@ -154,7 +154,7 @@ impl Commands {
                 // Acknowledged only now: the claim is on disk, a redelivery is answered
                 // from it.
                 if let Some(link) = &ctx.link {
-                    link.ack(ack).await;
+                    link.ack(ack);
                 }
             }
             Received::PlatformRecord { iccid, record, ack } => {
@@ -172,7 +172,7 @@ impl Commands {
                     }
                 }
                 if let Some(link) = &ctx.link {
-                    link.ack(ack).await;
+                    link.ack(ack);
                 }
             }
         }

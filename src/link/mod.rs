@@ -331,7 +331,7 @@ impl Link {
     /// Acknowledge an inbound message (after storing what it said). Never waits: the
     /// daemon's loop must not stall on a full request channel; an acknowledgement not
     /// sent means a redelivery, which the store answers.
-    pub async fn ack(&self, token: AckToken) {
+    pub fn ack(&self, token: AckToken) {
         if let Err(e) = self.client.try_ack(&token.0) {
             tracing::debug!(error = %e, "ack not sent; the broker will redeliver");
         }
@@ -480,7 +480,7 @@ impl Driver {
                     }
                     self.fill();
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p).await,
+                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p),
                 Ok(_) => {}
                 Err(e) => {
                     self.conn = None;
@@ -547,7 +547,7 @@ impl Driver {
         }
     }
 
-    async fn on_publish(&mut self, p: Publish) {
+    fn on_publish(&mut self, p: Publish) {
         let now = crate::time::unix_now();
         let msg = match self.link.topics.inbound(&p.topic) {
             Some(Inbound::Command) => Received::Command {
@@ -578,7 +578,7 @@ impl Driver {
                 // Not ours to consume (a broker delivering outside our filters): ack so
                 // it does not come back.
                 tracing::debug!(topic = %p.topic, "ignored inbound message");
-                self.link.ack(AckToken(p)).await;
+                self.link.ack(AckToken(p));
                 return;
             }
         };
