@@ -91,8 +91,24 @@ async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// Bytes per keepalive exchange and per usage batch, and the connect cost.
-async fn bytes_on_the_wire() {
-    let broker = Broker::start();
+/// With `tls`, over mqtts:// (TLS 1.3, server certificate checked, no client
+/// certificate): the relay then counts TLS records, handshake included.
+async fn bytes_on_the_wire(tls: bool) {
+    let pki = support::Pki::new(&[]);
+    let broker = if tls {
+        Broker::start_with(&format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\n",
+            pki.path("ca.pem"),
+            pki.path("server.pem"),
+            pki.path("server.key")
+        ))
+    } else {
+        Broker::start()
+    };
+    println!(
+        "--- over {} ---",
+        if tls { "mqtts:// (TLS)" } else { "mqtt://" }
+    );
     let n = Arc::new(Counters::default());
     let port = relay(broker.port, n.clone()).await;
     let state = TempDir::new("bench-bytes");
@@ -100,7 +116,11 @@ async fn bytes_on_the_wire() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let ka = 2u64;
-    let mut s = settings(format!("mqtt://127.0.0.1:{port}"), "gw-bytes");
+    let scheme = if tls { "mqtts" } else { "mqtt" };
+    let mut s = settings(format!("{scheme}://127.0.0.1:{port}"), "gw-bytes");
+    if tls {
+        s.ca_file = Some(pki.path("ca.pem").into());
+    }
     s.keepalive = Duration::from_secs(ka);
     // Far away: the idle phase must see pings only.
     s.usage_interval = Duration::from_secs(3600);
@@ -145,17 +165,22 @@ async fn bytes_on_the_wire() {
     println!("one keepalive exchange (PINGREQ+PINGRESP):          {per_ping:.0} B");
     println!("one usage batch, one SIM (PUBLISH+PUBACK):          {per_batch:.0} B");
     println!(
-        "idle gateway, keepalive 300 s:       {idle_day:>7.0} B/day MQTT  (+ one connect, {connect} B, per reconnect)"
+        "idle gateway, keepalive 300 s:       {idle_day:>7.0} B/day on the socket (+ one connect, {connect} B, per reconnect)"
     );
     println!(
-        "1 SIM, usage every 15 min (+ idle):  {:>7.0} B/day MQTT  (usage alone {usage_day:.0} B/day)",
+        "1 SIM, usage every 15 min (+ idle):  {:>7.0} B/day on the socket (usage alone {usage_day:.0} B/day)",
         idle_day + usage_day
     );
     // TCP/IP estimate: each MQTT packet travels in its own segment (52 B IPv4+TCP with
     // timestamps), and the peer's delayed ACK usually rides on the answer packet.
     let pkts_day = (2.0 * day / 300.0) + (2.0 * day / 900.0);
+    let tls_note = if tls {
+        ""
+    } else {
+        "; TLS adds its own (see the mqtts:// run)"
+    };
     println!(
-        "  with TCP/IPv4 headers (~52 B per packet, {pkts_day:.0} packets/day): ~{:.0} B/day; TLS 1.3 adds ~22 B per packet",
+        "  with TCP/IPv4 headers (~52 B per packet, {pkts_day:.0} packets/day): ~{:.0} B/day{tls_note}",
         idle_day + usage_day + pkts_day * 52.0
     );
 }
@@ -283,7 +308,8 @@ async fn drain_after_outage(count: u64) {
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        bytes_on_the_wire().await;
+        bytes_on_the_wire(false).await;
+        bytes_on_the_wire(true).await;
         sys_counters_cross_check().await;
         let n = std::env::var("DRAIN")
             .ok()
