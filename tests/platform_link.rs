@@ -555,3 +555,27 @@ fn after_a_broker_restart_that_lost_every_session_the_agent_resubscribes_and_res
     );
     let _ = agent.proc.interrupt();
 }
+
+#[test]
+fn a_card_that_cannot_be_read_is_an_error_event() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let config = state.path().join("simgate.toml");
+    // A mute card is declared so after 0.5 s.
+    std::fs::write(&config, "[readers]\ncard_timeout_ms = 500\n").unwrap();
+    let mut sub = broker.subscribe("simgate/v1/gw-err/events");
+    let _agent = Agent::start(&pcsc, &broker.url(), "gw-err", state.path(), Some(&config));
+    let _card = pcsc.insert(0, "mute.toml");
+    let m = sub.expect("an error event for the mute card", |m| {
+        m.payload["type"] == "error"
+    });
+    assert_eq!(m.payload["code"], "failed");
+    assert!(
+        m.payload["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&pcsc.reader(0))),
+        "{}",
+        m.payload
+    );
+}

@@ -95,7 +95,17 @@ impl Readers {
                 slot.iccid = Some(obs.iccid.clone());
                 ctx.record(&obs).await?;
             }
-            Err(e) => tracing::warn!(%reader, error = %e, "card could not be identified"),
+            Err(e) => {
+                tracing::warn!(%reader, error = %e, "card could not be identified");
+                // The platform hears of it too: a card that cannot be read is news.
+                if let Some(link) = &ctx.link {
+                    link.publish_event(crate::link::contract::EventKind::Error {
+                        iccid: None,
+                        code: crate::link::contract::RefusalCode::Failed,
+                        reason: format!("{reader}: card could not be identified: {e}"),
+                    })?;
+                }
+            }
         }
         Ok(())
     }
