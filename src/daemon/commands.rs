@@ -60,10 +60,10 @@ pub(crate) enum Plan {
     },
     /// Cache a new platform record.
     SetRecord(PlatformRecord),
-    /// A modem action (refresh, suspend, resume) for the modem engine. Until the engine
-    /// takes actions, these fail as unavailable.
+    /// A modem action for the modem engine's supervisor of `port`, which verifies it
+    /// (reads the state back) before answering.
     Modem {
-        action: Action,
+        action: ModemAction,
         port: String,
     },
     Refuse {
@@ -96,12 +96,18 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             RefusalCode::NotApplicable,
             "the SIM is a card in a PC/SC reader: it has no data session to suspend or resume",
         ),
-        (Action::Refresh | Action::Suspend | Action::Resume, Host::Modem { port, .. }) => {
-            Plan::Modem {
-                action: cmd.action,
-                port: port.clone(),
-            }
-        }
+        (Action::Refresh, Host::Modem { .. }) => refuse(
+            RefusalCode::Unsupported,
+            "refresh of a SIM in a modem: the modem engine re-reads it on its own poll",
+        ),
+        (Action::Suspend, Host::Modem { port, .. }) => Plan::Modem {
+            action: ModemAction::SuspendData,
+            port: port.clone(),
+        },
+        (Action::Resume, Host::Modem { port, .. }) => Plan::Modem {
+            action: ModemAction::ResumeData,
+            port: port.clone(),
+        },
     }
 }
 
@@ -314,20 +320,6 @@ impl Commands {
                 Ok(())
             }
             Plan::Modem { action, port } => {
-                let modem_action = match action {
-                    Action::Suspend => ModemAction::SuspendData,
-                    Action::Resume => ModemAction::ResumeData,
-                    _ => {
-                        return self.finish(
-                            ctx,
-                            &mut rec,
-                            Err((
-                                RefusalCode::Unsupported,
-                                "refresh of a SIM in a modem: the modem engine re-reads it on its own poll".into(),
-                            )),
-                        );
-                    }
-                };
                 let Some(handle) = modems.handle(&port) else {
                     return self.finish(
                         ctx,
@@ -344,7 +336,7 @@ impl Commands {
                 // The supervisor verifies the effect (reads the context state back)
                 // before it answers; the loop goes on meanwhile.
                 tokio::spawn(async move {
-                    let result = match handle.act(modem_action).await {
+                    let result = match handle.act(action).await {
                         Ok(Ok(outcome)) => {
                             tracing::info!(%id, verified = %outcome.verified, "modem action done");
                             Ok(None)
@@ -518,7 +510,17 @@ mod tests {
         ));
         assert!(matches!(
             plan(&cmd(Action::Resume), &modem),
-            Plan::Modem { .. }
+            Plan::Modem {
+                action: ModemAction::ResumeData,
+                ..
+            }
+        ));
+        assert!(matches!(
+            plan(&cmd(Action::Refresh), &modem),
+            Plan::Refuse {
+                code: RefusalCode::Unsupported,
+                ..
+            }
         ));
         assert!(matches!(
             plan(&cmd(Action::Refresh), &reader),
