@@ -2,7 +2,9 @@
 //! shows the SIM table it publishes, redrawn on every change. Used by the demo and by
 //! anyone checking what an agent really sends.
 
-use crate::link::contract::{CommandStatus, EventKind, EventMsg, Health, SimState, Topics};
+use crate::link::contract::{
+    CommandStatus, EventKind, EventMsg, Health, SimState, Topics, UsageBatch, UsageSample,
+};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
@@ -83,6 +85,7 @@ pub fn describe_event(e: &EventMsg) -> String {
 pub fn render(
     health: Option<&Health>,
     sims: &BTreeMap<String, SimState>,
+    usage: &BTreeMap<String, UsageSample>,
     recent: &VecDeque<String>,
 ) -> String {
     let mut out = String::new();
@@ -92,7 +95,7 @@ pub fn render(
     };
     out.push_str(&format!("agent: {agent}   SIMs: {}\n", sims.len()));
     out.push_str(&format!(
-        "{:<21} {:<9} {:<17} {:<7} {:<7} {:<12} {:<12} {:>9} {:>4} {:<12} {}\n",
+        "{:<21} {:<9} {:<17} {:<7} {:<7} {:<12} {:<12} {:>8} {:>9} {:>4} {:<12} {}\n",
         "ICCID",
         "FORM",
         "STATUS",
@@ -100,6 +103,7 @@ pub fn render(
         "PRESENT",
         "PLAN",
         "COMPANY",
+        "MONTH MB",
         "LEFT MB",
         "DAYS",
         "TYPE",
@@ -121,14 +125,19 @@ pub fn render(
             None => "?",
         };
         out.push_str(&format!(
-            "{:<21} {:<9} {:<17} {:<7} {:<7} {:<12} {:<12} {:>9} {:>4} {:<12} {}{}{}\n",
+            "{:<21} {:<9} {:<17} {:<7} {:<7} {:<12} {:<12} {:>8} {:>9} {:>4} {:<12} {}{}{}\n",
             s.iccid,
             form,
             s.status.map(|st| word(&st)).unwrap_or_else(|| "-".into()),
             word(&s.in_session),
             if s.present { "yes" } else { "no" },
             cut(p.plan.as_deref(), 12),
-            cut(p.company.as_deref(), 12),
+            // The platform's word first, else what a reader station gave the batch.
+            cut(p.company.as_deref().or(s.batch.company.as_deref()), 12),
+            usage
+                .get(&s.iccid)
+                .map(|u| format!("{:.1}", (u.rx + u.tx) as f64 / 1e6))
+                .unwrap_or_else(|| "-".into()),
             p.data_left_mb
                 .map(|d| format!("{d:.1}"))
                 .unwrap_or_else(|| "-".into()),
@@ -137,10 +146,17 @@ pub fn render(
                 .unwrap_or_else(|| "-".into()),
             p.sim_type.map(|t| word(&t)).unwrap_or_else(|| "-".into()),
             s.location.label(),
-            if p.labels.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", p.labels.join(", "))
+            {
+                let labels = if p.labels.is_empty() {
+                    &s.batch.labels
+                } else {
+                    &p.labels
+                };
+                if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", labels.join(", "))
+                }
             },
             s.problem
                 .as_deref()
@@ -176,6 +192,8 @@ pub async fn run(
     let mut sims: BTreeMap<String, SimState> = BTreeMap::new();
     let mut health: Option<Health> = None;
     let mut recent: VecDeque<String> = VecDeque::new();
+    // The latest usage sample per SIM (this month's counters).
+    let mut usage: BTreeMap<String, UsageSample> = BTreeMap::new();
     fn note(recent: &mut VecDeque<String>, line: String) {
         if recent.len() == RECENT {
             recent.pop_front();
@@ -203,6 +221,15 @@ pub async fn run(
                             tracing::warn!(topic = %p.topic, error = %e, "unreadable SIM state")
                         }
                     }
+                } else if p.topic == topics.usage() {
+                    match serde_json::from_slice::<UsageBatch>(&p.payload) {
+                        Ok(b) => {
+                            for u in b.sims {
+                                usage.insert(u.iccid.clone(), u);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "unreadable usage batch"),
+                    }
                 } else if p.topic == topics.events() {
                     match serde_json::from_slice::<EventMsg>(&p.payload) {
                         // A command's outcome is already shown from its status topic.
@@ -228,7 +255,7 @@ pub async fn run(
                 } else {
                     continue;
                 }
-                let table = render(health.as_ref(), &sims, &recent);
+                let table = render(health.as_ref(), &sims, &usage, &recent);
                 let mut out = std::io::stdout().lock();
                 if redraw {
                     // ANSI: cursor home, clear screen.
@@ -290,10 +317,21 @@ mod tests {
             },
         );
         let recent = VecDeque::from(["command c-1 suspend -> failed (no session)".to_string()]);
-        let text = render(Some(&Health::new(true, 1)), &sims, &recent);
+        let usage = BTreeMap::from([(
+            "8988211000000430010".to_string(),
+            UsageSample {
+                iccid: "8988211000000430010".into(),
+                month: "2026-11".into(),
+                rx: 3_000_000,
+                tx: 500_000,
+                at: 1,
+            },
+        )]);
+        let text = render(Some(&Health::new(true, 1)), &sims, &usage, &recent);
         for want in [
             "Active",
             "IoT 1GB",
+            "3.5",
             "512.0",
             "[fleet-a]",
             "R 00 00",

@@ -47,7 +47,9 @@ echo "===== act 2: a gateway with the platform watching ====="
 echo "\$ simgate modem info --port $modem"
 "$SIMGATE" modem info --port "$modem"
 echo
-"$SIMGATE" --log-format human run --broker "$broker" --agent-id demo-gw \
+# Usage goes out every 5 s here (900 s by default) so the view shows it.
+printf '[broker]\nusage_interval_secs = 5\n' > "$work/gateway.toml"
+"$SIMGATE" --config "$work/gateway.toml" --log-format human run --broker "$broker" --agent-id demo-gw \
   --state-dir "$work/state" --reader "$reader *" --modem "$modem" > "$work/simgate.log" 2>&1 &
 rig_pids+=($!)
 (
