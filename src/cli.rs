@@ -79,6 +79,20 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Modem port to supervise: a serial device or tcp://host:port. Repeatable.
+    #[arg(long = "modem", env = "SIMGATE_MODEMS", value_delimiter = ',')]
+    pub modems: Vec<String>,
+    /// Directory of modem profiles overriding the shipped ones.
+    #[arg(long)]
+    pub profile_dir: Option<PathBuf>,
+}
+
+/// The flags `run` and `station` share: who this agent is, where it keeps its store,
+/// which broker and which readers.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
     /// Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT.
     #[arg(long, env = "SIMGATE_BROKER")]
     pub broker: Option<String>,
@@ -88,22 +102,33 @@ pub struct RunArgs {
     /// Directory of the durable store.
     #[arg(long, env = "SIMGATE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Reader to watch: exact name or pattern with '*'. Repeatable; none: all readers.
+    /// Reader: exact name or pattern with '*'. Repeatable; none: all readers.
     #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
     pub readers: Vec<String>,
-    /// Modem port to supervise: a serial device or tcp://host:port. Repeatable.
-    #[arg(long = "modem", env = "SIMGATE_MODEMS", value_delimiter = ',')]
-    pub modems: Vec<String>,
-    /// Directory of modem profiles overriding the shipped ones.
-    #[arg(long)]
-    pub profile_dir: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// Flags and environment override the file.
+    fn apply(self, cfg: &mut Config) {
+        if let Some(b) = self.broker {
+            cfg.broker.url = b;
+        }
+        if let Some(a) = self.agent_id {
+            cfg.agent.id = a;
+        }
+        if let Some(d) = self.state_dir {
+            cfg.agent.state_dir = d;
+        }
+        if !self.readers.is_empty() {
+            cfg.readers.names = self.readers;
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct StationArgs {
-    /// Reader to use: exact name or pattern with '*'. Repeatable; none: all readers.
-    #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
-    pub readers: Vec<String>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
     /// Label attached to every SIM of this batch. Repeatable.
     #[arg(long = "label")]
     pub labels: Vec<String>,
@@ -119,15 +144,6 @@ pub struct StationArgs {
     /// One JSON object per read on stdout (NDJSON) instead of the screen.
     #[arg(long)]
     pub json: bool,
-    /// Directory of the durable store.
-    #[arg(long, env = "SIMGATE_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Broker URL: publish every read's state to the platform.
-    #[arg(long, env = "SIMGATE_BROKER")]
-    pub broker: Option<String>,
-    /// This agent's id (needed with a broker).
-    #[arg(long, env = "SIMGATE_AGENT_ID")]
-    pub agent_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -537,19 +553,7 @@ async fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Result<
 }
 
 async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
-    // Flags and environment override the file.
-    if let Some(b) = args.broker {
-        cfg.broker.url = b;
-    }
-    if let Some(a) = args.agent_id {
-        cfg.agent.id = a;
-    }
-    if let Some(d) = args.state_dir {
-        cfg.agent.state_dir = d;
-    }
-    if !args.readers.is_empty() {
-        cfg.readers.names = args.readers;
-    }
+    args.agent.apply(&mut cfg);
     if !args.modems.is_empty() {
         cfg.modems.ports = args.modems;
     }
@@ -652,18 +656,7 @@ fn non_empty(p: &std::path::Path) -> Option<PathBuf> {
 }
 
 async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
-    if let Some(b) = args.broker {
-        cfg.broker.url = b;
-    }
-    if let Some(a) = args.agent_id {
-        cfg.agent.id = a;
-    }
-    if let Some(d) = args.state_dir {
-        cfg.agent.state_dir = d;
-    }
-    if !args.readers.is_empty() {
-        cfg.readers.names = args.readers;
-    }
+    args.agent.apply(&mut cfg);
     // Flags replace the config's batch attributes one by one.
     if !args.labels.is_empty() {
         cfg.station.labels = args.labels;

@@ -3,28 +3,15 @@
 
 mod support;
 
-use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
-use support::{Broker, Lines, Proc, TempDir};
+use support::{Broker, Modem, Proc, TempDir};
 
 #[test]
 fn run_reports_a_modem_sim_and_follows_a_swap() {
     let broker = Broker::start();
     let state = TempDir::new("state");
-    let mut emu = Proc::spawn(
-        "simgate emulate modem",
-        std::process::Command::new(support::simgate_bin())
-            .args(["emulate", "modem", "--profile", "quectel-ec2x"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
-    let mut out = Lines::new(emu.child.stdout.take().unwrap());
-    let port = out.expect("the emulator's pty path", Duration::from_secs(10), |l| {
-        l.starts_with("/dev/")
-    });
-    let port = port.split_whitespace().next().unwrap().to_string();
+    let mut emu = Modem::start("quectel-ec2x");
+    let port = emu.port.clone();
     let mut sub = broker.subscribe("simgate/v1/gw-modem/sim/+/state");
 
     let _run = Proc::spawn(
@@ -65,7 +52,7 @@ fn run_reports_a_modem_sim_and_follows_a_swap() {
     assert_eq!(m.payload["form_factor"], "physical");
 
     // The technician swaps the SIM; the modem announces it by URC.
-    writeln!(emu.child.stdin.as_mut().unwrap(), "swap").unwrap();
+    emu.control("swap");
     let second = "simgate/v1/gw-modem/sim/89314404000000000019/state";
     let (mut old_gone, mut new_here) = (false, false);
     while !(old_gone && new_here) {

@@ -5,10 +5,9 @@
 mod support;
 
 use serde_json::json;
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
-use support::{Broker, Lines, Msg, Proc, Sub, TempDir};
+use support::{Broker, Lines, Modem, Msg, Proc, Sub, TempDir};
 
 const FIRST: &str = "8901260886258128535";
 const SECOND: &str = "89314404000000000019";
@@ -33,19 +32,8 @@ fn send(broker: &Broker, id: &str, action: &str) {
 fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_reported() {
     let broker = Broker::start();
     let state = TempDir::new("state");
-    let mut emu = Proc::spawn(
-        "simgate emulate modem",
-        std::process::Command::new(support::simgate_bin())
-            .args(["emulate", "modem", "--profile", "quectel-ec2x"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
-    let mut out = Lines::new(emu.child.stdout.take().unwrap());
-    let port = out.expect("the emulator's pty path", Duration::from_secs(10), |l| {
-        l.starts_with("/dev/")
-    });
-    let port = port.split_whitespace().next().unwrap().to_string();
+    let mut emu = Modem::start("quectel-ec2x");
+    let port = emu.port.clone();
     let config = state.path().join("simgate.toml");
     // Short intervals so the test sees a usage batch and a counter sample quickly.
     std::fs::write(
@@ -95,7 +83,7 @@ fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_re
                 .is_some_and(|s| s.iter().any(|s| s["iccid"] == FIRST))
     });
 
-    writeln!(emu.child.stdin.as_mut().unwrap(), "swap").unwrap();
+    emu.control("swap");
     let m = sub.expect("the swap event", |m| {
         m.topic.ends_with("/events") && m.payload["type"] == "swapped"
     });
@@ -108,19 +96,8 @@ fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_re
 fn a_broker_outage_during_a_modem_swap_loses_nothing_and_keeps_order() {
     let mut broker = Broker::start();
     let state = TempDir::new("state");
-    let mut emu = Proc::spawn(
-        "simgate emulate modem",
-        std::process::Command::new(support::simgate_bin())
-            .args(["emulate", "modem", "--profile", "quectel-ec2x"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
-    let mut out = Lines::new(emu.child.stdout.take().unwrap());
-    let port = out.expect("the emulator's pty path", Duration::from_secs(10), |l| {
-        l.starts_with("/dev/")
-    });
-    let port = port.split_whitespace().next().unwrap().to_string();
+    let mut emu = Modem::start("quectel-ec2x");
+    let port = emu.port.clone();
     // The platform keeps a persistent session, so what arrives while it reconnects
     // after the broker restart is queued for it.
     let mut sub = broker.subscribe_with("simgate/v1/gw-pm/#", &["-c", "-i", "platform-pm"]);
@@ -150,7 +127,7 @@ fn a_broker_outage_during_a_modem_swap_loses_nothing_and_keeps_order() {
 
     broker.stop_graceful();
     log.drain();
-    writeln!(emu.child.stdin.as_mut().unwrap(), "swap").unwrap();
+    emu.control("swap");
     log.expect("the new SIM's row queued", Duration::from_secs(20), |l| {
         l.contains("\"queued\"") && l.contains(&format!("sim/{SECOND}/state"))
     });

@@ -40,39 +40,19 @@ pub struct CommandRecord {
 impl Store {
     /// The record of command `id`, if it was ever seen.
     pub fn get_command(&self, id: &str) -> Result<Option<CommandRecord>, StoreError> {
-        match self.tree(TREE)?.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    tree: TREE,
-                    detail: format!("{id}: {e}"),
-                }),
-        }
+        self.get_json(TREE, id)
     }
 
     /// Write a command's record and flush: after this returns, a crash cannot make the
     /// command run again.
     pub fn put_command(&self, rec: &CommandRecord) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt {
-            tree: TREE,
-            detail: e.to_string(),
-        })?;
-        self.tree(TREE)?.insert(rec.id.as_bytes(), value)?;
+        self.put_json(TREE, &rec.id, rec)?;
         self.flush()
     }
 
     /// Every command record (for the start-up sweep).
     pub fn all_commands(&self) -> Result<Vec<CommandRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.tree(TREE)?.iter() {
-            let (k, v) = item?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                tree: TREE,
-                detail: format!("{}: {e}", String::from_utf8_lossy(&k)),
-            })?);
-        }
-        Ok(out)
+        self.all_json(TREE)
     }
 
     /// Forget a command's record (old ones, once the platform cannot resend them).
@@ -85,10 +65,7 @@ impl Store {
     /// when it is (a duplicate), None when this is its first sighting. Atomic, so two
     /// deliveries racing each other cannot both be first.
     pub fn claim_command(&self, rec: &CommandRecord) -> Result<Option<CommandRecord>, StoreError> {
-        let value = serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt {
-            tree: TREE,
-            detail: e.to_string(),
-        })?;
+        let value = super::encode(TREE, rec)?;
         let tree = self.tree(TREE)?;
         match tree.compare_and_swap(rec.id.as_bytes(), None as Option<&[u8]>, Some(value))? {
             Ok(()) => {

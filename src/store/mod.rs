@@ -57,4 +57,61 @@ impl Store {
     fn tree(&self, name: &'static str) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree(name)?)
     }
+
+    /// Write `value` as JSON under `key` in `tree`.
+    fn put_json<T: serde::Serialize>(
+        &self,
+        tree: &'static str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = encode(tree, value)?;
+        self.tree(tree)?.insert(key.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Read the JSON value under `key` in `tree`; a record that no longer decodes is
+    /// reported with its tree and key, never skipped.
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.tree(tree)?.get(key.as_bytes())? {
+            None => Ok(None),
+            Some(v) => decode(tree, key.as_bytes(), &v).map(Some),
+        }
+    }
+
+    /// Every JSON value of `tree`, in key order.
+    fn all_json<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.tree(tree)?
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(tree, &k, &v)
+            })
+            .collect()
+    }
+}
+
+fn encode<T: serde::Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        tree,
+        detail: e.to_string(),
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    v: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        tree,
+        detail: format!("{}: {e}", String::from_utf8_lossy(key)),
+    })
 }
