@@ -72,9 +72,10 @@ fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_re
     send(&broker, "res-1", "resume");
     let m = outcome(&mut sub, "res-1");
     assert_eq!(m.payload["status"], "successful", "{}", m.payload);
-    // A refresh has no modem action yet: refused honestly, not faked.
+    // A refresh reads the SIM through its modem again, now.
     send(&broker, "ref-1", "refresh");
-    assert_eq!(outcome(&mut sub, "ref-1").payload["code"], "unsupported");
+    let m = outcome(&mut sub, "ref-1");
+    assert_eq!(m.payload["status"], "successful", "{}", m.payload);
 
     sub.expect("a usage batch with the modem SIM", |m| {
         m.topic.ends_with("/usage")
@@ -90,6 +91,12 @@ fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_re
     assert_eq!(m.payload["iccid"], SECOND);
     assert_eq!(m.payload["replaced"], FIRST);
     assert_eq!(m.payload["location"]["port"], port.as_str());
+
+    // The old SIM is gone from the modem: this agent no longer hosts it.
+    send(&broker, "ref-2", "refresh");
+    let m = outcome(&mut sub, "ref-2");
+    assert_eq!(m.payload["status"], "failed", "{}", m.payload);
+    assert_eq!(m.payload["code"], "not_hosted", "{}", m.payload);
 }
 
 #[test]

@@ -66,6 +66,10 @@ pub(crate) enum Plan {
         action: ModemAction,
         port: String,
     },
+    /// Read a modem's SIM again through its supervisor.
+    RereadModem {
+        port: String,
+    },
     Refuse {
         code: RefusalCode,
         reason: String,
@@ -96,10 +100,7 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             RefusalCode::NotApplicable,
             "the SIM is a card in a PC/SC reader: it has no data session to suspend or resume",
         ),
-        (Action::Refresh, Host::Modem { .. }) => refuse(
-            RefusalCode::Unsupported,
-            "refresh of a SIM in a modem: the modem engine re-reads it on its own poll",
-        ),
+        (Action::Refresh, Host::Modem { port, .. }) => Plan::RereadModem { port: port.clone() },
         (Action::Suspend, Host::Modem { port, .. }) => Plan::Modem {
             action: ModemAction::SuspendData,
             port: port.clone(),
@@ -351,6 +352,39 @@ impl Commands {
                 });
                 Ok(())
             }
+            Plan::RereadModem { port } => {
+                let Some(handle) = modems.handle(&port) else {
+                    return self.finish(
+                        ctx,
+                        &mut rec,
+                        Err((
+                            RefusalCode::Unavailable,
+                            format!("modem engine not available for {port}"),
+                        )),
+                    );
+                };
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let (id, want) = (cmd.id.clone(), cmd.iccid.clone());
+                tokio::spawn(async move {
+                    let result = match handle.refresh().await {
+                        Ok(info) => match info.observed(crate::time::unix_now()) {
+                            Some(obs) if obs.iccid == want => Ok(Some(obs)),
+                            Some(obs) => Err((
+                                RefusalCode::Failed,
+                                format!("the modem now holds another SIM ({})", obs.iccid),
+                            )),
+                            None => Err((
+                                RefusalCode::Failed,
+                                format!("the modem holds no SIM now ({})", info.sim.state),
+                            )),
+                        },
+                        Err(e) => Err((RefusalCode::Unavailable, format!("re-read failed: {e}"))),
+                    };
+                    let _ = tx.send(Event::CommandDone { id, result }).await;
+                });
+                Ok(())
+            }
             Plan::Refuse { .. } => Ok(()),
         }
     }
@@ -517,10 +551,7 @@ mod tests {
         ));
         assert!(matches!(
             plan(&cmd(Action::Refresh), &modem),
-            Plan::Refuse {
-                code: RefusalCode::Unsupported,
-                ..
-            }
+            Plan::RereadModem { .. }
         ));
         assert!(matches!(
             plan(&cmd(Action::Refresh), &reader),

@@ -74,10 +74,33 @@ impl Default for Settings {
     }
 }
 
+/// What a [`ModemHandle`] can ask of its supervisor.
+#[derive(Debug)]
+enum Request {
+    /// A hardware action, answered once verified.
+    Act(Action, oneshot::Sender<ActionResult>),
+    /// Read the SIM again now (instead of at the next poll or URC).
+    Refresh(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
+}
+
+impl Request {
+    /// Answer without doing anything: the modem is not attached.
+    fn not_attached(self) {
+        match self {
+            Request::Act(_, reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+            Request::Refresh(reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+        }
+    }
+}
+
 /// Ask a running supervisor to act; the answer comes back once verified.
 #[derive(Debug, Clone)]
 pub struct ModemHandle {
-    tx: mpsc::Sender<(Action, oneshot::Sender<ActionResult>)>,
+    tx: mpsc::Sender<Request>,
 }
 
 /// Why an action could not even be tried.
@@ -96,7 +119,18 @@ impl ModemHandle {
     ) -> Result<Result<actions::Outcome, ModemRefusal>, ModemError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send((action, tx))
+            .send(Request::Act(action, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+
+    /// Read the modem's SIM again now; the fresh picture comes back (and the usual
+    /// events follow if the SIM changed).
+    pub async fn refresh(&self) -> Result<Box<ModemInfo>, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Refresh(tx))
             .await
             .map_err(|_| ModemError::Gone)?;
         Ok(rx.await.map_err(|_| ModemError::Gone)??)
@@ -133,7 +167,7 @@ struct Supervisor {
     store: Option<Store>,
     settings: Settings,
     events: mpsc::Sender<ModemEvent>,
-    actions: mpsc::Receiver<(Action, oneshot::Sender<ActionResult>)>,
+    actions: mpsc::Receiver<Request>,
     /// Suspend is a standing order: re-applied after reattach and whenever the context
     /// comes back up on its own.
     suspended: bool,
@@ -204,9 +238,7 @@ impl Supervisor {
         loop {
             tokio::select! {
                 _ = &mut wait => return,
-                Some((_, reply)) = self.actions.recv() => {
-                    let _ = reply.send(Err(AtError::NotAttached));
-                }
+                Some(request) = self.actions.recv() => request.not_attached(),
             }
         }
     }
@@ -239,9 +271,7 @@ impl Supervisor {
                         Err(e) => return End::Lost(e),
                     },
                     // Not queued behind an identification that may never finish.
-                    Some((_, reply)) = self.actions.recv() => {
-                        let _ = reply.send(Err(AtError::NotAttached));
-                    }
+                    Some(request) = self.actions.recv() => request.not_attached(),
                 }
             }
         };
@@ -272,17 +302,8 @@ impl Supervisor {
                     Err(e) => Err(e),
                 },
                 _ = poll.tick() => self.on_poll(&mut conn, profile, &mut info).await,
-                Some((action, reply)) = self.actions.recv() => {
-                    match self.on_action(&mut conn, profile, &mut info, action).await {
-                        Ok(r) => {
-                            let _ = reply.send(Ok(r));
-                            Ok(())
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(duplicate(&e)));
-                            Err(e)
-                        }
-                    }
+                Some(request) = self.actions.recv() => {
+                    self.on_request(&mut conn, profile, &mut info, request).await
                 }
             };
             if let Err(e) = step {
@@ -527,6 +548,41 @@ impl Supervisor {
         })
         .await;
         self.sample(conn, profile, info).await
+    }
+
+    /// Serve a handle's request; a link error is both answered and returned, since it
+    /// also drives recovery.
+    async fn on_request<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+        request: Request,
+    ) -> Result<(), AtError> {
+        match request {
+            Request::Act(action, reply) => {
+                match self.on_action(conn, profile, info, action).await {
+                    Ok(r) => {
+                        let _ = reply.send(Ok(r));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(duplicate(&e)));
+                        Err(e)
+                    }
+                }
+            }
+            Request::Refresh(reply) => match self.sim_changed(conn, profile, info).await {
+                Ok(()) => {
+                    let _ = reply.send(Ok(Box::new(info.clone())));
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(duplicate(&e)));
+                    Err(e)
+                }
+            },
+        }
     }
 
     async fn on_action<T: AtIo>(
