@@ -136,7 +136,9 @@ impl CardTransport for PcscCard<'_> {
                 ))),
             },
             Ok(resp) => Ok(resp.to_vec()),
-            Err(pcsc::Error::ResetCard) => Err(CardError::Reset),
+            // SCARD_E_PROTO_MISMATCH on a handle that worked: pcscd renegotiated the
+            // protocol after someone else reset the card — the same remedy as a reset.
+            Err(pcsc::Error::ResetCard | pcsc::Error::ProtoMismatch) => Err(CardError::Reset),
             Err(pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard) => Err(CardError::Removed),
             Err(e @ (pcsc::Error::UnresponsiveCard | pcsc::Error::Timeout)) => {
                 Err(CardError::Transport(format!("card did not answer: {e}")))
@@ -209,7 +211,7 @@ pub fn read_card_timeout(
 /// own: see [`read_card_timeout`].
 ///
 /// A card reset by another application under us (SCARD_W_RESET_CARD) or a removed card
-/// that is back by the time we look is answered by reconnecting and reading again, once.
+/// that is back by the time we look is answered by reconnecting and reading again (twice at most).
 pub fn read_card(
     ctx: &Context,
     reader: &CString,
@@ -265,7 +267,9 @@ pub fn read_card(
             });
         match result {
             Ok(done) => break done,
-            Err(e @ (CardError::Reset | CardError::Removed)) if attempt == 1 => {
+            // Twice at most: a reset can land while pcscd is still powering the card up
+            // after another application's reset.
+            Err(e @ (CardError::Reset | CardError::Removed)) if attempt <= 2 => {
                 // TS 102 221 §8.2: after a reset the card is back at the MF; reconnecting
                 // (SCardReconnect, leaving the card as it is) picks up the new session.
                 tracing::info!(reader = %shown, error = %e, "reconnecting to the card");
