@@ -36,6 +36,21 @@ struct Seen {
     count: u32,
 }
 
+/// What happened in a reader between two looks: (a card left, a card arrived). Both
+/// when the card is present at both looks but the event counter moved by two or more:
+/// it was swapped in between, and the removal is reported before the new card.
+fn transition(before: &Seen, present: bool, count: u32) -> (bool, bool) {
+    // pcsc-lite (src/eventhandler.c) bumps the counter on every removal and insertion
+    // and wraps it past 0xFFFF to 0; clients see it as dwEventState >> 16. Compare in 16
+    // bits, so the wrap-around is not taken for a swap.
+    let moved = (count as u16).wrapping_sub(before.count as u16);
+    let swapped = present && before.present && moved >= 2;
+    (
+        before.present && (!present || swapped),
+        present && (!before.present || swapped),
+    )
+}
+
 /// Watch readers matching `patterns` (all readers when empty) until `cancel` fires.
 /// Blocking: call from `spawn_blocking`. Survives pcscd restarts by re-establishing the
 /// context with backoff.
@@ -176,10 +191,8 @@ fn watch_context(
             } else if let Some(s) = seen.get_mut(&name) {
                 let present = ev.contains(State::PRESENT) && !ev.contains(State::MUTE);
                 let count = state.event_count();
-                // Same presence but the counter moved by two or more: the card was
-                // swapped between two looks. Report the removal, then the new card.
-                let swapped = present && s.present && count.wrapping_sub(s.count) >= 2;
-                if s.present && (!present || swapped) {
+                let (removed, inserted) = transition(s, present, count);
+                if removed {
                     send(
                         tx,
                         ReaderEvent::CardRemoved {
@@ -187,7 +200,7 @@ fn watch_context(
                         },
                     );
                 }
-                if present && (!s.present || swapped) {
+                if inserted {
                     send(
                         tx,
                         ReaderEvent::CardInserted {
@@ -210,4 +223,39 @@ fn watch_context(
 fn send(tx: &mpsc::Sender<ReaderEvent>, ev: ReaderEvent) {
     // The receiver only goes away at shutdown; nothing to report then.
     let _ = tx.blocking_send(ev);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{transition, Seen};
+
+    fn seen(present: bool, count: u32) -> Seen {
+        Seen { present, count }
+    }
+
+    #[test]
+    fn insertion_and_removal_are_reported_once() {
+        assert_eq!(transition(&seen(false, 0), true, 1), (false, true));
+        assert_eq!(transition(&seen(true, 1), false, 2), (true, false));
+        assert_eq!(transition(&seen(false, 2), false, 2), (false, false));
+    }
+
+    #[test]
+    fn a_card_swapped_between_two_looks_is_a_removal_then_an_insertion() {
+        // Removed (count 4) and another inserted (count 5) while nobody looked.
+        assert_eq!(transition(&seen(true, 3), true, 5), (true, true));
+    }
+
+    #[test]
+    fn a_present_card_with_a_quiet_counter_is_no_event() {
+        assert_eq!(transition(&seen(true, 3), true, 3), (false, false));
+        // One step alone cannot be a removal and an insertion.
+        assert_eq!(transition(&seen(true, 3), true, 4), (false, false));
+    }
+
+    #[test]
+    fn the_16_bit_counter_wrapping_is_not_a_swap() {
+        assert_eq!(transition(&seen(true, 0xFFFF), true, 0), (false, false));
+        assert_eq!(transition(&seen(true, 0xFFFF), true, 1), (true, true));
+    }
 }
