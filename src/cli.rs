@@ -579,6 +579,7 @@ async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
         profile_dir: (!cfg.modems.profile_dir.as_os_str().is_empty())
             .then(|| cfg.modems.profile_dir.clone()),
         modem_poll: Duration::from_secs(cfg.modems.poll_secs),
+        modem_netdevs: cfg.modems.netdevs.clone(),
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)

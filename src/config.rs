@@ -75,6 +75,8 @@ pub struct Modems {
     pub ports: Vec<String>,
     pub profile_dir: PathBuf,
     pub poll_secs: u64,
+    /// Port → network interface of its data bearer.
+    pub netdevs: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Modems {
@@ -83,6 +85,7 @@ impl Default for Modems {
             ports: Vec::new(),
             profile_dir: PathBuf::new(),
             poll_secs: 60,
+            netdevs: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -251,6 +254,10 @@ impl Config {
                 ),
             ));
         }
+        for (port, dev) in &self.modems.netdevs {
+            validate_netdev(dev)
+                .map_err(|why| invalid("modems.netdevs", format!("\"{port}\": {why}")))?;
+        }
         if !(5..=86_400).contains(&self.modems.poll_secs) {
             return Err(invalid(
                 "modems.poll_secs",
@@ -283,6 +290,25 @@ pub fn validate_agent_id(id: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A network interface name becomes a path under /sys/class/net: Linux's rules
+/// (IFNAMSIZ 16 with the NUL; no '/', no whitespace, not "." or "..").
+pub fn validate_netdev(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" is not a network interface name (1-15 characters, no '/', ':' or spaces)"
+        ))
+    }
 }
 
 /// A parsed broker URL.
@@ -370,6 +396,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("f: agent.id:"));
+    }
+
+    #[test]
+    fn a_netdev_that_would_leave_sys_class_net_is_refused() {
+        let mut c = Config::default();
+        c.modems
+            .netdevs
+            .insert("/dev/ttyUSB2".into(), "../../etc".into());
+        let err = c.validate("f").unwrap_err().to_string();
+        assert!(
+            err.starts_with("f: modems.netdevs: \"/dev/ttyUSB2\""),
+            "{err}"
+        );
+        c.modems
+            .netdevs
+            .insert("/dev/ttyUSB2".into(), "wwan0".into());
+        assert!(c.validate("f").is_ok());
     }
 
     #[test]

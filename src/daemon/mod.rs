@@ -41,6 +41,8 @@ pub struct Settings {
     pub profile_dir: Option<PathBuf>,
     /// Steady-state modem poll.
     pub modem_poll: Duration,
+    /// Port → network interface of its bearer, for interface usage counters.
+    pub modem_netdevs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,14 +179,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         Duration::from_secs(crate::link::contract::COMMAND_MEMORY_SECS),
     )?;
     let (modem_tx, mut modem_rx) = mpsc::channel::<ModemEvent>(64);
-    let mut modems = modems::Modems::start(
-        &settings.modems,
-        profiles,
-        &ctx,
-        settings.modem_poll,
-        &cancel,
-        modem_tx,
-    );
+    let mut modems = modems::Modems::start(&settings, profiles, &ctx, &cancel, modem_tx);
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
 
     loop {

@@ -25,17 +25,17 @@ pub(crate) struct Modems {
 impl Modems {
     /// Start a supervisor for every port; their events arrive on `events`.
     pub(crate) fn start(
-        ports: &[String],
+        daemon: &super::Settings,
         profiles: Arc<Profiles>,
         ctx: &Ctx,
-        poll: Duration,
         cancel: &CancellationToken,
         events: mpsc::Sender<ModemEvent>,
     ) -> Modems {
         let mut modems = Modems::default();
-        for port in ports {
+        for port in &daemon.modems {
             let settings = supervisor::Settings {
-                poll,
+                poll: daemon.modem_poll,
+                netdev: daemon.modem_netdevs.get(port).cloned(),
                 ..supervisor::Settings::default()
             };
             let (handle, task) = supervisor::spawn(
