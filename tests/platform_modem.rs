@@ -199,3 +199,52 @@ fn a_broker_outage_during_a_modem_swap_loses_nothing_and_keeps_order() {
     );
     let _ = run.interrupt();
 }
+
+/// A family without a vendor data counter (the generic 3GPP profile) gets its usage from
+/// the bearer's Linux network interface, named in `[modems] netdevs`. Here the bearer is
+/// `lo`, which the broker's own traffic keeps moving.
+#[test]
+fn usage_comes_from_the_bearer_interface_when_the_modem_has_no_counter() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let emu = Modem::start("generic-3gpp");
+    let config = state.path().join("simgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\nusage_interval_secs = 1\n\n[modems]\npoll_secs = 5\nnetdevs = {{ \"{}\" = \"lo\" }}\n",
+            emu.port
+        ),
+    )
+    .unwrap();
+    let mut sub = broker.subscribe("simgate/v1/gw-pm/usage");
+    let _run = Proc::spawn(
+        "simgate run",
+        std::process::Command::new(support::simgate_bin())
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "run",
+                "--broker",
+                &broker.url(),
+                "--agent-id",
+                "gw-pm",
+                "--state-dir",
+            ])
+            .arg(state.path())
+            .args(["--modem", &emu.port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    // The first sample only sets the baseline; the next ones count what moved since.
+    let counted = |s: &serde_json::Value| {
+        s["iccid"] == FIRST && s["rx"].as_u64().unwrap_or(0) + s["tx"].as_u64().unwrap_or(0) > 0
+    };
+    let m = sub.expect("a usage batch with bytes counted on the interface", |m| {
+        m.payload["sims"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(counted))
+    });
+    assert_eq!(m.payload["v"], 1);
+}
