@@ -287,10 +287,24 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command, cfg)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("simgate: {e:#}");
+            eprintln!("simgate: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line. Our error types already name their cause in
+/// their message; a cause whose text is already there is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
 }
 
 /// One cancellation token for the whole process: the first SIGINT/SIGTERM cancels it,
@@ -718,5 +732,25 @@ async fn emulate_card(image: PathBuf, vpcd: String, latency: Duration) -> anyhow
         vcard::vpcd::Ended::ReaderGone => {
             bail!("vpcd at {vpcd} closed the connection (pcscd stopped?)")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("card.toml: cannot read: {source}")]
+    struct Named {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_named_is_not_repeated_and_a_new_one_is_added() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(Named { source: io() });
+        assert_eq!(report(&e), "card.toml: cannot read: No such file");
+        let e = anyhow::Error::new(io()).context("opening the port");
+        assert_eq!(report(&e), "opening the port: No such file");
     }
 }
