@@ -96,8 +96,14 @@ async fn usage_goes_out_as_one_batch_per_interval_with_the_latest_counters() {
 async fn a_full_outbox_sheds_telemetry_then_events_counts_it_and_keeps_every_state() {
     let dir = TempDir::new("state");
     let store = Store::open(dir.path()).unwrap();
-    // No broker yet: everything stays in the outbox.
+    // The watcher's persistent session exists before the agent can ever connect, so
+    // nothing the agent sends once the broker is back can slip past it (a subscriber
+    // started after the broker would race the agent's reconnect).
     let port = support::free_port();
+    let mut broker = Broker::start_on(port, "");
+    let mut sub = broker.subscribe_with("simgate/v1/gw-cap/#", &["-c", "-i", "gw-cap-watcher"]);
+    broker.stop_graceful();
+    // No broker now: everything stays in the outbox.
     let mut s = LinkSettings::new(&format!("mqtt://127.0.0.1:{port}"), "gw-cap");
     s.outbox_cap = 100;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
@@ -124,8 +130,7 @@ async fn a_full_outbox_sheds_telemetry_then_events_counts_it_and_keeps_every_sta
     // arrived), then the 20 oldest events; 40 events, 60 states and the notice remain.
     assert_eq!(link.queued(), 101);
 
-    let mut broker = Broker::start_on(port, "");
-    let mut sub = broker.subscribe("simgate/v1/gw-cap/#");
+    broker.restart();
     let seen = tokio::task::spawn_blocking(move || {
         sub.expect("the last state", |m| {
             m.topic.ends_with("/sim/8988211000000400059/state")
