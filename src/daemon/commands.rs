@@ -52,6 +52,16 @@ impl Host {
 }
 
 /// What executing a command means, decided from the action and the host alone.
+/// What a command asks of a modem's supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ModemWork {
+    /// A hardware action, which the supervisor verifies (reads the state back) before
+    /// answering.
+    Act(ModemAction),
+    /// Read the SIM again now.
+    Reread,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Plan {
     /// Re-read the card in a reader (on a blocking thread).
@@ -60,14 +70,9 @@ pub(crate) enum Plan {
     },
     /// Cache a new platform record.
     SetRecord(PlatformRecord),
-    /// A modem action for the modem engine's supervisor of `port`, which verifies it
-    /// (reads the state back) before answering.
+    /// Work for the modem engine's supervisor of `port`.
     Modem {
-        action: ModemAction,
-        port: String,
-    },
-    /// Read a modem's SIM again through its supervisor.
-    RereadModem {
+        work: ModemWork,
         port: String,
     },
     Refuse {
@@ -100,13 +105,16 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             RefusalCode::NotApplicable,
             "the SIM is a card in a PC/SC reader: it has no data session to suspend or resume",
         ),
-        (Action::Refresh, Host::Modem { port, .. }) => Plan::RereadModem { port: port.clone() },
+        (Action::Refresh, Host::Modem { port, .. }) => Plan::Modem {
+            work: ModemWork::Reread,
+            port: port.clone(),
+        },
         (Action::Suspend, Host::Modem { port, .. }) => Plan::Modem {
-            action: ModemAction::SuspendData,
+            work: ModemWork::Act(ModemAction::SuspendData),
             port: port.clone(),
         },
         (Action::Resume, Host::Modem { port, .. }) => Plan::Modem {
-            action: ModemAction::ResumeData,
+            work: ModemWork::Act(ModemAction::ResumeData),
             port: port.clone(),
         },
     }
@@ -320,39 +328,7 @@ impl Commands {
                 });
                 Ok(())
             }
-            Plan::Modem { action, port } => {
-                let Some(handle) = modems.handle(&port) else {
-                    return self.finish(
-                        ctx,
-                        &mut rec,
-                        Err((
-                            RefusalCode::Unavailable,
-                            format!("modem engine not available for {port}"),
-                        )),
-                    );
-                };
-                self.running.insert(cmd.id.clone());
-                let tx = ctx.events.clone();
-                let id = cmd.id.clone();
-                // The supervisor verifies the effect (reads the context state back)
-                // before it answers; the loop goes on meanwhile.
-                tokio::spawn(async move {
-                    let result = match handle.act(action).await {
-                        Ok(Ok(outcome)) => {
-                            tracing::info!(%id, verified = %outcome.verified, "modem action done");
-                            Ok(None)
-                        }
-                        Ok(Err(ModemRefusal::Unsupported(why))) => {
-                            Err((RefusalCode::Unsupported, why))
-                        }
-                        Ok(Err(refusal)) => Err((RefusalCode::Failed, refusal.to_string())),
-                        Err(e) => Err((RefusalCode::Unavailable, e.to_string())),
-                    };
-                    let _ = tx.send(Event::CommandDone { id, result }).await;
-                });
-                Ok(())
-            }
-            Plan::RereadModem { port } => {
+            Plan::Modem { work, port } => {
                 let Some(handle) = modems.handle(&port) else {
                     return self.finish(
                         ctx,
@@ -366,20 +342,36 @@ impl Commands {
                 self.running.insert(cmd.id.clone());
                 let tx = ctx.events.clone();
                 let (id, want) = (cmd.id.clone(), cmd.iccid.clone());
+                // The loop goes on while the supervisor works.
                 tokio::spawn(async move {
-                    let result = match handle.refresh().await {
-                        Ok(info) => match info.observed(crate::time::unix_now()) {
-                            Some(obs) if obs.iccid == want => Ok(Some(obs)),
-                            Some(obs) => Err((
-                                RefusalCode::Failed,
-                                format!("the modem now holds another SIM ({})", obs.iccid),
-                            )),
-                            None => Err((
-                                RefusalCode::Failed,
-                                format!("the modem holds no SIM now ({})", info.sim.state),
-                            )),
+                    let result = match work {
+                        ModemWork::Act(action) => match handle.act(action).await {
+                            Ok(Ok(outcome)) => {
+                                tracing::info!(%id, verified = %outcome.verified, "modem action done");
+                                Ok(None)
+                            }
+                            Ok(Err(ModemRefusal::Unsupported(why))) => {
+                                Err((RefusalCode::Unsupported, why))
+                            }
+                            Ok(Err(refusal)) => Err((RefusalCode::Failed, refusal.to_string())),
+                            Err(e) => Err((RefusalCode::Unavailable, e.to_string())),
                         },
-                        Err(e) => Err((RefusalCode::Unavailable, format!("re-read failed: {e}"))),
+                        ModemWork::Reread => match handle.refresh().await {
+                            Ok(info) => match info.observed(crate::time::unix_now()) {
+                                Some(obs) if obs.iccid == want => Ok(Some(obs)),
+                                Some(obs) => Err((
+                                    RefusalCode::Failed,
+                                    format!("the modem now holds another SIM ({})", obs.iccid),
+                                )),
+                                None => Err((
+                                    RefusalCode::Failed,
+                                    format!("the modem holds no SIM now ({})", info.sim.state),
+                                )),
+                            },
+                            Err(e) => {
+                                Err((RefusalCode::Unavailable, format!("re-read failed: {e}")))
+                            }
+                        },
                     };
                     let _ = tx.send(Event::CommandDone { id, result }).await;
                 });
@@ -545,13 +537,16 @@ mod tests {
         assert!(matches!(
             plan(&cmd(Action::Resume), &modem),
             Plan::Modem {
-                action: ModemAction::ResumeData,
+                work: ModemWork::Act(ModemAction::ResumeData),
                 ..
             }
         ));
         assert!(matches!(
             plan(&cmd(Action::Refresh), &modem),
-            Plan::RereadModem { .. }
+            Plan::Modem {
+                work: ModemWork::Reread,
+                ..
+            }
         ));
         assert!(matches!(
             plan(&cmd(Action::Refresh), &reader),
