@@ -129,6 +129,30 @@ impl Batch {
 }
 
 impl Observed {
+    /// A SIM seen present at `location` now, with a Luhn-checked `iccid` and nothing
+    /// else known yet: callers fill in what they observed.
+    pub fn new(iccid: &str, iccid_luhn_ok: bool, location: Location, observed_at: u64) -> Observed {
+        Observed {
+            iccid: iccid.to_string(),
+            iccid_luhn_ok,
+            form_factor: None,
+            eid: None,
+            imsi: None,
+            spn: None,
+            blank_esim: false,
+            imei: None,
+            operator: None,
+            mcc_mnc: None,
+            in_session: InSession::NotApplicable,
+            atr: None,
+            location,
+            present: true,
+            observed_at,
+            problem: None,
+            batch: Batch::default(),
+        }
+    }
+
     /// The status simgate may set on its own (DESIGN.md: Pending and Invalid only). A
     /// Blank eSIM is an observation (`blank_esim`), not a status: "Blank" is the
     /// platform's word for a SIM without a line, and the platform says it.

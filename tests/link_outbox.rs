@@ -23,27 +23,14 @@ fn sample(iccid: &str, rx: u64) -> UsageSample {
 }
 
 fn state(iccid: &str, present: bool) -> SimState {
+    let modem = Location::Modem {
+        port: "/dev/ttyUSB2".into(),
+        slot: None,
+    };
     SimState::from_observed(&Observed {
-        iccid: iccid.into(),
-        iccid_luhn_ok: true,
-        form_factor: None,
-        eid: None,
-        imsi: None,
-        imei: None,
-        operator: None,
-        mcc_mnc: None,
         in_session: InSession::No,
-        atr: None,
-        location: Location::Modem {
-            port: "/dev/ttyUSB2".into(),
-            slot: None,
-        },
         present,
-        observed_at: 1,
-        problem: None,
-        spn: None,
-        blank_esim: false,
-        batch: Default::default(),
+        ..Observed::new(iccid, true, modem, 1)
     })
 }
 

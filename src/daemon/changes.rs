@@ -83,29 +83,15 @@ pub(crate) fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{InSession, Location};
+    use crate::sim::Location;
 
     fn obs(iccid: &str, reader: &str, present: bool) -> Observed {
+        let at = Location::Reader {
+            reader: reader.into(),
+        };
         Observed {
-            iccid: iccid.into(),
-            iccid_luhn_ok: true,
-            form_factor: None,
-            eid: None,
-            imsi: None,
-            imei: None,
-            operator: None,
-            mcc_mnc: None,
-            in_session: InSession::NotApplicable,
-            atr: None,
-            location: Location::Reader {
-                reader: reader.into(),
-            },
             present,
-            observed_at: 1,
-            problem: None,
-            spn: None,
-            blank_esim: false,
-            batch: Default::default(),
+            ..Observed::new(iccid, true, at, 1)
         }
     }
 

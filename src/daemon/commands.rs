@@ -642,27 +642,10 @@ mod tests {
         ctx.store
             .put_command(&record("sr", CommandState::Received, now))
             .unwrap();
-        let obs = Observed {
-            iccid: "8988211000000430010".into(),
-            iccid_luhn_ok: true,
-            form_factor: None,
-            eid: None,
-            imsi: None,
-            imei: None,
-            operator: None,
-            mcc_mnc: None,
-            in_session: crate::sim::InSession::NotApplicable,
-            atr: None,
-            location: Location::Reader {
-                reader: "R 00 00".into(),
-            },
-            present: true,
-            observed_at: now,
-            problem: None,
-            spn: None,
-            blank_esim: false,
-            batch: Default::default(),
+        let reader = Location::Reader {
+            reader: "R 00 00".into(),
         };
+        let obs = Observed::new("8988211000000430010", true, reader, now);
         ctx.store.put_observed(&obs).unwrap();
         let mut cmds = Commands::default();
         let cmd = Command {
