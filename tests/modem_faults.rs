@@ -260,22 +260,66 @@ async fn suspend_resume_radio_and_slot_are_verified() {
     assert!(matches!(no, Err(ModemRefusal::Unsupported(_))));
 }
 
+/// The session as the supervisor reports it: a Session change or a counter sample.
+fn session(e: &ModemEvent) -> Option<InSession> {
+    match e {
+        ModemEvent::Usage { in_session, .. } | ModemEvent::Session { in_session, .. } => {
+            Some(*in_session)
+        }
+        _ => None,
+    }
+}
+
 #[tokio::test]
 async fn suspend_is_kept_across_a_reattach() {
-    let mut r = rig("quectel-ec2x", Duration::from_secs(60), |_| {}).await;
+    // A 1 s poll: the standing order is checked on every status line.
+    let mut r = rig("quectel-ec2x", Duration::from_secs(1), |_| {}).await;
     expect(&mut r.events, identified).await;
     r.modem.act(Action::SuspendData).await.unwrap().unwrap();
-    // The modem reboots and brings its context back up by itself (session_up).
+    // A USB reset, then the modem brings its context back up by itself.
     r.emu
         .send(Control::Vanish(Duration::from_millis(200)))
         .await;
     expect(&mut r.events, identified).await;
-    let session = expect(&mut r.events, |e| match e {
-        ModemEvent::Usage { in_session, .. } => Some(*in_session),
+    r.emu.send(Control::Connect).await;
+    // Two status lines after the reconnect: the session is down again in both (a
+    // supervisor that forgot the order would report it up).
+    for _ in 0..2 {
+        assert_eq!(expect(&mut r.events, session).await, InSession::No);
+    }
+    assert_eq!(r.store.suspended_iccids().unwrap(), vec![FIRST.to_string()]);
+}
+
+#[tokio::test]
+async fn a_suspension_belongs_to_its_sim_not_to_the_modem() {
+    let mut r = rig("quectel-ec2x", Duration::from_secs(1), |_| {}).await;
+    expect(&mut r.events, identified).await;
+    r.modem.act(Action::SuspendData).await.unwrap().unwrap();
+    // Another SIM goes in and the modem connects it: it is not suspended.
+    r.emu.send(Control::InsertSim(EmuSim::other())).await;
+    expect(&mut r.events, |e| match e {
+        ModemEvent::SimInserted { info, .. } => info.sim.iccid.clone(),
         _ => None,
     })
     .await;
-    assert_eq!(session, InSession::No);
+    r.emu.send(Control::Connect).await;
+    expect(&mut r.events, |e| {
+        (session(e) == Some(InSession::Yes)).then_some(())
+    })
+    .await;
+    // The suspended SIM comes back: its session is brought down again.
+    r.emu.send(Control::InsertSim(EmuSim::physical())).await;
+    r.emu.send(Control::Connect).await;
+    expect(&mut r.events, |e| match e {
+        ModemEvent::SimInserted { info, .. } if info.sim.iccid.as_deref() == Some(FIRST) => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(expect(&mut r.events, session).await, InSession::No);
+    }
 }
 
 #[tokio::test]

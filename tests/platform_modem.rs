@@ -248,3 +248,59 @@ fn usage_comes_from_the_bearer_interface_when_the_modem_has_no_counter() {
     });
     assert_eq!(m.payload["v"], 1);
 }
+
+/// A suspension is the platform's standing order: simgate restarted (a power cut, an
+/// upgrade) while the modem brought the context back up by itself must bring it down
+/// again, from what it stored — the platform does not have to ask twice.
+#[test]
+fn a_suspended_modem_sim_stays_suspended_across_a_restart_of_simgate() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let mut emu = Modem::start("quectel-ec2x");
+    let config = state.path().join("simgate.toml");
+    std::fs::write(&config, "[modems]\npoll_secs = 5\n").unwrap();
+    let mut sub = broker.subscribe("simgate/v1/gw-pm/#");
+    let port = emu.port.clone();
+    let run = || {
+        Proc::spawn(
+            "simgate run",
+            std::process::Command::new(support::simgate_bin())
+                .arg("--config")
+                .arg(&config)
+                .args([
+                    "run",
+                    "--broker",
+                    &broker.url(),
+                    "--agent-id",
+                    "gw-pm",
+                    "--state-dir",
+                ])
+                .arg(state.path())
+                .args(["--modem", &port])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+    };
+    let row = format!("sim/{FIRST}/state");
+    let mut agent = run();
+    sub.expect("the modem SIM's row, in session", |m| {
+        m.topic.ends_with(&row) && m.payload["in_session"] == "yes"
+    });
+    send(&broker, "hold-1", "suspend");
+    assert_eq!(outcome(&mut sub, "hold-1").payload["status"], "successful");
+    assert!(agent.interrupt().success());
+    sub.expect("the agent offline", |m| {
+        m.topic.ends_with("/health") && m.payload["state"] == "offline"
+    });
+
+    // While simgate is down the modem reconnects on its own; simgate comes back.
+    emu.control("connect");
+    let _agent = run();
+    sub.expect("the agent online again", |m| {
+        m.topic.ends_with("/health") && m.payload["state"] == "online"
+    });
+    sub.expect("the SIM's session brought down again", |m| {
+        m.topic.ends_with(&row) && m.payload["in_session"] == "no"
+    });
+}

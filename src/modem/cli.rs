@@ -284,7 +284,7 @@ impl EmulateModemArgs {
         let mut h = emulator::start(opts, cancel.clone())?;
         println!("{}", h.path().display());
         eprintln!(
-            "emulating {}; commands on stdin: remove | insert | swap | esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | urc TEXT | traffic SENT_BPS RECEIVED_BPS",
+            "emulating {}; commands on stdin: remove | insert | swap | esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS",
             self.profile
         );
         // A plain thread reads stdin (tokio's io-std feature is not compiled in); it
@@ -334,6 +334,7 @@ fn control(line: &str) -> Option<Control> {
         "reboot" => Control::RebootOnNextCommand(secs(words.next())),
         "urc" => Control::Urc(words.next()?.to_string()),
         "restart" => Control::Restart,
+        "connect" => Control::Connect,
         "traffic" => {
             let mut n = words.next()?.split_whitespace().map(|w| w.parse().ok());
             Control::Traffic {

@@ -75,6 +75,9 @@ pub enum Control {
     /// A modem on a UART restarts: the port stays, the state is lost, the boot URC is
     /// sent.
     Restart,
+    /// The modem brings its data context up by itself (an autoconnect profile, or
+    /// another program on its second port), if it has a SIM and its radio is on.
+    Connect,
     /// Bytes per second sent and received while a session is up.
     Traffic {
         sent: u64,
@@ -366,6 +369,10 @@ async fn apply(
         Control::Traffic { sent, received } => {
             st.tick();
             st.rate = (sent, received);
+        }
+        Control::Connect => {
+            st.tick();
+            st.session = st.sim.is_some() && st.radio_on;
         }
     }
     if !out.is_empty() {

@@ -14,6 +14,7 @@ use crate::at::{AtConnection, AtError};
 use crate::sim::InSession;
 use crate::store::usage::Bytes;
 use crate::store::Store;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -147,6 +148,18 @@ pub fn spawn(
     events: mpsc::Sender<ModemEvent>,
 ) -> (ModemHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(8);
+    // Standing suspensions outlive simgate: read them back before attaching.
+    let suspended = store
+        .as_ref()
+        .map(|st| {
+            st.suspended_iccids().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read suspended SIMs from the store");
+                Vec::new()
+            })
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let sup = Supervisor {
         port,
         profiles,
@@ -154,7 +167,7 @@ pub fn spawn(
         settings,
         events,
         actions: rx,
-        suspended: false,
+        suspended,
         since_reset: false,
         failures: 0,
     };
@@ -168,9 +181,10 @@ struct Supervisor {
     settings: Settings,
     events: mpsc::Sender<ModemEvent>,
     actions: mpsc::Receiver<Request>,
-    /// Suspend is a standing order: re-applied after reattach and whenever the context
-    /// comes back up on its own.
-    suspended: bool,
+    /// SIMs whose data session is suspended: a standing order per ICCID, kept in the
+    /// store, re-applied after a reattach, a restart of simgate, or the context coming
+    /// back up on its own — and not carried over to another SIM put in the modem.
+    suspended: HashSet<String>,
     /// The port vanished since the last counter sample: the counter restarted.
     since_reset: bool,
     /// Attach attempts that failed since the last identification.
@@ -283,7 +297,7 @@ impl Supervisor {
         self.fill_month(&mut info);
         self.emit(ModemEvent::Identified(Box::new(info.clone())))
             .await;
-        if self.suspended {
+        if self.is_suspended(&info) {
             if let Err(e) = self.enforce_suspend(&mut conn, profile).await {
                 return End::Lost(e);
             }
@@ -328,6 +342,31 @@ impl Supervisor {
         }
     }
 
+    fn is_suspended(&self, info: &ModemInfo) -> bool {
+        info.sim
+            .iccid
+            .as_ref()
+            .is_some_and(|i| self.suspended.contains(i))
+    }
+
+    /// Record (or lift) the standing suspension of the SIM in the modem, durably.
+    fn hold(&mut self, info: &ModemInfo, on: bool) {
+        let Some(iccid) = info.sim.iccid.clone() else {
+            return;
+        };
+        if let Some(store) = &self.store {
+            if let Err(e) = store.set_suspended(&iccid, on) {
+                // The hardware did it; only its survival across a restart is at risk.
+                tracing::error!(port = %self.port, %iccid, error = %e, "cannot store the suspension");
+            }
+        }
+        if on {
+            self.suspended.insert(iccid);
+        } else {
+            self.suspended.remove(&iccid);
+        }
+    }
+
     /// Bring the data context down again; true once verified down.
     async fn enforce_suspend<T: AtIo>(
         &mut self,
@@ -352,7 +391,7 @@ impl Supervisor {
         info: &mut ModemInfo,
     ) -> Result<(), AtError> {
         let mut st = identify::status(conn, profile).await?;
-        if self.suspended
+        if self.is_suspended(info)
             && st.in_session == InSession::Yes
             && self.enforce_suspend(conn, profile).await?
         {
@@ -595,8 +634,8 @@ impl Supervisor {
         let r = actions::perform(conn, profile, action).await?;
         if r.is_ok() {
             match action {
-                Action::SuspendData => self.suspended = true,
-                Action::ResumeData => self.suspended = false,
+                Action::SuspendData => self.hold(info, true),
+                Action::ResumeData => self.hold(info, false),
                 Action::SwitchSlot(_) => self.sim_changed(conn, profile, info).await?,
                 Action::RadioOff | Action::RadioOn => {}
             }
