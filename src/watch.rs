@@ -181,7 +181,8 @@ pub async fn run(
     plain: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    crate::config::validate_agent_id(agent_id).map_err(|e| anyhow::anyhow!("--agent-id: {e}"))?;
+    crate::config::validate_agent_id(agent_id)
+        .map_err(|e| crate::cli::UsageError(format!("--agent-id: {e}")))?;
     let topics = Topics::new(agent_id);
     let client_id = format!("simgate-watch-{}", std::process::id());
     let opts = crate::link::client_options(broker, client_id, access)
