@@ -73,3 +73,47 @@ fn run_reports_a_modem_sim_and_follows_a_swap() {
         }
     }
 }
+
+/// Guards a gateway's boot order: `simgate run --modem PORT` started before the modem's
+/// USB port exists attaches when it appears, without a restart.
+#[test]
+fn run_attaches_a_modem_whose_port_appears_after_start() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    // Like /dev/serial/by-id/...: a stable name, absent until the modem enumerates.
+    let port = state.path().join("ttyUSB-late");
+    let mut sub = broker.subscribe("simgate/v1/gw-late-modem/sim/+/state");
+    let mut run = Proc::spawn(
+        "simgate run",
+        std::process::Command::new(support::simgate_bin())
+            .args([
+                "run",
+                "--broker",
+                &broker.url(),
+                "--agent-id",
+                "gw-late-modem",
+                "--state-dir",
+            ])
+            .arg(state.path())
+            .arg("--modem")
+            .arg(&port)
+            .env("RUST_LOG", "simgate=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut log = support::Lines::new(run.child.stderr.take().unwrap());
+    log.expect(
+        "run to find the port absent",
+        std::time::Duration::from_secs(10),
+        |l| l.contains("port not there yet"),
+    );
+
+    let _emu = Modem::start_with("quectel-ec2x", &["--link", &port.to_string_lossy()]);
+    let m = sub.expect("the modem SIM's state", |m| {
+        m.topic == "simgate/v1/gw-late-modem/sim/8901260886258128535/state"
+    });
+    assert_eq!(m.payload["present"], true);
+    assert_eq!(m.payload["location"]["port"], &*port.to_string_lossy());
+    assert!(run.child.try_wait().unwrap().is_none(), "run still running");
+}
