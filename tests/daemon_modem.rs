@@ -117,3 +117,30 @@ fn run_attaches_a_modem_whose_port_appears_after_start() {
     assert_eq!(m.payload["location"]["port"], &*port.to_string_lossy());
     assert!(run.child.try_wait().unwrap().is_none(), "run still running");
 }
+
+/// Regression: with stderr a closed pipe (its reader gone), the first log line made
+/// tracing panic the thread that wrote it — the signal handler's "stopping" among
+/// them — and `run` never stopped on SIGTERM/SIGINT.
+#[test]
+fn run_stops_on_a_signal_even_when_its_stderr_reader_is_gone() {
+    use std::io::BufRead;
+    let state = TempDir::new("state");
+    let mut run = Proc::spawn(
+        "simgate run",
+        std::process::Command::new(support::simgate_bin())
+            .args(["run", "--agent-id", "gw-pipe", "--state-dir"])
+            .arg(state.path())
+            .args(["--modem", "/nonexistent/ttyUSB9"])
+            .env("RUST_LOG", "simgate=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = std::io::BufReader::new(run.child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("simgate running"), "{first}");
+    drop(stderr);
+    let status = run.interrupt();
+    assert!(status.success(), "{status:?}");
+}
