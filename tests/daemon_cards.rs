@@ -55,7 +55,8 @@ fn run_publishes_a_blank_esim_by_its_eid_and_survives_a_mute_card_in_the_other_r
 }
 
 /// Guards the boot order of a station: `simgate run` up before pcscd (socket
-/// activation, a slow unit) finds the readers once pcscd starts, without a restart.
+/// activation, a slow unit) finds the readers once pcscd starts, without a restart —
+/// also when given an exact reader name (regression: it exited, "pcscd is not running").
 #[test]
 fn run_started_before_pcscd_finds_the_readers_once_pcscd_is_up() {
     let mut pcsc = Pcsc::start();
@@ -75,6 +76,8 @@ fn run_started_before_pcscd_finds_the_readers_once_pcscd_is_up() {
                 "--state-dir",
             ])
             .arg(state.path())
+            // An exact name cannot be checked while pcscd is down: not a reason to stop.
+            .args(["--reader", &pcsc.reader(0)])
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
