@@ -281,7 +281,10 @@ pub fn toml_error_at(e: &toml::de::Error, text: &str, origin: &str) -> (String, 
             } else {
                 format!("{origin}:{line_no}")
             };
-            (at, format!("{message} (in `{line}`)"))
+            match line.is_empty() {
+                true => (at, message),
+                false => (at, format!("{message} (in `{line}`)")),
+            }
         }
         None => (origin.to_string(), message),
     }

@@ -178,3 +178,15 @@ fn bad_arguments_and_files_are_usage_errors_on_one_line() {
     ]);
     assert!(err.contains("--params"), "{err}");
 }
+
+#[test]
+fn watch_with_a_bad_broker_url_is_a_usage_error() {
+    let err = usage_error(&[
+        "watch".as_ref(),
+        "--broker".as_ref(),
+        "tcp://x".as_ref(),
+        "--agent-id".as_ref(),
+        "gw-1".as_ref(),
+    ]);
+    assert!(err.contains("--broker"), "{err}");
+}
