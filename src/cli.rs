@@ -288,14 +288,41 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("simgate: {}", report(&e));
-            ExitCode::FAILURE
+            if is_usage(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
+/// A mistake in what the user gave — an argument's value, or a file named by one —
+/// rather than the work failing: exit 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Whether an error is the user's input (exit 2): a `UsageError`, or a configuration,
+/// modem profile, card image or transcript file that does not load.
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<UsageError>()
+            || c.is::<config::ConfigError>()
+            || c.is::<crate::modem::profile::ProfileError>()
+            || c.is::<crate::vcard::image::ImageError>()
+            || c.is::<crate::modem::transcript::TranscriptError>()
+            // Transparent: its own source is the profile error's cause, not the error.
+            || matches!(
+                c.downcast_ref::<daemon::DaemonError>(),
+                Some(daemon::DaemonError::Profile(_))
+            )
+    })
+}
+
 /// An error and its causes on one line. Our error types already name their cause in
 /// their message; a cause whose text is already there is not repeated.
-fn report(e: &anyhow::Error) -> String {
+pub fn report(e: &anyhow::Error) -> String {
     let mut msg = e.to_string();
     for cause in e.chain().skip(1) {
         let text = cause.to_string();
@@ -374,7 +401,20 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             print!("{}", config::TEMPLATE);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config(ConfigCmd::Check { file }) => match Config::load(&file) {
+        Command::Config(ConfigCmd::Check { file }) => match Config::load(&file).and_then(|c| {
+            // An override directory is part of the configuration: check its profiles
+            // the same way `run` will load them.
+            match c.modems.profile_dir.as_os_str().is_empty() {
+                true => Ok(()),
+                false => crate::modem::profile::Profiles::with_overrides(&c.modems.profile_dir)
+                    .map(drop)
+                    .map_err(|e| config::ConfigError::Invalid {
+                        origin: file.display().to_string(),
+                        key: "modems.profile_dir",
+                        why: e.to_string(),
+                    }),
+            }
+        }) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 Ok(ExitCode::SUCCESS)
@@ -616,9 +656,27 @@ async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
             wait,
         } => {
             let params = match params {
-                Some(p) => serde_json::from_str(&p).context("--params: not JSON")?,
+                Some(p) => serde_json::from_str(&p)
+                    .map_err(|e| UsageError(format!("--params: not JSON: {e}")))?,
                 None => serde_json::Value::Null,
             };
+            // The platform tool checks what the agent would refuse, before connecting:
+            // the ICCID and the id become topic levels, the action a word of the contract.
+            if !crate::link::contract::valid_iccid(&iccid) {
+                return Err(UsageError(format!("--iccid: \"{iccid}\" is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)")).into());
+            }
+            if let Some(id) = id
+                .as_deref()
+                .filter(|i| !crate::link::contract::valid_command_id(i))
+            {
+                return Err(UsageError(format!(
+                    "--id: \"{id}\" must be 1 to 64 of letters, digits, '-', '_' and '.'"
+                ))
+                .into());
+            }
+            if crate::link::contract::Action::parse(&action).is_none() {
+                return Err(UsageError(format!("--action: \"{action}\" is not one of refresh, suspend, resume, set_record, refill, rules, swap")).into());
+            }
             let id = id.unwrap_or_else(|| {
                 format!("cli-{}-{}", crate::time::unix_now(), std::process::id())
             });
@@ -642,7 +700,8 @@ async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
             iccid,
             json,
         } => {
-            let record = serde_json::from_str(&json).context("--json: not a platform record")?;
+            let record = serde_json::from_str(&json)
+                .map_err(|e| UsageError(format!("--json: not a platform record: {e}")))?;
             crate::platform::set_record(&conn(c), &iccid, record).await?;
             Ok(ExitCode::SUCCESS)
         }

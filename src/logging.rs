@@ -18,7 +18,11 @@ pub fn init(level: &str, format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // On a failed write (stderr a closed pipe) the default reports it with
+        // `eprintln!`, which panics on that same stderr: whichever thread logged dies,
+        // and `run` then hung on SIGTERM. A log line that cannot be written is dropped.
+        .log_internal_errors(false);
     // A second init (tests calling the CLI in-process) keeps the first subscriber.
     let _ = if json {
         builder.json().try_init()

@@ -6,7 +6,7 @@ use crate::link::contract::{
     CommandMsg, CommandStatus, CommandStatusWord, PlatformMsg, Topics, SCHEMA_VERSION,
 };
 use crate::sim::PlatformRecord;
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::time::Duration;
 
@@ -19,13 +19,14 @@ pub struct Conn {
 }
 
 fn client(conn: &Conn, tag: &str) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop, Topics)> {
-    crate::config::validate_agent_id(&conn.agent_id).map_err(|e| anyhow!("--agent-id: {e}"))?;
+    crate::config::validate_agent_id(&conn.agent_id)
+        .map_err(|e| crate::cli::UsageError(format!("--agent-id: {e}")))?;
     let opts = crate::link::client_options(
         &conn.broker,
         format!("simgate-platform-{tag}-{}", std::process::id()),
         &conn.access,
     )
-    .map_err(|e| anyhow!("--broker: {e}"))?;
+    .map_err(|e| crate::cli::UsageError(format!("--broker: {e}")))?;
     let (c, el) = AsyncClient::new(opts, 16);
     Ok((c, el, Topics::new(&conn.agent_id)))
 }
@@ -72,7 +73,7 @@ pub async fn send(conn: &Conn, cmd: &CommandMsg, wait: Duration) -> anyhow::Resu
 /// Publish a SIM's platform record, retained, and wait for the broker's acknowledgement.
 pub async fn set_record(conn: &Conn, iccid: &str, record: PlatformRecord) -> anyhow::Result<()> {
     if !crate::link::contract::valid_iccid(iccid) {
-        bail!("--iccid: \"{iccid}\" is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)");
+        return Err(crate::cli::UsageError(format!("--iccid: \"{iccid}\" is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)")).into());
     }
     let (client, mut el, topics) = client(conn, "record")?;
     let payload = serde_json::to_vec(&PlatformMsg {

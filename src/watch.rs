@@ -181,11 +181,12 @@ pub async fn run(
     plain: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    crate::config::validate_agent_id(agent_id).map_err(|e| anyhow::anyhow!("--agent-id: {e}"))?;
+    crate::config::validate_agent_id(agent_id)
+        .map_err(|e| crate::cli::UsageError(format!("--agent-id: {e}")))?;
     let topics = Topics::new(agent_id);
     let client_id = format!("simgate-watch-{}", std::process::id());
     let opts = crate::link::client_options(broker, client_id, access)
-        .map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
+        .map_err(|e| crate::cli::UsageError(format!("--broker: {e}")))?;
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
     let filter = topics.all();
     let redraw = !plain && std::io::stdout().is_terminal();

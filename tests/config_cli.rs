@@ -77,3 +77,116 @@ fn run_without_an_agent_id_says_how_to_give_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--agent-id"));
 }
+
+/// Runs simgate, expecting exit 2 and one line on stderr; returns that line.
+fn usage_error(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(simgate_bin()).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn config_check_validates_the_profile_override_directory_like_run() {
+    let dir = TempDir::new("cfg");
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::write(profiles.join("bad.toml"), "x = 1\n").unwrap();
+    let cfg = dir.path().join("simgate.toml");
+    std::fs::write(
+        &cfg,
+        format!("[modems]\nprofile_dir = {:?}\n", profiles.display()),
+    )
+    .unwrap();
+    // Regression: `config check` said "ok" for a directory `run` then refused.
+    let err = usage_error(&["config".as_ref(), "check".as_ref(), cfg.as_os_str()]);
+    assert!(err.contains("modems.profile_dir"), "{err}");
+    assert!(err.contains("bad.toml:1"), "{err}");
+    assert!(err.contains("unknown field `x`"), "{err}");
+    let err = usage_error(&[
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "run".as_ref(),
+        "--agent-id".as_ref(),
+        "gw-1".as_ref(),
+        "--modem".as_ref(),
+        "/dev/null".as_ref(),
+        "--state-dir".as_ref(),
+        dir.path().join("state").as_os_str(),
+    ]);
+    assert!(err.contains("bad.toml:1"), "{err}");
+}
+
+#[test]
+fn bad_arguments_and_files_are_usage_errors_on_one_line() {
+    let dir = TempDir::new("cfg");
+    let garbage = dir.path().join("garbage.toml");
+    std::fs::write(&garbage, "garbage\n").unwrap();
+    let err = usage_error(&[
+        "emulate".as_ref(),
+        "card".as_ref(),
+        "--image".as_ref(),
+        garbage.as_os_str(),
+    ]);
+    assert!(
+        err.contains("garbage.toml") && err.contains("line 1"),
+        "{err}"
+    );
+    let err = usage_error(&[
+        "emulate".as_ref(),
+        "modem".as_ref(),
+        "--profile".as_ref(),
+        "nope".as_ref(),
+    ]);
+    assert!(
+        err.contains("--profile") && err.contains("quectel-ec2x"),
+        "{err}"
+    );
+    let send = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            ["platform", "send", "--broker", "mqtt://127.0.0.1:1"]
+                .iter()
+                .map(|s| s.as_ref())
+                .collect();
+        args.extend(["--agent-id", "gw-1"].iter().map(std::ffi::OsStr::new));
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        usage_error(&args)
+    };
+    // Checked before connecting: nothing listens on port 1.
+    let err = send(&["--iccid", "a/#", "--action", "refresh"]);
+    assert!(err.contains("--iccid"), "{err}");
+    let err = send(&["--iccid", "8988211000000430010", "--action", "reboot"]);
+    assert!(err.contains("--action"), "{err}");
+    let err = send(&[
+        "--iccid",
+        "8988211000000430010",
+        "--action",
+        "refresh",
+        "--id",
+        "x/+",
+    ]);
+    assert!(err.contains("--id"), "{err}");
+    let err = send(&[
+        "--iccid",
+        "8988211000000430010",
+        "--action",
+        "refresh",
+        "--params",
+        "{",
+    ]);
+    assert!(err.contains("--params"), "{err}");
+}
+
+#[test]
+fn watch_with_a_bad_broker_url_is_a_usage_error() {
+    let err = usage_error(&[
+        "watch".as_ref(),
+        "--broker".as_ref(),
+        "tcp://x".as_ref(),
+        "--agent-id".as_ref(),
+        "gw-1".as_ref(),
+    ]);
+    assert!(err.contains("--broker"), "{err}");
+}

@@ -4,6 +4,7 @@
 mod support;
 
 use std::process::Stdio;
+use std::time::Duration;
 use support::{Broker, Pcsc, Proc, TempDir};
 
 #[test]
@@ -51,4 +52,45 @@ fn run_publishes_a_blank_esim_by_its_eid_and_survives_a_mute_card_in_the_other_r
     assert_eq!(usim.payload["form_factor"], "physical");
     assert_eq!(usim.payload["imsi"], "228062800000208");
     assert_eq!(usim.payload["spn"], "GSM-R CH");
+}
+
+/// Guards the boot order of a station: `simgate run` up before pcscd (socket
+/// activation, a slow unit) finds the readers once pcscd starts, without a restart —
+/// also when given an exact reader name (regression: it exited, "pcscd is not running").
+#[test]
+fn run_started_before_pcscd_finds_the_readers_once_pcscd_is_up() {
+    let mut pcsc = Pcsc::start();
+    pcsc.stop();
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let mut sub = broker.subscribe("simgate/v1/gw-late/sim/+/state");
+    let mut run = Proc::spawn(
+        "simgate run",
+        pcsc.simgate()
+            .args([
+                "run",
+                "--broker",
+                &broker.url(),
+                "--agent-id",
+                "gw-late",
+                "--state-dir",
+            ])
+            .arg(state.path())
+            // An exact name cannot be checked while pcscd is down: not a reason to stop.
+            .args(["--reader", &pcsc.reader(0)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut log = support::Lines::new(run.child.stderr.take().unwrap());
+    log.expect("run to find pcscd absent", Duration::from_secs(10), |l| {
+        l.contains("PC/SC unavailable")
+    });
+
+    pcsc.resume();
+    let _usim = pcsc.insert(0, "usim.toml");
+    let m = sub.expect("the USIM's state after pcscd came up", |m| {
+        m.topic == "simgate/v1/gw-late/sim/8988211000000430010/state"
+    });
+    assert_eq!(m.payload["present"], true);
+    assert!(run.child.try_wait().unwrap().is_none(), "run still running");
 }

@@ -210,7 +210,7 @@ impl Commands {
     /// status on its own topic (recorded, so a redelivery gets the same answer);
     /// without one, an error event.
     fn on_refused(&mut self, ctx: &Ctx, r: Refusal) -> Result<(), DaemonError> {
-        tracing::warn!(id = ?r.id, code = ?r.code, reason = %r.reason, "command refused");
+        tracing::warn!(id = r.id.as_deref(), code = ?r.code, reason = %r.reason, "command refused");
         let Some(id) = r.id.clone() else {
             if let Some(link) = &ctx.link {
                 link.publish_event(EventKind::Error {

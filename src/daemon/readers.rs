@@ -111,15 +111,26 @@ impl Readers {
     }
 }
 
-/// Exact reader names (no `*`) must exist at start-up: a typo fails at once with the
-/// readers that do exist, instead of waiting forever. Patterns may match later readers.
+/// Exact reader names (no `*`) must exist at start-up when pcscd is up: a typo fails at
+/// once with the readers that do exist, instead of waiting forever. Patterns may match
+/// later readers.
 pub(crate) async fn check_exact_names(names: &[String]) -> Result<(), ReaderError> {
     let exact: Vec<String> = names.iter().filter(|n| !n.contains('*')).cloned().collect();
     if exact.is_empty() {
         return Ok(());
     }
     tokio::task::spawn_blocking(move || {
-        let pcsc = reader::establish()?;
+        let pcsc = match reader::establish() {
+            Ok(p) => p,
+            // pcscd may start after us (boot order, socket activation): the watcher
+            // waits for it, and a misspelt name then simply never matches. Refusing to
+            // start would need a restart once pcscd is up.
+            Err(e @ ReaderError::NoService(_)) => {
+                tracing::warn!(error = %e, readers = ?exact, "reader names not checked: pcscd is not up yet");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         for name in &exact {
             reader::resolve(&pcsc, name)?;
         }

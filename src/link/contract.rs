@@ -329,7 +329,7 @@ impl Action {
         }
     }
 
-    fn parse(s: &str) -> Option<Action> {
+    pub fn parse(s: &str) -> Option<Action> {
         Some(match s {
             "refresh" => Action::Refresh,
             "suspend" => Action::Suspend,

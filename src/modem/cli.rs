@@ -213,9 +213,20 @@ impl ModemsArgs {
             };
             match r {
                 Ok(Ok((info, _))) => found.push(info),
-                Ok(Err(e)) => eprintln!("{port}: {e:#}"),
+                Ok(Err(e)) => {
+                    // Most errors already start with the port; name it once.
+                    let msg = crate::cli::report(&e);
+                    match msg.starts_with(port.as_str()) {
+                        true => eprintln!("{msg}"),
+                        false => eprintln!("{port}: {msg}"),
+                    }
+                }
                 Err(_) => eprintln!("{port}: no AT answer within {} s", self.timeout),
             }
+        }
+        if found.is_empty() {
+            // Each port's failure is named above; an empty table would read as success.
+            anyhow::bail!("no modem answered");
         }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&found)?);
@@ -260,12 +271,12 @@ impl EmulateModemArgs {
         let profiles = profiles(&self.profile_dir)?;
         let profile = profiles
             .get(&self.profile)
-            .with_context(|| {
-                format!(
-                    "no profile {:?}; known: {}",
+            .ok_or_else(|| {
+                crate::cli::UsageError(format!(
+                    "--profile: no profile {:?}; known: {}",
                     self.profile,
                     profiles.names().join(", ")
-                )
+                ))
             })?
             .clone();
         let mut opts = Options::new(profile);

@@ -172,7 +172,9 @@ fn open_pty(link: Option<&Path>) -> std::io::Result<(SerialStream, SerialStream)
     if let Some(link) = link {
         let target = path_of(&slave)?;
         let _ = std::fs::remove_file(link);
-        std::os::unix::fs::symlink(target, link)?;
+        std::os::unix::fs::symlink(target, link).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("--link {}: {e}", link.display()))
+        })?;
     }
     Ok((master, slave))
 }

@@ -250,9 +250,9 @@ pub enum ProfileError {
 impl Profile {
     /// Parse and check one profile; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Profile, ProfileError> {
-        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Syntax {
-            file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
+        let p: Profile = toml::from_str(text).map_err(|e| {
+            let (file, message) = crate::config::toml_error_at(&e, text, file);
+            ProfileError::Syntax { file, message }
         })?;
         p.check().map_err(|(field, message)| ProfileError::Field {
             file: file.to_string(),

@@ -28,13 +28,21 @@ struct Entry {
     used: bool,
 }
 
-/// A line the format does not allow, with its number.
+/// A line the format does not allow, with its number (0: the file as a whole, e.g.
+/// unreadable).
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}{}: {message}", line_suffix(.line))]
 pub struct TranscriptError {
     pub file: String,
     pub line: usize,
     pub message: String,
+}
+
+fn line_suffix(line: &usize) -> String {
+    match line {
+        0 => String::new(),
+        n => format!(":{n}"),
+    }
 }
 
 impl Transcript {
@@ -43,7 +51,7 @@ impl Transcript {
         let text = std::fs::read_to_string(path).map_err(|e| TranscriptError {
             file: file.clone(),
             line: 0,
-            message: e.to_string(),
+            message: format!("cannot read: {e}"),
         })?;
         Self::parse(&file, &text)
     }

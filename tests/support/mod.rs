@@ -348,16 +348,26 @@ impl Pcsc {
     /// service manager would. Root only (the private pcscd). Cards inserted before are
     /// gone: vpcd's connections die with it.
     pub fn restart(&mut self) {
+        self.stop();
+        self.resume();
+    }
+
+    /// Crash pcscd (SIGKILL) and leave it down until `resume`. Root only.
+    pub fn stop(&mut self) {
         let mut old = self
             .proc
             .take()
-            .expect("restart needs the rig's private pcscd (root)");
+            .expect("stopping needs the rig's private pcscd (root)");
         old.kill9();
         // TESTRIG.md: a killed pcscd leaves its socket and pid file behind and refuses
         // to start while they exist.
         let run = self.dir.path().join("run");
         let _ = std::fs::remove_file(run.join("pcscd.comm"));
         let _ = std::fs::remove_file(run.join("pcscd.pid"));
+    }
+
+    /// Start pcscd again after `stop`, on the same directory and port.
+    pub fn resume(&mut self) {
         self.proc = Some(Self::launch(self.dir.path()));
         self.await_readers();
     }
@@ -821,10 +831,16 @@ pub struct Modem {
 impl Modem {
     /// Start an emulated modem of `profile`; returns once its pty exists.
     pub fn start(profile: &str) -> Modem {
+        Self::start_with(profile, &[])
+    }
+
+    /// Like `start`, with more `emulate modem` arguments (e.g. `--link PATH`).
+    pub fn start_with(profile: &str, extra: &[&str]) -> Modem {
         let mut proc = Proc::spawn(
             "simgate emulate modem",
             Command::new(simgate_bin())
                 .args(["emulate", "modem", "--profile", profile])
+                .args(extra)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null()),
