@@ -39,14 +39,7 @@ fn main() {
         "simgate run",
         pcsc.simgate()
             .env("RUST_LOG", "warn")
-            .args([
-                "run",
-                "--broker",
-                &broker.url(),
-                "--agent-id",
-                "bench",
-                "--state-dir",
-            ])
+            .args(support::run_args(&broker.url(), "bench"))
             .arg(state.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),

@@ -21,14 +21,7 @@ fn run_publishes_a_blank_esim_by_its_eid_and_survives_a_mute_card_in_the_other_r
         pcsc.simgate()
             .arg("--config")
             .arg(&cfg)
-            .args([
-                "run",
-                "--broker",
-                &broker.url(),
-                "--agent-id",
-                "gw-cards",
-                "--state-dir",
-            ])
+            .args(support::run_args(&broker.url(), "gw-cards"))
             .arg(state.path())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit()),
@@ -67,14 +60,7 @@ fn run_started_before_pcscd_finds_the_readers_once_pcscd_is_up() {
     let mut run = Proc::spawn(
         "simgate run",
         pcsc.simgate()
-            .args([
-                "run",
-                "--broker",
-                &broker.url(),
-                "--agent-id",
-                "gw-late",
-                "--state-dir",
-            ])
+            .args(support::run_args(&broker.url(), "gw-late"))
             .arg(state.path())
             // An exact name cannot be checked while pcscd is down: not a reason to stop.
             .args(["--reader", &pcsc.reader(0)])

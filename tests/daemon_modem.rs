@@ -17,14 +17,7 @@ fn run_reports_a_modem_sim_and_follows_a_swap() {
     let _run = Proc::spawn(
         "simgate run",
         std::process::Command::new(support::simgate_bin())
-            .args([
-                "run",
-                "--broker",
-                &broker.url(),
-                "--agent-id",
-                "gw-modem",
-                "--state-dir",
-            ])
+            .args(support::run_args(&broker.url(), "gw-modem"))
             .arg(state.path())
             .args(["--modem", &port])
             .env("RUST_LOG", "simgate=debug")
@@ -86,14 +79,7 @@ fn run_attaches_a_modem_whose_port_appears_after_start() {
     let mut run = Proc::spawn(
         "simgate run",
         std::process::Command::new(support::simgate_bin())
-            .args([
-                "run",
-                "--broker",
-                &broker.url(),
-                "--agent-id",
-                "gw-late-modem",
-                "--state-dir",
-            ])
+            .args(support::run_args(&broker.url(), "gw-late-modem"))
             .arg(state.path())
             .arg("--modem")
             .arg(&port)

@@ -18,14 +18,7 @@ fn run_publishes_retained_sim_state_and_its_change_on_removal() {
     let mut run = Proc::spawn(
         "simgate run",
         pcsc.simgate()
-            .args([
-                "run",
-                "--broker",
-                &broker.url(),
-                "--agent-id",
-                "gw-test",
-                "--state-dir",
-            ])
+            .args(support::run_args(&broker.url(), "gw-test"))
             .arg(state.path())
             .args(["--reader", &pcsc.reader(0)])
             .stdout(Stdio::null())

@@ -47,14 +47,7 @@ fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_re
         std::process::Command::new(support::simgate_bin())
             .arg("--config")
             .arg(&config)
-            .args([
-                "run",
-                "--broker",
-                &broker.url(),
-                "--agent-id",
-                "gw-pm",
-                "--state-dir",
-            ])
+            .args(support::run_args(&broker.url(), "gw-pm"))
             .arg(state.path())
             .args(["--modem", &port])
             .env("RUST_LOG", "simgate=debug")
@@ -223,14 +216,7 @@ fn usage_comes_from_the_bearer_interface_when_the_modem_has_no_counter() {
         std::process::Command::new(support::simgate_bin())
             .arg("--config")
             .arg(&config)
-            .args([
-                "run",
-                "--broker",
-                &broker.url(),
-                "--agent-id",
-                "gw-pm",
-                "--state-dir",
-            ])
+            .args(support::run_args(&broker.url(), "gw-pm"))
             .arg(state.path())
             .args(["--modem", &emu.port])
             .stdin(Stdio::null())
@@ -267,14 +253,7 @@ fn a_suspended_modem_sim_stays_suspended_across_a_restart_of_simgate() {
             std::process::Command::new(support::simgate_bin())
                 .arg("--config")
                 .arg(&config)
-                .args([
-                    "run",
-                    "--broker",
-                    &broker.url(),
-                    "--agent-id",
-                    "gw-pm",
-                    "--state-dir",
-                ])
+                .args(support::run_args(&broker.url(), "gw-pm"))
                 .arg(state.path())
                 .args(["--modem", &port])
                 .stdin(Stdio::null())

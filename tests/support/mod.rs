@@ -864,3 +864,16 @@ impl Modem {
         writeln!(stdin, "{line}").expect("write to the emulator's stdin");
     }
 }
+
+/// The arguments of `simgate run` publishing to `broker` as `agent`; the state
+/// directory follows (`.args(run_args(..)).arg(state)`), then any other flags.
+pub fn run_args<'a>(broker: &'a str, agent: &'a str) -> [&'a str; 6] {
+    [
+        "run",
+        "--broker",
+        broker,
+        "--agent-id",
+        agent,
+        "--state-dir",
+    ]
+}
