@@ -120,13 +120,12 @@ struct Done {
 pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<u64, StationError> {
     let store = Store::open(&settings.state_dir)?;
     let (platform_tx, mut platform_rx) = mpsc::unbounded_channel::<Received>();
-    let (link, link_task) = match &settings.broker {
-        Some(b) => {
-            let (l, t) = Link::start(b, &store, platform_tx, cancel.clone())?;
-            (Some(l), Some(t))
-        }
-        None => (None, None),
-    };
+    let (link, link_task) = Link::start_if(
+        settings.broker.as_ref(),
+        &store,
+        platform_tx,
+        cancel.clone(),
+    )?;
     // A station caches the platform's records (so rows carry them) and takes no
     // commands: those are for `simgate run`; acknowledged so the broker lets go.
     if let Some(l) = link.clone() {

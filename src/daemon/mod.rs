@@ -148,13 +148,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     });
 
     let (platform_tx, mut platform_rx) = mpsc::unbounded_channel::<Received>();
-    let (link, link_task) = match &settings.broker {
-        Some(b) => {
-            let (l, t) = Link::start(b, &store, platform_tx, cancel.clone())?;
-            (Some(l), Some(t))
-        }
-        None => (None, None),
-    };
+    let (link, link_task) = Link::start_if(
+        settings.broker.as_ref(),
+        &store,
+        platform_tx,
+        cancel.clone(),
+    )?;
 
     let (reader_tx, mut reader_rx) = mpsc::channel::<ReaderEvent>(64);
     let watcher = watch_readers.then(|| {

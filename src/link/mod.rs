@@ -146,6 +146,22 @@ impl Link {
     /// Connect (in the background: the link keeps retrying) and return the handle and
     /// the task driving the connection. What the platform sends arrives on `received`.
     /// The task ends when `cancel` fires, after publishing the agent offline.
+    /// [`Link::start`] when a broker is configured; `(None, None)` for a local-only run.
+    pub fn start_if(
+        settings: Option<&LinkSettings>,
+        store: &Store,
+        received: mpsc::UnboundedSender<Received>,
+        cancel: CancellationToken,
+    ) -> Result<(Option<Link>, Option<tokio::task::JoinHandle<()>>), LinkError> {
+        match settings {
+            Some(s) => {
+                let (link, task) = Self::start(s, store, received, cancel)?;
+                Ok((Some(link), Some(task)))
+            }
+            None => Ok((None, None)),
+        }
+    }
+
     pub fn start(
         settings: &LinkSettings,
         store: &Store,
