@@ -16,14 +16,7 @@ fn run_reports_a_modem_sim_and_follows_a_swap() {
 
     let _run = Proc::spawn(
         "simgate run",
-        std::process::Command::new(support::simgate_bin())
-            .args(support::run_args(&broker.url(), "gw-modem"))
-            .arg(state.path())
-            .args(["--modem", &port])
-            .env("RUST_LOG", "simgate=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
+        &mut support::modem_agent(&broker.url(), "gw-modem", state.path(), &port),
     );
 
     let first = "simgate/v1/gw-modem/sim/8901260886258128535/state";

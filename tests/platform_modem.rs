@@ -44,16 +44,9 @@ fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_re
     let mut sub = broker.subscribe("simgate/v1/gw-pm/#");
     let _run = Proc::spawn(
         "simgate run",
-        std::process::Command::new(support::simgate_bin())
+        support::modem_agent(&broker.url(), "gw-pm", state.path(), &port)
             .arg("--config")
-            .arg(&config)
-            .args(support::run_args(&broker.url(), "gw-pm"))
-            .arg(state.path())
-            .args(["--modem", &port])
-            .env("RUST_LOG", "simgate=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
+            .arg(&config),
     );
     sub.expect("the modem SIM's row", |m| {
         m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true
@@ -103,14 +96,8 @@ fn a_broker_outage_during_a_modem_swap_loses_nothing_and_keeps_order() {
     let mut sub = broker.subscribe_with("simgate/v1/gw-pm/#", &["-c", "-i", "platform-pm"]);
     let mut run = Proc::spawn(
         "simgate run",
-        std::process::Command::new(support::simgate_bin())
-            .args(["--log-format", "json", "run", "--broker", &broker.url()])
-            .args(["--agent-id", "gw-pm", "--state-dir"])
-            .arg(state.path())
-            .args(["--modem", &port])
-            .env("RUST_LOG", "simgate=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        support::modem_agent(&broker.url(), "gw-pm", state.path(), &port)
+            .args(["--log-format", "json"])
             .stderr(Stdio::piped()),
     );
     let mut log = Lines::new(run.child.stderr.take().unwrap());
@@ -213,15 +200,9 @@ fn usage_comes_from_the_bearer_interface_when_the_modem_has_no_counter() {
     let mut sub = broker.subscribe("simgate/v1/gw-pm/usage");
     let _run = Proc::spawn(
         "simgate run",
-        std::process::Command::new(support::simgate_bin())
+        support::modem_agent(&broker.url(), "gw-pm", state.path(), &emu.port)
             .arg("--config")
-            .arg(&config)
-            .args(support::run_args(&broker.url(), "gw-pm"))
-            .arg(state.path())
-            .args(["--modem", &emu.port])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
+            .arg(&config),
     );
     // The first sample only sets the baseline; the next ones count what moved since.
     let counted = |s: &serde_json::Value| {
@@ -250,15 +231,9 @@ fn a_suspended_modem_sim_stays_suspended_across_a_restart_of_simgate() {
     let run = || {
         Proc::spawn(
             "simgate run",
-            std::process::Command::new(support::simgate_bin())
+            support::modem_agent(&broker.url(), "gw-pm", state.path(), &port)
                 .arg("--config")
-                .arg(&config)
-                .args(support::run_args(&broker.url(), "gw-pm"))
-                .arg(state.path())
-                .args(["--modem", &port])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit()),
+                .arg(&config),
         )
     };
     let row = format!("sim/{FIRST}/state");

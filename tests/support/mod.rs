@@ -877,3 +877,18 @@ pub fn run_args<'a>(broker: &'a str, agent: &'a str) -> [&'a str; 6] {
         "--state-dir",
     ]
 }
+
+/// `simgate run` publishing to `broker` as `agent`, its store in `state`, supervising
+/// the modem at `port`; stdin and stdout closed, the debug log on the test's stderr.
+/// Callers add flags (`--config FILE`, global flags go after `run` too) or pipe stderr.
+pub fn modem_agent(broker: &str, agent: &str, state: &Path, port: &str) -> Command {
+    let mut cmd = Command::new(simgate_bin());
+    cmd.args(run_args(broker, agent))
+        .arg(state)
+        .args(["--modem", port])
+        .env("RUST_LOG", "simgate=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    cmd
+}
