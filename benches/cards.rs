@@ -11,7 +11,7 @@
 mod support;
 
 use simgate::card::{euicc, identify, Options};
-use simgate::vcard::{CardImage, VirtualCard};
+use simgate::emu::vcard::{CardImage, VirtualCard};
 use std::time::Duration;
 use support::Pcsc;
 

@@ -19,14 +19,13 @@ pub mod card;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "emulators")]
+pub mod emu;
 pub mod link;
 pub mod logging;
 pub mod modem;
-pub mod platform;
 pub mod reader;
 pub mod sim;
 pub mod station;
 pub mod store;
 pub mod time;
-pub mod vcard;
-pub mod watch;

@@ -4,40 +4,86 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Physical SIM or eSIM (an eUICC answered SELECT of its ISD-R).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FormFactor {
-    Physical,
-    Esim,
+/// An enum whose variants each have exactly one wire word: the word serde writes and
+/// reads, `Display` shows and `from_word` parses, declared once beside the variant. Every
+/// closed vocabulary of the contract and the CLI is declared through it, so no code
+/// turns an enum into its word any other way.
+macro_rules! wire_words {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $var:ident = $word:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $var,)+ }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$var),+];
+
+            /// The one word for this variant on the wire and on screen.
+            pub fn word(self) -> &'static str {
+                match self { $($name::$var => $word,)+ }
+            }
+
+            pub fn from_word(s: &str) -> Option<$name> {
+                match s { $($word => Some($name::$var),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.word())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.word())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::from_word(&s)
+                    .ok_or_else(|| serde::de::Error::unknown_variant(&s, &[$($word),+]))
+            }
+        }
+    };
+}
+pub(crate) use wire_words;
+
+wire_words! {
+    /// Physical SIM or eSIM (an eUICC answered SELECT of its ISD-R).
+    pub enum FormFactor {
+        Physical = "physical",
+        Esim = "esim",
+    }
 }
 
-/// Whether the SIM is in a data session. `NA`: the integration cannot tell (a card in a
-/// PC/SC reader has no network session at all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum InSession {
-    #[serde(rename = "yes")]
-    Yes,
-    #[serde(rename = "no")]
-    No,
-    #[serde(rename = "n/a")]
-    #[default]
-    NotApplicable,
+wire_words! {
+    /// Whether the SIM is in a data session. `NotApplicable`: the integration cannot
+    /// tell (a card in a PC/SC reader has no network session at all).
+    #[derive(Default)]
+    pub enum InSession {
+        Yes = "yes",
+        No = "no",
+        #[default]
+        NotApplicable = "n/a",
+    }
 }
 
-/// Platform statuses, in the platform's own words (DESIGN.md). simgate sets only
-/// `Pending` and `Invalid` itself; every other value comes from the platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Status {
-    #[serde(rename = "Not available")]
-    NotAvailable,
-    Pending,
-    Blank,
-    #[serde(rename = "Activation ready")]
-    ActivationReady,
-    Active,
-    Suspended,
-    Invalid,
+wire_words! {
+    /// Platform statuses, in the platform's own words (README.md, "The SIM record").
+    /// simgate sets only `Pending` and `Invalid` itself; every other value comes from the
+    /// platform.
+    pub enum Status {
+        NotAvailable = "Not available",
+        Pending = "Pending",
+        Blank = "Blank",
+        ActivationReady = "Activation ready",
+        Active = "Active",
+        Suspended = "Suspended",
+        Invalid = "Invalid",
+    }
 }
 
 /// Where a SIM sits.
@@ -165,13 +211,13 @@ impl Observed {
     }
 }
 
-/// SIM types (DESIGN.md, "SIM types").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SimType {
-    Prepaid,
-    Subscription,
-    #[serde(rename = "PAYGO")]
-    Paygo,
+wire_words! {
+    /// SIM types (README.md, "The SIM record").
+    pub enum SimType {
+        Prepaid = "Prepaid",
+        Subscription = "Subscription",
+        Paygo = "PAYGO",
+    }
 }
 
 /// What the platform owns about a SIM and simgate caches, so the local view and the
@@ -204,4 +250,34 @@ pub struct PlatformRecord {
     /// Platform's own timestamp of this version (Unix seconds), when it sends one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub updated_at: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wire_word_round_trips_through_serde_and_from_word() {
+        fn check<
+            T: Copy + PartialEq + std::fmt::Debug + Serialize + serde::de::DeserializeOwned,
+        >(
+            all: &[T],
+            word: fn(T) -> &'static str,
+        ) {
+            for &v in all {
+                let json = serde_json::to_value(v).unwrap();
+                assert_eq!(json, serde_json::Value::from(word(v)));
+                assert_eq!(serde_json::from_value::<T>(json).unwrap(), v);
+            }
+        }
+        check(FormFactor::ALL, FormFactor::word);
+        check(InSession::ALL, InSession::word);
+        check(Status::ALL, Status::word);
+        check(SimType::ALL, SimType::word);
+        assert_eq!(
+            Status::from_word("Activation ready"),
+            Some(Status::ActivationReady)
+        );
+        assert!(serde_json::from_str::<Status>("\"active\"").is_err());
+    }
 }

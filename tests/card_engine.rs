@@ -5,7 +5,7 @@
 
 use simgate::card::euicc::Profiles;
 use simgate::card::{identify, CardError, CardKind, Identity, Options};
-use simgate::vcard::{CardImage, VirtualCard};
+use simgate::emu::vcard::{CardImage, VirtualCard};
 
 fn image(name: &str) -> VirtualCard {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,7 +2,7 @@
 //! ≤ 12 lines per full identification, ≤ 2 per minute in steady state (one poll a
 //! minute by default). Counts, never timings.
 
-use simgate::modem::emulator::{self, EmuSim, Options};
+use simgate::emu::modem::{self as emulator, EmuSim, Options};
 use simgate::modem::supervisor::{self, ModemEvent, Settings};
 use simgate::modem::Profiles;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `simgate modem info --port <pty> --json` as a user runs it, against the emulator.
 
-use simgate::modem::emulator::{self, Options};
+use simgate::emu::modem::{self as emulator, Options};
 use simgate::modem::Profiles;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,8 +1,8 @@
 //! The supervisor against the emulator on real ptys: hot-swap, USB reset, silence,
 //! reboot in the middle of a command, and verified hardware actions.
 
+use simgate::emu::modem::{self as emulator, Control, EmuSim, Options};
 use simgate::modem::actions::{Action, ModemRefusal};
-use simgate::modem::emulator::{self, Control, EmuSim, Options};
 use simgate::modem::supervisor::{self, ModemEvent, ModemHandle, Settings};
 use simgate::modem::{Profile, Profiles};
 use simgate::sim::InSession;

@@ -2,7 +2,7 @@
 //! slave with tokio-serial like a USB modem port.
 
 use simgate::at::{self, AtConnection};
-use simgate::modem::emulator::{self, Control, EmuSim, Options};
+use simgate::emu::modem::{self as emulator, Control, EmuSim, Options};
 use simgate::modem::identify;
 use simgate::modem::Profiles;
 use simgate::sim::InSession;

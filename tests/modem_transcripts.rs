@@ -2,9 +2,9 @@
 //! emulator on a pty and identified by simgate.
 
 use simgate::at::{self, AtConnection};
-use simgate::modem::emulator::{self, Options};
+use simgate::emu::modem::{self as emulator, Options};
+use simgate::emu::transcript::Transcript;
 use simgate::modem::identify::{self, ModemInfo};
-use simgate::modem::transcript::Transcript;
 use simgate::modem::Profiles;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;

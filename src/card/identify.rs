@@ -10,14 +10,14 @@ use super::euicc::{self, Eid, IsdrAid, Profiles};
 use super::iccid::Iccid;
 use super::{subscriber, tlv, CardError, CardTransport};
 
-/// Which command set the card speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CardKind {
-    /// A UICC (ETSI TS 102 221), CLA 00.
-    Uicc,
-    /// A legacy GSM SIM (3GPP TS 51.011), CLA A0.
-    Gsm,
+crate::sim::wire_words! {
+    /// Which command set the card speaks.
+    pub enum CardKind {
+        /// A UICC (ETSI TS 102 221), CLA 00.
+        Uicc = "uicc",
+        /// A legacy GSM SIM (3GPP TS 51.011), CLA A0.
+        Gsm = "gsm",
+    }
 }
 
 /// What the eUICC side of a card told us.

@@ -91,7 +91,7 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             RefusalCode::Unsupported,
             &format!(
                 "{} is not supported by this simgate version yet",
-                cmd.action.as_str()
+                cmd.action.word()
             ),
         ),
         (Action::SetRecord, _) => match &cmd.record {
@@ -247,7 +247,7 @@ impl Commands {
         let mut rec = CommandRecord {
             id: cmd.id.clone(),
             iccid: cmd.iccid.clone(),
-            action: cmd.action.as_str().to_string(),
+            action: cmd.action.word().to_string(),
             state: CommandState::Received,
             reason: None,
             received_at: now,
@@ -255,7 +255,7 @@ impl Commands {
         };
         match ctx.store.claim_command(&rec)? {
             None => {
-                tracing::info!(id = %cmd.id, iccid = %cmd.iccid, action = cmd.action.as_str(), "command received");
+                tracing::info!(id = %cmd.id, iccid = %cmd.iccid, action = cmd.action.word(), "command received");
                 report(ctx, &rec, None, false)?;
             }
             // Claimed by a run of simgate that died before it acknowledged the delivery

@@ -31,6 +31,18 @@ pub struct Topics {
     prefix: String,
 }
 
+/// Any topic of one agent's subtree, as the platform side sees it (`Topics::outbound`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentTopic {
+    Health,
+    SimState { iccid: String },
+    SimPlatform { iccid: String },
+    Events,
+    Usage,
+    Command,
+    CommandStatus { id: String },
+}
+
 /// What an inbound topic is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
@@ -97,6 +109,27 @@ impl Topics {
     /// Filter for every command status (platform side).
     pub fn command_status_filter(&self) -> String {
         format!("{}/cmd/+/status", self.prefix)
+    }
+
+    /// Classify any topic of this agent's subtree (platform side: `simgate watch`,
+    /// `simgate platform`); None for a topic the contract does not define.
+    pub fn outbound(&self, topic: &str) -> Option<AgentTopic> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        Some(match parts.as_slice() {
+            ["health"] => AgentTopic::Health,
+            ["events"] => AgentTopic::Events,
+            ["usage"] => AgentTopic::Usage,
+            ["cmd"] => AgentTopic::Command,
+            ["cmd", id, "status"] => AgentTopic::CommandStatus { id: id.to_string() },
+            ["sim", iccid, "state"] => AgentTopic::SimState {
+                iccid: iccid.to_string(),
+            },
+            ["sim", iccid, "platform"] => AgentTopic::SimPlatform {
+                iccid: iccid.to_string(),
+            },
+            _ => return None,
+        })
     }
 
     /// Classify a topic the agent received; None for anything it does not consume.
@@ -302,44 +335,17 @@ pub struct UsageBatch {
     pub sims: Vec<UsageSample>,
 }
 
-/// Actions a command may ask for. Refill, rules and swap are part of the contract but
-/// come in a later issue; until then they are refused as unsupported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Refresh,
-    Suspend,
-    Resume,
-    SetRecord,
-    Refill,
-    Rules,
-    Swap,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Refresh => "refresh",
-            Action::Suspend => "suspend",
-            Action::Resume => "resume",
-            Action::SetRecord => "set_record",
-            Action::Refill => "refill",
-            Action::Rules => "rules",
-            Action::Swap => "swap",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Action> {
-        Some(match s {
-            "refresh" => Action::Refresh,
-            "suspend" => Action::Suspend,
-            "resume" => Action::Resume,
-            "set_record" => Action::SetRecord,
-            "refill" => Action::Refill,
-            "rules" => Action::Rules,
-            "swap" => Action::Swap,
-            _ => return None,
-        })
+crate::sim::wire_words! {
+    /// Actions a command may ask for. Refill, rules and swap are part of the contract but
+    /// come in a later issue; until then they are refused as unsupported.
+    pub enum Action {
+        Refresh = "refresh",
+        Suspend = "suspend",
+        Resume = "resume",
+        SetRecord = "set_record",
+        Refill = "refill",
+        Rules = "rules",
+        Swap = "swap",
     }
 }
 
@@ -514,7 +520,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
             "iccid: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)",
         )));
     }
-    let Some(action) = Action::parse(&msg.action) else {
+    let Some(action) = Action::from_word(&msg.action) else {
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
             "action: not one of refresh, suspend, resume, set_record, refill, rules, swap",
@@ -647,6 +653,36 @@ mod tests {
 
     fn cmd(json: serde_json::Value) -> Result<Command, Refusal> {
         parse_command(&serde_json::to_vec(&json).unwrap(), NOW)
+    }
+
+    #[test]
+    fn every_topic_the_builder_spells_is_classified_back() {
+        let t = Topics::new("gw-1");
+        let iccid = "8988211000000430010";
+        assert_eq!(t.outbound(&t.health()), Some(AgentTopic::Health));
+        assert_eq!(t.outbound(&t.events()), Some(AgentTopic::Events));
+        assert_eq!(t.outbound(&t.usage()), Some(AgentTopic::Usage));
+        assert_eq!(t.outbound(&t.commands()), Some(AgentTopic::Command));
+        assert_eq!(
+            t.outbound(&t.sim_state(iccid)),
+            Some(AgentTopic::SimState {
+                iccid: iccid.into()
+            })
+        );
+        assert_eq!(
+            t.outbound(&t.sim_platform(iccid)),
+            Some(AgentTopic::SimPlatform {
+                iccid: iccid.into()
+            })
+        );
+        assert_eq!(
+            t.outbound(&t.command_status("c-1")),
+            Some(AgentTopic::CommandStatus { id: "c-1".into() })
+        );
+        // Another agent's topics, and topics the contract does not define, are not ours.
+        assert_eq!(t.outbound(&Topics::new("gw-2").health()), None);
+        assert_eq!(t.outbound("simgate/v1/gw-1/sim/x/other"), None);
+        assert_eq!(t.outbound("simgate/v1/gw-10/health"), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! redelivery, never a loss.
 
 pub mod contract;
+pub mod peer;
 
 use crate::config::BrokerUrl;
 use crate::sim::PlatformRecord;

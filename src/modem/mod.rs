@@ -8,8 +8,9 @@
 //! - [`supervisor`]: one task per port; follows SIM swaps (URC or a cheap poll),
 //!   samples usage into the store, applies actions, reattaches vanished or silent
 //!   modems. Emits [`supervisor::ModemEvent`]s.
-//! - [`emulator`], [`transcript`]: a modem on a pty for tests and demos.
-//! - [`cli`]: `simgate modem info`, `simgate modems`, `simgate emulate modem`.
+//!
+//! The modem emulator for tests and demos lives in `crate::emu`; the subcommands in
+//! `crate::cli`.
 //!
 //! Invariants: nothing here builds command text from outside values except through
 //! `at::quote` or numbers; nothing here knows sled (usage goes through `store::usage`);
@@ -18,12 +19,9 @@
 //! tolerated by the parser for every family.
 
 pub mod actions;
-pub mod cli;
-pub mod emulator;
 pub mod identify;
 pub mod profile;
 pub mod reply;
 pub mod supervisor;
-pub mod transcript;
 
 pub use profile::{Profile, ProfileError, Profiles};

@@ -5,22 +5,22 @@ use crate::at::parser::{fields, Field};
 use crate::card::Iccid;
 use serde::Serialize;
 
-/// Registration state (TS 27.007 §7.2 <stat>), in the words a user reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegState {
-    /// 0: not registered, not searching.
-    Idle,
-    /// 1: registered, home network.
-    Home,
-    /// 2: not registered, searching.
-    Searching,
-    /// 3: registration denied.
-    Denied,
-    /// 4: unknown (e.g. out of coverage).
-    Unknown,
-    /// 5: registered, roaming.
-    Roaming,
+crate::sim::wire_words! {
+    /// Registration state (TS 27.007 §7.2 <stat>), in the words a user reads.
+    pub enum RegState {
+        /// 0: not registered, not searching.
+        Idle = "idle",
+        /// 1: registered, home network.
+        Home = "home",
+        /// 2: not registered, searching.
+        Searching = "searching",
+        /// 3: registration denied.
+        Denied = "denied",
+        /// 4: unknown (e.g. out of coverage).
+        Unknown = "unknown",
+        /// 5: registered, roaming.
+        Roaming = "roaming",
+    }
 }
 
 impl RegState {

@@ -4,10 +4,10 @@
 //! latency, counters that grow during a session, SIM removal and insertion, silence,
 //! garbage, SIM busy, and the port vanishing and coming back (USB reset, reboot).
 
-use super::identify::ISD_R_AID;
-use super::profile::{EuiccAccess, Profile};
 use super::transcript::Transcript;
 use crate::at::parser::{param_list, Field};
+use crate::modem::identify::ISD_R_AID;
+use crate::modem::profile::{EuiccAccess, Profile};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -384,7 +384,7 @@ async fn apply(
 }
 
 /// The hot-plug URC as the profile describes it.
-fn hotplug_urc(h: &super::profile::Hotplug, removed: bool) -> String {
+fn hotplug_urc(h: &crate::modem::profile::Hotplug, removed: bool) -> String {
     let value = if removed {
         // Profile checks guarantee at least one "removed" value.
         h.removed[0].clone()

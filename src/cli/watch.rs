@@ -3,17 +3,15 @@
 //! anyone checking what an agent really sends.
 
 use crate::link::contract::{
-    CommandStatus, EventKind, EventMsg, Health, SimState, Topics, UsageBatch, UsageSample,
+    AgentTopic, CommandStatus, EventKind, EventMsg, Health, SimState, UsageBatch, UsageSample,
 };
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use crate::link::peer::PeerEvent;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How many recent events and command statuses the view keeps.
-const RECENT: usize = 8;
-
+/// The wire word of a contract enum (its serde name).
 fn word<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
@@ -21,8 +19,11 @@ fn word<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// How many recent events and command statuses the view keeps.
+const RECENT: usize = 8;
+
 /// One line for an event.
-pub fn describe_event(e: &EventMsg) -> String {
+pub(super) fn describe_event(e: &EventMsg) -> String {
     match &e.kind {
         EventKind::Inserted { iccid, location } => {
             format!("#{} inserted {iccid} at {}", e.seq, location.label())
@@ -82,7 +83,7 @@ pub fn describe_event(e: &EventMsg) -> String {
 }
 
 /// Render the SIM table (observed and platform fields) and the recent activity as text.
-pub fn render(
+pub(super) fn render(
     health: Option<&Health>,
     sims: &BTreeMap<String, SimState>,
     usage: &BTreeMap<String, UsageSample>,
@@ -128,8 +129,8 @@ pub fn render(
             "{:<21} {:<9} {:<17} {:<7} {:<7} {:<12} {:<12} {:>8} {:>9} {:>4} {:<12} {}{}{}\n",
             s.iccid,
             form,
-            s.status.map(|st| word(&st)).unwrap_or_else(|| "-".into()),
-            word(&s.in_session),
+            s.status.map_or("-", |st| st.word()),
+            s.in_session.word(),
             if s.present { "yes" } else { "no" },
             cut(p.plan.as_deref(), 12),
             // The platform's word first, else what a reader station gave the batch.
@@ -144,7 +145,7 @@ pub fn render(
             p.days_left
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "-".into()),
-            p.sim_type.map(|t| word(&t)).unwrap_or_else(|| "-".into()),
+            p.sim_type.map_or("-", |t| t.word()),
             s.location.label(),
             {
                 let labels = if p.labels.is_empty() {
@@ -173,22 +174,14 @@ pub fn render(
     out
 }
 
-/// Subscribe to `agent_id`'s topics on `broker` and print the table until cancelled.
-pub async fn run(
-    broker: &str,
-    agent_id: &str,
-    access: &crate::link::ClientAccess,
+/// Subscribe to the agent's topics and print the table until cancelled.
+pub(super) async fn run(
+    conn: super::platform::PlatformConn,
     plain: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    crate::config::validate_agent_id(agent_id)
-        .map_err(|e| crate::cli::UsageError(format!("--agent-id: {e}")))?;
-    let topics = Topics::new(agent_id);
-    let client_id = format!("simgate-watch-{}", std::process::id());
-    let opts = crate::link::client_options(broker, client_id, access)
-        .map_err(|e| crate::cli::UsageError(format!("--broker: {e}")))?;
-    let (client, mut eventloop) = AsyncClient::new(opts, 16);
-    let filter = topics.all();
+    let mut peer = conn.peer("watch")?;
+    let filter = peer.topics().all();
     let redraw = !plain && std::io::stdout().is_terminal();
     let mut sims: BTreeMap<String, SimState> = BTreeMap::new();
     let mut health: Option<Health> = None;
@@ -204,77 +197,73 @@ pub async fn run(
     loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            ev = eventloop.poll() => ev,
+            ev = peer.next() => ev,
         };
-        match ev {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                client.subscribe(filter.clone(), QoS::AtLeastOnce).await?;
+        let (topic, payload) = match ev {
+            Ok(PeerEvent::Connected) => {
+                peer.subscribe(filter.clone()).await?;
+                continue;
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                if p.topic == topics.health() {
-                    health = serde_json::from_slice(&p.payload).ok();
-                } else if p.topic.ends_with("/state") {
-                    match serde_json::from_slice::<SimState>(&p.payload) {
-                        Ok(s) => {
-                            sims.insert(s.iccid.clone(), s);
-                        }
-                        Err(e) => {
-                            tracing::warn!(topic = %p.topic, error = %e, "unreadable SIM state")
-                        }
-                    }
-                } else if p.topic == topics.usage() {
-                    match serde_json::from_slice::<UsageBatch>(&p.payload) {
-                        Ok(b) => {
-                            for u in b.sims {
-                                usage.insert(u.iccid.clone(), u);
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "unreadable usage batch"),
-                    }
-                } else if p.topic == topics.events() {
-                    match serde_json::from_slice::<EventMsg>(&p.payload) {
-                        // A command's outcome is already shown from its status topic.
-                        Ok(e) if matches!(e.kind, EventKind::Command { .. }) => continue,
-                        Ok(e) => note(&mut recent, describe_event(&e)),
-                        Err(e) => tracing::warn!(error = %e, "unreadable event"),
-                    }
-                } else if p.topic.starts_with(&topics.commands()) && p.topic.ends_with("/status") {
-                    match serde_json::from_slice::<CommandStatus>(&p.payload) {
-                        // Final statuses also come as command events; show the steps.
-                        Ok(st) => note(
-                            &mut recent,
-                            format!(
-                                "command {} {} -> {}{}",
-                                st.id,
-                                st.action,
-                                word(&st.status),
-                                st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                            ),
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "unreadable command status"),
-                    }
-                } else {
-                    continue;
-                }
-                let table = render(health.as_ref(), &sims, &usage, &recent);
-                let mut out = std::io::stdout().lock();
-                if redraw {
-                    // ANSI: cursor home, clear screen.
-                    write!(out, "\x1b[H\x1b[2J{table}")?;
-                } else {
-                    writeln!(out, "--- {}\n{table}", crate::time::unix_now())?;
-                }
-                out.flush()?;
-            }
-            Ok(_) => {}
+            Ok(PeerEvent::Message { topic, payload }) => (topic, payload),
+            Ok(_) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "broker unreachable; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
+                continue;
             }
+        };
+        match topic {
+            AgentTopic::Health => health = serde_json::from_slice(&payload).ok(),
+            AgentTopic::SimState { iccid } => match serde_json::from_slice::<SimState>(&payload) {
+                Ok(s) => {
+                    sims.insert(s.iccid.clone(), s);
+                }
+                Err(e) => tracing::warn!(%iccid, error = %e, "unreadable SIM state"),
+            },
+            AgentTopic::Usage => match serde_json::from_slice::<UsageBatch>(&payload) {
+                Ok(b) => {
+                    for u in b.sims {
+                        usage.insert(u.iccid.clone(), u);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable usage batch"),
+            },
+            AgentTopic::Events => match serde_json::from_slice::<EventMsg>(&payload) {
+                // A command's outcome is already shown from its status topic.
+                Ok(e) if matches!(e.kind, EventKind::Command { .. }) => continue,
+                Ok(e) => note(&mut recent, describe_event(&e)),
+                Err(e) => tracing::warn!(error = %e, "unreadable event"),
+            },
+            AgentTopic::CommandStatus { .. } => {
+                match serde_json::from_slice::<CommandStatus>(&payload) {
+                    // Final statuses also come as command events; show the steps.
+                    Ok(st) => note(
+                        &mut recent,
+                        format!(
+                            "command {} {} -> {}{}",
+                            st.id,
+                            st.action,
+                            word(&st.status),
+                            st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                        ),
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "unreadable command status"),
+                }
+            }
+            AgentTopic::SimPlatform { .. } | AgentTopic::Command => continue,
         }
+        let table = render(health.as_ref(), &sims, &usage, &recent);
+        let mut out = std::io::stdout().lock();
+        if redraw {
+            // ANSI: cursor home, clear screen.
+            write!(out, "\x1b[H\x1b[2J{table}")?;
+        } else {
+            writeln!(out, "--- {}\n{table}", crate::time::unix_now())?;
+        }
+        out.flush()?;
     }
 }
 

@@ -1,11 +1,8 @@
-//! The modem subcommands: `simgate modem info`, `simgate modems`, `simgate emulate
-//! modem`. clap types plus their `run`; the binary's own parser embeds them.
+//! The modem subcommands: `simgate modem info` and `simgate modems`.
 
-use super::emulator::{self, Control, EmuSim, Options};
-use super::identify::{self, ModemInfo};
-use super::transcript::Transcript;
-use super::Profiles;
 use crate::at::AtConnection;
+use crate::modem::identify::{self, ModemInfo};
+use crate::modem::Profiles;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,32 +53,7 @@ pub struct ModemsArgs {
     pub timeout: u64,
 }
 
-/// `simgate emulate modem`: a modem on a pty.
-#[derive(Debug, clap::Args)]
-pub struct EmulateModemArgs {
-    /// Profile name (quectel-ec2x, telit-le910, ...).
-    #[arg(long)]
-    pub profile: String,
-    /// Replay this transcript (format: devices/modems/README.md).
-    #[arg(long)]
-    pub transcript: Option<PathBuf>,
-    /// Keep a symlink here pointing at the current pty.
-    #[arg(long)]
-    pub link: Option<PathBuf>,
-    #[arg(long)]
-    pub profile_dir: Option<PathBuf>,
-    /// Start with an eSIM instead of a physical SIM.
-    #[arg(long)]
-    pub esim: bool,
-    /// Start without a SIM.
-    #[arg(long)]
-    pub no_sim: bool,
-    /// Delay before each answer, milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-}
-
-fn profiles(dir: &Option<PathBuf>) -> anyhow::Result<Profiles> {
+pub(super) fn profiles(dir: &Option<PathBuf>) -> anyhow::Result<Profiles> {
     Ok(match dir {
         Some(d) => Profiles::with_overrides(d)?,
         None => Profiles::shipped()?,
@@ -124,7 +96,7 @@ fn or_dash(v: &Option<String>) -> &str {
 }
 
 /// The human view of one modem.
-pub fn table(i: &ModemInfo) -> String {
+pub(super) fn table(i: &ModemInfo) -> String {
     let s = &i.sim;
     let mut out = String::new();
     let mut row = |k: &str, v: String| out.push_str(&format!("{k:<16}{v}\n"));
@@ -156,10 +128,7 @@ pub fn table(i: &ModemInfo) -> String {
         );
     }
     if let Some(r) = &s.registration {
-        let state = serde_json::to_value(r.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let state = r.state.word();
         row(
             "registration",
             format!(
@@ -236,7 +205,6 @@ impl ModemsArgs {
                 "PORT", "MODEL", "IMEI", "ICCID", "FORM", "SESSION"
             );
             for i in &found {
-                let session = serde_json::to_value(i.sim.in_session)?;
                 println!(
                     "{:<20} {:<16} {:<20} {:<22} {:<10} {:<8}",
                     i.port,
@@ -244,7 +212,7 @@ impl ModemsArgs {
                     or_dash(&i.imei),
                     i.sim.iccid.as_deref().unwrap_or(&i.sim.state),
                     i.sim.form_factor,
-                    session.as_str().unwrap_or("-")
+                    i.sim.in_session.word()
                 );
             }
         }
@@ -264,95 +232,4 @@ fn scan_ports() -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-impl EmulateModemArgs {
-    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let profiles = profiles(&self.profile_dir)?;
-        let profile = profiles
-            .get(&self.profile)
-            .ok_or_else(|| {
-                crate::cli::UsageError(format!(
-                    "--profile: no profile {:?}; known: {}",
-                    self.profile,
-                    profiles.names().join(", ")
-                ))
-            })?
-            .clone();
-        let mut opts = Options::new(profile);
-        if let Some(t) = &self.transcript {
-            opts.transcript = Some(Transcript::load(t)?);
-        }
-        opts.link = self.link.clone();
-        opts.latency = Duration::from_millis(self.latency_ms);
-        if self.esim {
-            opts.sim = Some(EmuSim::esim());
-        }
-        if self.no_sim {
-            opts.sim = None;
-            opts.session_up = false;
-        }
-        let mut h = emulator::start(opts, cancel.clone())?;
-        println!("{}", h.path().display());
-        eprintln!(
-            "emulating {}; commands on stdin: remove | insert | swap | esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS",
-            self.profile
-        );
-        // A plain thread reads stdin (tokio's io-std feature is not compiled in); it
-        // ends with stdin.
-        let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
-        std::thread::spawn(move || {
-            for l in std::io::stdin().lines().map_while(Result::ok) {
-                if tx.blocking_send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut stdin_open = true;
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                p = h.changed_path() => if let Some(p) = p {
-                    println!("{}", p.display());
-                },
-                l = lines.recv(), if stdin_open => match l {
-                    Some(l) => match control(&l) {
-                        Some(c) => h.send(c).await,
-                        None => eprintln!("unknown emulator command: {l}"),
-                    },
-                    None => stdin_open = false,
-                },
-            }
-        }
-    }
-}
-
-fn control(line: &str) -> Option<Control> {
-    let mut words = line.trim().splitn(2, ' ');
-    let secs = |w: Option<&str>| {
-        Duration::from_secs_f64(w.and_then(|s| s.trim().parse().ok()).unwrap_or(2.0))
-    };
-    Some(match words.next()? {
-        "remove" => Control::RemoveSim,
-        "insert" => Control::InsertSim(EmuSim::physical()),
-        "swap" => Control::InsertSim(EmuSim::other()),
-        "esim" => Control::InsertSim(EmuSim::esim()),
-        "silent" => Control::Silent(true),
-        "talk" => Control::Silent(false),
-        "garbage" => Control::Garbage,
-        "busy" => Control::SimBusy(words.next()?.trim().parse().ok()?),
-        "vanish" => Control::Vanish(secs(words.next())),
-        "reboot" => Control::RebootOnNextCommand(secs(words.next())),
-        "urc" => Control::Urc(words.next()?.to_string()),
-        "restart" => Control::Restart,
-        "connect" => Control::Connect,
-        "traffic" => {
-            let mut n = words.next()?.split_whitespace().map(|w| w.parse().ok());
-            Control::Traffic {
-                sent: n.next()??,
-                received: n.next()??,
-            }
-        }
-        _ => return None,
-    })
 }

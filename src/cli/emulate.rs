@@ -1,0 +1,194 @@
+//! `simgate emulate card|modem`: devices for tests and demos (feature `emulators`).
+
+use super::modem::profiles;
+use super::UsageError;
+use crate::emu::modem::{self as emulator, Control, EmuSim, Options};
+use crate::emu::transcript::Transcript;
+use crate::emu::vcard::{self, CardImage, VirtualCard};
+use anyhow::bail;
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Subcommand)]
+pub enum Emulate {
+    /// A modem on a pty, behaving like a profile's modem (see devices/modems/README.md).
+    Modem(EmulateModemArgs),
+    /// A virtual card plugged into vpcd, answering from a card image.
+    Card {
+        /// Card image (TOML; see devices/cards/README.md).
+        #[arg(long)]
+        image: PathBuf,
+        /// vpcd's address (the reader's TCP port).
+        #[arg(long, default_value = "127.0.0.1:35963")]
+        vpcd: String,
+        /// Delay added to every APDU answer, in milliseconds (a real T=0 SIM costs
+        /// several ms per APDU).
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
+}
+
+impl Emulate {
+    pub(super) async fn run(self, cancel: CancellationToken) -> anyhow::Result<ExitCode> {
+        match self {
+            Emulate::Modem(args) => {
+                args.run(cancel).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Emulate::Card {
+                image,
+                vpcd,
+                latency_ms,
+            } => emulate_card(image, vpcd, Duration::from_millis(latency_ms), cancel).await,
+        }
+    }
+}
+
+async fn emulate_card(
+    image: PathBuf,
+    vpcd: String,
+    latency: Duration,
+    cancel: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let image = CardImage::load(&image)?;
+    let name = image.name.clone();
+    let mut card = VirtualCard::new(image);
+    let session = vcard::vpcd::Session { latency };
+    let ended = vcard::vpcd::serve(&vpcd, &mut card, &session, &cancel, || {
+        // Tests and the demo wait for this line: from now on pcscd shows the card.
+        println!("card \"{name}\" inserted at vpcd {vpcd}");
+    })
+    .await?;
+    match ended {
+        vcard::vpcd::Ended::Removed => {
+            println!("card removed ({} APDUs answered)", card.apdus());
+            Ok(ExitCode::SUCCESS)
+        }
+        vcard::vpcd::Ended::Pulled => {
+            println!("card pulled mid-exchange ({} APDUs seen)", card.apdus());
+            Ok(ExitCode::SUCCESS)
+        }
+        vcard::vpcd::Ended::ReaderGone => {
+            bail!("vpcd at {vpcd} closed the connection (pcscd stopped?)")
+        }
+    }
+}
+
+/// `simgate emulate modem`: a modem on a pty.
+#[derive(Debug, clap::Args)]
+pub struct EmulateModemArgs {
+    /// Profile name (quectel-ec2x, telit-le910, ...).
+    #[arg(long)]
+    pub profile: String,
+    /// Replay this transcript (format: devices/modems/README.md).
+    #[arg(long)]
+    pub transcript: Option<PathBuf>,
+    /// Keep a symlink here pointing at the current pty.
+    #[arg(long)]
+    pub link: Option<PathBuf>,
+    #[arg(long)]
+    pub profile_dir: Option<PathBuf>,
+    /// Start with an eSIM instead of a physical SIM.
+    #[arg(long)]
+    pub esim: bool,
+    /// Start without a SIM.
+    #[arg(long)]
+    pub no_sim: bool,
+    /// Delay before each answer, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+}
+
+impl EmulateModemArgs {
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let profiles = profiles(&self.profile_dir)?;
+        let profile = profiles
+            .get(&self.profile)
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "--profile: no profile {:?}; known: {}",
+                    self.profile,
+                    profiles.names().join(", ")
+                ))
+            })?
+            .clone();
+        let mut opts = Options::new(profile);
+        if let Some(t) = &self.transcript {
+            opts.transcript = Some(Transcript::load(t)?);
+        }
+        opts.link = self.link.clone();
+        opts.latency = Duration::from_millis(self.latency_ms);
+        if self.esim {
+            opts.sim = Some(EmuSim::esim());
+        }
+        if self.no_sim {
+            opts.sim = None;
+            opts.session_up = false;
+        }
+        let mut h = emulator::start(opts, cancel.clone())?;
+        println!("{}", h.path().display());
+        eprintln!(
+            "emulating {}; commands on stdin: remove | insert | swap | esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS",
+            self.profile
+        );
+        // A plain thread reads stdin (tokio's io-std feature is not compiled in); it
+        // ends with stdin.
+        let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
+        std::thread::spawn(move || {
+            for l in std::io::stdin().lines().map_while(Result::ok) {
+                if tx.blocking_send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut stdin_open = true;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                p = h.changed_path() => if let Some(p) = p {
+                    println!("{}", p.display());
+                },
+                l = lines.recv(), if stdin_open => match l {
+                    Some(l) => match control(&l) {
+                        Some(c) => h.send(c).await,
+                        None => eprintln!("unknown emulator command: {l}"),
+                    },
+                    None => stdin_open = false,
+                },
+            }
+        }
+    }
+}
+
+fn control(line: &str) -> Option<Control> {
+    let mut words = line.trim().splitn(2, ' ');
+    let secs = |w: Option<&str>| {
+        Duration::from_secs_f64(w.and_then(|s| s.trim().parse().ok()).unwrap_or(2.0))
+    };
+    Some(match words.next()? {
+        "remove" => Control::RemoveSim,
+        "insert" => Control::InsertSim(EmuSim::physical()),
+        "swap" => Control::InsertSim(EmuSim::other()),
+        "esim" => Control::InsertSim(EmuSim::esim()),
+        "silent" => Control::Silent(true),
+        "talk" => Control::Silent(false),
+        "garbage" => Control::Garbage,
+        "busy" => Control::SimBusy(words.next()?.trim().parse().ok()?),
+        "vanish" => Control::Vanish(secs(words.next())),
+        "reboot" => Control::RebootOnNextCommand(secs(words.next())),
+        "urc" => Control::Urc(words.next()?.to_string()),
+        "restart" => Control::Restart,
+        "connect" => Control::Connect,
+        "traffic" => {
+            let mut n = words.next()?.split_whitespace().map(|w| w.parse().ok());
+            Control::Traffic {
+                sent: n.next()??,
+                received: n.next()??,
+            }
+        }
+        _ => return None,
+    })
+}

@@ -1,0 +1,185 @@
+//! The command line: argument parsing, dispatch, and exit codes. The binary's edge:
+//! errors become messages and exit codes here and nowhere deeper; only this tree
+//! formats for humans or prints JSON.
+
+mod config;
+#[cfg(feature = "emulators")]
+mod emulate;
+mod error;
+mod modem;
+mod platform;
+mod read;
+mod run;
+mod station;
+mod watch;
+
+pub use error::{report, UsageError};
+
+use crate::config::{Config, LogFormat};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "simgate",
+    version,
+    about = "SIMs in PC/SC readers and AT modems, in sync with a SIM-management platform over MQTT"
+)]
+pub struct Cli {
+    /// Configuration file (see `simgate config template`).
+    #[arg(long, global = true, env = "SIMGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: auto, human or json.
+    #[arg(long, global = true, env = "SIMGATE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List PC/SC readers and whether each holds a card.
+    Readers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Identify the card in a reader, or in every reader holding one.
+    Read {
+        /// Exact reader name (see `simgate readers`).
+        #[arg(long)]
+        reader: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon: watch readers, keep the store and the platform in sync.
+    Run(run::RunArgs),
+    /// A reader station: every SIM inserted is identified and shown at once.
+    Station(station::StationArgs),
+    /// One modem: `simgate modem info --port PATH [--json]`.
+    Modem(modem::ModemArgs),
+    /// Find and identify modems.
+    Modems(modem::ModemsArgs),
+    /// Show, live, the SIM table an agent publishes on the broker.
+    Watch {
+        #[command(flatten)]
+        conn: platform::PlatformConn,
+        /// Print one table per change instead of redrawing the screen.
+        #[arg(long)]
+        plain: bool,
+    },
+    /// The platform's side, for demos and humans: send commands, set SIM records.
+    #[command(subcommand)]
+    Platform(platform::PlatformCmd),
+    /// Emulate devices for tests and demos.
+    #[cfg(feature = "emulators")]
+    #[command(subcommand)]
+    Emulate(emulate::Emulate),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Config errors are usage errors: exit 2, like clap's.
+    let cfg = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("simgate: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    let format = match cli.log_format.as_deref() {
+        None => cfg.log.format,
+        Some("auto") => LogFormat::Auto,
+        Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            eprintln!("simgate: --log-format: \"{other}\" is not one of auto, human, json");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(&cfg.log.level, format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("simgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, cfg)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("simgate: {}", report(&e));
+            if error::is_usage(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// One cancellation token for the whole process: the first SIGINT/SIGTERM cancels it,
+/// a second one exits at once.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                    return;
+                }
+            };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("stopping (signal again to exit at once)");
+                t.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Readers { json } => read::readers(json).await,
+        Command::Read { reader, json } => read::read(reader, json, &cfg).await,
+        Command::Run(args) => run::run(args, cfg).await,
+        Command::Station(args) => station::station(args, cfg).await,
+        Command::Watch { conn, plain } => {
+            watch::run(conn, plain, shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Platform(cmd) => platform::platform(cmd).await,
+        Command::Modem(args) => {
+            args.run(shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Modems(args) => {
+            args.run(shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "emulators")]
+        Command::Emulate(e) => e.run(shutdown_token()).await,
+        Command::Config(cmd) => Ok(cmd.run()),
+    }
+}

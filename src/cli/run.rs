@@ -1,0 +1,113 @@
+//! `simgate run` and the agent flags it shares with `simgate station`.
+
+use super::shutdown_token;
+use crate::config::Config;
+use crate::daemon;
+use crate::link::LinkSettings;
+use crate::reader;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Modem port to supervise: a serial device or tcp://host:port. Repeatable.
+    #[arg(long = "modem", env = "SIMGATE_MODEMS", value_delimiter = ',')]
+    pub modems: Vec<String>,
+    /// Directory of modem profiles overriding the shipped ones.
+    #[arg(long)]
+    pub profile_dir: Option<PathBuf>,
+}
+
+/// The flags `run` and `station` share: who this agent is, where it keeps its store,
+/// which broker and which readers.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT.
+    #[arg(long, env = "SIMGATE_BROKER")]
+    pub broker: Option<String>,
+    /// This agent's id (MQTT client id and topic prefix).
+    #[arg(long, env = "SIMGATE_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// Directory of the durable store.
+    #[arg(long, env = "SIMGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Reader: exact name or pattern with '*'. Repeatable; none: all readers.
+    #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
+    pub readers: Vec<String>,
+}
+
+impl AgentArgs {
+    /// Flags and environment override the file.
+    pub(super) fn apply(self, cfg: &mut Config) {
+        if let Some(b) = self.broker {
+            cfg.broker.url = b;
+        }
+        if let Some(a) = self.agent_id {
+            cfg.agent.id = a;
+        }
+        if let Some(d) = self.state_dir {
+            cfg.agent.state_dir = d;
+        }
+        if !self.readers.is_empty() {
+            cfg.readers.names = self.readers;
+        }
+    }
+}
+
+pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
+    args.agent.apply(&mut cfg);
+    if !args.modems.is_empty() {
+        cfg.modems.ports = args.modems;
+    }
+    if let Some(d) = args.profile_dir {
+        cfg.modems.profile_dir = d;
+    }
+    if let Err(e) = cfg.validate("command line") {
+        eprintln!("simgate: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    if cfg.agent.id.is_empty() {
+        eprintln!("simgate: agent.id: not set; give --agent-id, SIMGATE_AGENT_ID or agent.id in the config file");
+        return Ok(ExitCode::from(2));
+    }
+    let broker = (!cfg.broker.url.is_empty()).then(|| link_settings(&cfg));
+    let settings = daemon::Settings {
+        agent_id: cfg.agent.id.clone(),
+        state_dir: cfg.agent.state_dir.clone(),
+        broker,
+        readers: cfg.readers.names.clone(),
+        read: reader::ReadSettings::from_config(&cfg.readers),
+        modems: cfg.modems.ports.clone(),
+        profile_dir: (!cfg.modems.profile_dir.as_os_str().is_empty())
+            .then(|| cfg.modems.profile_dir.clone()),
+        modem_poll: Duration::from_secs(cfg.modems.poll_secs),
+        modem_netdevs: cfg.modems.netdevs.clone(),
+    };
+    daemon::run(settings, shutdown_token()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The platform link's settings from the configuration (daemon and station alike).
+pub(super) fn link_settings(cfg: &Config) -> LinkSettings {
+    LinkSettings {
+        url: cfg.broker.url.clone(),
+        agent_id: cfg.agent.id.clone(),
+        keepalive: Duration::from_secs(cfg.broker.keepalive_secs),
+        username: cfg.broker.username.clone(),
+        password: cfg.broker.password.clone(),
+        ca_file: non_empty(&cfg.broker.ca_file),
+        client_cert: non_empty(&cfg.broker.client_cert).zip(non_empty(&cfg.broker.client_key)),
+        outbox_cap: cfg.broker.outbox_max_messages,
+        window: cfg.broker.inflight_window,
+        usage_interval: Duration::from_secs(cfg.broker.usage_interval_secs),
+    }
+}
+
+/// A configured path, or None when the key was left empty.
+fn non_empty(p: &std::path::Path) -> Option<PathBuf> {
+    (!p.as_os_str().is_empty()).then(|| p.to_path_buf())
+}

@@ -1,0 +1,11 @@
+//! Devices for tests and demos, behind the cargo feature `emulators` (on by default, off
+//! in the gateway package): nothing here ships to a gateway that does not ask for it.
+//!
+//! - [`vcard`]: simgate's virtual card, a card image (devices/cards/*.toml) plugged into
+//!   vpcd so the real pcscd sees it in a virtual reader.
+//! - [`modem`]: a modem on a pty, driven by a devices/modems profile.
+//! - [`transcript`]: recorded modem sessions the emulator replays.
+
+pub mod modem;
+pub mod transcript;
+pub mod vcard;
