@@ -14,6 +14,7 @@
     clippy::todo
 )]
 
+pub mod agent;
 pub mod at;
 pub mod card;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod emu;
 pub mod link;
 pub mod logging;
 pub mod modem;
+pub mod observe;
 pub mod reader;
 pub mod sim;
 pub mod station;

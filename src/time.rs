@@ -28,6 +28,18 @@ pub fn civil_from_unix(secs: u64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Unix seconds as RFC 3339 UTC text (CSV files and screens).
+pub fn utc_text(secs: u64) -> String {
+    let (y, m, d) = civil_from_unix(secs);
+    let t = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
 /// The month key "YYYY-MM" (UTC) a timestamp falls in; usage is accumulated per key.
 pub fn month_key(secs: u64) -> String {
     let (y, m, _) = civil_from_unix(secs);

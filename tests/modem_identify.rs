@@ -46,7 +46,10 @@ async fn quectel_physical_sim_is_identified_within_budget() {
     assert_eq!(info.sim.imsi.as_deref(), Some("20404001234567"));
     assert_eq!(info.sim.operator.as_deref(), Some("Vodafone NL"));
     assert_eq!(info.sim.mcc_mnc.as_deref(), Some("20404"));
-    assert_eq!(info.sim.form_factor, "physical");
+    assert_eq!(
+        info.sim.form_factor,
+        Some(simgate::sim::FormFactor::Physical)
+    );
     assert_eq!(info.sim.in_session, InSession::Yes);
     let reg = info.sim.registration.clone().unwrap();
     assert_eq!(reg.domain, "CEREG");
@@ -55,7 +58,7 @@ async fn quectel_physical_sim_is_identified_within_budget() {
     // EC2x has two slots; the first is in use, counted from 1 as on the gateway label.
     assert_eq!(info.sim.slot, Some(1));
     assert!(matches!(
-        info.observed(0).unwrap().location,
+        simgate::observe::from_modem(&info, 0).unwrap().location,
         simgate::sim::Location::Modem { slot: Some(1), .. }
     ));
     assert!(info.at_commands <= 12, "{} commands", info.at_commands);
@@ -70,7 +73,7 @@ async fn esim_gives_its_eid_within_budget() {
     let info = identify::identify(&mut conn, &Profiles::shipped().unwrap(), "pty")
         .await
         .unwrap();
-    assert_eq!(info.sim.form_factor, "esim");
+    assert_eq!(info.sim.form_factor, Some(simgate::sim::FormFactor::Esim));
     assert_eq!(
         info.sim.eid.as_deref(),
         Some("89049032123451234512345678901235")

@@ -38,7 +38,7 @@ async fn quectel_manual_examples_with_a_urc_inside_the_iccid_reply() {
     // The manual's ICCID fails the Luhn check: reported as read, never fixed.
     assert_eq!(info.sim.iccid.as_deref(), Some("89860025128306012474"));
     assert_eq!(info.sim.iccid_luhn_ok, Some(false));
-    let obs = info.observed(0).unwrap();
+    let obs = simgate::observe::from_modem(&info, 0).unwrap();
     assert_eq!(obs.local_status(), Some(simgate::sim::Status::Invalid));
     let usage = info.sim.usage.unwrap();
     assert_eq!((usage.sent, usage.received), (3832, 4618));

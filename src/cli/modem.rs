@@ -115,7 +115,10 @@ pub(super) fn table(i: &ModemInfo) -> String {
         };
         row("ICCID", format!("{}{luhn}", or_dash(&s.iccid)));
         row("IMSI", or_dash(&s.imsi).into());
-        row("form factor", s.form_factor.clone());
+        row(
+            "form factor",
+            s.form_factor.map_or("unknown", |f| f.word()).to_string(),
+        );
         if let Some(slot) = s.slot {
             row("slot", slot.to_string());
         }
@@ -211,7 +214,7 @@ impl ModemsArgs {
                     or_dash(&i.model),
                     or_dash(&i.imei),
                     i.sim.iccid.as_deref().unwrap_or(&i.sim.state),
-                    i.sim.form_factor,
+                    i.sim.form_factor.map_or("unknown", |f| f.word()),
                     i.sim.in_session.word()
                 );
             }

@@ -1,9 +1,9 @@
 //! `simgate readers` and `simgate read`.
 
 use crate::config::Config;
-use crate::reader::{self, CardRead, ReaderError};
+use crate::observe::CardReport;
+use crate::reader::{self, ReaderError};
 use anyhow::Context as _;
-use serde::Serialize;
 use std::process::ExitCode;
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
@@ -39,87 +39,28 @@ pub(super) async fn readers(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One row of `simgate read`.
-#[derive(Debug, Serialize)]
-pub(crate) struct ReadRow {
-    reader: String,
-    /// `None` for a Blank eSIM whose MF has no EF.ICCID.
-    iccid: Option<String>,
-    luhn_ok: bool,
-    kind: crate::card::CardKind,
-    form_factor: crate::sim::FormFactor,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eid: Option<String>,
-    /// An eUICC with no enabled profile.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    blank_esim: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<crate::sim::Status>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    problem: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    imsi: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    spn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    operator: Option<String>,
-    atr: String,
-    /// APDUs the identification budget counts, and every APDU sent.
-    apdus: u32,
-    apdus_total: u32,
-    /// Identification time: connect to disconnect, in this process.
-    ms: u64,
-}
-
-impl ReadRow {
-    fn new(r: &CardRead, ms: u64) -> Self {
-        let obs = crate::daemon::observed_from_read(r);
-        ReadRow {
-            reader: r.reader.clone(),
-            iccid: r.identity.iccid.as_ref().map(|i| i.to_string()),
-            luhn_ok: obs.iccid_luhn_ok,
-            kind: r.identity.kind,
-            form_factor: obs.form_factor.unwrap_or(crate::sim::FormFactor::Physical),
-            status: obs.local_status(),
-            blank_esim: obs.blank_esim,
-            eid: obs.eid,
-            problem: obs.problem,
-            imsi: obs.imsi,
-            spn: obs.spn,
-            operator: obs.operator,
-            atr: r.atr.clone(),
-            apdus: r.identity.apdus,
-            apdus_total: r.identity.apdus_total,
-            ms,
-        }
+/// Read every named reader at once, each on its own thread (`reader::spawn_read`).
+fn read_all(names: Vec<String>, settings: reader::ReadSettings) -> Vec<CardReport> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let count = names.len();
+    for name in names {
+        let tx = tx.clone();
+        let shown = name.clone();
+        reader::spawn_read(name, settings, move |result, took| {
+            let at = crate::time::unix_now();
+            // The receiver waits for every read: it is there.
+            let _ = tx.send(CardReport::new(
+                &shown,
+                &result,
+                at,
+                took.as_millis() as u64,
+            ));
+        });
     }
-}
-
-/// Read every named reader at once, each on its own thread (reader::read_card_timeout).
-fn read_all(
-    names: Vec<std::ffi::CString>,
-    settings: reader::ReadSettings,
-) -> Vec<(Result<CardRead, ReaderError>, u64)> {
-    let handles: Vec<_> = names
-        .into_iter()
-        .map(|n| {
-            std::thread::spawn(move || {
-                let started = std::time::Instant::now();
-                let r = reader::read_card_timeout(&n, settings);
-                (r, started.elapsed().as_millis() as u64)
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .filter_map(|h| match h.join() {
-            Ok(r) => Some(r),
-            Err(_) => {
-                tracing::error!("a reader thread panicked");
-                None
-            }
-        })
-        .collect()
+    drop(tx);
+    let mut reports: Vec<CardReport> = rx.iter().take(count).collect();
+    reports.sort_by(|a, b| a.reader.cmp(&b.reader));
+    reports
 }
 
 pub(super) async fn read(
@@ -128,24 +69,25 @@ pub(super) async fn read(
     cfg: &Config,
 ) -> anyhow::Result<ExitCode> {
     let settings = reader::ReadSettings::from_config(&cfg.readers);
-    let results: Vec<(Result<CardRead, ReaderError>, u64)> = blocking(move || {
+    let reports = blocking(move || {
         let ctx = reader::establish()?;
         let names = match &only {
-            Some(name) => vec![reader::resolve(&ctx, name)?],
+            Some(name) => vec![reader::resolve(&ctx, name)?.to_string_lossy().into_owned()],
             None => reader::list(&ctx)?
                 .into_iter()
                 .filter(|r| r.card_present)
-                .filter_map(|r| std::ffi::CString::new(r.name).ok())
+                .map(|r| r.name)
                 .collect(),
         };
         Ok::<_, ReaderError>(read_all(names, settings))
     })
     .await??;
+    // Unreadable cards are named on stderr; the table and the JSON hold the cards read.
     let mut rows = Vec::new();
-    for (result, ms) in results {
-        match result {
-            Ok(read) => rows.push(ReadRow::new(&read, ms)),
-            Err(e) => eprintln!("simgate: {e}"),
+    for r in reports {
+        match (&r.card, &r.error) {
+            (Some(_), _) => rows.push(r),
+            (None, e) => eprintln!("simgate: {}", e.as_deref().unwrap_or("card not read")),
         }
     }
     if json {
@@ -163,22 +105,16 @@ pub(super) async fn read(
                 "READER", "ICCID", "EID"
             );
         }
-        for r in &rows {
-            let luhn = if r.luhn_ok { "ok" } else { "FAIL" };
-            let kind = match r.kind {
-                crate::card::CardKind::Uicc => "uicc",
-                crate::card::CardKind::Gsm => "gsm",
-            };
-            let form = match r.form_factor {
-                crate::sim::FormFactor::Physical => "physical",
-                crate::sim::FormFactor::Esim => "esim",
-            };
+        for (r, c) in rows.iter().filter_map(|r| Some((r, r.card.as_ref()?))) {
+            let luhn = if c.luhn_ok { "ok" } else { "FAIL" };
+            let kind = c.kind.word();
+            let form = c.form_factor.word();
             println!(
                 "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:8}  {:32}  {}",
                 r.reader,
-                r.iccid.as_deref().unwrap_or("-"),
-                r.eid.as_deref().unwrap_or("-"),
-                r.atr
+                c.iccid.as_deref().unwrap_or("-"),
+                c.eid.as_deref().unwrap_or("-"),
+                c.atr
             );
         }
     }

@@ -3,8 +3,11 @@
 use super::run::{link_settings, AgentArgs};
 use super::shutdown_token;
 use crate::config::Config;
+use crate::observe::CardReport;
 use crate::reader;
+use crate::station::{Screen, Settings, Tally};
 use clap::Args;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,11 +62,175 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
             note: non_empty(cfg.station.note.clone()),
         },
         csv: args.csv,
-        json: args.json,
         state_dir: cfg.agent.state_dir.clone(),
         broker,
         read: reader::ReadSettings::from_config(&cfg.readers),
     };
-    crate::station::run(settings, shutdown_token()).await?;
+    let mut screen = Terminal::new(args.json);
+    crate::station::run(settings, &mut screen, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The station's terminal screen: rows appended as reads finish (no full redraw, so the
+/// history stays scrollable and nothing shown is ever overwritten), or NDJSON with
+/// `--json`.
+#[derive(Debug)]
+struct Terminal {
+    json: bool,
+    /// ANSI colours and the bell only on a terminal.
+    ansi: bool,
+    out: std::io::Stdout,
+}
+
+impl Terminal {
+    fn new(json: bool) -> Terminal {
+        let out = std::io::stdout();
+        Terminal {
+            json,
+            ansi: !json && out.is_terminal(),
+            out,
+        }
+    }
+
+    fn write(&mut self, text: &str) -> std::io::Result<()> {
+        let mut lock = self.out.lock();
+        lock.write_all(text.as_bytes()).and_then(|_| lock.flush())
+    }
+}
+
+impl Screen for Terminal {
+    fn header(&mut self, s: &Settings) -> std::io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        let mut attrs = Vec::new();
+        if !s.batch.labels.is_empty() {
+            attrs.push(format!("labels: {}", s.batch.labels.join(", ")));
+        }
+        if let Some(c) = &s.batch.company {
+            attrs.push(format!("company: {c}"));
+        }
+        if let Some(n) = &s.batch.note {
+            attrs.push(format!("note: {n}"));
+        }
+        let readers = if s.readers.is_empty() {
+            "all readers".to_string()
+        } else {
+            s.readers.join(", ")
+        };
+        let text = format!(
+            "simgate station: {readers}{}{}\nInsert SIMs; each appears below. Ctrl-C ends the batch.\n\n",
+            if attrs.is_empty() { "" } else { " | " },
+            attrs.join(" | ")
+        );
+        self.write(&text)
+    }
+
+    fn note(&mut self, text: &str) -> std::io::Result<()> {
+        if self.json {
+            tracing::info!("{text}");
+            return Ok(());
+        }
+        self.write(&format!("   {text}\n"))
+    }
+
+    fn row(&mut self, r: &CardReport, tally: &Tally) -> std::io::Result<()> {
+        if self.json {
+            let line = serde_json::to_string(r)?;
+            return self.write(&format!("{line}\n"));
+        }
+        let card = r.card.as_ref();
+        let (bold, red, green, reset, bell) = if self.ansi {
+            ("\x1b[1m", "\x1b[1;37;41m", "\x1b[32m", "\x1b[0m", "\x07")
+        } else {
+            ("", "", "", "", "")
+        };
+        let mut text = String::new();
+        let status = card.and_then(|c| c.status).map_or("-", |s| s.word());
+        let form = card.map_or("-", |c| c.form_text());
+        text.push_str(&format!(
+            "{bold}#{:<3}{reset} {}  ICCID {}  {form}  EID {}  status {status}",
+            r.n.unwrap_or_default(),
+            r.reader,
+            card.and_then(|c| c.iccid.as_deref()).unwrap_or("-"),
+            card.and_then(|c| c.eid.as_deref()).unwrap_or("-"),
+        ));
+        if let Some(op) = card.and_then(|c| c.operator.as_ref()) {
+            text.push_str(&format!("  {op}"));
+        }
+        if let Some(t) = r.known_since {
+            text.push_str(&format!(
+                "  (known, last seen {})",
+                crate::time::utc_text(t)
+            ));
+        }
+        text.push_str(&format!("  {} ms\n", r.ms));
+        for w in &r.warnings {
+            text.push_str(&format!("{red} !! {w} !! {reset}{bell}\n"));
+        }
+        if let Some(e) = &r.error {
+            text.push_str(&format!("     {e}\n"));
+        }
+        if let Some(payload) = &r.qr {
+            text.push_str(&qr_text(payload));
+        }
+        text.push_str(&format!(
+            "{green}     count: {} read, {} unique SIMs, {} with warnings{reset}\n",
+            tally.reads(),
+            tally.unique(),
+            tally.warned()
+        ));
+        self.write(&text)
+    }
+
+    fn summary(&mut self, t: &Tally) -> std::io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        self.write(&format!(
+            "\nbatch done: {} read, {} unique SIMs, {} with warnings\n",
+            t.reads(),
+            t.unique(),
+            t.warned()
+        ))
+    }
+}
+
+/// A QR code of `payload` as Unicode half-blocks (two modules per character cell, so it
+/// stays square in a terminal), with the quiet zone the standard asks for (ISO/IEC 18004
+/// §9.1: four modules).
+fn qr_text(payload: &str) -> String {
+    use qrcode::render::unicode::Dense1x2;
+    match qrcode::QrCode::new(payload.as_bytes()) {
+        Ok(code) => {
+            let art = code
+                .render::<Dense1x2>()
+                .dark_color(Dense1x2::Light)
+                .light_color(Dense1x2::Dark)
+                .quiet_zone(true)
+                .build();
+            let mut out = String::new();
+            for line in art.lines() {
+                out.push_str("     ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push_str(&format!("     QR: {payload}\n"));
+            out
+        }
+        // A payload too long for any QR version: show it as text only.
+        Err(e) => format!("     (no QR code: {e}) {payload}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qr_of_an_eid_renders_as_half_blocks() {
+        let text = qr_text("89049032123451234512345678901235");
+        assert!(text.contains('▀') || text.contains('▄'), "{text}");
+        assert!(text.ends_with("QR: 89049032123451234512345678901235\n"));
+    }
 }

@@ -75,6 +75,12 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ),
+        EventKind::ReaderService { up: true, .. } => format!("#{} PC/SC service back", e.seq),
+        EventKind::ReaderService { up: false, reason } => format!(
+            "#{} PC/SC service lost: {}",
+            e.seq,
+            reason.as_deref().unwrap_or("-")
+        ),
         EventKind::OutboxShed { telemetry, events } => format!(
             "#{} outbox full: {telemetry} telemetry and {events} events shed so far",
             e.seq

@@ -315,7 +315,7 @@ impl Commands {
                                 .and_then(|pcsc| reader::read_card(&pcsc, &name, &settings))
                                 .map_err(|e| e.to_string())
                         })
-                        .map(|read| super::observed_from_read(&read))
+                        .map(|read| crate::observe::from_card(&read, crate::time::unix_now()))
                         .and_then(|obs| {
                             if obs.iccid == want {
                                 Ok(Some(obs))
@@ -357,17 +357,19 @@ impl Commands {
                             Err(e) => Err((RefusalCode::Unavailable, e.to_string())),
                         },
                         ModemWork::Reread => match handle.refresh().await {
-                            Ok(info) => match info.observed(crate::time::unix_now()) {
-                                Some(obs) if obs.iccid == want => Ok(Some(obs)),
-                                Some(obs) => Err((
-                                    RefusalCode::Failed,
-                                    format!("the modem now holds another SIM ({})", obs.iccid),
-                                )),
-                                None => Err((
-                                    RefusalCode::Failed,
-                                    format!("the modem holds no SIM now ({})", info.sim.state),
-                                )),
-                            },
+                            Ok(info) => {
+                                match crate::observe::from_modem(&info, crate::time::unix_now()) {
+                                    Some(obs) if obs.iccid == want => Ok(Some(obs)),
+                                    Some(obs) => Err((
+                                        RefusalCode::Failed,
+                                        format!("the modem now holds another SIM ({})", obs.iccid),
+                                    )),
+                                    None => Err((
+                                        RefusalCode::Failed,
+                                        format!("the modem holds no SIM now ({})", info.sim.state),
+                                    )),
+                                }
+                            }
                             Err(e) => {
                                 Err((RefusalCode::Unavailable, format!("re-read failed: {e}")))
                             }
@@ -579,12 +581,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (events, _rx) = tokio::sync::mpsc::channel(4);
         (
-            Ctx {
-                store: crate::store::Store::open(&dir).unwrap(),
-                link: None,
+            Ctx::new(
+                crate::store::Store::open(&dir).unwrap(),
+                None,
                 events,
-                read_settings: crate::reader::ReadSettings::from_config(&Default::default()),
-            },
+                crate::reader::ReadSettings::from_config(&Default::default()),
+            ),
             dir,
         )
     }

@@ -3,17 +3,16 @@
 //! events has its own sub-module (readers here; modems and platform commands beside it)
 //! holding its state and its handlers.
 
-mod changes;
 mod commands;
 mod modems;
 mod readers;
 
-use crate::link::contract::SimState;
+use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
 use crate::link::{Link, LinkSettings, Received};
 use crate::modem::supervisor::ModemEvent;
 use crate::modem::{ProfileError, Profiles};
 use crate::reader::watch::{self, ReaderEvent};
-use crate::reader::{CardRead, ReaderError};
+use crate::reader::ReaderError;
 use crate::sim::Observed;
 use crate::store::Store;
 use std::path::PathBuf;
@@ -21,8 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-pub use readers::observed_from_read;
 
 /// What the daemon needs to run, resolved from flags, environment and config.
 #[derive(Debug, Clone)]
@@ -57,6 +54,15 @@ pub enum DaemonError {
     Profile(#[from] ProfileError),
 }
 
+impl From<RecordError> for DaemonError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Store(e) => DaemonError::Store(e),
+            RecordError::Link(e) => DaemonError::Link(e),
+        }
+    }
+}
+
 /// Everything that can happen to the daemon.
 #[derive(Debug)]
 pub(crate) enum Event {
@@ -64,72 +70,47 @@ pub(crate) enum Event {
     Reader(ReaderEvent),
     /// A modem supervisor reported something.
     Modem(ModemEvent),
-    /// A card read finished. `generation` ties it to the insertion it answers: a read
-    /// finishing after its card left is stale and dropped.
-    CardRead {
-        reader: String,
-        generation: u64,
-        result: Box<Result<CardRead, ReaderError>>,
-    },
+    /// A card read finished (stale when its card left before it did).
+    CardRead(Box<FinishedRead>),
     /// The platform sent a command or a SIM record.
     Platform(Received),
     /// A command's asynchronous work (a card re-read) finished.
     CommandDone { id: String, result: commands::Done },
 }
 
-/// What every handler may use: the store, the link, and a way to post events back into
-/// the loop (for work finished on other threads).
+/// What every handler may use: the store, the link, the recorder over both, and a way
+/// to post events back into the loop (for work finished on other threads).
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) store: Store,
     pub(crate) link: Option<Link>,
+    pub(crate) rec: Recorder,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) read_settings: crate::reader::ReadSettings,
 }
 
 impl Ctx {
-    /// Store an observation and publish what changed: the events it implies (inserted,
-    /// removed, swapped, identity changed) and the SIM's state row with the cached
-    /// platform record. The store comes first: what was shown is kept. An observation
-    /// equal to the last one but for its time publishes nothing (bytes cost money).
+    pub(crate) fn new(
+        store: Store,
+        link: Option<Link>,
+        events: mpsc::Sender<Event>,
+        read_settings: crate::reader::ReadSettings,
+    ) -> Ctx {
+        Ctx {
+            rec: Recorder {
+                store: store.clone(),
+                link: link.clone(),
+            },
+            store,
+            link,
+            events,
+            read_settings,
+        }
+    }
+
+    /// Store an observation and publish what changed (see `Recorder::record`).
     pub(crate) async fn record(&self, obs: &Observed) -> Result<(), DaemonError> {
-        let prev = self.store.get_observed(&obs.iccid)?;
-        self.store.put_observed(obs)?;
-        if prev
-            .as_ref()
-            .is_some_and(|p| changes::same_but_time(p, obs))
-        {
-            return Ok(());
-        }
-        // A SIM arriving where another one was last seen present: that one was swapped
-        // out without a removal being seen (a modem reporting a new ICCID in its slot).
-        let mut replaced = Vec::new();
-        if obs.present
-            && prev
-                .as_ref()
-                .is_none_or(|p| !p.present || p.location != obs.location)
-        {
-            for mut other in self.store.all_observed()? {
-                if other.iccid != obs.iccid && other.present && other.location == obs.location {
-                    other.present = false;
-                    other.observed_at = obs.observed_at;
-                    self.store.put_observed(&other)?;
-                    replaced.push(other);
-                }
-            }
-        }
-        if let Some(link) = &self.link {
-            for old in &replaced {
-                let platform = self.store.get_platform(&old.iccid)?;
-                link.publish_state(&SimState::merged(old, platform.as_ref()))?;
-            }
-            for ev in changes::events(prev.as_ref(), obs, &replaced) {
-                link.publish_event(ev)?;
-            }
-            let platform = self.store.get_platform(&obs.iccid)?;
-            link.publish_state(&SimState::merged(obs, platform.as_ref()))?;
-        }
-        Ok(())
+        Ok(self.rec.record(obs)?)
     }
 }
 
@@ -163,13 +144,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         tokio::task::spawn_blocking(move || watch::watch(patterns, reader_tx, cancel, rt))
     });
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(64);
-    let ctx = Ctx {
-        store,
-        link,
-        events: events_tx,
-        read_settings: settings.read,
-    };
-    let mut readers = readers::Readers::default();
+    let ctx = Ctx::new(store, link, events_tx, settings.read);
+    let (mut readers, mut reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
     let mut commands = commands::Commands::default();
     // Command ids are kept as long as a command may live (the contract refuses later
     // expiries), so a repeat is answered from its record or refused as expired.
@@ -187,20 +163,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             Some(ev) = reader_rx.recv() => Event::Reader(ev),
             Some(ev) = modem_rx.recv() => Event::Modem(ev),
             Some(ev) = events_rx.recv() => ev,
+            Some(done) = reads_rx.recv() => Event::CardRead(Box::new(done)),
             Some(msg) = platform_rx.recv() => Event::Platform(msg),
         };
         match event {
-            Event::Reader(ev) => readers.on_reader_event(&ctx, ev).await?,
+            Event::Reader(ev) => readers.on_event(&ctx.rec, ev)?,
             Event::Modem(ev) => modems.on_event(&ctx, ev).await?,
-            Event::CardRead {
-                reader,
-                generation,
-                result,
-            } => {
-                readers
-                    .on_card_read(&ctx, reader, generation, *result)
-                    .await?
-            }
+            Event::CardRead(done) => readers::on_card_read(&ctx, &mut readers, *done)?,
             Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,
             Event::CommandDone { id, result } => commands.on_done(&ctx, id, result).await?,
         }

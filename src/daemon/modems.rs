@@ -57,14 +57,14 @@ impl Modems {
         match ev {
             ModemEvent::Identified(info) => {
                 tracing::info!(port = %info.port, model = info.model.as_deref(), sim = %info.sim.state, iccid = info.sim.iccid.as_deref(), at_commands = info.at_commands, "modem identified");
-                match info.observed(now) {
+                match crate::observe::from_modem(&info, now) {
                     Some(obs) => self.seen(ctx, obs).await?,
                     None => self.gone(ctx, &info.port).await?,
                 }
             }
             ModemEvent::SimInserted { info, previous } => {
                 tracing::info!(port = %info.port, iccid = info.sim.iccid.as_deref(), previous = previous.as_deref(), "SIM inserted in modem");
-                if let Some(obs) = info.observed(now) {
+                if let Some(obs) = crate::observe::from_modem(&info, now) {
                     let (iccid, location) = (obs.iccid.clone(), obs.location.clone());
                     self.seen(ctx, obs).await?;
                     // The pair, for the platform: which SIM took whose place.

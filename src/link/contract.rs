@@ -295,6 +295,14 @@ pub enum EventKind {
     },
     /// The outbox was full and shed messages; totals since the store was created.
     OutboxShed { telemetry: u64, events: u64 },
+    /// The PC/SC service (pcscd) was lost (`up: false`, with the reason) or is back
+    /// (`up: true`). Said once per outage: the cards that stayed in their readers are
+    /// not reported removed and inserted again; those that left are reported removed.
+    ReaderService {
+        up: bool,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        reason: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -307,7 +315,7 @@ impl EventKind {
             | EventKind::IdentityChanged { iccid, .. }
             | EventKind::Command { iccid, .. } => Some(iccid),
             EventKind::Error { iccid, .. } => iccid.as_deref(),
-            EventKind::OutboxShed { .. } => None,
+            EventKind::OutboxShed { .. } | EventKind::ReaderService { .. } => None,
         }
     }
 }

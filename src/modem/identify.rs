@@ -8,7 +8,7 @@ use crate::at::conn::AtIo;
 use crate::at::parser::{cme, fields};
 use crate::at::{AtCommand, AtConnection, AtError, Reply};
 use crate::card::Iccid;
-use crate::sim::{FormFactor, InSession, Location, Observed};
+use crate::sim::{FormFactor, InSession};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -54,8 +54,8 @@ pub struct SimInfo {
     pub mcc_mnc: Option<String>,
     pub registration: Option<Registration>,
     pub signal: Option<Signal>,
-    /// "physical", "esim" or "unknown" (the modem cannot reach the ISD-R).
-    pub form_factor: String,
+    /// Physical or eSIM; `None` (JSON null): unknown, the modem cannot reach the ISD-R.
+    pub form_factor: Option<FormFactor>,
     pub eid: Option<String>,
     pub in_session: InSession,
     pub session_reason: String,
@@ -82,40 +82,6 @@ pub struct Status {
     pub session_reason: String,
     pub usage: Option<Usage>,
     pub slot: Option<u8>,
-}
-
-impl ModemInfo {
-    /// The shared SIM model, when there is a SIM with an ICCID.
-    pub fn observed(&self, now: u64) -> Option<Observed> {
-        let iccid = self.sim.iccid.clone()?;
-        Some(Observed {
-            iccid,
-            iccid_luhn_ok: self.sim.iccid_luhn_ok.unwrap_or(false),
-            form_factor: match self.sim.form_factor.as_str() {
-                "esim" => Some(FormFactor::Esim),
-                "physical" => Some(FormFactor::Physical),
-                _ => None,
-            },
-            eid: self.sim.eid.clone(),
-            imsi: self.sim.imsi.clone(),
-            spn: None,
-            blank_esim: false,
-            imei: self.imei.clone(),
-            operator: self.sim.operator.clone(),
-            mcc_mnc: self.sim.mcc_mnc.clone(),
-            in_session: self.sim.in_session,
-            atr: None,
-            location: Location::Modem {
-                port: self.port.clone(),
-                slot: self.sim.slot,
-            },
-            present: self.sim.present,
-            observed_at: now,
-            problem: (self.sim.iccid_luhn_ok == Some(false))
-                .then(|| "ICCID fails its Luhn check".to_string()),
-            batch: Default::default(),
-        })
-    }
 }
 
 /// Join command lines into one (V.250 §5.2.1: extended commands separated by ';').
@@ -339,19 +305,19 @@ pub fn interpret_status(profile: &Profile, lines: &[String]) -> Status {
 pub async fn form_factor<T: AtIo>(
     conn: &mut AtConnection<T>,
     profile: &Profile,
-) -> Result<(String, Option<String>), AtError> {
+) -> Result<(Option<FormFactor>, Option<String>), AtError> {
     if profile.euicc.access == EuiccAccess::None {
-        return Ok(("unknown".into(), None));
+        return Ok((None, None));
     }
     let t = profile.timeouts.sim();
     let open = checked(&format!("AT+CCHO={}", crate::at::quote(ISD_R_AID)))?;
     let Some(r) = ask(conn, &open, t).await? else {
-        return Ok(("physical".into(), None));
+        return Ok((Some(FormFactor::Physical), None));
     };
     // Logical channels 1-19 exist (TS 102 221 §10.1.1); anything else is a mangled
     // answer: the form factor stays unknown.
     let Some(ch) = reply::channel(&r.lines).filter(|c| (1..=19).contains(c)) else {
-        return Ok(("unknown".into(), None));
+        return Ok((None, None));
     };
     let mut apdu = GET_EID.to_vec();
     // Logical channel in CLA: b2-b1 for channels 1-3, the further interindustry form
@@ -369,7 +335,7 @@ pub async fn form_factor<T: AtIo>(
         .and_then(|resp| reply::eid(&resp));
     ask(conn, &checked(&format!("AT+CCHC={ch}"))?, t).await?;
     // The ISD-R answered SELECT: this is an eUICC even if the EID could not be read.
-    Ok(("esim".into(), eid))
+    Ok((Some(FormFactor::Esim), eid))
 }
 
 /// Identify modem and SIM: the whole picture, counting command lines.
@@ -399,10 +365,7 @@ pub async fn sim_info<T: AtIo>(
     conn: &mut AtConnection<T>,
     profile: &Profile,
 ) -> Result<SimInfo, AtError> {
-    let mut sim = SimInfo {
-        form_factor: "unknown".into(),
-        ..SimInfo::default()
-    };
+    let mut sim = SimInfo::default();
     let st = status(conn, profile).await?;
     sim.registration = st.registration;
     sim.signal = st.signal;

@@ -548,7 +548,6 @@ impl Supervisor {
         }
         info.sim = identify::SimInfo {
             state: "SIM not inserted".into(),
-            form_factor: "unknown".into(),
             in_session: InSession::No,
             session_reason: "no SIM".into(),
             ..Default::default()

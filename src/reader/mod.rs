@@ -207,6 +207,33 @@ pub fn read_card_timeout(
     }
 }
 
+/// The one way a card is read off the async runtime: on a thread of its own (with the
+/// card timeout of [`read_card_timeout`]), handing the result and how long it took to
+/// `done`. Each read gets its own thread and PC/SC context, so readers are served in
+/// parallel and a slow card never delays another reader.
+pub fn spawn_read<F>(reader: String, settings: ReadSettings, done: F)
+where
+    F: FnOnce(Result<CardRead, ReaderError>, std::time::Duration) + Send + 'static,
+{
+    let work = move || {
+        let started = std::time::Instant::now();
+        let result = CString::new(reader.clone())
+            .map_err(|_| ReaderError::UnknownReader {
+                name: reader,
+                available: vec![],
+            })
+            .and_then(|name| read_card_timeout(&name, settings));
+        done(result, started.elapsed());
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("card read".into())
+        .spawn(work)
+    {
+        // No thread, no read: said loudly; the card is read again on its next insertion.
+        tracing::error!(error = %e, "cannot start a card read thread");
+    }
+}
+
 /// Identify the card in `reader` (exact PC/SC name). Blocking, with no timeout of its
 /// own: see [`read_card_timeout`].
 ///

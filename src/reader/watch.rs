@@ -23,8 +23,16 @@ pub enum ReaderEvent {
     ReaderAdded { reader: String },
     /// A watched reader went away (unplugged, driver gone).
     ReaderRemoved { reader: String },
-    /// pcscd is unreachable; the watcher keeps retrying.
+    /// pcscd is unreachable; the watcher keeps retrying. Cards are not reported removed
+    /// for it: the next [`ReaderEvent::Looked`] tells what is there.
     ServiceLost { error: String },
+    /// The first look of a PC/SC context is done (at start-up, and again once pcscd is
+    /// back): `readers` are the watched readers there now, `with_card` those holding a
+    /// card (each already reported as `CardInserted`).
+    Looked {
+        readers: Vec<String>,
+        with_card: Vec<String>,
+    },
 }
 
 /// Per-reader memory between two looks.
@@ -84,14 +92,11 @@ pub fn watch(
                         let _ = tx.blocking_send(ReaderEvent::ServiceLost {
                             error: e.to_string(),
                         });
-                        // Cards may change while pcscd is away: report them absent, and
-                        // let the next first look report what is there.
-                        for (reader, s) in seen.iter_mut() {
-                            if std::mem::take(&mut s.present) {
-                                let _ = tx.blocking_send(ReaderEvent::CardRemoved {
-                                    reader: reader.clone(),
-                                });
-                            }
+                        // Cards may change while pcscd is away: forget them silently;
+                        // the next first look reports every card there as inserted,
+                        // then `Looked`, and the manager reconciles (src/agent/readers.rs).
+                        for s in seen.values_mut() {
+                            s.present = false;
                         }
                     }
                 }
@@ -130,6 +135,7 @@ fn watch_context(
     // The PnP pseudo-reader first, then the watched readers.
     let mut states = vec![ReaderState::new(PNP_NOTIFICATION(), State::UNAWARE)];
     let mut refresh = true;
+    let mut first_look = true;
     loop {
         if refresh {
             refresh = false;
@@ -216,6 +222,16 @@ fn watch_context(
                 s.count = count;
             }
             state.sync_current_state();
+        }
+        if std::mem::take(&mut first_look) {
+            let mut readers: Vec<String> = seen.keys().cloned().collect();
+            readers.sort();
+            let with_card = readers
+                .iter()
+                .filter(|r| seen.get(*r).is_some_and(|s| s.present))
+                .cloned()
+                .collect();
+            send(tx, ReaderEvent::Looked { readers, with_card });
         }
     }
 }

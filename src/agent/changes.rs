@@ -4,7 +4,7 @@ use crate::link::contract::EventKind;
 use crate::sim::Observed;
 
 /// Equal in everything the platform sees, the observation time aside.
-pub(crate) fn same_but_time(a: &Observed, b: &Observed) -> bool {
+pub fn same_but_time(a: &Observed, b: &Observed) -> bool {
     let mut b = b.clone();
     b.observed_at = a.observed_at;
     *a == b
@@ -12,11 +12,7 @@ pub(crate) fn same_but_time(a: &Observed, b: &Observed) -> bool {
 
 /// The events `obs` implies, given the SIM's previous observation and the SIMs it
 /// replaced at its location.
-pub(crate) fn events(
-    prev: Option<&Observed>,
-    obs: &Observed,
-    replaced: &[Observed],
-) -> Vec<EventKind> {
+pub fn events(prev: Option<&Observed>, obs: &Observed, replaced: &[Observed]) -> Vec<EventKind> {
     let mut out = Vec::new();
     let was_present = prev.is_some_and(|p| p.present);
     match (was_present, obs.present) {

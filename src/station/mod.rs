@@ -1,0 +1,267 @@
+//! `simgate station`: a reader station for warehouse staff. SIMs are inserted one after
+//! another into one or more readers; each read is reported at once, with warnings for a
+//! duplicate in this batch, a Luhn failure and an unreadable card, and a running count.
+//! The loop runs on the reader manager and recorder `simgate run` uses (src/agent); what
+//! a person sees is the caller's [`Screen`] (src/cli/station.rs).
+//!
+//! Every read is made durable before it is shown: appended to the CSV (fsync), stored,
+//! queued for the platform — a crash loses nothing the person has already seen.
+
+mod csv;
+
+use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
+use crate::link::{Link, LinkSettings, Received};
+use crate::observe::CardReport;
+use crate::reader::watch::{self, ReaderEvent};
+use crate::reader::{ReadSettings, ReaderError};
+use crate::sim::{Batch, FormFactor, Observed};
+use crate::store::Store;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a station needs, resolved from flags and config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Reader names or patterns; empty: all readers.
+    pub readers: Vec<String>,
+    pub batch: Batch,
+    /// Append every read to this CSV file.
+    pub csv: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub broker: Option<LinkSettings>,
+    pub read: ReadSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StationError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
+    #[error("{path}: {source}")]
+    Csv {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("stdout: {0}")]
+    Output(std::io::Error),
+}
+
+impl From<RecordError> for StationError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Store(e) => StationError::Store(e),
+            RecordError::Link(e) => StationError::Link(e),
+        }
+    }
+}
+
+/// Where the station shows what happens: a terminal, NDJSON, a web page.
+pub trait Screen {
+    /// Once, before the first read.
+    fn header(&mut self, settings: &Settings) -> std::io::Result<()>;
+    /// A reader or the PC/SC service came or went.
+    fn note(&mut self, text: &str) -> std::io::Result<()>;
+    /// A read, already durable, with the batch so far.
+    fn row(&mut self, read: &CardReport, tally: &Tally) -> std::io::Result<()>;
+    /// Once, when the batch ends.
+    fn summary(&mut self, tally: &Tally) -> std::io::Result<()>;
+}
+
+/// The batch so far: what was read, for duplicates and the count.
+#[derive(Debug, Default)]
+pub struct Tally {
+    n: u64,
+    /// Key (ICCID, or EID for a Blank eSIM) → the read number that first saw it.
+    seen: HashMap<String, u64>,
+    warned: u64,
+}
+
+impl Tally {
+    /// Reads in this batch, unreadable cards included.
+    pub fn reads(&self) -> u64 {
+        self.n
+    }
+
+    /// Distinct SIMs read.
+    pub fn unique(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Reads that carried a warning.
+    pub fn warned(&self) -> u64 {
+        self.warned
+    }
+}
+
+/// Run the station until `cancel` fires. Returns the number of reads.
+pub async fn run(
+    settings: Settings,
+    screen: &mut dyn Screen,
+    cancel: CancellationToken,
+) -> Result<u64, StationError> {
+    let store = Store::open(&settings.state_dir)?;
+    let (platform_tx, mut platform_rx) = mpsc::unbounded_channel::<Received>();
+    let (link, link_task) = Link::start_if(
+        settings.broker.as_ref(),
+        &store,
+        platform_tx,
+        cancel.clone(),
+    )?;
+    // A station caches the platform's records (so rows carry them) and takes no
+    // commands: those are for `simgate run`; acknowledged so the broker lets go.
+    if let Some(l) = link.clone() {
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = platform_rx.recv().await {
+                match msg {
+                    Received::PlatformRecord {
+                        iccid,
+                        record: Ok(rec),
+                        ack,
+                    } => {
+                        if let Err(e) = store.put_platform(&iccid, &rec.unwrap_or_default()) {
+                            tracing::warn!(%iccid, error = %e, "platform record not cached");
+                        }
+                        l.ack(ack);
+                    }
+                    Received::PlatformRecord { ack, .. } => l.ack(ack),
+                    Received::Command { ack, .. } => {
+                        tracing::warn!("a command reached a station; stations take none");
+                        l.ack(ack);
+                    }
+                }
+            }
+        });
+    }
+    let rec = Recorder { store, link };
+    let mut csv = settings.csv.as_deref().map(csv::Csv::open).transpose()?;
+    screen.header(&settings).map_err(StationError::Output)?;
+
+    let (reader_tx, mut reader_rx) = mpsc::channel::<ReaderEvent>(64);
+    let watcher = {
+        let patterns = settings.readers.clone();
+        let cancel = cancel.clone();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || watch::watch(patterns, reader_tx, cancel, rt))
+    };
+    let (mut readers, mut reads) = ReaderManager::new(settings.readers.clone(), settings.read);
+    let mut tally = Tally::default();
+
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(ev) = reader_rx.recv() => {
+                let note = match &ev {
+                    ReaderEvent::ReaderAdded { reader } => Some(format!("reader ready: {reader}")),
+                    ReaderEvent::ReaderRemoved { reader } => Some(format!("reader gone: {reader}")),
+                    ReaderEvent::ServiceLost { error } => {
+                        Some(format!("PC/SC service lost ({error}); reconnecting"))
+                    }
+                    _ => None,
+                };
+                if let Some(n) = note {
+                    screen.note(&n).map_err(StationError::Output)?;
+                }
+                readers.on_event(&rec, ev)?;
+            }
+            Some(done) = reads.recv() => {
+                let current = readers.is_current(&done);
+                let (report, obs) = tally_read(&mut tally, &rec.store, &settings.batch, done)?;
+                // Durable first (CSV, store and outbox), then shown.
+                if let Some(c) = csv.as_mut() {
+                    c.append(&report)?;
+                }
+                if let Some(mut obs) = obs {
+                    // A card pulled before its read finished is shown, not kept present.
+                    obs.present = current;
+                    rec.record(&obs)?;
+                    rec.store.flush()?;
+                    if current {
+                        readers.holds(&report.reader, &obs.iccid);
+                    }
+                }
+                screen.row(&report, &tally).map_err(StationError::Output)?;
+            }
+        }
+    }
+
+    screen.summary(&tally).map_err(StationError::Output)?;
+    rec.store.flush()?;
+    let _ = tokio::time::timeout(Duration::from_secs(3), watcher).await;
+    if let Some(t) = link_task {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
+    Ok(tally.n)
+}
+
+/// Turn a finished read into the report to show and the observation to keep.
+fn tally_read(
+    tally: &mut Tally,
+    store: &Store,
+    batch: &Batch,
+    done: FinishedRead,
+) -> Result<(CardReport, Option<Observed>), StationError> {
+    tally.n += 1;
+    let mut report = CardReport::new(
+        &done.reader,
+        &done.result,
+        done.at,
+        done.took.as_millis() as u64,
+    );
+    report.n = Some(tally.n);
+    report.batch = batch.clone();
+    let read = match done.result {
+        Ok(read) => read,
+        Err(e) => {
+            let why = match &e {
+                ReaderError::Card {
+                    source: crate::card::CardError::Removed | crate::card::CardError::Transport(_),
+                    ..
+                } => "card pulled or lost during the read: insert it again",
+                ReaderError::Card {
+                    source: crate::card::CardError::Timeout(_),
+                    ..
+                } => "card does not answer (mute or broken): take it out",
+                _ => "card could not be read",
+            };
+            report.warnings.push(format!("UNREADABLE: {why}"));
+            tally.warned += 1;
+            return Ok((report, None));
+        }
+    };
+    let mut obs = crate::observe::from_card(&read, done.at);
+    obs.batch = batch.clone();
+    // Known from before this batch (a duplicate within it gets its own warning).
+    if !tally.seen.contains_key(&obs.iccid) {
+        report.known_since = store.get_observed(&obs.iccid)?.map(|prev| prev.observed_at);
+    }
+    if obs.form_factor == Some(FormFactor::Esim) {
+        report.qr = obs
+            .eid
+            .clone()
+            .or_else(|| read.identity.iccid.as_ref().map(|i| i.to_string()));
+    }
+    if let Some(first) = tally.seen.get(&obs.iccid) {
+        report
+            .warnings
+            .push(format!("DUPLICATE: already read in this batch as #{first}"));
+    } else {
+        tally.seen.insert(obs.iccid.clone(), tally.n);
+    }
+    if !obs.iccid_luhn_ok {
+        report
+            .warnings
+            .push("LUHN FAILURE: the ICCID's check digit is wrong (status Invalid)".into());
+    }
+    if let Some(p) = obs.problem.as_deref().filter(|_| obs.iccid_luhn_ok) {
+        report.warnings.push(format!("INVALID: {p}"));
+    }
+    if !report.warnings.is_empty() {
+        tally.warned += 1;
+    }
+    Ok((report, Some(obs)))
+}
