@@ -5,7 +5,7 @@
 //!
 //! Missing system parts fail the test with the command that installs them.
 
-#![allow(dead_code)] // Each test binary uses a different part of the rig.
+#![allow(dead_code)] // The benches each use a different part of the rig.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

@@ -1,7 +1,7 @@
 //! `simgate station` and `simgate read` with every kind of card, through a real pcscd
 //! with vpcd and simgate's virtual cards (devices/cards/).
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::process::Stdio;

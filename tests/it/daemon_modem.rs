@@ -1,7 +1,7 @@
 //! `simgate run --modem PORT`: a SIM in an (emulated) modem on a pty becomes a retained
 //! state message; a SIM swap in the field moves "present" from the old ICCID to the new.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use support::{Broker, Modem, Proc, TempDir};

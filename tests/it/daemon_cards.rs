@@ -1,7 +1,7 @@
 //! `simgate run` with the card kinds of a reader station: the daemon shares the station's
 //! identification engine and reader manager.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `simgate readers` and `simgate read` through a real pcscd with vpcd and simgate's
 //! virtual cards.
 
-mod support;
+use crate::support;
 
 use support::Pcsc;
 

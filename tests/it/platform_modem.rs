@@ -2,7 +2,7 @@
 //! the modem engine and come back as outcomes; a SIM swap in the modem is a `swapped`
 //! event; usage counters go up as telemetry batches.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! refusal says why; a broker outage and a kill -9 while offline lose nothing; TLS with
 //! client certificates, a password file and an ACL.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::path::Path;

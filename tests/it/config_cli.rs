@@ -1,6 +1,6 @@
 //! Configuration as a user meets it: the template, `config check`, and a bad file.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use support::{simgate_bin, TempDir};

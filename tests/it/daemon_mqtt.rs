@@ -1,7 +1,7 @@
 //! `simgate run`: a card in a reader becomes a retained state message on a real
 //! mosquitto, and its removal updates it.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::Duration;

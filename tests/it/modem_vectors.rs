@@ -147,7 +147,7 @@ fn check(cmd: &str, l: &[String], e: &Value) -> bool {
 
 #[test]
 fn every_published_reply_parses_to_its_expected_values() {
-    let text = include_str!("fixtures/at-vectors.jsonl");
+    let text = include_str!("../fixtures/at-vectors.jsonl");
     let mut checked = 0;
     let mut skipped = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -2,7 +2,7 @@
 //! mosquitto: usage is batched per interval, and a full outbox sheds telemetry first,
 //! then events, counts what it shed, and never sheds SIM states.
 
-mod support;
+use crate::support;
 
 use simgate::link::contract::{EventKind, RefusalCode, SimState, UsageSample};
 use simgate::link::{Link, LinkSettings};

@@ -4,7 +4,7 @@
 //! Alone in its test binary: it points this process's own PC/SC client at the rig's
 //! pcscd (PCSCLITE_CSOCK_NAME), which no other test here must see.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 use simgate::card::iccid::{luhn_valid, Iccid};
 
 fn vectors(kind: &str) -> Vec<serde_json::Value> {
-    let text = include_str!("fixtures/card_vectors.jsonl");
+    let text = include_str!("../fixtures/card_vectors.jsonl");
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("fixture line is JSON"))

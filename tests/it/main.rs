@@ -1,0 +1,25 @@
+//! The integration tests: one binary (linking rustls, ring, sled and tokio once, not per
+//! file), one module per area, on the real stack (tests/support: pcscd + vpcd, mosquitto,
+//! ptys).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod card_engine;
+mod card_vectors;
+mod config_cli;
+mod daemon_cards;
+mod daemon_modem;
+mod daemon_mqtt;
+mod link_outbox;
+mod modem_budget;
+mod modem_cli;
+mod modem_faults;
+mod modem_identify;
+mod modem_transcripts;
+mod modem_vectors;
+mod platform_link;
+mod platform_modem;
+mod reader_cli;
+mod reader_reset;
+mod station;
