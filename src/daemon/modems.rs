@@ -57,6 +57,17 @@ impl Modems {
         match ev {
             ModemEvent::Identified(info) => {
                 tracing::info!(port = %info.port, model = info.model.as_deref(), sim = %info.sim.state, iccid = info.sim.iccid.as_deref(), at_commands = info.at_commands, "modem identified");
+                // A first identification is a first look at the port: any other SIM the
+                // store still has present there left while nobody watched (simgate down,
+                // a power cut) and is reported removed now.
+                let here = info.sim.iccid.clone();
+                let stale = ctx.rec.present_where(
+                    |l| matches!(l, crate::sim::Location::Modem { port, .. } if *port == info.port),
+                )?;
+                for old in stale.iter().filter(|o| Some(&o.iccid) != here.as_ref()) {
+                    tracing::info!(port = %info.port, iccid = %old.iccid, "not in its modem at the first look: removed");
+                    mark_absent(ctx, &old.iccid).await?;
+                }
                 match crate::observe::from_modem(&info, now) {
                     Some(obs) => self.seen(ctx, obs).await?,
                     None => self.gone(ctx, &info.port).await?,

@@ -27,13 +27,20 @@ pub enum ReaderEvent {
     /// for it: the next [`ReaderEvent::Looked`] tells what is there.
     ServiceLost { error: String },
     /// The first look of a PC/SC context is done (at start-up, and again once pcscd is
-    /// back): `readers` are the watched readers there now, `with_card` those holding a
-    /// card (each already reported as `CardInserted`).
+    /// back), after a grace for pcscd to find its readers and cards (`LOOK_GRACE`):
+    /// `readers` are the watched readers there now, `with_card` those holding a card
+    /// (each already reported as `CardInserted`).
     Looked {
         readers: Vec<String>,
         with_card: Vec<String>,
     },
 }
+
+/// How long a first look waits before it is final (`ReaderEvent::Looked`): pcscd and its
+/// drivers enumerate readers and power up cards during the first moments after pcscd
+/// (re)starts (vpcd, for one, polls a card's presence every 400 ms), and a card found in
+/// that time was there all along, not inserted anew.
+const LOOK_GRACE: Duration = Duration::from_secs(2);
 
 /// Per-reader memory between two looks.
 #[derive(Debug, Default)]
@@ -135,7 +142,7 @@ fn watch_context(
     // The PnP pseudo-reader first, then the watched readers.
     let mut states = vec![ReaderState::new(PNP_NOTIFICATION(), State::UNAWARE)];
     let mut refresh = true;
-    let mut first_look = true;
+    let mut look_due = Some(std::time::Instant::now() + LOOK_GRACE);
     loop {
         if refresh {
             refresh = false;
@@ -170,10 +177,12 @@ fn watch_context(
                 states.push(ReaderState::new(name, State::UNAWARE));
             }
         }
-        match ctx.get_status_change(None, &mut states) {
+        // Block for the next change, or until the first look is due.
+        let timeout = look_due.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        match ctx.get_status_change(timeout, &mut states) {
             Ok(()) => {}
             Err(pcsc::Error::Cancelled) if cancel.is_cancelled() => return Ok(()),
-            Err(pcsc::Error::Timeout) => continue,
+            Err(pcsc::Error::Timeout) => {}
             // A reader vanished under us: look again.
             Err(pcsc::Error::UnknownReader | pcsc::Error::ReaderUnavailable) => {
                 refresh = true;
@@ -223,7 +232,8 @@ fn watch_context(
             }
             state.sync_current_state();
         }
-        if std::mem::take(&mut first_look) {
+        if look_due.is_some_and(|d| std::time::Instant::now() >= d) {
+            look_due = None;
             let mut readers: Vec<String> = seen.keys().cloned().collect();
             readers.sort();
             let with_card = readers

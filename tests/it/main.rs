@@ -20,6 +20,7 @@ mod modem_transcripts;
 mod modem_vectors;
 mod platform_link;
 mod platform_modem;
+mod presence;
 mod reader_cli;
 mod reader_reset;
 mod station;
