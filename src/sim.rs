@@ -1,5 +1,5 @@
 //! The SIM record: what simgate observes about a SIM and what it caches from the
-//! platform (DESIGN.md, "The SIM record"). Shared vocabulary of every subsystem; holds no
+//! platform (README.md, "The SIM record"). Shared vocabulary of every subsystem; holds no
 //! I/O.
 
 use serde::{Deserialize, Serialize};
@@ -157,7 +157,7 @@ pub struct Observed {
 }
 
 /// Attributes a reader station attaches to every SIM of a batch; the platform's
-/// labels, company and note (DESIGN.md, "The SIM record").
+/// labels, company and note (README.md, "The SIM record").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Batch {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -199,7 +199,7 @@ impl Observed {
         }
     }
 
-    /// The status simgate may set on its own (DESIGN.md: Pending and Invalid only). A
+    /// The status simgate may set on its own (README.md, "The SIM record": Pending and Invalid only). A
     /// Blank eSIM is an observation (`blank_esim`), not a status: "Blank" is the
     /// platform's word for a SIM without a line, and the platform says it.
     pub fn local_status(&self) -> Option<Status> {
@@ -221,7 +221,7 @@ wire_words! {
 }
 
 /// What the platform owns about a SIM and simgate caches, so the local view and the
-/// rules work offline (DESIGN.md, "The SIM record"). Every field is optional: the
+/// rules work offline (README.md, "The SIM record"). Every field is optional: the
 /// platform sends what it knows. Unknown fields are ignored (a newer platform may send
 /// more); sizes are checked by `link::contract` before a record is cached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -56,7 +56,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// A Blank eSIM: an eUICC with no enabled profile (DESIGN.md).
+    /// A Blank eSIM: an eUICC with no enabled profile (README.md, "The SIM record").
     pub fn is_blank_esim(&self) -> bool {
         self.euicc
             .as_ref()

@@ -450,7 +450,7 @@ impl Refusal {
 }
 
 /// A SIM's key as simgate publishes it, and so as it may appear in a topic or payload:
-/// an ICCID of 18 to 20 digits (ITU-T E.118; DESIGN.md), where issuers' test and eSIM
+/// an ICCID of 18 to 20 digits (ITU-T E.118; README.md, "The SIM record"), where issuers' test and eSIM
 /// ICCIDs may carry the hex digits A-E as read from the card (never F, the filler); or,
 /// for a Blank eSIM without an ICCID, its EID of 32 decimal digits (GSMA SGP.29).
 /// Anything else never reaches a topic, the store or a modem.
