@@ -9,3 +9,43 @@ pub mod recorder;
 
 pub use readers::{FinishedRead, ReaderManager};
 pub use recorder::{RecordError, Recorder};
+
+use crate::link::{Link, LinkError, LinkSettings, Received};
+use crate::reader::watch::{self, ReaderEvent};
+use crate::store::Store;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The platform side of a running agent: the recorder over the store and the link (when
+/// a broker is configured), what the platform sends, and the link's task to await at
+/// shutdown.
+pub type Started = (
+    Recorder,
+    mpsc::UnboundedReceiver<Received>,
+    Option<JoinHandle<()>>,
+);
+
+/// Start the platform link (if `broker` is set) over `store`.
+pub fn start(
+    store: Store,
+    broker: Option<&LinkSettings>,
+    cancel: &CancellationToken,
+) -> Result<Started, LinkError> {
+    let (tx, rx) = mpsc::unbounded_channel::<Received>();
+    let (link, task): (Option<Link>, _) = Link::start_if(broker, &store, tx, cancel.clone())?;
+    Ok((Recorder { store, link }, rx, task))
+}
+
+/// Start the PC/SC watcher for readers matching `patterns` (all when empty) on a
+/// blocking thread; it ends when `cancel` fires.
+pub fn watch_readers(
+    patterns: Vec<String>,
+    cancel: &CancellationToken,
+) -> (mpsc::Receiver<ReaderEvent>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<ReaderEvent>(64);
+    let cancel = cancel.clone();
+    let rt = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || watch::watch(patterns, tx, cancel, rt));
+    (rx, task)
+}

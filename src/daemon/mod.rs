@@ -11,7 +11,7 @@ use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
 use crate::link::{Link, LinkSettings, Received};
 use crate::modem::supervisor::ModemEvent;
 use crate::modem::{ProfileError, Profiles};
-use crate::reader::watch::{self, ReaderEvent};
+use crate::reader::watch::ReaderEvent;
 use crate::reader::ReaderError;
 use crate::sim::Observed;
 use crate::store::Store;
@@ -128,23 +128,18 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         None => Profiles::shipped()?,
     });
 
-    let (platform_tx, mut platform_rx) = mpsc::unbounded_channel::<Received>();
-    let (link, link_task) = Link::start_if(
-        settings.broker.as_ref(),
-        &store,
-        platform_tx,
-        cancel.clone(),
-    )?;
-
-    let (reader_tx, mut reader_rx) = mpsc::channel::<ReaderEvent>(64);
-    let watcher = watch_readers.then(|| {
-        let patterns = settings.readers.clone();
-        let cancel = cancel.clone();
-        let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || watch::watch(patterns, reader_tx, cancel, rt))
-    });
+    let (rec, mut platform_rx, link_task) =
+        crate::agent::start(store, settings.broker.as_ref(), &cancel)?;
+    // No watcher: a closed receiver, so its branch of the select is never taken.
+    let (mut reader_rx, watcher) = match watch_readers {
+        true => {
+            let (rx, task) = crate::agent::watch_readers(settings.readers.clone(), &cancel);
+            (rx, Some(task))
+        }
+        false => (mpsc::channel::<ReaderEvent>(1).1, None),
+    };
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(64);
-    let ctx = Ctx::new(store, link, events_tx, settings.read);
+    let ctx = Ctx::new(rec.store, rec.link, events_tx, settings.read);
     let (mut readers, mut reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
     let mut commands = commands::Commands::default();
     // Command ids are kept as long as a command may live (the contract refuses later

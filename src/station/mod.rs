@@ -9,17 +9,16 @@
 
 mod csv;
 
-use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
-use crate::link::{Link, LinkSettings, Received};
+use crate::agent::{FinishedRead, ReaderManager, RecordError};
+use crate::link::{LinkSettings, Received};
 use crate::observe::CardReport;
-use crate::reader::watch::{self, ReaderEvent};
+use crate::reader::watch::ReaderEvent;
 use crate::reader::{ReadSettings, ReaderError};
 use crate::sim::{Batch, FormFactor, Observed};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What a station needs, resolved from flags and config.
@@ -103,18 +102,15 @@ pub async fn run(
     screen: &mut dyn Screen,
     cancel: CancellationToken,
 ) -> Result<u64, StationError> {
-    let store = Store::open(&settings.state_dir)?;
-    let (platform_tx, mut platform_rx) = mpsc::unbounded_channel::<Received>();
-    let (link, link_task) = Link::start_if(
+    let (rec, mut platform_rx, link_task) = crate::agent::start(
+        Store::open(&settings.state_dir)?,
         settings.broker.as_ref(),
-        &store,
-        platform_tx,
-        cancel.clone(),
+        &cancel,
     )?;
     // A station caches the platform's records (so rows carry them) and takes no
     // commands: those are for `simgate run`; acknowledged so the broker lets go.
-    if let Some(l) = link.clone() {
-        let store = store.clone();
+    if let Some(l) = rec.link.clone() {
+        let store = rec.store.clone();
         tokio::spawn(async move {
             while let Some(msg) = platform_rx.recv().await {
                 match msg {
@@ -137,17 +133,10 @@ pub async fn run(
             }
         });
     }
-    let rec = Recorder { store, link };
     let mut csv = settings.csv.as_deref().map(csv::Csv::open).transpose()?;
     screen.header(&settings).map_err(StationError::Output)?;
 
-    let (reader_tx, mut reader_rx) = mpsc::channel::<ReaderEvent>(64);
-    let watcher = {
-        let patterns = settings.readers.clone();
-        let cancel = cancel.clone();
-        let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || watch::watch(patterns, reader_tx, cancel, rt))
-    };
+    let (mut reader_rx, watcher) = crate::agent::watch_readers(settings.readers.clone(), &cancel);
     let (mut readers, mut reads) = ReaderManager::new(settings.readers.clone(), settings.read);
     let mut tally = Tally::default();
 
