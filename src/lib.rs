@@ -15,6 +15,7 @@
 )]
 
 pub mod at;
+pub mod backoff;
 pub mod card;
 pub mod cli;
 pub mod config;

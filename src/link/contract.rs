@@ -393,6 +393,10 @@ pub enum RefusalCode {
     Unavailable,
     Interrupted,
     Failed,
+    /// Not a refusal but an `error` event's code: the broker keeps closing the agent's
+    /// fresh connections, most likely because another client uses its client id
+    /// (MQTT.md, "Connection").
+    ClientIdInUse,
 }
 
 /// A command's lifecycle message on `cmd/<id>/status`.
