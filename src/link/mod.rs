@@ -28,7 +28,7 @@ mod drain;
 use crate::backoff::Backoff;
 use crate::config::BrokerUrl;
 use crate::sim::PlatformRecord;
-use crate::store::outbox::{Class, Outbox, Shed};
+use crate::store::outbox::{Class, Limits, Outbox, Shed};
 use crate::store::{Store, StoreError};
 use contract::{
     Command, CommandStatus, EventKind, EventMsg, Health, Inbound, Refusal, SimState, Topics,
@@ -79,6 +79,8 @@ pub struct LinkSettings {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Outbox entries kept before telemetry (then events) is shed.
     pub outbox_cap: u64,
+    /// Bytes of queued messages kept before telemetry (then events) is shed.
+    pub outbox_max_bytes: u64,
     /// Publishes in flight (unacknowledged) at once.
     pub window: u16,
     /// Usage telemetry is batched and sent at this interval.
@@ -97,6 +99,7 @@ impl LinkSettings {
             ca_file: None,
             client_cert: None,
             outbox_cap: 100_000,
+            outbox_max_bytes: crate::config::DEFAULT_OUTBOX_MAX_BYTES,
             window: 16,
             usage_interval: Duration::from_secs(900),
         }
@@ -209,7 +212,11 @@ impl Link {
             client,
             topics,
             store: store.clone(),
-            outbox: store.outbox(settings.outbox_cap)?,
+            outbox: store.outbox(Limits {
+                messages: settings.outbox_cap,
+                bytes: settings.outbox_max_bytes,
+                disk_reserve: DISK_RESERVE,
+            })?,
             wake: Arc::new(Notify::new()),
             usage: Arc::new(Mutex::new(Usage::default())),
         };
@@ -250,7 +257,17 @@ impl Link {
     ) -> Result<(), LinkError> {
         // The push fsyncs on the caller's thread (milliseconds on flash): durability
         // before sending is the point, and the daemon's loop is the only caller.
-        let (seq, shed) = self.outbox.push(class, topic, retain, coalesce, payload)?;
+        let (seq, shed) = match self.outbox.push(class, topic, retain, coalesce, payload) {
+            Ok(r) => r,
+            // Telemetry and events may be lost when the store cannot take them (a full
+            // disk despite the reserve): the agent keeps running and says so. States and
+            // statuses may not: their failure stops the daemon, which restarts.
+            Err(e) if matches!(class, Class::Telemetry | Class::Event) => {
+                tracing::error!(error = %e, %topic, "message not stored, dropped (disk full?)");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Tests wait for this line: from here the message survives kill -9.
         tracing::debug!(seq, %topic, "queued");
         if shed.any() {
@@ -317,7 +334,10 @@ impl Link {
     pub fn publish_command_status(&self, status: &CommandStatus) -> Result<(), LinkError> {
         let topic = self.topics.command_status(&status.id);
         let payload = serde_json::to_vec(status)?;
-        self.enqueue(Class::Outcome, &topic, false, None, |_| payload)
+        // Coalesced per command: a replay after a crash or a lost acknowledgement sends
+        // only the latest status, never an older one after a newer one (MQTT.md,
+        // "Lifecycle").
+        self.enqueue(Class::Outcome, &topic, false, Some(&topic), |_| payload)
     }
 
     /// Note a SIM's usage counters; the latest sample per SIM goes out in the next batch,
@@ -414,6 +434,11 @@ struct Driver {
     /// Connections in a row that the broker closed before they were stable.
     short_drops: u32,
 }
+
+/// Free space the state directory's file system keeps: below it, telemetry and events
+/// are shed instead of written (sled writes in segments of 512 KiB; this leaves room
+/// for several, and for the states and statuses that are never shed).
+const DISK_RESERVE: u64 = 8 * 1024 * 1024;
 
 /// rumqttc's limit on a packet, both ways. An inbound packet over it breaks the
 /// connection before it is read; the driver then discards it through `drain`.
