@@ -115,3 +115,87 @@ async fn two_agents_with_one_client_id_are_told_so_by_an_error_event() {
         t.await.unwrap();
     }
 }
+
+/// Regression: every reconnect made the broker deliver the retained platform records
+/// again, and each invalid one raised a fresh `error` event (300 bad records: 300
+/// events per reconnect).
+#[test]
+fn an_invalid_retained_record_is_reported_once_per_change_not_per_reconnect() {
+    let pcsc = Pcsc::start();
+    let mut broker = Broker::start();
+    let state = TempDir::new("state");
+    let agent = "gw-rec";
+    let record = |iccid: &str| format!("simgate/v1/{agent}/sim/{iccid}/platform");
+    let bad = [
+        "8988211000000430010",
+        "8988211000000530082",
+        "8988211000000630074",
+    ];
+    for iccid in bad {
+        broker.publish(
+            &record(iccid),
+            &["-r", "-m", r#"{"v":1,"data_left_mb":-1}"#],
+        );
+    }
+    // The platform: a persistent session, so it gets what is sent while the broker
+    // restarts.
+    let mut sub = broker.subscribe_with(
+        &format!("simgate/v1/{agent}/#"),
+        &["-c", "-i", "platform-rec"],
+    );
+    let _run = Proc::spawn(
+        "simgate run",
+        pcsc.simgate()
+            .args(support::run_args(&broker.url(), agent))
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    let refused = |iccid: &'static str| {
+        move |m: &support::Msg| {
+            m.topic.ends_with("/events")
+                && m.payload["type"] == "error"
+                && m.payload["iccid"] == iccid
+        }
+    };
+    for iccid in bad {
+        sub.expect("a bad record's refusal", refused(iccid));
+    }
+
+    // A reconnect: the broker (its retained messages saved) delivers the records again.
+    broker.stop_graceful();
+    broker.restart();
+    sub.expect("the agent online again", |m| {
+        m.topic.ends_with("/health") && m.payload["state"] == "online"
+    });
+    // After the redelivery: one record changed (still bad) and a new bad one.
+    broker.publish(&record(bad[0]), &["-r", "-m", r#"{"v":1,"days_left":-3}"#]);
+    broker.publish(&record("8988211000000730066"), &["-r", "-m", r#"{"v":7}"#]);
+    sub.expect("the changed record's refusal", refused(bad[0]));
+    sub.expect("the new record's refusal", refused("8988211000000730066"));
+    let errors_for = |iccid: &str| {
+        sub.lines
+            .seen
+            .iter()
+            .filter(|l| l.contains("/events ") && l.contains(&format!("\"iccid\":\"{iccid}\"")))
+            .count()
+    };
+    assert_eq!(
+        errors_for(bad[0]),
+        2,
+        "reported once per change: {:#?}",
+        sub.lines.seen
+    );
+    assert_eq!(
+        errors_for(bad[1]),
+        1,
+        "reported once: {:#?}",
+        sub.lines.seen
+    );
+    assert_eq!(
+        errors_for(bad[2]),
+        1,
+        "reported once: {:#?}",
+        sub.lines.seen
+    );
+}

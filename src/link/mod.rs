@@ -670,16 +670,15 @@ impl Driver {
         };
         for d in found {
             tracing::warn!(topic = %d.topic, bytes = d.bytes, "oversized message acknowledged and discarded");
-            let refusal = Refusal {
-                code: contract::RefusalCode::TooLarge,
-                reason: format!(
+            let mut refusal = Refusal::new(
+                contract::RefusalCode::TooLarge,
+                format!(
                     "payload of {} bytes exceeds the {MAX_PACKET_BYTES} bytes the agent reads; discarded",
                     d.bytes
                 ),
-                id: None,
-                iccid: None,
-                action: None,
-            };
+            );
+            // Unread: its size stands for it.
+            refusal.payload_hash = contract::payload_hash(&d.bytes.to_be_bytes());
             let msg = match self.link.topics.inbound(&d.topic) {
                 Some(Inbound::Command) => Received::Command {
                     command: Err(refusal),
@@ -755,16 +754,15 @@ impl Driver {
                 let record = if contract::valid_iccid(&iccid) {
                     contract::parse_platform_record(&p.payload)
                 } else {
-                    Err(Refusal {
-                        code: contract::RefusalCode::InvalidField,
-                        reason:
-                            "topic: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)"
-                                .into(),
-                        id: None,
-                        iccid: None,
-                        action: None,
-                    })
-                };
+                    Err(Refusal::new(
+                        contract::RefusalCode::InvalidField,
+                        "topic: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)",
+                    ))
+                }
+                .map_err(|mut r| {
+                    r.payload_hash = contract::payload_hash(&p.payload);
+                    r
+                });
                 Received::PlatformRecord {
                     iccid,
                     record,
