@@ -7,6 +7,12 @@ use std::path::{Path, PathBuf};
 /// The commented template, byte for byte the shipped config/simgate.toml.
 pub const TEMPLATE: &str = include_str!("../config/simgate.toml");
 
+/// Default bound on the outbox's queued bytes: 8 MiB, about 20 MB of sled files on
+/// disk (benches/store.rs measures 2.5 bytes on disk per byte queued), room for some
+/// 50 000 events — a small gateway's flash partition.
+pub const DEFAULT_OUTBOX_MAX_BYTES: u64 = 8 * 1024 * 1024;
+const MIN_OUTBOX_MAX_BYTES: u64 = 256 * 1024;
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -45,6 +51,7 @@ pub struct Broker {
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
     pub outbox_max_messages: u64,
+    pub outbox_max_bytes: u64,
     pub inflight_window: u16,
     pub usage_interval_secs: u64,
 }
@@ -125,6 +132,7 @@ impl Default for Broker {
             client_cert: PathBuf::new(),
             client_key: PathBuf::new(),
             outbox_max_messages: 100_000,
+            outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
             inflight_window: 16,
             usage_interval_secs: 900,
         }
@@ -217,6 +225,15 @@ impl Config {
                 format!(
                     "{} is too small to hold one outage's state (minimum 100)",
                     self.broker.outbox_max_messages
+                ),
+            ));
+        }
+        if self.broker.outbox_max_bytes < MIN_OUTBOX_MAX_BYTES {
+            return Err(invalid(
+                "broker.outbox_max_bytes",
+                format!(
+                    "{} is too small to hold one outage's state (minimum {MIN_OUTBOX_MAX_BYTES})",
+                    self.broker.outbox_max_bytes
                 ),
             ));
         }
@@ -410,6 +427,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("f: agent.id:"));
+    }
+
+    #[test]
+    fn an_outbox_byte_bound_too_small_is_named_with_its_minimum() {
+        let c = Config::parse("[broker]\noutbox_max_bytes = 1000\n", "f.toml").unwrap();
+        assert_eq!(c.broker.outbox_max_bytes, 1000);
+        assert_eq!(
+            c.validate("f.toml").unwrap_err().to_string(),
+            "f.toml: broker.outbox_max_bytes: 1000 is too small to hold one outage's state (minimum 262144)"
+        );
     }
 
     #[test]

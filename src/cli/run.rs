@@ -102,6 +102,7 @@ pub(super) fn link_settings(cfg: &Config) -> LinkSettings {
         ca_file: non_empty(&cfg.broker.ca_file),
         client_cert: non_empty(&cfg.broker.client_cert).zip(non_empty(&cfg.broker.client_key)),
         outbox_cap: cfg.broker.outbox_max_messages,
+        outbox_max_bytes: cfg.broker.outbox_max_bytes,
         window: cfg.broker.inflight_window,
         usage_interval: Duration::from_secs(cfg.broker.usage_interval_secs),
     }

@@ -174,7 +174,14 @@ impl Commands {
             }
             Received::PlatformRecord { iccid, record, ack } => {
                 match record {
-                    Ok(rec) => self.set_record(ctx, &iccid, rec.unwrap_or_default())?,
+                    Ok(rec) => {
+                        ctx.store.clear_refused_platform(&iccid)?;
+                        self.set_record(ctx, &iccid, rec.unwrap_or_default())?
+                    }
+                    // The same retained record refused again (a reconnect): said once.
+                    Err(r) if ctx.store.note_refused_platform(&iccid, r.payload_hash)? => {
+                        tracing::debug!(%iccid, reason = %r.reason, "platform record refused again");
+                    }
                     Err(r) => {
                         tracing::warn!(%iccid, reason = %r.reason, "platform record refused");
                         if let Some(link) = &ctx.link {

@@ -407,6 +407,10 @@ pub enum RefusalCode {
     Unavailable,
     Interrupted,
     Failed,
+    /// Not a refusal but an `error` event's code: the broker keeps closing the agent's
+    /// fresh connections, most likely because another client uses its client id
+    /// (MQTT.md, "Connection").
+    ClientIdInUse,
 }
 
 /// A command's lifecycle message on `cmd/<id>/status`.
@@ -435,18 +439,30 @@ pub struct Refusal {
     pub id: Option<String>,
     pub iccid: Option<String>,
     pub action: Option<String>,
+    /// A fingerprint of the refused payload ([`payload_hash`]), so a retained record
+    /// the broker redelivers on every reconnect is reported once per change.
+    pub payload_hash: u64,
 }
 
 impl Refusal {
-    fn new(code: RefusalCode, reason: impl Into<String>) -> Refusal {
+    pub fn new(code: RefusalCode, reason: impl Into<String>) -> Refusal {
         Refusal {
             code,
             reason: reason.into(),
             id: None,
             iccid: None,
             action: None,
+            payload_hash: 0,
         }
     }
+}
+
+/// FNV-1a, 64 bits (IETF draft-eastlake-fnv): stable across builds and versions, unlike
+/// std's hasher, because the fingerprint of a refused record is kept in the store.
+pub fn payload_hash(payload: &[u8]) -> u64 {
+    payload.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A SIM's key as simgate publishes it, and so as it may appear in a topic or payload:

@@ -23,11 +23,13 @@
 //! redelivery, never a loss.
 
 pub mod contract;
+mod drain;
 pub mod peer;
 
+use crate::backoff::Backoff;
 use crate::config::BrokerUrl;
 use crate::sim::PlatformRecord;
-use crate::store::outbox::{Class, Outbox, Shed};
+use crate::store::outbox::{Class, Limits, Outbox, Shed};
 use crate::store::{Store, StoreError};
 use contract::{
     Command, CommandStatus, EventKind, EventMsg, Health, Inbound, Refusal, SimState, Topics,
@@ -40,7 +42,7 @@ use rumqttc::{
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +80,8 @@ pub struct LinkSettings {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Outbox entries kept before telemetry (then events) is shed.
     pub outbox_cap: u64,
+    /// Bytes of queued messages kept before telemetry (then events) is shed.
+    pub outbox_max_bytes: u64,
     /// Publishes in flight (unacknowledged) at once.
     pub window: u16,
     /// Usage telemetry is batched and sent at this interval.
@@ -96,6 +100,7 @@ impl LinkSettings {
             ca_file: None,
             client_cert: None,
             outbox_cap: 100_000,
+            outbox_max_bytes: crate::config::DEFAULT_OUTBOX_MAX_BYTES,
             window: 16,
             usage_interval: Duration::from_secs(900),
         }
@@ -118,9 +123,10 @@ pub enum Received {
     },
 }
 
-/// The MQTT acknowledgement owed for an inbound message.
+/// The MQTT acknowledgement owed for an inbound message (None: already acknowledged,
+/// a poison message the link discarded, see `drain`).
 #[derive(Debug)]
-pub struct AckToken(Publish);
+pub struct AckToken(Option<Publish>);
 
 /// Handle used by the daemon to publish. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -172,7 +178,7 @@ impl Link {
         let url = BrokerUrl::parse(&settings.url).map_err(LinkError::Url)?;
         let topics = Topics::new(&settings.agent_id);
         let window = settings.window.clamp(1, 1024);
-        let mut opts = MqttOptions::new(settings.agent_id.clone(), url.host, url.port);
+        let mut opts = MqttOptions::new(settings.agent_id.clone(), url.host.clone(), url.port);
         opts.set_keep_alive(settings.keepalive);
         opts.set_clean_session(false);
         opts.set_manual_acks(true);
@@ -183,16 +189,22 @@ impl Link {
         // limit is generous (1 MiB) and the contract's own limit (MAX_INBOUND_BYTES) is
         // enforced after receipt, as a refusal the platform sees. Brokers should cap
         // what reaches the agent (mosquitto: message_size_limit) — see MQTT.md.
-        opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        opts.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         if !settings.username.is_empty() {
             opts.set_credentials(settings.username.clone(), settings.password.clone());
         }
-        if url.tls {
-            let cfg = tls_config(settings.ca_file.as_deref(), settings.client_cert.as_ref())?;
+        let tls = if url.tls {
+            let cfg = Arc::new(tls_config(
+                settings.ca_file.as_deref(),
+                settings.client_cert.as_ref(),
+            )?);
             opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(cfg),
+                cfg.clone(),
             )));
-        }
+            Some(cfg)
+        } else {
+            None
+        };
         let will = serde_json::to_vec(&Health::new(false, 0))?;
         opts.set_last_will(LastWill::new(topics.health(), will, QoS::AtLeastOnce, true));
         // Room for a full window of publishes plus acknowledgements and subscriptions.
@@ -201,7 +213,11 @@ impl Link {
             client,
             topics,
             store: store.clone(),
-            outbox: store.outbox(settings.outbox_cap)?,
+            outbox: store.outbox(Limits {
+                messages: settings.outbox_cap,
+                bytes: settings.outbox_max_bytes,
+                disk_reserve: DISK_RESERVE,
+            })?,
             wake: Arc::new(Notify::new()),
             usage: Arc::new(Mutex::new(Usage::default())),
         };
@@ -212,6 +228,11 @@ impl Link {
             window,
             conn: None,
             usage_interval: settings.usage_interval,
+            url,
+            settings: settings.clone(),
+            tls,
+            connected_at: None,
+            short_drops: 0,
         };
         let task = tokio::spawn(driver.run(cancel));
         Ok((link, task))
@@ -237,7 +258,17 @@ impl Link {
     ) -> Result<(), LinkError> {
         // The push fsyncs on the caller's thread (milliseconds on flash): durability
         // before sending is the point, and the daemon's loop is the only caller.
-        let (seq, shed) = self.outbox.push(class, topic, retain, coalesce, payload)?;
+        let (seq, shed) = match self.outbox.push(class, topic, retain, coalesce, payload) {
+            Ok(r) => r,
+            // Telemetry and events may be lost when the store cannot take them (a full
+            // disk despite the reserve): the agent keeps running and says so. States and
+            // statuses may not: their failure stops the daemon, which restarts.
+            Err(e) if matches!(class, Class::Telemetry | Class::Event) => {
+                tracing::error!(error = %e, %topic, "message not stored, dropped (disk full?)");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Tests wait for this line: from here the message survives kill -9.
         tracing::debug!(seq, %topic, "queued");
         if shed.any() {
@@ -304,7 +335,10 @@ impl Link {
     pub fn publish_command_status(&self, status: &CommandStatus) -> Result<(), LinkError> {
         let topic = self.topics.command_status(&status.id);
         let payload = serde_json::to_vec(status)?;
-        self.enqueue(Class::Outcome, &topic, false, None, |_| payload)
+        // Coalesced per command: a replay after a crash or a lost acknowledgement sends
+        // only the latest status, never an older one after a newer one (MQTT.md,
+        // "Lifecycle").
+        self.enqueue(Class::Outcome, &topic, false, Some(&topic), |_| payload)
     }
 
     /// Note a SIM's usage counters; the latest sample per SIM goes out in the next batch,
@@ -349,7 +383,10 @@ impl Link {
     /// daemon's loop must not stall on a full request channel; an acknowledgement not
     /// sent means a redelivery, which the store answers.
     pub fn ack(&self, token: AckToken) {
-        if let Err(e) = self.client.try_ack(&token.0) {
+        let Some(publish) = token.0 else {
+            return;
+        };
+        if let Err(e) = self.client.try_ack(&publish) {
             tracing::debug!(error = %e, "ack not sent; the broker will redeliver");
         }
     }
@@ -389,11 +426,40 @@ struct Driver {
     window: u16,
     conn: Option<Conn>,
     usage_interval: Duration,
+    /// For the drain connection (`drain`).
+    url: BrokerUrl,
+    settings: LinkSettings,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// When the current connection was accepted (CONNACK).
+    connected_at: Option<Instant>,
+    /// Connections in a row that the broker closed before they were stable.
+    short_drops: u32,
 }
+
+/// Free space the state directory's file system keeps: below it, telemetry and events
+/// are shed instead of written (sled writes in segments of 512 KiB; this leaves room
+/// for several, and for the states and statuses that are never shed).
+const DISK_RESERVE: u64 = 8 * 1024 * 1024;
+
+/// rumqttc's limit on a packet, both ways. An inbound packet over it breaks the
+/// connection before it is read; the driver then discards it through `drain`.
+const MAX_PACKET_BYTES: usize = 1024 * 1024;
+
+/// Reconnect waits (src/backoff.rs): 0.5 s doubling to 60 s, equal jitter. A connection
+/// resets them only once it lived `LINK_STABLE`: longer than the longest wait, so two
+/// clients taking the same client id over from each other never look stable (MQTT.md,
+/// "Connection").
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+const LINK_STABLE: Duration = Duration::from_secs(90);
+
+/// This many connections in a row closed by the broker before `LINK_STABLE` raise an
+/// `error` event with code `client_id_in_use`.
+const UNSTABLE_AFTER: u32 = 3;
 
 impl Driver {
     async fn run(mut self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, LINK_STABLE);
         let mut usage_tick = tokio::time::interval(self.usage_interval);
         usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         usage_tick.reset(); // the first tick after one interval, not at once
@@ -419,7 +485,7 @@ impl Driver {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     tracing::info!(session_present = ack.session_present, "connected to broker");
-                    backoff.reset();
+                    self.connected_at = Some(Instant::now());
                     // Whatever rumqttc kept from the last session is replayed from the
                     // outbox instead, with ids this driver tracks.
                     self.eventloop.pending.clear();
@@ -504,6 +570,7 @@ impl Driver {
                     // rumqttc moved its in-flight publishes (and queued requests) here to
                     // resend them; the outbox is the queue, so drop them.
                     self.eventloop.pending.clear();
+                    self.on_connection_error(&e, &mut backoff, &cancel).await;
                     let wait = backoff.next_wait();
                     tracing::warn!(error = %e, retry_in = ?wait, queued = self.link.outbox.len(), "broker connection lost");
                     tokio::select! {
@@ -514,6 +581,119 @@ impl Driver {
             }
         }
         self.shutdown().await;
+    }
+
+    /// Decide what a connection's end means before waiting to reconnect: reset the
+    /// backoff after a stable connection, discard a poison message, and say it loudly
+    /// when the broker keeps closing fresh connections (another client with this id).
+    async fn on_connection_error(
+        &mut self,
+        e: &rumqttc::ConnectionError,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) {
+        use rumqttc::{ConnectionError as C, StateError as S};
+        let lived = self.connected_at.take().map(|t| t.elapsed());
+        if let Some(lived) = lived {
+            backoff.ended_after(lived);
+        }
+        let io_closed = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        };
+        let closed_by_broker = match e {
+            C::MqttState(S::ConnectionAborted) => true,
+            C::MqttState(S::Io(io)) | C::Io(io) => io_closed(io),
+            _ => false,
+        };
+        if let C::MqttState(S::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) = e
+        {
+            tracing::warn!(
+                bytes = n,
+                "inbound message over the packet limit: discarding it"
+            );
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = self.drain() => {}
+            }
+        } else if closed_by_broker && lived.is_some_and(|l| l < LINK_STABLE) {
+            self.short_drops += 1;
+            if self.short_drops >= UNSTABLE_AFTER {
+                tracing::error!(
+                    drops = self.short_drops,
+                    "the broker keeps closing this agent's connections soon after accepting them: is another client using client id {:?}?",
+                    self.settings.agent_id
+                );
+            }
+            if self.short_drops == UNSTABLE_AFTER {
+                let reason = format!(
+                    "the broker closed {UNSTABLE_AFTER} connections in a row within {} s of accepting them; most likely another client uses this agent's client id {:?}",
+                    LINK_STABLE.as_secs(),
+                    self.settings.agent_id
+                );
+                if let Err(e) = self.link.publish_event(EventKind::Error {
+                    iccid: None,
+                    code: contract::RefusalCode::ClientIdInUse,
+                    reason,
+                }) {
+                    tracing::error!(error = %e, "client_id_in_use event not queued");
+                }
+            }
+        }
+        if lived.is_some_and(|l| l >= LINK_STABLE) {
+            self.short_drops = 0;
+        }
+    }
+
+    /// Discard what rumqttc cannot read (see `drain`), and tell the daemon, which
+    /// refuses it as `too_large` like any oversized payload.
+    async fn drain(&mut self) {
+        let access = drain::Access {
+            url: &self.url,
+            client_id: &self.settings.agent_id,
+            username: &self.settings.username,
+            password: &self.settings.password,
+            tls: self.tls.clone(),
+        };
+        let found = match drain::drain(&access, MAX_PACKET_BYTES).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "poison message not discarded; retrying after the next connect");
+                return;
+            }
+        };
+        for d in found {
+            tracing::warn!(topic = %d.topic, bytes = d.bytes, "oversized message acknowledged and discarded");
+            let mut refusal = Refusal::new(
+                contract::RefusalCode::TooLarge,
+                format!(
+                    "payload of {} bytes exceeds the {MAX_PACKET_BYTES} bytes the agent reads; discarded",
+                    d.bytes
+                ),
+            );
+            // Unread: its size stands for it.
+            refusal.payload_hash = contract::payload_hash(&d.bytes.to_be_bytes());
+            let msg = match self.link.topics.inbound(&d.topic) {
+                Some(Inbound::Command) => Received::Command {
+                    command: Err(refusal),
+                    ack: AckToken(None),
+                },
+                Some(Inbound::PlatformRecord { iccid }) => Received::PlatformRecord {
+                    iccid,
+                    record: Err(refusal),
+                    ack: AckToken(None),
+                },
+                None => continue,
+            };
+            let _ = self.received.send(msg);
+        }
     }
 
     /// Health goes out directly, not through the outbox: it is republished on every
@@ -569,33 +749,32 @@ impl Driver {
         let msg = match self.link.topics.inbound(&p.topic) {
             Some(Inbound::Command) => Received::Command {
                 command: contract::parse_command(&p.payload, now),
-                ack: AckToken(p),
+                ack: AckToken(Some(p)),
             },
             Some(Inbound::PlatformRecord { iccid }) => {
                 let record = if contract::valid_iccid(&iccid) {
                     contract::parse_platform_record(&p.payload)
                 } else {
-                    Err(Refusal {
-                        code: contract::RefusalCode::InvalidField,
-                        reason:
-                            "topic: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)"
-                                .into(),
-                        id: None,
-                        iccid: None,
-                        action: None,
-                    })
-                };
+                    Err(Refusal::new(
+                        contract::RefusalCode::InvalidField,
+                        "topic: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)",
+                    ))
+                }
+                .map_err(|mut r| {
+                    r.payload_hash = contract::payload_hash(&p.payload);
+                    r
+                });
                 Received::PlatformRecord {
                     iccid,
                     record,
-                    ack: AckToken(p),
+                    ack: AckToken(Some(p)),
                 }
             }
             None => {
                 // Not ours to consume (a broker delivering outside our filters): ack so
                 // it does not come back.
                 tracing::debug!(topic = %p.topic, "ignored inbound message");
-                self.link.ack(AckToken(p));
+                self.link.ack(AckToken(Some(p)));
                 return;
             }
         };
@@ -727,88 +906,4 @@ fn read_certs(
     rustls_pemfile::certs(&mut rd)
         .collect::<Result<Vec<_>, _>>()
         .map_err(file)
-}
-
-/// Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff
-/// And Jitter"): a fleet reconnecting after a broker restart spreads out instead of
-/// arriving as one herd.
-#[derive(Debug)]
-pub struct Backoff {
-    attempt: u32,
-    rng: u64,
-}
-
-impl Backoff {
-    const BASE: Duration = Duration::from_millis(500);
-    const CAP: Duration = Duration::from_secs(60);
-
-    pub fn new() -> Backoff {
-        // Seed from the clock and the pid: agents started together still diverge.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ u64::from(std::process::id()).rotate_left(32);
-        Backoff {
-            attempt: 0,
-            rng: seed | 1,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// The next wait: uniform in [0, min(cap, base·2^attempt)].
-    pub fn next_wait(&mut self) -> Duration {
-        let ceiling = Self::BASE
-            .saturating_mul(1 << self.attempt.min(16))
-            .min(Self::CAP);
-        self.attempt = self.attempt.saturating_add(1);
-        // xorshift64*: enough randomness for jitter, no dependency.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let ms = ceiling.as_millis() as u64;
-        Duration::from_millis(if ms == 0 { 0 } else { r % (ms + 1) })
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_stays_under_a_doubling_ceiling_capped_at_a_minute() {
-        let mut b = Backoff::new();
-        for attempt in 0..30u32 {
-            let ceiling = Backoff::BASE
-                .saturating_mul(1 << attempt.min(16))
-                .min(Backoff::CAP);
-            assert!(b.next_wait() <= ceiling);
-        }
-    }
-
-    #[test]
-    fn backoff_is_jittered() {
-        let mut b = Backoff::new();
-        let waits: Vec<Duration> = (0..20)
-            .map(|_| {
-                b.reset();
-                b.attempt = 10;
-                b.next_wait()
-            })
-            .collect();
-        assert!(
-            waits.iter().any(|w| *w != waits[0]),
-            "20 equal waits: no jitter"
-        );
-    }
 }

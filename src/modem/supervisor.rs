@@ -11,6 +11,7 @@ use super::profile::{Profile, Profiles};
 use crate::at::conn::AtIo;
 use crate::at::parser::fields;
 use crate::at::{AtConnection, AtError};
+use crate::backoff::Backoff;
 use crate::sim::InSession;
 use crate::store::usage::Bytes;
 use crate::store::Store;
@@ -160,6 +161,7 @@ pub fn spawn(
         .unwrap_or_default()
         .into_iter()
         .collect();
+    let backoff = Backoff::new(settings.reopen_every, MAX_BACKOFF, STABLE);
     let sup = Supervisor {
         port,
         profiles,
@@ -170,6 +172,7 @@ pub fn spawn(
         suspended,
         since_reset: false,
         failures: 0,
+        backoff,
     };
     (ModemHandle { tx }, tokio::spawn(sup.run(cancel)))
 }
@@ -189,10 +192,14 @@ struct Supervisor {
     since_reset: bool,
     /// Attach attempts that failed since the last identification.
     failures: u32,
+    /// Waits between reattach attempts.
+    backoff: Backoff,
 }
 
 /// Longest wait between attempts to reattach a port that opens but does not identify.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// An attachment that lasted this long resets the backoff (src/backoff.rs).
+const STABLE: Duration = Duration::from_secs(30);
 
 /// How the attached phase ended.
 enum End {
@@ -212,7 +219,10 @@ impl Supervisor {
                 _ = cancel.cancelled() => return,
                 p = self.open() => p,
             };
-            match self.attached(port, &cancel).await {
+            let since = std::time::Instant::now();
+            let end = self.attached(port, &cancel).await;
+            self.backoff.ended_after(since.elapsed());
+            match end {
                 End::Cancelled => return,
                 End::Lost(e) => {
                     self.since_reset = true;
@@ -230,11 +240,7 @@ impl Supervisor {
                     self.failures += 1;
                     // A port that opens but never identifies (a silent modem, a non-AT
                     // port) is retried with backoff, not in a tight loop.
-                    let backoff = self
-                        .settings
-                        .reopen_every
-                        .saturating_mul(1 << self.failures.min(4))
-                        .min(MAX_BACKOFF);
+                    let backoff = self.backoff.next_wait();
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = self.idle(backoff) => {}

@@ -5,6 +5,7 @@
 //! `Context::cancel` (SCardCancel), which pcsc-lite allows from another thread.
 
 use super::{name_matches, ReaderError};
+use crate::backoff::Backoff;
 use pcsc::{Context, ReaderState, State, PNP_NOTIFICATION};
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -75,12 +76,16 @@ pub fn watch(
     cancel: CancellationToken,
     rt: tokio::runtime::Handle,
 ) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    );
     let mut seen: HashMap<String, Seen> = HashMap::new();
     while !cancel.is_cancelled() {
         match super::establish() {
             Ok(ctx) => {
-                backoff = Duration::from_millis(250);
+                let since = std::time::Instant::now();
                 // Wake the blocked status-change call when shutdown is asked for.
                 let canceller = {
                     let ctx = ctx.clone();
@@ -92,6 +97,7 @@ pub fn watch(
                 };
                 let result = watch_context(&ctx, &patterns, &tx, &cancel, &mut seen);
                 canceller.abort();
+                backoff.ended_after(since.elapsed());
                 match result {
                     Ok(()) => return,
                     Err(e) => {
@@ -109,18 +115,18 @@ pub fn watch(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "PC/SC unavailable");
+                tracing::warn!(error = %e, "PC/SC unavailable");
             }
         }
         // Back off without blocking shutdown: wait for either the delay or cancellation.
-        let wait = backoff;
+        let wait = backoff.next_wait();
+        tracing::debug!(retry_in = ?wait, "PC/SC context retry");
         rt.block_on(async {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         });
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

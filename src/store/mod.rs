@@ -27,6 +27,8 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The state directory (for its file system's free space).
+    dir: PathBuf,
 }
 
 impl Store {
@@ -46,7 +48,10 @@ impl Store {
                 dir: dir.to_path_buf(),
                 source,
             })?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Make everything written so far durable (fsync).

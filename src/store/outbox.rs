@@ -4,18 +4,22 @@
 //! queue: it drops unacknowledged publishes on a clean reconnect and forgets everything
 //! on a restart.
 //!
-//! Layout (three trees, so no multi-tree transaction is needed):
+//! Layout (four trees, written together in one sled transaction per push):
 //! - `outbox`: seq (u64 big-endian, from sled's monotonic id generator) → entry. Key
 //!   order is send order.
-//! - `outbox_coalesce`: coalescing key (a SIM's state topic) → the seq holding its
-//!   latest version. A newer version replaces the older one and goes to the tail, so per
-//!   SIM the order of state and events is kept.
-//! - `outbox_shed`: class byte + seq → (), the entries that may be shed when the cap is
+//! - `outbox_coalesce`: coalescing key (a SIM's state topic, a command's status topic,
+//!   the shed notice) → the seq holding its latest version and the number its payload
+//!   carries. A newer version replaces the older one and goes to the tail, so per SIM
+//!   the order of state and events is kept, and a replay never sends an older status of
+//!   a command after a newer one.
+//! - `outbox_shed`: class byte + seq → (), the entries that may be shed when a bound is
 //!   reached, oldest first per class.
+//! - `outbox_meta`: the shed totals, and the last number given to an event and to a
+//!   usage batch (the `seq` in their payloads: contiguous, see [`Outbox::push`]).
 //!
-//! Writes are ordered so a crash between them leaves only harmless leftovers: an index
-//! pointing at a missing seq is skipped; an entry missing from an index is merely not
-//! coalesced or not sheddable.
+//! An acknowledgement removes an entry outside any transaction: an index pointing at a
+//! missing seq is skipped, an entry missing from an index is merely not coalesced or not
+//! sheddable.
 
 use super::{Store, StoreError};
 use std::sync::{Arc, Mutex};
@@ -125,12 +129,38 @@ impl Shed {
     }
 }
 
+/// What bounds the outbox. Sheddable messages (telemetry, then events) make room when
+/// any bound is reached; SIM states, command statuses and notices are kept beyond them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages queued.
+    pub messages: u64,
+    /// Bytes of the queued messages as stored (topic, payload and 12 bytes of framing
+    /// each); sled's files take about 2.5 times that on disk (benches/store.rs).
+    pub bytes: u64,
+    /// Free space the state directory's file system must keep: below it, the outbox
+    /// counts as full, so telemetry is shed before the disk fills up.
+    pub disk_reserve: u64,
+}
+
+impl Limits {
+    /// Only a message count (tests and tools): no byte bound, no disk reserve.
+    pub fn messages(messages: u64) -> Limits {
+        Limits {
+            messages,
+            bytes: u64::MAX,
+            disk_reserve: 0,
+        }
+    }
+}
+
 /// Handle on the outbox; cheap to clone. All operations take one lock: the outbox has
 /// one producer side (the daemon) and one consumer (the link), and the lock keeps the
 /// entry count exact without scanning.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     db: sled::Db,
+    dir: std::path::PathBuf,
     main: sled::Tree,
     coalesce: sled::Tree,
     shed: sled::Tree,
@@ -141,22 +171,41 @@ pub struct Outbox {
 #[derive(Debug)]
 struct Meta {
     len: u64,
-    cap: u64,
+    bytes: u64,
+    limits: Limits,
+}
+
+/// The numbering a message's payload carries (its `seq`), per kind: events (with the
+/// notices, which are events too) and usage batches are numbered 1, 2, 3 … each,
+/// contiguous for the life of the store, so a gap means a message was lost (or shed,
+/// which `outbox_shed` counts). States and statuses carry no number.
+fn counter(class: Class) -> Option<&'static str> {
+    match class {
+        Class::Event | Class::Notice => Some("number/events"),
+        Class::Telemetry => Some("number/usage"),
+        Class::State | Class::Outcome => None,
+    }
 }
 
 impl Store {
-    /// Open the outbox, holding at most `cap` entries before shedding (state and
-    /// command outcomes are kept even beyond it).
-    pub fn outbox(&self, cap: u64) -> Result<Outbox, StoreError> {
+    /// Open the outbox, bounded by `limits` before shedding (state and command outcomes
+    /// are kept even beyond them).
+    pub fn outbox(&self, limits: Limits) -> Result<Outbox, StoreError> {
         let main = self.tree(MAIN)?;
-        let len = main.len() as u64;
+        let (mut len, mut bytes) = (0, 0);
+        for item in main.iter() {
+            let (k, v) = item?;
+            len += 1;
+            bytes += (k.len() + v.len()) as u64;
+        }
         Ok(Outbox {
             db: self.db.clone(),
+            dir: self.dir.clone(),
             coalesce: self.tree(COALESCE)?,
             shed: self.tree(SHED)?,
             meta: self.tree(META)?,
             main,
-            inner: Arc::new(Mutex::new(Meta { len, cap })),
+            inner: Arc::new(Mutex::new(Meta { len, bytes, limits })),
         })
     }
 }
@@ -169,6 +218,30 @@ fn seq_of(k: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(k).ok().map(u64::from_be_bytes)
 }
 
+/// A coalescing index value: the outbox key of the latest version, then the number its
+/// payload carries.
+fn index_value(seq: u64, number: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&seq.to_be_bytes());
+    v[8..].copy_from_slice(&number.to_be_bytes());
+    v
+}
+
+fn parse_index(v: &[u8]) -> Option<(u64, u64)> {
+    match v.len() {
+        // Written by an older simgate: the key alone.
+        8 => seq_of(v).map(|s| (s, 0)),
+        16 => Some((seq_of(&v[..8])?, seq_of(&v[8..])?)),
+        _ => None,
+    }
+}
+
+fn be(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
 fn shed_key(class: Class, seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = class.byte();
@@ -176,21 +249,50 @@ fn shed_key(class: Class, seq: u64) -> [u8; 9] {
     k
 }
 
+type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, ()>;
+
+fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Db(e),
+        // The closures below never abort.
+        sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+            tree: MAIN,
+            detail: "transaction aborted".into(),
+        },
+    }
+}
+
 impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, Meta> {
-        // A panic while holding the lock leaves the trees consistent (each write is
-        // atomic); the counter may be off by one at worst, so keep going.
+        // A panic while holding the lock leaves the trees consistent (each push is one
+        // transaction); the counters may be off by one at worst, so keep going.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a sheddable message must make room: a bound is reached, or the disk is
+    /// nearly full.
+    fn full(&self, meta: &Meta, adding: u64) -> bool {
+        meta.len >= meta.limits.messages
+            || meta.bytes.saturating_add(adding) > meta.limits.bytes
+            || (meta.limits.disk_reserve > 0
+                && fs2::available_space(&self.dir)
+                    .map(|free| free < meta.limits.disk_reserve)
+                    // Unknown free space: rely on the other bounds.
+                    .unwrap_or(false))
+    }
+
     /// Queue a message and flush to disk before returning: only then may it be handed
-    /// to the MQTT client. The message gets the next sequence number — strictly greater
-    /// than every earlier one, also across restarts (sled persists its id generator) —
-    /// which `payload` may embed so the platform can drop a replayed duplicate. Numbering
-    /// and queueing happen under one lock, so send order is numbering order.
+    /// to the MQTT client. Returns its outbox key (send order: strictly greater than
+    /// every earlier one, also across restarts, as sled persists its id generator).
+    ///
+    /// `payload` gets the message's number (see [`counter`]: events and usage batches
+    /// 1, 2, 3 …; 0 for the others), assigned in the same transaction that queues the
+    /// message, so a number is never given twice nor skipped by a crash.
     ///
     /// With `coalesce`, an older queued entry under the same key is dropped (only the
-    /// latest version must survive, e.g. a SIM's state).
+    /// latest version must survive: a SIM's state, a command's status) and the new one
+    /// goes to the tail. A notice still queued is instead updated where it stands,
+    /// keeping its number, so notices never leave a gap in the events' numbers.
     pub fn push(
         &self,
         class: Class,
@@ -201,68 +303,130 @@ impl Outbox {
     ) -> Result<(u64, Shed), StoreError> {
         let mut meta = self.lock();
         // sled's ids start at 0; keep 0 free as "nothing".
-        let seq = self.db.generate_id()? + 1;
+        let fresh = self.db.generate_id()? + 1;
+        let counter = counter(class);
+        let previous = match coalesce {
+            Some(ck) => self
+                .coalesce
+                .get(ck.as_bytes())?
+                .and_then(|v| parse_index(&v)),
+            None => None,
+        };
+        let in_place = match previous {
+            Some((s, n))
+                if class == Class::Notice && n > 0 && self.main.contains_key(key(s))? =>
+            {
+                Some((s, n))
+            }
+            _ => None,
+        };
+        let (seq, number, bump) = match (in_place, counter) {
+            (Some((s, n)), _) => (s, n, None),
+            (None, Some(c)) => {
+                let n = be(self.meta.get(c)?) + 1;
+                (fresh, n, Some((c, n)))
+            }
+            (None, None) => (fresh, 0, None),
+        };
         let entry = Entry {
             class,
             topic: topic.to_string(),
-            payload: payload(seq),
+            payload: payload(number),
             retain,
         };
+        let value = entry.encode();
+        let size = (8 + value.len()) as u64;
+
         let mut shed = Shed::default();
-        // A notice (the shed counter itself) is one coalesced entry: it never makes
-        // room, or its own count would be stale the moment it is written.
-        if meta.len >= meta.cap && class != Class::Notice {
+        let mut victim = None;
+        let mut shed_self = false;
+        // A notice (the shed counter itself) never makes room, or its own count would
+        // be stale the moment it is written.
+        if class != Class::Notice && self.full(&meta, size) {
             // Make room: telemetry first, then events. State, outcomes and notices are
-            // never shed, so the cap is a target, not a hard limit, for them.
-            let victim = self
+            // never shed, so the bounds are targets, not hard limits, for them.
+            victim = self
                 .oldest(Class::Telemetry)?
                 .map(|s| (Class::Telemetry, s))
-                .or(if entry.class == Class::Telemetry {
+                .or(if class == Class::Telemetry {
                     None
                 } else {
                     self.oldest(Class::Event)?.map(|s| (Class::Event, s))
                 });
             match victim {
-                Some((class, s)) => {
-                    self.remove_locked(&mut meta, s)?;
-                    self.shed.remove(shed_key(class, s))?;
-                    if class == Class::Telemetry {
-                        shed.telemetry += 1;
-                    } else {
-                        shed.events += 1;
-                    }
-                }
+                Some((Class::Telemetry, _)) => shed.telemetry += 1,
+                Some(_) => shed.events += 1,
                 // Nothing older may go: a new telemetry or event message is the one shed.
-                None if entry.class.sheddable() => {
-                    if entry.class == Class::Telemetry {
-                        shed.telemetry += 1;
-                    } else {
-                        shed.events += 1;
-                    }
-                    self.count_shed(shed)?;
-                    self.db.flush()?;
-                    return Ok((seq, shed));
+                None if class == Class::Telemetry => {
+                    shed.telemetry += 1;
+                    shed_self = true;
+                }
+                None if class == Class::Event => {
+                    shed.events += 1;
+                    shed_self = true;
                 }
                 None => {}
             }
         }
-        self.main.insert(key(seq), entry.encode())?;
-        meta.len += 1;
-        if entry.class.sheddable() {
-            self.shed.insert(shed_key(entry.class, seq), &[])?;
-        }
-        if let Some(ck) = coalesce {
-            if let Some(old) = self.coalesce.insert(ck.as_bytes(), &key(seq))? {
-                if let Some(old) = seq_of(&old) {
-                    if old != seq {
-                        self.remove_locked(&mut meta, old)?;
+        let totals = if shed.any() {
+            let t = self.shed_totals()?;
+            Some(Shed {
+                telemetry: t.telemetry + shed.telemetry,
+                events: t.events + shed.events,
+            })
+        } else {
+            None
+        };
+
+        use sled::Transactional;
+        let (removed, removed_bytes): (u64, u64) =
+            (&self.main, &self.coalesce, &self.shed, &self.meta)
+                .transaction(|(main, co, sh, me)| -> TxResult<(u64, u64)> {
+                    // A shed message keeps its number: the gap it leaves is counted.
+                    if let Some((c, n)) = bump {
+                        me.insert(c, &n.to_be_bytes())?;
                     }
-                }
-            }
+                    if let Some(t) = totals {
+                        me.insert("telemetry", &t.telemetry.to_be_bytes())?;
+                        me.insert("events", &t.events.to_be_bytes())?;
+                    }
+                    let (mut removed, mut removed_bytes) = (0, 0);
+                    if let Some((c, s)) = victim {
+                        if let Some(v) = main.remove(&key(s))? {
+                            removed += 1;
+                            removed_bytes += 8 + v.len() as u64;
+                        }
+                        sh.remove(&shed_key(c, s))?;
+                    }
+                    if shed_self {
+                        return Ok((removed, removed_bytes));
+                    }
+                    if let Some(old) = main.insert(&key(seq), value.as_slice())? {
+                        // Updated in place: the old version's bytes go.
+                        removed += 1;
+                        removed_bytes += 8 + old.len() as u64;
+                    }
+                    if class.sheddable() {
+                        sh.insert(&shed_key(class, seq), &[])?;
+                    }
+                    if let Some(ck) = coalesce {
+                        co.insert(ck.as_bytes(), &index_value(seq, number))?;
+                        if let Some((old, _)) = previous.filter(|(old, _)| *old != seq) {
+                            if let Some(v) = main.remove(&key(old))? {
+                                removed += 1;
+                                removed_bytes += 8 + v.len() as u64;
+                            }
+                        }
+                    }
+                    Ok((removed, removed_bytes))
+                })
+                .map_err(tx_error)?;
+        if !shed_self {
+            meta.len += 1;
+            meta.bytes += size;
         }
-        if shed.any() {
-            self.count_shed(shed)?;
-        }
+        meta.len = meta.len.saturating_sub(removed);
+        meta.bytes = meta.bytes.saturating_sub(removed_bytes);
         self.db.flush()?;
         Ok((seq, shed))
     }
@@ -272,21 +436,6 @@ impl Outbox {
             Some(r) => Ok(seq_of(&r?.0[1..])),
             None => Ok(None),
         }
-    }
-
-    fn count_shed(&self, shed: Shed) -> Result<(), StoreError> {
-        for (k, n) in [("telemetry", shed.telemetry), ("events", shed.events)] {
-            if n > 0 {
-                self.meta.update_and_fetch(k, |old| {
-                    let prev = old
-                        .and_then(|o| <[u8; 8]>::try_from(o).ok())
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(0);
-                    Some((prev + n).to_be_bytes().to_vec())
-                })?;
-            }
-        }
-        Ok(())
     }
 
     /// Everything shed since the store was created.
@@ -345,10 +494,16 @@ impl Outbox {
     }
 
     fn remove_locked(&self, meta: &mut Meta, seq: u64) -> Result<(), StoreError> {
-        if self.main.remove(key(seq))?.is_some() {
+        if let Some(v) = self.main.remove(key(seq))? {
             meta.len = meta.len.saturating_sub(1);
+            meta.bytes = meta.bytes.saturating_sub(8 + v.len() as u64);
         }
         Ok(())
+    }
+
+    /// Bytes of the messages queued now (as counted against [`Limits::bytes`]).
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
     }
 
     /// Make every acknowledgement so far durable (at a clean shutdown).
@@ -412,7 +567,7 @@ mod tests {
     #[test]
     fn entries_come_back_in_push_order_and_leave_only_when_acknowledged() {
         let (st, dir) = store();
-        let ob = st.outbox(100).unwrap();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
         let mut seqs = vec![];
         for p in ["a", "b", "c"] {
             seqs.push(push(&ob, Class::Event, "t/e", p, None).0);
@@ -428,7 +583,7 @@ mod tests {
     #[test]
     fn a_newer_state_replaces_the_queued_one_and_moves_behind_later_events() {
         let (st, dir) = store();
-        let ob = st.outbox(100).unwrap();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
         push(&ob, Class::State, "sim/1/state", "s1", Some("sim/1/state"));
         push(&ob, Class::Event, "events", "removed", None);
         push(&ob, Class::State, "sim/2/state", "x1", Some("sim/2/state"));
@@ -442,7 +597,7 @@ mod tests {
     #[test]
     fn a_full_outbox_sheds_telemetry_first_then_events_and_never_state() {
         let (st, dir) = store();
-        let ob = st.outbox(3).unwrap();
+        let ob = st.outbox(Limits::messages(3)).unwrap();
         let push = |c, p| push(&ob, c, "t", p, None).1;
         push(Class::Event, "e1");
         push(Class::Telemetry, "u1");
@@ -480,18 +635,151 @@ mod tests {
     #[test]
     fn the_outbox_survives_reopening_with_its_count() {
         let (st, dir) = store();
-        let ob = st.outbox(10).unwrap();
+        let ob = st.outbox(Limits::messages(10)).unwrap();
         for p in ["a", "b"] {
             push(&ob, Class::Telemetry, "u", p, None);
         }
         drop((ob, st));
         let st = Store::open(&dir).unwrap();
-        let ob = st.outbox(10).unwrap();
+        let ob = st.outbox(Limits::messages(10)).unwrap();
         assert_eq!(ob.len(), 2);
         assert_eq!(drain(&ob), ["a", "b"]);
         let (s, _) = push(&ob, Class::Telemetry, "u", "c", None);
         assert!(s > 2, "numbering continues across a reopen");
         assert_eq!(drain(&ob), ["a", "b", "c"]);
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn number(ob: &Outbox, class: Class, topic: &str, ck: Option<&str>) -> u64 {
+        let mut got = 0;
+        ob.push(class, topic, false, ck, |n| {
+            got = n;
+            n.to_string().into_bytes()
+        })
+        .unwrap();
+        got
+    }
+
+    #[test]
+    fn events_are_numbered_one_by_one_across_reopens_apart_from_everything_else() {
+        let (st, dir) = store();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
+        assert_eq!(number(&ob, Class::Event, "e", None), 1);
+        assert_eq!(number(&ob, Class::State, "s", Some("s")), 0);
+        assert_eq!(number(&ob, Class::Outcome, "o", Some("o")), 0);
+        assert_eq!(number(&ob, Class::Telemetry, "u", None), 1);
+        assert_eq!(number(&ob, Class::Event, "e", None), 2);
+        drop((ob, st));
+        let st = Store::open(&dir).unwrap();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
+        assert_eq!(
+            number(&ob, Class::Event, "e", None),
+            3,
+            "no jump at a reopen"
+        );
+        assert_eq!(number(&ob, Class::Telemetry, "u", None), 2);
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_queued_notice_is_updated_where_it_stands_and_keeps_its_number() {
+        let (st, dir) = store();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
+        assert_eq!(number(&ob, Class::Event, "e", None), 1);
+        assert_eq!(number(&ob, Class::Notice, "e", Some("n")), 2);
+        assert_eq!(number(&ob, Class::Event, "e", None), 3);
+        assert_eq!(
+            number(&ob, Class::Notice, "e", Some("n")),
+            2,
+            "still queued"
+        );
+        assert_eq!(drain(&ob), ["1", "2", "3"]);
+        assert_eq!(ob.len(), 3);
+        // Once it was sent, the next notice is a new event.
+        let (s, _) = ob
+            .next_after(Some(ob.next_after(None).unwrap().unwrap().0))
+            .unwrap()
+            .unwrap();
+        ob.acknowledged(s).unwrap();
+        assert_eq!(number(&ob, Class::Notice, "e", Some("n")), 4);
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_newer_status_of_a_command_replaces_its_queued_older_ones() {
+        let (st, dir) = store();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
+        let c1 = Some("cmd/c1/status");
+        push(&ob, Class::Outcome, "cmd/c1/status", "c1 received", c1);
+        push(
+            &ob,
+            Class::Outcome,
+            "cmd/c2/status",
+            "c2 received",
+            Some("cmd/c2/status"),
+        );
+        push(&ob, Class::Outcome, "cmd/c1/status", "c1 executing", c1);
+        push(&ob, Class::Outcome, "cmd/c1/status", "c1 successful", c1);
+        assert_eq!(drain(&ob), ["c2 received", "c1 successful"]);
+        assert_eq!(ob.len(), 2);
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_byte_bound_sheds_telemetry_first_and_counts_bytes_exactly() {
+        let (st, dir) = store();
+        let one = (8 + 4 + 1 + 100) as u64; // key, framing, topic "t", payload
+        let ob = st
+            .outbox(Limits {
+                messages: u64::MAX,
+                bytes: 3 * one,
+                disk_reserve: 0,
+            })
+            .unwrap();
+        let p = "x".repeat(100);
+        push(&ob, Class::Telemetry, "t", &p, None);
+        push(&ob, Class::Event, "t", &p, None);
+        push(&ob, Class::State, "t", &p, Some("s"));
+        assert_eq!(ob.bytes(), 3 * one);
+        let (_, shed) = push(&ob, Class::Event, "t", &p, None);
+        assert_eq!(shed.telemetry, 1, "the usage batch made room");
+        assert_eq!((ob.len(), ob.bytes()), (3, 3 * one));
+        drop((ob, st));
+        // Reopened: the bytes are counted again from what is stored.
+        let st = Store::open(&dir).unwrap();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
+        assert_eq!(ob.bytes(), 3 * one);
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_nearly_full_disk_sheds_telemetry_and_events_but_keeps_states_and_statuses() {
+        let (st, dir) = store();
+        // A reserve larger than any disk: the disk always counts as nearly full.
+        let ob = st
+            .outbox(Limits {
+                messages: u64::MAX,
+                bytes: u64::MAX,
+                disk_reserve: u64::MAX,
+            })
+            .unwrap();
+        assert_eq!(push(&ob, Class::Telemetry, "u", "u1", None).1.telemetry, 1);
+        assert_eq!(push(&ob, Class::Event, "e", "e1", None).1.events, 1);
+        push(&ob, Class::State, "s", "s1", Some("s"));
+        push(&ob, Class::Outcome, "o", "o1", Some("o"));
+        assert_eq!(drain(&ob), ["s1", "o1"]);
+        assert_eq!(
+            ob.shed_totals().unwrap(),
+            Shed {
+                telemetry: 1,
+                events: 1
+            }
+        );
         drop((ob, st));
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -4,6 +4,8 @@ use super::{Store, StoreError};
 use crate::sim::PlatformRecord;
 
 const TREE: &str = "platform";
+/// Per ICCID (as the topic named it), the fingerprint of the last record refused.
+const REFUSED: &str = "platform_refused";
 
 impl Store {
     /// Cache the platform's record for `iccid` (flushed: it is the platform's word).
@@ -15,5 +17,56 @@ impl Store {
     /// The cached platform record of `iccid`, if the platform ever sent one.
     pub fn get_platform(&self, iccid: &str) -> Result<Option<PlatformRecord>, StoreError> {
         self.get_json(TREE, iccid)
+    }
+
+    /// Note that the record published for `key` with fingerprint `hash` was refused.
+    /// Returns whether that was already known (the same record refused before): the
+    /// broker redelivers a retained record on every reconnect, and its refusal is
+    /// reported once per change (MQTT.md, "Platform record").
+    pub fn note_refused_platform(&self, key: &str, hash: u64) -> Result<bool, StoreError> {
+        let old = self
+            .tree(REFUSED)?
+            .insert(key.as_bytes(), &hash.to_be_bytes())?;
+        if old.as_deref() == Some(&hash.to_be_bytes()[..]) {
+            return Ok(true);
+        }
+        self.flush()?;
+        Ok(false)
+    }
+
+    /// A valid record (or none) arrived for `key`: forget an earlier refusal, so the
+    /// same bad record sent again is a change, reported again.
+    pub fn clear_refused_platform(&self, key: &str) -> Result<(), StoreError> {
+        self.tree(REFUSED)?.remove(key.as_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_record_is_new_once_per_change_and_again_after_a_valid_one() {
+        let dir = std::env::temp_dir().join(format!("simgate-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = Store::open(&dir).unwrap();
+        let k = "8988211000000430010";
+        assert!(!st.note_refused_platform(k, 1).unwrap());
+        assert!(st.note_refused_platform(k, 1).unwrap(), "redelivered");
+        assert!(!st.note_refused_platform(k, 2).unwrap(), "changed");
+        st.clear_refused_platform(k).unwrap();
+        assert!(
+            !st.note_refused_platform(k, 2).unwrap(),
+            "after a valid one"
+        );
+        drop(st);
+        let st = Store::open(&dir).unwrap();
+        assert!(
+            st.note_refused_platform(k, 2).unwrap(),
+            "kept across restarts"
+        );
+        drop(st);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
