@@ -73,6 +73,55 @@ impl AtCommand {
     }
 }
 
+impl AtCommand {
+    /// The commands of this line, each as a line of its own: a compound line
+    /// (`AT+CREG?;+CGREG?`) split at every ';' outside a string constant (V.250 §5.2.1).
+    /// Basic commands run together without a separator (`ATE0V1`) stay one.
+    pub fn atoms(&self) -> Vec<AtCommand> {
+        let mut out = Vec::new();
+        let mut cur = String::from("AT");
+        let mut quoted = false;
+        for c in self.0[2..].chars() {
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    cur.push(c);
+                }
+                ';' if !quoted => {
+                    if cur.len() > 2 {
+                        out.push(AtCommand(std::mem::replace(&mut cur, "AT".into())));
+                    }
+                }
+                _ => cur.push(c),
+            }
+        }
+        if cur.len() > 2 || out.is_empty() {
+            out.push(AtCommand(cur));
+        }
+        out
+    }
+
+    /// Whether this line's (last) command is an extended one (`+`, or a vendor's `#`,
+    /// `$`, `!`, `^`, `%`): V.250 §5.2.1 wants a ';' before anything that follows it.
+    fn ends_extended(&self) -> bool {
+        !self.reply_prefixes().is_empty()
+    }
+}
+
+/// Join commands into one line (V.250 §5.2.1): a ';' after each extended command that is
+/// followed by another, basic commands run together (`ATE0V1+CMEE=1`). Each part was
+/// checked on its own, so the whole is a valid line.
+pub fn join(parts: &[AtCommand]) -> AtCommand {
+    let mut text = String::from("AT");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 && parts[i - 1].ends_extended() {
+            text.push(';');
+        }
+        text.push_str(&p.0[2..]);
+    }
+    AtCommand(text)
+}
+
 impl fmt::Display for AtCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -108,6 +157,39 @@ pub fn expand(template: &str, args: &[(&str, u64)]) -> Result<AtCommand, Command
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(s: &str) -> AtCommand {
+        AtCommand::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_compound_line_splits_into_its_commands_and_joins_back() {
+        let line = at("AT+CREG?;+CGREG?;+COPS=3,\"a;b\"");
+        let atoms = line.atoms();
+        assert_eq!(
+            atoms.iter().map(AtCommand::as_str).collect::<Vec<_>>(),
+            ["AT+CREG?", "AT+CGREG?", "AT+COPS=3,\"a;b\""],
+            "a ';' inside a string constant is no separator"
+        );
+        assert_eq!(join(&atoms), line);
+        assert_eq!(at("AT+CSQ").atoms(), [at("AT+CSQ")]);
+    }
+
+    #[test]
+    fn basic_commands_join_without_a_separator_extended_ones_with_one() {
+        assert_eq!(
+            join(&[at("ATE0"), at("ATV1"), at("AT+CMEE=1")]).as_str(),
+            "ATE0V1+CMEE=1"
+        );
+        assert_eq!(
+            join(&[at("AT+CMEE=1"), at("ATE0")]).as_str(),
+            "AT+CMEE=1;E0"
+        );
+        assert_eq!(
+            join(&[at("AT#CCID"), at("AT+CSQ")]).as_str(),
+            "AT#CCID;+CSQ"
+        );
+    }
 
     #[test]
     fn quoted_value_cannot_end_the_line_or_the_string() {

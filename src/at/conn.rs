@@ -74,6 +74,29 @@ impl Reply {
 /// `Ok(Ok(reply))`, `Ok(Err(refusal))` (the modem said no), or `Err` (the link failed).
 pub type AtResult = Result<Result<Reply, Refusal>, AtError>;
 
+/// What a group of commands produced ([`AtConnection::group`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grouped {
+    /// Every information line of the commands the modem accepted, in command order.
+    pub lines: Vec<String>,
+    /// Per command, its own reply (`None`: refused), when the group was sent one by one;
+    /// `None` when it went as one line (then only `lines` tells).
+    pub each: Option<Vec<Option<Reply>>>,
+    /// The commands the modem refused, each with its answer.
+    pub refused: Vec<Refusal>,
+}
+
+/// How this modem takes several commands on one line (V.250 §5.2.1), as learnt on this
+/// connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Concat {
+    #[default]
+    Unknown,
+    Works,
+    /// The firmware refuses concatenation as such: groups go one command a line.
+    Refused,
+}
+
 /// Counters for budgets and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -93,6 +116,10 @@ pub struct AtConnection<T> {
     urc_prefixes: Vec<String>,
     vendor_finals: Vec<String>,
     stats: Stats,
+    concat: Concat,
+    /// Commands refused on their own on this connection: sent apart from their group,
+    /// so one unsupported command does not cost the whole group its line.
+    alone: std::collections::HashSet<String>,
 }
 
 /// URCs kept for a reader; a supervisor drains them as they come.
@@ -116,6 +143,8 @@ impl<T: AtIo> AtConnection<T> {
             urc_prefixes: prefixes,
             vendor_finals,
             stats: Stats::default(),
+            concat: Concat::Unknown,
+            alone: Default::default(),
         }
     }
 
@@ -278,6 +307,103 @@ impl<T: AtIo> AtConnection<T> {
                 self.push_urc(line);
             } else {
                 lines.push(line);
+            }
+        }
+    }
+
+    /// How this connection found the modem to take concatenated commands.
+    pub fn concat(&self) -> Concat {
+        self.concat
+    }
+
+    /// Send a group of commands (each may itself be a compound line: every command in
+    /// it counts) as one line (V.250 §5.2.1) where the modem takes that, else one by one.
+    ///
+    /// When the line is refused, its commands are sent one by one: if every one is then
+    /// accepted, the firmware refuses concatenation as such, and every later group on
+    /// this connection goes one by one from the start (the refusal is paid once); if
+    /// some are refused on their own, those are what failed, and later groups send
+    /// them apart while the rest stays on one line. A refused command is an entry of
+    /// `refused`, never an error; the link failing is.
+    pub async fn group(
+        &mut self,
+        cmds: &[AtCommand],
+        timeout: Duration,
+    ) -> Result<Grouped, AtError> {
+        let atoms: Vec<AtCommand> = cmds.iter().flat_map(AtCommand::atoms).collect();
+        let (apart, together): (Vec<usize>, Vec<usize>) =
+            (0..atoms.len()).partition(|&i| self.alone.contains(atoms[i].as_str()));
+        let mut out = Grouped::default();
+        let mut each: Vec<Option<Reply>> = vec![None; atoms.len()];
+        let mut singly = apart.clone();
+        if together.len() >= 2 && self.concat != Concat::Refused {
+            let line = super::command::join(
+                &together
+                    .iter()
+                    .map(|&i| atoms[i].clone())
+                    .collect::<Vec<_>>(),
+            );
+            match self.command(&line, timeout).await? {
+                Ok(r) if apart.is_empty() => {
+                    self.concat = Concat::Works;
+                    out.lines = r.lines;
+                    return Ok(out);
+                }
+                Ok(r) => {
+                    self.concat = Concat::Works;
+                    out.lines = r.lines;
+                    // The rest goes apart; positions no longer tell which line is whose.
+                    for i in apart {
+                        if let Some(reply) =
+                            self.alone_command(&atoms[i], timeout, &mut out).await?
+                        {
+                            out.lines.extend(reply.lines);
+                        }
+                    }
+                    return Ok(out);
+                }
+                Err(refusal) => {
+                    tracing::debug!(%refusal, "group refused; sending its commands one by one");
+                    let before = out.refused.len();
+                    for &i in &together {
+                        each[i] = self.alone_command(&atoms[i], timeout, &mut out).await?;
+                    }
+                    if out.refused.len() == before {
+                        tracing::info!(line = %line, "the modem refuses concatenated commands (V.250 §5.2.1): one command a line from now on");
+                        self.concat = Concat::Refused;
+                    }
+                }
+            }
+        } else {
+            singly.extend(together);
+            singly.sort_unstable();
+        }
+        for i in singly {
+            each[i] = self.alone_command(&atoms[i], timeout, &mut out).await?;
+        }
+        for r in each.iter().flatten() {
+            out.lines.extend(r.lines.iter().cloned());
+        }
+        out.each = Some(each);
+        Ok(out)
+    }
+
+    /// One command of a group on its own line; a refusal is recorded and remembered.
+    async fn alone_command(
+        &mut self,
+        cmd: &AtCommand,
+        timeout: Duration,
+        out: &mut Grouped,
+    ) -> Result<Option<Reply>, AtError> {
+        match self.command(cmd, timeout).await? {
+            Ok(r) => {
+                self.alone.remove(cmd.as_str());
+                Ok(Some(r))
+            }
+            Err(refusal) => {
+                self.alone.insert(cmd.as_str().to_string());
+                out.refused.push(refusal);
+                Ok(None)
             }
         }
     }

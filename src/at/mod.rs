@@ -7,5 +7,7 @@ pub mod conn;
 pub mod parser;
 
 pub use command::{quote, AtCommand, CommandError};
-pub use conn::{open, AtConnection, AtError, AtResult, Port, Refusal, Reply, Stats};
+pub use conn::{
+    open, AtConnection, AtError, AtResult, Concat, Grouped, Port, Refusal, Reply, Stats,
+};
 pub use parser::{ErrorCode, Field, Final};

@@ -100,6 +100,13 @@ pub struct EmulateModemArgs {
     /// Delay before each answer, milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Refuse concatenated commands (`AT+A;+B` answered ERROR), as some firmwares do.
+    #[arg(long)]
+    pub single_commands: bool,
+    /// A command this firmware does not know (e.g. AT+QGDCNT?), answered ERROR.
+    /// Repeatable.
+    #[arg(long = "refuse")]
+    pub refuse: Vec<String>,
 }
 
 impl EmulateModemArgs {
@@ -121,6 +128,8 @@ impl EmulateModemArgs {
         }
         opts.link = self.link.clone();
         opts.latency = Duration::from_millis(self.latency_ms);
+        opts.single_commands = self.single_commands;
+        opts.refuse = self.refuse.clone();
         if self.esim {
             opts.sim = Some(EmuSim::esim());
         }

@@ -98,6 +98,12 @@ pub struct Options {
     /// Delay before each answer.
     pub latency: Duration,
     pub session_up: bool,
+    /// A firmware that refuses concatenated commands (V.250 §5.2.1): any line holding
+    /// more than one command is answered ERROR.
+    pub single_commands: bool,
+    /// Commands this firmware does not know (`AT+QGDCNT?`): ERROR, also inside a
+    /// compound line, which then stops there as on a real modem.
+    pub refuse: Vec<String>,
 }
 
 impl Options {
@@ -110,6 +116,8 @@ impl Options {
             second_sim: Some(EmuSim::other()),
             latency: Duration::ZERO,
             session_up: true,
+            single_commands: false,
+            refuse: Vec::new(),
         }
     }
 }
@@ -197,11 +205,15 @@ struct State {
     rate: (u64, u64),
     counted_at: Instant,
     transcript: Option<Transcript>,
+    single_commands: bool,
+    refuse: Vec<String>,
 }
 
 impl State {
     fn new(opts: &Options) -> State {
         State {
+            single_commands: opts.single_commands,
+            refuse: opts.refuse.iter().map(|c| c.to_ascii_uppercase()).collect(),
             echo: true, // V.250 §6.2.4: E1 is the default
             sim: opts.sim.clone(),
             slots: [opts.sim.clone(), opts.second_sim.clone()],
@@ -462,7 +474,18 @@ fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
         return frame("ERROR");
     };
     let mut out = String::new();
-    for cmd in split_line(body) {
+    let cmds = split_line(body);
+    if st.single_commands && cmds.len() > 1 {
+        return frame("ERROR");
+    }
+    for cmd in cmds {
+        if st
+            .refuse
+            .contains(&format!("AT{}", cmd.to_ascii_uppercase()))
+        {
+            out.push_str(&frame("ERROR"));
+            return out;
+        }
         let recorded = st
             .transcript
             .as_mut()

@@ -1,7 +1,6 @@
 //! Hardware actions on a modem, each verified after it is done: the modem's OK is not
 //! taken as proof, the state is read back.
 
-use super::identify::compound;
 use super::profile::Profile;
 use super::reply;
 use crate::at::command::expand;
@@ -133,7 +132,7 @@ pub async fn perform<T: AtIo>(
             if let Err(r) = conn.command(&set, profile.timeouts.radio()).await? {
                 return Ok(Err(r.into()));
             }
-            let query = compound(&[&s.query])?;
+            let query = AtCommand::new(&s.query)?;
             let now = match conn.command(&query, profile.timeouts.default()).await? {
                 Ok(r) => r
                     .lines

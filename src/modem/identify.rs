@@ -84,19 +84,6 @@ pub struct Status {
     pub slot: Option<u8>,
 }
 
-/// Join command lines into one (V.250 §5.2.1: extended commands separated by ';').
-pub fn compound(lines: &[&str]) -> Result<AtCommand, crate::at::CommandError> {
-    let mut text = String::from("AT");
-    for (i, l) in lines.iter().enumerate() {
-        let body = l.get(2..).unwrap_or_default();
-        if i > 0 && !body.is_empty() {
-            text.push(';');
-        }
-        text.push_str(body);
-    }
-    AtCommand::new(&text)
-}
-
 /// Constants and profile text were checked at load; a failure here is a bug in a
 /// constant, surfaced as an error naming it rather than a panic.
 fn checked(text: &str) -> Result<AtCommand, AtError> {
@@ -125,31 +112,44 @@ pub async fn recognise<'p, T: AtIo>(
     profiles: &'p Profiles,
 ) -> Result<(&'p Profile, [Option<String>; 4]), AtError> {
     let generic = profiles.recognise("", "");
+    let t = generic.timeouts.default();
     // E0: no echo (V.250 §6.2.4); V1: verbose results (§6.2.6); +CMEE=1: numeric
     // +CME ERROR (TS 27.007 §9.1). Basic commands chain without ';' (V.250 §5.2.1).
-    if ask(conn, &checked("ATE0V1+CMEE=1")?, generic.timeouts.default())
-        .await?
-        .is_none()
-    {
-        for c in ["ATE0", "AT+CMEE=1"] {
-            ask(conn, &checked(c)?, generic.timeouts.default()).await?;
-        }
-    }
-    let ids = checked("AT+CGMI;+CGMM;+CGMR;+CGSN")?;
+    conn.group(
+        &[checked("ATE0")?, checked("ATV1")?, checked("AT+CMEE=1")?],
+        t,
+    )
+    .await?;
+    // Manufacturer, model, revision, IMEI (TS 27.007 §5.1-§5.4): one line each.
+    let ids = ["AT+CGMI", "AT+CGMM", "AT+CGMR", "AT+CGSN"];
+    let group = conn
+        .group(
+            &ids.iter()
+                .map(|c| checked(c))
+                .collect::<Result<Vec<_>, _>>()?,
+            t,
+        )
+        .await?;
     let mut out: [Option<String>; 4] = Default::default();
-    match ask(conn, &ids, generic.timeouts.default()).await? {
-        Some(r) if r.lines.len() >= 4 => {
-            for (slot, line) in out.iter_mut().zip(&r.lines) {
+    match &group.each {
+        Some(each) => {
+            for (slot, r) in out.iter_mut().zip(each) {
+                *slot = r
+                    .as_ref()
+                    .and_then(|r| r.lines.first())
+                    .map(|l| reply::identity_text(l));
+            }
+        }
+        None if group.lines.len() >= ids.len() => {
+            for (slot, line) in out.iter_mut().zip(&group.lines) {
                 *slot = Some(reply::identity_text(line));
             }
         }
-        _ => {
-            // A firmware that refuses compound lines: one by one (TS 27.007 §5.1-§5.4).
-            for (slot, c) in out
-                .iter_mut()
-                .zip(["AT+CGMI", "AT+CGMM", "AT+CGMR", "AT+CGSN"])
-            {
-                if let Some(r) = ask(conn, &checked(c)?, generic.timeouts.default()).await? {
+        // One line, but a reply short of a line per command: which is which is
+        // unknowable, so ask each on its own.
+        None => {
+            for (slot, c) in out.iter_mut().zip(ids) {
+                if let Some(r) = ask(conn, &checked(c)?, t).await? {
                     *slot = r.lines.first().map(|l| reply::identity_text(l));
                 }
             }
@@ -167,17 +167,20 @@ pub async fn recognise<'p, T: AtIo>(
     Ok((profile, out))
 }
 
-/// The profile's init lines, as one compound line, falling back to one by one.
+/// The profile's init lines, as one group (`AtConnection::group`).
 pub async fn init<T: AtIo>(conn: &mut AtConnection<T>, profile: &Profile) -> Result<(), AtError> {
     if profile.init.commands.is_empty() {
         return Ok(());
     }
-    let lines: Vec<&str> = profile.init.commands.iter().map(String::as_str).collect();
-    let t = profile.timeouts.default();
-    if ask(conn, &compound(&lines)?, t).await?.is_none() {
-        for l in lines {
-            ask(conn, &checked(l)?, t).await?;
-        }
+    let cmds = profile
+        .init
+        .commands
+        .iter()
+        .map(|l| checked(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let g = conn.group(&cmds, profile.timeouts.default()).await?;
+    for r in g.refused {
+        tracing::debug!(refusal = %r, "init command refused");
     }
     Ok(())
 }
@@ -230,8 +233,9 @@ pub async fn iccid<T: AtIo>(
     })
 }
 
-/// The status line: registration, signal, contexts and the vendor counter in one go.
-pub fn status_command(profile: &Profile) -> Result<AtCommand, crate::at::CommandError> {
+/// The status group: registration, signal, contexts, the vendor counter and the slot,
+/// one line in steady state (`AtConnection::group`).
+pub fn status_commands(profile: &Profile) -> Result<Vec<AtCommand>, crate::at::CommandError> {
     let mut lines = vec![profile.registration.command.as_str(), "AT+CGACT?"];
     if let Some(c) = &profile.counters {
         lines.push(c.command.as_str());
@@ -239,36 +243,19 @@ pub fn status_command(profile: &Profile) -> Result<AtCommand, crate::at::Command
     if let Some(s) = &profile.slots {
         lines.push(s.query.as_str());
     }
-    compound(&lines)
+    lines.into_iter().map(AtCommand::new).collect()
 }
 
 pub async fn status<T: AtIo>(
     conn: &mut AtConnection<T>,
     profile: &Profile,
 ) -> Result<Status, AtError> {
-    let cmd = status_command(profile)?;
-    let lines = match ask(conn, &cmd, profile.timeouts.default()).await? {
-        Some(r) => r.lines,
-        None => {
-            // One part refused (a counter not supported on this firmware, +CGACT? while
-            // the SIM is gone): ask part by part so the rest is still known.
-            let mut all = Vec::new();
-            let mut parts = vec![profile.registration.command.clone(), "AT+CGACT?".into()];
-            if let Some(c) = &profile.counters {
-                parts.push(c.command.clone());
-            }
-            if let Some(s) = &profile.slots {
-                parts.push(s.query.clone());
-            }
-            for p in parts {
-                if let Some(r) = ask(conn, &checked(&p)?, profile.timeouts.default()).await? {
-                    all.extend(r.lines);
-                }
-            }
-            all
-        }
-    };
-    Ok(interpret_status(profile, &lines))
+    // A part refused (a counter this firmware lacks, +CGACT? while the SIM is gone)
+    // leaves the rest known: the group sends it apart.
+    let g = conn
+        .group(&status_commands(profile)?, profile.timeouts.default())
+        .await?;
+    Ok(interpret_status(profile, &g.lines))
 }
 
 /// Pure: the status line's reply into a [`Status`].
@@ -395,15 +382,23 @@ pub async fn sim_info<T: AtIo>(
     }
     // IMSI (TS 27.007 §5.6, bare digits) and the operator in long and numeric form
     // (§7.3: +COPS=3,<format> sets the format of the next +COPS?).
-    let cmd = checked("AT+CIMI;+COPS=3,0;+COPS?;+COPS=3,2;+COPS?")?;
-    if let Some(r) = ask(conn, &cmd, profile.timeouts.default()).await? {
-        sim.imsi = r
-            .lines
-            .iter()
-            .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-            .cloned();
-        (sim.operator, sim.mcc_mnc) = reply::operator(&r.lines);
-    }
+    let cmds = [
+        "AT+CIMI",
+        "AT+COPS=3,0",
+        "AT+COPS?",
+        "AT+COPS=3,2",
+        "AT+COPS?",
+    ]
+    .iter()
+    .map(|c| checked(c))
+    .collect::<Result<Vec<_>, _>>()?;
+    let g = conn.group(&cmds, profile.timeouts.default()).await?;
+    sim.imsi = g
+        .lines
+        .iter()
+        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .cloned();
+    (sim.operator, sim.mcc_mnc) = reply::operator(&g.lines);
     (sim.form_factor, sim.eid) = form_factor(conn, profile).await?;
     Ok(sim)
 }
@@ -413,13 +408,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compound_joins_extended_commands() {
-        assert_eq!(
-            compound(&["AT+CREG?;+CGREG?", "AT+CGACT?", "AT#GDATAVOL=1"])
-                .unwrap()
-                .as_str(),
-            "AT+CREG?;+CGREG?;+CGACT?;#GDATAVOL=1"
-        );
+    fn a_profiles_compound_registration_command_is_part_of_the_status_group() {
+        let set = Profiles::shipped().unwrap();
+        let p = set.get("telit-le910").unwrap();
+        let atoms: Vec<AtCommand> = status_commands(p)
+            .unwrap()
+            .iter()
+            .flat_map(AtCommand::atoms)
+            .collect();
+        // Every command of the group stands alone (for a modem that refuses
+        // concatenation) and joins back into the one steady-state line.
+        assert!(atoms.iter().all(|a| a.atoms().len() == 1), "{atoms:?}");
+        assert!(atoms.iter().any(|a| a.as_str() == "AT+CGACT?"));
+        assert!(crate::at::command::join(&atoms)
+            .as_str()
+            .contains(";+CGACT?"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod link_outbox;
 mod link_storms;
 mod modem_budget;
 mod modem_cli;
+mod modem_dialects;
 mod modem_faults;
 mod modem_identify;
 mod modem_transcripts;
