@@ -184,9 +184,11 @@ pub fn from_card(read: &CardRead, now: u64) -> Observed {
             reader: read.reader.clone(),
         },
         present: true,
+        modem_silent: false,
         observed_at: now,
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
         batch: Default::default(),
+        nested_batch: None,
     }
 }
 
@@ -211,10 +213,12 @@ pub fn from_modem(info: &ModemInfo, now: u64) -> Option<Observed> {
             slot: info.sim.slot,
         },
         present: info.sim.present,
+        modem_silent: false,
         observed_at: now,
         problem: (info.sim.iccid_luhn_ok == Some(false))
             .then(|| "ICCID fails its Luhn check".to_string()),
         batch: Default::default(),
+        nested_batch: None,
     })
 }
 

@@ -118,7 +118,9 @@ impl Location {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
     pub iccid: String,
-    /// The ICCID's Luhn check (ITU-T E.118). A failing ICCID is reported, never fixed.
+    /// The ICCID's Luhn check (ITU-T E.118). A failing ICCID is reported, never fixed;
+    /// on the wire only when it fails (with `problem` and status Invalid).
+    #[serde(skip_serializing_if = "is_true", default = "yes")]
     pub iccid_luhn_ok: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub form_factor: Option<FormFactor>,
@@ -146,14 +148,32 @@ pub struct Observed {
     pub location: Location,
     /// Present now (false once the card was removed or the modem lost it).
     pub present: bool,
+    /// The modem this SIM sits in stopped answering (or its port vanished): what was
+    /// last seen of the SIM stands, its session is unknown (`in_session` "n/a") until
+    /// the modem answers again.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub modem_silent: bool,
     /// Unix seconds of the observation.
     pub observed_at: u64,
     /// Why simgate marks this SIM Invalid locally (Luhn failure, unreadable card ...).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
-    /// Batch attributes given at a reader station (--label, --company, --note).
-    #[serde(skip_serializing_if = "Batch::is_empty", default)]
+    /// Batch attributes given at a reader station (--label, --company, --note), flat:
+    /// `labels`, `company`, `note`.
+    #[serde(flatten, default)]
     pub batch: Batch,
+    /// Rows stored by simgate before the batch went flat kept it nested under "batch":
+    /// read (see `store::sims`), never written.
+    #[serde(rename = "batch", default, skip_serializing)]
+    pub nested_batch: Option<Batch>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Attributes a reader station attaches to every SIM of a batch; the platform's
@@ -193,9 +213,11 @@ impl Observed {
             atr: None,
             location,
             present: true,
+            modem_silent: false,
             observed_at,
             problem: None,
             batch: Batch::default(),
+            nested_batch: None,
         }
     }
 

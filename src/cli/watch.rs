@@ -76,6 +76,21 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
                 .unwrap_or_default()
         ),
         EventKind::ReaderService { up: true, .. } => format!("#{} PC/SC service back", e.seq),
+        EventKind::ModemService {
+            port, up, reason, ..
+        } => format!(
+            "#{} modem {port} {}{}",
+            e.seq,
+            if *up {
+                "answers again"
+            } else {
+                "not answering"
+            },
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
         EventKind::ReaderService { up: false, reason } => format!(
             "#{} PC/SC service lost: {}",
             e.seq,
@@ -124,8 +139,8 @@ pub(super) fn render(
             s.to_string()
         }
     };
-    for s in sims.values() {
-        let p = s.platform.clone().unwrap_or_default();
+    for row in sims.values() {
+        let (s, p) = (&row.sim, row.platform.clone().unwrap_or_default());
         let form = match s.form_factor {
             Some(crate::sim::FormFactor::Esim) => "eSIM",
             Some(crate::sim::FormFactor::Physical) => "physical",
@@ -135,7 +150,7 @@ pub(super) fn render(
             "{:<21} {:<9} {:<17} {:<7} {:<7} {:<12} {:<12} {:>8} {:>9} {:>4} {:<12} {}{}{}\n",
             s.iccid,
             form,
-            s.status.map_or("-", |st| st.word()),
+            row.status.map_or("-", |st| st.word()),
             s.in_session.word(),
             if s.present { "yes" } else { "no" },
             cut(p.plan.as_deref(), 12),
@@ -225,7 +240,7 @@ pub(super) async fn run(
             AgentTopic::Health => health = serde_json::from_slice(&payload).ok(),
             AgentTopic::SimState { iccid } => match serde_json::from_slice::<SimState>(&payload) {
                 Ok(s) => {
-                    sims.insert(s.iccid.clone(), s);
+                    sims.insert(s.sim.iccid.clone(), s);
                 }
                 Err(e) => tracing::warn!(%iccid, error = %e, "unreadable SIM state"),
             },
@@ -276,7 +291,7 @@ pub(super) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{InSession, Location, PlatformRecord, Status};
+    use crate::sim::{Location, PlatformRecord, Status};
 
     #[test]
     fn the_table_shows_platform_fields_and_recent_activity() {
@@ -285,24 +300,15 @@ mod tests {
             "8988211000000430010".to_string(),
             SimState {
                 v: 1,
-                iccid: "8988211000000430010".into(),
                 status: Some(Status::Active),
-                in_session: InSession::NotApplicable,
-                form_factor: None,
-                eid: None,
-                imsi: None,
-                imei: None,
-                operator: None,
-                mcc_mnc: None,
-                location: Location::Reader {
-                    reader: "R 00 00".into(),
-                },
-                present: true,
-                observed_at: 1,
-                problem: None,
-                spn: None,
-                blank_esim: false,
-                batch: Default::default(),
+                sim: crate::sim::Observed::new(
+                    "8988211000000430010",
+                    true,
+                    Location::Reader {
+                        reader: "R 00 00".into(),
+                    },
+                    1,
+                ),
                 platform: Some(PlatformRecord {
                     status: Some(Status::Active),
                     plan: Some("IoT 1GB".into()),

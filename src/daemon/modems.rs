@@ -20,6 +20,8 @@ pub(crate) struct Modems {
     tasks: Vec<JoinHandle<()>>,
     /// The ICCID last seen in each port.
     iccids: HashMap<String, String>,
+    /// Ports whose modem was reported not answering, until it is identified again.
+    silent: std::collections::HashSet<String>,
 }
 
 impl Modems {
@@ -56,6 +58,15 @@ impl Modems {
         let now = crate::time::unix_now();
         match ev {
             ModemEvent::Identified(info) => {
+                if self.silent.remove(&info.port) {
+                    ctx.rec
+                        .event(crate::link::contract::EventKind::ModemService {
+                            port: info.port.clone(),
+                            iccid: info.sim.iccid.clone(),
+                            up: true,
+                            reason: None,
+                        })?;
+                }
                 tracing::info!(port = %info.port, model = info.model.as_deref(), sim = %info.sim.state, iccid = info.sim.iccid.as_deref(), at_commands = info.at_commands, "modem identified");
                 // A first identification is a first look at the port: any other SIM the
                 // store still has present there left while nobody watched (simgate down,
@@ -126,6 +137,24 @@ impl Modems {
             }
             ModemEvent::Lost { port, error } => {
                 tracing::warn!(%port, %error, "modem lost; reattaching");
+                // The platform learns it now: the SIM's row says its modem is silent
+                // and its session unknown, and an event says so once (MQTT.md).
+                let iccid = self.iccids.get(&port).cloned();
+                if let Some(i) = &iccid {
+                    self.update(ctx, i, |o| {
+                        o.modem_silent = true;
+                        o.in_session = crate::sim::InSession::NotApplicable;
+                    })
+                    .await?;
+                }
+                self.silent.insert(port.clone());
+                ctx.rec
+                    .event(crate::link::contract::EventKind::ModemService {
+                        port,
+                        iccid,
+                        up: false,
+                        reason: Some(error),
+                    })?;
             }
         }
         Ok(())

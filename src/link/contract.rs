@@ -9,7 +9,7 @@
 //! Inbound payloads are untrusted: [`parse_command`] and [`parse_platform_record`] bound
 //! their size, check every field, and answer a typed refusal instead of failing.
 
-use crate::sim::{Batch, FormFactor, InSession, Location, Observed, PlatformRecord, Status};
+use crate::sim::{Location, Observed, PlatformRecord, Status};
 use serde::{Deserialize, Serialize};
 
 /// Payload schema version carried in every message as `"v"`.
@@ -167,43 +167,19 @@ impl Health {
 }
 
 /// A SIM's retained state message: the whole row of the platform's SIMs page as simgate
-/// sees it — what it observed, and the platform's record it caches. Fields simgate does
-/// not know are left out (not null) to keep payloads small.
+/// sees it — what it observed (`sim::Observed`, flattened: one struct, so a field added
+/// to an observation reaches the platform without a copy here), the status to show, and
+/// the platform's record it caches. Fields simgate does not know are left out (not null)
+/// to keep payloads small.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimState {
     pub v: u32,
-    pub iccid: String,
     /// The status to show: simgate's own Pending/Invalid when it set one, else the
     /// platform's word, else absent.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<Status>,
-    pub in_session: InSession,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub form_factor: Option<FormFactor>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub eid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub imsi: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub imei: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub operator: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub mcc_mnc: Option<String>,
-    pub location: Location,
-    pub present: bool,
-    pub observed_at: u64,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub problem: Option<String>,
-    /// Service provider name read from the SIM.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub spn: Option<String>,
-    /// An eUICC with no enabled profile (a Blank eSIM); the status stays the platform's.
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
-    pub blank_esim: bool,
-    /// Batch attributes from a reader station: `labels`, `company`, `note`.
-    #[serde(flatten, default)]
-    pub batch: Batch,
+    #[serde(flatten)]
+    pub sim: Observed,
     /// The platform's record as cached by this agent (absent: none received yet).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub platform: Option<PlatformRecord>,
@@ -218,24 +194,10 @@ impl SimState {
     pub fn merged(obs: &Observed, platform: Option<&PlatformRecord>) -> SimState {
         SimState {
             v: SCHEMA_VERSION,
-            iccid: obs.iccid.clone(),
             status: obs
                 .local_status()
                 .or_else(|| platform.and_then(|p| p.status)),
-            in_session: obs.in_session,
-            form_factor: obs.form_factor,
-            eid: obs.eid.clone(),
-            imsi: obs.imsi.clone(),
-            imei: obs.imei.clone(),
-            operator: obs.operator.clone(),
-            mcc_mnc: obs.mcc_mnc.clone(),
-            location: obs.location.clone(),
-            present: obs.present,
-            observed_at: obs.observed_at,
-            problem: obs.problem.clone(),
-            spn: obs.spn.clone(),
-            blank_esim: obs.blank_esim,
-            batch: obs.batch.clone(),
+            sim: obs.clone(),
             platform: platform.cloned(),
         }
     }
@@ -303,6 +265,16 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         reason: Option<String>,
     },
+    /// The modem on `port` stopped answering or its port vanished (`up: false`, with
+    /// the reason), or it answers again (`up: true`); `iccid`: the SIM it held.
+    ModemService {
+        port: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        iccid: Option<String>,
+        up: bool,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        reason: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -314,7 +286,9 @@ impl EventKind {
             | EventKind::Swapped { iccid, .. }
             | EventKind::IdentityChanged { iccid, .. }
             | EventKind::Command { iccid, .. } => Some(iccid),
-            EventKind::Error { iccid, .. } => iccid.as_deref(),
+            EventKind::Error { iccid, .. } | EventKind::ModemService { iccid, .. } => {
+                iccid.as_deref()
+            }
             EventKind::OutboxShed { .. } | EventKind::ReaderService { .. } => None,
         }
     }

@@ -304,7 +304,7 @@ impl Link {
     /// Queue a SIM's retained state (QoS 1); a newer state of the same SIM replaces a
     /// queued older one.
     pub fn publish_state(&self, state: &SimState) -> Result<(), LinkError> {
-        let topic = self.topics.sim_state(&state.iccid);
+        let topic = self.topics.sim_state(&state.sim.iccid);
         let payload = serde_json::to_vec(state)?;
         self.enqueue(Class::State, &topic, true, Some(&topic), |_| payload)
     }

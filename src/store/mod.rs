@@ -39,15 +39,34 @@ impl Store {
             dir: dir.to_path_buf(),
             source: e.into(),
         })?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("db"))
             // Small gateways: keep the page cache modest (default is 1 GiB).
-            .cache_capacity(16 * 1024 * 1024)
-            .open()
-            .map_err(|source| StoreError::Open {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            .cache_capacity(16 * 1024 * 1024);
+        // A store closed a moment ago in this same process may still be held by sled's
+        // flusher thread, which lets go of the file lock within one flush period
+        // (500 ms): that one case is waited out, up to a second. sled 0.34 reports a held
+        // lock only as text (`Config::try_lock`: "could not acquire lock"), so that text
+        // is what is matched; a lock still held after the wait (another process) and
+        // every other failure are errors.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if tries < 20 && e.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        dir: dir.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        };
         Ok(Store {
             db,
             dir: dir.to_path_buf(),

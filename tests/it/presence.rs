@@ -117,3 +117,44 @@ fn a_pcscd_restart_under_a_card_that_stayed_is_one_outage_not_a_removal_and_an_i
     assert_eq!(ev.payload["type"], "removed", "{}", ev.payload);
     assert_eq!(ev.payload["iccid"], USIM);
 }
+
+// Guards a silent modem being invisible to the platform (issue 9, item 2): its SIM's row
+// kept the old session and nothing told the platform.
+#[test]
+fn a_modem_that_stops_answering_is_told_to_the_platform_and_so_is_its_return() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let mut emu = Modem::start("quectel-ec2x");
+    let config = state.path().join("simgate.toml");
+    // The shortest poll the configuration allows: silence is found at the next poll.
+    std::fs::write(&config, "[modems]\npoll_secs = 5\n").unwrap();
+    let mut sub = broker.subscribe("simgate/v1/gw-mute/#");
+    let _run = Proc::spawn(
+        "simgate run",
+        support::modem_agent(&broker.url(), "gw-mute", state.path(), &emu.port)
+            .arg("--config")
+            .arg(&config),
+    );
+    let topic = "simgate/v1/gw-mute/sim/8901260886258128535/state";
+    let m = sub.expect("the modem SIM present", |m| m.topic == topic);
+    assert_eq!(m.payload["present"], true);
+    assert!(m.payload.get("modem_silent").is_none(), "{}", m.payload);
+
+    emu.control("silent");
+    let m = sub.expect("the row of a SIM whose modem is silent", |m| {
+        m.topic == topic && m.payload["modem_silent"] == true
+    });
+    assert_eq!(m.payload["in_session"], "n/a", "the session is unknown now");
+    assert_eq!(m.payload["present"], true, "what was last seen stands");
+    let ev = sub.expect("the event", |m| is_event(m, "modem_service"));
+    assert_eq!(ev.payload["up"], false);
+    assert_eq!(ev.payload["iccid"], "8901260886258128535");
+    assert_eq!(ev.payload["port"], emu.port.as_str());
+
+    emu.control("talk");
+    let ev = sub.expect("the modem back", |m| is_event(m, "modem_service"));
+    assert_eq!(ev.payload["up"], true);
+    let m = sub.expect("the row again", |m| m.topic == topic);
+    assert!(m.payload.get("modem_silent").is_none(), "{}", m.payload);
+    assert_ne!(m.payload["in_session"], "n/a", "{}", m.payload);
+}
