@@ -10,7 +10,7 @@
 
 use simgate::link::contract::{EventKind, EventMsg};
 use simgate::sim::Location;
-use simgate::store::commands::{CommandRecord, CommandState};
+use simgate::store::commands::{Claim, CommandRecord, CommandState};
 use simgate::store::outbox::Class;
 use simgate::store::Store;
 use std::os::unix::fs::MetadataExt;
@@ -95,38 +95,49 @@ fn outbox(n: u64) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn command_ids(n: u64) {
+/// `n` commands, one a second, each expiring `life` seconds after it arrives (with a
+/// day-long life nothing expires during the run, so the cap decides).
+fn command_ids(n: u64, life: u64) {
     let dir = tempdir("ids");
     let store = Store::open(&dir).expect("store");
     let empty = du(&dir);
     let t = Instant::now();
-    let mut stored = 0u64;
+    let (mut stored, mut full) = (0u64, 0u64);
+    let start = 1_795_702_078;
     for i in 0..n {
+        let now = start + i;
         let rec = CommandRecord {
             id: format!("c-20261126-{i:06}"),
             iccid: "8988211000000430010".into(),
             action: "refresh".into(),
             state: CommandState::Successful,
+            code: None,
             reason: None,
-            received_at: 1_795_702_078,
-            updated_at: 1_795_702_078,
+            received_at: now,
+            updated_at: now,
+            keep_until: now + life,
         };
-        if store.claim_command(&rec).expect("claim").is_none() {
-            stored += 1;
+        match store.claim_command(&rec, now).expect("claim") {
+            Claim::New => stored += 1,
+            Claim::Full => full += 1,
+            Claim::Known(_) => {}
         }
     }
     let took = t.elapsed();
+    let held = store.all_commands().expect("commands").len();
     drop(store);
-    let full = du(&dir);
+    let full_size = du(&dir);
     println!(
-        "command ids: {n} claimed ({stored} stored) in {took:.2?}; store {empty} B empty, \
-         {full} B after: {} B per id claimed",
-        (full - empty) / n.max(1)
+        "command ids: {n} claimed, one a second, each kept {life} s: {stored} stored, {full} \
+         refused as too_many_commands, {held} held at the end, in {took:.2?}; store {empty} B \
+         empty, {full_size} B after ({} B per id held)",
+        (full_size - empty) / (held as u64).max(1)
     );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 fn main() {
     outbox(env("MESSAGES", 20_000));
-    command_ids(env("IDS", 100_000));
+    command_ids(env("IDS", 100_000), 86_400);
+    command_ids(env("IDS", 100_000), 300);
 }

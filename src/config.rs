@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 /// The commented template, byte for byte the shipped config/simgate.toml.
 pub const TEMPLATE: &str = include_str!("../config/simgate.toml");
 
-/// Default bound on the outbox's queued bytes: 8 MiB, about 20 MB of sled files on
-/// disk (benches/store.rs measures 2.5 bytes on disk per byte queued), room for some
-/// 50 000 events — a small gateway's flash partition.
+/// Default bound on the outbox's queued bytes: 8 MiB, about 22 MB of sled files on
+/// disk (benches/store.rs measures 2.6 bytes on disk per byte queued), room for some
+/// 45 000 events — a small gateway's flash partition.
 pub const DEFAULT_OUTBOX_MAX_BYTES: u64 = 8 * 1024 * 1024;
 const MIN_OUTBOX_MAX_BYTES: u64 = 256 * 1024;
 

@@ -17,7 +17,7 @@ use crate::modem::actions::{Action as ModemAction, ModemRefusal};
 use crate::modem::supervisor::ModemHandle;
 use crate::reader;
 use crate::sim::{Location, Observed, PlatformRecord};
-use crate::store::commands::{CommandRecord, CommandState};
+use crate::store::commands::{Claim, CommandRecord, CommandState, MAX_COMMAND_IDS};
 use std::collections::HashSet;
 
 /// What a command's asynchronous work ends with: a fresh observation to record (a
@@ -120,6 +120,9 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
     }
 }
 
+/// How long the id of a command refused before its `expires_at` was read is remembered.
+const REFUSAL_MEMORY_SECS: u64 = 86_400;
+
 const INTERRUPTED: &str =
     "simgate restarted while the command was in progress; its effect is unknown and it was not repeated";
 
@@ -132,25 +135,31 @@ pub(crate) struct Commands {
 impl Commands {
     /// At start-up: a command left executing by a run that died has an unknown effect.
     /// Report it failed as interrupted (its delivery may have been acknowledged, so
-    /// no redelivery would ever settle it), and forget records older than `keep`.
-    pub(crate) fn recover(ctx: &Ctx, keep: std::time::Duration) -> Result<(), DaemonError> {
+    /// no redelivery would ever settle it). One left received whose time is up will
+    /// never run: failed as expired. Then forget the finished ones whose time is up.
+    pub(crate) fn recover(ctx: &Ctx) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
-        let horizon = now.saturating_sub(keep.as_secs());
         for mut rec in ctx.store.all_commands()? {
-            if rec.state.is_final() && rec.updated_at < horizon {
-                ctx.store.remove_command(&rec.id)?;
-            } else if rec.state == CommandState::Executing {
+            let fail = match rec.state {
+                CommandState::Executing => Some((RefusalCode::Interrupted, INTERRUPTED.into())),
+                CommandState::Received if rec.keep_until != 0 && rec.keep_until <= now => Some((
+                    RefusalCode::Expired,
+                    format!("expired at {} before it ran", rec.keep_until),
+                )),
+                _ => None,
+            };
+            if let Some((code, reason)) = fail {
                 rec.state = CommandState::Failed;
-                rec.reason = Some(format!(
-                    "{}: {INTERRUPTED}",
-                    code_word(RefusalCode::Interrupted)
-                ));
+                rec.code = Some(code);
+                rec.reason = Some(reason);
                 rec.updated_at = now;
                 ctx.store.put_command(&rec)?;
-                tracing::warn!(id = %rec.id, "command interrupted by a restart");
-                report(ctx, &rec, Some(RefusalCode::Interrupted), true)?;
+                tracing::warn!(id = %rec.id, ?code, "command failed at start-up");
+                report(ctx, &rec, true)?;
             }
         }
+        let forgotten = ctx.store.forget_commands(now)?;
+        tracing::debug!(forgotten, "command ids past their time forgotten");
         Ok(())
     }
 
@@ -229,19 +238,27 @@ impl Commands {
             return Ok(());
         };
         let now = crate::time::unix_now();
-        let rec = CommandRecord {
+        let mut rec = CommandRecord {
             id,
             iccid: r.iccid.clone().unwrap_or_default(),
             action: r.action.clone().unwrap_or_default(),
             state: CommandState::Failed,
-            reason: Some(format!("{}: {}", code_word(r.code), r.reason)),
+            code: Some(r.code),
+            reason: Some(r.reason.clone()),
             received_at: now,
             updated_at: now,
+            // Refused before it could say when it expires: remembered a day, so its
+            // redeliveries are answered from the record.
+            keep_until: now + REFUSAL_MEMORY_SECS,
         };
-        if let Some(existing) = ctx.store.claim_command(&rec)? {
-            return self.answer_duplicate(ctx, existing);
+        match ctx.store.claim_command(&rec, now)? {
+            Claim::New => report(ctx, &rec, true),
+            Claim::Known(existing) => self.answer_duplicate(ctx, existing),
+            Claim::Full => {
+                too_many(&mut rec);
+                report(ctx, &rec, true)
+            }
         }
-        report(ctx, &rec, Some(r.code), true)
     }
 
     async fn on_command(
@@ -256,27 +273,36 @@ impl Commands {
             iccid: cmd.iccid.clone(),
             action: cmd.action.word().to_string(),
             state: CommandState::Received,
+            code: None,
             reason: None,
             received_at: now,
             updated_at: now,
+            // After it, a repeat is refused as expired: never run twice.
+            keep_until: cmd.expires_at,
         };
-        match ctx.store.claim_command(&rec)? {
-            None => {
+        match ctx.store.claim_command(&rec, now)? {
+            Claim::New => {
                 tracing::info!(id = %cmd.id, iccid = %cmd.iccid, action = cmd.action.word(), "command received");
-                report(ctx, &rec, None, false)?;
+                report(ctx, &rec, false)?;
+            }
+            // Not remembered, and nothing done: said so, once.
+            Claim::Full => {
+                tracing::warn!(id = %cmd.id, "too many command ids remembered: command refused");
+                too_many(&mut rec);
+                return report(ctx, &rec, true);
             }
             // Claimed by a run of simgate that died before it acknowledged the delivery
             // or started anything: no effect happened, so processing it now is its
             // first and only execution.
-            Some(existing)
+            Claim::Known(existing)
                 if existing.state == CommandState::Received && !self.running.contains(&cmd.id) =>
             {
                 tracing::info!(id = %cmd.id, "command redelivered before it ran: running it now");
                 rec = existing;
                 // The dead run may have died before saying so.
-                report(ctx, &rec, None, false)?;
+                report(ctx, &rec, false)?;
             }
-            Some(existing) => return self.answer_duplicate(ctx, existing),
+            Claim::Known(existing) => return self.answer_duplicate(ctx, existing),
         }
 
         // Only SIMs this agent hosts now: a command for anything else is refused.
@@ -302,7 +328,7 @@ impl Commands {
         rec.state = CommandState::Executing;
         rec.updated_at = crate::time::unix_now();
         ctx.store.put_command(&rec)?;
-        report(ctx, &rec, None, false)?;
+        report(ctx, &rec, false)?;
         match plan {
             Plan::SetRecord(r) => {
                 self.set_record(ctx, &cmd.iccid, r)?;
@@ -418,34 +444,30 @@ impl Commands {
         rec: &mut CommandRecord,
         outcome: Result<(), (RefusalCode, String)>,
     ) -> Result<(), DaemonError> {
-        let code = match outcome {
+        match outcome {
             Ok(()) => {
                 rec.state = CommandState::Successful;
+                rec.code = None;
                 rec.reason = None;
-                None
             }
             Err((code, reason)) => {
                 rec.state = CommandState::Failed;
-                rec.reason = Some(format!("{}: {reason}", code_word(code)));
-                Some(code)
+                rec.code = Some(code);
+                rec.reason = Some(reason);
             }
-        };
+        }
         rec.updated_at = crate::time::unix_now();
         // Stored before reported: a crash in between re-reports, never re-executes.
         ctx.store.put_command(rec)?;
-        tracing::info!(id = %rec.id, state = ?rec.state, reason = ?rec.reason, "command finished");
-        report(ctx, rec, code, true)
+        tracing::info!(id = %rec.id, state = ?rec.state, code = ?rec.code, reason = ?rec.reason, "command finished");
+        report(ctx, rec, true)
     }
 
     /// A command id seen before: answer from its record.
     fn answer_duplicate(&mut self, ctx: &Ctx, mut rec: CommandRecord) -> Result<(), DaemonError> {
         tracing::info!(id = %rec.id, state = ?rec.state, "duplicate command: answered from its record");
-        if rec.state.is_final() {
-            let code = rec.reason.as_deref().and_then(code_of);
-            return report(ctx, &rec, code, false);
-        }
-        if self.running.contains(&rec.id) {
-            return report(ctx, &rec, None, false);
+        if rec.state.is_final() || self.running.contains(&rec.id) {
+            return report(ctx, &rec, false);
         }
         // Claimed by an earlier run of simgate that died before finishing.
         self.finish(
@@ -456,26 +478,18 @@ impl Commands {
     }
 }
 
-fn code_word(code: RefusalCode) -> String {
-    serde_json::to_value(code)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
-/// The code back from a stored reason "code: text".
-fn code_of(reason: &str) -> Option<RefusalCode> {
-    let word = reason.split(':').next()?;
-    serde_json::from_value(serde_json::Value::String(word.to_string())).ok()
+/// A command refused because [`MAX_COMMAND_IDS`] ids are remembered: nothing was
+/// stored, so it is not answered from a record later.
+fn too_many(rec: &mut CommandRecord) {
+    rec.state = CommandState::Failed;
+    rec.code = Some(RefusalCode::TooManyCommands);
+    rec.reason = Some(format!(
+        "this agent remembers {MAX_COMMAND_IDS} unexpired command ids; nothing was done, send it again later"
+    ));
 }
 
 /// Publish a command's status; final ones also as a `command` event.
-fn report(
-    ctx: &Ctx,
-    rec: &CommandRecord,
-    code: Option<RefusalCode>,
-    as_event: bool,
-) -> Result<(), DaemonError> {
+fn report(ctx: &Ctx, rec: &CommandRecord, as_event: bool) -> Result<(), DaemonError> {
     let Some(link) = &ctx.link else {
         return Ok(());
     };
@@ -485,14 +499,7 @@ fn report(
         CommandState::Successful => CommandStatusWord::Successful,
         CommandState::Failed => CommandStatusWord::Failed,
     };
-    // The stored reason carries its code as a prefix; the message separates them.
-    let reason = rec.reason.as_deref().map(|r| match code {
-        Some(c) => r
-            .strip_prefix(&format!("{}: ", code_word(c)))
-            .unwrap_or(r)
-            .to_string(),
-        None => r.to_string(),
-    });
+    let (code, reason) = (rec.code, rec.reason.clone());
     link.publish_command_status(&CommandStatus {
         v: SCHEMA_VERSION,
         id: rec.id.clone(),
@@ -604,9 +611,11 @@ mod tests {
             iccid: "8988211000000430010".into(),
             action: "refresh".into(),
             state,
+            code: None,
             reason: None,
             received_at: updated_at,
             updated_at,
+            keep_until: updated_at + 3_600,
         }
     }
 
@@ -623,13 +632,11 @@ mod tests {
         ctx.store
             .put_command(&record("r", CommandState::Received, now))
             .unwrap();
-        Commands::recover(&ctx, std::time::Duration::from_secs(86_400)).unwrap();
+        Commands::recover(&ctx).unwrap();
         let e = ctx.store.get_command("e").unwrap().unwrap();
         assert_eq!(e.state, CommandState::Failed);
-        assert_eq!(
-            code_of(e.reason.as_deref().unwrap()),
-            Some(RefusalCode::Interrupted)
-        );
+        assert_eq!(e.code, Some(RefusalCode::Interrupted));
+        assert_eq!(e.reason.as_deref(), Some(INTERRUPTED), "no code prefix");
         assert_eq!(
             ctx.store.get_command("old").unwrap(),
             None,
@@ -694,9 +701,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    #[test]
-    fn a_stored_reason_gives_its_code_back() {
-        assert_eq!(code_of("not_hosted: SIM x"), Some(RefusalCode::NotHosted));
-        assert_eq!(code_of("whatever"), None);
+    #[tokio::test]
+    async fn past_the_cap_a_new_command_is_refused_unremembered_and_a_known_one_answered() {
+        let (ctx, dir) = ctx("cap");
+        let now = crate::time::unix_now();
+        for i in 0..MAX_COMMAND_IDS {
+            let claim = ctx.store.claim_command(
+                &record(&format!("c{i}"), CommandState::Successful, now),
+                now,
+            );
+            assert_eq!(claim.unwrap(), Claim::New);
+        }
+        let mut cmds = Commands::default();
+        let mut c = cmd(Action::Refresh);
+        c.id = "one-too-many".into();
+        c.expires_at = now + 60;
+        cmds.on_command(&ctx, c, &NoModems).await.unwrap();
+        assert_eq!(ctx.store.get_command("one-too-many").unwrap(), None);
+        // A repeat of a remembered id is still answered from its record (not refused).
+        let mut known = cmd(Action::Refresh);
+        known.id = "c7".into();
+        cmds.on_command(&ctx, known, &NoModems).await.unwrap();
+        assert_eq!(
+            ctx.store.get_command("c7").unwrap().unwrap().state,
+            CommandState::Successful
+        );
+        drop(ctx);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -142,12 +142,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     let ctx = Ctx::new(rec.store, rec.link, events_tx, settings.read);
     let (mut readers, mut reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
     let mut commands = commands::Commands::default();
-    // Command ids are kept as long as a command may live (the contract refuses later
-    // expiries), so a repeat is answered from its record or refused as expired.
-    commands::Commands::recover(
-        &ctx,
-        Duration::from_secs(crate::link::contract::COMMAND_MEMORY_SECS),
-    )?;
+    // Command ids are kept until their command expires (a repeat after it is refused
+    // as expired), at most MAX_COMMAND_IDS of them (store::commands).
+    commands::Commands::recover(&ctx)?;
     let (modem_tx, mut modem_rx) = mpsc::channel::<ModemEvent>(64);
     let mut modems = modems::Modems::start(&settings, profiles, &ctx, &cancel, modem_tx);
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");

@@ -381,6 +381,9 @@ pub enum RefusalCode {
     Unavailable,
     Interrupted,
     Failed,
+    /// The agent remembers too many unexpired command ids to take another one
+    /// (MQTT.md, "Exactly once"); nothing was done nor remembered.
+    TooManyCommands,
     /// Not a refusal but an `error` event's code: the broker keeps closing the agent's
     /// fresh connections, most likely because another client uses its client id
     /// (MQTT.md, "Connection").

@@ -29,6 +29,9 @@ pub struct Store {
     db: sled::Db,
     /// The state directory (for its file system's free space).
     dir: PathBuf,
+    /// Command ids remembered (see `commands`): counted at open (sled's `len` walks the
+    /// tree), then kept up to date.
+    commands_len: std::sync::Arc<std::sync::Mutex<u64>>,
 }
 
 impl Store {
@@ -67,9 +70,11 @@ impl Store {
                 }
             }
         };
+        let commands = db.open_tree(commands::TREE)?.len() as u64;
         Ok(Store {
             db,
             dir: dir.to_path_buf(),
+            commands_len: std::sync::Arc::new(std::sync::Mutex::new(commands)),
         })
     }
 

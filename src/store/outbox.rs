@@ -4,7 +4,8 @@
 //! queue: it drops unacknowledged publishes on a clean reconnect and forgets everything
 //! on a restart.
 //!
-//! Layout (four trees, written together in one sled transaction per push):
+//! Layout (four trees; a push writes the entry, its number and what it displaces in
+//! one sled transaction over the first and the last, then the two indexes):
 //! - `outbox`: seq (u64 big-endian, from sled's monotonic id generator) → entry. Key
 //!   order is send order.
 //! - `outbox_coalesce`: coalescing key (a SIM's state topic, a command's status topic,
@@ -17,9 +18,11 @@
 //! - `outbox_meta`: the shed totals, and the last number given to an event and to a
 //!   usage batch (the `seq` in their payloads: contiguous, see [`Outbox::push`]).
 //!
-//! An acknowledgement removes an entry outside any transaction: an index pointing at a
-//! missing seq is skipped, an entry missing from an index is merely not coalesced or not
-//! sheddable.
+//! The indexes are written after the transaction, and an acknowledgement removes an
+//! entry alone: a crash in between leaves only harmless leftovers. An index pointing at
+//! a missing seq is skipped (and dropped); an entry missing from an index is merely not
+//! coalesced (an older status or state is then sent before the newer one, in order) or
+//! not sheddable.
 
 use super::{Store, StoreError};
 use std::sync::{Arc, Mutex};
@@ -136,7 +139,7 @@ pub struct Limits {
     /// Messages queued.
     pub messages: u64,
     /// Bytes of the queued messages as stored (topic, payload and 12 bytes of framing
-    /// each); sled's files take about 2.5 times that on disk (benches/store.rs).
+    /// each); sled's files take about 2.6 times that on disk (benches/store.rs).
     pub bytes: u64,
     /// Free space the state directory's file system must keep: below it, the outbox
     /// counts as full, so telemetry is shed before the disk fills up.
@@ -378,49 +381,59 @@ impl Outbox {
             None
         };
 
+        // The message, its number and what it displaces, in one transaction over the
+        // entries and the counters; the indexes follow, ordered so that a crash in
+        // between leaves only harmless leftovers (module note).
         use sled::Transactional;
-        let (removed, removed_bytes): (u64, u64) =
-            (&self.main, &self.coalesce, &self.shed, &self.meta)
-                .transaction(|(main, co, sh, me)| -> TxResult<(u64, u64)> {
-                    // A shed message keeps its number: the gap it leaves is counted.
-                    if let Some((c, n)) = bump {
-                        me.insert(c, &n.to_be_bytes())?;
-                    }
-                    if let Some(t) = totals {
-                        me.insert("telemetry", &t.telemetry.to_be_bytes())?;
-                        me.insert("events", &t.events.to_be_bytes())?;
-                    }
-                    let (mut removed, mut removed_bytes) = (0, 0);
-                    if let Some((c, s)) = victim {
-                        if let Some(v) = main.remove(&key(s))? {
-                            removed += 1;
-                            removed_bytes += 8 + v.len() as u64;
-                        }
-                        sh.remove(&shed_key(c, s))?;
-                    }
-                    if shed_self {
-                        return Ok((removed, removed_bytes));
-                    }
-                    if let Some(old) = main.insert(&key(seq), value.as_slice())? {
-                        // Updated in place: the old version's bytes go.
+        let (removed, removed_bytes): (u64, u64) = (&self.main, &self.meta)
+            .transaction(|(main, me)| -> TxResult<(u64, u64)> {
+                // A shed message keeps its number: the gap it leaves is counted.
+                if let Some((c, n)) = bump {
+                    me.insert(c, &n.to_be_bytes())?;
+                }
+                if let Some(t) = totals {
+                    me.insert("telemetry", &t.telemetry.to_be_bytes())?;
+                    me.insert("events", &t.events.to_be_bytes())?;
+                }
+                let (mut removed, mut removed_bytes) = (0, 0);
+                let mut remove = |s: u64| -> TxResult<()> {
+                    if let Some(v) = main.remove(&key(s))? {
                         removed += 1;
-                        removed_bytes += 8 + old.len() as u64;
+                        removed_bytes += 8 + v.len() as u64;
                     }
-                    if class.sheddable() {
-                        sh.insert(&shed_key(class, seq), &[])?;
+                    Ok(())
+                };
+                if let Some((_, s)) = victim {
+                    remove(s)?;
+                }
+                if shed_self {
+                    return Ok((removed, removed_bytes));
+                }
+                if let Some((old, _)) = previous.filter(|(old, _)| *old != seq) {
+                    if coalesce.is_some() {
+                        remove(old)?;
                     }
-                    if let Some(ck) = coalesce {
-                        co.insert(ck.as_bytes(), &index_value(seq, number))?;
-                        if let Some((old, _)) = previous.filter(|(old, _)| *old != seq) {
-                            if let Some(v) = main.remove(&key(old))? {
-                                removed += 1;
-                                removed_bytes += 8 + v.len() as u64;
-                            }
-                        }
-                    }
-                    Ok((removed, removed_bytes))
-                })
-                .map_err(tx_error)?;
+                }
+                if let Some(old) = main.insert(&key(seq), value.as_slice())? {
+                    // Updated in place: the old version's bytes go.
+                    removed += 1;
+                    removed_bytes += 8 + old.len() as u64;
+                }
+                Ok((removed, removed_bytes))
+            })
+            .map_err(tx_error)?;
+        if let Some((c, s)) = victim {
+            self.shed.remove(shed_key(c, s))?;
+        }
+        if !shed_self {
+            if class.sheddable() {
+                self.shed.insert(shed_key(class, seq), &[])?;
+            }
+            if let Some(ck) = coalesce {
+                self.coalesce
+                    .insert(ck.as_bytes(), &index_value(seq, number))?;
+            }
+        }
         if !shed_self {
             meta.len += 1;
             meta.bytes += size;
@@ -431,11 +444,19 @@ impl Outbox {
         Ok((seq, shed))
     }
 
+    /// The oldest queued entry of a sheddable class. An index entry whose message is
+    /// gone (a crash between a push and its index update) is dropped on the way.
     fn oldest(&self, class: Class) -> Result<Option<u64>, StoreError> {
-        match self.shed.scan_prefix([class.byte()]).next() {
-            Some(r) => Ok(seq_of(&r?.0[1..])),
-            None => Ok(None),
+        for r in self.shed.scan_prefix([class.byte()]) {
+            let (k, _) = r?;
+            match seq_of(&k[1..]) {
+                Some(s) if self.main.contains_key(key(s))? => return Ok(Some(s)),
+                _ => {
+                    self.shed.remove(k)?;
+                }
+            }
         }
+        Ok(None)
     }
 
     /// Everything shed since the store was created.
@@ -780,6 +801,23 @@ mod tests {
                 events: 1
             }
         );
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_shed_index_entry_left_by_a_crash_is_skipped_not_counted_as_shed() {
+        let (st, dir) = store();
+        let ob = st.outbox(Limits::messages(2)).unwrap();
+        let (gone, _) = push(&ob, Class::Telemetry, "u", "u1", None);
+        push(&ob, Class::Telemetry, "u", "u2", None);
+        // A crash between removing an entry and its index entry.
+        ob.main.remove(key(gone)).unwrap();
+        ob.lock().len -= 1;
+        push(&ob, Class::Event, "e", "e1", None);
+        let (_, shed) = push(&ob, Class::Event, "e", "e2", None);
+        assert_eq!(shed.telemetry, 1, "u2 made room, not the missing u1");
+        assert_eq!(drain(&ob), ["e1", "e2"]);
         drop((ob, st));
         let _ = std::fs::remove_dir_all(dir);
     }
