@@ -28,6 +28,7 @@ pub mod logging;
 pub mod modem;
 pub mod observe;
 pub mod reader;
+pub mod rules;
 pub mod sim;
 pub mod station;
 pub mod store;
