@@ -68,6 +68,29 @@ pub enum RuleAction {
     Notify,
 }
 
+/// One action of a firing and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    #[serde(flatten)]
+    pub action: RuleAction,
+    /// `done`, `requested`, `not_applicable`, `capped`, `failed`; `None` until known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+impl RuleAction {
+    pub fn word(&self) -> &'static str {
+        match self {
+            RuleAction::Suspend => "suspend",
+            RuleAction::Resume => "resume",
+            RuleAction::Refill { .. } => "refill",
+            RuleAction::Notify => "notify",
+        }
+    }
+}
+
 /// When a rule may fire again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
@@ -253,10 +276,13 @@ fn parse_one(index: usize, v: &Value) -> Result<Rule, RuleError> {
 /// What simgate knows about a SIM when it evaluates its rules. `None`: not known (a
 /// rule on an unknown fact neither fires nor re-arms).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Facts {
     /// Unix seconds.
+    #[serde(default)]
     pub now: u64,
     /// "YYYY-MM" (UTC) of `now`.
+    #[serde(default)]
     pub month: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data_used_mb: Option<f64>,

@@ -233,6 +233,19 @@ impl Observed {
     }
 }
 
+/// simgate's local estimate of the platform's data and days left: the platform's figures
+/// as of its record, less what simgate counted since, and days counted down by the
+/// calendar (MQTT.md, "SIM state"). Replaced when a newer record arrives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data_left_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub days_left: Option<f64>,
+    /// When the platform's figures were taken as the base (Unix seconds).
+    pub since: u64,
+}
+
 wire_words! {
     /// SIM types (README.md, "The SIM record").
     pub enum SimType {

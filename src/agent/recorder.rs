@@ -2,7 +2,7 @@
 //! was shown is kept), then published as the SIM's state row and the events it implies.
 
 use super::changes;
-use crate::link::contract::{EventKind, SimState};
+use crate::link::contract::EventKind;
 use crate::link::{Link, LinkError};
 use crate::sim::{Location, Observed};
 use crate::store::{Store, StoreError};
@@ -55,14 +55,12 @@ impl Recorder {
         }
         if let Some(link) = &self.link {
             for old in &replaced {
-                let platform = self.store.get_platform(&old.iccid)?;
-                link.publish_state(&SimState::merged(old, platform.as_ref()))?;
+                link.publish_state(&crate::link::row(&self.store, old)?)?;
             }
             for ev in changes::events(prev.as_ref(), obs, &replaced) {
                 link.publish_event(ev)?;
             }
-            let platform = self.store.get_platform(&obs.iccid)?;
-            link.publish_state(&SimState::merged(obs, platform.as_ref()))?;
+            link.publish_state(&crate::link::row(&self.store, obs)?)?;
         }
         Ok(())
     }

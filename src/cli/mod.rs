@@ -9,6 +9,7 @@ mod error;
 mod modem;
 mod platform;
 mod read;
+mod rules;
 mod run;
 mod station;
 mod watch;
@@ -79,6 +80,9 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(config::ConfigCmd),
+    /// Local rules: `simgate rules test RULES FACTS` runs them dry.
+    #[command(subcommand)]
+    Rules(rules::RulesCmd),
 }
 
 /// Entry point of the binary.
@@ -181,5 +185,6 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "emulators")]
         Command::Emulate(e) => e.run(shutdown_token()).await,
         Command::Config(cmd) => Ok(cmd.run()),
+        Command::Rules(cmd) => cmd.run(),
     }
 }

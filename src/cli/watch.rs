@@ -75,6 +75,27 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ),
+        EventKind::RuleFired {
+            iccid,
+            rule,
+            actions,
+            ..
+        } => format!(
+            "#{} rule {rule} fired for {iccid}: {}",
+            e.seq,
+            actions
+                .iter()
+                .map(|a| format!(
+                    "{} {}",
+                    a.action.word(),
+                    a.outcome.as_deref().unwrap_or("?")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        EventKind::RefillRequested {
+            iccid, request_id, ..
+        } => format!("#{} refill requested for {iccid} ({request_id})", e.seq),
         EventKind::ReaderService { up: true, .. } => format!("#{} PC/SC service back", e.seq),
         EventKind::ModemService {
             port, up, reason, ..
@@ -316,6 +337,7 @@ mod tests {
                     labels: vec!["fleet-a".into()],
                     ..Default::default()
                 }),
+                estimate: None,
             },
         );
         let recent = VecDeque::from(["command c-1 suspend -> failed (no session)".to_string()]);

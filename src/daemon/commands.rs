@@ -9,7 +9,7 @@
 
 use super::{Ctx, DaemonError, Event};
 use crate::link::contract::{
-    Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode, SimState,
+    Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode,
     SCHEMA_VERSION,
 };
 use crate::link::Received;
@@ -70,6 +70,11 @@ pub(crate) enum Plan {
     },
     /// Cache a new platform record.
     SetRecord(PlatformRecord),
+    /// Apply a refill to the cached balance (once per request id), lifting a rule's
+    /// suspension.
+    Refill(crate::link::contract::Refill),
+    /// Evaluate the SIM's rules now.
+    EvaluateRules,
     /// Work for the modem engine's supervisor of `port`.
     Modem {
         work: ModemWork,
@@ -87,7 +92,12 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
         reason: reason.to_string(),
     };
     match (cmd.action, host) {
-        (Action::Refill | Action::Rules | Action::Swap, _) => refuse(
+        (Action::Refill, _) => match &cmd.refill {
+            Some(r) => Plan::Refill(r.clone()),
+            None => refuse(RefusalCode::InvalidField, "params: missing refill"),
+        },
+        (Action::Rules, _) => Plan::EvaluateRules,
+        (Action::Swap, _) => refuse(
             RefusalCode::Unsupported,
             &format!(
                 "{} is not supported by this simgate version yet",
@@ -185,7 +195,15 @@ impl Commands {
                 match record {
                     Ok(rec) => {
                         ctx.store.clear_refused_platform(&iccid)?;
-                        self.set_record(ctx, &iccid, rec.unwrap_or_default())?
+                        let rec = rec.unwrap_or_default();
+                        if ctx
+                            .store
+                            .note_received_platform(&iccid, fingerprint(&rec))?
+                        {
+                            tracing::debug!(%iccid, "platform record redelivered unchanged");
+                        } else {
+                            self.set_record(ctx, &iccid, rec)?
+                        }
                     }
                     // The same retained record refused again (a reconnect): said once.
                     Err(r) if ctx.store.note_refused_platform(&iccid, r.payload_hash)? => {
@@ -210,14 +228,21 @@ impl Commands {
         Ok(())
     }
 
-    /// Cache a platform record and republish the SIM's row when it changed.
+    /// Cache a platform record and republish the SIM's row when it changed. A record
+    /// with new data or days left is the new base of the local estimate.
     fn set_record(&self, ctx: &Ctx, iccid: &str, rec: PlatformRecord) -> Result<(), DaemonError> {
-        if ctx.store.get_platform(iccid)?.as_ref() == Some(&rec) {
+        let old = ctx.store.get_platform(iccid)?;
+        if old.as_ref() == Some(&rec) {
             return Ok(());
+        }
+        let figures =
+            |r: Option<&PlatformRecord>| r.map(|r| (r.data_left_mb, r.days_left, r.updated_at));
+        if figures(old.as_ref()) != figures(Some(&rec)) {
+            ctx.store.reset_estimate(iccid, crate::time::unix_now())?;
         }
         ctx.store.put_platform(iccid, &rec)?;
         if let (Some(link), Some(obs)) = (&ctx.link, ctx.store.get_observed(iccid)?) {
-            link.publish_state(&SimState::merged(&obs, Some(&rec)))?;
+            link.publish_state(&crate::link::row(&ctx.store, &obs)?)?;
         }
         Ok(())
     }
@@ -333,6 +358,51 @@ impl Commands {
             Plan::SetRecord(r) => {
                 self.set_record(ctx, &cmd.iccid, r)?;
                 self.finish(ctx, &mut rec, Ok(()))
+            }
+            Plan::EvaluateRules => {
+                super::rules::evaluate(ctx, modems, &cmd.iccid, None)?;
+                self.finish(ctx, &mut rec, Ok(()))
+            }
+            Plan::Refill(r) => {
+                let lift = self.apply_refill(ctx, &cmd, &r)?;
+                match (lift, &host) {
+                    // A rule had suspended it for its allowance: the session comes back
+                    // up, verified by the modem engine (as a resume command).
+                    (true, Host::Modem { port, .. }) => match modems.handle(port) {
+                        Some(handle) => {
+                            self.running.insert(cmd.id.clone());
+                            let (tx, id, iccid) = (ctx.events.clone(), cmd.id.clone(), cmd.iccid.clone());
+                            let store = ctx.store.clone();
+                            tokio::spawn(async move {
+                                let result = match handle.act(ModemAction::ResumeData).await {
+                                    Ok(Ok(_)) => store
+                                        .set_rule_hold(&iccid, None)
+                                        .map(|_| None)
+                                        .map_err(|e| (RefusalCode::Failed, e.to_string())),
+                                    Ok(Err(refusal)) => Err((
+                                        RefusalCode::Failed,
+                                        format!("refill applied, but the session did not come back: {refusal}"),
+                                    )),
+                                    Err(e) => Err((
+                                        RefusalCode::Unavailable,
+                                        format!("refill applied, but the modem is not reachable: {e}"),
+                                    )),
+                                };
+                                let _ = tx.send(Event::CommandDone { id, result }).await;
+                            });
+                            Ok(())
+                        }
+                        None => self.finish(
+                            ctx,
+                            &mut rec,
+                            Err((
+                                RefusalCode::Unavailable,
+                                format!("refill applied, but the modem engine is not available for {port}"),
+                            )),
+                        ),
+                    },
+                    _ => self.finish(ctx, &mut rec, Ok(())),
+                }
             }
             Plan::ReadCard { reader } => {
                 self.running.insert(cmd.id.clone());
@@ -463,6 +533,51 @@ impl Commands {
         report(ctx, rec, true)
     }
 
+    /// Apply a refill to the cached record: the balance moves once per request id (a
+    /// second command answering the same request changes nothing), the estimate counts
+    /// from now, the refill ledger learns its request was answered. Returns whether a
+    /// rule's suspension is to be lifted.
+    fn apply_refill(
+        &self,
+        ctx: &Ctx,
+        cmd: &Command,
+        r: &crate::link::contract::Refill,
+    ) -> Result<bool, DaemonError> {
+        let now = crate::time::unix_now();
+        if let Some(req) = &r.request_id {
+            if let Some(by) = ctx.store.refill_applied(req)? {
+                tracing::info!(id = %cmd.id, request = %req, %by, "refill already applied");
+                return Ok(false);
+            }
+        }
+        let record = ctx.store.get_platform(&cmd.iccid)?.unwrap_or_default();
+        let left_now = ctx
+            .store
+            .estimate(&cmd.iccid, &record, now)?
+            .and_then(|e| e.data_left_mb)
+            .or(record.data_left_mb)
+            .unwrap_or(0.0);
+        let mut new = record.clone();
+        new.data_left_mb = Some(match (r.data_left_mb, r.amount_mb) {
+            (Some(d), _) => d,
+            (None, Some(a)) => left_now + a,
+            (None, None) => left_now,
+        });
+        if let Some(d) = r.days {
+            new.days_left = Some(d);
+        }
+        new.updated_at = Some(now);
+        if let Some(req) = &r.request_id {
+            ctx.store.put_refill_applied(req, &cmd.id)?;
+        }
+        let mut ledger = ctx.store.refill_ledger(&cmd.iccid)?;
+        ledger.unanswered = 0;
+        ctx.store.put_refill_ledger(&cmd.iccid, &ledger)?;
+        tracing::info!(id = %cmd.id, iccid = %cmd.iccid, before = ?record.data_left_mb, after = ?new.data_left_mb, "refill applied");
+        self.set_record(ctx, &cmd.iccid, new)?;
+        Ok(ctx.store.rule_hold(&cmd.iccid)?.is_some())
+    }
+
     /// A command id seen before: answer from its record.
     fn answer_duplicate(&mut self, ctx: &Ctx, mut rec: CommandRecord) -> Result<(), DaemonError> {
         tracing::info!(id = %rec.id, state = ?rec.state, "duplicate command: answered from its record");
@@ -476,6 +591,15 @@ impl Commands {
             Err((RefusalCode::Interrupted, INTERRUPTED.into())),
         )
     }
+}
+
+/// A stable fingerprint of a platform record as received (FNV-1a over its JSON, which
+/// serde writes in field order): equal records, equal fingerprints, across restarts.
+fn fingerprint(rec: &PlatformRecord) -> u64 {
+    let bytes = serde_json::to_vec(rec).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A command refused because [`MAX_COMMAND_IDS`] ids are remembered: nothing was
@@ -532,6 +656,7 @@ mod tests {
             iccid: "8988211000000430010".into(),
             action,
             record: None,
+            refill: None,
             expires_at: u64::MAX,
         }
     }
@@ -571,16 +696,24 @@ mod tests {
     }
 
     #[test]
-    fn refill_rules_and_swap_are_refused_as_unsupported() {
-        for a in [Action::Refill, Action::Rules, Action::Swap] {
-            assert!(matches!(
-                plan(&cmd(a), &Host::Reader { reader: "R".into() }),
-                Plan::Refuse {
-                    code: RefusalCode::Unsupported,
-                    ..
-                }
-            ));
-        }
+    fn refill_needs_its_params_and_rules_evaluate_wherever_the_sim_sits() {
+        let reader = Host::Reader { reader: "R".into() };
+        assert!(matches!(
+            plan(&cmd(Action::Refill), &reader),
+            Plan::Refuse {
+                code: RefusalCode::InvalidField,
+                ..
+            }
+        ));
+        let mut r = cmd(Action::Refill);
+        r.refill = Some(crate::link::contract::Refill {
+            amount_mb: Some(1024.0),
+            data_left_mb: None,
+            days: None,
+            request_id: None,
+        });
+        assert!(matches!(plan(&r, &reader), Plan::Refill(_)));
+        assert_eq!(plan(&cmd(Action::Rules), &reader), Plan::EvaluateRules);
     }
 
     struct NoModems;
@@ -672,6 +805,7 @@ mod tests {
                 plan: Some("IoT 1GB".into()),
                 ..Default::default()
             }),
+            refill: None,
             expires_at: u64::MAX,
         };
         cmds.on_command(&ctx, cmd.clone(), &NoModems).await.unwrap();

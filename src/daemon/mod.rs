@@ -6,6 +6,7 @@
 mod commands;
 mod modems;
 mod readers;
+mod rules;
 
 use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
 use crate::link::{Link, LinkSettings, Received};
@@ -76,6 +77,8 @@ pub(crate) enum Event {
     Platform(Received),
     /// A command's asynchronous work (a card re-read) finished.
     CommandDone { id: String, result: commands::Done },
+    /// A rule firing's actions were applied (their outcomes inside).
+    FiringDone(Box<crate::store::rules::FiringRecord>),
 }
 
 /// What every handler may use: the store, the link, the recorder over both, and a way
@@ -114,6 +117,42 @@ impl Ctx {
     }
 }
 
+/// How often every present SIM's rules are evaluated for the time-based triggers.
+const RULES_EVERY: Duration = Duration::from_secs(60);
+
+/// The SIMs an event may change the facts of (and the SIM that replaced one), whose
+/// rules are evaluated once it is handled.
+fn touched(ev: &Event) -> Vec<(String, Option<String>)> {
+    match ev {
+        Event::Modem(ModemEvent::Usage { iccid, .. } | ModemEvent::Session { iccid, .. }) => {
+            vec![(iccid.clone(), None)]
+        }
+        Event::Modem(ModemEvent::Identified(info)) => {
+            info.sim.iccid.iter().map(|i| (i.clone(), None)).collect()
+        }
+        Event::Modem(ModemEvent::SimInserted { info, previous }) => {
+            let mut out: Vec<_> = info.sim.iccid.iter().map(|i| (i.clone(), None)).collect();
+            if let (Some(old), Some(new)) = (previous, &info.sim.iccid) {
+                if old != new {
+                    out.push((old.clone(), Some(new.clone())));
+                }
+            }
+            out
+        }
+        Event::Platform(Received::PlatformRecord { iccid, .. }) => vec![(iccid.clone(), None)],
+        Event::CardRead(done) => match &done.result {
+            Ok(read) => read
+                .identity
+                .iccid
+                .iter()
+                .map(|i| (i.to_string(), None))
+                .collect(),
+            Err(_) => vec![],
+        },
+        _ => vec![],
+    }
+}
+
 /// Run until `cancel` fires.
 pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), DaemonError> {
     let store = Store::open(&settings.state_dir)?;
@@ -147,6 +186,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     commands::Commands::recover(&ctx)?;
     let (modem_tx, mut modem_rx) = mpsc::channel::<ModemEvent>(64);
     let mut modems = modems::Modems::start(&settings, profiles, &ctx, &cancel, modem_tx);
+    rules::resume_pending(&ctx, &modems)?;
+    // Time-based triggers (date, days left, hours without a session) need a clock tick;
+    // the others are evaluated as their facts change.
+    let mut rules_tick = tokio::time::interval(RULES_EVERY);
+    rules_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
 
     loop {
@@ -157,13 +201,24 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             Some(ev) = events_rx.recv() => ev,
             Some(done) = reads_rx.recv() => Event::CardRead(Box::new(done)),
             Some(msg) = platform_rx.recv() => Event::Platform(msg),
+            _ = rules_tick.tick() => {
+                for obs in ctx.store.all_observed()?.into_iter().filter(|o| o.present) {
+                    rules::evaluate(&ctx, &modems, &obs.iccid, None)?;
+                }
+                continue;
+            }
         };
+        let touched = touched(&event);
         match event {
             Event::Reader(ev) => readers.on_event(&ctx.rec, ev)?,
             Event::Modem(ev) => modems.on_event(&ctx, ev).await?,
             Event::CardRead(done) => readers::on_card_read(&ctx, &mut readers, *done)?,
             Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,
             Event::CommandDone { id, result } => commands.on_done(&ctx, id, result).await?,
+            Event::FiringDone(rec) => rules::on_done(&ctx, *rec)?,
+        }
+        for (iccid, replaced_by) in touched {
+            rules::evaluate(&ctx, &modems, &iccid, replaced_by)?;
         }
     }
 

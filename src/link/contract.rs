@@ -183,6 +183,10 @@ pub struct SimState {
     /// The platform's record as cached by this agent (absent: none received yet).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub platform: Option<PlatformRecord>,
+    /// simgate's local estimate of data and days left, from the record and its own
+    /// counters (absent when the record gives neither).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub estimate: Option<crate::sim::Estimate>,
 }
 
 impl SimState {
@@ -199,6 +203,7 @@ impl SimState {
                 .or_else(|| platform.and_then(|p| p.status)),
             sim: obs.clone(),
             platform: platform.cloned(),
+            estimate: None,
         }
     }
 }
@@ -257,6 +262,25 @@ pub enum EventKind {
     },
     /// The outbox was full and shed messages; totals since the store was created.
     OutboxShed { telemetry: u64, events: u64 },
+    /// A local rule fired (MQTT.md, "Rules"): the firing's id (the same after a crash),
+    /// the rule, what made it fire and each action with its outcome.
+    RuleFired {
+        id: String,
+        iccid: String,
+        rule: String,
+        trigger: String,
+        facts: crate::rules::Facts,
+        actions: Vec<crate::rules::ActionOutcome>,
+    },
+    /// simgate asks the platform for a top-up. `request_id` is the idempotency key: the
+    /// same need (one threshold crossing) keeps its id across retries and restarts.
+    RefillRequested {
+        iccid: String,
+        request_id: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        amount_mb: Option<f64>,
+        rule: String,
+    },
     /// The PC/SC service (pcscd) was lost (`up: false`, with the reason) or is back
     /// (`up: true`). Said once per outage: the cards that stayed in their readers are
     /// not reported removed and inserted again; those that left are reported removed.
@@ -285,7 +309,9 @@ impl EventKind {
             | EventKind::Removed { iccid, .. }
             | EventKind::Swapped { iccid, .. }
             | EventKind::IdentityChanged { iccid, .. }
-            | EventKind::Command { iccid, .. } => Some(iccid),
+            | EventKind::Command { iccid, .. }
+            | EventKind::RuleFired { iccid, .. }
+            | EventKind::RefillRequested { iccid, .. } => Some(iccid),
             EventKind::Error { iccid, .. } | EventKind::ModemService { iccid, .. } => {
                 iccid.as_deref()
             }
@@ -352,7 +378,58 @@ pub struct Command {
     pub action: Action,
     /// For `set_record`: the record, already validated.
     pub record: Option<PlatformRecord>,
+    /// For `refill`: what to apply, already validated.
+    pub refill: Option<Refill>,
     pub expires_at: u64,
+}
+
+/// A refill the platform applies (`refill` command `params`): a top-up of `amount_mb`
+/// and/or the new `data_left_mb`, optionally the new `days` left, and the id of the
+/// `refill_requested` it answers. At least one of `amount_mb` and `data_left_mb`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refill {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub amount_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data_left_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<String>,
+}
+
+fn check_refill(r: &Refill) -> Result<(), Refusal> {
+    let bad = |field: &str, why: &str| {
+        Err(Refusal::new(
+            RefusalCode::InvalidField,
+            format!("params.{field}: {why}"),
+        ))
+    };
+    if r.amount_mb.is_none() && r.data_left_mb.is_none() {
+        return bad("amount_mb", "give amount_mb or data_left_mb");
+    }
+    if r.amount_mb
+        .is_some_and(|a| !a.is_finite() || a <= 0.0 || a > 1e9)
+    {
+        return bad("amount_mb", "not a positive number of MB");
+    }
+    if r.data_left_mb
+        .is_some_and(|d| !d.is_finite() || !(0.0..=1e9).contains(&d))
+    {
+        return bad("data_left_mb", "not a non-negative number of MB");
+    }
+    if r.days.is_some_and(|d| d > 36_600) {
+        return bad("days", "more than 100 years");
+    }
+    // The request id was simgate's own firing id: the same shape as a command id.
+    if r.request_id
+        .as_deref()
+        .is_some_and(|i| !valid_command_id(i))
+    {
+        return bad("request_id", "not 1-64 of [A-Za-z0-9._-]");
+    }
+    Ok(())
 }
 
 /// Lifecycle words (thin-edge.io's).
@@ -555,11 +632,25 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         }
         _ => None,
     };
+    let refill = match action {
+        Action::Refill => {
+            let r: Refill = serde_json::from_value(msg.params.clone()).map_err(|e| {
+                with_id(Refusal::new(
+                    RefusalCode::InvalidField,
+                    format!("params: not a refill: {e}"),
+                ))
+            })?;
+            check_refill(&r).map_err(with_id)?;
+            Some(r)
+        }
+        _ => None,
+    };
     Ok(Command {
         id: msg.id,
         iccid: msg.iccid,
         action,
         record,
+        refill,
         expires_at: msg.expires_at,
     })
 }

@@ -312,8 +312,7 @@ impl Link {
     /// Queue every SIM's row again (coalesced with any queued version).
     fn requeue_rows(&self) -> Result<(), LinkError> {
         for obs in self.store.all_observed()? {
-            let platform = self.store.get_platform(&obs.iccid)?;
-            self.publish_state(&SimState::merged(&obs, platform.as_ref()))?;
+            self.publish_state(&row(&self.store, &obs)?)?;
         }
         Ok(())
     }
@@ -806,6 +805,17 @@ impl Driver {
             tracing::warn!(error = %e, "outbox not flushed at shutdown");
         }
     }
+}
+
+/// A SIM's row as the platform gets it: the observation, the cached platform record and
+/// the local estimate. The one way a row is built.
+pub fn row(store: &Store, obs: &crate::sim::Observed) -> Result<SimState, StoreError> {
+    let platform = store.get_platform(&obs.iccid)?;
+    let mut state = SimState::merged(obs, platform.as_ref());
+    if let Some(p) = &platform {
+        state.estimate = store.estimate(&obs.iccid, p, crate::time::unix_now())?;
+    }
+    Ok(state)
 }
 
 /// How a platform-side tool (`simgate watch`, `simgate platform`) reaches a broker:

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod holds;
 pub mod outbox;
 pub mod platform;
+pub mod rules;
 pub mod sims;
 pub mod usage;
 

@@ -6,6 +6,8 @@ use crate::sim::PlatformRecord;
 const TREE: &str = "platform";
 /// Per ICCID (as the topic named it), the fingerprint of the last record refused.
 const REFUSED: &str = "platform_refused";
+/// Per ICCID, the fingerprint of the last record received as the platform sent it.
+const RECEIVED: &str = "platform_received";
 
 impl Store {
     /// Cache the platform's record for `iccid` (flushed: it is the platform's word).
@@ -17,6 +19,16 @@ impl Store {
     /// The cached platform record of `iccid`, if the platform ever sent one.
     pub fn get_platform(&self, iccid: &str) -> Result<Option<PlatformRecord>, StoreError> {
         self.get_json(TREE, iccid)
+    }
+
+    /// Note that a valid record with fingerprint `hash` arrived for `key`. Returns whether
+    /// it is the one received last: a retained record redelivered on a reconnect is no
+    /// news, and must not undo what simgate applied to its cached copy since (a refill).
+    pub fn note_received_platform(&self, key: &str, hash: u64) -> Result<bool, StoreError> {
+        let old = self
+            .tree(RECEIVED)?
+            .insert(key.as_bytes(), &hash.to_be_bytes())?;
+        Ok(old.as_deref() == Some(&hash.to_be_bytes()[..]))
     }
 
     /// Note that the record published for `key` with fingerprint `hash` was refused.

@@ -138,7 +138,8 @@ fn commands_take_effect_once_and_every_refusal_says_why() {
             "not_hosted",
         ),
         (command("u-1", USIM, "dance"), "unknown_action"),
-        (command("rf-1", USIM, "refill"), "unsupported"),
+        // Refill is supported now: without its params it is refused by name.
+        (command("rf-1", USIM, "refill"), "invalid_field"),
         (command("sw-1", USIM, "swap"), "unsupported"),
         (command("bad-iccid", "89ab/#", "refresh"), "invalid_field"),
         (
