@@ -309,6 +309,11 @@ mod tests {
         check(InSession::ALL, InSession::word);
         check(Status::ALL, Status::word);
         check(SimType::ALL, SimType::word);
+        use crate::link::contract::{Action, CommandStatusWord, RefusalCode};
+        check(Action::ALL, Action::word);
+        check(CommandStatusWord::ALL, CommandStatusWord::word);
+        check(RefusalCode::ALL, RefusalCode::word);
+        check(crate::card::CardKind::ALL, crate::card::CardKind::word);
         assert_eq!(
             Status::from_word("Activation ready"),
             Some(Status::ActivationReady)

@@ -150,11 +150,7 @@ pub(super) fn table(i: &ModemInfo) -> String {
                 .map_or("unknown".into(), |d| format!("{d} dBm (CSQ {})", sig.csq)),
         );
     }
-    let session = match s.in_session {
-        crate::sim::InSession::Yes => "yes",
-        crate::sim::InSession::No => "no",
-        crate::sim::InSession::NotApplicable => "n/a",
-    };
+    let session = s.in_session.word();
     row("in session", format!("{session} ({})", s.session_reason));
     if let Some(u) = &s.usage {
         row(

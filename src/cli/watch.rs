@@ -11,14 +11,6 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The wire word of a contract enum (its serde name).
-fn word<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 /// How many recent events and command statuses the view keeps.
 const RECENT: usize = 8;
 
@@ -54,7 +46,7 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
         } => format!(
             "#{} error {}{}: {reason}",
             e.seq,
-            word(code),
+            code.word(),
             iccid
                 .as_deref()
                 .map(|i| format!(" ({i})"))
@@ -69,7 +61,7 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
         } => format!(
             "#{} command {id} {action}: {}{}",
             e.seq,
-            word(status),
+            status.word(),
             reason
                 .as_deref()
                 .map(|r| format!(" ({r})"))
@@ -288,7 +280,7 @@ pub(super) async fn run(
                             "command {} {} -> {}{}",
                             st.id,
                             st.action,
-                            word(&st.status),
+                            st.status.word(),
                             st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
                         ),
                     ),

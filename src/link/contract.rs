@@ -432,39 +432,39 @@ fn check_refill(r: &Refill) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Lifecycle words (thin-edge.io's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CommandStatusWord {
-    Received,
-    Executing,
-    Successful,
-    Failed,
+crate::sim::wire_words! {
+    /// Lifecycle words (thin-edge.io's).
+    pub enum CommandStatusWord {
+        Received = "received",
+        Executing = "executing",
+        Successful = "successful",
+        Failed = "failed",
+    }
 }
 
-/// Why something was refused: stable codes a platform can switch on; `reason` carries
-/// the human text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefusalCode {
-    Malformed,
-    TooLarge,
-    InvalidField,
-    UnknownAction,
-    Unsupported,
-    Expired,
-    NotHosted,
-    NotApplicable,
-    Unavailable,
-    Interrupted,
-    Failed,
-    /// The agent remembers too many unexpired command ids to take another one
-    /// (MQTT.md, "Exactly once"); nothing was done nor remembered.
-    TooManyCommands,
-    /// Not a refusal but an `error` event's code: the broker keeps closing the agent's
-    /// fresh connections, most likely because another client uses its client id
-    /// (MQTT.md, "Connection").
-    ClientIdInUse,
+crate::sim::wire_words! {
+    /// Why something was refused: stable codes a platform can switch on; `reason`
+    /// carries the human text.
+    pub enum RefusalCode {
+        Malformed = "malformed",
+        TooLarge = "too_large",
+        InvalidField = "invalid_field",
+        UnknownAction = "unknown_action",
+        Unsupported = "unsupported",
+        Expired = "expired",
+        NotHosted = "not_hosted",
+        NotApplicable = "not_applicable",
+        Unavailable = "unavailable",
+        Interrupted = "interrupted",
+        Failed = "failed",
+        /// The agent remembers too many unexpired command ids to take another one
+        /// (MQTT.md, "Exactly once"); nothing was done nor remembered.
+        TooManyCommands = "too_many_commands",
+        /// Not a refusal but an `error` event's code: the broker keeps closing the
+        /// agent's fresh connections, most likely because another client uses its
+        /// client id (MQTT.md, "Connection").
+        ClientIdInUse = "client_id_in_use",
+    }
 }
 
 /// A command's lifecycle message on `cmd/<id>/status`.
