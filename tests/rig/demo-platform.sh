@@ -14,6 +14,7 @@ agent=$2
 usim=8988211000000430010  # devices/cards/usim.toml, in a reader
 gsm=8988211000000530082   # devices/cards/gsm-sim.toml, in a reader
 modem=8901260886258128535 # the emulated Quectel's first SIM
+second=89314404000000000019 # the SIM the demo swaps in
 
 p() { # platform subcommand ...
   local sub=$1; shift
@@ -33,4 +34,16 @@ p send --iccid "$modem" --action resume --id demo-resume-2
 sleep 2
 p send --iccid "$gsm" --action set_record --id demo-record-2 \
   --params '{"status":"Suspended","plan":"PAYGO EU","sim_type":"PAYGO","days_left":0}'
-p send --iccid "$gsm" --action refill --id demo-refill-1
+p send --iccid "$gsm" --action refill --id demo-refill-1 # no params: refused by name
+
+# Local rules for the modem's second SIM (swapped in at ~5 s): at 0.3 MB/s, its data
+# left (an estimate from the record and simgate's counters) drops under 50 MB, which
+# asks the platform for a refill; then a data cap suspends it. The platform answers the
+# request (its id is the firing's: <iccid>.<rule>.<n>), and the refill lifts the
+# suspension.
+sleep 4
+p record --iccid "$second" --json \
+  '{"status":"Active","plan":"Prepaid 1GB","sim_type":"Prepaid","data_left_mb":51,"days_left":30,"rules":[{"id":"low","trigger":"data_left_mb","below":50,"action":"refill","params":{"amount_mb":1024}},{"id":"cap","trigger":"data_used_mb","above":4,"action":"suspend"}]}'
+sleep 20
+p send --iccid "$second" --action refill --id demo-refill-2 \
+  --params "{\"amount_mb\":1024,\"request_id\":\"$second.low.1\"}"

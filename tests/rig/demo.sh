@@ -7,7 +7,9 @@
 #  2. A gateway: `simgate run` on the readers and an emulated Quectel modem, publishing
 #     to a private mosquitto; the platform's view of it (`simgate watch`), live, while
 #     cards come and go and the modem's SIM is swapped, and the platform sets records
-#     and sends commands (tests/rig/demo-platform.sh) whose outcomes come back.
+#     and sends commands (tests/rig/demo-platform.sh) whose outcomes come back; the new
+#     modem SIM's rules act on its usage: low data asks for a refill, a data cap
+#     suspends it, the platform's refill lifts the suspension.
 # Stops everything it started on Ctrl-C; DEMO_SECONDS bounds act 2 (for scripts).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -47,8 +49,9 @@ echo "===== act 2: a gateway with the platform watching ====="
 echo "\$ simgate modem info --port $modem"
 "$SIMGATE" modem info --port "$modem"
 echo
-# Usage goes out every 5 s here (900 s by default) so the view shows it.
-printf '[broker]\nusage_interval_secs = 5\n' > "$work/gateway.toml"
+# Usage goes out every 5 s here (900 s by default) and the modem is polled every 5 s
+# (60 s by default), so the view shows usage climbing and the rules acting on it.
+printf '[broker]\nusage_interval_secs = 5\n\n[modems]\npoll_secs = 5\n' > "$work/gateway.toml"
 "$SIMGATE" --config "$work/gateway.toml" --log-format human run --broker "$broker" --agent-id demo-gw \
   --state-dir "$work/state" --reader "$reader *" --modem "$modem" > "$work/simgate.log" 2>&1 &
 rig_pids+=($!)
@@ -56,6 +59,8 @@ rig_pids+=($!)
   sleep 1; a=$(rig_card 0 usim.toml)
   sleep 2; b=$(rig_card 1 gsm-sim.toml)
   sleep 2; echo swap >&3
+  sleep 3; echo connect >&3                 # the new SIM brings its data session up
+  echo "traffic 150000 150000" >&3          # and uses data: 0.3 MB/s
   sleep 2; kill -INT "$b"
   sleep 2; kill -INT "$a"
   sleep 1; rig_card 0 euicc.toml > /dev/null
