@@ -1,9 +1,9 @@
-//! The store's footprint on disk: bytes per queued outbox message, and the store's size
-//! after many command ids. Prints figures; asserts nothing.
+//! The store's footprint on disk: bytes per queued outbox message, per rule firing, and
+//! the store's size after many command ids. Prints figures; asserts nothing.
 //!
 //! `cargo bench --bench store --profile dev` (disk figures do not depend on the build).
 //! MESSAGES=N sets the messages queued (default 20 000), IDS=N the command ids claimed
-//! (default 100 000).
+//! (default 100 000), FIRINGS=N the rule firings stored (default 5 000).
 //!
 //! Size on disk is what `du` would count for the state directory: the sum of the
 //! allocated blocks of every file under it, after the store was flushed and closed.
@@ -136,7 +136,62 @@ fn command_ids(n: u64, life: u64) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `n` rule firings (a data cap suspending), each stored with its SIM's rule state in one
+/// transaction, then marked done with its outcome, as the daemon does.
+fn firings(n: u64) {
+    use simgate::rules::{ActionOutcome, Facts, Firing, RuleAction};
+    use simgate::store::rules::{FiringRecord, SimRules};
+    let dir = tempdir("firings");
+    let store = Store::open(&dir).expect("store");
+    let empty = du(&dir);
+    let t = Instant::now();
+    let mut state = SimRules::default();
+    for i in 0..n {
+        let iccid = format!("89012608862581{:05}", i % 1000);
+        state.rules.entry("cap-5g".into()).or_default().fired = i + 1;
+        let mut rec = FiringRecord {
+            iccid: iccid.clone(),
+            firing: Firing {
+                id: format!("{iccid}.cap-5g.{}", i + 1),
+                rule: "cap-5g".into(),
+                trigger: "data_used_mb".into(),
+                actions: vec![RuleAction::Suspend],
+                facts: Facts {
+                    now: 1_795_702_078 + i,
+                    month: "2026-11".into(),
+                    data_used_mb: Some(5121.4),
+                    mcc: Some("204".into()),
+                    ..Facts::default()
+                },
+            },
+            actions: vec![ActionOutcome {
+                action: RuleAction::Suspend,
+                outcome: None,
+                reason: None,
+            }],
+            done: false,
+            at: 1_795_702_078 + i,
+        };
+        store
+            .put_sim_rules(&iccid, &state, &[rec.clone()])
+            .expect("firing");
+        rec.actions[0].outcome = Some("done".into());
+        rec.done = true;
+        store.put_firing(&rec).expect("done");
+    }
+    let took = t.elapsed();
+    drop(store);
+    let full = du(&dir);
+    println!(
+        "firings: {n} stored and finished (1000 SIMs) in {took:.2?}; store {empty} B empty, \
+         {full} B after: {} B on disk per firing",
+        (full - empty) / n.max(1)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn main() {
+    firings(env("FIRINGS", 5_000));
     outbox(env("MESSAGES", 20_000));
     command_ids(env("IDS", 100_000), 86_400);
     command_ids(env("IDS", 100_000), 300);
