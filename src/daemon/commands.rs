@@ -10,7 +10,7 @@
 use super::{Ctx, DaemonError, Event};
 use crate::link::contract::{
     Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode, SimState,
-    SCHEMA_VERSION,
+    SwapTarget, SCHEMA_VERSION,
 };
 use crate::link::Received;
 use crate::modem::actions::{Action as ModemAction, ModemRefusal};
@@ -75,6 +75,11 @@ pub(crate) enum Plan {
         work: ModemWork,
         port: String,
     },
+    /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
+    Swap {
+        port: String,
+        target: SwapTarget,
+    },
     Refuse {
         code: RefusalCode,
         reason: String,
@@ -87,13 +92,33 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
         reason: reason.to_string(),
     };
     match (cmd.action, host) {
-        (Action::Refill | Action::Rules | Action::Swap, _) => refuse(
+        (Action::Refill | Action::Rules, _) => refuse(
             RefusalCode::Unsupported,
             &format!(
                 "{} is not supported by this simgate version yet",
                 cmd.action.word()
             ),
         ),
+        // A guided SIM swap (src/daemon/swap.rs): for a SIM in a modem only.
+        (Action::Swap, Host::Reader { .. }) => refuse(
+            RefusalCode::NotApplicable,
+            "the SIM is a card in a PC/SC reader: a guided swap is for a SIM in a modem",
+        ),
+        (Action::Swap, Host::Modem { port, slot }) => match (&cmd.swap, slot) {
+            (None, _) => refuse(RefusalCode::InvalidField, "params: missing swap target"),
+            (Some(SwapTarget::ToSlot(_)), None) => refuse(
+                RefusalCode::NotApplicable,
+                &format!("params.to_slot: the modem at {port} reports no SIM slots"),
+            ),
+            (Some(SwapTarget::ToSlot(n)), Some(s)) if n == s => refuse(
+                RefusalCode::InvalidField,
+                &format!("params.to_slot: the SIM already sits in slot {n}"),
+            ),
+            (Some(target), _) => Plan::Swap {
+                port: port.clone(),
+                target: target.clone(),
+            },
+        },
         (Action::SetRecord, _) => match &cmd.record {
             Some(r) => Plan::SetRecord(r.clone()),
             None => refuse(RefusalCode::InvalidField, "params: missing platform record"),
@@ -140,6 +165,10 @@ impl Commands {
     pub(crate) fn recover(ctx: &Ctx) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
         for mut rec in ctx.store.all_commands()? {
+            if ctx.store.get_swap(&rec.id)?.is_some() {
+                // A swap's record says where it stood: swap::recover finishes it.
+                continue;
+            }
             let fail = match rec.state {
                 CommandState::Executing => Some((RefusalCode::Interrupted, INTERRUPTED.into())),
                 CommandState::Received if rec.keep_until != 0 && rec.keep_until <= now => Some((
@@ -161,6 +190,12 @@ impl Commands {
         let forgotten = ctx.store.forget_commands(now)?;
         tracing::debug!(forgotten, "command ids past their time forgotten");
         Ok(())
+    }
+
+    /// A command a previous run left running whose work goes on now (a SIM swap
+    /// resumed or rolled back at start-up): its outcome arrives as `CommandDone`.
+    pub(crate) fn adopt(&mut self, id: String) {
+        self.running.insert(id);
     }
 
     pub(crate) async fn on_platform(
@@ -412,6 +447,27 @@ impl Commands {
                 });
                 Ok(())
             }
+            Plan::Swap { port, target } => {
+                let (Some(handle), Some(old)) =
+                    (modems.handle(&port), ctx.store.get_observed(&cmd.iccid)?)
+                else {
+                    return self.finish(
+                        ctx,
+                        &mut rec,
+                        Err((
+                            RefusalCode::Unavailable,
+                            format!("modem engine not available for {port}"),
+                        )),
+                    );
+                };
+                match super::swap::start(ctx, &cmd.id, &old, target, handle)? {
+                    Ok(()) => {
+                        self.running.insert(cmd.id.clone());
+                        Ok(())
+                    }
+                    Err(refusal) => self.finish(ctx, &mut rec, Err(refusal)),
+                }
+            }
             Plan::Refuse { .. } => Ok(()),
         }
     }
@@ -532,6 +588,7 @@ mod tests {
             iccid: "8988211000000430010".into(),
             action,
             record: None,
+            swap: None,
             expires_at: u64::MAX,
         }
     }
@@ -571,8 +628,47 @@ mod tests {
     }
 
     #[test]
-    fn refill_rules_and_swap_are_refused_as_unsupported() {
-        for a in [Action::Refill, Action::Rules, Action::Swap] {
+    fn a_swap_goes_to_the_modem_and_is_refused_by_name_where_it_cannot_apply() {
+        let modem = |slot| Host::Modem {
+            port: "/dev/ttyUSB2".into(),
+            slot,
+        };
+        let swap = |t: Option<SwapTarget>| Command {
+            swap: t,
+            ..cmd(Action::Swap)
+        };
+        let to2 = Some(SwapTarget::ToSlot(2));
+        assert!(matches!(
+            plan(&swap(to2.clone()), &modem(Some(1))),
+            Plan::Swap {
+                target: SwapTarget::ToSlot(2),
+                ..
+            }
+        ));
+        let reason = |p| match p {
+            Plan::Refuse { code, reason } => format!("{code:?} {reason}"),
+            p => panic!("not refused: {p:?}"),
+        };
+        assert!(reason(plan(&swap(to2.clone()), &modem(Some(2))))
+            .starts_with("InvalidField params.to_slot"));
+        assert!(reason(plan(&swap(to2.clone()), &modem(None)))
+            .starts_with("NotApplicable params.to_slot"));
+        assert!(
+            reason(plan(&swap(to2), &Host::Reader { reader: "R".into() }))
+                .starts_with("NotApplicable")
+        );
+        assert!(matches!(
+            plan(
+                &swap(Some(SwapTarget::ExpectIccid("89314404000000000019".into()))),
+                &modem(None)
+            ),
+            Plan::Swap { .. }
+        ));
+    }
+
+    #[test]
+    fn refill_and_rules_are_refused_as_unsupported() {
+        for a in [Action::Refill, Action::Rules] {
             assert!(matches!(
                 plan(&cmd(a), &Host::Reader { reader: "R".into() }),
                 Plan::Refuse {
@@ -672,6 +768,7 @@ mod tests {
                 plan: Some("IoT 1GB".into()),
                 ..Default::default()
             }),
+            swap: None,
             expires_at: u64::MAX,
         };
         cmds.on_command(&ctx, cmd.clone(), &NoModems).await.unwrap();

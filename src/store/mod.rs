@@ -8,6 +8,7 @@ pub mod holds;
 pub mod outbox;
 pub mod platform;
 pub mod sims;
+pub mod swaps;
 pub mod usage;
 
 use std::path::{Path, PathBuf};

@@ -27,3 +27,4 @@ mod presence;
 mod reader_cli;
 mod reader_reset;
 mod station;
+mod swap;
