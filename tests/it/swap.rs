@@ -308,3 +308,69 @@ fn check_k9(m: &Msg, sub: &Sub) {
     assert!(new["status"] != "Pending", "{new}");
     assert_eq!(new["present"], false, "{new}");
 }
+
+#[test]
+fn a_physical_swap_waits_for_the_technician_rolls_back_a_wrong_sim_and_commits_the_expected_one() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let mut emu = Modem::start("quectel-ec2x");
+    let port = emu.port.clone();
+    let mut sub = broker.subscribe("simgate/v1/gw-ph/#");
+    let _run = agent(&broker, "gw-ph", &state, &port, 10);
+    sub.expect("the first SIM's row", |m| {
+        m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true
+    });
+    let asked = |sub: &mut Sub, id: &str, step: &str| {
+        let id = id.to_string();
+        let step = step.to_string();
+        sub.expect(&format!("{id}: the technician asked at {step}"), move |m| {
+            m.payload["type"] == "swap_step"
+                && m.payload["id"] == id.as_str()
+                && m.payload["step"] == step.as_str()
+                && m.payload.get("ok").is_none()
+        });
+    };
+
+    // The wrong SIM goes in: detect fails, the old SIM is asked back and verified.
+    send(&broker, "gw-ph", "ph-1", json!({"expect_iccid": SECOND}));
+    asked(&mut sub, "ph-1", "act");
+    emu.control("esim");
+    asked(&mut sub, "ph-1", "rollback");
+    emu.control("insert");
+    let m = outcome(&mut sub, "gw-ph", "ph-1");
+    assert_eq!(m.payload["status"], "failed", "{}", m.payload);
+    let reason = m.payload["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "detect: SIM 89883030000000000429 inserted, expected {SECOND}"
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("rolled back (SIM "), "{reason}");
+
+    // The expected SIM: committed.
+    let before = at_count(&mut emu);
+    send(&broker, "gw-ph", "ph-2", json!({"expect_iccid": SECOND}));
+    asked(&mut sub, "ph-2", "act");
+    emu.control("swap");
+    let m = outcome(&mut sub, "gw-ph", "ph-2");
+    assert_eq!(m.payload["status"], "successful", "{}", m.payload);
+    let swapped = sub
+        .lines
+        .seen
+        .iter()
+        .filter(|l| l.contains("\"type\":\"swapped\""))
+        .count();
+    assert_eq!(swapped, 1, "one swapped event, for ph-2");
+    let old = last_row(&sub, FIRST);
+    let new = last_row(&sub, SECOND);
+    assert_eq!(old["present"], false, "{old}");
+    assert!(old["status"] != "Pending", "{old}");
+    assert_eq!(new["present"], true, "{new}");
+    assert!(new["status"] != "Pending", "{new}");
+    eprintln!(
+        "figures: physical swap: {} AT command lines (polling while the technician works); steps {:?}",
+        at_count(&mut emu) - before,
+        step_secs(&sub, "ph-2")
+    );
+}
