@@ -84,6 +84,10 @@ pub struct Modems {
     pub poll_secs: u64,
     /// Port → network interface of its data bearer.
     pub netdevs: std::collections::BTreeMap<String, String>,
+    /// A guided swap's verify step: how long the new SIM may take to register.
+    pub swap_register_secs: u64,
+    /// A guided physical swap: how long the technician may take to replace the SIM.
+    pub swap_replace_secs: u64,
 }
 
 impl Default for Modems {
@@ -93,6 +97,8 @@ impl Default for Modems {
             profile_dir: PathBuf::new(),
             poll_secs: 60,
             netdevs: std::collections::BTreeMap::new(),
+            swap_register_secs: 120,
+            swap_replace_secs: 600,
         }
     }
 }
@@ -261,6 +267,14 @@ impl Config {
         for (port, dev) in &self.modems.netdevs {
             validate_netdev(dev)
                 .map_err(|why| invalid("modems.netdevs", format!("\"{port}\": {why}")))?;
+        }
+        for (key, v) in [
+            ("modems.swap_register_secs", self.modems.swap_register_secs),
+            ("modems.swap_replace_secs", self.modems.swap_replace_secs),
+        ] {
+            if !(1..=3_600).contains(&v) {
+                return Err(invalid(key, format!("{v} is outside 1..=3600 seconds")));
+            }
         }
         if !(5..=86_400).contains(&self.modems.poll_secs) {
             return Err(invalid(

@@ -187,6 +187,7 @@ pub fn from_card(read: &CardRead, now: u64) -> Observed {
         modem_silent: false,
         observed_at: now,
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        pending: None,
         batch: Default::default(),
         nested_batch: None,
     }
@@ -217,6 +218,8 @@ pub fn from_modem(info: &ModemInfo, now: u64) -> Option<Observed> {
         observed_at: now,
         problem: (info.sim.iccid_luhn_ok == Some(false))
             .then(|| "ICCID fails its Luhn check".to_string()),
+        // A swap's Pending is the daemon's to add (src/daemon/swap.rs).
+        pending: None,
         batch: Default::default(),
         nested_batch: None,
     })

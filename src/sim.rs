@@ -158,6 +158,11 @@ pub struct Observed {
     /// Why simgate marks this SIM Invalid locally (Luhn failure, unreadable card ...).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
+    /// Why simgate shows this SIM Pending: an operation on it is under way (a guided SIM
+    /// swap, MQTT.md "Swap"). Set from the store's swap record each time the row is
+    /// recorded, and gone once the operation ended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pending: Option<String>,
     /// Batch attributes given at a reader station (--label, --company, --note), flat:
     /// `labels`, `company`, `note`.
     #[serde(flatten, default)]
@@ -216,6 +221,7 @@ impl Observed {
             modem_silent: false,
             observed_at,
             problem: None,
+            pending: None,
             batch: Batch::default(),
             nested_batch: None,
         }
@@ -223,10 +229,13 @@ impl Observed {
 
     /// The status simgate may set on its own (README.md, "The SIM record": Pending and Invalid only). A
     /// Blank eSIM is an observation (`blank_esim`), not a status: "Blank" is the
-    /// platform's word for a SIM without a line, and the platform says it.
+    /// platform's word for a SIM without a line, and the platform says it. A broken
+    /// card stays Invalid even while an operation is under way on it.
     pub fn local_status(&self) -> Option<Status> {
         if !self.iccid_luhn_ok || self.problem.is_some() {
             Some(Status::Invalid)
+        } else if self.pending.is_some() {
+            Some(Status::Pending)
         } else {
             None
         }

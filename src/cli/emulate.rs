@@ -140,7 +140,7 @@ impl EmulateModemArgs {
         let mut h = emulator::start(opts, cancel.clone())?;
         println!("{}", h.path().display());
         eprintln!(
-            "emulating {}; commands on stdin: remove | insert | swap | esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS",
+            "emulating {}; commands on stdin: remove | insert | swap | esim | slot N empty|first|other|noreg|esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS | count",
             self.profile
         );
         // A plain thread reads stdin (tokio's io-std feature is not compiled in); it
@@ -161,6 +161,9 @@ impl EmulateModemArgs {
                     println!("{}", p.display());
                 },
                 l = lines.recv(), if stdin_open => match l {
+                    // How many command lines the modem was sent so far, on stdout: the
+                    // cost of an operation is the difference of two counts.
+                    Some(l) if l.trim() == "count" => println!("commands {}", h.commands()),
                     Some(l) => match control(&l) {
                         Some(c) => h.send(c).await,
                         None => eprintln!("unknown emulator command: {l}"),
@@ -189,6 +192,25 @@ fn control(line: &str) -> Option<Control> {
         "vanish" => Control::Vanish(secs(words.next())),
         "reboot" => Control::RebootOnNextCommand(secs(words.next())),
         "urc" => Control::Urc(words.next()?.to_string()),
+        "slot" => {
+            // slot N SIM: N counted from 1 as printed on gateways.
+            let mut w = words.next()?.split_whitespace();
+            let n = w
+                .next()?
+                .parse::<u8>()
+                .ok()?
+                .checked_sub(1)
+                .filter(|n| *n < 2)?;
+            let sim = match w.next()? {
+                "empty" => None,
+                "first" => Some(EmuSim::physical()),
+                "other" => Some(EmuSim::other()),
+                "noreg" => Some(EmuSim::unregistered()),
+                "esim" => Some(EmuSim::esim()),
+                _ => return None,
+            };
+            Control::Slot(n, sim)
+        }
         "restart" => Control::Restart,
         "connect" => Control::Connect,
         "traffic" => {

@@ -12,6 +12,7 @@ mod read;
 mod rules;
 mod run;
 mod station;
+mod swap;
 mod watch;
 
 pub use error::{report, UsageError};
@@ -73,6 +74,8 @@ pub enum Command {
     /// The platform's side, for demos and humans: send commands, set SIM records.
     #[command(subcommand)]
     Platform(platform::PlatformCmd),
+    /// A guided SIM swap on a modem, through the running daemon, each step shown live.
+    Swap(swap::SwapArgs),
     /// Emulate devices for tests and demos.
     #[cfg(feature = "emulators")]
     #[command(subcommand)]
@@ -174,6 +177,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Platform(cmd) => platform::platform(cmd).await,
+        Command::Swap(args) => args.run().await,
         Command::Modem(args) => {
             args.run(shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)

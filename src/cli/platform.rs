@@ -64,7 +64,7 @@ pub enum PlatformCmd {
         conn: PlatformConn,
         #[arg(long)]
         iccid: String,
-        /// refresh, suspend, resume, set_record (refill, rules, swap: refused for now).
+        /// refresh, suspend, resume, set_record, refill, rules, swap (MQTT.md).
         #[arg(long)]
         action: String,
         /// Command id (the idempotency key); default: a fresh one.

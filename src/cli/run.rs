@@ -86,6 +86,10 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
             .then(|| cfg.modems.profile_dir.clone()),
         modem_poll: Duration::from_secs(cfg.modems.poll_secs),
         modem_netdevs: cfg.modems.netdevs.clone(),
+        swap: crate::daemon::SwapSettings {
+            register: Duration::from_secs(cfg.modems.swap_register_secs),
+            replace: Duration::from_secs(cfg.modems.swap_replace_secs),
+        },
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)

@@ -88,6 +88,28 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
         EventKind::RefillRequested {
             iccid, request_id, ..
         } => format!("#{} refill requested for {iccid} ({request_id})", e.seq),
+        EventKind::SwapStep {
+            id,
+            iccid,
+            step,
+            ok,
+            new_iccid,
+            detail,
+            secs,
+        } => format!(
+            "#{} swap {id} of {iccid}: {step} {}{}: {detail}{}",
+            e.seq,
+            match ok {
+                None => "started",
+                Some(true) => "done",
+                Some(false) => "FAILED",
+            },
+            secs.map(|s| format!(" in {s:.1} s")).unwrap_or_default(),
+            new_iccid
+                .as_deref()
+                .map(|n| format!(" (new SIM {n})"))
+                .unwrap_or_default()
+        ),
         EventKind::ReaderService { up: true, .. } => format!("#{} PC/SC service back", e.seq),
         EventKind::ModemService {
             port, up, reason, ..

@@ -9,7 +9,7 @@
 
 use super::{Ctx, DaemonError, Event};
 use crate::link::contract::{
-    Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode,
+    Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode, SwapTarget,
     SCHEMA_VERSION,
 };
 use crate::link::Received;
@@ -80,6 +80,11 @@ pub(crate) enum Plan {
         work: ModemWork,
         port: String,
     },
+    /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
+    Swap {
+        port: String,
+        target: SwapTarget,
+    },
     Refuse {
         code: RefusalCode,
         reason: String,
@@ -97,13 +102,26 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             None => refuse(RefusalCode::InvalidField, "params: missing refill"),
         },
         (Action::Rules, _) => Plan::EvaluateRules,
-        (Action::Swap, _) => refuse(
-            RefusalCode::Unsupported,
-            &format!(
-                "{} is not supported by this simgate version yet",
-                cmd.action.word()
-            ),
+        // A guided SIM swap (src/daemon/swap.rs): for a SIM in a modem only.
+        (Action::Swap, Host::Reader { .. }) => refuse(
+            RefusalCode::NotApplicable,
+            "the SIM is a card in a PC/SC reader: a guided swap is for a SIM in a modem",
         ),
+        (Action::Swap, Host::Modem { port, slot }) => match (&cmd.swap, slot) {
+            (None, _) => refuse(RefusalCode::InvalidField, "params: missing swap target"),
+            (Some(SwapTarget::ToSlot(_)), None) => refuse(
+                RefusalCode::NotApplicable,
+                &format!("params.to_slot: the modem at {port} reports no SIM slots"),
+            ),
+            (Some(SwapTarget::ToSlot(n)), Some(s)) if n == s => refuse(
+                RefusalCode::InvalidField,
+                &format!("params.to_slot: the SIM already sits in slot {n}"),
+            ),
+            (Some(target), _) => Plan::Swap {
+                port: port.clone(),
+                target: target.clone(),
+            },
+        },
         (Action::SetRecord, _) => match &cmd.record {
             Some(r) => Plan::SetRecord(r.clone()),
             None => refuse(RefusalCode::InvalidField, "params: missing platform record"),
@@ -150,6 +168,10 @@ impl Commands {
     pub(crate) fn recover(ctx: &Ctx) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
         for mut rec in ctx.store.all_commands()? {
+            if ctx.store.get_swap(&rec.id)?.is_some() {
+                // A swap's record says where it stood: swap::recover finishes it.
+                continue;
+            }
             let fail = match rec.state {
                 CommandState::Executing => Some((RefusalCode::Interrupted, INTERRUPTED.into())),
                 CommandState::Received if rec.keep_until != 0 && rec.keep_until <= now => Some((
@@ -171,6 +193,12 @@ impl Commands {
         let forgotten = ctx.store.forget_commands(now)?;
         tracing::debug!(forgotten, "command ids past their time forgotten");
         Ok(())
+    }
+
+    /// A command a previous run left running whose work goes on now (a SIM swap
+    /// resumed or rolled back at start-up): its outcome arrives as `CommandDone`.
+    pub(crate) fn adopt(&mut self, id: String) {
+        self.running.insert(id);
     }
 
     pub(crate) async fn on_platform(
@@ -482,6 +510,27 @@ impl Commands {
                 });
                 Ok(())
             }
+            Plan::Swap { port, target } => {
+                let (Some(handle), Some(old)) =
+                    (modems.handle(&port), ctx.store.get_observed(&cmd.iccid)?)
+                else {
+                    return self.finish(
+                        ctx,
+                        &mut rec,
+                        Err((
+                            RefusalCode::Unavailable,
+                            format!("modem engine not available for {port}"),
+                        )),
+                    );
+                };
+                match super::swap::start(ctx, &cmd.id, &old, target, handle)? {
+                    Ok(()) => {
+                        self.running.insert(cmd.id.clone());
+                        Ok(())
+                    }
+                    Err(refusal) => self.finish(ctx, &mut rec, Err(refusal)),
+                }
+            }
             Plan::Refuse { .. } => Ok(()),
         }
     }
@@ -657,6 +706,7 @@ mod tests {
             action,
             record: None,
             refill: None,
+            swap: None,
             expires_at: u64::MAX,
         }
     }
@@ -714,6 +764,45 @@ mod tests {
         });
         assert!(matches!(plan(&r, &reader), Plan::Refill(_)));
         assert_eq!(plan(&cmd(Action::Rules), &reader), Plan::EvaluateRules);
+    }
+
+    #[test]
+    fn a_swap_goes_to_the_modem_and_is_refused_by_name_where_it_cannot_apply() {
+        let modem = |slot| Host::Modem {
+            port: "/dev/ttyUSB2".into(),
+            slot,
+        };
+        let swap = |t: Option<SwapTarget>| Command {
+            swap: t,
+            ..cmd(Action::Swap)
+        };
+        let to2 = Some(SwapTarget::ToSlot(2));
+        assert!(matches!(
+            plan(&swap(to2.clone()), &modem(Some(1))),
+            Plan::Swap {
+                target: SwapTarget::ToSlot(2),
+                ..
+            }
+        ));
+        let reason = |p| match p {
+            Plan::Refuse { code, reason } => format!("{code:?} {reason}"),
+            p => panic!("not refused: {p:?}"),
+        };
+        assert!(reason(plan(&swap(to2.clone()), &modem(Some(2))))
+            .starts_with("InvalidField params.to_slot"));
+        assert!(reason(plan(&swap(to2.clone()), &modem(None)))
+            .starts_with("NotApplicable params.to_slot"));
+        assert!(
+            reason(plan(&swap(to2), &Host::Reader { reader: "R".into() }))
+                .starts_with("NotApplicable")
+        );
+        assert!(matches!(
+            plan(
+                &swap(Some(SwapTarget::ExpectIccid("89314404000000000019".into()))),
+                &modem(None)
+            ),
+            Plan::Swap { .. }
+        ));
     }
 
     struct NoModems;
@@ -806,6 +895,7 @@ mod tests {
                 ..Default::default()
             }),
             refill: None,
+            swap: None,
             expires_at: u64::MAX,
         };
         cmds.on_command(&ctx, cmd.clone(), &NoModems).await.unwrap();

@@ -7,6 +7,9 @@ mod commands;
 mod modems;
 mod readers;
 mod rules;
+mod swap;
+
+pub use swap::SwapSettings;
 
 use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
 use crate::link::{Link, LinkSettings, Received};
@@ -41,6 +44,8 @@ pub struct Settings {
     pub modem_poll: Duration,
     /// Port → network interface of its bearer, for interface usage counters.
     pub modem_netdevs: std::collections::BTreeMap<String, String>,
+    /// Per-step limits of a guided SIM swap.
+    pub swap: SwapSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,15 @@ pub(crate) enum Event {
     CommandDone { id: String, result: commands::Done },
     /// A rule firing's actions were applied (their outcomes inside).
     FiringDone(Box<crate::store::rules::FiringRecord>),
+    /// A SIM swap changed which rows are Pending: record these rows again.
+    SwapRows(Vec<String>),
+    /// A SIM swap ended (committed or rolled back): forget it, record its rows again,
+    /// finish its command.
+    SwapEnded {
+        id: String,
+        rows: Vec<String>,
+        result: commands::Done,
+    },
 }
 
 /// What every handler may use: the store, the link, the recorder over both, and a way
@@ -90,6 +104,7 @@ pub(crate) struct Ctx {
     pub(crate) rec: Recorder,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) read_settings: crate::reader::ReadSettings,
+    pub(crate) swap: SwapSettings,
 }
 
 impl Ctx {
@@ -108,12 +123,21 @@ impl Ctx {
             link,
             events,
             read_settings,
+            swap: SwapSettings::default(),
         }
     }
 
-    /// Store an observation and publish what changed (see `Recorder::record`).
+    /// Store an observation and publish what changed (see `Recorder::record`). Its
+    /// Pending follows the store's swap records (src/daemon/swap.rs): every row recorded
+    /// here says whether a swap involving it is under way.
     pub(crate) async fn record(&self, obs: &Observed) -> Result<(), DaemonError> {
-        Ok(self.rec.record(obs)?)
+        let pending = swap::pending(&self.store, &obs.iccid)?;
+        if pending == obs.pending {
+            return Ok(self.rec.record(obs)?);
+        }
+        let mut obs = obs.clone();
+        obs.pending = pending;
+        Ok(self.rec.record(&obs)?)
     }
 }
 
@@ -178,7 +202,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         false => (mpsc::channel::<ReaderEvent>(1).1, None),
     };
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(64);
-    let ctx = Ctx::new(rec.store, rec.link, events_tx, settings.read);
+    let mut ctx = Ctx::new(rec.store, rec.link, events_tx, settings.read);
+    ctx.swap = settings.swap;
     let (mut readers, mut reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
     let mut commands = commands::Commands::default();
     // Command ids are kept until their command expires (a repeat after it is refused
@@ -191,10 +216,18 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     // the others are evaluated as their facts change.
     let mut rules_tick = tokio::time::interval(RULES_EVERY);
     rules_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A swap a previous run left unfinished is committed or rolled back now (it never
+    // stays Pending); its command finishes through the usual path.
+    for id in swap::recover(&ctx, &modems)? {
+        commands.adopt(id);
+    }
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
 
     loop {
+        // Biased: hardware events before the results of work that followed them (a
+        // swap's end comes after the SIM changes it caused: src/daemon/swap.rs).
         let event = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             Some(ev) = reader_rx.recv() => Event::Reader(ev),
             Some(ev) = modem_rx.recv() => Event::Modem(ev),
@@ -215,6 +248,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             Event::CardRead(done) => readers::on_card_read(&ctx, &mut readers, *done)?,
             Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,
             Event::CommandDone { id, result } => commands.on_done(&ctx, id, result).await?,
+            Event::SwapRows(iccids) => swap::rerecord(&ctx, &iccids).await?,
+            Event::SwapEnded { id, rows, result } => {
+                swap::ended(&ctx, &id, &rows).await?;
+                commands.on_done(&ctx, id, result).await?
+            }
             Event::FiringDone(rec) => rules::on_done(&ctx, *rec)?,
         }
         for (iccid, replaced_by) in touched {

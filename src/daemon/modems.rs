@@ -88,9 +88,12 @@ impl Modems {
                 tracing::info!(port = %info.port, iccid = info.sim.iccid.as_deref(), previous = previous.as_deref(), "SIM inserted in modem");
                 if let Some(obs) = crate::observe::from_modem(&info, now) {
                     let (iccid, location) = (obs.iccid.clone(), obs.location.clone());
+                    // The pair, for the platform: which SIM took whose place. During a
+                    // guided swap it is the swap's to say, once verified (or never, when
+                    // rolled back): src/daemon/swap.rs.
+                    let guided = super::swap::on_port(&ctx.store, &info.port)?.is_some();
                     self.seen(ctx, obs).await?;
-                    // The pair, for the platform: which SIM took whose place.
-                    if let (Some(old), Some(link)) = (previous, &ctx.link) {
+                    if let (Some(old), Some(link), false) = (previous, &ctx.link, guided) {
                         if old != iccid {
                             link.publish_event(crate::link::contract::EventKind::Swapped {
                                 iccid,

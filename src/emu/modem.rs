@@ -22,6 +22,9 @@ pub struct EmuSim {
     pub imsi: String,
     /// Some: an eUICC with this EID.
     pub eid: Option<String>,
+    /// False: a SIM the network never accepts (no line, barred): +CEREG stays at 2
+    /// (searching) and +CGACT=1 fails, as a failed swap's new SIM does.
+    pub registers: bool,
 }
 
 impl EmuSim {
@@ -31,6 +34,7 @@ impl EmuSim {
             iccid: "8901260886258128535".into(),
             imsi: "20404001234567".into(),
             eid: None,
+            registers: true,
         }
     }
 
@@ -40,6 +44,15 @@ impl EmuSim {
             iccid: "89314404000000000019".into(),
             imsi: "204080000000019".into(),
             eid: None,
+            registers: true,
+        }
+    }
+
+    /// The second SIM, but one the network never registers.
+    pub fn unregistered() -> EmuSim {
+        EmuSim {
+            registers: false,
+            ..EmuSim::other()
         }
     }
 
@@ -49,6 +62,7 @@ impl EmuSim {
             iccid: "89883030000000000429".into(),
             imsi: "262011234567890".into(),
             eid: Some("89049032123451234512345678901235".into()),
+            registers: true,
         }
     }
 }
@@ -70,6 +84,9 @@ pub enum Control {
     /// The modem reboots while answering the next command: the port vanishes for the
     /// given time, counters and session reset.
     RebootOnNextCommand(Duration),
+    /// Put this SIM (None: nothing) in slot N (counted from 0), whether or not it is the
+    /// slot in use; the slot in use changes SIM as on a hot-plug.
+    Slot(u8, Option<EmuSim>),
     /// Send an arbitrary URC.
     Urc(String),
     /// A modem on a UART restarts: the port stays, the state is lost, the boot URC is
@@ -233,7 +250,7 @@ impl State {
     }
 
     fn registered(&self) -> bool {
-        self.radio_on && self.sim.is_some()
+        self.radio_on && self.sim.as_ref().is_some_and(|s| s.registers)
     }
 
     /// Counters grow with time while the session is up.
@@ -366,6 +383,18 @@ async fn apply(
                 out = urc(hotplug_urc(h, false));
             }
         }
+        Control::Slot(n, sim) => {
+            let n = usize::from(n).min(st.slots.len() - 1);
+            st.slots[n] = sim.clone();
+            if n == usize::from(st.slot) {
+                let removed = sim.is_none();
+                st.sim = sim;
+                st.session = false;
+                if let Some(h) = &profile.hotplug {
+                    out = urc(hotplug_urc(h, removed));
+                }
+            }
+        }
         Control::Silent(s) => st.silent = s,
         Control::Garbage => {
             let _ = master.write_all(b"\x00\xff\xfe\x13garbage\xff\r\n").await;
@@ -386,7 +415,7 @@ async fn apply(
         }
         Control::Connect => {
             st.tick();
-            st.session = st.sim.is_some() && st.radio_on;
+            st.session = st.registered();
         }
     }
     if !out.is_empty() {

@@ -289,6 +289,20 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         reason: Option<String>,
     },
+    /// A step of a guided SIM swap (MQTT.md, "Swap") started (`ok` absent) or ended
+    /// (`ok`, with `secs`); `iccid` is the SIM being replaced, `id` the swap command's.
+    SwapStep {
+        id: String,
+        iccid: String,
+        step: SwapStep,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        ok: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        new_iccid: Option<String>,
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        secs: Option<f64>,
+    },
     /// The modem on `port` stopped answering or its port vanished (`up: false`, with
     /// the reason), or it answers again (`up: true`); `iccid`: the SIM it held.
     ModemService {
@@ -311,6 +325,7 @@ impl EventKind {
             | EventKind::IdentityChanged { iccid, .. }
             | EventKind::Command { iccid, .. }
             | EventKind::RuleFired { iccid, .. }
+            | EventKind::SwapStep { iccid, .. }
             | EventKind::RefillRequested { iccid, .. } => Some(iccid),
             EventKind::Error { iccid, .. } | EventKind::ModemService { iccid, .. } => {
                 iccid.as_deref()
@@ -344,7 +359,7 @@ pub struct UsageBatch {
 }
 
 crate::sim::wire_words! {
-    /// Actions a command may ask for. Refill, rules and swap are part of the contract but
+    /// Actions a command may ask for. Refill and rules are part of the contract but
     /// come in a later issue; until then they are refused as unsupported.
     pub enum Action {
         Refresh = "refresh",
@@ -380,7 +395,80 @@ pub struct Command {
     pub record: Option<PlatformRecord>,
     /// For `refill`: what to apply, already validated.
     pub refill: Option<Refill>,
+    /// For `swap`: where the new SIM comes from, already validated.
+    pub swap: Option<SwapTarget>,
     pub expires_at: u64,
+}
+
+/// What a `swap` command's `params` ask for (MQTT.md, "Swap"): exactly one of
+/// `{"to_slot": N}` (the modem's SIM slot N, counted from 1 as in the row's
+/// `location.slot`) or `{"expect_iccid": "…"}` (the technician replaces the SIM by hand
+/// and this is the ICCID that must appear).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapTarget {
+    ToSlot(u8),
+    ExpectIccid(String),
+}
+
+/// The highest slot number a `to_slot` may name; the modem's profile bounds it further
+/// (devices/modems `[slots] count`), checked when the swap runs.
+pub const MAX_SWAP_SLOT: u64 = 8;
+
+/// Check a swap command's `params` field by field; every refusal names the field.
+pub fn parse_swap_params(params: &serde_json::Value) -> Result<SwapTarget, Refusal> {
+    let bad = |why: String| Refusal::new(RefusalCode::InvalidField, why);
+    let obj = params
+        .as_object()
+        .ok_or_else(|| bad("params: a swap needs an object with to_slot or expect_iccid".into()))?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "to_slot" | "expect_iccid"))
+    {
+        return Err(bad(format!(
+            "params.{k}: unknown field (a swap takes to_slot or expect_iccid)"
+        )));
+    }
+    match (obj.get("to_slot"), obj.get("expect_iccid")) {
+        (Some(_), Some(_)) => Err(bad(
+            "params: to_slot and expect_iccid together (a swap is one or the other)".into(),
+        )),
+        (None, None) => Err(bad(
+            "params: missing to_slot or expect_iccid".into(),
+        )),
+        (Some(n), None) => match n.as_u64() {
+            Some(n @ 1..=MAX_SWAP_SLOT) => Ok(SwapTarget::ToSlot(n as u8)),
+            _ => Err(bad(format!(
+                "params.to_slot: {n} is not a slot number 1-{MAX_SWAP_SLOT}"
+            ))),
+        },
+        (None, Some(i)) => match i.as_str().filter(|s| valid_iccid(s)) {
+            Some(i) => Ok(SwapTarget::ExpectIccid(i.to_string())),
+            None => Err(bad(format!(
+                "params.expect_iccid: {i} is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)"
+            ))),
+        },
+    }
+}
+
+crate::sim::wire_words! {
+    /// The steps of a guided SIM swap, in order (MQTT.md, "Swap"); `rollback` only
+    /// after a step failed.
+    pub enum SwapStep {
+        Prepare = "prepare",
+        Act = "act",
+        Detect = "detect",
+        Verify = "verify",
+        Commit = "commit",
+        Rollback = "rollback",
+    }
+}
+
+impl SwapStep {
+    /// Ordered for the store's record: a later step is greater.
+    pub fn index(self) -> usize {
+        SwapStep::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
 }
 
 /// A refill the platform applies (`refill` command `params`): a top-up of `amount_mb`
@@ -619,6 +707,10 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
             ),
         )));
     }
+    let swap = match action {
+        Action::Swap => Some(parse_swap_params(&msg.params).map_err(with_id)?),
+        _ => None,
+    };
     let record = match action {
         Action::SetRecord => {
             let rec: PlatformRecord = serde_json::from_value(msg.params.clone()).map_err(|e| {
@@ -651,6 +743,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         action,
         record,
         refill,
+        swap,
         expires_at: msg.expires_at,
     })
 }

@@ -83,6 +83,8 @@ enum Request {
     Act(Action, oneshot::Sender<ActionResult>),
     /// Read the SIM again now (instead of at the next poll or URC).
     Refresh(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
+    /// Run the status line now (registration, session, slot) and answer the picture.
+    Status(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
 }
 
 impl Request {
@@ -92,7 +94,7 @@ impl Request {
             Request::Act(_, reply) => {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
-            Request::Refresh(reply) => {
+            Request::Refresh(reply) | Request::Status(reply) => {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
         }
@@ -133,6 +135,19 @@ impl ModemHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Refresh(tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+}
+
+impl ModemHandle {
+    /// Run the status line now (one compound line: registration, data context, counter,
+    /// slot) and answer the fresh picture; used to wait for a SIM to register.
+    pub async fn status(&self) -> Result<Box<ModemInfo>, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Status(tx))
             .await
             .map_err(|_| ModemError::Gone)?;
         Ok(rx.await.map_err(|_| ModemError::Gone)??)
@@ -617,6 +632,16 @@ impl Supervisor {
                 }
             }
             Request::Refresh(reply) => match self.sim_changed(conn, profile, info).await {
+                Ok(()) => {
+                    let _ = reply.send(Ok(Box::new(info.clone())));
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(duplicate(&e)));
+                    Err(e)
+                }
+            },
+            Request::Status(reply) => match self.sample(conn, profile, info).await {
                 Ok(()) => {
                     let _ = reply.send(Ok(Box::new(info.clone())));
                     Ok(())

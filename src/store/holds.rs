@@ -1,6 +1,6 @@
 //! Standing orders on SIMs that must outlive simgate: a suspended SIM stays suspended
-//! across restarts and power cuts until the platform resumes it (DESIGN.md, "Rules and
-//! actions").
+//! across restarts and power cuts until the platform resumes it (MQTT.md, "Commands";
+//! a rule's suspension is lifted by a refill, MQTT.md "Refill").
 
 use super::{Store, StoreError};
 

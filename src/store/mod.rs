@@ -9,6 +9,7 @@ pub mod outbox;
 pub mod platform;
 pub mod rules;
 pub mod sims;
+pub mod swaps;
 pub mod usage;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The durable outbox: every message simgate sends to the platform is written here and
 //! flushed before the MQTT client sees it, and leaves only when the broker acknowledged
-//! that very message (DESIGN.md, "The platform link"). rumqttc's own session is not the
+//! that very message (MQTT.md, "Durability"). rumqttc's own session is not the
 //! queue: it drops unacknowledged publishes on a clean reconnect and forgets everything
 //! on a restart.
 //!

@@ -28,3 +28,4 @@ mod reader_cli;
 mod reader_reset;
 mod rules;
 mod station;
+mod swap;

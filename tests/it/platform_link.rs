@@ -140,7 +140,8 @@ fn commands_take_effect_once_and_every_refusal_says_why() {
         (command("u-1", USIM, "dance"), "unknown_action"),
         // Refill is supported now: without its params it is refused by name.
         (command("rf-1", USIM, "refill"), "invalid_field"),
-        (command("sw-1", USIM, "swap"), "unsupported"),
+        // A swap without its params (MQTT.md, "Swap"): refused by the field.
+        (command("sw-1", USIM, "swap"), "invalid_field"),
         (command("bad-iccid", "89ab/#", "refresh"), "invalid_field"),
         (
             json!({"v":1,"id":"x-1","iccid":USIM,"action":"refresh","expires_at":1}),

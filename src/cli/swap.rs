@@ -1,0 +1,162 @@
+//! `simgate swap`: a guided SIM swap for a technician at the gateway's shell, each step
+//! shown as it happens.
+//!
+//! It talks to the running daemon through the platform command path (MQTT.md, "Swap"):
+//! it finds the SIM present at `--port` in the agent's retained rows, sends a `swap`
+//! command for it, and prints the swap's step events and the command's lifecycle. So
+//! there is one workflow (src/daemon/swap.rs), durable in the daemon's store, exactly
+//! once through its command ids, and the platform sees every step of it. The daemon
+//! owns the port (two AT clients on one port would interleave) and the store (sled
+//! holds a lock), which is why `simgate swap` does not drive the modem itself.
+
+use super::platform::PlatformConn;
+use super::UsageError;
+use crate::link::contract::{
+    self, AgentTopic, CommandMsg, CommandStatus, CommandStatusWord, EventKind, EventMsg, SimState,
+};
+use crate::link::peer::PeerEvent;
+use crate::sim::Location;
+use anyhow::{anyhow, Context as _};
+use clap::Args;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_slot", "expect"])))]
+pub struct SwapArgs {
+    #[command(flatten)]
+    pub conn: PlatformConn,
+    /// The modem port whose SIM is replaced (as in the row's location).
+    #[arg(long)]
+    pub port: String,
+    /// Switch to this SIM slot (counted from 1).
+    #[arg(long)]
+    pub to_slot: Option<u8>,
+    /// Replace the SIM by hand; this ICCID must appear.
+    #[arg(long)]
+    pub expect: Option<String>,
+    /// Command id (the idempotency key); default: a fresh one.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Seconds to wait for the swap to end (a physical swap waits for the technician).
+    #[arg(long, default_value_t = 1_800)]
+    pub wait: u64,
+}
+
+/// How long the agent's retained rows may take to arrive after subscribing.
+const ROWS_WAIT: Duration = Duration::from_secs(5);
+
+impl SwapArgs {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let params = match (&self.to_slot, &self.expect) {
+            (Some(n), None) => serde_json::json!({ "to_slot": n }),
+            (None, Some(i)) => serde_json::json!({ "expect_iccid": i }),
+            _ => return Err(UsageError("give one of --to-slot and --expect".into()).into()),
+        };
+        // The agent would refuse them by the same rules: say so before connecting.
+        contract::parse_swap_params(&params)
+            .map_err(|r| UsageError(format!("--to-slot/--expect: {}", r.reason)))?;
+        if let Some(id) = self
+            .id
+            .as_deref()
+            .filter(|i| !contract::valid_command_id(i))
+        {
+            return Err(UsageError(format!(
+                "--id: \"{id}\" must be 1 to 64 of letters, digits, '-', '_' and '.'"
+            ))
+            .into());
+        }
+        let id = self
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("swap-{}-{}", crate::time::unix_now(), std::process::id()));
+        let port = self.port.clone();
+        let mut peer = self.conn.peer("swap")?;
+        let mut sent = false;
+        let rows_deadline = tokio::time::Instant::now() + ROWS_WAIT;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.wait);
+        loop {
+            let until = if sent { deadline } else { rows_deadline };
+            let ev = tokio::time::timeout_at(until, peer.next()).await;
+            let ev = match ev {
+                Ok(ev) => ev.context("broker")?,
+                Err(_) if !sent => {
+                    return Err(anyhow!(
+                        "no SIM present at {port} in the rows of agent {} (is `simgate run` supervising it?)",
+                        peer.topics().all().trim_end_matches("/#")
+                    ))
+                }
+                Err(_) => return Err(anyhow!("swap {id} did not end within {} s", self.wait)),
+            };
+            match ev {
+                PeerEvent::Connected => peer.subscribe(peer.topics().all()).await?,
+                PeerEvent::Message {
+                    topic: AgentTopic::SimState { .. },
+                    payload,
+                } if !sent => {
+                    let Ok(row) = serde_json::from_slice::<SimState>(&payload) else {
+                        continue;
+                    };
+                    let here =
+                        matches!(&row.sim.location, Location::Modem { port: p, .. } if *p == port);
+                    if !(here && row.sim.present) {
+                        continue;
+                    }
+                    println!(
+                        "swap {id}: SIM {} at {} ({})",
+                        row.sim.iccid,
+                        row.sim.location.label(),
+                        match (&self.to_slot, &self.expect) {
+                            (Some(n), _) => format!("to slot {n}"),
+                            (_, Some(i)) => format!("replace it with SIM {i} when asked"),
+                            _ => String::new(),
+                        }
+                    );
+                    let msg = CommandMsg {
+                        v: contract::SCHEMA_VERSION,
+                        id: id.clone(),
+                        iccid: row.sim.iccid.clone(),
+                        action: contract::Action::Swap.word().into(),
+                        params: params.clone(),
+                        expires_at: crate::time::unix_now() + self.wait,
+                    };
+                    peer.publish(peer.topics().commands(), false, serde_json::to_vec(&msg)?)
+                        .await?;
+                    sent = true;
+                }
+                PeerEvent::Message {
+                    topic: AgentTopic::Events,
+                    payload,
+                } if sent => {
+                    let Ok(e) = serde_json::from_slice::<EventMsg>(&payload) else {
+                        continue;
+                    };
+                    let ours = match &e.kind {
+                        EventKind::SwapStep { id: i, .. } => *i == id,
+                        EventKind::Swapped { .. } => true,
+                        _ => false,
+                    };
+                    if ours {
+                        println!("{}", super::watch::describe_event(&e));
+                    }
+                }
+                PeerEvent::Message {
+                    topic: AgentTopic::CommandStatus { id: i },
+                    payload,
+                } if i == id => {
+                    let Ok(st) = serde_json::from_slice::<CommandStatus>(&payload) else {
+                        continue;
+                    };
+                    let reason = st.reason.map(|r| format!(": {r}")).unwrap_or_default();
+                    println!("swap {id}: {:?}{reason}", st.status);
+                    match st.status {
+                        CommandStatusWord::Successful => return Ok(ExitCode::SUCCESS),
+                        CommandStatusWord::Failed => return Ok(ExitCode::FAILURE),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
