@@ -140,7 +140,7 @@ impl EmulateModemArgs {
         let mut h = emulator::start(opts, cancel.clone())?;
         println!("{}", h.path().display());
         eprintln!(
-            "emulating {}; commands on stdin: remove | insert | swap | esim | slot N empty|first|other|noreg|esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS | count",
+            "emulating {}; commands on stdin: remove | insert | swap | esim | slot N empty|first|other|noreg|noreg-first|esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS | count",
             self.profile
         );
         // A plain thread reads stdin (tokio's io-std feature is not compiled in); it
@@ -206,6 +206,11 @@ fn control(line: &str) -> Option<Control> {
                 "first" => Some(EmuSim::physical()),
                 "other" => Some(EmuSim::other()),
                 "noreg" => Some(EmuSim::unregistered()),
+                // The first SIM, but one that never registers.
+                "noreg-first" => Some(EmuSim {
+                    registers: false,
+                    ..EmuSim::physical()
+                }),
                 "esim" => Some(EmuSim::esim()),
                 _ => return None,
             };

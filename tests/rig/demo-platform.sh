@@ -6,11 +6,16 @@
 # suspend and resume of the modem's SIM (done by the modem engine, read back).
 # `simgate watch` shows the rows and outcomes arriving.
 #
-# usage: tests/rig/demo-platform.sh BROKER_URL AGENT_ID   (SIMGATE: the binary)
+# Then a technician's guided slot swap (`simgate swap`, through the daemon): slot 2 first
+# holds a SIM that never registers, so the swap is rolled back to slot 1; with a good
+# SIM in slot 2 the next swap commits. The emulator is steered through fd 3.
+#
+# usage: tests/rig/demo-platform.sh BROKER_URL AGENT_ID MODEM_PORT   (SIMGATE: the binary)
 set -euo pipefail
 SIMGATE=${SIMGATE:-$PWD/target/debug/simgate}
 broker=$1
 agent=$2
+port=${3:-}
 usim=8988211000000430010  # devices/cards/usim.toml, in a reader
 gsm=8988211000000530082   # devices/cards/gsm-sim.toml, in a reader
 modem=8901260886258128535 # the emulated Quectel's first SIM
@@ -47,3 +52,14 @@ p record --iccid "$second" --json \
 sleep 20
 p send --iccid "$second" --action refill --id demo-refill-2 \
   --params "{\"amount_mb\":1024,\"request_id\":\"$second.low.1\"}"
+
+# The technician's slot swap, live step by step; the first one rolls back.
+if [ -n "$port" ]; then
+  sleep 3
+  echo "slot 2 noreg-first" >&3
+  echo "technician> simgate swap --port $port --to-slot 2   (slot 2: a SIM that never registers)"
+  "$SIMGATE" --log-format human swap --broker "$broker" --agent-id "$agent" --port "$port" --to-slot 2 || true
+  echo "slot 2 first" >&3
+  echo "technician> simgate swap --port $port --to-slot 2   (slot 2: a good SIM)"
+  "$SIMGATE" --log-format human swap --broker "$broker" --agent-id "$agent" --port "$port" --to-slot 2 || true
+fi

@@ -51,7 +51,8 @@ echo "\$ simgate modem info --port $modem"
 echo
 # Usage goes out every 5 s here (900 s by default) and the modem is polled every 5 s
 # (60 s by default), so the view shows usage climbing and the rules acting on it.
-printf '[broker]\nusage_interval_secs = 5\n\n[modems]\npoll_secs = 5\n' > "$work/gateway.toml"
+# A swapped-in SIM gets 8 s to register (120 s by default), so the demo's rollback is quick.
+printf '[broker]\nusage_interval_secs = 5\n\n[modems]\npoll_secs = 5\nswap_register_secs = 8\n' > "$work/gateway.toml"
 "$SIMGATE" --config "$work/gateway.toml" --log-format human run --broker "$broker" --agent-id demo-gw \
   --state-dir "$work/state" --reader "$reader *" --modem "$modem" > "$work/simgate.log" 2>&1 &
 rig_pids+=($!)
@@ -67,7 +68,7 @@ rig_pids+=($!)
 ) > /dev/null 2>&1 &
 rig_pids+=($!)
 # The platform's side: records and commands going down, lifecycles and rows coming back.
-tests/rig/demo-platform.sh "$broker" demo-gw > "$work/platform.log" 2>&1 &
+tests/rig/demo-platform.sh "$broker" demo-gw "$modem" > "$work/platform.log" 2>&1 &
 rig_pids+=($!)
 
 echo "simgate run: readers '$reader *', modem $modem, broker $broker, agent demo-gw"
