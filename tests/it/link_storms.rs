@@ -3,6 +3,7 @@
 //! agents sharing one client id are told so instead of taking each other over forever.
 
 use crate::support;
+use support::unix_now as now;
 
 use serde_json::json;
 use simgate::link::{Link, LinkSettings};
@@ -10,13 +11,6 @@ use simgate::store::Store;
 use std::process::Stdio;
 use support::{Broker, Pcsc, Proc, TempDir};
 use tokio_util::sync::CancellationToken;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// Regression: a command over rumqttc's 1 MiB packet limit (a broker without
 /// `message_size_limit` redelivers it on every reconnect) kept the agent reconnecting

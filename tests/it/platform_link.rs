@@ -3,6 +3,7 @@
 //! client certificates, a password file and an ACL.
 
 use crate::support;
+use support::{final_status as outcome, send_command as send, unix_now as now};
 
 use serde_json::json;
 use std::path::Path;
@@ -56,28 +57,6 @@ impl Agent {
 fn command(id: &str, iccid: &str, action: &str) -> serde_json::Value {
     json!({"v": 1, "id": id, "iccid": iccid, "action": action,
            "expires_at": now() + 300})
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn send(broker: &Broker, agent: &str, payload: &serde_json::Value) {
-    broker.publish(
-        &format!("simgate/v1/{agent}/cmd"),
-        &["-m", &payload.to_string()],
-    );
-}
-
-/// The final status of command `id` (skipping received/executing).
-fn outcome(sub: &mut Sub, agent: &str, id: &str) -> Msg {
-    let topic = format!("simgate/v1/{agent}/cmd/{id}/status");
-    sub.expect(&format!("the outcome of command {id}"), |m| {
-        m.topic == topic && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
-    })
 }
 
 #[test]

@@ -2,20 +2,14 @@
 //! private mosquitto that goes away and comes back, simgate killed with -9.
 
 use crate::support;
+use support::{final_status as outcome, unix_now as now};
 
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
-use support::{Broker, Lines, Modem, Msg, Proc, Sub, TempDir};
+use support::{Broker, Lines, Modem, Msg, Proc, TempDir};
 
 const SIM: &str = "8901260886258128535";
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn record(broker: &Broker, agent: &str, rec: Value) {
     broker.publish(
@@ -27,17 +21,7 @@ fn record(broker: &Broker, agent: &str, rec: Value) {
 fn command(broker: &Broker, agent: &str, id: &str, action: &str, params: Value) {
     let cmd =
         json!({"v":1,"id":id,"iccid":SIM,"action":action,"params":params,"expires_at":now() + 300});
-    broker.publish(
-        &format!("simgate/v1/{agent}/cmd"),
-        &["-m", &cmd.to_string()],
-    );
-}
-
-fn outcome(sub: &mut Sub, agent: &str, id: &str) -> Msg {
-    let topic = format!("simgate/v1/{agent}/cmd/{id}/status");
-    sub.expect(&format!("the outcome of {id}"), |m| {
-        m.topic == topic && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
-    })
+    support::send_command(broker, agent, &cmd);
 }
 
 fn agent(broker: &Broker, agent: &str, state: &TempDir, port: &str) -> (Proc, Lines) {

@@ -6,6 +6,7 @@
 //! never after it.
 
 use crate::support;
+use support::{final_status as outcome, unix_now as now};
 
 use serde_json::json;
 use std::process::{Command, Stdio};
@@ -14,13 +15,6 @@ use support::{Broker, Modem, Msg, Proc, Sub, TempDir};
 
 const FIRST: &str = "8901260886258128535";
 const SECOND: &str = "89314404000000000019";
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// An agent on `port` with a swap register limit of `register` seconds; a long poll so
 /// the AT commands counted during a swap are the swap's.
@@ -41,17 +35,7 @@ fn agent(broker: &Broker, agent: &str, state: &TempDir, port: &str, register: u6
 
 fn send(broker: &Broker, agent: &str, id: &str, params: serde_json::Value) {
     let cmd = json!({"v":1,"id":id,"iccid":FIRST,"action":"swap","params":params,"expires_at":now() + 300});
-    broker.publish(
-        &format!("simgate/v1/{agent}/cmd"),
-        &["-m", &cmd.to_string()],
-    );
-}
-
-fn outcome(sub: &mut Sub, agent: &str, id: &str) -> Msg {
-    let topic = format!("simgate/v1/{agent}/cmd/{id}/status");
-    sub.expect(&format!("the outcome of {id}"), |m| {
-        m.topic == topic && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
-    })
+    support::send_command(broker, agent, &cmd);
 }
 
 /// The last row published for `iccid` among everything seen so far.

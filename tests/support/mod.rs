@@ -892,3 +892,27 @@ pub fn modem_agent(broker: &str, agent: &str, state: &Path, port: &str) -> Comma
         .stderr(Stdio::inherit());
     cmd
 }
+
+/// Unix seconds now (for commands' `expires_at`).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs()
+}
+
+/// Publish a command payload to `agent`'s `cmd` topic (QoS 1).
+pub fn send_command(broker: &Broker, agent: &str, payload: &serde_json::Value) {
+    broker.publish(
+        &format!("simgate/v1/{agent}/cmd"),
+        &["-m", &payload.to_string()],
+    );
+}
+
+/// The final status of command `id` of `agent` (skipping received/executing).
+pub fn final_status(sub: &mut Sub, agent: &str, id: &str) -> Msg {
+    let topic = format!("simgate/v1/{agent}/cmd/{id}/status");
+    sub.expect(&format!("the outcome of command {id}"), |m| {
+        m.topic == topic && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
+    })
+}
