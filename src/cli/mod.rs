@@ -83,6 +83,8 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(config::ConfigCmd),
+    /// Ask the platform for a top-up of a SIM, through the running daemon.
+    Refill(platform::RefillArgs),
     /// Local rules: `simgate rules test RULES FACTS` runs them dry.
     #[command(subcommand)]
     Rules(rules::RulesCmd),
@@ -190,5 +192,6 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Emulate(e) => e.run(shutdown_token()).await,
         Command::Config(cmd) => Ok(cmd.run()),
         Command::Rules(cmd) => cmd.run(),
+        Command::Refill(args) => args.run().await,
     }
 }

@@ -120,7 +120,7 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
                 .into());
             }
             if contract::Action::from_word(&action).is_none() {
-                return Err(UsageError(format!("--action: \"{action}\" is not one of refresh, suspend, resume, set_record, refill, rules, swap")).into());
+                return Err(UsageError(format!("--action: \"{action}\" is not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill")).into());
             }
             let id = id.unwrap_or_else(|| {
                 format!("cli-{}-{}", crate::time::unix_now(), std::process::id())
@@ -221,5 +221,51 @@ async fn set_record(conn: PlatformConn, iccid: &str, record: PlatformRecord) -> 
         if let PeerEvent::Acked = ev {
             return Ok(());
         }
+    }
+}
+
+/// `simgate refill`: a person at the gateway asks the platform for a top-up, through the
+/// running daemon (a `request_refill` command, so the agent's caps and exactly-once path
+/// apply); prints the lifecycle.
+#[derive(Debug, clap::Args)]
+pub struct RefillArgs {
+    #[command(flatten)]
+    pub conn: PlatformConn,
+    #[arg(long)]
+    pub iccid: String,
+    /// MB to ask for (the platform decides when absent).
+    #[arg(long)]
+    pub mb: Option<f64>,
+}
+
+impl RefillArgs {
+    pub(super) async fn run(self) -> anyhow::Result<ExitCode> {
+        if !contract::valid_iccid(&self.iccid) {
+            return Err(UsageError(format!(
+                "--iccid: \"{}\" is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)",
+                self.iccid
+            ))
+            .into());
+        }
+        if self.mb.is_some_and(|m| !m.is_finite() || m <= 0.0) {
+            return Err(UsageError("--mb: not a positive number of MB".into()).into());
+        }
+        let msg = CommandMsg {
+            v: SCHEMA_VERSION,
+            id: format!("refill-{}-{}", crate::time::unix_now(), std::process::id()),
+            iccid: self.iccid,
+            action: contract::Action::RequestRefill.word().to_string(),
+            params: match self.mb {
+                Some(mb) => serde_json::json!({ "amount_mb": mb }),
+                None => serde_json::Value::Null,
+            },
+            expires_at: crate::time::unix_now() + 300,
+        };
+        let ok = send(self.conn, &msg, Duration::from_secs(30)).await?;
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     }
 }

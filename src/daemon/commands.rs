@@ -75,6 +75,10 @@ pub(crate) enum Plan {
     Refill(crate::link::contract::Refill),
     /// Evaluate the SIM's rules now.
     EvaluateRules,
+    /// Ask the platform for a top-up, for a person (`simgate refill`).
+    RequestRefill {
+        amount_mb: Option<f64>,
+    },
     /// Work for the modem engine's supervisor of `port`.
     Modem {
         work: ModemWork,
@@ -102,6 +106,9 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             None => refuse(RefusalCode::InvalidField, "params: missing refill"),
         },
         (Action::Rules, _) => Plan::EvaluateRules,
+        (Action::RequestRefill, _) => Plan::RequestRefill {
+            amount_mb: cmd.refill.as_ref().and_then(|r| r.amount_mb),
+        },
         // A guided SIM swap (src/daemon/swap.rs): for a SIM in a modem only.
         (Action::Swap, Host::Reader { .. }) => refuse(
             RefusalCode::NotApplicable,
@@ -386,6 +393,24 @@ impl Commands {
             Plan::SetRecord(r) => {
                 self.set_record(ctx, &cmd.iccid, r)?;
                 self.finish(ctx, &mut rec, Ok(()))
+            }
+            Plan::RequestRefill { amount_mb } => {
+                let (outcome, why) = super::rules::request_refill(
+                    &ctx.store,
+                    ctx.link.as_ref(),
+                    &cmd.iccid,
+                    &cmd.id,
+                    amount_mb,
+                    None,
+                )?;
+                let result = match outcome {
+                    "requested" => Ok(()),
+                    _ => Err((
+                        RefusalCode::Failed,
+                        format!("not requested: {}", why.unwrap_or_else(|| outcome.into())),
+                    )),
+                };
+                self.finish(ctx, &mut rec, result)
             }
             Plan::EvaluateRules => {
                 super::rules::evaluate(ctx, modems, &cmd.iccid, None)?;

@@ -210,22 +210,32 @@ async fn act(
             r
         }
         RuleAction::Notify => ("done", None),
-        RuleAction::Refill { amount_mb } => match request_refill(store, link, rec, *amount_mb) {
+        RuleAction::Refill { amount_mb } => match request_refill(
+            store,
+            link,
+            &rec.iccid,
+            &rec.firing.id,
+            *amount_mb,
+            Some(&rec.firing.rule),
+        ) {
             Ok(r) => r,
             Err(e) => ("failed", Some(e.to_string())),
         },
     }
 }
 
-/// A refill request, within the caps; its id is the firing's.
-fn request_refill(
+/// A refill request, within the caps: by a rule (its id is the firing's) or by a person
+/// (`simgate refill`: its id is the command's).
+pub(crate) fn request_refill(
     store: &Store,
     link: Option<&Link>,
-    rec: &FiringRecord,
+    iccid: &str,
+    request_id: &str,
     amount_mb: Option<f64>,
+    rule: Option<&str>,
 ) -> Result<(&'static str, Option<String>), DaemonError> {
     let now = crate::time::unix_now();
-    let mut ledger: Ledger = store.refill_ledger(&rec.iccid)?;
+    let mut ledger: Ledger = store.refill_ledger(iccid)?;
     ledger.requests.retain(|t| t + 31 * 86_400 > now);
     let today = ledger.requests.iter().filter(|t| *t + 86_400 > now).count();
     let month = crate::time::month_key(now);
@@ -253,13 +263,13 @@ fn request_refill(
     }
     ledger.requests.push(now);
     ledger.unanswered += 1;
-    store.put_refill_ledger(&rec.iccid, &ledger)?;
+    store.put_refill_ledger(iccid, &ledger)?;
     if let Some(link) = link {
         link.publish_event(EventKind::RefillRequested {
-            iccid: rec.iccid.clone(),
-            request_id: rec.firing.id.clone(),
+            iccid: iccid.to_string(),
+            request_id: request_id.to_string(),
             amount_mb,
-            rule: rec.firing.rule.clone(),
+            rule: rule.map(str::to_string),
         })?;
     }
     Ok(("requested", None))

@@ -279,7 +279,9 @@ pub enum EventKind {
         request_id: String,
         #[serde(skip_serializing_if = "Option::is_none", default)]
         amount_mb: Option<f64>,
-        rule: String,
+        /// The rule that asked; absent when a person did (`simgate refill`).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        rule: Option<String>,
     },
     /// The PC/SC service (pcscd) was lost (`up: false`, with the reason) or is back
     /// (`up: true`). Said once per outage: the cards that stayed in their readers are
@@ -359,8 +361,7 @@ pub struct UsageBatch {
 }
 
 crate::sim::wire_words! {
-    /// Actions a command may ask for. Refill and rules are part of the contract but
-    /// come in a later issue; until then they are refused as unsupported.
+    /// Actions a command may ask for (MQTT.md, "Commands").
     pub enum Action {
         Refresh = "refresh",
         Suspend = "suspend",
@@ -369,6 +370,9 @@ crate::sim::wire_words! {
         Refill = "refill",
         Rules = "rules",
         Swap = "swap",
+        /// A person at the gateway asks the platform for a top-up (`simgate refill`):
+        /// a `refill_requested` event, within the auto-refill caps.
+        RequestRefill = "request_refill",
     }
 }
 
@@ -689,7 +693,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     let Some(action) = Action::from_word(&msg.action) else {
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
-            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap",
+            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill",
         )));
     };
     if msg.expires_at <= now {
@@ -725,6 +729,38 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         _ => None,
     };
     let refill = match action {
+        Action::RequestRefill => {
+            // Only an optional amount: what to ask for.
+            let amount = match msg.params.get("amount_mb") {
+                None => None,
+                Some(a) => Some(
+                    a.as_f64()
+                        .filter(|a| a.is_finite() && *a > 0.0 && *a <= 1e9)
+                        .ok_or_else(|| {
+                            with_id(Refusal::new(
+                                RefusalCode::InvalidField,
+                                "params.amount_mb: not a positive number of MB",
+                            ))
+                        })?,
+                ),
+            };
+            if let Some(k) = msg
+                .params
+                .as_object()
+                .and_then(|o| o.keys().find(|k| k.as_str() != "amount_mb"))
+            {
+                return Err(with_id(Refusal::new(
+                    RefusalCode::InvalidField,
+                    format!("params.{k}: unknown field (request_refill takes amount_mb)"),
+                )));
+            }
+            Some(Refill {
+                amount_mb: amount,
+                data_left_mb: None,
+                days: None,
+                request_id: None,
+            })
+        }
         Action::Refill => {
             let r: Refill = serde_json::from_value(msg.params.clone()).map_err(|e| {
                 with_id(Refusal::new(

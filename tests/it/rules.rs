@@ -233,3 +233,47 @@ fn rules_test_runs_the_engine_dry_and_names_a_bad_rule() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rule oops: below: missing threshold"));
 }
+
+// Guards a person's refill request (`simgate refill`) and the auto-refill caps.
+#[test]
+fn a_person_asks_for_a_refill_through_the_daemon_within_the_daily_cap() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let emu = Modem::start("quectel-ec2x");
+    let mut sub = broker.subscribe("simgate/v1/gw-ask/#");
+    let (_run, _log) = agent(&broker, "gw-ask", &state, &emu.port);
+    let row = format!("simgate/v1/gw-ask/sim/{SIM}/state");
+    sub.expect("the SIM's row", |m| {
+        m.topic == row && m.payload["present"] == true
+    });
+    let refill = |mb: &str| {
+        std::process::Command::new(support::simgate_bin())
+            .args(["refill", "--broker", &broker.url(), "--agent-id", "gw-ask"])
+            .args(["--iccid", SIM, "--mb", mb])
+            .output()
+            .unwrap()
+    };
+    let first = refill("500");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let ask = sub.expect("the request", |m| is_event(m, "refill_requested"));
+    assert_eq!(ask.payload["amount_mb"], 500.0);
+    assert!(
+        ask.payload.get("rule").is_none(),
+        "a person asked: {}",
+        ask.payload
+    );
+    assert!(ask.payload["request_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("refill-"));
+    assert!(refill("500").status.success());
+    // Two a day: the third is refused, saying why.
+    let third = refill("500");
+    assert_eq!(third.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&third.stdout);
+    assert!(said.contains("2 refill requests today already"), "{said}");
+}
