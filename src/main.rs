@@ -1,4 +1,4 @@
-//! The simgate binary: everything lives in the library; see src/cli.rs.
+//! The simgate binary: everything lives in the library; see src/cli/mod.rs.
 
 fn main() -> std::process::ExitCode {
     simgate::cli::main()

@@ -91,6 +91,14 @@ impl RuleAction {
     }
 }
 
+/// A stable fingerprint (FNV-1a, 64 bits) of some bytes: the same across restarts and
+/// Rust releases (std's `DefaultHasher` promises neither).
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// When a rule may fire again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
@@ -339,9 +347,10 @@ pub struct Firing {
 }
 
 /// Evaluate `rules` for the SIM `iccid` over `facts`, updating `state`; the firings in
-/// rule order. The state of rules no longer in the record is dropped.
+/// rule order. The state of a rule no longer in the record (refused for a while, or
+/// removed) is kept: its firing count goes on, so a firing id is never given twice (it
+/// is a refill request's idempotency key).
 pub fn evaluate(iccid: &str, rules: &[Rule], state: &mut State, facts: &Facts) -> Vec<Firing> {
-    state.retain(|id, _| rules.iter().any(|r| &r.id == id));
     let mut out = Vec::new();
     for rule in rules {
         let st = state.entry(rule.id.clone()).or_default();
@@ -412,7 +421,13 @@ fn fires(rule: &Rule, st: &mut RuleState, f: &Facts) -> bool {
     if !crossing {
         return false;
     }
-    !(rule.period == Period::BillingCycle && st.month.as_deref() == Some(f.month.as_str()))
+    if rule.period == Period::BillingCycle && st.month.as_deref() == Some(f.month.as_str()) {
+        // Not this month again; the crossing is not used up, so a condition that still
+        // holds next month fires then.
+        st.held = false;
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -635,13 +650,37 @@ mod tests {
     }
 
     #[test]
-    fn the_state_of_a_rule_removed_from_the_record_is_dropped() {
+    fn a_rule_removed_and_back_never_reuses_a_firing_id() {
         let r = rules(
             json!([{"id": "cap", "trigger": "data_used_mb", "above": 1, "action": "notify"}]),
         );
         let mut st = State::new();
-        evaluate("89", &r, &mut st, &at(NOV_30, 5.0));
-        evaluate("89", &[], &mut st, &at(NOV_30, 5.0));
-        assert!(st.is_empty());
+        assert_eq!(
+            evaluate("89", &r, &mut st, &at(NOV_30, 5.0))[0].id,
+            "89.cap.1"
+        );
+        evaluate("89", &[], &mut st, &at(NOV_30, 0.0));
+        evaluate("89", &r, &mut st, &at(NOV_30 + 1, 0.0));
+        assert_eq!(
+            evaluate("89", &r, &mut st, &at(NOV_30 + 2, 5.0))[0].id,
+            "89.cap.2"
+        );
+    }
+
+    #[test]
+    fn a_billing_cycle_rule_still_holding_at_the_month_boundary_fires_in_the_new_month() {
+        let r = rules(
+            json!([{"id": "m", "trigger": "data_left_mb", "below": 50, "action": "notify", "period": "billing_cycle"}]),
+        );
+        let left = |now: u64, mb: f64| Facts {
+            data_left_mb: Some(mb),
+            ..at(now, 0.0)
+        };
+        let mut st = State::new();
+        assert_eq!(evaluate("89", &r, &mut st, &left(NOV_30, 40.0)).len(), 1);
+        evaluate("89", &r, &mut st, &left(NOV_30 + 1, 900.0));
+        assert!(evaluate("89", &r, &mut st, &left(NOV_30 + 2, 10.0)).is_empty());
+        assert!(evaluate("89", &r, &mut st, &left(NOV_30 + 3, 10.0)).is_empty());
+        assert_eq!(evaluate("89", &r, &mut st, &left(DEC_02, 10.0)).len(), 1);
     }
 }

@@ -128,6 +128,8 @@ impl ReaderManager {
                 for (reader, slot) in self.slots.iter_mut() {
                     if !with_card.contains(reader) {
                         slot.key = None;
+                        // A read begun before the outage is stale now.
+                        slot.generation += 1;
                     }
                 }
                 let here = |l: &Location| match l {

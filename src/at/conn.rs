@@ -77,7 +77,8 @@ pub type AtResult = Result<Result<Reply, Refusal>, AtError>;
 /// What a group of commands produced ([`AtConnection::group`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grouped {
-    /// Every information line of the commands the modem accepted, in command order.
+    /// Every information line of the commands the modem accepted: in command order,
+    /// except that commands sent apart (refused on their own before) come last.
     pub lines: Vec<String>,
     /// Per command, its own reply (`None`: refused), when the group was sent one by one;
     /// `None` when it went as one line (then only `lines` tells).
@@ -319,7 +320,9 @@ impl<T: AtIo> AtConnection<T> {
     /// Send a group of commands (each may itself be a compound line: every command in
     /// it counts) as one line (V.250 §5.2.1) where the modem takes that, else one by one.
     ///
-    /// When the line is refused, its commands are sent one by one: if every one is then
+    /// When the line is refused, its commands are sent one by one (V.250 runs a line left
+    /// to right, so those before the refused one ran twice: groups hold queries and
+    /// idempotent settings only, as every group in src/modem does): if every one is then
     /// accepted, the firmware refuses concatenation as such, and every later group on
     /// this connection goes one by one from the start (the refusal is paid once); if
     /// some are refused on their own, those are what failed, and later groups send

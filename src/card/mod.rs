@@ -2,7 +2,7 @@
 //!
 //! Everything here is pure and transport-generic: a card is anything implementing
 //! [`CardTransport`]. PC/SC (src/reader) is one transport; unit tests use the virtual
-//! card (src/vcard) in memory. Nothing in this module does I/O of its own.
+//! card (src/emu/vcard) in memory. Nothing in this module does I/O of its own.
 
 pub mod apdu;
 pub mod atr;

@@ -64,7 +64,7 @@ pub enum PlatformCmd {
         conn: PlatformConn,
         #[arg(long)]
         iccid: String,
-        /// refresh, suspend, resume, set_record, refill, rules, swap (MQTT.md).
+        /// refresh, suspend, resume, set_record, refill, rules, swap, request_refill (MQTT.md).
         #[arg(long)]
         action: String,
         /// Command id (the idempotency key); default: a fresh one.

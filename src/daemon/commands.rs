@@ -495,6 +495,11 @@ impl Commands {
                         )),
                     );
                 };
+                // The platform's own suspend or resume takes over from a rule's: a later
+                // refill must not resume a SIM the platform suspended.
+                if let ModemWork::Act(ModemAction::SuspendData | ModemAction::ResumeData) = work {
+                    ctx.store.set_rule_hold(&cmd.iccid, None)?;
+                }
                 self.running.insert(cmd.id.clone());
                 let tx = ctx.events.clone();
                 let (id, want) = (cmd.id.clone(), cmd.iccid.clone());
@@ -618,10 +623,15 @@ impl Commands {
         r: &crate::link::contract::Refill,
     ) -> Result<bool, DaemonError> {
         let now = crate::time::unix_now();
+        let _one = super::rules::LEDGER
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(req) = &r.request_id {
             if let Some(by) = ctx.store.refill_applied(req)? {
                 tracing::info!(id = %cmd.id, request = %req, %by, "refill already applied");
-                return Ok(false);
+                // The balance moved then; a suspension the first answer could not lift
+                // (the modem unreachable) is lifted now.
+                return Ok(ctx.store.rule_hold(&cmd.iccid)?.is_some());
             }
         }
         let record = ctx.store.get_platform(&cmd.iccid)?.unwrap_or_default();
@@ -641,14 +651,14 @@ impl Commands {
             new.days_left = Some(d);
         }
         new.updated_at = Some(now);
-        if let Some(req) = &r.request_id {
-            ctx.store.put_refill_applied(req, &cmd.id)?;
-        }
-        let mut ledger = ctx.store.refill_ledger(&cmd.iccid)?;
-        ledger.unanswered = 0;
-        ctx.store.put_refill_ledger(&cmd.iccid, &ledger)?;
         tracing::info!(id = %cmd.id, iccid = %cmd.iccid, before = ?record.data_left_mb, after = ?new.data_left_mb, "refill applied");
-        self.set_record(ctx, &cmd.iccid, new)?;
+        // The estimate counts from now; then record, applied request and ledger at once.
+        ctx.store.reset_estimate(&cmd.iccid, now)?;
+        ctx.store
+            .apply_refill(&cmd.iccid, &new, r.request_id.as_deref(), &cmd.id)?;
+        if let (Some(link), Some(obs)) = (&ctx.link, ctx.store.get_observed(&cmd.iccid)?) {
+            link.publish_state(&crate::link::row(&ctx.store, &obs)?)?;
+        }
         Ok(ctx.store.rule_hold(&cmd.iccid)?.is_some())
     }
 
@@ -667,13 +677,10 @@ impl Commands {
     }
 }
 
-/// A stable fingerprint of a platform record as received (FNV-1a over its JSON, which
-/// serde writes in field order): equal records, equal fingerprints, across restarts.
+/// A stable fingerprint of a platform record as received (over its JSON, which serde
+/// writes in field order): equal records, equal fingerprints, across restarts.
 fn fingerprint(rec: &PlatformRecord) -> u64 {
-    let bytes = serde_json::to_vec(rec).unwrap_or_default();
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    crate::rules::fingerprint(&serde_json::to_vec(rec).unwrap_or_default())
 }
 
 /// A command refused because [`MAX_COMMAND_IDS`] ids are remembered: nothing was

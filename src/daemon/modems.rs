@@ -142,7 +142,18 @@ impl Modems {
                 tracing::warn!(%port, %error, "modem lost; reattaching");
                 // The platform learns it now: the SIM's row says its modem is silent
                 // and its session unknown, and an event says so once (MQTT.md).
-                let iccid = self.iccids.get(&port).cloned();
+                // After a restart the port's SIM is known from the store only.
+                let iccid = match self.iccids.get(&port).cloned() {
+                    Some(i) => Some(i),
+                    None => ctx
+                        .rec
+                        .present_where(|l| {
+                            matches!(l, crate::sim::Location::Modem { port: p, .. } if *p == port)
+                        })?
+                        .into_iter()
+                        .next()
+                        .map(|o| o.iccid),
+                };
                 if let Some(i) = &iccid {
                     self.update(ctx, i, |o| {
                         o.modem_silent = true;
@@ -220,8 +231,10 @@ async fn mark_absent(ctx: &Ctx, iccid: &str) -> Result<(), DaemonError> {
     if let Some(mut obs) = ctx.store.get_observed(iccid)? {
         if obs.present {
             obs.present = false;
-            // A SIM out of its modem has no data session, whatever was last seen.
+            // A SIM out of its modem has no data session, whatever was last seen, and
+            // no modem to be silent.
             obs.in_session = crate::sim::InSession::No;
+            obs.modem_silent = false;
             obs.observed_at = crate::time::unix_now();
             ctx.record(&obs).await?;
         }

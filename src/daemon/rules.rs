@@ -26,6 +26,10 @@ pub(crate) const REFILLS_PER_DAY: usize = 2;
 pub(crate) const REFILLS_PER_MONTH: usize = 10;
 pub(crate) const REFILLS_UNANSWERED: u32 = 3;
 
+/// The refill ledger is read, changed and written by firing tasks and by the loop (a
+/// refill arriving): one at a time.
+pub(crate) static LEDGER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Evaluate the rules of `iccid` now; `replaced_by`: the SIM that just took its place.
 pub(crate) fn evaluate(
     ctx: &Ctx,
@@ -37,6 +41,10 @@ pub(crate) fn evaluate(
         return Ok(());
     };
     if record.rules.is_empty() {
+        let mut sim = ctx.store.sim_rules(iccid)?;
+        if sim.refused.take().is_some() {
+            ctx.store.put_sim_rules(iccid, &sim, &[])?;
+        }
         return Ok(());
     }
     let Some(obs) = ctx.store.get_observed(iccid)? else {
@@ -47,12 +55,8 @@ pub(crate) fn evaluate(
     let (rules, refused) = engine::parse(&record.rules);
     // A bad rule is said once per change of what is refused, naming rule and field.
     let fingerprint = (!refused.is_empty()).then(|| {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for e in &refused {
-            e.to_string().hash(&mut h);
-        }
-        h.finish()
+        let said: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        engine::fingerprint(said.join("\n").as_bytes())
     });
     if fingerprint != sim.refused {
         for e in &refused {
@@ -163,6 +167,10 @@ fn apply(ctx: &Ctx, modems: &dyn ModemPorts, mut rec: FiringRecord) {
             let (outcome, reason) = act(&store, link.as_ref(), &target, &rec, i).await;
             rec.actions[i].outcome = Some(outcome.to_string());
             rec.actions[i].reason = reason;
+            // Each outcome stored as it is known: a crash later does not apply it again.
+            if let Err(e) = store.put_firing(&rec) {
+                tracing::error!(firing = %rec.firing.id, error = %e, "firing outcome not stored");
+            }
         }
         let _ = tx.send(Event::FiringDone(Box::new(rec))).await;
     });
@@ -177,7 +185,9 @@ async fn act(
 ) -> (&'static str, Option<String>) {
     let hw = |a: ModemAction| async move {
         match target {
-            Target::Modem(Some(h)) => match h.act(a).await {
+            // Right after a start (a firing resumed) the supervisor may still be
+            // attaching: asked again for a while, as a swap does.
+            Target::Modem(Some(h)) => match super::swap::attached(|| h.act(a)).await {
                 Ok(Ok(_)) => ("done", None),
                 Ok(Err(refusal)) => ("failed", Some(refusal.to_string())),
                 Err(e) => ("failed", Some(e.to_string())),
@@ -235,7 +245,23 @@ pub(crate) fn request_refill(
     rule: Option<&str>,
 ) -> Result<(&'static str, Option<String>), DaemonError> {
     let now = crate::time::unix_now();
+    // A poisoned lock only means another task panicked mid-update: the ledger on disk
+    // is whole (each write is one), so carry on.
+    let _one = LEDGER.lock().unwrap_or_else(|p| p.into_inner());
     let mut ledger: Ledger = store.refill_ledger(iccid)?;
+    if ledger.ids.iter().any(|i| i == request_id) {
+        // Made before (a firing resumed after a crash): said again under its id, which
+        // the platform deduplicates; not counted again.
+        if let Some(link) = link {
+            link.publish_event(EventKind::RefillRequested {
+                iccid: iccid.to_string(),
+                request_id: request_id.to_string(),
+                amount_mb,
+                rule: rule.map(str::to_string),
+            })?;
+        }
+        return Ok(("requested", None));
+    }
     ledger.requests.retain(|t| t + 31 * 86_400 > now);
     let today = ledger.requests.iter().filter(|t| *t + 86_400 > now).count();
     let month = crate::time::month_key(now);
@@ -263,6 +289,9 @@ pub(crate) fn request_refill(
     }
     ledger.requests.push(now);
     ledger.unanswered += 1;
+    ledger.ids.push(request_id.to_string());
+    let keep = ledger.ids.len().saturating_sub(REFILLS_PER_MONTH * 2);
+    ledger.ids.drain(..keep);
     store.put_refill_ledger(iccid, &ledger)?;
     if let Some(link) = link {
         link.publish_event(EventKind::RefillRequested {

@@ -565,7 +565,7 @@ fn secs(t: Instant) -> f64 {
 
 /// Ask the supervisor, again while it is (re)attaching — right after a start, or during
 /// a USB reset — for up to [`ATTACH_WAIT`].
-async fn attached<T, F, Fut>(ask: F) -> Result<T, ModemError>
+pub(crate) async fn attached<T, F, Fut>(ask: F) -> Result<T, ModemError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, ModemError>>,

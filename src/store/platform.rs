@@ -3,7 +3,7 @@
 use super::{Store, StoreError};
 use crate::sim::PlatformRecord;
 
-const TREE: &str = "platform";
+pub(super) const TREE: &str = "platform";
 /// Per ICCID (as the topic named it), the fingerprint of the last record refused.
 const REFUSED: &str = "platform_refused";
 /// Per ICCID, the fingerprint of the last record received as the platform sent it.

@@ -52,6 +52,10 @@ pub struct Ledger {
     /// Requests since the last refill arrived.
     #[serde(default)]
     pub unanswered: u32,
+    /// The ids of the requests of the last 31 days: a request made again (a firing
+    /// resumed after a crash) is sent again under its id, not counted twice.
+    #[serde(default)]
+    pub ids: Vec<String>,
 }
 
 /// Where the local estimate counts from: the platform's figures as of `at`, and this
@@ -146,6 +150,37 @@ impl Store {
         self.flush()
     }
 
+    /// Apply a refill in one transaction, flushed: the SIM's new cached `record`, the
+    /// request marked applied by `command` (when it names one), and the ledger told a
+    /// refill arrived. A crash leaves all of it or none.
+    pub fn apply_refill(
+        &self,
+        iccid: &str,
+        record: &crate::sim::PlatformRecord,
+        request_id: Option<&str>,
+        command: &str,
+    ) -> Result<(), StoreError> {
+        let pl = self.tree(super::platform::TREE)?;
+        let ap = self.tree(APPLIED)?;
+        let le = self.tree(LEDGER)?;
+        let mut ledger = self.refill_ledger(iccid)?;
+        ledger.unanswered = 0;
+        let rec_bytes = encode(super::platform::TREE, record)?;
+        let ledger_bytes = encode(LEDGER, &ledger)?;
+        let cmd_bytes = encode(APPLIED, &command.to_string())?;
+        (&pl, &ap, &le)
+            .transaction(|(pl, ap, le)| {
+                pl.insert(iccid.as_bytes(), rec_bytes.as_slice())?;
+                if let Some(r) = request_id {
+                    ap.insert(r.as_bytes(), cmd_bytes.as_slice())?;
+                }
+                le.insert(iccid.as_bytes(), ledger_bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<String>>(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
     /// The command that applied refill request `request_id`, if one did.
     pub fn refill_applied(&self, request_id: &str) -> Result<Option<String>, StoreError> {
         self.get_json(APPLIED, request_id)
@@ -235,9 +270,26 @@ impl Store {
         if month == base.month {
             return Ok(in_base_month);
         }
-        // Months in between (a gateway off for a while) are not counted twice: only the
-        // base's month and this one hold counters since the base.
-        Ok(in_base_month + self.month_usage(iccid, &month)?.total())
+        // Every later month up to this one counts whole (a record older than a month).
+        let mut total = in_base_month;
+        let mut m = next_month(&base.month);
+        while m.as_str() <= month.as_str() {
+            total += self.month_usage(iccid, &m)?.total();
+            m = next_month(&m);
+        }
+        Ok(total)
+    }
+}
+
+/// The month key after "YYYY-MM" (one that does not parse ends the count: "9999-99").
+fn next_month(m: &str) -> String {
+    let parsed = m
+        .split_once('-')
+        .and_then(|(y, mo)| Some((y.parse::<u32>().ok()?, mo.parse::<u32>().ok()?)));
+    match parsed {
+        Some((y, 12)) => format!("{:04}-01", y + 1),
+        Some((y, mo)) => format!("{y:04}-{:02}", mo + 1),
+        None => "9999-99".into(),
     }
 }
 
@@ -264,6 +316,12 @@ mod tests {
             done: false,
             at: 1_000,
         }
+    }
+
+    #[test]
+    fn months_follow_each_other_across_a_year() {
+        assert_eq!(super::next_month("2026-11"), "2026-12");
+        assert_eq!(super::next_month("2026-12"), "2027-01");
     }
 
     #[test]
