@@ -6,6 +6,7 @@
 mod commands;
 mod modems;
 mod readers;
+mod service;
 
 use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
 use crate::link::{Link, LinkSettings, Received};
@@ -76,6 +77,8 @@ pub(crate) enum Event {
     Platform(Received),
     /// A command's asynchronous work (a card re-read) finished.
     CommandDone { id: String, result: commands::Done },
+    /// Time to tell the service manager's watchdog the loop is alive.
+    Watchdog,
 }
 
 /// What every handler may use: the store, the link, the recorder over both, and a way
@@ -147,11 +150,15 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     commands::Commands::recover(&ctx)?;
     let (modem_tx, mut modem_rx) = mpsc::channel::<ModemEvent>(64);
     let mut modems = modems::Modems::start(&settings, profiles, &ctx, &cancel, modem_tx);
+    let mut service = service::Service::new(watch_readers, &settings.modems);
+    let mut watchdog = service.watchdog().map(tokio::time::interval);
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
+    service.after_event(&ctx);
 
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = tick(&mut watchdog) => Event::Watchdog,
             Some(ev) = reader_rx.recv() => Event::Reader(ev),
             Some(ev) = modem_rx.recv() => Event::Modem(ev),
             Some(ev) = events_rx.recv() => ev,
@@ -159,12 +166,20 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             Some(msg) = platform_rx.recv() => Event::Platform(msg),
         };
         match event {
-            Event::Reader(ev) => readers.on_event(&ctx.rec, ev)?,
-            Event::Modem(ev) => modems.on_event(&ctx, ev).await?,
+            Event::Reader(ev) => {
+                service.on_reader(&ev);
+                readers.on_event(&ctx.rec, ev)?
+            }
+            Event::Modem(ev) => {
+                service.on_modem(&ev);
+                modems.on_event(&ctx, ev).await?
+            }
             Event::CardRead(done) => readers::on_card_read(&ctx, &mut readers, *done)?,
             Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,
             Event::CommandDone { id, result } => commands.on_done(&ctx, id, result).await?,
+            Event::Watchdog => service.ping(&ctx),
         }
+        service.after_event(&ctx);
     }
 
     tracing::info!("shutting down");
@@ -178,4 +193,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     Ok(())
+}
+
+/// The next watchdog tick, or never when the service manager wants none.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

@@ -26,4 +26,5 @@ mod platform_modem;
 mod presence;
 mod reader_cli;
 mod reader_reset;
+mod service_notify;
 mod station;
