@@ -6,6 +6,7 @@ mod config;
 #[cfg(feature = "emulators")]
 mod emulate;
 mod error;
+mod generate;
 mod modem;
 mod platform;
 mod read;
@@ -79,6 +80,9 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(config::ConfigCmd),
+    /// The man page and shell completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(generate::Generate),
 }
 
 /// Entry point of the binary.
@@ -181,5 +185,6 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "emulators")]
         Command::Emulate(e) => e.run(shutdown_token()).await,
         Command::Config(cmd) => Ok(cmd.run()),
+        Command::Generate(g) => g.run(),
     }
 }
