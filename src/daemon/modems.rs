@@ -135,6 +135,9 @@ impl Modems {
                 self.update(ctx, &iccid, |o| o.in_session = in_session)
                     .await?;
             }
+            ModemEvent::Absent { port, error } => {
+                tracing::warn!(%port, %error, "modem port not there; waiting for it");
+            }
             ModemEvent::Lost { port, error } => {
                 tracing::warn!(%port, %error, "modem lost; reattaching");
                 // The platform learns it now: the SIM's row says its modem is silent

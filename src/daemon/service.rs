@@ -90,7 +90,7 @@ impl Service {
                 self.modems_pending.remove(&info.port);
                 self.modems.insert(info.port.clone());
             }
-            ModemEvent::Lost { port, .. } => {
+            ModemEvent::Lost { port, .. } | ModemEvent::Absent { port, .. } => {
                 self.modems_pending.remove(port);
                 self.modems.remove(port);
             }
