@@ -136,7 +136,7 @@ impl Modems {
                     .await?;
             }
             ModemEvent::Absent { port, error } => {
-                tracing::warn!(%port, %error, "modem port not there; waiting for it");
+                tracing::warn!(%port, %error, "cannot open the modem port; retrying");
             }
             ModemEvent::Lost { port, error } => {
                 tracing::warn!(%port, %error, "modem lost; reattaching");

@@ -683,6 +683,10 @@ fn duplicate(e: &AtError) -> AtError {
             port: port.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
+        AtError::Held { port, holder } => AtError::Held {
+            port: port.clone(),
+            holder: holder.clone(),
+        },
         AtError::Link(source) => {
             AtError::Link(std::io::Error::new(source.kind(), source.to_string()))
         }

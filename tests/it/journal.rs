@@ -70,7 +70,7 @@ fn under_systemd_warnings_reach_the_journal_with_their_priority_and_fields() {
         let entry: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
         if entry["MESSAGE"]
             .as_str()
-            .is_some_and(|m| m.starts_with("modem port not there"))
+            .is_some_and(|m| m.starts_with("cannot open the modem port"))
         {
             seen = Some(entry);
             break;

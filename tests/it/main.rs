@@ -20,6 +20,7 @@ mod modem_cli;
 mod modem_dialects;
 mod modem_faults;
 mod modem_identify;
+mod modem_lock;
 mod modem_transcripts;
 mod modem_vectors;
 mod platform_link;

@@ -12,14 +12,14 @@ use support::{Broker, Modem, Proc, TempDir};
 /// WATCHDOG_USEC for the tests: the daemon pings every half of it.
 const WATCHDOG_USEC: u64 = 200_000;
 
-struct ManagerSocket {
+pub(crate) struct ManagerSocket {
     sock: UnixDatagram,
     _dir: TempDir,
-    path: std::path::PathBuf,
+    pub(crate) path: std::path::PathBuf,
 }
 
 impl ManagerSocket {
-    fn bind() -> ManagerSocket {
+    pub(crate) fn bind() -> ManagerSocket {
         let dir = TempDir::new("notify");
         let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
@@ -49,7 +49,7 @@ impl ManagerSocket {
     }
 
     /// Datagrams until one satisfies `pred` (each failing one is skipped).
-    fn expect(&self, what: &str, mut pred: impl FnMut(&str) -> bool) -> String {
+    pub(crate) fn expect(&self, what: &str, mut pred: impl FnMut(&str) -> bool) -> String {
         loop {
             let m = self
                 .next(Duration::from_secs(30))
