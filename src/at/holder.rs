@@ -95,8 +95,9 @@ pub fn locking_pid(locks: &str, dev: u64, ino: u64) -> Option<u32> {
 mod tests {
     use super::*;
 
-    /// Recorded from /proc/locks on Debian 12 (Linux 6.1) with simgate holding
-    /// /dev/pts/3 (devpts is 00:1a here) and a blocked second locker.
+    /// /proc/locks' format: the first line as seen on this project's Debian 12 test
+    /// machine, the others written for the test (a holder of inode 6 on 00:1a, a blocked
+    /// waiter on it, a POSIX lock elsewhere).
     const LOCKS: &str = "\
 1: FLOCK  ADVISORY  WRITE 4385 fe:00:10018883 0 EOF
 2: FLOCK  ADVISORY  WRITE 5120 00:1a:6 0 EOF

@@ -35,9 +35,21 @@ impl Modems {
     ) -> Modems {
         let mut modems = Modems::default();
         for port in &daemon.modems {
+            if let Some(advice) = crate::modem::sysfs::modemmanager_conflict(port) {
+                tracing::warn!(%port, "{advice}");
+            }
+            // The configured interface wins; else the one sysfs puts on the same USB
+            // device as the port.
+            let netdev = daemon.modem_netdevs.get(port).cloned().or_else(|| {
+                let found = crate::modem::sysfs::netdev_for(std::path::Path::new("/sys"), port);
+                if let Some(n) = &found {
+                    tracing::info!(%port, netdev = %n, "usage counters from the modem's network interface (sysfs)");
+                }
+                found
+            });
             let settings = supervisor::Settings {
                 poll: daemon.modem_poll,
-                netdev: daemon.modem_netdevs.get(port).cloned(),
+                netdev,
                 ..supervisor::Settings::default()
             };
             let (handle, task) = supervisor::spawn(
