@@ -84,6 +84,8 @@ pub struct Modems {
     pub poll_secs: u64,
     /// Port → network interface of its data bearer.
     pub netdevs: std::collections::BTreeMap<String, String>,
+    /// Spare AT ports of modems whose data path ModemManager keeps.
+    pub shared_with_modemmanager: Vec<String>,
 }
 
 impl Default for Modems {
@@ -93,6 +95,7 @@ impl Default for Modems {
             profile_dir: PathBuf::new(),
             poll_secs: 60,
             netdevs: std::collections::BTreeMap::new(),
+            shared_with_modemmanager: Vec::new(),
         }
     }
 }

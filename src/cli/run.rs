@@ -86,6 +86,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
             .then(|| cfg.modems.profile_dir.clone()),
         modem_poll: Duration::from_secs(cfg.modems.poll_secs),
         modem_netdevs: cfg.modems.netdevs.clone(),
+        modems_shared: cfg.modems.shared_with_modemmanager.clone(),
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)

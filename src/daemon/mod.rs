@@ -41,6 +41,8 @@ pub struct Settings {
     pub modem_poll: Duration,
     /// Port → network interface of its bearer, for interface usage counters.
     pub modem_netdevs: std::collections::BTreeMap<String, String>,
+    /// Spare AT ports of modems ModemManager keeps: suspend and resume are refused there.
+    pub modems_shared: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,8 @@ pub(crate) struct Modems {
     iccids: HashMap<String, String>,
     /// Ports whose modem was reported not answering, until it is identified again.
     silent: std::collections::HashSet<String>,
+    /// Spare AT ports of modems ModemManager keeps (`[modems] shared_with_modemmanager`).
+    shared: std::collections::HashSet<String>,
 }
 
 impl Modems {
@@ -33,9 +35,15 @@ impl Modems {
         cancel: &CancellationToken,
         events: mpsc::Sender<ModemEvent>,
     ) -> Modems {
-        let mut modems = Modems::default();
+        let mut modems = Modems {
+            shared: daemon.modems_shared.iter().cloned().collect(),
+            ..Modems::default()
+        };
         for port in &daemon.modems {
-            if let Some(advice) = crate::modem::sysfs::modemmanager_conflict(port) {
+            let shared = modems.shared.contains(port);
+            if let Some(advice) =
+                crate::modem::sysfs::modemmanager_conflict(port).filter(|_| !shared)
+            {
                 tracing::warn!(%port, "{advice}");
             }
             // The configured interface wins; else the one sysfs puts on the same USB
@@ -244,5 +252,9 @@ async fn mark_absent(ctx: &Ctx, iccid: &str) -> Result<(), DaemonError> {
 impl super::commands::ModemPorts for Modems {
     fn handle(&self, port: &str) -> Option<ModemHandle> {
         Modems::handle(self, port)
+    }
+
+    fn shared_with_modemmanager(&self, port: &str) -> bool {
+        self.shared.contains(port)
     }
 }
