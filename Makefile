@@ -21,11 +21,11 @@ build-deps:
 build: build-deps
 	$(CARGO) build --locked
 
-lint: deps
+lint: build-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: lint
+test: deps lint
 	$(CARGO) test --locked
 
 demo: deps build
