@@ -6,7 +6,8 @@ use crate::service_notify::ManagerSocket;
 use crate::support;
 
 use std::process::{Command, Stdio};
-use support::{Modem, Proc, TempDir};
+use std::time::Duration;
+use support::{Lines, Modem, Proc, TempDir};
 
 #[test]
 fn modem_info_on_a_port_the_daemon_holds_names_the_daemon_and_what_to_do() {
@@ -50,4 +51,39 @@ fn modem_info_on_a_port_the_daemon_holds_names_the_daemon_and_what_to_do() {
         "says what to do: {err}"
     );
     assert!(!err.contains("Unable to acquire"), "{err}");
+
+    // A second daemon on the same port: told once, with the holder, and it keeps
+    // waiting for the port (it may be freed) rather than exiting.
+    let state2 = TempDir::new("state");
+    let mut second = Proc::spawn(
+        "second simgate run",
+        Command::new(support::simgate_bin())
+            .args([
+                "run",
+                "--agent-id",
+                "gw-lock-2",
+                "--modem",
+                &emu.port,
+                "--state-dir",
+            ])
+            .arg(state2.path())
+            .args(["--log-format", "human"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut lines = Lines::new(second.child.stderr.take().unwrap());
+    let warned = lines.expect(
+        "the second daemon's warning",
+        Duration::from_secs(30),
+        |l| l.contains("WARN") && l.contains("cannot open the modem port"),
+    );
+    assert!(
+        warned.contains(&format!("in use by pid {} ", daemon.pid())) && warned.contains(&emu.port),
+        "{warned}"
+    );
+    assert!(
+        second.child.try_wait().unwrap().is_none(),
+        "still waiting for the port"
+    );
 }
