@@ -36,8 +36,9 @@ demo: deps build
 deb: build-deps
 	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
 	$(CARGO) build --release --locked --no-default-features
-	@mkdir -p target/assets
-	target/release/simgate generate man | gzip -9n > target/assets/simgate.1.gz
+	@rm -rf target/assets && mkdir -p target/assets/man
+	target/release/simgate generate man --dir target/assets/man
+	gzip -9n target/assets/man/*.1
 	target/release/simgate generate completions bash > target/assets/simgate.bash
 	target/release/simgate generate completions zsh > target/assets/_simgate
 	target/release/simgate generate completions fish > target/assets/simgate.fish

@@ -8,8 +8,12 @@ use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
 pub enum Generate {
-    /// The man page, simgate(1), in roff.
-    Man,
+    /// The man page, simgate(1), in roff on stdout; with --dir, simgate(1) and one page
+    /// per subcommand (simgate-run(1), ...) written there.
+    Man {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -19,7 +23,8 @@ impl Generate {
         let mut cmd = super::Cli::command();
         let mut out = std::io::stdout().lock();
         match self {
-            Generate::Man => clap_mangen::Man::new(cmd).render(&mut out)?,
+            Generate::Man { dir: None } => clap_mangen::Man::new(cmd).render(&mut out)?,
+            Generate::Man { dir: Some(dir) } => clap_mangen::generate_to(cmd, dir)?,
             Generate::Completions { shell } => {
                 clap_complete::generate(shell, &mut cmd, "simgate", &mut out)
             }

@@ -260,3 +260,36 @@ fn a_broken_system_configuration_does_not_stop_the_template() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_man_pages_and_completions_come_from_the_command_line_definition() {
+    let dir = TempDir::new("man");
+    let out = Command::new(simgate_bin())
+        .args(["generate", "man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::fs::read_to_string(dir.path().join("simgate-run.1")).unwrap();
+    assert!(
+        run.starts_with(".ie \\n(.g .ds Aq"),
+        "roff: {}",
+        &run[..80.min(run.len())]
+    );
+    assert!(
+        run.contains("simgate\\-run") && run.contains("agent\\-id"),
+        "{run}"
+    );
+    assert!(dir.path().join("simgate.1").exists());
+    let bash = Command::new(simgate_bin())
+        .args(["generate", "completions", "bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.contains("complete -F _simgate"), "{bash}");
+    assert!(bash.contains("--agent-id"), "{bash}");
+}

@@ -37,7 +37,8 @@ check "conffile 640 root:simgate" mode /etc/simgate/simgate.toml "640 root simga
 check "conffile registered" bash -c 'dpkg-query -W -f="\${Conffiles}" simgate | grep -q /etc/simgate/simgate.toml'
 for f in /usr/lib/systemd/system/simgate.service /usr/share/polkit-1/rules.d/50-simgate.rules \
          /usr/share/simgate/udev/61-simgate-modem.rules /usr/share/simgate/udev/61-simgate-spare-port.rules \
-         /usr/share/man/man1/simgate.1.gz /usr/share/bash-completion/completions/simgate \
+         /usr/share/man/man1/simgate.1.gz /usr/share/man/man1/simgate-run.1.gz \
+         /usr/share/bash-completion/completions/simgate \
          /usr/share/zsh/vendor-completions/_simgate /usr/share/fish/vendor_completions.d/simgate.fish \
          /usr/share/doc/simgate/README.md /usr/share/doc/simgate/MQTT.md; do
   check "$f 644" mode "$f" "644 root root"
