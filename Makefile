@@ -1,28 +1,53 @@
 # simgate — the two commands of the README's Quick start, and their parts.
 #   make demo   install what is missing, start emulated devices, show simgate at work
 #   make test   the whole test suite (what CI runs)
+#   make deb    the gateway package, target/debian/simgate_<version>_<arch>.deb
+#   make deb-check  build the package, install it here with dpkg, check it, purge it
 
 CARGO ?= cargo
 # Seconds the demo runs before stopping by itself (0: until Ctrl-C).
 DEMO_SECONDS ?= 0
 
-.PHONY: deps build lint test demo clean
+.PHONY: deps build-deps build lint test demo deb deb-check clean
 
+# Everything: building, the test rig and the demo (pcscd, vpcd, mosquitto).
 deps:
-	@tests/rig/deps.sh
+	@tests/rig/deps.sh rig
 
-build: deps
+# Building only: never vpcd or mosquitto (vpcd must not be on a production station).
+build-deps:
+	@tests/rig/deps.sh build
+
+build: build-deps
 	$(CARGO) build --locked
 
-lint: deps
+lint: build-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: lint
+test: deps lint
 	$(CARGO) test --locked
 
-demo: build
+demo: deps build
 	@DEMO_SECONDS=$(DEMO_SECONDS) tests/rig/demo.sh
+
+# The gateway package: the binary without the emulators, the man page and completions
+# generated from it (`simgate generate`), packaged by cargo-deb (metadata in Cargo.toml).
+deb: build-deps
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	$(CARGO) build --release --locked --no-default-features
+	@rm -rf target/assets && mkdir -p target/assets/man
+	target/release/simgate generate man --dir target/assets/man
+	gzip -9n target/assets/man/*.1
+	target/release/simgate generate completions bash > target/assets/simgate.bash
+	target/release/simgate generate completions zsh > target/assets/_simgate
+	target/release/simgate generate completions fish > target/assets/simgate.fish
+	$(CARGO) deb --no-build --locked
+	@ls -l target/debian/simgate_*.deb
+
+deb-check: deb
+	@tests/rig/deps.sh deb
+	@tests/rig/deb-check.sh
 
 clean:
 	$(CARGO) clean

@@ -88,6 +88,8 @@ pub struct Modems {
     pub swap_register_secs: u64,
     /// A guided physical swap: how long the technician may take to replace the SIM.
     pub swap_replace_secs: u64,
+    /// Spare AT ports of modems whose data path ModemManager keeps.
+    pub shared_with_modemmanager: Vec<String>,
 }
 
 impl Default for Modems {
@@ -99,6 +101,7 @@ impl Default for Modems {
             netdevs: std::collections::BTreeMap::new(),
             swap_register_secs: 120,
             swap_replace_secs: 600,
+            shared_with_modemmanager: Vec::new(),
         }
     }
 }

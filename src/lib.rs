@@ -26,6 +26,7 @@ pub mod emu;
 pub mod link;
 pub mod logging;
 pub mod modem;
+pub mod notify;
 pub mod observe;
 pub mod reader;
 pub mod rules;

@@ -1,16 +1,37 @@
-//! Tracing setup: RUST_LOG-style filtering, human output on a terminal, JSON on request
-//! (or when stderr is not a terminal and the format is "auto", e.g. under systemd).
+//! Tracing setup: RUST_LOG-style filtering; human output on a terminal; JSON on request
+//! (or when stderr is neither a terminal nor the journal, and the format is "auto");
+//! under systemd (stderr is the journal stream, `JOURNAL_STREAM`) the journal's native
+//! protocol, so each line keeps its priority (`journalctl -p warning -u simgate`) and
+//! its fields (`journalctl PORT=/dev/ttyUSB2`, ICCID=, READER=).
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Install the global subscriber. Logs go to stderr; stdout belongs to command output.
-/// `RUST_LOG`, when set, wins over `level`.
+/// journald's socket for the native protocol (systemd-journald.service(8)).
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Install the global subscriber. Logs go to stderr (or the journal); stdout belongs
+/// to command output. `RUST_LOG`, when set, wins over `level`.
 pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    if format == LogFormat::Auto && stderr_is_journal() {
+        if let Ok(journal) = Journal::connect(Path::new(JOURNAL_SOCKET)) {
+            // A second init (tests calling the CLI in-process) keeps the first one.
+            let _ = tracing_subscriber::registry()
+                .with(journal.with_filter(filter))
+                .try_init();
+            return;
+        }
+    }
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Human => false,
@@ -23,7 +44,6 @@ pub fn init(level: &str, format: LogFormat) {
         // `eprintln!`, which panics on that same stderr: whichever thread logged dies,
         // and `run` then hung on SIGTERM. A log line that cannot be written is dropped.
         .log_internal_errors(false);
-    // A second init (tests calling the CLI in-process) keeps the first subscriber.
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -31,4 +51,243 @@ pub fn init(level: &str, format: LogFormat) {
             .with_ansi(std::io::stderr().is_terminal())
             .try_init()
     };
+}
+
+/// systemd connects a service's stderr to the journal and says so in `JOURNAL_STREAM`
+/// ("DEV:INODE" of that stream, systemd.exec(5)); a child whose stderr was redirected
+/// elsewhere inherits the variable but not the stream, hence the comparison.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// A layer sending each event to journald as one datagram of the native protocol.
+#[derive(Debug)]
+pub struct Journal {
+    sock: UnixDatagram,
+}
+
+impl Journal {
+    /// Connect to the journal's native socket (`JOURNAL_SOCKET`, or another for tests).
+    pub fn connect(path: &Path) -> std::io::Result<Journal> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(path)?;
+        Ok(Journal { sock })
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Journal {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let meta = event.metadata();
+        let datagram = encode(*meta.level(), meta.target(), &fields);
+        // A line the journal cannot take (gone, or a datagram over its limit) is
+        // dropped: logging must never stop the daemon.
+        let _ = self.sock.send(&datagram);
+    }
+}
+
+/// An event's message and its other fields, in order.
+#[derive(Debug, Default)]
+pub struct Fields {
+    message: String,
+    rest: Vec<(String, String)>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, format!("{value:?}"));
+    }
+}
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "message" => self.message = value,
+            name => self.rest.push((name.to_string(), value)),
+        }
+    }
+}
+
+/// syslog(3) priorities, as journald and `journalctl -p` use them.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// A journal field name from a tracing one: upper case letters, digits and '_', not
+/// starting with '_' (trusted fields) or a digit (systemd's journal-fields(7) rules).
+fn field_name(name: &str) -> String {
+    let upper: String = name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' => c.to_ascii_uppercase(),
+            'A'..='Z' | '0'..='9' => c,
+            _ => '_',
+        })
+        .collect();
+    let trimmed = upper.trim_start_matches(|c: char| c == '_' || c.is_ascii_digit());
+    match trimmed.is_empty() {
+        true => "FIELD".to_string(),
+        false => trimmed.to_string(),
+    }
+}
+
+/// One event in the journal's native protocol (systemd.journal-fields(7), "Native
+/// Journal Protocol"): `NAME=value\n`, or for a value holding a newline `NAME\n`, its
+/// length as 64-bit little-endian, the value, `\n`. MESSAGE carries the message and the
+/// fields as `key=value` too, for `journalctl` without `-o verbose`.
+pub fn encode(level: Level, target: &str, fields: &Fields) -> Vec<u8> {
+    let mut message = fields.message.clone();
+    for (k, v) in &fields.rest {
+        message.push_str(&format!(" {k}={v}"));
+    }
+    let mut out = Vec::with_capacity(message.len() * 2 + 64);
+    let mut put = |name: &str, value: &str| {
+        if value.contains('\n') {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\n');
+        } else {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\n');
+        }
+    };
+    put("PRIORITY", &priority(level).to_string());
+    put("SYSLOG_IDENTIFIER", "simgate");
+    put("MESSAGE", &message);
+    put("TARGET", target);
+    for (k, v) in &fields.rest {
+        let name = field_name(k);
+        // Our own names never shadow the ones above.
+        if !matches!(
+            name.as_str(),
+            "PRIORITY" | "SYSLOG_IDENTIFIER" | "MESSAGE" | "TARGET"
+        ) {
+            put(&name, v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parse a native-protocol datagram back into (name, value) pairs.
+    fn decode(mut d: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while !d.is_empty() {
+            let nl = d.iter().position(|&b| b == b'\n').unwrap();
+            let line = &d[..nl];
+            if let Some(eq) = line.iter().position(|&b| b == b'=') {
+                out.push((
+                    String::from_utf8(line[..eq].to_vec()).unwrap(),
+                    String::from_utf8(line[eq + 1..].to_vec()).unwrap(),
+                ));
+                d = &d[nl + 1..];
+            } else {
+                let name = String::from_utf8(line.to_vec()).unwrap();
+                let len = u64::from_le_bytes(d[nl + 1..nl + 9].try_into().unwrap()) as usize;
+                let value = &d[nl + 9..nl + 9 + len];
+                assert_eq!(d[nl + 9 + len], b'\n');
+                out.push((name, String::from_utf8(value.to_vec()).unwrap()));
+                d = &d[nl + 10 + len..];
+            }
+        }
+        out
+    }
+
+    fn get<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn field_names_follow_the_journals_rules() {
+        assert_eq!(field_name("port"), "PORT");
+        assert_eq!(field_name("at_commands"), "AT_COMMANDS");
+        assert_eq!(field_name("_hidden"), "HIDDEN");
+        assert_eq!(field_name("2x"), "X");
+        assert_eq!(field_name("a.b-c"), "A_B_C");
+        assert_eq!(field_name("__"), "FIELD");
+    }
+
+    #[test]
+    fn a_multiline_value_is_length_prefixed() {
+        let f = Fields {
+            message: "one\ntwo".into(),
+            rest: vec![],
+        };
+        let d = encode(Level::ERROR, "simgate::x", &f);
+        let fields = decode(&d);
+        assert_eq!(get(&fields, "MESSAGE"), Some("one\ntwo"));
+        assert_eq!(get(&fields, "PRIORITY"), Some("3"));
+        // The raw bytes: the name, a newline, the 8-byte little-endian length.
+        let at = d.windows(8).position(|w| w == b"MESSAGE\n").unwrap();
+        assert_eq!(&d[at + 8..at + 16], &7u64.to_le_bytes());
+    }
+
+    /// The layer's datagrams on a socket bound here, as journald would receive them:
+    /// the priority from the level, the event's fields as journal fields.
+    #[test]
+    fn events_reach_the_socket_with_priority_and_fields() {
+        let dir = std::env::temp_dir().join(format!("simgate-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).unwrap();
+        let layer = Journal::connect(&path).unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                port = "/dev/ttyUSB2",
+                error = "no answer",
+                "modem lost; reattaching"
+            );
+            tracing::info!(
+                iccid = "8901260886258128535",
+                reader = "Simgate Test PCD 00 00",
+                "card identified"
+            );
+        });
+        let mut buf = vec![0u8; 65536];
+        let n = server.recv(&mut buf).unwrap();
+        let warn = decode(&buf[..n]);
+        assert_eq!(get(&warn, "PRIORITY"), Some("4"));
+        assert_eq!(get(&warn, "SYSLOG_IDENTIFIER"), Some("simgate"));
+        assert_eq!(get(&warn, "PORT"), Some("/dev/ttyUSB2"));
+        assert_eq!(get(&warn, "ERROR"), Some("no answer"));
+        assert_eq!(
+            get(&warn, "MESSAGE"),
+            Some("modem lost; reattaching port=/dev/ttyUSB2 error=no answer")
+        );
+        let n = server.recv(&mut buf).unwrap();
+        let info = decode(&buf[..n]);
+        assert_eq!(get(&info, "PRIORITY"), Some("6"));
+        assert_eq!(get(&info, "ICCID"), Some("8901260886258128535"));
+        assert_eq!(get(&info, "READER"), Some("Simgate Test PCD 00 00"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -19,6 +19,12 @@ pub enum AtError {
         port: String,
         source: std::io::Error,
     },
+    /// Another process holds the port's lock (/proc/locks says which).
+    #[error("{port}: in use by {holder}; {advice}", advice = holder.advice())]
+    Held {
+        port: String,
+        holder: super::holder::Holder,
+    },
     #[error("link failed: {0}")]
     Link(#[from] std::io::Error),
     /// End of stream: the port vanished (USB reset, modem reboot) or the bridge hung up.
@@ -434,6 +440,7 @@ impl<T: AtIo> AtConnection<T> {
                     e @ (AtError::Closed
                     | AtError::Link(_)
                     | AtError::Open { .. }
+                    | AtError::Held { .. }
                     | AtError::Command(_)
                     | AtError::NotAttached),
                 ) => return Err(e),
@@ -469,9 +476,16 @@ pub async fn open(port: &str) -> Result<Port, AtError> {
     }
     let stream =
         tokio_serial::SerialStream::open(&tokio_serial::new(port, 115_200)).map_err(|e| {
-            AtError::Open {
-                port: port.to_string(),
-                source: e.into(),
+            // Whatever serialport said, the lock table knows whether someone holds it.
+            match super::holder::holder(port) {
+                Some(holder) => AtError::Held {
+                    port: port.to_string(),
+                    holder,
+                },
+                None => AtError::Open {
+                    port: port.to_string(),
+                    source: e.into(),
+                },
             }
         })?;
     Ok(Box::new(stream))

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod conn;
+pub mod holder;
 pub mod parser;
 
 pub use command::{quote, AtCommand, CommandError};

@@ -1,4 +1,4 @@
-//! `simgate config template|check`.
+//! `simgate config template|check|path`.
 
 use crate::config::{self, Config, ConfigError};
 use clap::Subcommand;
@@ -9,27 +9,54 @@ use std::process::ExitCode;
 pub enum ConfigCmd {
     /// Print a commented configuration with every key and its default.
     Template,
-    /// Validate a configuration file.
-    Check { file: PathBuf },
+    /// Validate a configuration file (default: --config, SIMGATE_CONFIG, or
+    /// /etc/simgate/simgate.toml).
+    Check { file: Option<PathBuf> },
+    /// Say which configuration file the other commands read.
+    Path,
 }
 
 impl ConfigCmd {
-    pub(super) fn run(self) -> ExitCode {
+    pub(super) fn run(self, given: Option<&Path>) -> ExitCode {
         match self {
             ConfigCmd::Template => {
                 print!("{}", config::TEMPLATE);
                 ExitCode::SUCCESS
             }
-            ConfigCmd::Check { file } => match check(&file) {
-                Ok(()) => {
-                    println!("{}: ok", file.display());
-                    ExitCode::SUCCESS
+            ConfigCmd::Path => {
+                match super::config_file(given) {
+                    Some(f) => println!("{}", f.display()),
+                    None => println!(
+                        "none: {} does not exist and no --config or SIMGATE_CONFIG was given; built-in defaults",
+                        super::DEFAULT_CONFIG
+                    ),
                 }
-                Err(e) => {
-                    eprintln!("simgate: {e}");
-                    ExitCode::from(2)
-                }
-            },
+                ExitCode::SUCCESS
+            }
+            ConfigCmd::Check { file } => {
+                let Some(file) = file.or_else(|| super::config_file(given)) else {
+                    eprintln!(
+                        "simgate: config check: no file given and {} does not exist",
+                        super::DEFAULT_CONFIG
+                    );
+                    return ExitCode::from(2);
+                };
+                check_file(&file)
+            }
+        }
+    }
+}
+
+/// `config check`: "FILE: ok", or the error naming file, line and key (exit 2).
+fn check_file(file: &Path) -> ExitCode {
+    match check(file) {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("simgate: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -6,6 +6,7 @@ mod config;
 #[cfg(feature = "emulators")]
 mod emulate;
 mod error;
+mod generate;
 mod modem;
 mod platform;
 mod read;
@@ -88,13 +89,36 @@ pub enum Command {
     /// Local rules: `simgate rules test RULES FACTS` runs them dry.
     #[command(subcommand)]
     Rules(rules::RulesCmd),
+    /// The man page and shell completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(generate::Generate),
+}
+
+/// The configuration a gateway or station keeps (the package's conffile), read when no
+/// other file is given.
+pub const DEFAULT_CONFIG: &str = "/etc/simgate/simgate.toml";
+
+/// The file the configuration comes from: `--config` (or SIMGATE_CONFIG), else
+/// [`DEFAULT_CONFIG`] when it exists, else none (the defaults).
+pub fn config_file(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    match given {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let default = std::path::Path::new(DEFAULT_CONFIG);
+            default.exists().then(|| default.to_path_buf())
+        }
+    }
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `config` and `generate` need no configuration (`config check` loads its file
+    // itself): a broken /etc/simgate/simgate.toml must not stop them.
+    let needs_config = !matches!(cli.command, Command::Config(_) | Command::Generate(_));
+    let file = config_file(cli.config.as_deref()).filter(|_| needs_config);
     // Config errors are usage errors: exit 2, like clap's.
-    let cfg = match &cli.config {
+    let cfg = match &file {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
@@ -115,6 +139,13 @@ pub fn main() -> ExitCode {
         }
     };
     crate::logging::init(&cfg.log.level, format);
+    // Which file was used, when asked: RUST_LOG=simgate=debug, or `simgate config path`.
+    if needs_config {
+        let used = file
+            .as_ref()
+            .map_or("none (defaults)".into(), |f| f.display().to_string());
+        tracing::debug!(file = %used, "configuration");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,7 +156,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command, cfg)) {
+    match runtime.block_on(dispatch(cli.command, cfg, cli.config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("simgate: {}", report(&e));
@@ -168,7 +199,11 @@ fn shutdown_token() -> CancellationToken {
     token
 }
 
-async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+async fn dispatch(
+    command: Command,
+    cfg: Config,
+    config: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     match command {
         Command::Readers { json } => read::readers(json).await,
         Command::Read { reader, json } => read::read(reader, json, &cfg).await,
@@ -190,8 +225,9 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "emulators")]
         Command::Emulate(e) => e.run(shutdown_token()).await,
-        Command::Config(cmd) => Ok(cmd.run()),
+        Command::Config(cmd) => Ok(cmd.run(config.as_deref())),
         Command::Rules(cmd) => cmd.run(),
         Command::Refill(args) => args.run().await,
+        Command::Generate(g) => g.run(),
     }
 }

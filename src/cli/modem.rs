@@ -4,7 +4,8 @@ use crate::at::AtConnection;
 use crate::modem::identify::{self, ModemInfo};
 use crate::modem::Profiles;
 use anyhow::Context;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -167,18 +168,52 @@ pub(super) fn table(i: &ModemInfo) -> String {
 
 impl ModemsArgs {
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let profiles = profiles(&self.profile_dir)?;
+        let profiles = std::sync::Arc::new(profiles(&self.profile_dir)?);
         let ports = if self.port.is_empty() {
-            scan_ports()
+            scan_ports(Path::new("/dev"), Path::new("/dev/serial/by-id"))
         } else {
             self.port.clone()
         };
-        let mut found = Vec::new();
-        for port in ports {
-            let r = tokio::select! {
+        // Every port at once: a Quectel exposes five, and a silent one (GNSS, diagnostics)
+        // costs the whole timeout.
+        let progress = std::io::stderr().is_terminal();
+        if progress && ports.len() > 1 {
+            eprintln!(
+                "probing {} ports (at most {} s)...",
+                ports.len(),
+                self.timeout
+            );
+        }
+        let limit = Duration::from_secs(self.timeout);
+        let mut probes = tokio::task::JoinSet::new();
+        for (n, port) in ports.iter().cloned().enumerate() {
+            let profiles = profiles.clone();
+            probes.spawn(async move {
+                let r = tokio::time::timeout(limit, info_of(&port, &profiles)).await;
+                (n, port, r)
+            });
+        }
+        let mut results = Vec::new();
+        loop {
+            let next = tokio::select! {
                 _ = cancel.cancelled() => anyhow::bail!("cancelled"),
-                r = tokio::time::timeout(Duration::from_secs(self.timeout), info_of(&port, &profiles)) => r,
+                r = probes.join_next() => r,
             };
+            let Some(joined) = next else { break };
+            let (n, port, r) = joined?;
+            if progress {
+                let verdict = match &r {
+                    Ok(Ok(_)) => "answered",
+                    Ok(Err(_)) => "failed",
+                    Err(_) => "silent",
+                };
+                eprintln!("  {port}: {verdict}");
+            }
+            results.push((n, port, r));
+        }
+        results.sort_by_key(|(n, _, _)| *n);
+        let mut found = Vec::new();
+        for (_, port, r) in results {
             match r {
                 Ok(Ok((info, _))) => found.push(info),
                 Ok(Err(e)) => {
@@ -219,16 +254,69 @@ impl ModemsArgs {
     }
 }
 
-/// USB modem ports as Linux names them (option/qcserial: ttyUSB; cdc-acm: ttyACM).
-fn scan_ports() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir("/dev")
+/// USB modem ports as Linux names them (option/qcserial: ttyUSB; cdc-acm: ttyACM), each
+/// under its stable udev name in `by_id` (/dev/serial/by-id: vendor, model, serial and
+/// interface, the same after a reboot or a USB reset) when it has one: the name to put
+/// in `[modems] ports`.
+fn scan_ports(dev: &Path, by_id: &Path) -> Vec<String> {
+    let names = |dir: &Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    };
+    let stable: Vec<(std::path::PathBuf, std::path::PathBuf)> = names(by_id)
         .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("ttyUSB") || n.starts_with("ttyACM"))
-        .map(|n| format!("/dev/{n}"))
+        .filter_map(|link| Some((std::fs::canonicalize(&link).ok()?, link)))
         .collect();
-    out.sort();
-    out
+    names(dev)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ttyUSB") || n.starts_with("ttyACM"))
+        })
+        .map(|p| {
+            let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+            stable
+                .iter()
+                .find(|(target, _)| *target == real)
+                .map_or(p, |(_, link)| link.clone())
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanned_ports_go_by_their_stable_names() {
+        let root = std::env::temp_dir().join(format!("simgate-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (dev, by_id) = (root.join("dev"), root.join("by-id"));
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(&by_id).unwrap();
+        for n in ["ttyUSB0", "ttyUSB1", "ttyACM0", "ttyS0", "null"] {
+            std::fs::write(dev.join(n), "").unwrap();
+        }
+        let stable = by_id.join("usb-Quectel_EC25_0123-if01-port0");
+        std::os::unix::fs::symlink("../dev/ttyUSB1", &stable).unwrap();
+        let got = scan_ports(&dev, &by_id);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                dev.join("ttyACM0").display().to_string(),
+                dev.join("ttyUSB0").display().to_string(),
+                stable.display().to_string(),
+            ]
+        );
+    }
 }

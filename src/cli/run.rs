@@ -90,6 +90,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
             register: Duration::from_secs(cfg.modems.swap_register_secs),
             replace: Duration::from_secs(cfg.modems.swap_replace_secs),
         },
+        modems_shared: cfg.modems.shared_with_modemmanager.clone(),
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)

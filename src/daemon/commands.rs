@@ -28,6 +28,12 @@ pub(crate) type Done = Result<Option<Observed>, (RefusalCode, String)>;
 /// executor does not depend on how supervisors are kept (and tests can have none).
 pub(crate) trait ModemPorts {
     fn handle(&self, port: &str) -> Option<ModemHandle>;
+    /// The port is a spare AT port of a modem ModemManager keeps
+    /// (`[modems] shared_with_modemmanager`): its data session is not simgate's to
+    /// bring down or up.
+    fn shared_with_modemmanager(&self, _port: &str) -> bool {
+        false
+    }
 }
 
 /// Where a SIM lives, which decides how an action reaches it.
@@ -379,7 +385,24 @@ impl Commands {
                 );
             }
         };
-        let plan = plan(&cmd, &host);
+        let mut plan = plan(&cmd, &host);
+        if let Plan::Modem {
+            work: ModemWork::Act(ModemAction::SuspendData | ModemAction::ResumeData),
+            port,
+        } = &plan
+        {
+            if modems.shared_with_modemmanager(port) {
+                plan = Plan::Refuse {
+                    code: RefusalCode::NotApplicable,
+                    reason: format!(
+                        "{port} is a spare port of a modem ModemManager keeps (modems.shared_with_modemmanager): \
+                         ModemManager holds the data session up and would undo a +CGACT within seconds; \
+                         suspend the line on the platform's side, or let simgate own the modem \
+                         (/usr/share/simgate/udev/README.md)"
+                    ),
+                };
+            }
+        }
         if let Plan::Refuse { code, reason } = plan {
             return self.finish(ctx, &mut rec, Err((code, reason)));
         }

@@ -10,6 +10,7 @@ mod rules;
 mod swap;
 
 pub use swap::SwapSettings;
+mod service;
 
 use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
 use crate::link::{Link, LinkSettings, Received};
@@ -46,6 +47,8 @@ pub struct Settings {
     pub modem_netdevs: std::collections::BTreeMap<String, String>,
     /// Per-step limits of a guided SIM swap.
     pub swap: SwapSettings,
+    /// Spare AT ports of modems ModemManager keeps: suspend and resume are refused there.
+    pub modems_shared: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,8 @@ pub(crate) enum Event {
         rows: Vec<String>,
         result: commands::Done,
     },
+    /// Time to tell the service manager's watchdog the loop is alive.
+    Watchdog,
 }
 
 /// What every handler may use: the store, the link, the recorder over both, and a way
@@ -221,7 +226,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     for id in swap::recover(&ctx, &modems)? {
         commands.adopt(id);
     }
+    let mut service = service::Service::new(watch_readers, &settings.modems);
+    let mut watchdog = service.watchdog().map(tokio::time::interval);
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
+    service.after_event(&ctx);
 
     loop {
         // Biased: hardware events before the results of work that followed them (a
@@ -229,6 +237,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         let event = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
+            _ = tick(&mut watchdog) => Event::Watchdog,
             Some(ev) = reader_rx.recv() => Event::Reader(ev),
             Some(ev) = modem_rx.recv() => Event::Modem(ev),
             Some(ev) = events_rx.recv() => ev,
@@ -243,11 +252,18 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         };
         let touched = touched(&event);
         match event {
-            Event::Reader(ev) => readers.on_event(&ctx.rec, ev)?,
-            Event::Modem(ev) => modems.on_event(&ctx, ev).await?,
+            Event::Reader(ev) => {
+                service.on_reader(&ev);
+                readers.on_event(&ctx.rec, ev)?
+            }
+            Event::Modem(ev) => {
+                service.on_modem(&ev);
+                modems.on_event(&ctx, ev).await?
+            }
             Event::CardRead(done) => readers::on_card_read(&ctx, &mut readers, *done)?,
             Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,
             Event::CommandDone { id, result } => commands.on_done(&ctx, id, result).await?,
+            Event::Watchdog => service.ping(&ctx),
             Event::SwapRows(iccids) => swap::rerecord(&ctx, &iccids).await?,
             Event::SwapEnded { id, rows, result } => {
                 swap::ended(&ctx, &id, &rows).await?;
@@ -258,6 +274,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         for (iccid, replaced_by) in touched {
             rules::evaluate(&ctx, &modems, &iccid, replaced_by)?;
         }
+        service.after_event(&ctx);
     }
 
     tracing::info!("shutting down");
@@ -271,4 +288,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     Ok(())
+}
+
+/// The next watchdog tick, or never when the service manager wants none.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

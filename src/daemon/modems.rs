@@ -22,6 +22,8 @@ pub(crate) struct Modems {
     iccids: HashMap<String, String>,
     /// Ports whose modem was reported not answering, until it is identified again.
     silent: std::collections::HashSet<String>,
+    /// Spare AT ports of modems ModemManager keeps (`[modems] shared_with_modemmanager`).
+    shared: std::collections::HashSet<String>,
 }
 
 impl Modems {
@@ -33,11 +35,29 @@ impl Modems {
         cancel: &CancellationToken,
         events: mpsc::Sender<ModemEvent>,
     ) -> Modems {
-        let mut modems = Modems::default();
+        let mut modems = Modems {
+            shared: daemon.modems_shared.iter().cloned().collect(),
+            ..Modems::default()
+        };
         for port in &daemon.modems {
+            let shared = modems.shared.contains(port);
+            if let Some(advice) =
+                crate::modem::sysfs::modemmanager_conflict(port).filter(|_| !shared)
+            {
+                tracing::warn!(%port, "{advice}");
+            }
+            // The configured interface wins; else the one sysfs puts on the same USB
+            // device as the port.
+            let netdev = daemon.modem_netdevs.get(port).cloned().or_else(|| {
+                let found = crate::modem::sysfs::netdev_for(std::path::Path::new("/sys"), port);
+                if let Some(n) = &found {
+                    tracing::info!(%port, netdev = %n, "usage counters from the modem's network interface (sysfs)");
+                }
+                found
+            });
             let settings = supervisor::Settings {
                 poll: daemon.modem_poll,
-                netdev: daemon.modem_netdevs.get(port).cloned(),
+                netdev,
                 ..supervisor::Settings::default()
             };
             let (handle, task) = supervisor::spawn(
@@ -137,6 +157,9 @@ impl Modems {
                 tracing::info!(%port, %iccid, ?in_session, %reason, "data session changed");
                 self.update(ctx, &iccid, |o| o.in_session = in_session)
                     .await?;
+            }
+            ModemEvent::Absent { port, error } => {
+                tracing::warn!(%port, %error, "cannot open the modem port; retrying");
             }
             ModemEvent::Lost { port, error } => {
                 tracing::warn!(%port, %error, "modem lost; reattaching");
@@ -245,5 +268,9 @@ async fn mark_absent(ctx: &Ctx, iccid: &str) -> Result<(), DaemonError> {
 impl super::commands::ModemPorts for Modems {
     fn handle(&self, port: &str) -> Option<ModemHandle> {
         Modems::handle(self, port)
+    }
+
+    fn shared_with_modemmanager(&self, port: &str) -> bool {
+        self.shared.contains(port)
     }
 }

@@ -137,6 +137,8 @@ pub struct Link {
     outbox: Outbox,
     wake: Arc<Notify>,
     usage: Arc<Mutex<Usage>>,
+    /// Between a CONNACK and the connection's end (the daemon's status line).
+    connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Usage between batches.
@@ -220,6 +222,7 @@ impl Link {
             })?,
             wake: Arc::new(Notify::new()),
             usage: Arc::new(Mutex::new(Usage::default())),
+            connected: Arc::default(),
         };
         let driver = Driver {
             link: link.clone(),
@@ -241,6 +244,11 @@ impl Link {
     /// The contract's topics for this agent.
     pub fn topics(&self) -> &Topics {
         &self.topics
+    }
+
+    /// Whether the broker accepted the current connection (CONNACK) and it still stands.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Messages waiting in the outbox.
@@ -485,6 +493,9 @@ impl Driver {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     tracing::info!(session_present = ack.session_present, "connected to broker");
                     self.connected_at = Some(Instant::now());
+                    self.link
+                        .connected
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     // Whatever rumqttc kept from the last session is replayed from the
                     // outbox instead, with ids this driver tracks.
                     self.eventloop.pending.clear();
@@ -593,6 +604,9 @@ impl Driver {
     ) {
         use rumqttc::{ConnectionError as C, StateError as S};
         let lived = self.connected_at.take().map(|t| t.elapsed());
+        self.link
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(lived) = lived {
             backoff.ended_after(lived);
         }

@@ -23,5 +23,6 @@ pub mod identify;
 pub mod profile;
 pub mod reply;
 pub mod supervisor;
+pub mod sysfs;
 
 pub use profile::{Profile, ProfileError, Profiles};

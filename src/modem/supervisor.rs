@@ -50,6 +50,9 @@ pub enum ModemEvent {
     },
     /// The port is gone or the modem stopped answering; reattaching.
     Lost { port: String, error: String },
+    /// The port was not there at the first attempt to open it (a modem not plugged in,
+    /// or still booting); the supervisor waits for it. Told once.
+    Absent { port: String, error: String },
 }
 
 /// Supervisor settings.
@@ -187,6 +190,8 @@ pub fn spawn(
         suspended,
         since_reset: false,
         failures: 0,
+        opened: false,
+        told_absent: false,
         backoff,
     };
     (ModemHandle { tx }, tokio::spawn(sup.run(cancel)))
@@ -207,6 +212,10 @@ struct Supervisor {
     since_reset: bool,
     /// Attach attempts that failed since the last identification.
     failures: u32,
+    /// The port was opened at least once (an absence after that is a loss).
+    opened: bool,
+    /// [`ModemEvent::Absent`] was sent.
+    told_absent: bool,
     /// Waits between reattach attempts.
     backoff: Backoff,
 }
@@ -282,9 +291,20 @@ impl Supervisor {
     async fn open(&mut self) -> crate::at::Port {
         loop {
             match crate::at::open(&self.port).await {
-                Ok(p) => return p,
+                Ok(p) => {
+                    self.opened = true;
+                    return p;
+                }
                 Err(e) => {
                     tracing::debug!(port = %self.port, error = %e, "port not there yet");
+                    if !self.opened && !self.told_absent {
+                        self.told_absent = true;
+                        self.emit(ModemEvent::Absent {
+                            port: self.port.clone(),
+                            error: e.to_string(),
+                        })
+                        .await;
+                    }
                     self.idle(self.settings.reopen_every).await;
                 }
             }
@@ -687,6 +707,10 @@ fn duplicate(e: &AtError) -> AtError {
         AtError::Open { port, source } => AtError::Open {
             port: port.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        AtError::Held { port, holder } => AtError::Held {
+            port: port.clone(),
+            holder: holder.clone(),
         },
         AtError::Link(source) => {
             AtError::Link(std::io::Error::new(source.kind(), source.to_string()))

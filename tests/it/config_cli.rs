@@ -190,3 +190,106 @@ fn watch_with_a_bad_broker_url_is_a_usage_error() {
     ]);
     assert!(err.contains("--broker"), "{err}");
 }
+
+#[test]
+fn config_check_and_path_use_the_file_given_by_the_environment() {
+    let shipped = support::repo().join("config/simgate.toml");
+    let check = Command::new(simgate_bin())
+        .args(["config", "check"])
+        .env("SIMGATE_CONFIG", &shipped)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        format!("{}: ok\n", shipped.display())
+    );
+    let path = Command::new(simgate_bin())
+        .args(["config", "path"])
+        .env("SIMGATE_CONFIG", &shipped)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&path.stdout),
+        format!("{}\n", shipped.display())
+    );
+}
+
+/// With no file given, /etc/simgate/simgate.toml is the one: checked when it exists,
+/// named as missing when not (the installed case is checked by `make deb-check`, where
+/// the package put it). Either way the answer names it.
+#[test]
+fn config_check_without_a_file_checks_the_system_configuration() {
+    let out = Command::new(simgate_bin())
+        .args(["config", "check"])
+        .env_remove("SIMGATE_CONFIG")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("/etc/simgate/simgate.toml"), "{said}");
+    if !std::path::Path::new("/etc/simgate/simgate.toml").exists() {
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(said.contains("does not exist"), "{said}");
+    }
+}
+
+#[test]
+fn a_broken_system_configuration_does_not_stop_the_template() {
+    // `config template` reads no configuration: it works with a broken --config too,
+    // as it must with a broken /etc/simgate/simgate.toml.
+    let dir = TempDir::new("cfg");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[agent\n").unwrap();
+    let out = Command::new(simgate_bin())
+        .arg("--config")
+        .arg(&bad)
+        .args(["config", "template"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_man_pages_and_completions_come_from_the_command_line_definition() {
+    let dir = TempDir::new("man");
+    let out = Command::new(simgate_bin())
+        .args(["generate", "man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::fs::read_to_string(dir.path().join("simgate-run.1")).unwrap();
+    assert!(
+        run.starts_with(".ie \\n(.g .ds Aq"),
+        "roff: {}",
+        &run[..80.min(run.len())]
+    );
+    assert!(
+        run.contains("simgate\\-run") && run.contains("agent\\-id"),
+        "{run}"
+    );
+    assert!(dir.path().join("simgate.1").exists());
+    let bash = Command::new(simgate_bin())
+        .args(["generate", "completions", "bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.contains("complete -F _simgate"), "{bash}");
+    assert!(bash.contains("--agent-id"), "{bash}");
+}

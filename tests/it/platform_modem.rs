@@ -258,3 +258,43 @@ fn a_suspended_modem_sim_stays_suspended_across_a_restart_of_simgate() {
         m.topic.ends_with(&row) && m.payload["in_session"] == "no"
     });
 }
+
+/// Spare-port mode (ModemManager keeps the modem's data path, simgate has one spare AT
+/// port): suspend and resume are refused with the reason, refresh still works.
+#[test]
+fn on_a_port_shared_with_modemmanager_suspend_is_refused_with_the_reason() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let emu = Modem::start("quectel-ec2x");
+    let port = emu.port.clone();
+    let config = state.path().join("simgate.toml");
+    std::fs::write(
+        &config,
+        format!("[modems]\nshared_with_modemmanager = [{port:?}]\n"),
+    )
+    .unwrap();
+    let mut sub = broker.subscribe("simgate/v1/gw-pm/#");
+    let _run = Proc::spawn(
+        "simgate run",
+        support::modem_agent(&broker.url(), "gw-pm", state.path(), &port)
+            .arg("--config")
+            .arg(&config),
+    );
+    sub.expect("the modem SIM's row", |m| {
+        m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true
+    });
+    send(&broker, "mm-sus-1", "suspend");
+    let m = outcome(&mut sub, "mm-sus-1");
+    assert_eq!(m.payload["status"], "failed", "{}", m.payload);
+    assert_eq!(m.payload["code"], "not_applicable", "{}", m.payload);
+    assert!(
+        m.payload["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ModemManager") && r.contains(port.as_str())),
+        "{}",
+        m.payload
+    );
+    send(&broker, "mm-ref-1", "refresh");
+    let m = outcome(&mut sub, "mm-ref-1");
+    assert_eq!(m.payload["status"], "successful", "{}", m.payload);
+}

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Install what simgate's build, tests and demo need on Debian/Ubuntu, if missing.
-# Used by `make deps` (and so by `make test` and `make demo`). Idempotent.
+# Install what simgate needs on Debian/Ubuntu, if missing. Idempotent.
+#   deps.sh build   building simgate and its package: no test rig (`make build`, `make deb`)
+#   deps.sh rig     building, plus the test rig and demo: pcscd, vpcd, mosquitto
+#                   (`make deps`, `make test`, `make demo`)
+#   deps.sh deb     building, plus what checking the package needs (`make deb-check`)
 set -euo pipefail
 
-packages=(pkg-config libpcsclite-dev pcscd vsmartcard-vpcd mosquitto mosquitto-clients
-          util-linux coreutils openssl)
+build=(pkg-config libpcsclite-dev)
+case "${1:-rig}" in
+  build) packages=("${build[@]}") ;;
+  rig) packages=("${build[@]}" pcscd vsmartcard-vpcd mosquitto mosquitto-clients
+                 util-linux coreutils openssl) ;;
+  # systemd for systemd-analyze (verify, security); passwd for the maintainer scripts.
+  deb) packages=("${build[@]}" systemd passwd) ;;
+  *) echo "usage: $0 build|rig|deb" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
