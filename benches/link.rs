@@ -13,7 +13,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use simgate::link::contract::{EventKind, UsageSample};
+use simgate::contract::{EventKind, UsageSample};
 use simgate::link::{Link, LinkSettings};
 use simgate::store::Store;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -273,7 +273,7 @@ async fn drain_after_outage(count: u64) {
     for i in 0..count {
         link.publish_event(EventKind::Error {
             iccid: Some("8988211000000430010".into()),
-            code: simgate::link::contract::RefusalCode::Failed,
+            code: simgate::contract::RefusalCode::Failed,
             reason: format!("bench event {i}"),
         })
         .expect("queue");

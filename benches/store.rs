@@ -8,7 +8,7 @@
 //! Size on disk is what `du` would count for the state directory: the sum of the
 //! allocated blocks of every file under it, after the store was flushed and closed.
 
-use simgate::link::contract::{EventKind, EventMsg};
+use simgate::contract::{EventKind, EventMsg};
 use simgate::sim::Location;
 use simgate::store::commands::{Claim, CommandRecord, CommandState};
 use simgate::store::outbox::Class;

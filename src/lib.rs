@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod card;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod daemon;
 #[cfg(feature = "emulators")]
 pub mod emu;

@@ -150,7 +150,7 @@ fn parse_one(index: usize, v: &Value) -> Result<Rule, RuleError> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
-        .filter(|s| crate::link::contract::valid_command_id(s))
+        .filter(|s| crate::sim::valid_key(s))
         .map(str::to_string);
     let shown = id.clone().unwrap_or_else(|| format!("#{}", index + 1));
     let err = |field: &str, why: &str| RuleError {

@@ -1,6 +1,6 @@
 //! What an observation changes, as the platform's events. Pure: no store, no link.
 
-use crate::link::contract::EventKind;
+use crate::contract::EventKind;
 use crate::sim::Observed;
 
 /// Equal in everything the platform sees, the observation time aside.
@@ -68,7 +68,7 @@ pub fn events(prev: Option<&Observed>, obs: &Observed, replaced: &[Observed]) ->
         if prev.and_then(|p| p.problem.as_ref()) != Some(problem) {
             out.push(EventKind::Error {
                 iccid: Some(obs.iccid.clone()),
-                code: crate::link::contract::RefusalCode::Failed,
+                code: crate::contract::RefusalCode::Failed,
                 reason: problem.clone(),
             });
         }

@@ -11,7 +11,7 @@
 //! insertion per card.
 
 use super::{RecordError, Recorder};
-use crate::link::contract::EventKind;
+use crate::contract::EventKind;
 use crate::reader::watch::ReaderEvent;
 use crate::reader::{self, name_matches, CardRead, ReadSettings, ReaderError};
 use crate::sim::Location;

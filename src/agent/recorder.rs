@@ -2,7 +2,7 @@
 //! was shown is kept), then published as the SIM's state row and the events it implies.
 
 use super::changes;
-use crate::link::contract::EventKind;
+use crate::contract::EventKind;
 use crate::link::{Link, LinkError};
 use crate::sim::{Location, Observed};
 use crate::store::{Store, StoreError};

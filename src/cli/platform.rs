@@ -3,7 +3,7 @@
 //! platform record.
 
 use super::UsageError;
-use crate::link::contract::{
+use crate::contract::{
     self, AgentTopic, CommandMsg, CommandStatus, CommandStatusWord, PlatformMsg, SCHEMA_VERSION,
 };
 use crate::link::peer::{Peer, PeerEvent};

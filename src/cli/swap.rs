@@ -11,7 +11,7 @@
 
 use super::platform::PlatformConn;
 use super::UsageError;
-use crate::link::contract::{
+use crate::contract::{
     self, AgentTopic, CommandMsg, CommandStatus, CommandStatusWord, EventKind, EventMsg, SimState,
 };
 use crate::link::peer::PeerEvent;

@@ -2,7 +2,7 @@
 //! shows the SIM table it publishes, redrawn on every change. Used by the demo and by
 //! anyone checking what an agent really sends.
 
-use crate::link::contract::{
+use crate::contract::{
     AgentTopic, CommandStatus, EventKind, EventMsg, Health, SimState, UsageBatch, UsageSample,
 };
 use crate::link::peer::PeerEvent;

@@ -8,7 +8,7 @@
 //! retried behind the platform's back.
 
 use super::{Ctx, DaemonError, Event};
-use crate::link::contract::{
+use crate::contract::{
     Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode, SwapTarget,
     SCHEMA_VERSION,
 };
@@ -78,7 +78,7 @@ pub(crate) enum Plan {
     SetRecord(PlatformRecord),
     /// Apply a refill to the cached balance (once per request id), lifting a rule's
     /// suspension.
-    Refill(crate::link::contract::Refill),
+    Refill(crate::contract::Refill),
     /// Evaluate the SIM's rules now.
     EvaluateRules,
     /// Ask the platform for a top-up, for a person (`simgate refill`).
@@ -254,7 +254,7 @@ impl Commands {
                         tracing::warn!(%iccid, reason = %r.reason, "platform record refused");
                         if let Some(link) = &ctx.link {
                             link.publish_event(EventKind::Error {
-                                iccid: crate::link::contract::valid_iccid(&iccid).then_some(iccid),
+                                iccid: crate::contract::valid_iccid(&iccid).then_some(iccid),
                                 code: r.code,
                                 reason: format!("platform record refused: {}", r.reason),
                             })?;
@@ -643,7 +643,7 @@ impl Commands {
         &self,
         ctx: &Ctx,
         cmd: &Command,
-        r: &crate::link::contract::Refill,
+        r: &crate::contract::Refill,
     ) -> Result<bool, DaemonError> {
         let now = crate::time::unix_now();
         let _one = super::rules::LEDGER
@@ -811,7 +811,7 @@ mod tests {
             }
         ));
         let mut r = cmd(Action::Refill);
-        r.refill = Some(crate::link::contract::Refill {
+        r.refill = Some(crate::contract::Refill {
             amount_mb: Some(1024.0),
             data_left_mb: None,
             days: None,

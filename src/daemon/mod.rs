@@ -266,6 +266,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             Event::Watchdog => service.ping(&ctx),
             Event::SwapRows(iccids) => swap::rerecord(&ctx, &iccids).await?,
             Event::SwapEnded { id, rows, result } => {
+                // Rows first (no longer Pending), then the outcome: a platform seeing the
+                // outcome sees the rows of the swap's end. A crash between the two reports
+                // the command interrupted at the next start; the rows tell how it ended.
                 swap::ended(&ctx, &id, &rows).await?;
                 commands.on_done(&ctx, id, result).await?
             }

@@ -79,13 +79,12 @@ impl Modems {
         match ev {
             ModemEvent::Identified(info) => {
                 if self.silent.remove(&info.port) {
-                    ctx.rec
-                        .event(crate::link::contract::EventKind::ModemService {
-                            port: info.port.clone(),
-                            iccid: info.sim.iccid.clone(),
-                            up: true,
-                            reason: None,
-                        })?;
+                    ctx.rec.event(crate::contract::EventKind::ModemService {
+                        port: info.port.clone(),
+                        iccid: info.sim.iccid.clone(),
+                        up: true,
+                        reason: None,
+                    })?;
                 }
                 tracing::info!(port = %info.port, model = info.model.as_deref(), sim = %info.sim.state, iccid = info.sim.iccid.as_deref(), at_commands = info.at_commands, "modem identified");
                 // A first identification is a first look at the port: any other SIM the
@@ -115,7 +114,7 @@ impl Modems {
                     self.seen(ctx, obs).await?;
                     if let (Some(old), Some(link), false) = (previous, &ctx.link, guided) {
                         if old != iccid {
-                            link.publish_event(crate::link::contract::EventKind::Swapped {
+                            link.publish_event(crate::contract::EventKind::Swapped {
                                 iccid,
                                 replaced: old,
                                 location,
@@ -137,7 +136,7 @@ impl Modems {
                 tracing::debug!(%port, %iccid, sent = this_month.sent, received = this_month.received, "usage accounted");
                 // The platform gets it batched (broker.usage_interval_secs).
                 if let Some(link) = &ctx.link {
-                    link.report_usage(crate::link::contract::UsageSample {
+                    link.report_usage(crate::contract::UsageSample {
                         month: crate::time::month_key(now),
                         iccid: iccid.clone(),
                         rx: this_month.received,
@@ -185,13 +184,12 @@ impl Modems {
                     .await?;
                 }
                 self.silent.insert(port.clone());
-                ctx.rec
-                    .event(crate::link::contract::EventKind::ModemService {
-                        port,
-                        iccid,
-                        up: false,
-                        reason: Some(error),
-                    })?;
+                ctx.rec.event(crate::contract::EventKind::ModemService {
+                    port,
+                    iccid,
+                    up: false,
+                    reason: Some(error),
+                })?;
             }
         }
         Ok(())

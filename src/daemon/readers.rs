@@ -26,9 +26,9 @@ pub(crate) fn on_card_read(
         }
         Err(e) => {
             tracing::warn!(%reader, error = %e, "card could not be identified");
-            ctx.rec.event(crate::link::contract::EventKind::Error {
+            ctx.rec.event(crate::contract::EventKind::Error {
                 iccid: None,
-                code: crate::link::contract::RefusalCode::Failed,
+                code: crate::contract::RefusalCode::Failed,
                 reason: format!("{reader}: card could not be identified: {e}"),
             })?;
         }

@@ -11,7 +11,7 @@
 
 use super::commands::ModemPorts;
 use super::{Ctx, DaemonError, Event};
-use crate::link::contract::EventKind;
+use crate::contract::EventKind;
 use crate::link::Link;
 use crate::modem::actions::Action as ModemAction;
 use crate::modem::supervisor::ModemHandle;
@@ -51,6 +51,12 @@ pub(crate) fn evaluate(
         return Ok(());
     };
     let now = crate::time::unix_now();
+    // A guided swap under way on the SIM's port is the platform's own doing, and may
+    // still roll back: it is no `sim_swapped`.
+    let replaced_by = match &obs.location {
+        Location::Modem { port, .. } if super::swap::on_port(&ctx.store, port)?.is_some() => None,
+        _ => replaced_by,
+    };
     let mut sim = ctx.store.sim_rules(iccid)?;
     let (rules, refused) = engine::parse(&record.rules);
     // A bad rule is said once per change of what is refused, naming rule and field.
@@ -63,7 +69,7 @@ pub(crate) fn evaluate(
             tracing::warn!(%iccid, error = %e, "rule refused");
             ctx.rec.event(EventKind::Error {
                 iccid: Some(iccid.to_string()),
-                code: crate::link::contract::RefusalCode::InvalidField,
+                code: crate::contract::RefusalCode::InvalidField,
                 reason: e.to_string(),
             })?;
         }

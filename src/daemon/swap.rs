@@ -26,7 +26,7 @@
 
 use super::{Ctx, DaemonError, Event};
 use crate::at::AtError;
-use crate::link::contract::{EventKind, RefusalCode, SwapStep, SwapTarget};
+use crate::contract::{EventKind, RefusalCode, SwapStep, SwapTarget};
 use crate::link::Link;
 use crate::modem::actions::{Action as ModemAction, ModemRefusal};
 use crate::modem::identify::ModemInfo;

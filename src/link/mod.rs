@@ -1,5 +1,5 @@
-//! The platform link: one MQTT connection per agent (rumqttc), the contract's topics and
-//! payloads (`contract`), health with a last will, and the durable outbox as the only
+//! The platform link: one MQTT connection per agent (rumqttc) speaking the contract's
+//! topics and payloads (src/contract.rs), health with a last will, and the durable outbox as the only
 //! send queue.
 //!
 //! Only this module knows MQTT. The daemon hands it states, events, command statuses and
@@ -22,19 +22,18 @@
 //! only after the daemon stored them, so a crash between receipt and storage means a
 //! redelivery, never a loss.
 
-pub mod contract;
 mod drain;
 pub mod peer;
 
 use crate::backoff::Backoff;
 use crate::config::BrokerUrl;
+use crate::contract::{
+    self, Command, CommandStatus, EventKind, EventMsg, Health, Inbound, Refusal, SimState, Topics,
+    UsageBatch, UsageSample,
+};
 use crate::sim::PlatformRecord;
 use crate::store::outbox::{Class, Limits, Outbox, Shed};
 use crate::store::{Store, StoreError};
-use contract::{
-    Command, CommandStatus, EventKind, EventMsg, Health, Inbound, Refusal, SimState, Topics,
-    UsageBatch, UsageSample,
-};
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, SubscribeFilter,
     TlsConfiguration, Transport,

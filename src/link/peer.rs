@@ -4,8 +4,8 @@
 //! ends. It keeps rumqttc inside `src/link/` and classifies every topic through
 //! [`Topics::outbound`], so no caller spells a topic.
 
-use super::contract::{AgentTopic, Topics};
 use super::{client_options, ClientAccess, LinkError};
+use crate::contract::{AgentTopic, Topics};
 
 /// A peer's failure: its setup (URL, TLS files) or the broker connection.
 #[derive(Debug, thiserror::Error)]

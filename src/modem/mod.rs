@@ -9,8 +9,7 @@
 //!   samples usage into the store, applies actions, reattaches vanished or silent
 //!   modems. Emits [`supervisor::ModemEvent`]s.
 //!
-//! The modem emulator for tests and demos lives in `crate::emu`; the subcommands in
-//! `crate::cli`.
+//! The modem emulator for tests and demos lives in src/emu; the subcommands in src/cli.
 //!
 //! Invariants: nothing here builds command text from outside values except through
 //! `at::quote` or numbers; nothing here knows sled (usage goes through `store::usage`);

@@ -4,7 +4,7 @@
 //! its record here and is answered from it, never executed again.
 
 use super::{Store, StoreError};
-use crate::link::contract::RefusalCode;
+use crate::contract::RefusalCode;
 use serde::{Deserialize, Serialize};
 
 pub(super) const TREE: &str = "commands";
@@ -19,7 +19,7 @@ pub const MAX_COMMAND_IDS: u64 = 10_000;
 
 /// How long a record written by a simgate that did not yet keep `keep_until` is kept
 /// after its last update: the 90 days commands could then live.
-const LEGACY_MEMORY_SECS: u64 = crate::link::contract::COMMAND_MEMORY_SECS;
+const LEGACY_MEMORY_SECS: u64 = crate::contract::COMMAND_MEMORY_SECS;
 
 /// Where a command stands, in thin-edge.io's lifecycle words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

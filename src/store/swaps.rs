@@ -6,7 +6,7 @@
 //! command's own record (store::commands) holds the outcome.
 
 use super::{Store, StoreError};
-use crate::link::contract::{SwapStep, SwapTarget};
+use crate::contract::{SwapStep, SwapTarget};
 use serde::{Deserialize, Serialize};
 
 const TREE: &str = "swaps";

@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use simgate::link::contract::{CommandStatus, CommandStatusWord, EventKind, RefusalCode};
+use simgate::contract::{CommandStatus, CommandStatusWord, EventKind, RefusalCode};
 use simgate::link::{Link, LinkSettings};
 use simgate::sim::{Location, Observed};
 use simgate::store::Store;
@@ -73,7 +73,7 @@ async fn events_are_numbered_one_by_one_across_restarts_whatever_else_is_sent() 
                 Location::Reader { reader: "R".into() },
                 1,
             );
-            link.publish_state(&simgate::link::contract::SimState::from_observed(&obs))
+            link.publish_state(&simgate::contract::SimState::from_observed(&obs))
                 .unwrap();
             link.publish_command_status(&status(&format!("c{n}"), CommandStatusWord::Received))
                 .unwrap();

@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use simgate::link::contract::{EventKind, RefusalCode, SimState, UsageSample};
+use simgate::contract::{EventKind, RefusalCode, SimState, UsageSample};
 use simgate::link::{Link, LinkSettings};
 use simgate::sim::{InSession, Location, Observed};
 use simgate::store::Store;

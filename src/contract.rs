@@ -626,9 +626,7 @@ pub fn valid_iccid(s: &str) -> bool {
 
 /// A command id becomes a topic level: 1 to 64 of letters, digits, '-', '_', '.'.
 pub fn valid_command_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    crate::sim::valid_key(s)
 }
 
 /// Parse and check a command payload. `now` is Unix seconds. Every failure says which
@@ -874,6 +872,26 @@ mod tests {
 
     fn cmd(json: serde_json::Value) -> Result<Command, Refusal> {
         parse_command(&serde_json::to_vec(&json).unwrap(), NOW)
+    }
+
+    #[test]
+    fn every_contract_word_is_its_serde_name() {
+        fn check<
+            T: Copy + std::fmt::Debug + PartialEq + Serialize + serde::de::DeserializeOwned,
+        >(
+            all: &[T],
+            word: fn(T) -> &'static str,
+        ) {
+            for &v in all {
+                let json = serde_json::to_value(v).unwrap();
+                assert_eq!(json, serde_json::Value::from(word(v)));
+                assert_eq!(serde_json::from_value::<T>(json).unwrap(), v);
+            }
+        }
+        check(Action::ALL, Action::word);
+        check(CommandStatusWord::ALL, CommandStatusWord::word);
+        check(RefusalCode::ALL, RefusalCode::word);
+        check(SwapStep::ALL, SwapStep::word);
     }
 
     #[test]
