@@ -876,22 +876,10 @@ mod tests {
 
     #[test]
     fn every_contract_word_is_its_serde_name() {
-        fn check<
-            T: Copy + std::fmt::Debug + PartialEq + Serialize + serde::de::DeserializeOwned,
-        >(
-            all: &[T],
-            word: fn(T) -> &'static str,
-        ) {
-            for &v in all {
-                let json = serde_json::to_value(v).unwrap();
-                assert_eq!(json, serde_json::Value::from(word(v)));
-                assert_eq!(serde_json::from_value::<T>(json).unwrap(), v);
-            }
-        }
-        check(Action::ALL, Action::word);
-        check(CommandStatusWord::ALL, CommandStatusWord::word);
-        check(RefusalCode::ALL, RefusalCode::word);
-        check(SwapStep::ALL, SwapStep::word);
+        crate::sim::check_wire_words(Action::ALL, Action::word);
+        crate::sim::check_wire_words(CommandStatusWord::ALL, CommandStatusWord::word);
+        crate::sim::check_wire_words(RefusalCode::ALL, RefusalCode::word);
+        crate::sim::check_wire_words(SwapStep::ALL, SwapStep::word);
     }
 
     #[test]

@@ -304,28 +304,30 @@ pub struct PlatformRecord {
     pub updated_at: Option<u64>,
 }
 
+/// Test helper: every variant of a `wire_words!` vocabulary is its word on the wire, and
+/// its word parses back to it.
+#[cfg(test)]
+pub(crate) fn check_wire_words<T>(all: &[T], word: fn(T) -> &'static str)
+where
+    T: Copy + PartialEq + std::fmt::Debug + Serialize + serde::de::DeserializeOwned,
+{
+    for &v in all {
+        let json = serde_json::to_value(v).unwrap();
+        assert_eq!(json, serde_json::Value::from(word(v)));
+        assert_eq!(serde_json::from_value::<T>(json).unwrap(), v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_wire_word_round_trips_through_serde_and_from_word() {
-        fn check<
-            T: Copy + PartialEq + std::fmt::Debug + Serialize + serde::de::DeserializeOwned,
-        >(
-            all: &[T],
-            word: fn(T) -> &'static str,
-        ) {
-            for &v in all {
-                let json = serde_json::to_value(v).unwrap();
-                assert_eq!(json, serde_json::Value::from(word(v)));
-                assert_eq!(serde_json::from_value::<T>(json).unwrap(), v);
-            }
-        }
-        check(FormFactor::ALL, FormFactor::word);
-        check(InSession::ALL, InSession::word);
-        check(Status::ALL, Status::word);
-        check(SimType::ALL, SimType::word);
+        check_wire_words(FormFactor::ALL, FormFactor::word);
+        check_wire_words(InSession::ALL, InSession::word);
+        check_wire_words(Status::ALL, Status::word);
+        check_wire_words(SimType::ALL, SimType::word);
 
         assert_eq!(
             Status::from_word("Activation ready"),
