@@ -640,37 +640,17 @@ impl Supervisor {
     ) -> Result<(), AtError> {
         match request {
             Request::Act(action, reply) => {
-                match self.on_action(conn, profile, info, action).await {
-                    Ok(r) => {
-                        let _ = reply.send(Ok(r));
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(duplicate(&e)));
-                        Err(e)
-                    }
-                }
+                let r = self.on_action(conn, profile, info, action).await;
+                answer(reply, r)
             }
-            Request::Refresh(reply) => match self.sim_changed(conn, profile, info).await {
-                Ok(()) => {
-                    let _ = reply.send(Ok(Box::new(info.clone())));
-                    Ok(())
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(duplicate(&e)));
-                    Err(e)
-                }
-            },
-            Request::Status(reply) => match self.sample(conn, profile, info).await {
-                Ok(()) => {
-                    let _ = reply.send(Ok(Box::new(info.clone())));
-                    Ok(())
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(duplicate(&e)));
-                    Err(e)
-                }
-            },
+            Request::Refresh(reply) => {
+                let r = self.sim_changed(conn, profile, info).await;
+                answer(reply, r.map(|()| Box::new(info.clone())))
+            }
+            Request::Status(reply) => {
+                let r = self.sample(conn, profile, info).await;
+                answer(reply, r.map(|()| Box::new(info.clone())))
+            }
         }
     }
 
@@ -695,6 +675,24 @@ impl Supervisor {
 }
 
 /// A copy of a link error for the action's caller; the original drives recovery.
+/// Answer a handle's request with its result; a link error is both answered and
+/// returned, since it also drives recovery.
+fn answer<T>(
+    reply: oneshot::Sender<Result<T, AtError>>,
+    r: Result<T, AtError>,
+) -> Result<(), AtError> {
+    match r {
+        Ok(v) => {
+            let _ = reply.send(Ok(v));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = reply.send(Err(duplicate(&e)));
+            Err(e)
+        }
+    }
+}
+
 fn duplicate(e: &AtError) -> AtError {
     match e {
         AtError::Timeout { command, after } => AtError::Timeout {

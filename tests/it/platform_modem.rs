@@ -34,19 +34,17 @@ fn a_modem_sim_is_suspended_and_resumed_by_command_and_its_swap_and_usage_are_re
     let state = TempDir::new("state");
     let mut emu = Modem::start("quectel-ec2x");
     let port = emu.port.clone();
-    let config = state.path().join("simgate.toml");
-    // Short intervals so the test sees a usage batch and a counter sample quickly.
-    std::fs::write(
-        &config,
-        "[broker]\nusage_interval_secs = 1\n\n[modems]\npoll_secs = 5\n",
-    )
-    .unwrap();
     let mut sub = broker.subscribe("simgate/v1/gw-pm/#");
     let _run = Proc::spawn(
         "simgate run",
-        support::modem_agent(&broker.url(), "gw-pm", state.path(), &port)
-            .arg("--config")
-            .arg(&config),
+        &mut support::modem_agent_with(
+            &broker.url(),
+            "gw-pm",
+            state.path(),
+            &port,
+            // Short intervals: the test sees a usage batch and a counter sample quickly.
+            "[broker]\nusage_interval_secs = 1\n\n[modems]\npoll_secs = 5\n",
+        ),
     );
     sub.expect("the modem SIM's row", |m| {
         m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true
@@ -188,21 +186,19 @@ fn usage_comes_from_the_bearer_interface_when_the_modem_has_no_counter() {
     let broker = Broker::start();
     let state = TempDir::new("state");
     let emu = Modem::start("generic-3gpp");
-    let config = state.path().join("simgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[broker]\nusage_interval_secs = 1\n\n[modems]\npoll_secs = 5\nnetdevs = {{ \"{}\" = \"lo\" }}\n",
-            emu.port
-        ),
-    )
-    .unwrap();
     let mut sub = broker.subscribe("simgate/v1/gw-pm/usage");
     let _run = Proc::spawn(
         "simgate run",
-        support::modem_agent(&broker.url(), "gw-pm", state.path(), &emu.port)
-            .arg("--config")
-            .arg(&config),
+        &mut support::modem_agent_with(
+            &broker.url(),
+            "gw-pm",
+            state.path(),
+            &emu.port,
+            &format!(
+            "[broker]\nusage_interval_secs = 1\n\n[modems]\npoll_secs = 5\nnetdevs = {{ \"{}\" = \"lo\" }}\n",
+            emu.port
+        ),
+        ),
     );
     // The first sample only sets the baseline; the next ones count what moved since.
     let counted = |s: &serde_json::Value| {
@@ -267,18 +263,16 @@ fn on_a_port_shared_with_modemmanager_suspend_is_refused_with_the_reason() {
     let state = TempDir::new("state");
     let emu = Modem::start("quectel-ec2x");
     let port = emu.port.clone();
-    let config = state.path().join("simgate.toml");
-    std::fs::write(
-        &config,
-        format!("[modems]\nshared_with_modemmanager = [{port:?}]\n"),
-    )
-    .unwrap();
     let mut sub = broker.subscribe("simgate/v1/gw-pm/#");
     let _run = Proc::spawn(
         "simgate run",
-        support::modem_agent(&broker.url(), "gw-pm", state.path(), &port)
-            .arg("--config")
-            .arg(&config),
+        &mut support::modem_agent_with(
+            &broker.url(),
+            "gw-pm",
+            state.path(),
+            &port,
+            &format!("[modems]\nshared_with_modemmanager = [{port:?}]\n"),
+        ),
     );
     sub.expect("the modem SIM's row", |m| {
         m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true

@@ -125,15 +125,17 @@ fn a_modem_that_stops_answering_is_told_to_the_platform_and_so_is_its_return() {
     let broker = Broker::start();
     let state = TempDir::new("state");
     let mut emu = Modem::start("quectel-ec2x");
-    let config = state.path().join("simgate.toml");
-    // The shortest poll the configuration allows: silence is found at the next poll.
-    std::fs::write(&config, "[modems]\npoll_secs = 5\n").unwrap();
     let mut sub = broker.subscribe("simgate/v1/gw-mute/#");
+    // The shortest poll the configuration allows: silence is found at the next poll.
     let _run = Proc::spawn(
         "simgate run",
-        support::modem_agent(&broker.url(), "gw-mute", state.path(), &emu.port)
-            .arg("--config")
-            .arg(&config),
+        &mut support::modem_agent_with(
+            &broker.url(),
+            "gw-mute",
+            state.path(),
+            &emu.port,
+            "[modems]\npoll_secs = 5\n",
+        ),
     );
     let topic = "simgate/v1/gw-mute/sim/8901260886258128535/state";
     let m = sub.expect("the modem SIM present", |m| m.topic == topic);

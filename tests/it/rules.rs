@@ -25,15 +25,17 @@ fn command(broker: &Broker, agent: &str, id: &str, action: &str, params: Value) 
 }
 
 fn agent(broker: &Broker, agent: &str, state: &TempDir, port: &str) -> (Proc, Lines) {
-    let config = state.path().join("simgate.toml");
-    std::fs::write(&config, "[modems]\npoll_secs = 5\n").unwrap();
     let mut run = Proc::spawn(
         "simgate run",
-        support::modem_agent(&broker.url(), agent, state.path(), port)
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-format", "json"])
-            .stderr(Stdio::piped()),
+        support::modem_agent_with(
+            &broker.url(),
+            agent,
+            state.path(),
+            port,
+            "[modems]\npoll_secs = 5\n",
+        )
+        .args(["--log-format", "json"])
+        .stderr(Stdio::piped()),
     );
     let log = Lines::new(run.child.stderr.take().unwrap());
     (run, log)

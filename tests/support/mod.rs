@@ -878,6 +878,22 @@ pub fn run_args<'a>(broker: &'a str, agent: &'a str) -> [&'a str; 6] {
     ]
 }
 
+/// `modem_agent` with a configuration: `toml` is written to `state/simgate.toml` and
+/// given with `--config`.
+pub fn modem_agent_with(
+    broker: &str,
+    agent: &str,
+    state: &Path,
+    port: &str,
+    toml: &str,
+) -> Command {
+    let config = state.join("simgate.toml");
+    std::fs::write(&config, toml).expect("write the test configuration");
+    let mut cmd = modem_agent(broker, agent, state, port);
+    cmd.arg("--config").arg(config);
+    cmd
+}
+
 /// `simgate run` publishing to `broker` as `agent`, its store in `state`, supervising
 /// the modem at `port`; stdin and stdout closed, the debug log on the test's stderr.
 /// Callers add flags (`--config FILE`, global flags go after `run` too) or pipe stderr.
