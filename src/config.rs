@@ -54,6 +54,7 @@ pub struct Broker {
     pub outbox_max_bytes: u64,
     pub inflight_window: u16,
     pub usage_interval_secs: u64,
+    pub reconnect_max_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -144,6 +145,7 @@ impl Default for Broker {
             outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
             inflight_window: 16,
             usage_interval_secs: 900,
+            reconnect_max_secs: 10,
         }
     }
 }
@@ -250,6 +252,15 @@ impl Config {
             return Err(invalid(
                 "broker.inflight_window",
                 format!("{} is outside 1..=1024", self.broker.inflight_window),
+            ));
+        }
+        if !(1..=3600).contains(&self.broker.reconnect_max_secs) {
+            return Err(invalid(
+                "broker.reconnect_max_secs",
+                format!(
+                    "{} is outside 1..=3600 (seconds between connect attempts while the broker is unreachable)",
+                    self.broker.reconnect_max_secs
+                ),
             ));
         }
         if self.broker.usage_interval_secs == 0 {

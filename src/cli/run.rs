@@ -110,6 +110,7 @@ pub(super) fn link_settings(cfg: &Config) -> LinkSettings {
         outbox_max_bytes: cfg.broker.outbox_max_bytes,
         window: cfg.broker.inflight_window,
         usage_interval: Duration::from_secs(cfg.broker.usage_interval_secs),
+        reconnect_max: Duration::from_secs(cfg.broker.reconnect_max_secs),
     }
 }
 

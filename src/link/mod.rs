@@ -85,6 +85,8 @@ pub struct LinkSettings {
     pub window: u16,
     /// Usage telemetry is batched and sent at this interval.
     pub usage_interval: Duration,
+    /// The longest wait between connect attempts while the broker is unreachable.
+    pub reconnect_max: Duration,
 }
 
 impl LinkSettings {
@@ -102,6 +104,7 @@ impl LinkSettings {
             outbox_max_bytes: crate::config::DEFAULT_OUTBOX_MAX_BYTES,
             window: 16,
             usage_interval: Duration::from_secs(900),
+            reconnect_max: DEFAULT_RECONNECT_MAX,
         }
     }
 }
@@ -451,13 +454,47 @@ const DISK_RESERVE: u64 = 8 * 1024 * 1024;
 /// connection before it is read; the driver then discards it through `drain`.
 const MAX_PACKET_BYTES: usize = 1024 * 1024;
 
-/// Reconnect waits (src/backoff.rs): 0.5 s doubling to 60 s, equal jitter. A connection
-/// resets them only once it lived `LINK_STABLE`: longer than the longest wait, so two
-/// clients taking the same client id over from each other never look stable (MQTT.md,
-/// "Connection").
+/// Reconnect waits (src/backoff.rs), in two regimes (MQTT.md, "Connection"):
+/// - the broker is unreachable (TCP refused or timed out, no route, DNS): 0.5 s doubling
+///   to `LinkSettings::reconnect_max` (10 s by default), equal jitter. An attempt costs
+///   the broker nothing while it is away, and the cap bounds how long an agent takes to
+///   notice it is back: a fleet is back within about the cap of the broker's return,
+///   spread over the cap's second half instead of arriving at once. Starts over at
+///   every accepted connection, so the next outage starts with short waits again.
+/// - the broker is there and turns the agent away (CONNACK refused, TLS refused, or a
+///   connection closed before it lived `LINK_STABLE`: another client with this id, a
+///   poison message, a flapping broker): 0.5 s doubling to 60 s. These attempts cost a
+///   handshake on a metered link and load on the broker, so they slow down for real;
+///   they start over only after a connection lived `LINK_STABLE`, longer than their
+///   longest wait, so two clients taking the same client id over from each other never
+///   look stable.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
-const BACKOFF_CAP: Duration = Duration::from_secs(60);
+const REJECTED_CAP: Duration = Duration::from_secs(60);
 const LINK_STABLE: Duration = Duration::from_secs(90);
+/// The default ceiling of reconnect waits while the broker is unreachable.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Whether a connection's end means the broker is there and turns the agent away (the
+/// slow regime of [`Waits`]) rather than out of reach. `lived`: how long the connection
+/// had been accepted, None when it never was.
+fn turned_away(lived: Option<Duration>, e: &rumqttc::ConnectionError) -> bool {
+    use rumqttc::ConnectionError as C;
+    match lived {
+        // A connection that lived: a fresh start (the unreachable waits were reset when
+        // it was accepted).
+        Some(l) if l >= LINK_STABLE => false,
+        // Accepted, then closed soon: a twin, a poison message, a flapping broker.
+        Some(_) => true,
+        // Never accepted: the broker itself said no, or it was not reached at all.
+        None => matches!(e, C::ConnectionRefused(_) | C::Tls(_) | C::NotConnAck(_)),
+    }
+}
+
+/// The driver's two reconnect backoffs (see `BACKOFF_BASE`).
+struct Waits {
+    unreachable: Backoff,
+    rejected: Backoff,
+}
 
 /// This many connections in a row closed by the broker before `LINK_STABLE` raise an
 /// `error` event with code `client_id_in_use`.
@@ -465,7 +502,10 @@ const UNSTABLE_AFTER: u32 = 3;
 
 impl Driver {
     async fn run(mut self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP, LINK_STABLE);
+        let mut waits = Waits {
+            unreachable: Backoff::new(BACKOFF_BASE, self.settings.reconnect_max, LINK_STABLE),
+            rejected: Backoff::new(BACKOFF_BASE, REJECTED_CAP, LINK_STABLE),
+        };
         let mut usage_tick = tokio::time::interval(self.usage_interval);
         usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         usage_tick.reset(); // the first tick after one interval, not at once
@@ -492,6 +532,8 @@ impl Driver {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     tracing::info!(session_present = ack.session_present, "connected to broker");
                     self.connected_at = Some(Instant::now());
+                    // The broker is reachable: the next outage starts with short waits.
+                    waits.unreachable.reset();
                     self.link
                         .connected
                         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -579,8 +621,7 @@ impl Driver {
                     // rumqttc moved its in-flight publishes (and queued requests) here to
                     // resend them; the outbox is the queue, so drop them.
                     self.eventloop.pending.clear();
-                    self.on_connection_error(&e, &mut backoff, &cancel).await;
-                    let wait = backoff.next_wait();
+                    let wait = self.on_connection_error(&e, &mut waits, &cancel).await;
                     tracing::warn!(error = %e, retry_in = ?wait, queued = self.link.outbox.len(), "broker connection lost");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -592,22 +633,23 @@ impl Driver {
         self.shutdown().await;
     }
 
-    /// Decide what a connection's end means before waiting to reconnect: reset the
-    /// backoff after a stable connection, discard a poison message, and say it loudly
-    /// when the broker keeps closing fresh connections (another client with this id).
+    /// Decide what a connection's end means and how long to wait before the next
+    /// attempt: discard a poison message, say it loudly when the broker keeps closing
+    /// fresh connections (another client with this id), and pick the regime of
+    /// [`Waits`] the failure belongs to.
     async fn on_connection_error(
         &mut self,
         e: &rumqttc::ConnectionError,
-        backoff: &mut Backoff,
+        waits: &mut Waits,
         cancel: &CancellationToken,
-    ) {
+    ) -> Duration {
         use rumqttc::{ConnectionError as C, StateError as S};
         let lived = self.connected_at.take().map(|t| t.elapsed());
         self.link
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(lived) = lived {
-            backoff.ended_after(lived);
+            waits.rejected.ended_after(lived);
         }
         let io_closed = |e: &std::io::Error| {
             matches!(
@@ -661,6 +703,17 @@ impl Driver {
         }
         if lived.is_some_and(|l| l >= LINK_STABLE) {
             self.short_drops = 0;
+        }
+        let turned_away = turned_away(lived, e);
+        if turned_away {
+            waits.rejected.next_wait()
+        } else {
+            if lived.is_none() {
+                // Not reached at all: an outage, not another client taking the id over
+                // (a twin's broker always answers), so the streak of short drops ends.
+                self.short_drops = 0;
+            }
+            waits.unreachable.next_wait()
         }
     }
 
@@ -929,4 +982,53 @@ fn read_certs(
     rustls_pemfile::certs(&mut rd)
         .collect::<Result<Vec<_>, _>>()
         .map_err(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{ConnectReturnCode, ConnectionError as C};
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn an_unreachable_broker_is_retried_in_the_fast_regime() {
+        for kind in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::TimedOut,
+            ErrorKind::HostUnreachable,
+        ] {
+            assert!(!turned_away(None, &C::Io(Error::from(kind))), "{kind:?}");
+        }
+        assert!(!turned_away(None, &C::NetworkTimeout));
+    }
+
+    #[test]
+    fn a_broker_that_says_no_or_drops_a_fresh_connection_is_retried_slowly() {
+        let refused = C::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        assert!(turned_away(None, &refused), "bad credentials: slow");
+        let reset = || C::Io(Error::from(ErrorKind::ConnectionReset));
+        assert!(
+            turned_away(Some(Duration::from_secs(2)), &reset()),
+            "a twin's takeover"
+        );
+        assert!(
+            !turned_away(Some(LINK_STABLE), &reset()),
+            "a connection that lived starts over"
+        );
+    }
+
+    #[test]
+    fn the_unreachable_regime_is_capped_by_the_setting() {
+        let mut b = Backoff::with_seed(BACKOFF_BASE, DEFAULT_RECONNECT_MAX, LINK_STABLE, 3);
+        let waits: Vec<Duration> = (0..12).map(|_| b.next_wait()).collect();
+        assert!(
+            waits.iter().all(|w| *w <= DEFAULT_RECONNECT_MAX),
+            "{waits:?}"
+        );
+        // Past the climb, every wait is in the cap's second half: spread, never a spin.
+        assert!(
+            waits[6..].iter().all(|w| *w >= DEFAULT_RECONNECT_MAX / 2),
+            "{waits:?}"
+        );
+    }
 }

@@ -199,3 +199,78 @@ fn an_invalid_retained_record_is_reported_once_per_change_not_per_reconnect() {
         sub.lines.seen
     );
 }
+
+/// A `retry_in` of the agent's JSON log ("812.5ms", "1.25s") in seconds.
+fn retry_in(line: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let f = &v["fields"];
+    if f["message"] != "broker connection lost" {
+        return None;
+    }
+    let s = f["retry_in"].as_str()?;
+    if let Some(ms) = s.strip_suffix("ms") {
+        ms.parse::<f64>().ok().map(|ms| ms / 1000.0)
+    } else {
+        s.strip_suffix('s')?.parse().ok()
+    }
+}
+
+/// Guards the reconnect regimes (src/link/mod.rs, `Waits`): while the broker is out of
+/// reach the waits never exceed `broker.reconnect_max_secs` (a fleet is back within
+/// about that after the broker returns), and an accepted connection makes the next
+/// outage start with short waits again. Before, waits climbed to 60 s and a connection
+/// reset them only after living 90 s, so two outages a minute apart left agents
+/// minutes behind.
+#[test]
+fn outage_waits_stay_under_reconnect_max_and_start_short_after_a_connection() {
+    let port = support::free_port();
+    let state = TempDir::new("state");
+    let config = state.path().join("simgate.toml");
+    std::fs::write(&config, "[broker]\nreconnect_max_secs = 2\n").unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let mut run = Proc::spawn(
+        "simgate run",
+        std::process::Command::new(support::simgate_bin())
+            .args(support::run_args(&url, "gw-outage"))
+            .arg(state.path().join("store"))
+            .arg("--config")
+            .arg(&config)
+            .env("PCSCLITE_CSOCK_NAME", state.path().join("no-pcscd"))
+            .env("RUST_LOG", "simgate=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut log = support::Lines::new(run.child.stderr.take().unwrap());
+    let mut waits = |n: usize, log: &mut support::Lines| -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                let l = log.expect(
+                    "a failed connect",
+                    std::time::Duration::from_secs(20),
+                    |l| retry_in(l).is_some(),
+                );
+                retry_in(&l).unwrap()
+            })
+            .collect()
+    };
+    // No broker: 0.5 s doubling, capped at 2 s.
+    let first = waits(6, &mut log);
+    assert!(first.iter().all(|w| *w <= 2.0), "capped at 2 s: {first:?}");
+    assert!(
+        first[4..].iter().all(|w| *w >= 1.0),
+        "at the cap, half of it at least: {first:?}"
+    );
+
+    let mut broker = Broker::start_on(port, "");
+    log.expect("connected", std::time::Duration::from_secs(10), |l| {
+        l.contains("connected to broker")
+    });
+    broker.stop();
+    // The next outage starts over: the wait after the drop, then the first failures.
+    let again = waits(3, &mut log);
+    assert!(
+        again[0] <= 0.5 && again[1] <= 0.5 && again[2] <= 1.0,
+        "short again: {again:?}"
+    );
+}

@@ -550,6 +550,11 @@ impl Broker {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// The broker's process id (its CPU time, in the fleet benchmark).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// Stop the broker (kill -9: an outage, not a clean shutdown).
     pub fn stop(&mut self) {
         self.proc.kill9();
