@@ -242,7 +242,7 @@ fn outage_waits_stay_under_reconnect_max_and_start_short_after_a_connection() {
             .stderr(Stdio::piped()),
     );
     let mut log = support::Lines::new(run.child.stderr.take().unwrap());
-    let mut waits = |n: usize, log: &mut support::Lines| -> Vec<f64> {
+    let waits = |n: usize, log: &mut support::Lines| -> Vec<f64> {
         (0..n)
             .map(|_| {
                 let l = log.expect(
