@@ -8,11 +8,15 @@ CARGO ?= cargo
 # Seconds the demo runs before stopping by itself (0: until Ctrl-C).
 DEMO_SECONDS ?= 0
 
-.PHONY: deps build-deps build lint test demo deb deb-check clean
+.PHONY: deps test-deps build-deps build lint test demo deb deb-check clean
 
 # Everything: building, the test rig and the demo (pcscd, vpcd, mosquitto).
 deps:
 	@tests/rig/deps.sh rig
+
+# The rig plus the tests' second broker (RabbitMQ).
+test-deps:
+	@tests/rig/deps.sh test
 
 # Building only: never vpcd or mosquitto (vpcd must not be on a production station).
 build-deps:
@@ -25,7 +29,7 @@ lint: build-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: deps lint
+test: test-deps lint
 	$(CARGO) test --locked
 
 demo: deps build

@@ -1,6 +1,7 @@
 //! The platform link against a real mosquitto: commands take effect once and every
 //! refusal says why; a broker outage and a kill -9 while offline lose nothing; TLS with
-//! client certificates, a password file and an ACL.
+//! client certificates, a password file and an ACL. The first three run against
+//! RabbitMQ's MQTT plugin too (`rabbitmq::`), the second broker of MQTT.md's "Brokers".
 
 use crate::support;
 use support::{final_status as outcome, send_command as send, unix_now as now};
@@ -61,8 +62,11 @@ fn command(id: &str, iccid: &str, action: &str) -> serde_json::Value {
 
 #[test]
 fn commands_take_effect_once_and_every_refusal_says_why() {
+    commands_take_effect_once(Broker::start());
+}
+
+fn commands_take_effect_once(broker: Broker) {
     let pcsc = Pcsc::start();
-    let broker = Broker::start();
     let state = TempDir::new("state");
     let agent_id = "gw-cmd";
     let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
@@ -236,8 +240,11 @@ fn messages(sub: &Sub, topic_prefix: &str) -> Vec<(String, serde_json::Value)> {
 
 #[test]
 fn a_broker_outage_during_card_activity_loses_nothing_and_keeps_order() {
+    an_outage_loses_nothing(Broker::start());
+}
+
+fn an_outage_loses_nothing(mut broker: Broker) {
     let pcsc = Pcsc::start();
-    let mut broker = Broker::start();
     let state = TempDir::new("state");
     let agent_id = "gw-out";
     let prefix = format!("simgate/v1/{agent_id}/");
@@ -309,8 +316,11 @@ fn a_broker_outage_during_card_activity_loses_nothing_and_keeps_order() {
 
 #[test]
 fn kill_9_while_offline_then_restart_delivers_everything_queued() {
+    kill_9_while_offline(Broker::start());
+}
+
+fn kill_9_while_offline(mut broker: Broker) {
     let pcsc = Pcsc::start();
-    let mut broker = Broker::start();
     let state = TempDir::new("state");
     let agent_id = "gw-k9";
     let card = pcsc.insert(0, "usim.toml");
@@ -559,4 +569,69 @@ fn a_card_that_cannot_be_read_is_an_error_event() {
         "{}",
         m.payload
     );
+}
+
+/// The same promises on RabbitMQ (MQTT 3.1.1 plugin), a broker that clusters; what it
+/// does differently is in MQTT.md, "Brokers", with its tests here.
+mod rabbitmq {
+    use super::*;
+
+    #[test]
+    fn commands_take_effect_once_and_every_refusal_says_why() {
+        commands_take_effect_once(Broker::rabbitmq(""));
+    }
+
+    #[test]
+    fn a_broker_outage_during_card_activity_loses_nothing_and_keeps_order() {
+        an_outage_loses_nothing(Broker::rabbitmq(""));
+    }
+
+    #[test]
+    fn kill_9_while_offline_then_restart_delivers_everything_queued() {
+        kill_9_while_offline(Broker::rabbitmq(""));
+    }
+
+    /// Documents RabbitMQ's limitation (MQTT.md, "Brokers"): a retained message reaches
+    /// a subscriber of its exact topic, never one of a filter with wildcards. So a late
+    /// `simgate watch` (`simgate/v1/<agent>/#`) shows no rows until they change, and
+    /// the agent's own `sim/+/platform` subscription gets no retained platform record;
+    /// the platform delivers records through its persistent session instead. The test
+    /// fails the day RabbitMQ delivers retained messages to wildcards (then MQTT.md
+    /// must say so).
+    #[test]
+    fn retained_rows_reach_subscribers_of_the_exact_topic_only() {
+        let pcsc = Pcsc::start();
+        let broker = Broker::rabbitmq("");
+        let state = TempDir::new("state");
+        let agent_id = "gw-retain";
+        let _card = pcsc.insert(0, "usim.toml");
+        let mut live = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
+        let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), None);
+        let row = format!("simgate/v1/{agent_id}/sim/{USIM}/state");
+        live.expect("the row, live", |m| {
+            m.topic == row && m.payload["present"] == true
+        });
+
+        let mut exact = broker.subscribe(&row);
+        let got = exact.expect("the retained row on its exact topic", |_| true);
+        assert!(got.retained, "{got:?}");
+
+        let mut wild = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
+        let marker = format!("simgate/v1/{agent_id}/marker");
+        broker.publish(&marker, &["-m", "{}"]);
+        wild.expect("the marker published after subscribing", |m| {
+            m.topic == marker
+        });
+        let retained: Vec<&String> = wild
+            .lines
+            .seen
+            .iter()
+            .filter(|l| l.starts_with("1 "))
+            .collect();
+        assert!(
+            retained.is_empty(),
+            "RabbitMQ now delivers retained messages to wildcard filters: {retained:?}"
+        );
+        let _ = agent.proc.interrupt();
+    }
 }

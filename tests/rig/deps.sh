@@ -2,7 +2,9 @@
 # Install what simgate needs on Debian/Ubuntu, if missing. Idempotent.
 #   deps.sh build   building simgate and its package: no test rig (`make build`, `make deb`)
 #   deps.sh rig     building, plus the test rig and demo: pcscd, vpcd, mosquitto
-#                   (`make deps`, `make test`, `make demo`)
+#                   (`make deps`, `make demo`)
+#   deps.sh test    the rig, plus the second broker of the tests: RabbitMQ with its
+#                   MQTT plugin (`make test`)
 #   deps.sh deb     building, plus what checking the package needs (`make deb-check`)
 set -euo pipefail
 
@@ -11,9 +13,14 @@ case "${1:-rig}" in
   build) packages=("${build[@]}") ;;
   rig) packages=("${build[@]}" pcscd vsmartcard-vpcd mosquitto mosquitto-clients
                  util-linux coreutils openssl) ;;
+  # RabbitMQ: the tests start private nodes of their own (tests/support/mod.rs); where
+  # an init system runs, Debian also starts its packaged service (`systemctl disable
+  # --now rabbitmq-server` stops it for good).
+  test) packages=("${build[@]}" pcscd vsmartcard-vpcd mosquitto mosquitto-clients
+                  util-linux coreutils openssl rabbitmq-server) ;;
   # systemd for systemd-analyze (verify, security); passwd for the maintainer scripts.
   deb) packages=("${build[@]}" systemd passwd) ;;
-  *) echo "usage: $0 build|rig|deb" >&2; exit 2 ;;
+  *) echo "usage: $0 build|rig|test|deb" >&2; exit 2 ;;
 esac
 
 missing=()

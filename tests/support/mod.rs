@@ -483,13 +483,28 @@ impl Card {
     }
 }
 
-/// A private mosquitto on a free loopback port.
+/// Debian's RabbitMQ start script (the one /usr/sbin/rabbitmq-server wraps to switch to
+/// the rabbitmq user).
+const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+/// Which broker a [`Broker`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Mosquitto,
+    /// RabbitMQ with its MQTT plugin (MQTT 3.1.1): the second broker, a clustering one
+    /// (MQTT.md, "Brokers"). Debian's rabbitmq-server, a private node per Broker.
+    RabbitMq,
+}
+
+/// A private broker on a free loopback port: mosquitto unless made with
+/// [`Broker::rabbitmq`].
 #[derive(Debug)]
 pub struct Broker {
     proc: Proc,
     pub port: u16,
     pub dir: TempDir,
     extra: String,
+    pub kind: BrokerKind,
 }
 
 impl Broker {
@@ -512,7 +527,74 @@ impl Broker {
             port,
             dir,
             extra: extra.to_string(),
+            kind: BrokerKind::Mosquitto,
         }
+    }
+
+    /// A private RabbitMQ node with the MQTT plugin on a free loopback port: anonymous
+    /// clients allowed (the guest user, vhost `/`), no AMQP listener. `extra` is appended
+    /// to its rabbitmq.conf.
+    pub fn rabbitmq(extra: &str) -> Broker {
+        assert!(
+            Path::new(RABBITMQ_SERVER).is_file(),
+            "RabbitMQ not found ({RABBITMQ_SERVER}): install it with `make test-deps` \
+             (apt-get install rabbitmq-server)"
+        );
+        let dir = TempDir::new("rabbitmq");
+        let port = free_port();
+        let proc = Self::launch_rabbitmq(&dir, port, extra);
+        Broker {
+            proc,
+            port,
+            dir,
+            extra: extra.to_string(),
+            kind: BrokerKind::RabbitMq,
+        }
+    }
+
+    fn launch_rabbitmq(dir: &TempDir, port: u16, extra: &str) -> Proc {
+        let d = dir.path();
+        std::fs::write(
+            d.join("rabbitmq.conf"),
+            format!(
+                "listeners.tcp = none\nmqtt.listeners.tcp.default = 127.0.0.1:{port}\n\
+                 mqtt.allow_anonymous = true\nloopback_users = none\n{extra}\n"
+            ),
+        )
+        .expect("write rabbitmq.conf");
+        std::fs::write(d.join("enabled_plugins"), "[rabbitmq_mqtt].\n")
+            .expect("write enabled_plugins");
+        // The node's distribution port must be free too; the name keeps nodes apart.
+        let dist = free_port();
+        let mut proc = Proc::spawn(
+            "rabbitmq-server",
+            Command::new(RABBITMQ_SERVER)
+                // The Erlang cookie goes to $HOME.
+                .env("HOME", d)
+                .env("RABBITMQ_NODENAME", format!("simgate-{port}@localhost"))
+                .env("RABBITMQ_NODE_PORT", dist.to_string())
+                .env("RABBITMQ_DIST_PORT", dist.to_string())
+                .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+                .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", d.join("log"))
+                .env("RABBITMQ_PID_FILE", d.join("pid"))
+                .env("RABBITMQ_LOGS", "-")
+                // The script then execs the Erlang VM instead of waiting on it as a
+                // child: the process the test holds is the broker, and kill -9 is real.
+                .env("RUNNING_UNDER_SYSTEMD", "true")
+                .env_remove("NOTIFY_SOCKET")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let mut lines = Lines::new(proc.child.stdout.take().expect("piped stdout"));
+        lines.expect(
+            "RabbitMQ to open its MQTT listener",
+            Duration::from_secs(90),
+            |l| l.contains("started MQTT TCP listener"),
+        );
+        proc
     }
 
     fn launch(dir: &TempDir, port: u16, extra: &str) -> (Proc, u16) {
@@ -565,7 +647,12 @@ impl Broker {
     /// this is the same outage as kill -9: its TCP connection drops.
     pub fn stop_graceful(&mut self) {
         signal(self.proc.pid(), "TERM");
-        self.proc.wait(Duration::from_secs(10));
+        // RabbitMQ's orderly shutdown (queues, the Raft log of client ids) takes longer.
+        let limit = match self.kind {
+            BrokerKind::Mosquitto => 10,
+            BrokerKind::RabbitMq => 60,
+        };
+        self.proc.wait(Duration::from_secs(limit));
     }
 
     /// Publish with mosquitto_pub (QoS 1); `args` adds options (payload: `-m`/`-f`).
@@ -590,8 +677,10 @@ impl Broker {
     /// Start it again on the same port with the same persistence.
     pub fn restart(&mut self) {
         self.proc.kill9();
-        let (proc, _) = Self::launch(&self.dir, self.port, &self.extra);
-        self.proc = proc;
+        self.proc = match self.kind {
+            BrokerKind::Mosquitto => Self::launch(&self.dir, self.port, &self.extra).0,
+            BrokerKind::RabbitMq => Self::launch_rabbitmq(&self.dir, self.port, &self.extra),
+        };
     }
 
     /// A subscriber printing `retain topic payload` per message; returns once the
