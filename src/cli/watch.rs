@@ -1,11 +1,13 @@
 //! `simgate watch`: a platform-side view of one agent — subscribes to its topics and
-//! shows the SIM table it publishes, redrawn on every change. Used by the demo and by
+//! shows the SIM table it publishes, redrawn in place on every change (on a terminal;
+//! `--plain` or a pipe prints each table after the last). Used by the demo and by
 //! anyone checking what an agent really sends.
 
 use crate::contract::{
     AgentTopic, CommandStatus, EventKind, EventMsg, Health, SimState, UsageBatch, UsageSample,
 };
 use crate::link::peer::PeerEvent;
+use crate::sim::PlatformRecord;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -138,96 +140,327 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
     }
 }
 
-/// Render the SIM table (observed and platform fields) and the recent activity as text.
+/// One column of the SIM table: its header, width, and the cell of a row.
+struct Column {
+    head: &'static str,
+    width: usize,
+    right: bool,
+    cell: fn(&Row<'_>) -> String,
+}
+
+/// What one line of the table is drawn from.
+struct Row<'a> {
+    state: &'a SimState,
+    platform: PlatformRecord,
+    usage: Option<&'a UsageSample>,
+}
+
+fn or_dash(s: Option<&str>) -> String {
+    s.unwrap_or("-").to_string()
+}
+
+/// The columns of the platform's SIMs page (the station page shows the same ones), most
+/// important first: a narrow terminal clips the last ones. Local estimates of data and
+/// days left are marked `~`.
+const COLUMNS: &[Column] = &[
+    Column {
+        head: "ICCID",
+        width: 22,
+        right: false,
+        cell: |r| r.state.sim.iccid.clone(),
+    },
+    Column {
+        head: "FORM",
+        width: 8,
+        right: false,
+        cell: |r| match r.state.sim.form_factor {
+            Some(crate::sim::FormFactor::Esim) => "eSIM".into(),
+            Some(crate::sim::FormFactor::Physical) => "physical".into(),
+            None => "?".into(),
+        },
+    },
+    Column {
+        head: "STATUS",
+        width: 16,
+        right: false,
+        cell: |r| r.state.status.map_or("-", |st| st.word()).to_string(),
+    },
+    Column {
+        head: "SESSION",
+        width: 7,
+        right: false,
+        cell: |r| r.state.sim.in_session.word().to_string(),
+    },
+    Column {
+        head: "PRESENT",
+        width: 7,
+        right: false,
+        cell: |r| if r.state.sim.present { "yes" } else { "no" }.into(),
+    },
+    Column {
+        head: "LEFT MB",
+        width: 9,
+        right: true,
+        cell: |r| match r.state.estimate.as_ref().and_then(|e| e.data_left_mb) {
+            Some(e) => format!("~{e:.1}"),
+            None => r
+                .platform
+                .data_left_mb
+                .map_or("-".into(), |d| format!("{d:.1}")),
+        },
+    },
+    Column {
+        head: "DAYS",
+        width: 5,
+        right: true,
+        cell: |r| match r.state.estimate.as_ref().and_then(|e| e.days_left) {
+            Some(e) => format!("~{e:.0}"),
+            None => r.platform.days_left.map_or("-".into(), |d| d.to_string()),
+        },
+    },
+    Column {
+        head: "MONTH MB",
+        width: 8,
+        right: true,
+        cell: |r| {
+            r.usage
+                .map_or("-".into(), |u| format!("{:.1}", (u.rx + u.tx) as f64 / 1e6))
+        },
+    },
+    Column {
+        head: "OPERATOR",
+        width: 14,
+        right: false,
+        cell: |r| {
+            or_dash(
+                r.state
+                    .sim
+                    .operator
+                    .as_deref()
+                    .or(r.state.sim.spn.as_deref()),
+            )
+        },
+    },
+    Column {
+        head: "PLAN",
+        width: 12,
+        right: false,
+        cell: |r| or_dash(r.platform.plan.as_deref()),
+    },
+    Column {
+        head: "COMPANY",
+        width: 12,
+        right: false,
+        // The platform's word first, else what a reader station gave the batch.
+        cell: |r| {
+            or_dash(
+                r.platform
+                    .company
+                    .as_deref()
+                    .or(r.state.sim.batch.company.as_deref()),
+            )
+        },
+    },
+    Column {
+        head: "END USER",
+        width: 12,
+        right: false,
+        cell: |r| or_dash(r.platform.end_user.as_deref()),
+    },
+    Column {
+        head: "TYPE",
+        width: 12,
+        right: false,
+        cell: |r| r.platform.sim_type.map_or("-", |t| t.word()).to_string(),
+    },
+    Column {
+        head: "WHERE",
+        width: 24,
+        right: false,
+        cell: |r| r.state.sim.location.label(),
+    },
+    Column {
+        head: "LABELS",
+        width: 16,
+        right: false,
+        cell: |r| {
+            let labels = if r.platform.labels.is_empty() {
+                &r.state.sim.batch.labels
+            } else {
+                &r.platform.labels
+            };
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels.join(",")
+            }
+        },
+    },
+    Column {
+        head: "RULES",
+        width: 5,
+        right: true,
+        cell: |r| match r.platform.rules.len() {
+            0 => "-".into(),
+            n => n.to_string(),
+        },
+    },
+    Column {
+        head: "NOTE",
+        width: 0, // the rest of the line
+        right: false,
+        cell: |r| {
+            let note = r
+                .platform
+                .note
+                .as_deref()
+                .or(r.state.sim.batch.note.as_deref());
+            match (&r.state.sim.problem, &r.state.sim.pending, note) {
+                (Some(p), _, _) => format!("!! {p}"),
+                (None, Some(p), _) => format!("pending: {p}"),
+                (None, None, n) => or_dash(n),
+            }
+        },
+    },
+];
+
+/// `s` in `width` characters: cut with an ellipsis, padded (left- or right-aligned).
+fn fit(s: &str, width: usize, right: bool) -> String {
+    let n = s.chars().count();
+    let s: String = if width > 0 && n > width {
+        s.chars().take(width - 1).chain(['…']).collect()
+    } else {
+        s.to_string()
+    };
+    match (width, right) {
+        (0, _) => s,
+        (w, true) => format!("{s:>w$}"),
+        (w, false) => format!("{s:<w$}"),
+    }
+}
+
+fn line(cells: impl Iterator<Item = String>) -> String {
+    let mut out = cells
+        .zip(COLUMNS)
+        .map(|(c, col)| fit(&c, col.width, col.right))
+        .collect::<Vec<_>>()
+        .join(" ");
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// Render the SIM table (observed and platform fields) and the recent activity as lines.
+/// `height` (a terminal's rows) bounds the lines: rows that do not fit are counted on
+/// one line instead, so the table never scrolls.
 pub(super) fn render(
     health: Option<&Health>,
     sims: &BTreeMap<String, SimState>,
     usage: &BTreeMap<String, UsageSample>,
     recent: &VecDeque<String>,
-) -> String {
-    let mut out = String::new();
+    height: Option<usize>,
+) -> Vec<String> {
     let agent = match health {
         Some(h) => h.state.as_str(),
         None => "unknown",
     };
-    out.push_str(&format!("agent: {agent}   SIMs: {}\n", sims.len()));
-    out.push_str(&format!(
-        "{:<21} {:<9} {:<17} {:<7} {:<7} {:<12} {:<12} {:>8} {:>9} {:>4} {:<12} {}\n",
-        "ICCID",
-        "FORM",
-        "STATUS",
-        "SESSION",
-        "PRESENT",
-        "PLAN",
-        "COMPANY",
-        "MONTH MB",
-        "LEFT MB",
-        "DAYS",
-        "TYPE",
-        "WHERE"
-    ));
-    let cut = |s: Option<&str>, n: usize| -> String {
-        let s = s.unwrap_or("-");
-        if s.chars().count() > n {
-            s.chars().take(n - 1).chain(['…']).collect()
-        } else {
-            s.to_string()
-        }
+    let present = sims.values().filter(|s| s.sim.present).count();
+    let mut out = vec![
+        format!("agent: {agent}   SIMs: {} ({present} present)", sims.len()),
+        line(COLUMNS.iter().map(|c| c.head.to_string())),
+    ];
+    let footer: Vec<String> = if recent.is_empty() {
+        Vec::new()
+    } else {
+        std::iter::once(String::new())
+            .chain(std::iter::once("recent:".to_string()))
+            .chain(recent.iter().map(|l| format!("  {l}")))
+            .collect()
     };
-    for row in sims.values() {
-        let (s, p) = (&row.sim, row.platform.clone().unwrap_or_default());
-        let form = match s.form_factor {
-            Some(crate::sim::FormFactor::Esim) => "eSIM",
-            Some(crate::sim::FormFactor::Physical) => "physical",
-            None => "?",
+    let room = height.map_or(usize::MAX, |h| h.saturating_sub(out.len() + footer.len()));
+    let shown = if sims.len() > room {
+        room.saturating_sub(1)
+    } else {
+        sims.len()
+    };
+    for state in sims.values().take(shown) {
+        let row = Row {
+            state,
+            platform: state.platform.clone().unwrap_or_default(),
+            usage: usage.get(&state.sim.iccid),
         };
-        out.push_str(&format!(
-            "{:<21} {:<9} {:<17} {:<7} {:<7} {:<12} {:<12} {:>8} {:>9} {:>4} {:<12} {}{}{}\n",
-            s.iccid,
-            form,
-            row.status.map_or("-", |st| st.word()),
-            s.in_session.word(),
-            if s.present { "yes" } else { "no" },
-            cut(p.plan.as_deref(), 12),
-            // The platform's word first, else what a reader station gave the batch.
-            cut(p.company.as_deref().or(s.batch.company.as_deref()), 12),
-            usage
-                .get(&s.iccid)
-                .map(|u| format!("{:.1}", (u.rx + u.tx) as f64 / 1e6))
-                .unwrap_or_else(|| "-".into()),
-            p.data_left_mb
-                .map(|d| format!("{d:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            p.days_left
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "-".into()),
-            p.sim_type.map_or("-", |t| t.word()),
-            s.location.label(),
-            {
-                let labels = if p.labels.is_empty() {
-                    &s.batch.labels
-                } else {
-                    &p.labels
-                };
-                if labels.is_empty() {
-                    String::new()
-                } else {
-                    format!("  [{}]", labels.join(", "))
-                }
-            },
-            s.problem
-                .as_deref()
-                .map(|p| format!("  !! {p}"))
-                .unwrap_or_default(),
+        out.push(line(COLUMNS.iter().map(|c| (c.cell)(&row))));
+    }
+    if shown < sims.len() {
+        out.push(format!(
+            "… {} more SIMs (a taller terminal shows them)",
+            sims.len() - shown
         ));
     }
-    if !recent.is_empty() {
-        out.push_str("\nrecent:\n");
-        for line in recent {
-            out.push_str(&format!("  {line}\n"));
-        }
-    }
+    out.extend(footer);
     out
+}
+
+/// A terminal showing the table in place: the alternate screen (the shell's scrollback
+/// stays as it was), no line wrapping, no cursor; each redraw overwrites the lines from
+/// the top and clears what is left below, so nothing scrolls and nothing flickers.
+/// Dropping it gives the terminal back as it was (ECMA-48 / xterm control sequences).
+struct Screen {
+    rows: Option<usize>,
+}
+
+impl Screen {
+    fn open() -> std::io::Result<Screen> {
+        let mut out = std::io::stdout().lock();
+        // Alternate screen, auto-wrap off, cursor hidden.
+        write!(out, "\x1b[?1049h\x1b[?7l\x1b[?25l")?;
+        out.flush()?;
+        Ok(Screen {
+            rows: terminal_rows(),
+        })
+    }
+
+    fn resized(&mut self) {
+        self.rows = terminal_rows();
+    }
+
+    fn draw(&self, lines: &[String]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        let mut frame = String::from("\x1b[H");
+        for l in lines {
+            // Erase the rest of each line: a shorter line leaves nothing of the last one.
+            frame.push_str(l);
+            frame.push_str("\x1b[K\r\n");
+        }
+        frame.push_str("\x1b[J"); // and everything below
+        out.write_all(frame.as_bytes())?;
+        out.flush()
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\x1b[?25h\x1b[?7h\x1b[?1049l");
+        let _ = out.flush();
+    }
+}
+
+/// The terminal's height in rows, from `stty size` on the controlling terminal (no
+/// ioctl: the crate forbids unsafe code, and this is read only at start and on resize).
+fn terminal_rows() -> Option<usize> {
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let out = std::process::Command::new("stty")
+        .arg("size")
+        .stdin(tty)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+        .filter(|r| *r > 2)
 }
 
 /// Subscribe to the agent's topics and print the table until cancelled.
@@ -238,7 +471,12 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     let mut peer = conn.peer("watch")?;
     let filter = peer.topics().all();
-    let redraw = !plain && std::io::stdout().is_terminal();
+    let mut screen = if !plain && std::io::stdout().is_terminal() {
+        Some(Screen::open()?)
+    } else {
+        None
+    };
+    let mut resize = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
     let mut sims: BTreeMap<String, SimState> = BTreeMap::new();
     let mut health: Option<Health> = None;
     let mut recent: VecDeque<String> = VecDeque::new();
@@ -253,6 +491,13 @@ pub(super) async fn run(
     loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
+            _ = resize.recv() => {
+                if let Some(screen) = screen.as_mut() {
+                    screen.resized();
+                    screen.draw(&render(health.as_ref(), &sims, &usage, &recent, screen.rows))?;
+                }
+                continue;
+            }
             ev = peer.next() => ev,
         };
         let (topic, payload) = match ev {
@@ -311,15 +556,21 @@ pub(super) async fn run(
             }
             AgentTopic::SimPlatform { .. } | AgentTopic::Command => continue,
         }
-        let table = render(health.as_ref(), &sims, &usage, &recent);
-        let mut out = std::io::stdout().lock();
-        if redraw {
-            // ANSI: cursor home, clear screen.
-            write!(out, "\x1b[H\x1b[2J{table}")?;
-        } else {
-            writeln!(out, "--- {}\n{table}", crate::time::unix_now())?;
+        match screen.as_ref() {
+            Some(screen) => screen.draw(&render(
+                health.as_ref(),
+                &sims,
+                &usage,
+                &recent,
+                screen.rows,
+            ))?,
+            None => {
+                let table = render(health.as_ref(), &sims, &usage, &recent, None);
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "--- {}\n{}", crate::time::unix_now(), table.join("\n"))?;
+                out.flush()?;
+            }
         }
-        out.flush()?;
     }
 }
 
@@ -365,17 +616,99 @@ mod tests {
                 at: 1,
             },
         )]);
-        let text = render(Some(&Health::new(true, 1)), &sims, &usage, &recent);
+        let text = render(Some(&Health::new(true, 1)), &sims, &usage, &recent, None).join("\n");
         for want in [
             "Active",
             "IoT 1GB",
             "3.5",
             "512.0",
-            "[fleet-a]",
+            "fleet-a",
             "R 00 00",
             "c-1 suspend",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }
+    }
+
+    fn row(iccid: &str, estimate: Option<crate::sim::Estimate>) -> SimState {
+        SimState {
+            v: 1,
+            status: Some(Status::Active),
+            sim: crate::sim::Observed::new(
+                iccid,
+                true,
+                Location::Modem {
+                    port: "/dev/ttyUSB2".into(),
+                    slot: Some(1),
+                },
+                1,
+            ),
+            platform: Some(PlatformRecord {
+                data_left_mb: Some(100.0),
+                days_left: Some(9),
+                end_user: Some("Truck 12".into()),
+                note: Some("spare".into()),
+                ..Default::default()
+            }),
+            estimate,
+        }
+    }
+
+    #[test]
+    fn local_estimates_are_marked_and_the_page_columns_are_all_there() {
+        let est = crate::sim::Estimate {
+            data_left_mb: Some(42.5),
+            days_left: Some(3.0),
+            since: 1,
+        };
+        let sims = BTreeMap::from([(
+            "8988211000000430010".to_string(),
+            row("8988211000000430010", Some(est)),
+        )]);
+        let lines = render(None, &sims, &BTreeMap::new(), &VecDeque::new(), None);
+        let head = &lines[1];
+        for col in [
+            "ICCID", "STATUS", "SESSION", "OPERATOR", "PLAN", "COMPANY", "END USER", "LEFT MB",
+            "DAYS", "MONTH MB", "TYPE", "WHERE", "LABELS", "RULES", "NOTE",
+        ] {
+            assert!(head.contains(col), "{col} missing: {head}");
+        }
+        let r = &lines[2];
+        assert!(
+            r.contains("~42.5") && r.contains("~3"),
+            "estimates marked: {r}"
+        );
+        assert!(
+            !r.contains("100.0"),
+            "the estimate replaces the platform's base: {r}"
+        );
+        assert!(
+            r.contains("Truck 12") && r.contains("spare") && r.contains("/dev/ttyUSB2#1"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn a_short_terminal_gets_a_count_of_the_rows_that_do_not_fit_never_a_scroll() {
+        let sims: BTreeMap<String, SimState> = (0..30)
+            .map(|i| {
+                let iccid = format!("89882110000004300{i:02}");
+                (iccid.clone(), row(&iccid, None))
+            })
+            .collect();
+        let recent = VecDeque::from(["#1 inserted".to_string()]);
+        let lines = render(None, &sims, &BTreeMap::new(), &recent, Some(12));
+        assert_eq!(lines.len(), 12, "{lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("… 24 more SIMs")),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            lines.last().unwrap(),
+            "  #1 inserted",
+            "recent activity stays in view"
+        );
+        let all = render(None, &sims, &BTreeMap::new(), &recent, None);
+        assert_eq!(all.len(), 2 + 30 + 3, "no terminal: everything");
     }
 }
