@@ -76,20 +76,38 @@ impl Backoff {
     pub fn next_wait(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
-        // xorshift64* (Marsaglia; Vigna): enough randomness for jitter, no dependency.
+        let ms = ceiling.as_millis() as u64;
+        let half = ms / 2;
+        Duration::from_millis(half + self.random() % (ms - half + 1))
+    }
+
+    /// A wait uniform in [0, upto] ("full jitter"), without climbing: spreads the first
+    /// retry of many clients that failed at the same instant.
+    pub fn spread(&mut self, upto: Duration) -> Duration {
+        Duration::from_millis(self.random() % (upto.as_millis() as u64 + 1))
+    }
+
+    /// xorshift64* (Marsaglia; Vigna): enough randomness for jitter, no dependency.
+    fn random(&mut self) -> u64 {
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let ms = ceiling.as_millis() as u64;
-        let half = ms / 2;
-        Duration::from_millis(half + r % (ms - half + 1))
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spread_covers_its_whole_range_and_never_climbs() {
+        let mut b = Backoff::with_seed(MS(500), MS(8000), MS(1000), 11);
+        let waits: Vec<Duration> = (0..400).map(|_| b.spread(MS(5000))).collect();
+        assert!(waits.iter().all(|w| *w <= MS(5000)));
+        assert!(waits.iter().any(|w| *w < MS(500)) && waits.iter().any(|w| *w > MS(4500)));
+        assert_eq!(b.ceiling(), MS(500), "spreading is not an attempt");
+    }
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 

@@ -704,8 +704,7 @@ impl Driver {
         if lived.is_some_and(|l| l >= LINK_STABLE) {
             self.short_drops = 0;
         }
-        let turned_away = turned_away(lived, e);
-        if turned_away {
+        let wait = if turned_away(lived, e) {
             waits.rejected.next_wait()
         } else {
             if lived.is_none() {
@@ -714,6 +713,16 @@ impl Driver {
                 self.short_drops = 0;
             }
             waits.unreachable.next_wait()
+        };
+        if lived.is_some() {
+            // A connection just dropped: the whole fleet lost theirs at this instant (a
+            // broker restart), so the first retry is spread over half the ceiling of the
+            // unreachable regime. From then on every agent's attempts keep their own
+            // phase, and at most about 1/(reconnect_max/2) of the fleet arrives in any
+            // second, after a short outage as after a long one.
+            wait.max(waits.unreachable.spread(self.settings.reconnect_max / 2))
+        } else {
+            wait
         }
     }
 
