@@ -82,9 +82,16 @@ pub fn watch(
         Duration::from_secs(30),
     );
     let mut seen: HashMap<String, Seen> = HashMap::new();
+    // Whether this absence of pcscd was logged: once at WARN, its retries at DEBUG (a
+    // modem-only gateway has no pcscd at all, and must not fill its journal with it).
+    let mut told = false;
     while !cancel.is_cancelled() {
         match super::establish() {
             Ok(ctx) => {
+                if told {
+                    tracing::info!("PC/SC available again");
+                    told = false;
+                }
                 let since = std::time::Instant::now();
                 // Wake the blocked status-change call when shutdown is asked for.
                 let canceller = {
@@ -114,8 +121,10 @@ pub fn watch(
                     }
                 }
             }
+            Err(e) if told => tracing::debug!(error = %e, "PC/SC still unavailable"),
             Err(e) => {
-                tracing::warn!(error = %e, "PC/SC unavailable");
+                tracing::warn!(error = %e, "PC/SC unavailable; retrying quietly until it is back");
+                told = true;
             }
         }
         // Back off without blocking shutdown: wait for either the delay or cancellation.

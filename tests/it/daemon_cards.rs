@@ -64,6 +64,7 @@ fn run_started_before_pcscd_finds_the_readers_once_pcscd_is_up() {
             .arg(state.path())
             // An exact name cannot be checked while pcscd is down: not a reason to stop.
             .args(["--reader", &pcsc.reader(0)])
+            .env("RUST_LOG", "simgate=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
@@ -71,6 +72,18 @@ fn run_started_before_pcscd_finds_the_readers_once_pcscd_is_up() {
     log.expect("run to find pcscd absent", Duration::from_secs(10), |l| {
         l.contains("PC/SC unavailable")
     });
+    // Said once, not at every retry: a modem-only gateway has no pcscd at all.
+    for _ in 0..2 {
+        log.expect("a quiet retry", Duration::from_secs(10), |l| {
+            l.contains("PC/SC still unavailable")
+        });
+    }
+    let warned = log
+        .seen
+        .iter()
+        .filter(|l| l.contains("\"PC/SC unavailable"))
+        .count();
+    assert_eq!(warned, 1, "{:#?}", log.seen);
 
     pcsc.resume();
     let _usim = pcsc.insert(0, "usim.toml");
