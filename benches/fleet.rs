@@ -4,7 +4,8 @@
 //! connect at once, what each agent costs in memory and the broker in CPU. Prints
 //! figures; asserts nothing about time.
 //!
-//! `cargo bench --bench fleet`. The clock for an agent stops when the platform side
+//! `cargo bench --bench fleet` (`FLEET=300`: raise `ulimit -n` first, each agent holds
+//! a few descriptors and mosquitto one per agent). The clock for an agent stops when the platform side
 //! receives its fresh `health` "online" (a live publish, not the retained copy), counted
 //! from the moment the broker listens again. The broker is stopped with SIGTERM so it
 //! keeps its sessions (a restart, as for an upgrade); agents see their connection drop
