@@ -97,7 +97,16 @@ fn commands_take_effect_once(broker: Broker) {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["status"].to_string())
         .collect();
-    assert_eq!(words, ["\"received\"", "\"executing\"", "\"successful\""]);
+    // In order, ending in success; a status the agent had not sent yet when a newer one
+    // was queued is replaced by it (MQTT.md, "Durability": per-command coalescing), so
+    // a loaded machine may show fewer than the three steps.
+    let steps = ["\"received\"", "\"executing\"", "\"successful\""];
+    let mut rest = steps.iter();
+    assert!(
+        words.last().map(String::as_str) == Some(steps[2])
+            && words.iter().all(|w| rest.any(|s| s == w)),
+        "{words:?}"
+    );
     outcome(&mut sub, agent_id, "r-1");
 
     // The same command again (a redelivery, or the platform retrying): answered from
