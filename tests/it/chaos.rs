@@ -873,3 +873,50 @@ fn a_full_state_directory_sheds_within_its_bounds_keeps_running_and_loses_nothin
         back.as_secs_f64()
     );
 }
+
+/// Regression (found building the kill storm's check that every command gets an
+/// outcome; a random kill hits the window seldom, this hook every time): a command's
+/// outcome stored just before a kill
+/// was never reported — its delivery had been acknowledged, so no redelivery asked
+/// again, and the next start reported only commands left executing. The platform
+/// waited for an outcome forever.
+#[test]
+fn an_outcome_stored_just_before_a_kill_is_reported_at_the_next_start() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-outcome";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let emu = Modem::start("quectel-ec2x");
+    let id = "sus-die";
+    let mut cmd = pcsc.simgate();
+    cmd.args(support::run_args(&broker.url(), name))
+        .arg(state.path())
+        .args(["--modem", &emu.port])
+        .env("RUST_LOG", "simgate=info")
+        .env("SIMGATE_DEBUG_DIE_AFTER_OUTCOME", id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut dying = Proc::spawn("simgate run (dies after the outcome)", &mut cmd);
+    let mut p = Platform::default();
+    let at = json!({"kind": "modem", "port": emu.port});
+    p.until(&mut sub, "the modem SIM's row", SETTLE, |p| {
+        row_matches(p.rows.get(FIRST), Some(&at))
+    });
+    support::send_command(&broker, name, &command(id, "suspend"));
+    let st = dying.wait(Duration::from_secs(30));
+    assert!(!st.success(), "the hook did not fire: {st}");
+    assert!(
+        p.final_status(id).is_none(),
+        "the outcome went out before the kill: the test shows nothing"
+    );
+    let (_run, _log) = agent(&pcsc, &broker.url(), name, state.path(), Some(&emu.port));
+    p.until(
+        &mut sub,
+        "the outcome, without the platform asking again",
+        SETTLE,
+        |p| p.final_status(id).is_some() && p.outcome_events.contains_key(id),
+    );
+    assert_eq!(p.final_status(id).unwrap()["status"], "successful");
+    assert_eq!(p.outcome_events[id].len(), 1, "one outcome event");
+}
