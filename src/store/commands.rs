@@ -110,8 +110,8 @@ impl Store {
         self.flush()
     }
 
-    /// The outcome of command `id` is in the outbox now: clear its `unreported` mark.
-    /// Not flushed by itself (the next flush takes it): lost to a crash, it costs one
+    /// The outcome of command `id` is in the outbox now: clear its `unreported` mark
+    /// (flushed; commands are rare). A crash before this reaches the disk costs one
     /// more report of the same outcome at the next start, never a missing one.
     pub fn mark_reported(&self, id: &str) -> Result<(), StoreError> {
         if let Some(mut rec) = self.get_command(id)? {
@@ -119,6 +119,7 @@ impl Store {
                 rec.unreported = false;
                 self.tree(TREE)?
                     .insert(id.as_bytes(), super::encode(TREE, &rec)?)?;
+                self.flush()?;
             }
         }
         Ok(())
