@@ -942,8 +942,17 @@ mod tests {
         ctx.store
             .put_command(&record("r", CommandState::Received, now))
             .unwrap();
+        // Finished, its report never queued (killed in between): reported now.
+        let u = CommandRecord {
+            unreported: true,
+            ..record("u", CommandState::Successful, now)
+        };
+        ctx.store.put_command(&u).unwrap();
         Commands::recover(&ctx).unwrap();
+        let u = ctx.store.get_command("u").unwrap().unwrap();
+        assert_eq!((u.state, u.unreported), (CommandState::Successful, false));
         let e = ctx.store.get_command("e").unwrap().unwrap();
+        assert!(!e.unreported, "the interrupted outcome was reported");
         assert_eq!(e.state, CommandState::Failed);
         assert_eq!(e.code, Some(RefusalCode::Interrupted));
         assert_eq!(e.reason.as_deref(), Some(INTERRUPTED), "no code prefix");

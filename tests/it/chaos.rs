@@ -418,7 +418,7 @@ fn a_kill_storm_loses_no_event_applies_no_command_twice_and_leaves_true_rows() {
                 }
                 2 => {
                     // Mostly the SIM the commands are for: they have work to do.
-                    let (control, sim) = match rng.below(4) {
+                    let (control, sim) = match rng.below(6) {
                         0 => ("remove", None),
                         1 => ("swap", Some(SECOND)),
                         _ => ("insert", Some(FIRST)),
