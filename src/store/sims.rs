@@ -2,10 +2,74 @@
 
 use super::{Store, StoreError};
 use crate::sim::Observed;
+use serde::{Deserialize, Serialize};
 
 const TREE: &str = "sims";
+/// ICCID → [`Owed`]: observations stored whose row and events are not queued for the
+/// platform yet. Written in one transaction with the observation, removed once they
+/// are queued; a start finds what a crash in between left (agent::Recorder::recover).
+const OWED: &str = "sims_owed";
+
+/// What a stored observation still owes the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Owed {
+    /// The observation before it, from which its events follow (agent::changes).
+    pub prev: Option<Observed>,
+    /// Only the row (a SIM marked absent because another took its place: the events
+    /// are the newcomer's).
+    #[serde(default)]
+    pub row_only: bool,
+}
 
 impl Store {
+    /// Record an observation together with what it owes the platform, atomically; an
+    /// older debt of the same SIM is kept (its `prev` is where the events start).
+    pub fn put_observed_owing(&self, obs: &Observed, owed: &Owed) -> Result<(), StoreError> {
+        use sled::Transactional;
+        let (sims, debts) = (self.tree(TREE)?, self.tree(OWED)?);
+        let value = super::encode(TREE, obs)?;
+        let debt = super::encode(OWED, owed)?;
+        let key = obs.iccid.as_bytes();
+        (&sims, &debts)
+            .transaction(|(s, d)| {
+                s.insert(key, value.as_slice())?;
+                if d.get(key)?.is_none() {
+                    d.insert(key, debt.as_slice())?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Db(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+                    tree: OWED,
+                    detail: "transaction aborted".into(),
+                },
+            })
+    }
+
+    /// The row and events of `iccid` are in the outbox: its debt is paid. Not flushed
+    /// by itself (the outbox's flush, or the next, takes it): lost to a crash, it costs
+    /// the row and events once more at the next start, never their loss.
+    pub fn paid(&self, iccid: &str) -> Result<(), StoreError> {
+        self.tree(OWED)?.remove(iccid.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every debt left, by ICCID.
+    pub fn owed(&self) -> Result<Vec<(String, Owed)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(OWED)?.iter() {
+            let (k, v) = item?;
+            let iccid = String::from_utf8_lossy(&k).into_owned();
+            let owed: Owed = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                tree: OWED,
+                detail: format!("{iccid}: {e}"),
+            })?;
+            out.push((iccid, owed));
+        }
+        Ok(out)
+    }
+
     /// Record the latest observation of a SIM (keyed by ICCID).
     pub fn put_observed(&self, obs: &Observed) -> Result<(), StoreError> {
         self.put_json(TREE, &obs.iccid, obs)

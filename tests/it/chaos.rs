@@ -942,3 +942,77 @@ fn an_outcome_stored_just_before_a_kill_is_reported_at_the_next_start() {
     assert_eq!(p.final_status(id).unwrap()["status"], "successful");
     assert_eq!(p.outcome_events[id].len(), 1, "one outcome event");
 }
+
+/// Past the reserve: another program fills the file system to the last byte. A SIM's
+/// row may not be lost, and it cannot be queued: simgate stops with an error naming the
+/// store and the disk (the service manager starts it again: Restart=on-failure in
+/// systemd/simgate.service), and once there is room its start puts every row right
+/// (MQTT.md, Durability). Events it could not store meanwhile are dropped, each logged.
+///
+/// Regressions, both found here: simgate printed the error and then never exited (the
+/// runtime waited on the PC/SC watcher's blocking thread), so no service manager could
+/// start it again; and an observation stored just before the failure (or a kill) was
+/// never published — found again at the next start, the same SIM published nothing.
+#[test]
+fn a_disk_full_to_the_last_byte_stops_simgate_clearly_and_a_start_with_room_puts_every_row_right() {
+    let fs = SmallFs::mount(48);
+    let state = fs.dir.path().join("state");
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-disk-zero";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, &state, None);
+    let mut cards: [Option<Card>; 2] = [Some(pcsc.insert(0, CARDS[0].0)), None];
+    let mut p = Platform::default();
+    let at = json!({"kind": "reader", "reader": pcsc.reader(0)});
+    p.until(&mut sub, "the first card's row", SETTLE, |p| {
+        row_matches(p.rows.get(CARDS[0].1), Some(&at))
+    });
+    let filler = fs.dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("create the filler");
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {}
+    }
+    let mut changes = 0;
+    while run.child.try_wait().expect("wait for simgate").is_none() && changes < 10 {
+        let slot = changes % 2;
+        match cards[slot].take() {
+            Some(c) => pull(&pcsc, slot, c),
+            None => cards[slot] = Some(pcsc.insert(slot as u8, CARDS[slot].0)),
+        }
+        changes += 1;
+    }
+    let st = run.wait(Duration::from_secs(30));
+    assert!(!st.success(), "simgate stopped, but with {st}");
+    log.expect(
+        "the error naming the store and the disk",
+        Duration::from_secs(10),
+        |l| l.contains("store") && l.contains("No space left on device"),
+    );
+    let dropped = log
+        .seen
+        .iter()
+        .filter(|l| l.contains("message not stored, dropped"))
+        .count();
+
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let (mut again, _log) = agent(&pcsc, &broker.url(), name, &state, None);
+    let t = Instant::now();
+    let hw = Hardware { cards, modem: None };
+    let expected: Vec<_> = hw.expected(&pcsc, "-").into_iter().take(2).collect();
+    p.until(&mut sub, "every row right after the start", SETTLE, |p| {
+        p.rows_match(&expected)
+    });
+    let back = t.elapsed();
+    assert!(
+        again.child.try_wait().unwrap().is_none(),
+        "simgate exited again"
+    );
+    again.kill9();
+    eprintln!(
+        "chaos: state directory full to the last byte: simgate stopped after {changes} card changes with the disk error ({dropped} events dropped, each logged); started with room, every row right in {:.2} s",
+        back.as_secs_f64()
+    );
+}
