@@ -122,4 +122,33 @@ mod tests {
         drop(st);
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn a_debt_is_stored_with_its_observation_keeps_its_first_prev_and_is_paid_once() {
+        use super::Owed;
+        use crate::sim::Observed;
+        let dir = std::env::temp_dir().join(format!("simgate-owed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = Store::open(&dir).unwrap();
+        let at = Location::Reader { reader: "R".into() };
+        let first = Observed::new("8988211000000430010", true, at.clone(), 1);
+        let gone = Observed {
+            present: false,
+            ..Observed::new("8988211000000430010", true, at, 2)
+        };
+        let owed = |prev: Option<&Observed>| Owed {
+            prev: prev.cloned(),
+            row_only: false,
+        };
+        st.put_observed_owing(&first, &owed(None)).unwrap();
+        // Recorded again before the first debt was paid (a crash in between): the
+        // events still start from the first one's `prev`.
+        st.put_observed_owing(&gone, &owed(Some(&first))).unwrap();
+        assert_eq!(st.get_observed(&first.iccid).unwrap().unwrap(), gone);
+        assert_eq!(st.owed().unwrap(), vec![(first.iccid.clone(), owed(None))]);
+        st.paid(&first.iccid).unwrap();
+        assert!(st.owed().unwrap().is_empty());
+        drop(st);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
