@@ -37,7 +37,7 @@ chaos: deps
 	@mkdir -p target
 	@CHAOS_KILLS=$(CHAOS_KILLS) $(CARGO) test --locked --test it chaos:: -- --nocapture --test-threads 1 \
 		> target/chaos.log 2>&1; st=$$?; \
-		grep -E '^chaos:|^test |^test result' target/chaos.log; \
+		grep -E '^chaos:|^test result|^failures:|^    chaos::' target/chaos.log; \
 		echo "(full output: target/chaos.log)"; exit $$st
 
 demo: deps build
