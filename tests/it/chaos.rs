@@ -4,7 +4,9 @@
 //! contiguous, duplicates counted), every retained row matches the hardware, no command
 //! took effect twice, the store reopened every time. And three faults, each recovered
 //! without a restart and without a loss: pcscd in a crash loop, a modem port vanishing
-//! and coming back, the state directory's file system filling up.
+//! and coming back, the state directory's file system filling up (to the outbox's
+//! reserve; and to the last byte, where simgate stops and a start with room puts every
+//! row right). Then the regression tests of what building this found.
 //!
 //! Seeded: the seed is printed, and `SIMGATE_CHAOS_SEED=N` replays a run;
 //! `CHAOS_KILLS=N` sets the storm's length (`make chaos` runs a long one). The figures
