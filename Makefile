@@ -3,12 +3,15 @@
 #   make test   the whole test suite (what CI runs)
 #   make deb    the gateway package, target/debian/simgate_<version>_<arch>.deb
 #   make deb-check  build the package, install it here with dpkg, check it, purge it
+#   make chaos  the chaos suite at length (tests/it/chaos.rs), printing its figures
 
 CARGO ?= cargo
 # Seconds the demo runs before stopping by itself (0: until Ctrl-C).
 DEMO_SECONDS ?= 0
+# Kills in `make chaos`'s kill storm (`make test` runs 16); SIMGATE_CHAOS_SEED=N replays a run.
+CHAOS_KILLS ?= 200
 
-.PHONY: deps test-deps build-deps build lint test demo deb deb-check clean
+.PHONY: deps test-deps build-deps build lint test chaos demo deb deb-check clean
 
 # Everything: building, the test rig and the demo (pcscd, vpcd, mosquitto).
 deps:
@@ -31,6 +34,15 @@ lint: build-deps
 
 test: test-deps lint
 	$(CARGO) test --locked
+
+# The same chaos tests as in `make test`, one at a time, the kill storm CHAOS_KILLS long;
+# the whole output in target/chaos.log, the figures (`chaos: ...` lines) shown.
+chaos: deps
+	@mkdir -p target
+	@CHAOS_KILLS=$(CHAOS_KILLS) $(CARGO) test --locked --test it chaos:: -- --nocapture --test-threads 1 \
+		> target/chaos.log 2>&1; st=$$?; \
+		grep -E '^chaos:|^test result|^failures:|^    chaos::' target/chaos.log; \
+		echo "(full output: target/chaos.log)"; exit $$st
 
 demo: deps build
 	@DEMO_SECONDS=$(DEMO_SECONDS) tests/rig/demo.sh

@@ -116,6 +116,7 @@ fn command_ids(n: u64, life: u64) {
             received_at: now,
             updated_at: now,
             keep_until: now + life,
+            unreported: false,
         };
         match store.claim_command(&rec, now).expect("claim") {
             Claim::New => stored += 1,

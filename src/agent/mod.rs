@@ -34,7 +34,13 @@ pub fn start(
 ) -> Result<Started, LinkError> {
     let (tx, rx) = mpsc::unbounded_channel::<Received>();
     let (link, task): (Option<Link>, _) = Link::start_if(broker, &store, tx, cancel.clone())?;
-    Ok((Recorder { store, link }, rx, task))
+    let rec = Recorder { store, link };
+    // What a crash left unpublished goes out before anything new is recorded.
+    rec.recover().map_err(|e| match e {
+        RecordError::Link(e) => e,
+        RecordError::Store(e) => LinkError::from(e),
+    })?;
+    Ok((rec, rx, task))
 }
 
 /// Start the PC/SC watcher for readers matching `patterns` (all when empty) on a

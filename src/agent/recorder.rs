@@ -5,6 +5,7 @@ use super::changes;
 use crate::contract::EventKind;
 use crate::link::{Link, LinkError};
 use crate::sim::{Location, Observed};
+use crate::store::sims::Owed;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,15 +28,27 @@ impl Recorder {
     /// removed, swapped, identity changed) and the SIM's state row with the cached
     /// platform record. An observation equal to the last one but for its time publishes
     /// nothing (bytes cost money).
+    ///
+    /// The observation is stored with what it owes the platform (`store::Owed`), paid
+    /// once its row and events are queued: a crash in between (a kill, a disk full)
+    /// leaves the debt, which the next start pays ([`Recorder::recover`]) — otherwise
+    /// the same SIM found again would publish nothing, and the platform never learn.
     pub fn record(&self, obs: &Observed) -> Result<(), RecordError> {
         let prev = self.store.get_observed(&obs.iccid)?;
-        self.store.put_observed(obs)?;
         if prev
             .as_ref()
             .is_some_and(|p| changes::same_but_time(p, obs))
         {
+            self.store.put_observed(obs)?;
             return Ok(());
         }
+        self.store.put_observed_owing(
+            obs,
+            &Owed {
+                prev: prev.clone(),
+                row_only: false,
+            },
+        )?;
         // A SIM arriving where another one was last seen present: that one was swapped
         // out without a removal being seen (a modem reporting a new ICCID in its slot).
         let mut replaced = Vec::new();
@@ -48,7 +61,13 @@ impl Recorder {
                 if other.iccid != obs.iccid && other.present && other.location == obs.location {
                     other.present = false;
                     other.observed_at = obs.observed_at;
-                    self.store.put_observed(&other)?;
+                    self.store.put_observed_owing(
+                        &other,
+                        &Owed {
+                            prev: None,
+                            row_only: true,
+                        },
+                    )?;
                     replaced.push(other);
                 }
             }
@@ -62,7 +81,35 @@ impl Recorder {
             }
             link.publish_state(&crate::link::row(&self.store, obs)?)?;
         }
+        for old in &replaced {
+            self.store.paid(&old.iccid)?;
+        }
+        self.store.paid(&obs.iccid)?;
         Ok(())
+    }
+
+    /// Pay what the last run left owing: the rows (and events) of observations it
+    /// stored but died before queuing. Returns how many SIMs. Called once at start,
+    /// before anything is recorded.
+    pub fn recover(&self) -> Result<usize, RecordError> {
+        let owed = self.store.owed()?;
+        for (iccid, debt) in &owed {
+            let Some(obs) = self.store.get_observed(iccid)? else {
+                self.store.paid(iccid)?;
+                continue;
+            };
+            tracing::warn!(%iccid, "SIM row published at start-up: the last run died before publishing it");
+            if let Some(link) = &self.link {
+                if !debt.row_only {
+                    for ev in changes::events(debt.prev.as_ref(), &obs, &[]) {
+                        link.publish_event(ev)?;
+                    }
+                }
+                link.publish_state(&crate::link::row(&self.store, &obs)?)?;
+            }
+            self.store.paid(iccid)?;
+        }
+        Ok(owed.len())
     }
 
     /// The SIM keyed `key` is no longer where it was: record it absent.

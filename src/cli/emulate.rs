@@ -107,6 +107,10 @@ pub struct EmulateModemArgs {
     /// Repeatable.
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,
+    /// Append every command line received to this file, one a line, as it arrives: the
+    /// modem's side of what happened (tests count the effects in it).
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
 }
 
 impl EmulateModemArgs {
@@ -130,6 +134,7 @@ impl EmulateModemArgs {
         opts.latency = Duration::from_millis(self.latency_ms);
         opts.single_commands = self.single_commands;
         opts.refuse = self.refuse.clone();
+        opts.journal = self.journal.clone();
         if self.esim {
             opts.sim = Some(EmuSim::esim());
         }

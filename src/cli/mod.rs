@@ -156,7 +156,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command, cfg, cli.config)) {
+    let code = match runtime.block_on(dispatch(cli.command, cfg, cli.config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("simgate: {}", report(&e));
@@ -166,7 +166,12 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
+    };
+    // Dropping a runtime waits for its blocking threads without end; one stuck in a
+    // PC/SC call must not keep a finished (or failed) command from exiting, so that a
+    // service manager can start it again (regression: tests/it/chaos.rs, a full disk).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 /// One cancellation token for the whole process: the first SIGINT/SIGTERM cancels it,

@@ -198,9 +198,15 @@ impl Commands {
                 rec.code = Some(code);
                 rec.reason = Some(reason);
                 rec.updated_at = now;
-                ctx.store.put_command(&rec)?;
                 tracing::warn!(id = %rec.id, ?code, "command failed at start-up");
+                store_and_report(ctx, &mut rec)?;
+            } else if rec.unreported {
+                // The last run stored this outcome and died before queuing its report:
+                // nobody would tell the platform otherwise (its delivery was
+                // acknowledged, so the broker does not send the command again).
+                tracing::warn!(id = %rec.id, state = ?rec.state, "command outcome reported at start-up: the last run died before reporting it");
                 report(ctx, &rec, true)?;
+                ctx.store.mark_reported(&rec.id)?;
             }
         }
         let forgotten = ctx.store.forget_commands(now)?;
@@ -316,9 +322,15 @@ impl Commands {
             // Refused before it could say when it expires: remembered a day, so its
             // redeliveries are answered from the record.
             keep_until: now + REFUSAL_MEMORY_SECS,
+            unreported: false,
         };
+        // Stored with its outcome, final from the start (see `store_and_report`).
+        rec.unreported = true;
         match ctx.store.claim_command(&rec, now)? {
-            Claim::New => report(ctx, &rec, true),
+            Claim::New => {
+                report(ctx, &rec, true)?;
+                Ok(ctx.store.mark_reported(&rec.id)?)
+            }
             Claim::Known(existing) => self.answer_duplicate(ctx, existing),
             Claim::Full => {
                 too_many(&mut rec);
@@ -345,6 +357,7 @@ impl Commands {
             updated_at: now,
             // After it, a repeat is refused as expired: never run twice.
             keep_until: cmd.expires_at,
+            unreported: false,
         };
         match ctx.store.claim_command(&rec, now)? {
             Claim::New => {
@@ -629,10 +642,8 @@ impl Commands {
             }
         }
         rec.updated_at = crate::time::unix_now();
-        // Stored before reported: a crash in between re-reports, never re-executes.
-        ctx.store.put_command(rec)?;
         tracing::info!(id = %rec.id, state = ?rec.state, code = ?rec.code, reason = ?rec.reason, "command finished");
-        report(ctx, rec, true)
+        store_and_report(ctx, rec)
     }
 
     /// Apply a refill to the cached record: the balance moves once per request id (a
@@ -714,6 +725,27 @@ fn too_many(rec: &mut CommandRecord) {
     rec.reason = Some(format!(
         "this agent remembers {MAX_COMMAND_IDS} unexpired command ids; nothing was done, send it again later"
     ));
+}
+
+/// Store a final outcome, then report it (its status and its `command` event). Stored
+/// first, so a crash in between never runs the command again; marked `unreported`
+/// until the report is in the outbox, so such a crash is reported by the next start
+/// (`Commands::recover`) instead of never: the command's delivery was acknowledged
+/// long ago, no redelivery would ask again. (Found building the chaos suite's check
+/// that every command gets an outcome: tests/it/chaos.rs.)
+fn store_and_report(ctx: &Ctx, rec: &mut CommandRecord) -> Result<(), DaemonError> {
+    rec.unreported = true;
+    ctx.store.put_command(rec)?;
+    // A debug-build-only hook: die here, as a power cut would, for the test that
+    // shows the outcome still reaches the platform.
+    #[cfg(debug_assertions)]
+    if std::env::var("SIMGATE_DEBUG_DIE_AFTER_OUTCOME").is_ok_and(|id| id == rec.id) {
+        tracing::warn!(id = %rec.id, "SIMGATE_DEBUG_DIE_AFTER_OUTCOME: dying before the report");
+        std::process::abort();
+    }
+    report(ctx, rec, true)?;
+    rec.unreported = false;
+    Ok(ctx.store.mark_reported(&rec.id)?)
 }
 
 /// Publish a command's status; final ones also as a `command` event.
@@ -893,6 +925,7 @@ mod tests {
             received_at: updated_at,
             updated_at,
             keep_until: updated_at + 3_600,
+            unreported: false,
         }
     }
 
@@ -909,8 +942,17 @@ mod tests {
         ctx.store
             .put_command(&record("r", CommandState::Received, now))
             .unwrap();
+        // Finished, its report never queued (killed in between): reported now.
+        let u = CommandRecord {
+            unreported: true,
+            ..record("u", CommandState::Successful, now)
+        };
+        ctx.store.put_command(&u).unwrap();
         Commands::recover(&ctx).unwrap();
+        let u = ctx.store.get_command("u").unwrap().unwrap();
+        assert_eq!((u.state, u.unreported), (CommandState::Successful, false));
         let e = ctx.store.get_command("e").unwrap().unwrap();
+        assert!(!e.unreported, "the interrupted outcome was reported");
         assert_eq!(e.state, CommandState::Failed);
         assert_eq!(e.code, Some(RefusalCode::Interrupted));
         assert_eq!(e.reason.as_deref(), Some(INTERRUPTED), "no code prefix");

@@ -184,6 +184,10 @@ fn touched(ev: &Event) -> Vec<(String, Option<String>)> {
 
 /// Run until `cancel` fires.
 pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), DaemonError> {
+    // However the loop ends — an error too (a full disk: tests/it/chaos.rs) — every task
+    // and watcher it started is told to stop, so the process exits instead of waiting
+    // on the PC/SC watcher's blocking thread.
+    let _stop_all = cancel.clone().drop_guard();
     let store = Store::open(&settings.state_dir)?;
     // A modem-only gateway has no pcscd: readers are watched when some were named, or
     // when no modem was (a reader station).

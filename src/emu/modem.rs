@@ -121,6 +121,8 @@ pub struct Options {
     /// Commands this firmware does not know (`AT+QGDCNT?`): ERROR, also inside a
     /// compound line, which then stops there as on a real modem.
     pub refuse: Vec<String>,
+    /// A file every command line received is appended to (and flushed), one a line.
+    pub journal: Option<PathBuf>,
 }
 
 impl Options {
@@ -135,6 +137,7 @@ impl Options {
             session_up: true,
             single_commands: false,
             refuse: Vec::new(),
+            journal: None,
         }
     }
 }
@@ -288,6 +291,16 @@ async fn run(
 ) {
     let mut line = Vec::new();
     let mut buf = [0u8; 512];
+    let mut journal = opts.journal.as_deref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(
+                |e| tracing::error!(journal = %p.display(), error = %e, "cannot open the journal"),
+            )
+            .ok()
+    });
     loop {
         let vanish = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -308,6 +321,11 @@ async fn run(
                                 continue;
                             }
                             counter.send_modify(|c| *c += 1);
+                            if let Some(j) = journal.as_mut() {
+                                use std::io::Write;
+                                // A line in a local file per command: a test tool.
+                                let _ = writeln!(j, "{text}");
+                            }
                             if let Some(down) = st.reboot_next.take() {
                                 vanish = Some(down);
                                 break;

@@ -102,6 +102,8 @@ pub async fn run(
     screen: &mut dyn Screen,
     cancel: CancellationToken,
 ) -> Result<u64, StationError> {
+    // However the loop ends, its tasks and watchers stop with it (as in daemon::run).
+    let _stop_all = cancel.clone().drop_guard();
     let (rec, mut platform_rx, link_task) = crate::agent::start(
         Store::open(&settings.state_dir)?,
         settings.broker.as_ref(),

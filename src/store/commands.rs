@@ -57,6 +57,11 @@ pub struct CommandRecord {
     /// simgate, kept 90 days after its last update.
     #[serde(default)]
     pub keep_until: u64,
+    /// A final outcome stored but not yet queued for the platform: set with the outcome,
+    /// cleared once its report is in the outbox. A start finding it set reports the
+    /// outcome then (the run before died in between). Absent: reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreported: bool,
 }
 
 impl CommandRecord {
@@ -103,6 +108,21 @@ impl Store {
             self.count_commands(1)?;
         }
         self.flush()
+    }
+
+    /// The outcome of command `id` is in the outbox now: clear its `unreported` mark
+    /// (flushed; commands are rare). A crash before this reaches the disk costs one
+    /// more report of the same outcome at the next start, never a missing one.
+    pub fn mark_reported(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(mut rec) = self.get_command(id)? {
+            if rec.unreported {
+                rec.unreported = false;
+                self.tree(TREE)?
+                    .insert(id.as_bytes(), super::encode(TREE, &rec)?)?;
+                self.flush()?;
+            }
+        }
+        Ok(())
     }
 
     /// Every command record (for the start-up sweep).
@@ -202,6 +222,7 @@ mod tests {
             received_at: 1,
             updated_at: 1,
             keep_until: 100,
+            unreported: false,
         };
         assert_eq!(st.claim_command(&rec, 1).unwrap(), Claim::New);
         rec.state = CommandState::Successful;
@@ -225,6 +246,7 @@ mod tests {
             received_at: 1,
             updated_at: 1,
             keep_until,
+            unreported: false,
         }
     }
 

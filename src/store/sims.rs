@@ -2,10 +2,74 @@
 
 use super::{Store, StoreError};
 use crate::sim::Observed;
+use serde::{Deserialize, Serialize};
 
 const TREE: &str = "sims";
+/// ICCID → [`Owed`]: observations stored whose row and events are not queued for the
+/// platform yet. Written in one transaction with the observation, removed once they
+/// are queued; a start finds what a crash in between left (agent::Recorder::recover).
+const OWED: &str = "sims_owed";
+
+/// What a stored observation still owes the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Owed {
+    /// The observation before it, from which its events follow (agent::changes).
+    pub prev: Option<Observed>,
+    /// Only the row (a SIM marked absent because another took its place: the events
+    /// are the newcomer's).
+    #[serde(default)]
+    pub row_only: bool,
+}
 
 impl Store {
+    /// Record an observation together with what it owes the platform, atomically; an
+    /// older debt of the same SIM is kept (its `prev` is where the events start).
+    pub fn put_observed_owing(&self, obs: &Observed, owed: &Owed) -> Result<(), StoreError> {
+        use sled::Transactional;
+        let (sims, debts) = (self.tree(TREE)?, self.tree(OWED)?);
+        let value = super::encode(TREE, obs)?;
+        let debt = super::encode(OWED, owed)?;
+        let key = obs.iccid.as_bytes();
+        (&sims, &debts)
+            .transaction(|(s, d)| {
+                s.insert(key, value.as_slice())?;
+                if d.get(key)?.is_none() {
+                    d.insert(key, debt.as_slice())?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Db(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+                    tree: OWED,
+                    detail: "transaction aborted".into(),
+                },
+            })
+    }
+
+    /// The row and events of `iccid` are in the outbox: its debt is paid. Not flushed
+    /// by itself (the outbox's flush, or the next, takes it): lost to a crash, it costs
+    /// the row and events once more at the next start, never their loss.
+    pub fn paid(&self, iccid: &str) -> Result<(), StoreError> {
+        self.tree(OWED)?.remove(iccid.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every debt left, by ICCID.
+    pub fn owed(&self) -> Result<Vec<(String, Owed)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(OWED)?.iter() {
+            let (k, v) = item?;
+            let iccid = String::from_utf8_lossy(&k).into_owned();
+            let owed: Owed = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                tree: OWED,
+                detail: format!("{iccid}: {e}"),
+            })?;
+            out.push((iccid, owed));
+        }
+        Ok(out)
+    }
+
     /// Record the latest observation of a SIM (keyed by ICCID).
     pub fn put_observed(&self, obs: &Observed) -> Result<(), StoreError> {
         self.put_json(TREE, &obs.iccid, obs)
@@ -55,6 +119,35 @@ mod tests {
         st.put_observed(&obs).unwrap();
         let again = st.get_observed("8988211000000430010").unwrap().unwrap();
         assert_eq!(again.batch, obs.batch);
+        drop(st);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_debt_is_stored_with_its_observation_keeps_its_first_prev_and_is_paid_once() {
+        use super::Owed;
+        use crate::sim::Observed;
+        let dir = std::env::temp_dir().join(format!("simgate-owed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = Store::open(&dir).unwrap();
+        let at = Location::Reader { reader: "R".into() };
+        let first = Observed::new("8988211000000430010", true, at.clone(), 1);
+        let gone = Observed {
+            present: false,
+            ..Observed::new("8988211000000430010", true, at, 2)
+        };
+        let owed = |prev: Option<&Observed>| Owed {
+            prev: prev.cloned(),
+            row_only: false,
+        };
+        st.put_observed_owing(&first, &owed(None)).unwrap();
+        // Recorded again before the first debt was paid (a crash in between): the
+        // events still start from the first one's `prev`.
+        st.put_observed_owing(&gone, &owed(Some(&first))).unwrap();
+        assert_eq!(st.get_observed(&first.iccid).unwrap().unwrap(), gone);
+        assert_eq!(st.owed().unwrap(), vec![(first.iccid.clone(), owed(None))]);
+        st.paid(&first.iccid).unwrap();
+        assert!(st.owed().unwrap().is_empty());
         drop(st);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -7,6 +7,7 @@ mod support;
 
 mod card_engine;
 mod card_vectors;
+mod chaos;
 mod config_cli;
 mod daemon_cards;
 mod daemon_modem;

@@ -88,7 +88,7 @@ fn which(cmd: &str) -> bool {
         || Path::new("/usr/sbin").join(cmd).is_file()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -674,6 +674,20 @@ impl Broker {
         assert!(st.success(), "mosquitto_pub to {topic} failed: {st}");
     }
 
+    /// Stop it politely (its persistence saved: sessions, queued and retained
+    /// messages) and start it again on the same port with that persistence: a broker
+    /// that keeps its sessions across a restart. For the agent it is an outage.
+    pub fn restart_graceful(&mut self) {
+        self.stop_graceful();
+        self.resume();
+    }
+
+    /// Start it again after a stop, on the same port with the same persistence.
+    pub fn resume(&mut self) {
+        let (proc, _) = Self::launch(&self.dir, self.port, &self.extra);
+        self.proc = proc;
+    }
+
     /// Start it again on the same port with the same persistence.
     pub fn restart(&mut self) {
         self.proc.kill9();
@@ -760,7 +774,8 @@ impl Sub {
     }
 }
 
-fn parse_msg(line: &str) -> Option<Msg> {
+/// One subscriber line (`retain topic payload`) as a message; None for its debug lines.
+pub fn parse_msg(line: &str) -> Option<Msg> {
     if line.starts_with("Client ") || line.starts_with("Subscribed (mid") {
         return None; // mosquitto_sub -d debug output
     }
