@@ -235,7 +235,9 @@ pub fn parse_profiles_info(data: &[u8]) -> Result<Vec<ProfileInfo>, DecodeError>
                 profile_list_error(code)
             )));
         }
-        return Err(bad("ProfileInfoListResponse: neither A0 (list) nor 81 (error)"));
+        return Err(bad(
+            "ProfileInfoListResponse: neither A0 (list) nor 81 (error)",
+        ));
     };
     let mut out = Vec::new();
     for (i, info) in tlvs(list.value, "profileInfoListOk")?
@@ -424,7 +426,9 @@ pub fn parse_euicc_info2(data: &[u8]) -> Result<EuiccInfo2, DecodeError> {
                     info.free_nvm = Some(uint(v.value, "extCardResource.freeNonVolatileMemory")?);
                 }
             }
-            0xA9 => info.ci_pkids_verification = key_ids(f.value, "euiccCiPKIdListForVerification")?,
+            0xA9 => {
+                info.ci_pkids_verification = key_ids(f.value, "euiccCiPKIdListForVerification")?
+            }
             0xAA => info.ci_pkids_signing = key_ids(f.value, "euiccCiPKIdListForSigning")?,
             _ => {}
         }
@@ -547,7 +551,10 @@ pub fn parse_retrieved(data: &[u8]) -> Result<Vec<PendingNotification>, DecodeEr
         ));
     };
     let mut out = Vec::new();
-    for (i, t) in tlvs(list.value, "notificationList")?.into_iter().enumerate() {
+    for (i, t) in tlvs(list.value, "notificationList")?
+        .into_iter()
+        .enumerate()
+    {
         let at = format!("PendingNotification[{i}]");
         // otherSignedNotification { tbsOtherNotification (BF2F) ... }; an installation
         // result carries it at profileInstallationResultData (BF27) { notificationMetadata
@@ -608,9 +615,15 @@ mod tests {
             "BF29125A0A989444000000000020F49004776F726B"
         );
         assert!(set_nickname(&iccid("8949440000000000024"), &"x".repeat(65)).is_none());
-        assert_eq!(hex::encode_upper(retrieve_notification(5)), "BF2B05A003800105");
+        assert_eq!(
+            hex::encode_upper(retrieve_notification(5)),
+            "BF2B05A003800105"
+        );
         // 128 needs a leading zero byte: INTEGER is signed (X.690 §8.3.2).
-        assert_eq!(hex::encode_upper(remove_notification(128)), "BF300480020080");
+        assert_eq!(
+            hex::encode_upper(remove_notification(128)),
+            "BF300480020080"
+        );
         assert_eq!(hex::encode_upper(list_notification()), "BF2800");
     }
 
@@ -730,7 +743,13 @@ mod tests {
         let pending = der(0x30, &signed);
         let got = parse_retrieved(&der(0xBF2B, &der(0xA0, &pending))).unwrap();
         assert_eq!((got[0].meta.seq, got[0].der.clone()), (3, pending));
-        assert_eq!(parse_removed(&hex::decode("BF3003800100").unwrap()), Ok(true));
-        assert_eq!(parse_removed(&hex::decode("BF3003800101").unwrap()), Ok(false));
+        assert_eq!(
+            parse_removed(&hex::decode("BF3003800100").unwrap()),
+            Ok(true)
+        );
+        assert_eq!(
+            parse_removed(&hex::decode("BF3003800101").unwrap()),
+            Ok(false)
+        );
     }
 }

@@ -37,7 +37,9 @@ pub enum EsimError {
     Refused(#[from] Refusal),
     #[error("no profile {0} on this eUICC")]
     NoProfile(String),
-    #[error("profile {0} is enabled and cannot be deleted: disable it or enable another profile first")]
+    #[error(
+        "profile {0} is enabled and cannot be deleted: disable it or enable another profile first"
+    )]
     DeleteEnabled(String),
     #[error("{0}: nickname longer than 64 bytes (SGP.22 profileNickname)")]
     NicknameTooLong(String),
@@ -64,22 +66,31 @@ impl EsimError {
 }
 
 /// What a refused STORE DATA most likely means (SGP.22 §5.7.2; TS 102 221 §10.2.1),
-/// never the bare status word.
+/// in words; the status word itself goes to the debug log only.
 fn store_data_reason(sw: StatusWord) -> String {
     let what = match (sw.0, sw.1) {
         // The card no longer has the ISD-R selected on the channel: it was reset or the
         // channel dropped under us.
-        (0x6D, _) | (0x6E, _) => "the ISD-R is no longer selected (the card dropped the channel mid-operation)",
-        (0x68, 0x81) | (0x68, 0x82) => "the logical channel is closed (the card dropped the channel mid-operation)",
-        (0x6A, 0x80) => "the eUICC refused the request's data (incorrect parameters in the data field)",
-        (0x69, 0x85) => "the eUICC refused it in its current state (conditions of use not satisfied)",
+        (0x6D, _) | (0x6E, _) => {
+            "the ISD-R is no longer selected (the card dropped the channel mid-operation)"
+        }
+        (0x68, 0x81) | (0x68, 0x82) => {
+            "the logical channel is closed (the card dropped the channel mid-operation)"
+        }
+        (0x6A, 0x80) => {
+            "the eUICC refused the request's data (incorrect parameters in the data field)"
+        }
+        (0x69, 0x85) => {
+            "the eUICC refused it in its current state (conditions of use not satisfied)"
+        }
         (0x69, 0x82) => "security status not satisfied",
         (0x6A, 0x88) => "referenced data not found",
         (0x67, _) => "wrong length",
         (0x6F, _) => "the eUICC failed internally",
         _ => "the eUICC refused the command",
     };
-    format!("{what} (status {sw})")
+    tracing::debug!(%sw, "STORE DATA refused");
+    what.to_string()
 }
 
 /// An ISD-R reached on a channel: ES10 requests go here.
@@ -208,7 +219,8 @@ impl<T: CardTransport> Isdr<T> {
             &es10::retrieve_notification(seq),
             "RetrieveNotificationsList",
         )?;
-        let list = es10::parse_retrieved(&d).map_err(|e| malformed("RetrieveNotificationsList", e))?;
+        let list =
+            es10::parse_retrieved(&d).map_err(|e| malformed("RetrieveNotificationsList", e))?;
         Ok(list.into_iter().find(|n| n.meta.seq == seq))
     }
 
@@ -241,10 +253,21 @@ fn malformed(function: &'static str, e: es10::DecodeError) -> EsimError {
 pub enum Action {
     /// Enable (the enabled one is disabled by the eUICC); `refresh`: SGP.22 refreshFlag,
     /// asking the eUICC to REFRESH the device (a modem), not a reader.
-    Enable { iccid: Iccid, refresh: bool },
-    Disable { iccid: Iccid, refresh: bool },
-    Delete { iccid: Iccid },
-    Nickname { iccid: Iccid, nickname: String },
+    Enable {
+        iccid: Iccid,
+        refresh: bool,
+    },
+    Disable {
+        iccid: Iccid,
+        refresh: bool,
+    },
+    Delete {
+        iccid: Iccid,
+    },
+    Nickname {
+        iccid: Iccid,
+        nickname: String,
+    },
 }
 
 impl Action {
@@ -376,7 +399,10 @@ pub fn apply_on<T: CardTransport>(i: &mut Isdr<T>, action: &Action) -> Result<Ou
             before = Some(list);
             i.operation(op, &es10::delete_profile(id))?
         }
-        Action::Nickname { iccid: id, nickname } => {
+        Action::Nickname {
+            iccid: id,
+            nickname,
+        } => {
             let req = es10::set_nickname(id, nickname)
                 .ok_or_else(|| EsimError::NicknameTooLong(nickname.clone()))?;
             i.operation(op, &req)?
@@ -520,7 +546,10 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(err.to_string().contains("no profile with this ICCID"), "{err}");
+        assert!(
+            err.to_string().contains("no profile with this ICCID"),
+            "{err}"
+        );
         assert!(err.is_request_error());
     }
 

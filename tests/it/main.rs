@@ -11,6 +11,7 @@ mod config_cli;
 mod daemon_cards;
 mod daemon_modem;
 mod daemon_mqtt;
+mod esim;
 mod journal;
 mod link_order;
 mod link_outbox;

@@ -780,7 +780,11 @@ impl VirtualCard {
 
 /// INTEGER content, minimal (X.690 §8.3), for values simgate's images hold.
 fn int(n: u32) -> Vec<u8> {
-    let mut b: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+    let mut b: Vec<u8> = n
+        .to_be_bytes()
+        .into_iter()
+        .skip_while(|b| *b == 0)
+        .collect();
     if b.first().is_none_or(|b| b & 0x80 != 0) {
         b.insert(0, 0);
     }

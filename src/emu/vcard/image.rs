@@ -230,7 +230,10 @@ impl CardImage {
             }
             let svn: Vec<&str> = e.svn.split('.').collect();
             if svn.len() != 3 || svn.iter().any(|n| n.parse::<u8>().is_err()) {
-                return Err(format!("euicc.svn: \"{}\" is not a version like 2.2.2", e.svn));
+                return Err(format!(
+                    "euicc.svn: \"{}\" is not a version like 2.2.2",
+                    e.svn
+                ));
             }
         }
         Ok(image)

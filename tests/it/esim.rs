@@ -1,0 +1,190 @@
+//! `simgate esim`: an eUICC's profiles listed and changed through real pcscd + vpcd, the
+//! virtual eUICC (devices/cards/euicc.toml) changing them as a real one does.
+
+use crate::support;
+
+use std::process::Output;
+use support::Pcsc;
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn esim(pcsc: &Pcsc, args: &[&str]) -> Output {
+    pcsc.simgate().arg("esim").args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(out)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn state_of(list: &serde_json::Value, iccid: &str) -> serde_json::Value {
+    list["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["iccid"] == iccid)
+        .map_or(serde_json::Value::Null, |p| p["state"].clone())
+}
+
+const FIRST: &str = "8949440000000000016";
+const SECOND: &str = "8949440000000000024";
+
+#[test]
+fn profiles_are_listed_switched_named_and_deleted_through_pcscd() {
+    let pcsc = Pcsc::start();
+    let _card = pcsc.insert(0, "euicc.toml");
+
+    let l = ok(&esim(&pcsc, &["list", "--json"]));
+    assert_eq!(l["eid"], "89049032123451234512345678901235");
+    assert_eq!(l["info"]["sgp22_version"], "2.2.2");
+    assert_eq!(l["info"]["free_nvm"], 245760);
+    assert_eq!(
+        l["info"]["ci_pkids_verification"][0],
+        "F54172BDF98A95D65CBEB88A38A1C11D800A85C3"
+    );
+    let p = &l["profiles"][0];
+    assert_eq!(
+        (
+            &p["iccid"],
+            &p["state"],
+            &p["name"],
+            &p["provider"],
+            &p["class"]
+        ),
+        (
+            &FIRST.into(),
+            &"enabled".into(),
+            &"Telekom IoT".into(),
+            &"Telekom".into(),
+            &"operational".into()
+        )
+    );
+    assert_eq!(l["profiles"][1]["nickname"], "travel");
+    assert_eq!(
+        l["apdus"], 8,
+        "SELECT, 3 ES10 requests with GET RESPONSE, SELECT MF"
+    );
+
+    // Enable the second: the first is disabled, the SIM's ICCID is the second's.
+    let o = ok(&esim(&pcsc, &["enable", SECOND, "--json"]));
+    assert_eq!(o["enabled_after"], SECOND);
+    assert_eq!(o["notifications"].as_array().unwrap().len(), 2);
+    let l = ok(&esim(&pcsc, &["list", "--json"]));
+    assert_eq!(
+        (state_of(&l, FIRST), state_of(&l, SECOND)),
+        ("disabled".into(), "enabled".into())
+    );
+    let read = ok(&pcsc.simgate().args(["read", "--json"]).output().unwrap());
+    assert_eq!(read[0]["iccid"], SECOND, "{read}");
+
+    // Deleting the enabled profile is refused with the reason, before anything is sent.
+    let out = esim(&pcsc, &["delete", SECOND, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is enabled and cannot be deleted: disable it"),
+        "{}",
+        stderr(&out)
+    );
+    // Without a terminal and without --yes, nothing is deleted.
+    let out = esim(&pcsc, &["delete", FIRST]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("confirm with --yes"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An SGP.22 result code in words, never a status word.
+    let out = esim(&pcsc, &["disable", FIRST]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("DisableProfile refused: the profile is not enabled"),
+        "{}",
+        stderr(&out)
+    );
+
+    ok(&esim(&pcsc, &["nickname", SECOND, "abroad", "--json"]));
+    let o = ok(&esim(&pcsc, &["delete", FIRST, "--yes", "--json"]));
+    assert_eq!(o["profiles"].as_array().unwrap().len(), 1);
+    let l = ok(&esim(&pcsc, &["list", "--json"]));
+    assert_eq!(state_of(&l, FIRST), serde_json::Value::Null);
+    assert_eq!(l["profiles"][0]["nickname"], "abroad");
+
+    // Every operation left its notification: disable, enable, delete.
+    let n = ok(&esim(&pcsc, &["notifications", "--json"]));
+    let events: Vec<&str> = n
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["disable", "enable", "delete"]);
+    assert_eq!(n[2]["iccid"], FIRST);
+    assert_eq!(n[2]["address"], "smdp.telekom.example");
+}
+
+#[test]
+fn bad_cards_give_clear_errors_and_stay_readable() {
+    let pcsc = Pcsc::start();
+    let _plain = pcsc.insert(0, "usim.toml");
+    let _drops = pcsc.insert(1, "euicc-drops-channel.toml");
+
+    let out = esim(&pcsc, &["list", "--reader", &pcsc.reader(0)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not an eUICC"), "{}", stderr(&out));
+
+    let out = esim(&pcsc, &["list", "--reader", &pcsc.reader(1)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("dropped the channel mid-operation") && !err.contains("status 6"),
+        "{err}"
+    );
+    // Left on its basic channel at the MF: the next read and listing work.
+    let read = ok(&pcsc
+        .simgate()
+        .args(["read", "--json", "--reader", &pcsc.reader(1)])
+        .output()
+        .unwrap());
+    assert_eq!(read[0]["iccid"], FIRST);
+    ok(&esim(
+        &pcsc,
+        &["list", "--json", "--reader", &pcsc.reader(1)],
+    ));
+
+    // An ICCID argument that is no ICCID: a usage error naming it.
+    let out = esim(&pcsc, &["enable", "12345", "--reader", &pcsc.reader(1)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("ICCID \"12345\""), "{}", stderr(&out));
+}
+
+#[test]
+fn a_malformed_es10_answer_is_named() {
+    let pcsc = Pcsc::start();
+    let _card = pcsc.insert(0, "euicc-malformed-es10.toml");
+    let out = esim(&pcsc, &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("malformed answer to GetEUICCData"),
+        "{}",
+        stderr(&out)
+    );
+    let read = ok(&pcsc.simgate().args(["read", "--json"]).output().unwrap());
+    assert_eq!(read[0]["iccid"], FIRST);
+}
