@@ -373,7 +373,96 @@ crate::sim::wire_words! {
         /// A person at the gateway asks the platform for a top-up (`simgate refill`):
         /// a `refill_requested` event, within the auto-refill caps.
         RequestRefill = "request_refill",
+        /// An eUICC's profiles (GSMA SGP.22 ES10c, MQTT.md "eSIM profiles"): list them
+        /// again, enable, disable, delete one, set its nickname.
+        EsimList = "esim_list",
+        EsimEnable = "esim_enable",
+        EsimDisable = "esim_disable",
+        EsimDelete = "esim_delete",
+        EsimNickname = "esim_nickname",
     }
+}
+
+impl Action {
+    /// One of the `esim_*` actions.
+    pub fn is_esim(self) -> bool {
+        matches!(
+            self,
+            Action::EsimList
+                | Action::EsimEnable
+                | Action::EsimDisable
+                | Action::EsimDelete
+                | Action::EsimNickname
+        )
+    }
+}
+
+/// What an `esim_enable`, `esim_disable`, `esim_delete` or `esim_nickname` command's
+/// `params` name: `{"profile": ICCID}`, and for a nickname `"nickname"` (at most 64
+/// bytes, SGP.22 profileNickname; empty clears it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EsimRequest {
+    pub profile: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nickname: Option<String>,
+}
+
+/// Check an `esim_*` command's params; `None` for `esim_list`, which takes none.
+pub fn parse_esim_params(
+    action: Action,
+    params: &serde_json::Value,
+) -> Result<Option<EsimRequest>, Refusal> {
+    let bad = |why: String| Refusal::new(RefusalCode::InvalidField, why);
+    let empty = serde_json::Map::new();
+    let obj = match params {
+        serde_json::Value::Null => &empty,
+        serde_json::Value::Object(o) => o,
+        _ => return Err(bad("params: not an object".into())),
+    };
+    let allowed: &[&str] = match action {
+        Action::EsimList => &[],
+        Action::EsimNickname => &["profile", "nickname"],
+        _ => &["profile"],
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "params.{k}: unknown field ({} takes {})",
+            action.word(),
+            if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        )));
+    }
+    if action == Action::EsimList {
+        return Ok(None);
+    }
+    let profile = match obj.get("profile").and_then(|v| v.as_str()) {
+        Some(p) if valid_iccid(p) && p.len() <= 20 => p.to_string(),
+        Some(p) => {
+            return Err(bad(format!(
+                "params.profile: {p} is not a profile's ICCID (18-20 digits, A-E allowed)"
+            )))
+        }
+        None => return Err(bad("params.profile: missing (the profile's ICCID)".into())),
+    };
+    let nickname = match (action, obj.get("nickname")) {
+        (Action::EsimNickname, Some(serde_json::Value::String(n))) if n.len() <= 64 => {
+            Some(n.clone())
+        }
+        (Action::EsimNickname, Some(serde_json::Value::String(n))) => {
+            return Err(bad(format!(
+                "params.nickname: {} bytes, at most 64 (SGP.22 profileNickname)",
+                n.len()
+            )))
+        }
+        (Action::EsimNickname, _) => {
+            return Err(bad("params.nickname: missing, or not a string".into()))
+        }
+        _ => None,
+    };
+    Ok(Some(EsimRequest { profile, nickname }))
 }
 
 /// A command as the platform sends it on `cmd`.
@@ -401,6 +490,8 @@ pub struct Command {
     pub refill: Option<Refill>,
     /// For `swap`: where the new SIM comes from, already validated.
     pub swap: Option<SwapTarget>,
+    /// For `esim_*` but `esim_list`: the profile (and nickname), already validated.
+    pub esim: Option<EsimRequest>,
     pub expires_at: u64,
 }
 
@@ -691,7 +782,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     let Some(action) = Action::from_word(&msg.action) else {
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
-            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill",
+            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname",
         )));
     };
     if msg.expires_at <= now {
@@ -712,6 +803,11 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     let swap = match action {
         Action::Swap => Some(parse_swap_params(&msg.params).map_err(with_id)?),
         _ => None,
+    };
+    let esim = if action.is_esim() {
+        parse_esim_params(action, &msg.params).map_err(with_id)?
+    } else {
+        None
     };
     let record = match action {
         Action::SetRecord => {
@@ -778,6 +874,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         record,
         refill,
         swap,
+        esim,
         expires_at: msg.expires_at,
     })
 }

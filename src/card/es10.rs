@@ -182,37 +182,9 @@ fn utf8(v: &[u8], what: &str) -> Result<String, DecodeError> {
     String::from_utf8(v.to_vec()).map_err(|_| bad(format!("{what}: not UTF-8")))
 }
 
-crate::sim::wire_words! {
-    /// ProfileState (SGP.22 Annex H): disabled(0), enabled(1).
-    pub enum ProfileState {
-        Disabled = "disabled",
-        Enabled = "enabled",
-    }
-}
-
-crate::sim::wire_words! {
-    /// ProfileClass (SGP.22 Annex H): test(0), provisioning(1), operational(2).
-    pub enum ProfileClass {
-        Test = "test",
-        Provisioning = "provisioning",
-        Operational = "operational",
-    }
-}
-
-/// One ProfileInfo (SGP.22 §5.7.15), as far as `LIST_TAGS` asked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProfileInfo {
-    pub iccid: String,
-    pub state: ProfileState,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nickname: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub class: Option<ProfileClass>,
-}
+/// One ProfileInfo (SGP.22 §5.7.15), as far as `LIST_TAGS` asked: the SIM record's
+/// vocabulary (src/sim.rs).
+pub use crate::sim::{EsimProfile as ProfileInfo, ProfileClass, ProfileState};
 
 /// ProfileInfoListError (SGP.22 §5.7.15): incorrectInputValues(1), undefinedError(127).
 fn profile_list_error(code: u64) -> &'static str {

@@ -30,6 +30,9 @@ pub struct Euicc {
     pub eid: Option<Eid>,
     /// `None` when GetProfilesInfo was refused or unreadable.
     pub profiles: Option<Profiles>,
+    /// Every profile with its name, provider, nickname and class, when
+    /// [`Options::esim_profiles`] asked for them (the daemon's state row).
+    pub profile_list: Option<Vec<crate::card::es10::ProfileInfo>>,
     /// The ISD-R was reached on the basic channel, which was then put back on the MF
     /// (always, since identification stopped opening a logical channel).
     pub basic_channel: bool,
@@ -76,6 +79,9 @@ pub struct Options<'a> {
     pub vendor_aids: bool,
     /// Read IMSI and SPN too (two to five more APDUs).
     pub subscriber: bool,
+    /// On an eUICC, list every profile with the tags `esim list` shows (one
+    /// GetProfilesInfo, two APDUs on T=0): what the daemon's state row carries.
+    pub esim_profiles: bool,
 }
 
 impl Default for Options<'static> {
@@ -85,6 +91,7 @@ impl Default for Options<'static> {
             isdr_aids: euicc::shipped_aids(),
             vendor_aids: true,
             subscriber: true,
+            esim_profiles: false,
         }
     }
 }
@@ -226,7 +233,33 @@ fn uicc_rest<T: CardTransport>(
         // An EF.ICCID under the MF is the enabled profile's (SGP.22 §2.4.1: only the
         // enabled profile's file system is visible to the device): a profile is enabled
         // and GetProfilesInfo is not needed. Without one, it tells a Blank eSIM.
-        let profiles = if id.iccid.is_some() {
+        let mut profile_list = None;
+        let profiles = if opts.esim_profiles {
+            let d = es10(
+                ch,
+                chan,
+                &crate::card::es10::get_profiles_info(),
+                "GetProfilesInfo",
+            )?;
+            match d.map(|d| crate::card::es10::parse_profiles_info(&d)) {
+                Some(Ok(list)) => {
+                    let enabled = list
+                        .iter()
+                        .any(|p| p.state == crate::card::es10::ProfileState::Enabled);
+                    profile_list = Some(list);
+                    Some(if enabled {
+                        Profiles::Enabled
+                    } else {
+                        Profiles::NoneEnabled
+                    })
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "GetProfilesInfo answer not understood");
+                    None
+                }
+                None => None,
+            }
+        } else if id.iccid.is_some() {
             Some(Profiles::Enabled)
         } else {
             es10(ch, chan, &euicc::GET_PROFILES_STATE, "GetProfilesInfo")?
@@ -237,6 +270,7 @@ fn uicc_rest<T: CardTransport>(
             isdr_name: aid.name.clone(),
             eid,
             profiles,
+            profile_list,
             basic_channel: true,
         });
     }

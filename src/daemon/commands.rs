@@ -8,6 +8,7 @@
 //! retried behind the platform's back.
 
 use super::{Ctx, DaemonError, Event};
+use crate::card::esim;
 use crate::contract::{
     Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode, SwapTarget,
     SCHEMA_VERSION,
@@ -90,6 +91,12 @@ pub(crate) enum Plan {
         work: ModemWork,
         port: String,
     },
+    /// An eSIM operation on the eUICC in `reader` (card::esim), then a re-read of the
+    /// card; `None`: only the re-read, with the profile list (`esim_list`).
+    Esim {
+        reader: String,
+        action: Option<esim::Action>,
+    },
     /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
     Swap {
         port: String,
@@ -107,6 +114,21 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
         reason: reason.to_string(),
     };
     match (cmd.action, host) {
+        (Action::EsimList, Host::Reader { reader }) => Plan::Esim {
+            reader: reader.clone(),
+            action: None,
+        },
+        (a, Host::Reader { reader }) if a.is_esim() => match esim_action(cmd) {
+            Ok(action) => Plan::Esim {
+                reader: reader.clone(),
+                action: Some(action),
+            },
+            Err(why) => refuse(RefusalCode::InvalidField, &why),
+        },
+        (a, Host::Modem { port, .. }) if a.is_esim() => refuse(
+            RefusalCode::Unsupported,
+            &format!("eSIM profiles through the modem at {port}: not implemented in this version (a card in a PC/SC reader is)"),
+        ),
         (Action::Refill, _) => match &cmd.refill {
             Some(r) => Plan::Refill(r.clone()),
             None => refuse(RefusalCode::InvalidField, "params: missing refill"),
@@ -158,7 +180,86 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             work: ModemWork::Act(ModemAction::ResumeData),
             port: port.clone(),
         },
+        // Every esim_* action is matched above, for either host.
+        (_, _) => refuse(RefusalCode::UnknownAction, "action not handled"),
     }
+}
+
+/// The card engine's operation for an `esim_*` command (its params validated by the
+/// contract). In a reader there is no device to REFRESH: refreshFlag false, the card
+/// reset after a switch instead.
+fn esim_action(cmd: &Command) -> Result<esim::Action, String> {
+    let req = cmd
+        .esim
+        .as_ref()
+        .ok_or_else(|| "params.profile: missing".to_string())?;
+    let iccid = crate::card::Iccid::from_digits(&req.profile)
+        .map_err(|e| format!("params.profile: {e}"))?;
+    Ok(match cmd.action {
+        Action::EsimEnable => esim::Action::Enable {
+            iccid,
+            refresh: false,
+        },
+        Action::EsimDisable => esim::Action::Disable {
+            iccid,
+            refresh: false,
+        },
+        Action::EsimDelete => esim::Action::Delete { iccid },
+        _ => esim::Action::Nickname {
+            iccid,
+            nickname: req.nickname.clone().unwrap_or_default(),
+        },
+    })
+}
+
+/// An eSIM operation on the card in `reader` (a PC/SC transaction, the card reset after
+/// a verified switch so the new profile takes over), then the card read again with its
+/// profile list: the row to record, whose ICCID is the enabled profile's — another one
+/// after a switch, which the recorder reports as the swap it is (old → new, same reader).
+/// Blocking: runs on its own thread.
+fn run_esim(reader: &str, action: Option<esim::Action>, settings: reader::ReadSettings) -> Done {
+    let name = std::ffi::CString::new(reader.to_string()).map_err(|_| {
+        (
+            RefusalCode::Failed,
+            format!("reader name {reader:?} is not a C string"),
+        )
+    })?;
+    if let Some(action) = action {
+        let switches = matches!(
+            action,
+            esim::Action::Enable { .. } | esim::Action::Disable { .. }
+        );
+        // An operation is several exchanges: four times one read's card timeout.
+        let timeout = settings.card_timeout.saturating_mul(4);
+        let outcome = reader::with_card(&name, timeout, move |t| {
+            let r = esim::Isdr::select_basic(t, crate::card::euicc::shipped_aids())
+                .and_then(|i| esim::apply(i, &action).map(|(o, _)| o));
+            let reset = switches && r.is_ok();
+            (r, reset)
+        })
+        .map_err(|e| (RefusalCode::Failed, e.to_string()))?;
+        match outcome {
+            Ok(o) => {
+                tracing::info!(%reader, apdus = o.apdus, enabled = ?o.enabled_after, notifications = o.notifications.len(), "eSIM operation verified")
+            }
+            Err(e @ esim::EsimError::NoIsdr(_)) => {
+                return Err((RefusalCode::NotApplicable, e.to_string()))
+            }
+            Err(e) => return Err((RefusalCode::Failed, e.to_string())),
+        }
+    }
+    let read = reader::establish()
+        .and_then(|pcsc| reader::read_card(&pcsc, &name, &settings))
+        .map_err(|e| {
+            (
+                RefusalCode::Failed,
+                format!("done, but the card could not be read again: {e}"),
+            )
+        })?;
+    Ok(Some(crate::observe::from_card(
+        &read,
+        crate::time::unix_now(),
+    )))
 }
 
 /// How long the id of a command refused before its `expires_at` was read is remembered.
@@ -386,6 +487,18 @@ impl Commands {
             }
         };
         let mut plan = plan(&cmd, &host);
+        if cmd.action.is_esim() {
+            let esim = ctx
+                .store
+                .get_observed(&cmd.iccid)?
+                .is_some_and(|o| o.form_factor == Some(crate::sim::FormFactor::Esim));
+            if !esim {
+                plan = Plan::Refuse {
+                    code: RefusalCode::NotApplicable,
+                    reason: format!("SIM {} is not an eSIM: it has no profiles", cmd.iccid),
+                };
+            }
+        }
         if let Plan::Modem {
             work: ModemWork::Act(ModemAction::SuspendData | ModemAction::ResumeData),
             port,
@@ -560,6 +673,17 @@ impl Commands {
                         },
                     };
                     let _ = tx.send(Event::CommandDone { id, result }).await;
+                });
+                Ok(())
+            }
+            Plan::Esim { reader, action } => {
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let id = cmd.id.clone();
+                let settings = ctx.read_settings;
+                tokio::task::spawn_blocking(move || {
+                    let result = run_esim(&reader, action, settings);
+                    let _ = tx.blocking_send(Event::CommandDone { id, result });
                 });
                 Ok(())
             }

@@ -158,6 +158,8 @@ pub struct ReadSettings {
     pub subscriber: bool,
     /// When to probe vendor ISD-R AIDs (`readers.vendor_isdr_aids`).
     pub vendor_isdr_aids: VendorIsdrAids,
+    /// On an eUICC, list its profiles too (the daemon's state row; two more APDUs).
+    pub esim_profiles: bool,
 }
 
 impl ReadSettings {
@@ -167,6 +169,7 @@ impl ReadSettings {
             card_timeout: std::time::Duration::from_millis(cfg.card_timeout_ms),
             subscriber: true,
             vendor_isdr_aids: cfg.vendor_isdr_aids,
+            esim_profiles: false,
         }
     }
 }
@@ -280,6 +283,7 @@ pub fn read_card(
                         VendorIsdrAids::Never => false,
                     },
                     subscriber: settings.subscriber,
+                    esim_profiles: settings.esim_profiles,
                     ..card::Options::default()
                 };
                 let atr = hex::encode_upper(st.atr());

@@ -188,3 +188,91 @@ fn a_malformed_es10_answer_is_named() {
     let read = ok(&pcsc.simgate().args(["read", "--json"]).output().unwrap());
     assert_eq!(read[0]["iccid"], FIRST);
 }
+
+/// The platform switches a reader's eUICC to its other profile through the exactly-once
+/// command path: the state row carries the profile list, the switch is reported as the
+/// swap it is (old ICCID → new, same reader), and the new row lists the new profile
+/// enabled.
+#[test]
+fn the_platform_switches_profiles_and_sees_the_swap() {
+    use std::process::Stdio;
+    use support::{Broker, Proc, TempDir};
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let agent = "gw-esim";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent}/#"));
+    let _run = Proc::spawn(
+        "simgate run",
+        pcsc.simgate()
+            .args(support::run_args(&broker.url(), agent))
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    let _card = pcsc.insert(0, "euicc.toml");
+    let first_topic = format!("simgate/v1/{agent}/sim/{FIRST}/state");
+    let row = sub.expect("the eUICC's row", |m| {
+        m.topic == first_topic && m.payload["present"] == true
+    });
+    let profiles = row.payload["esim_profiles"]
+        .as_array()
+        .expect("a profile list")
+        .clone();
+    assert_eq!(profiles.len(), 2, "{}", row.payload);
+    assert_eq!(profiles[1]["provider"], "Roamer");
+
+    // A bad profile ICCID is refused by the contract, before anything runs.
+    let cmd = |id: &str, action: &str, params: serde_json::Value| {
+        serde_json::json!({"v":1,"id":id,"iccid":FIRST,"action":action,
+            "params":params,"expires_at":support::unix_now()+120})
+    };
+    support::send_command(
+        &broker,
+        agent,
+        &cmd("e-0", "esim_enable", serde_json::json!({"profile":"123"})),
+    );
+    let st = support::final_status(&mut sub, agent, "e-0");
+    assert_eq!(
+        (&st.payload["status"], &st.payload["code"]),
+        (&"failed".into(), &"invalid_field".into())
+    );
+
+    support::send_command(
+        &broker,
+        agent,
+        &cmd("e-1", "esim_enable", serde_json::json!({"profile":SECOND})),
+    );
+    let swapped = sub.expect("the profile switch as a swap", |m| {
+        m.topic.ends_with("/events") && m.payload["type"] == "swapped"
+    });
+    assert_eq!(
+        (&swapped.payload["iccid"], &swapped.payload["replaced"]),
+        (&SECOND.into(), &FIRST.into())
+    );
+    let second_topic = format!("simgate/v1/{agent}/sim/{SECOND}/state");
+    let row = sub.expect("the new profile's row", |m| {
+        m.topic == second_topic && m.payload["present"] == true
+    });
+    let enabled: Vec<&str> = row.payload["esim_profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "enabled")
+        .map(|p| p["iccid"].as_str().unwrap())
+        .collect();
+    assert_eq!(enabled, [SECOND]);
+    let st = support::final_status(&mut sub, agent, "e-1");
+    assert_eq!(st.payload["status"], "successful", "{}", st.payload);
+
+    // The same command id again: answered from its record, not run twice.
+    support::send_command(
+        &broker,
+        agent,
+        &cmd("e-1", "esim_enable", serde_json::json!({"profile":SECOND})),
+    );
+    let again = support::final_status(&mut sub, agent, "e-1");
+    assert_eq!(again.payload["status"], "successful");
+    let l = ok(&esim(&pcsc, &["notifications", "--json"]));
+    assert_eq!(l.as_array().unwrap().len(), 2, "one switch only: {l}");
+}

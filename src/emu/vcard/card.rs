@@ -855,6 +855,7 @@ mod tests {
             isdr_aids: &[],
             vendor_aids: false,
             subscriber: false,
+            esim_profiles: false,
         }
     }
 
