@@ -1148,4 +1148,43 @@ mod tests {
         assert_eq!(j["seq"], 7);
         assert_eq!(serde_json::from_value::<EventMsg>(j).unwrap(), e);
     }
+
+    #[test]
+    fn esim_params_are_checked_per_action() {
+        use serde_json::json;
+        let ok = parse_esim_params(
+            Action::EsimEnable,
+            &json!({"profile":"8949440000000000024"}),
+        );
+        assert_eq!(ok.unwrap().unwrap().profile, "8949440000000000024");
+        assert_eq!(
+            parse_esim_params(Action::EsimList, &serde_json::Value::Null),
+            Ok(None)
+        );
+        let bad = |a, p| parse_esim_params(a, &p).unwrap_err().reason;
+        assert!(bad(Action::EsimDelete, json!({})).starts_with("params.profile: missing"));
+        assert!(bad(Action::EsimDelete, json!({"profile":"12"})).contains("not a profile's ICCID"));
+        // An EID is a SIM key, not a profile.
+        assert!(bad(
+            Action::EsimEnable,
+            json!({"profile":"89049032123451234512345678901235"})
+        )
+        .contains("not a profile's ICCID"));
+        assert!(bad(
+            Action::EsimEnable,
+            json!({"profile":"8949440000000000024","x":1})
+        )
+        .starts_with("params.x: unknown field"));
+        let long = "n".repeat(65);
+        assert!(bad(
+            Action::EsimNickname,
+            json!({"profile":"8949440000000000024","nickname":long})
+        )
+        .contains("at most 64"));
+        assert!(bad(
+            Action::EsimNickname,
+            json!({"profile":"8949440000000000024"})
+        )
+        .contains("params.nickname: missing"));
+    }
 }

@@ -886,6 +886,7 @@ mod tests {
             record: None,
             refill: None,
             swap: None,
+            esim: None,
             expires_at: u64::MAX,
         }
     }
@@ -1075,6 +1076,7 @@ mod tests {
             }),
             refill: None,
             swap: None,
+            esim: None,
             expires_at: u64::MAX,
         };
         cmds.on_command(&ctx, cmd.clone(), &NoModems).await.unwrap();
