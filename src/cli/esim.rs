@@ -21,8 +21,12 @@ pub struct EsimArgs {
 #[derive(Debug, Clone, Args)]
 pub(super) struct Target {
     /// Exact reader name (see `simgate readers`); default: the one reader holding a card.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "port")]
     reader: Option<String>,
+    /// A modem's AT port (/dev/ttyUSB2, or tcp://host:port): the eUICC in it, through
+    /// +CCHO/+CGLA.
+    #[arg(long)]
+    port: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -133,8 +137,132 @@ async fn on_card<R: Send + 'static>(
     Ok((shown, value))
 }
 
+/// An eSIM command through a modem: identified, then the operation, the AT lines
+/// counted.
+async fn through_modem(cmd: EsimCmd, port: &str) -> anyhow::Result<ExitCode> {
+    use crate::modem::esim as m;
+    let profiles = crate::modem::Profiles::shipped()?;
+    let io = crate::at::open(port).await?;
+    let mut conn = crate::at::AtConnection::new(io, vec![], vec![]);
+    let (profile, _) = crate::modem::identify::recognise(&mut conn, &profiles)
+        .await
+        .with_context(|| format!("{port}: the modem did not answer"))?;
+    let started = std::time::Instant::now();
+    let shown = format!("modem {port}");
+    let esim_err = |e: m::ModemEsimError| match e {
+        m::ModemEsimError::Esim(e) => edge(e).context(shown.clone()),
+        e => anyhow::Error::new(e).context(shown.clone()),
+    };
+    let (json, cost) = match &cmd {
+        EsimCmd::List { at } => {
+            let (l, cost) = m::list(&mut conn, profile).await.map_err(esim_err)?;
+            if !at.json {
+                print_listing(&shown, &l);
+            }
+            (at.json.then(|| serde_json::to_value(&l)).transpose()?, cost)
+        }
+        EsimCmd::Notifications { at } => {
+            let (l, cost) = m::notifications(&mut conn, profile)
+                .await
+                .map_err(esim_err)?;
+            if !at.json {
+                print_notifications(&shown, &l);
+            }
+            (at.json.then(|| serde_json::to_value(&l)).transpose()?, cost)
+        }
+        other => {
+            let (action, json) = match other {
+                EsimCmd::Enable { iccid, at } => (
+                    Action::Enable {
+                        iccid: iccid_arg(iccid)?,
+                        refresh: false,
+                    },
+                    at.json,
+                ),
+                EsimCmd::Disable { iccid, at } => (
+                    Action::Disable {
+                        iccid: iccid_arg(iccid)?,
+                        refresh: false,
+                    },
+                    at.json,
+                ),
+                EsimCmd::Delete { iccid, yes, at } => {
+                    let id = iccid_arg(iccid)?;
+                    if !yes {
+                        confirm_delete(&id)?;
+                    }
+                    (Action::Delete { iccid: id }, at.json)
+                }
+                EsimCmd::Nickname { iccid, name, at } => (
+                    Action::Nickname {
+                        iccid: iccid_arg(iccid)?,
+                        nickname: name.clone(),
+                    },
+                    at.json,
+                ),
+                _ => unreachable!("list and notifications are handled above"),
+            };
+            let (o, cost) = m::apply(&mut conn, profile, &action)
+                .await
+                .map_err(esim_err)?;
+            let iccid = action.iccid().as_str().to_string();
+            if !json {
+                print_outcome(&shown, verb(&action), &iccid, &o);
+            }
+            let v = json
+                .then(|| {
+                    serde_json::to_value(&o).map(|mut v| {
+                        v["iccid"] = iccid.clone().into();
+                        v["done"] = verb(&action).into();
+                        v
+                    })
+                })
+                .transpose()?;
+            (v, cost)
+        }
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    match json {
+        Some(mut v) => {
+            if v.is_object() {
+                v["port"] = port.into();
+                v["at_lines"] = cost.at_lines.into();
+                v["ms"] = ms.into();
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        None => println!("({} AT lines, {ms} ms)", cost.at_lines),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verb(action: &Action) -> &'static str {
+    match action {
+        Action::Enable { .. } => "enabled",
+        Action::Disable { .. } => "disabled",
+        Action::Delete { .. } => "deleted",
+        Action::Nickname { .. } => "nicknamed",
+    }
+}
+
+impl EsimCmd {
+    fn target(&self) -> &Target {
+        match self {
+            EsimCmd::List { at }
+            | EsimCmd::Enable { at, .. }
+            | EsimCmd::Disable { at, .. }
+            | EsimCmd::Delete { at, .. }
+            | EsimCmd::Nickname { at, .. }
+            | EsimCmd::Notifications { at } => at,
+        }
+    }
+}
+
 impl EsimArgs {
     pub async fn run(self, cfg: &Config) -> anyhow::Result<ExitCode> {
+        if let Some(port) = self.cmd.target().port.clone() {
+            return through_modem(self.cmd, &port).await;
+        }
         match self.cmd {
             EsimCmd::List { at } => {
                 let (reader, l) =
@@ -216,12 +344,7 @@ fn confirm_delete(iccid: &Iccid) -> anyhow::Result<()> {
 }
 
 async fn operate(at: &Target, cfg: &Config, action: Action) -> anyhow::Result<()> {
-    let verb = match &action {
-        Action::Enable { .. } => "enabled",
-        Action::Disable { .. } => "disabled",
-        Action::Delete { .. } => "deleted",
-        Action::Nickname { .. } => "nicknamed",
-    };
+    let verb = verb(&action);
     let iccid = action.iccid().as_str().to_string();
     // An enable or disable takes effect at the card's next reset (SGP.22 §3.2.1, without
     // refreshFlag): the reader resets it once the switch is verified.

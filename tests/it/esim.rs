@@ -276,3 +276,47 @@ fn the_platform_switches_profiles_and_sees_the_swap() {
     let l = ok(&esim(&pcsc, &["notifications", "--json"]));
     assert_eq!(l.as_array().unwrap().len(), 2, "one switch only: {l}");
 }
+
+/// The same operations through an emulated modem's +CCHO/+CGLA: the listing, a switch
+/// verified and followed by the family's radio cycle, after which the modem reports the
+/// new profile's ICCID; AT lines counted.
+#[test]
+fn profiles_switch_through_a_modems_cgla() {
+    let modem = support::Modem::start_with("quectel-ec2x", &["--esim"]);
+    let esim = |args: &[&str]| {
+        std::process::Command::new(support::simgate_bin())
+            .arg("esim")
+            .args(args)
+            .args(["--port", &modem.port, "--json"])
+            .env("RUST_LOG", "simgate=debug")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let l = ok(&esim(&["list"]));
+    assert_eq!(l["eid"], "89049032123451234512345678901235");
+    assert_eq!(l["profiles"].as_array().unwrap().len(), 2, "{l}");
+    assert_eq!(l["profiles"][0]["state"], "enabled");
+    let old = l["profiles"][0]["iccid"].as_str().unwrap().to_string();
+    let new = l["profiles"][1]["iccid"].as_str().unwrap().to_string();
+    // +CCHO, 3 ES10 requests (the family's +CGLA does GET RESPONSE), +CCHC.
+    assert_eq!(l["at_lines"], 5, "{l}");
+
+    let o = ok(&esim(&["enable", &new]));
+    assert_eq!(o["enabled_after"], new.as_str());
+    // +CCHO, EnableProfile, GetProfilesInfo, ListNotification, +CCHC, +CFUN=0, +CFUN=1.
+    assert_eq!(o["at_lines"], 7, "{o}");
+    let info = ok(&std::process::Command::new(support::simgate_bin())
+        .args(["modem", "info", "--port", &modem.port, "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap());
+    assert_eq!(info["sim"]["iccid"], new.as_str(), "{info}");
+
+    let out = esim(&["delete", &new, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is enabled and cannot be deleted"));
+    let n = ok(&esim(&["notifications"]));
+    assert_eq!(n.as_array().unwrap().len(), 2, "{n}");
+    let _ = old;
+}
