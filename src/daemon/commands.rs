@@ -97,6 +97,12 @@ pub(crate) enum Plan {
         reader: String,
         action: Option<esim::Action>,
     },
+    /// An eSIM operation on the eUICC in the modem of `port`, through its supervisor
+    /// (+CCHO/+CGLA), the new profile verified registered after a switch.
+    ModemEsim {
+        port: String,
+        action: Option<esim::Action>,
+    },
     /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
     Swap {
         port: String,
@@ -125,10 +131,17 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             },
             Err(why) => refuse(RefusalCode::InvalidField, &why),
         },
-        (a, Host::Modem { port, .. }) if a.is_esim() => refuse(
-            RefusalCode::Unsupported,
-            &format!("eSIM profiles through the modem at {port}: not implemented in this version (a card in a PC/SC reader is)"),
-        ),
+        (Action::EsimList, Host::Modem { port, .. }) => Plan::ModemEsim {
+            port: port.clone(),
+            action: None,
+        },
+        (a, Host::Modem { port, .. }) if a.is_esim() => match esim_action(cmd) {
+            Ok(action) => Plan::ModemEsim {
+                port: port.clone(),
+                action: Some(action),
+            },
+            Err(why) => refuse(RefusalCode::InvalidField, &why),
+        },
         (Action::Refill, _) => match &cmd.refill {
             Some(r) => Plan::Refill(r.clone()),
             None => refuse(RefusalCode::InvalidField, "params: missing refill"),
@@ -260,6 +273,48 @@ fn run_esim(reader: &str, action: Option<esim::Action>, settings: reader::ReadSe
         &read,
         crate::time::unix_now(),
     )))
+}
+
+/// How long a new profile may take to register after a switch through a modem.
+const ESIM_REGISTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An eSIM operation through a modem's supervisor; after a switch, the new profile's
+/// registration awaited (the supervisor has already reported the SIM change, which the
+/// loop records as a swap before this result).
+async fn modem_esim(handle: &ModemHandle, action: Option<esim::Action>) -> Done {
+    let switches = matches!(action, Some(esim::Action::Enable { .. }));
+    match handle.esim(action).await {
+        Ok(Ok(_profiles)) => {}
+        Ok(Err(why)) => return Err((RefusalCode::Failed, why)),
+        Err(e) => return Err((RefusalCode::Unavailable, e.to_string())),
+    }
+    if !switches {
+        return Ok(None);
+    }
+    let deadline = tokio::time::Instant::now() + ESIM_REGISTER;
+    loop {
+        match handle.status().await {
+            Ok(info)
+                if info
+                    .sim
+                    .registration
+                    .as_ref()
+                    .is_some_and(|r| r.state.registered()) =>
+            {
+                return Ok(None)
+            }
+            Ok(_) | Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err((
+                    RefusalCode::Failed,
+                    format!(
+                        "the profile was switched, but the new one did not register within {} s",
+                        ESIM_REGISTER.as_secs()
+                    ),
+                ))
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
 }
 
 /// How long the id of a command refused before its `expires_at` was read is remembered.
@@ -684,6 +739,26 @@ impl Commands {
                 tokio::task::spawn_blocking(move || {
                     let result = run_esim(&reader, action, settings);
                     let _ = tx.blocking_send(Event::CommandDone { id, result });
+                });
+                Ok(())
+            }
+            Plan::ModemEsim { port, action } => {
+                let Some(handle) = modems.handle(&port) else {
+                    return self.finish(
+                        ctx,
+                        &mut rec,
+                        Err((
+                            RefusalCode::Unavailable,
+                            format!("modem engine not available for {port}"),
+                        )),
+                    );
+                };
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let id = cmd.id.clone();
+                tokio::spawn(async move {
+                    let result = modem_esim(&handle, action).await;
+                    let _ = tx.send(Event::CommandDone { id, result }).await;
                 });
                 Ok(())
             }

@@ -88,7 +88,17 @@ enum Request {
     Refresh(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
     /// Run the status line now (registration, session, slot) and answer the picture.
     Status(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
+    /// An eSIM operation on the modem's eUICC (`None`: list only), then the SIM read
+    /// again: a switch is followed as the SIM change it is (removed, inserted with
+    /// `previous`).
+    Esim(
+        Option<crate::card::esim::Action>,
+        oneshot::Sender<Result<EsimResult, AtError>>,
+    ),
 }
+
+/// What an eSIM operation through a modem answered: the profiles after it, or why not.
+pub type EsimResult = Result<Vec<crate::card::es10::ProfileInfo>, String>;
 
 impl Request {
     /// Answer without doing anything: the modem is not attached.
@@ -98,6 +108,9 @@ impl Request {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
             Request::Refresh(reply) | Request::Status(reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+            Request::Esim(_, reply) => {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
         }
@@ -145,6 +158,20 @@ impl ModemHandle {
 }
 
 impl ModemHandle {
+    /// An eSIM operation on the modem's eUICC, verified by listing again, the family's
+    /// refresh after a switch and the SIM read again; the profiles after it.
+    pub async fn esim(
+        &self,
+        action: Option<crate::card::esim::Action>,
+    ) -> Result<EsimResult, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Esim(action, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+
     /// Run the status line now (one compound line: registration, data context, counter,
     /// slot) and answer the fresh picture; used to wait for a SIM to register.
     pub async fn status(&self) -> Result<Box<ModemInfo>, ModemError> {
@@ -650,6 +677,31 @@ impl Supervisor {
             Request::Status(reply) => {
                 let r = self.sample(conn, profile, info).await;
                 answer(reply, r.map(|()| Box::new(info.clone())))
+            }
+            Request::Esim(action, reply) => {
+                use super::esim::ModemEsimError;
+                let r = match &action {
+                    None => super::esim::list(conn, profile)
+                        .await
+                        .map(|(l, _)| l.profiles),
+                    Some(a) => super::esim::apply(conn, profile, a)
+                        .await
+                        .map(|(o, _)| o.profiles),
+                };
+                let r = match r {
+                    Ok(list) => Ok(Ok(list)),
+                    Err(ModemEsimError::At(e)) => Err(e),
+                    Err(e) => Ok(Err(e.to_string())),
+                };
+                // After a switch the SIM is another: followed like a hot-swap.
+                let r = match r {
+                    Ok(Ok(list)) if action.is_some() => self
+                        .sim_changed(conn, profile, info)
+                        .await
+                        .map(|()| Ok(list)),
+                    other => other,
+                };
+                answer(reply, r)
             }
         }
     }

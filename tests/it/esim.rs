@@ -320,3 +320,40 @@ fn profiles_switch_through_a_modems_cgla() {
     assert_eq!(n.as_array().unwrap().len(), 2, "{n}");
     let _ = old;
 }
+
+/// The platform switches the profile of an eUICC in a modem: through the supervisor's
+/// +CCHO/+CGLA, the family's radio cycle, the SIM change followed as a swap, the new
+/// profile registered before `successful`.
+#[test]
+fn the_platform_switches_a_modems_profile() {
+    use support::{Broker, Proc, TempDir};
+    let broker = Broker::start();
+    let modem = support::Modem::start_with("quectel-ec2x", &["--esim"]);
+    let state = TempDir::new("state");
+    let agent = "gw-esim-modem";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent}/#"));
+    let _run = Proc::spawn(
+        "simgate run",
+        &mut support::modem_agent(&broker.url(), agent, state.path(), &modem.port),
+    );
+    let old = "89883030000000000429";
+    let new = "89883030000000000437";
+    sub.expect("the eSIM's row", |m| {
+        m.topic == format!("simgate/v1/{agent}/sim/{old}/state") && m.payload["present"] == true
+    });
+    support::send_command(
+        &broker,
+        agent,
+        &serde_json::json!({"v":1,"id":"m-1","iccid":old,"action":"esim_enable",
+            "params":{"profile":new},"expires_at":support::unix_now()+120}),
+    );
+    let swapped = sub.expect("the switch as a swap", |m| {
+        m.topic.ends_with("/events") && m.payload["type"] == "swapped"
+    });
+    assert_eq!(
+        (&swapped.payload["iccid"], &swapped.payload["replaced"]),
+        (&new.into(), &old.into())
+    );
+    let st = support::final_status(&mut sub, agent, "m-1");
+    assert_eq!(st.payload["status"], "successful", "{}", st.payload);
+}
