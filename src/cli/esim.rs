@@ -404,7 +404,7 @@ fn print_listing(reader: &str, l: &Listing) {
         Some(false) => " (CHECK DIGITS FAIL)",
         None => "",
     };
-    println!("reader     {reader}");
+    println!("where      {reader}");
     println!("EID        {}{check}", or_dash(&l.eid));
     println!("SGP.22     {}", or_dash(&l.info.sgp22_version));
     println!(
