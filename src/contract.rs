@@ -283,6 +283,26 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         rule: Option<String>,
     },
+    /// A notification pending on an eUICC for its SM-DP+ (GSMA SGP.22 §3.5), handed to
+    /// the platform, which delivers it (ES9+ HandleNotification) and acknowledges it
+    /// with an `esim_notification_ack` command; simgate removes it from the eUICC only
+    /// then. Repeated after later operations until acknowledged: keyed by (`iccid`'s
+    /// eUICC, `seq`).
+    EsimNotification {
+        iccid: String,
+        /// The eUICC's sequence number (NotificationMetadata seqNumber); `number`, as
+        /// the event's own `seq` is the agent's event number.
+        number: u32,
+        /// install, enable, disable or delete.
+        operation: String,
+        /// The profile it concerns.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        profile: Option<String>,
+        /// The SM-DP+ to deliver it to (notificationAddress).
+        address: String,
+        /// The signed PendingNotification, DER, hex.
+        notification: String,
+    },
     /// The PC/SC service (pcscd) was lost (`up: false`, with the reason) or is back
     /// (`up: true`). Said once per outage: the cards that stayed in their readers are
     /// not reported removed and inserted again; those that left are reported removed.
@@ -328,7 +348,8 @@ impl EventKind {
             | EventKind::Command { iccid, .. }
             | EventKind::RuleFired { iccid, .. }
             | EventKind::SwapStep { iccid, .. }
-            | EventKind::RefillRequested { iccid, .. } => Some(iccid),
+            | EventKind::RefillRequested { iccid, .. }
+            | EventKind::EsimNotification { iccid, .. } => Some(iccid),
             EventKind::Error { iccid, .. } | EventKind::ModemService { iccid, .. } => {
                 iccid.as_deref()
             }
@@ -380,6 +401,8 @@ crate::sim::wire_words! {
         EsimDisable = "esim_disable",
         EsimDelete = "esim_delete",
         EsimNickname = "esim_nickname",
+        /// The platform delivered an eSIM notification: remove it from the eUICC.
+        EsimNotificationAck = "esim_notification_ack",
     }
 }
 
@@ -393,6 +416,7 @@ impl Action {
                 | Action::EsimDisable
                 | Action::EsimDelete
                 | Action::EsimNickname
+                | Action::EsimNotificationAck
         )
     }
 }
@@ -402,9 +426,13 @@ impl Action {
 /// bytes, SGP.22 profileNickname; empty clears it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EsimRequest {
+    /// The profile's ICCID; empty for `esim_notification_ack`.
     pub profile: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub nickname: Option<String>,
+    /// For `esim_notification_ack`: the notification's sequence number.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seq: Option<u32>,
 }
 
 /// Check an `esim_*` command's params; `None` for `esim_list`, which takes none.
@@ -421,6 +449,7 @@ pub fn parse_esim_params(
     };
     let allowed: &[&str] = match action {
         Action::EsimList => &[],
+        Action::EsimNotificationAck => &["seq"],
         Action::EsimNickname => &["profile", "nickname"],
         _ => &["profile"],
     };
@@ -437,6 +466,20 @@ pub fn parse_esim_params(
     }
     if action == Action::EsimList {
         return Ok(None);
+    }
+    if action == Action::EsimNotificationAck {
+        let seq = obj
+            .get("seq")
+            .and_then(|v| v.as_u64())
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                bad("params.seq: missing, or not a notification's sequence number".into())
+            })?;
+        return Ok(Some(EsimRequest {
+            profile: String::new(),
+            nickname: None,
+            seq: Some(seq),
+        }));
     }
     let profile = match obj.get("profile").and_then(|v| v.as_str()) {
         Some(p) if valid_iccid(p) && p.len() <= 20 => p.to_string(),
@@ -462,7 +505,11 @@ pub fn parse_esim_params(
         }
         _ => None,
     };
-    Ok(Some(EsimRequest { profile, nickname }))
+    Ok(Some(EsimRequest {
+        profile,
+        nickname,
+        seq: None,
+    }))
 }
 
 /// A command as the platform sends it on `cmd`.
@@ -782,7 +829,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     let Some(action) = Action::from_word(&msg.action) else {
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
-            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname",
+            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack",
         )));
     };
     if msg.expires_at <= now {

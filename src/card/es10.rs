@@ -133,6 +133,12 @@ pub fn retrieve_notification(seq: u32) -> Vec<u8> {
     der(0xBF2B, &der(0xA0, &der(0x80, &integer(seq))))
 }
 
+/// RetrieveNotificationsListRequest [43] (BF2B) without searchCriteria: every pending
+/// notification, signed.
+pub fn retrieve_all_notifications() -> Vec<u8> {
+    der(0xBF2B, &[])
+}
+
 /// NotificationSentRequest [48] (BF30) { seqNumber [0] (80) }: RemoveNotificationFromList.
 pub fn remove_notification(seq: u32) -> Vec<u8> {
     der(0xBF30, &der(0x80, &integer(seq)))

@@ -224,6 +224,15 @@ impl<T: CardTransport> Isdr<T> {
         Ok(list.into_iter().find(|n| n.meta.seq == seq))
     }
 
+    /// Every pending notification, signed, as the SM-DP+ wants it.
+    pub fn pending(&mut self) -> Result<Vec<PendingNotification>, EsimError> {
+        let d = self.es10(
+            &es10::retrieve_all_notifications(),
+            "RetrieveNotificationsList",
+        )?;
+        es10::parse_retrieved(&d).map_err(|e| malformed("RetrieveNotificationsList", e))
+    }
+
     /// RemoveNotificationFromList; `false` when there was nothing by that number.
     pub fn remove(&mut self, seq: u32) -> Result<bool, EsimError> {
         let d = self.es10(
@@ -246,6 +255,45 @@ fn malformed(function: &'static str, e: es10::DecodeError) -> EsimError {
         function,
         detail: e.what,
     }
+}
+
+/// What the daemon asks of an eUICC: list, a profile operation, or the removal of a
+/// notification the platform delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    List,
+    Apply(Action),
+    Remove(u32),
+}
+
+/// What [`Work`] left: the profiles and the notifications still pending (signed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkDone {
+    pub profiles: Vec<ProfileInfo>,
+    pub pending: Vec<PendingNotification>,
+    pub apdus: u32,
+}
+
+/// Carry out `work` on a reached ISD-R (which the caller finishes): after a profile
+/// operation (verified) or a removal, the pending notifications are retrieved, signed,
+/// for the platform.
+pub fn work_on<T: CardTransport>(i: &mut Isdr<T>, work: &Work) -> Result<WorkDone, EsimError> {
+    let profiles = match work {
+        Work::List => i.profiles()?,
+        Work::Apply(a) => apply_on(i, a)?.profiles,
+        Work::Remove(seq) => {
+            if !i.remove(*seq)? {
+                tracing::info!(seq, "notification already removed from the eUICC");
+            }
+            i.profiles()?
+        }
+    };
+    let pending = i.pending()?;
+    Ok(WorkDone {
+        profiles,
+        pending,
+        apdus: i.apdus(),
+    })
 }
 
 /// A profile operation.

@@ -95,13 +95,13 @@ pub(crate) enum Plan {
     /// card; `None`: only the re-read, with the profile list (`esim_list`).
     Esim {
         reader: String,
-        action: Option<esim::Action>,
+        work: esim::Work,
     },
     /// An eSIM operation on the eUICC in the modem of `port`, through its supervisor
     /// (+CCHO/+CGLA), the new profile verified registered after a switch.
     ModemEsim {
         port: String,
-        action: Option<esim::Action>,
+        work: esim::Work,
     },
     /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
     Swap {
@@ -120,25 +120,17 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
         reason: reason.to_string(),
     };
     match (cmd.action, host) {
-        (Action::EsimList, Host::Reader { reader }) => Plan::Esim {
-            reader: reader.clone(),
-            action: None,
-        },
-        (a, Host::Reader { reader }) if a.is_esim() => match esim_action(cmd) {
-            Ok(action) => Plan::Esim {
+        (a, Host::Reader { reader }) if a.is_esim() => match esim_work(cmd) {
+            Ok(work) => Plan::Esim {
                 reader: reader.clone(),
-                action: Some(action),
+                work,
             },
             Err(why) => refuse(RefusalCode::InvalidField, &why),
         },
-        (Action::EsimList, Host::Modem { port, .. }) => Plan::ModemEsim {
-            port: port.clone(),
-            action: None,
-        },
-        (a, Host::Modem { port, .. }) if a.is_esim() => match esim_action(cmd) {
-            Ok(action) => Plan::ModemEsim {
+        (a, Host::Modem { port, .. }) if a.is_esim() => match esim_work(cmd) {
+            Ok(work) => Plan::ModemEsim {
                 port: port.clone(),
-                action: Some(action),
+                work,
             },
             Err(why) => refuse(RefusalCode::InvalidField, &why),
         },
@@ -201,14 +193,20 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
 /// The card engine's operation for an `esim_*` command (its params validated by the
 /// contract). In a reader there is no device to REFRESH: refreshFlag false, the card
 /// reset after a switch instead.
-fn esim_action(cmd: &Command) -> Result<esim::Action, String> {
+fn esim_work(cmd: &Command) -> Result<esim::Work, String> {
+    if cmd.action == Action::EsimList {
+        return Ok(esim::Work::List);
+    }
     let req = cmd
         .esim
         .as_ref()
         .ok_or_else(|| "params.profile: missing".to_string())?;
+    if let (Action::EsimNotificationAck, Some(seq)) = (cmd.action, req.seq) {
+        return Ok(esim::Work::Remove(seq));
+    }
     let iccid = crate::card::Iccid::from_digits(&req.profile)
         .map_err(|e| format!("params.profile: {e}"))?;
-    Ok(match cmd.action {
+    Ok(esim::Work::Apply(match cmd.action {
         Action::EsimEnable => esim::Action::Enable {
             iccid,
             refresh: false,
@@ -222,7 +220,33 @@ fn esim_action(cmd: &Command) -> Result<esim::Action, String> {
             iccid,
             nickname: req.nickname.clone().unwrap_or_default(),
         },
-    })
+    }))
+}
+
+/// Hand the eUICC's pending notifications to the platform, each an event through the
+/// outbox (durable, numbered); removed from the card only on the platform's
+/// `esim_notification_ack`.
+fn hand_over(
+    link: Option<&crate::link::Link>,
+    iccid: &str,
+    pending: &[crate::card::es10::PendingNotification],
+) {
+    let Some(link) = link else {
+        return;
+    };
+    for n in pending {
+        let ev = crate::contract::EventKind::EsimNotification {
+            iccid: iccid.to_string(),
+            number: n.meta.seq,
+            operation: n.meta.event.word().to_string(),
+            profile: n.meta.iccid.clone(),
+            address: n.meta.address.clone(),
+            notification: hex::encode_upper(&n.der),
+        };
+        if let Err(e) = link.publish_event(ev) {
+            tracing::warn!(error = %e, seq = n.meta.seq, "eSIM notification not queued");
+        }
+    }
 }
 
 /// An eSIM operation on the card in `reader` (a PC/SC transaction, the card reset after
@@ -230,30 +254,37 @@ fn esim_action(cmd: &Command) -> Result<esim::Action, String> {
 /// profile list: the row to record, whose ICCID is the enabled profile's — another one
 /// after a switch, which the recorder reports as the swap it is (old → new, same reader).
 /// Blocking: runs on its own thread.
-fn run_esim(reader: &str, action: Option<esim::Action>, settings: reader::ReadSettings) -> Done {
+fn run_esim(
+    reader: &str,
+    work: esim::Work,
+    settings: reader::ReadSettings,
+    link: Option<&crate::link::Link>,
+    key: &str,
+) -> Done {
     let name = std::ffi::CString::new(reader.to_string()).map_err(|_| {
         (
             RefusalCode::Failed,
             format!("reader name {reader:?} is not a C string"),
         )
     })?;
-    if let Some(action) = action {
+    {
         let switches = matches!(
-            action,
-            esim::Action::Enable { .. } | esim::Action::Disable { .. }
+            work,
+            esim::Work::Apply(esim::Action::Enable { .. } | esim::Action::Disable { .. })
         );
         // An operation is several exchanges: four times one read's card timeout.
         let timeout = settings.card_timeout.saturating_mul(4);
         let outcome = reader::with_card(&name, timeout, move |t| {
             let r = esim::Isdr::select_basic(t, crate::card::euicc::shipped_aids())
-                .and_then(|i| esim::apply(i, &action).map(|(o, _)| o));
+                .and_then(|i| esim::with_isdr(i, |i| esim::work_on(i, &work)).map(|(d, _, _)| d));
             let reset = switches && r.is_ok();
             (r, reset)
         })
         .map_err(|e| (RefusalCode::Failed, e.to_string()))?;
         match outcome {
-            Ok(o) => {
-                tracing::info!(%reader, apdus = o.apdus, enabled = ?o.enabled_after, notifications = o.notifications.len(), "eSIM operation verified")
+            Ok(d) => {
+                tracing::info!(%reader, apdus = d.apdus, pending = d.pending.len(), "eSIM operation verified");
+                hand_over(link, key, &d.pending);
             }
             Err(e @ esim::EsimError::NoIsdr(_)) => {
                 return Err((RefusalCode::NotApplicable, e.to_string()))
@@ -281,10 +312,15 @@ const ESIM_REGISTER: std::time::Duration = std::time::Duration::from_secs(60);
 /// An eSIM operation through a modem's supervisor; after a switch, the new profile's
 /// registration awaited (the supervisor has already reported the SIM change, which the
 /// loop records as a swap before this result).
-async fn modem_esim(handle: &ModemHandle, action: Option<esim::Action>) -> Done {
-    let switches = matches!(action, Some(esim::Action::Enable { .. }));
-    match handle.esim(action).await {
-        Ok(Ok(_profiles)) => {}
+async fn modem_esim(
+    handle: &ModemHandle,
+    work: esim::Work,
+    link: Option<&crate::link::Link>,
+    key: &str,
+) -> Done {
+    let switches = matches!(work, esim::Work::Apply(esim::Action::Enable { .. }));
+    match handle.esim(work).await {
+        Ok(Ok(done)) => hand_over(link, key, &done.pending),
         Ok(Err(why)) => return Err((RefusalCode::Failed, why)),
         Err(e) => return Err((RefusalCode::Unavailable, e.to_string())),
     }
@@ -731,18 +767,19 @@ impl Commands {
                 });
                 Ok(())
             }
-            Plan::Esim { reader, action } => {
+            Plan::Esim { reader, work } => {
                 self.running.insert(cmd.id.clone());
                 let tx = ctx.events.clone();
                 let id = cmd.id.clone();
                 let settings = ctx.read_settings;
+                let (link, key) = (ctx.link.clone(), cmd.iccid.clone());
                 tokio::task::spawn_blocking(move || {
-                    let result = run_esim(&reader, action, settings);
+                    let result = run_esim(&reader, work, settings, link.as_ref(), &key);
                     let _ = tx.blocking_send(Event::CommandDone { id, result });
                 });
                 Ok(())
             }
-            Plan::ModemEsim { port, action } => {
+            Plan::ModemEsim { port, work } => {
                 let Some(handle) = modems.handle(&port) else {
                     return self.finish(
                         ctx,
@@ -756,8 +793,9 @@ impl Commands {
                 self.running.insert(cmd.id.clone());
                 let tx = ctx.events.clone();
                 let id = cmd.id.clone();
+                let (link, key) = (ctx.link.clone(), cmd.iccid.clone());
                 tokio::spawn(async move {
-                    let result = modem_esim(&handle, action).await;
+                    let result = modem_esim(&handle, work, link.as_ref(), &key).await;
                     let _ = tx.send(Event::CommandDone { id, result }).await;
                 });
                 Ok(())

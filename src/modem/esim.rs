@@ -183,6 +183,20 @@ pub async fn apply<T: AtIo>(
     Ok((o, cost))
 }
 
+/// The daemon's [`esim::Work`] through a modem; after a switch, the family's refresh.
+pub async fn work<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+    work: &esim::Work,
+) -> Result<esim::WorkDone, ModemEsimError> {
+    let w = work.clone();
+    let (done, _) = with_isdr(conn, profile, move |mut i| esim::work_on(&mut i, &w)).await?;
+    if let esim::Work::Apply(esim::Action::Enable { .. } | esim::Action::Disable { .. }) = work {
+        refresh(conn, profile).await?;
+    }
+    Ok(done)
+}
+
 /// The pending notifications through a modem.
 pub async fn notifications<T: AtIo>(
     conn: &mut AtConnection<T>,

@@ -88,17 +88,18 @@ enum Request {
     Refresh(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
     /// Run the status line now (registration, session, slot) and answer the picture.
     Status(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
-    /// An eSIM operation on the modem's eUICC (`None`: list only), then the SIM read
-    /// again: a switch is followed as the SIM change it is (removed, inserted with
-    /// `previous`).
+    /// An eSIM operation on the modem's eUICC, then (after a profile operation) the
+    /// SIM read again: a switch is followed as the SIM change it is (removed, inserted
+    /// with `previous`).
     Esim(
-        Option<crate::card::esim::Action>,
+        crate::card::esim::Work,
         oneshot::Sender<Result<EsimResult, AtError>>,
     ),
 }
 
-/// What an eSIM operation through a modem answered: the profiles after it, or why not.
-pub type EsimResult = Result<Vec<crate::card::es10::ProfileInfo>, String>;
+/// What an eSIM operation through a modem answered: the profiles and pending
+/// notifications after it, or why not.
+pub type EsimResult = Result<crate::card::esim::WorkDone, String>;
 
 impl Request {
     /// Answer without doing anything: the modem is not attached.
@@ -160,10 +161,7 @@ impl ModemHandle {
 impl ModemHandle {
     /// An eSIM operation on the modem's eUICC, verified by listing again, the family's
     /// refresh after a switch and the SIM read again; the profiles after it.
-    pub async fn esim(
-        &self,
-        action: Option<crate::card::esim::Action>,
-    ) -> Result<EsimResult, ModemError> {
+    pub async fn esim(&self, action: crate::card::esim::Work) -> Result<EsimResult, ModemError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Esim(action, tx))
@@ -680,14 +678,7 @@ impl Supervisor {
             }
             Request::Esim(action, reply) => {
                 use super::esim::ModemEsimError;
-                let r = match &action {
-                    None => super::esim::list(conn, profile)
-                        .await
-                        .map(|(l, _)| l.profiles),
-                    Some(a) => super::esim::apply(conn, profile, a)
-                        .await
-                        .map(|(o, _)| o.profiles),
-                };
+                let r = super::esim::work(conn, profile, &action).await;
                 let r = match r {
                     Ok(list) => Ok(Ok(list)),
                     Err(ModemEsimError::At(e)) => Err(e),
@@ -695,7 +686,7 @@ impl Supervisor {
                 };
                 // After a switch the SIM is another: followed like a hot-swap.
                 let r = match r {
-                    Ok(Ok(list)) if action.is_some() => self
+                    Ok(Ok(list)) if matches!(action, crate::card::esim::Work::Apply(_)) => self
                         .sim_changed(conn, profile, info)
                         .await
                         .map(|()| Ok(list)),

@@ -243,6 +243,31 @@ fn the_platform_switches_profiles_and_sees_the_swap() {
         agent,
         &cmd("e-1", "esim_enable", serde_json::json!({"profile":SECOND})),
     );
+    // The eUICC's pending notifications go to the platform, signed (SGP.22 §3.5).
+    let note = sub.expect("the disable's notification", |m| {
+        m.topic.ends_with("/events") && m.payload["type"] == "esim_notification"
+    });
+    assert_eq!(
+        (
+            &note.payload["operation"],
+            &note.payload["profile"],
+            &note.payload["address"]
+        ),
+        (
+            &"disable".into(),
+            &FIRST.into(),
+            &"smdp.telekom.example".into()
+        )
+    );
+    assert!(
+        note.payload["notification"]
+            .as_str()
+            .unwrap()
+            .starts_with("30"),
+        "{}",
+        note.payload
+    );
+    let seq = note.payload["number"].as_u64().unwrap();
     let swapped = sub.expect("the profile switch as a swap", |m| {
         m.topic.ends_with("/events") && m.payload["type"] == "swapped"
     });
@@ -275,6 +300,21 @@ fn the_platform_switches_profiles_and_sees_the_swap() {
     assert_eq!(again.payload["status"], "successful");
     let l = ok(&esim(&pcsc, &["notifications", "--json"]));
     assert_eq!(l.as_array().unwrap().len(), 2, "one switch only: {l}");
+
+    // The platform acknowledges the first: only then is it removed from the eUICC.
+    let ack = serde_json::json!({"v":1,"id":"n-1","iccid":SECOND,"action":"esim_notification_ack",
+        "params":{"seq":seq},"expires_at":support::unix_now()+120});
+    support::send_command(&broker, agent, &ack);
+    let st = support::final_status(&mut sub, agent, "n-1");
+    assert_eq!(st.payload["status"], "successful", "{}", st.payload);
+    let l = ok(&esim(&pcsc, &["notifications", "--json"]));
+    let left: Vec<u64> = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["seq"].as_u64().unwrap())
+        .collect();
+    assert!(left.len() == 1 && left[0] != seq, "{l}");
 }
 
 /// The same operations through an emulated modem's +CCHO/+CGLA: the listing, a switch
