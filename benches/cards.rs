@@ -116,6 +116,54 @@ fn esim_in_memory() {
     }
 }
 
+/// `simgate esim list` and `enable` through an emulated Quectel EC25's +CGLA on a pty:
+/// AT lines (what the code controls) and ms (inside simgate, after the modem is
+/// recognised), median of `RUNS`.
+fn esim_through_a_modem() {
+    let modem = support::Modem::start_with("quectel-ec2x", &["--esim"]);
+    let run = |args: &[&str]| -> (u64, u64) {
+        let out = std::process::Command::new(support::simgate_bin())
+            .env("RUST_LOG", "warn")
+            .arg("esim")
+            .args(args)
+            .args(["--port", &modem.port, "--json"])
+            .output()
+            .expect("run simgate esim --port");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        (
+            v["at_lines"].as_u64().expect("at_lines"),
+            v["ms"].as_u64().expect("ms"),
+        )
+    };
+    let list: Vec<(u64, u64)> = (0..RUNS).map(|_| run(&["list"])).collect();
+    let switch: Vec<(u64, u64)> = (0..RUNS)
+        .map(|i| {
+            let to = if i % 2 == 0 {
+                "89883030000000000437"
+            } else {
+                "89883030000000000429"
+            };
+            run(&["enable", to])
+        })
+        .collect();
+    println!(
+        "\neSIM operations through an emulated modem's +CGLA (median of {RUNS}, inside simgate)"
+    );
+    for (op, v) in [
+        ("esim list", list),
+        ("esim enable (verified, radio cycle)", switch),
+    ] {
+        let lines = v[0].0;
+        let ms = median(v.into_iter().map(|(_, ms)| ms).collect());
+        println!("{op:36} {lines:>3} AT lines {ms:>5} ms");
+    }
+}
+
 /// `simgate esim list` and `enable` through real pcscd + vpcd, 5 ms per APDU: the time a
 /// user waits, process start included.
 fn esim_on_the_rig(pcsc: &Pcsc) {
@@ -190,6 +238,7 @@ fn main() {
     }
 
     esim_in_memory();
+    esim_through_a_modem();
 
     let pcsc = Pcsc::start();
     esim_on_the_rig(&pcsc);
