@@ -1233,5 +1233,10 @@ mod tests {
             json!({"profile":"8949440000000000024"})
         )
         .contains("params.nickname: missing"));
+        let ack = parse_esim_params(Action::EsimNotificationAck, &json!({"seq": 7}));
+        assert_eq!(ack.unwrap().unwrap().seq, Some(7));
+        assert!(bad(Action::EsimNotificationAck, json!({"seq": -1})).starts_with("params.seq"));
+        assert!(bad(Action::EsimNotificationAck, json!({"profile": "x"}))
+            .starts_with("params.profile: unknown"));
     }
 }
