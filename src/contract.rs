@@ -283,6 +283,26 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         rule: Option<String>,
     },
+    /// A notification pending on an eUICC for its SM-DP+ (GSMA SGP.22 §3.5), handed to
+    /// the platform, which delivers it (ES9+ HandleNotification) and acknowledges it
+    /// with an `esim_notification_ack` command; simgate removes it from the eUICC only
+    /// then. Repeated after later operations until acknowledged: keyed by (`iccid`'s
+    /// eUICC, `seq`).
+    EsimNotification {
+        iccid: String,
+        /// The eUICC's sequence number (NotificationMetadata seqNumber); `number`, as
+        /// the event's own `seq` is the agent's event number.
+        number: u32,
+        /// install, enable, disable or delete.
+        operation: String,
+        /// The profile it concerns.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        profile: Option<String>,
+        /// The SM-DP+ to deliver it to (notificationAddress).
+        address: String,
+        /// The signed PendingNotification, DER, hex.
+        notification: String,
+    },
     /// The PC/SC service (pcscd) was lost (`up: false`, with the reason) or is back
     /// (`up: true`). Said once per outage: the cards that stayed in their readers are
     /// not reported removed and inserted again; those that left are reported removed.
@@ -328,7 +348,8 @@ impl EventKind {
             | EventKind::Command { iccid, .. }
             | EventKind::RuleFired { iccid, .. }
             | EventKind::SwapStep { iccid, .. }
-            | EventKind::RefillRequested { iccid, .. } => Some(iccid),
+            | EventKind::RefillRequested { iccid, .. }
+            | EventKind::EsimNotification { iccid, .. } => Some(iccid),
             EventKind::Error { iccid, .. } | EventKind::ModemService { iccid, .. } => {
                 iccid.as_deref()
             }
@@ -373,7 +394,122 @@ crate::sim::wire_words! {
         /// A person at the gateway asks the platform for a top-up (`simgate refill`):
         /// a `refill_requested` event, within the auto-refill caps.
         RequestRefill = "request_refill",
+        /// An eUICC's profiles (GSMA SGP.22 ES10c, MQTT.md "eSIM profiles"): list them
+        /// again, enable, disable, delete one, set its nickname.
+        EsimList = "esim_list",
+        EsimEnable = "esim_enable",
+        EsimDisable = "esim_disable",
+        EsimDelete = "esim_delete",
+        EsimNickname = "esim_nickname",
+        /// The platform delivered an eSIM notification: remove it from the eUICC.
+        EsimNotificationAck = "esim_notification_ack",
     }
+}
+
+impl Action {
+    /// One of the `esim_*` actions.
+    pub fn is_esim(self) -> bool {
+        matches!(
+            self,
+            Action::EsimList
+                | Action::EsimEnable
+                | Action::EsimDisable
+                | Action::EsimDelete
+                | Action::EsimNickname
+                | Action::EsimNotificationAck
+        )
+    }
+}
+
+/// What an `esim_enable`, `esim_disable`, `esim_delete` or `esim_nickname` command's
+/// `params` name: `{"profile": ICCID}`, and for a nickname `"nickname"` (at most 64
+/// bytes, SGP.22 profileNickname; empty clears it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EsimRequest {
+    /// The profile's ICCID; empty for `esim_notification_ack`.
+    pub profile: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nickname: Option<String>,
+    /// For `esim_notification_ack`: the notification's sequence number.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seq: Option<u32>,
+}
+
+/// Check an `esim_*` command's params; `None` for `esim_list`, which takes none.
+pub fn parse_esim_params(
+    action: Action,
+    params: &serde_json::Value,
+) -> Result<Option<EsimRequest>, Refusal> {
+    let bad = |why: String| Refusal::new(RefusalCode::InvalidField, why);
+    let empty = serde_json::Map::new();
+    let obj = match params {
+        serde_json::Value::Null => &empty,
+        serde_json::Value::Object(o) => o,
+        _ => return Err(bad("params: not an object".into())),
+    };
+    let allowed: &[&str] = match action {
+        Action::EsimList => &[],
+        Action::EsimNotificationAck => &["seq"],
+        Action::EsimNickname => &["profile", "nickname"],
+        _ => &["profile"],
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "params.{k}: unknown field ({} takes {})",
+            action.word(),
+            if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        )));
+    }
+    if action == Action::EsimList {
+        return Ok(None);
+    }
+    if action == Action::EsimNotificationAck {
+        let seq = obj
+            .get("seq")
+            .and_then(|v| v.as_u64())
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                bad("params.seq: missing, or not a notification's sequence number".into())
+            })?;
+        return Ok(Some(EsimRequest {
+            profile: String::new(),
+            nickname: None,
+            seq: Some(seq),
+        }));
+    }
+    let profile = match obj.get("profile").and_then(|v| v.as_str()) {
+        Some(p) if valid_iccid(p) && p.len() <= 20 => p.to_string(),
+        Some(p) => {
+            return Err(bad(format!(
+                "params.profile: {p} is not a profile's ICCID (18-20 digits, A-E allowed)"
+            )))
+        }
+        None => return Err(bad("params.profile: missing (the profile's ICCID)".into())),
+    };
+    let nickname = match (action, obj.get("nickname")) {
+        (Action::EsimNickname, Some(serde_json::Value::String(n))) if n.len() <= 64 => {
+            Some(n.clone())
+        }
+        (Action::EsimNickname, Some(serde_json::Value::String(n))) => {
+            return Err(bad(format!(
+                "params.nickname: {} bytes, at most 64 (SGP.22 profileNickname)",
+                n.len()
+            )))
+        }
+        (Action::EsimNickname, _) => {
+            return Err(bad("params.nickname: missing, or not a string".into()))
+        }
+        _ => None,
+    };
+    Ok(Some(EsimRequest {
+        profile,
+        nickname,
+        seq: None,
+    }))
 }
 
 /// A command as the platform sends it on `cmd`.
@@ -401,6 +537,8 @@ pub struct Command {
     pub refill: Option<Refill>,
     /// For `swap`: where the new SIM comes from, already validated.
     pub swap: Option<SwapTarget>,
+    /// For `esim_*` but `esim_list`: the profile (and nickname), already validated.
+    pub esim: Option<EsimRequest>,
     pub expires_at: u64,
 }
 
@@ -691,7 +829,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     let Some(action) = Action::from_word(&msg.action) else {
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
-            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill",
+            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack",
         )));
     };
     if msg.expires_at <= now {
@@ -712,6 +850,11 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     let swap = match action {
         Action::Swap => Some(parse_swap_params(&msg.params).map_err(with_id)?),
         _ => None,
+    };
+    let esim = if action.is_esim() {
+        parse_esim_params(action, &msg.params).map_err(with_id)?
+    } else {
+        None
     };
     let record = match action {
         Action::SetRecord => {
@@ -778,6 +921,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         record,
         refill,
         swap,
+        esim,
         expires_at: msg.expires_at,
     })
 }
@@ -1050,5 +1194,49 @@ mod tests {
         assert_eq!(j["type"], "removed");
         assert_eq!(j["seq"], 7);
         assert_eq!(serde_json::from_value::<EventMsg>(j).unwrap(), e);
+    }
+
+    #[test]
+    fn esim_params_are_checked_per_action() {
+        use serde_json::json;
+        let ok = parse_esim_params(
+            Action::EsimEnable,
+            &json!({"profile":"8949440000000000024"}),
+        );
+        assert_eq!(ok.unwrap().unwrap().profile, "8949440000000000024");
+        assert_eq!(
+            parse_esim_params(Action::EsimList, &serde_json::Value::Null),
+            Ok(None)
+        );
+        let bad = |a, p| parse_esim_params(a, &p).unwrap_err().reason;
+        assert!(bad(Action::EsimDelete, json!({})).starts_with("params.profile: missing"));
+        assert!(bad(Action::EsimDelete, json!({"profile":"12"})).contains("not a profile's ICCID"));
+        // An EID is a SIM key, not a profile.
+        assert!(bad(
+            Action::EsimEnable,
+            json!({"profile":"89049032123451234512345678901235"})
+        )
+        .contains("not a profile's ICCID"));
+        assert!(bad(
+            Action::EsimEnable,
+            json!({"profile":"8949440000000000024","x":1})
+        )
+        .starts_with("params.x: unknown field"));
+        let long = "n".repeat(65);
+        assert!(bad(
+            Action::EsimNickname,
+            json!({"profile":"8949440000000000024","nickname":long})
+        )
+        .contains("at most 64"));
+        assert!(bad(
+            Action::EsimNickname,
+            json!({"profile":"8949440000000000024"})
+        )
+        .contains("params.nickname: missing"));
+        let ack = parse_esim_params(Action::EsimNotificationAck, &json!({"seq": 7}));
+        assert_eq!(ack.unwrap().unwrap().seq, Some(7));
+        assert!(bad(Action::EsimNotificationAck, json!({"seq": -1})).starts_with("params.seq"));
+        assert!(bad(Action::EsimNotificationAck, json!({"profile": "x"}))
+            .starts_with("params.profile: unknown"));
     }
 }

@@ -190,6 +190,7 @@ pub fn from_card(read: &CardRead, now: u64) -> Observed {
         pending: None,
         batch: Default::default(),
         nested_batch: None,
+        esim_profiles: id.euicc.as_ref().and_then(|e| e.profile_list.clone()),
     }
 }
 
@@ -222,6 +223,7 @@ pub fn from_modem(info: &ModemInfo, now: u64) -> Option<Observed> {
         pending: None,
         batch: Default::default(),
         nested_batch: None,
+        esim_profiles: None,
     })
 }
 
@@ -244,6 +246,7 @@ mod tests {
                     isdr_name: "GSMA standard ISD-R".into(),
                     eid: Some(Eid::from_digits(eid)),
                     profiles: Some(profiles),
+                    profile_list: None,
                     basic_channel: false,
                 }),
                 imsi: Some("262011106487504".into()),

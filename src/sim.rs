@@ -179,6 +179,44 @@ pub struct Observed {
     /// read (see `store::sims`), never written.
     #[serde(rename = "batch", default, skip_serializing)]
     pub nested_batch: Option<Batch>,
+    /// An eUICC's profiles as last listed (GSMA SGP.22 GetProfilesInfo): the enabled
+    /// one's ICCID is this row's `iccid`. Absent on a physical SIM, and where the list
+    /// could not be read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub esim_profiles: Option<Vec<EsimProfile>>,
+}
+
+wire_words! {
+    /// An eSIM profile's state (SGP.22 Annex H ProfileState: disabled(0), enabled(1)).
+    pub enum ProfileState {
+        Disabled = "disabled",
+        Enabled = "enabled",
+    }
+}
+
+wire_words! {
+    /// An eSIM profile's class (SGP.22 Annex H ProfileClass: test(0), provisioning(1),
+    /// operational(2)).
+    pub enum ProfileClass {
+        Test = "test",
+        Provisioning = "provisioning",
+        Operational = "operational",
+    }
+}
+
+/// One profile on an eUICC (SGP.22 §5.7.15 ProfileInfo, the fields simgate shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EsimProfile {
+    pub iccid: String,
+    pub state: ProfileState,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nickname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub class: Option<ProfileClass>,
 }
 
 fn is_true(b: &bool) -> bool {
@@ -232,6 +270,7 @@ impl Observed {
             pending: None,
             batch: Batch::default(),
             nested_batch: None,
+            esim_profiles: None,
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! One engine for `read`, `run` and `station`. The order is chosen so every answer is
 //! used: the ICCID read also tells UICC from GSM SIM (a GSM SIM refuses CLA 00); the
-//! ISD-R probe runs on a logical channel that then serves the USIM reads, so the basic
-//! channel is left exactly as found and no SELECT is spent on restoring it.
+//! ISD-R probe and the USIM reads run on the basic channel (a failed SELECT changes
+//! nothing, TS 102 221 §11.1.1.1), put back on the MF by one SELECT at the end.
 
 use super::apdu::{Apdu, Channel, StatusWord};
 use super::euicc::{self, Eid, IsdrAid, Profiles};
@@ -30,8 +30,11 @@ pub struct Euicc {
     pub eid: Option<Eid>,
     /// `None` when GetProfilesInfo was refused or unreadable.
     pub profiles: Option<Profiles>,
-    /// The card refused logical channels (6881): the ISD-R was reached on the basic
-    /// channel, which was then put back on the MF.
+    /// Every profile with its name, provider, nickname and class, when
+    /// [`Options::esim_profiles`] asked for them (the daemon's state row).
+    pub profile_list: Option<Vec<crate::card::es10::ProfileInfo>>,
+    /// The ISD-R was reached on the basic channel, which was then put back on the MF
+    /// (always, since identification stopped opening a logical channel).
     pub basic_channel: bool,
 }
 
@@ -76,6 +79,9 @@ pub struct Options<'a> {
     pub vendor_aids: bool,
     /// Read IMSI and SPN too (two to five more APDUs).
     pub subscriber: bool,
+    /// On an eUICC, list every profile with the tags `esim list` shows (one
+    /// GetProfilesInfo, two APDUs on T=0): what the daemon's state row carries.
+    pub esim_profiles: bool,
 }
 
 impl Default for Options<'static> {
@@ -85,6 +91,7 @@ impl Default for Options<'static> {
             isdr_aids: euicc::shipped_aids(),
             vendor_aids: true,
             subscriber: true,
+            esim_profiles: false,
         }
     }
 }
@@ -190,7 +197,14 @@ pub fn identify<T: CardTransport>(transport: T, opts: &Options<'_>) -> Result<Id
     Ok(id)
 }
 
-/// The UICC part after the ICCID: ISD-R probe, EID and profiles, then IMSI and SPN.
+/// The UICC part after the ICCID: ISD-R probe, EID and profiles, then IMSI and SPN, all
+/// on the basic channel, which is put back on the MF at the end if anything moved it.
+///
+/// No logical channel: TS 102 221 §11.1.1.1 — an unsuccessful SELECT leaves the current
+/// directory, file and application as they were, so on a plain card the probe's 6A82
+/// costs nothing to undo. A logical channel would cost two APDUs (MANAGE CHANNEL open
+/// and close) on every card; the one SELECT MF that restores the basic channel after the
+/// reads costs one.
 fn uicc_rest<T: CardTransport>(
     ch: &mut Channel<T>,
     opts: &Options<'_>,
@@ -199,19 +213,7 @@ fn uicc_rest<T: CardTransport>(
     if opts.isdr_aids.is_empty() && !opts.subscriber {
         return Ok(());
     }
-    // TS 102 221 §11.1.17: MANAGE CHANNEL open, P1=00 P2=00, the card assigns the
-    // channel and returns its number (Le=1). A refusal — 6881 "logical channel not
-    // supported" (§10.2.1.5) or any other — leaves us on the basic channel.
-    let open = Apdu::new(0x00, 0x70, 0x00, 0x00).with_le(1);
-    let resp = ch.send_overhead(&open, "MANAGE CHANNEL open")?;
-    let logical = match (resp.sw.is_ok(), resp.data.first()) {
-        (true, Some(&n)) if (1..=3).contains(&n) => Some(n),
-        _ => {
-            tracing::debug!(sw = %resp.sw, "logical channel refused; using the basic channel");
-            None
-        }
-    };
-    let chan = logical.unwrap_or(0);
+    let chan = 0;
     // Whether the basic channel's selection moved and must be put back.
     let mut moved_basic = false;
 
@@ -221,21 +223,55 @@ fn uicc_rest<T: CardTransport>(
         &opts.isdr_aids[..opts.isdr_aids.len().min(1)]
     };
     if let Some(aid) = probe_isdr(ch, chan, aids)? {
-        moved_basic = logical.is_none();
+        moved_basic = true;
         let eid = es10(ch, chan, &euicc::GET_EUICC_DATA_EID, "GetEUICCData")?.and_then(|d| {
             tlv::find_path(&d, &[0xBF3E, 0x5A])
                 .ok()
                 .flatten()
                 .and_then(Eid::from_bytes)
         });
-        let profiles = es10(ch, chan, &euicc::GET_PROFILES_STATE, "GetProfilesInfo")?
-            .and_then(|d| euicc::parse_profiles(&d).ok().flatten());
+        // An EF.ICCID under the MF is the enabled profile's (SGP.22 §2.4.1: only the
+        // enabled profile's file system is visible to the device): a profile is enabled
+        // and GetProfilesInfo is not needed. Without one, it tells a Blank eSIM.
+        let mut profile_list = None;
+        let profiles = if opts.esim_profiles {
+            let d = es10(
+                ch,
+                chan,
+                &crate::card::es10::get_profiles_info(),
+                "GetProfilesInfo",
+            )?;
+            match d.map(|d| crate::card::es10::parse_profiles_info(&d)) {
+                Some(Ok(list)) => {
+                    let enabled = list
+                        .iter()
+                        .any(|p| p.state == crate::card::es10::ProfileState::Enabled);
+                    profile_list = Some(list);
+                    Some(if enabled {
+                        Profiles::Enabled
+                    } else {
+                        Profiles::NoneEnabled
+                    })
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "GetProfilesInfo answer not understood");
+                    None
+                }
+                None => None,
+            }
+        } else if id.iccid.is_some() {
+            Some(Profiles::Enabled)
+        } else {
+            es10(ch, chan, &euicc::GET_PROFILES_STATE, "GetProfilesInfo")?
+                .and_then(|d| euicc::parse_profiles(&d).ok().flatten())
+        };
         id.euicc = Some(Euicc {
             isdr_aid: aid.aid.clone(),
             isdr_name: aid.name.clone(),
             eid,
             profiles,
-            basic_channel: logical.is_none(),
+            profile_list,
+            basic_channel: true,
         });
     }
 
@@ -245,26 +281,14 @@ fn uicc_rest<T: CardTransport>(
         let (imsi, spn, moved) = usim_subscriber(ch, chan)?;
         id.apdus_subscriber = ch.commands() - before;
         (id.imsi, id.spn) = (imsi, spn);
-        moved_basic |= moved && logical.is_none();
+        moved_basic |= moved;
     }
 
-    match logical {
-        // TS 102 221 §11.1.17: MANAGE CHANNEL close, P1=80, P2 = the channel, sent on
-        // the basic channel. What the channel selected goes with it.
-        Some(n) => {
-            let close = Apdu::new(0x00, 0x70, 0x80, n);
-            let r = ch.send_overhead(&close, "MANAGE CHANNEL close")?;
-            if !r.sw.is_ok() {
-                tracing::debug!(sw = %r.sw, channel = n, "logical channel not closed");
-            }
-        }
+    if moved_basic {
         // Put the basic channel back on the MF, as after reset (TS 102 221 §8.2,
         // SELECT by FID with P2=0C: no data).
-        None if moved_basic => {
-            let mf = Apdu::new(0x00, 0xA4, 0x00, 0x0C).with_data(&FID_MF);
-            ch.send_overhead(&mf, "SELECT MF")?;
-        }
-        None => {}
+        let mf = Apdu::new(0x00, 0xA4, 0x00, 0x0C).with_data(&FID_MF);
+        ch.send_overhead(&mf, "SELECT MF")?;
     }
     Ok(())
 }

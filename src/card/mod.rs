@@ -6,6 +6,8 @@
 
 pub mod apdu;
 pub mod atr;
+pub mod es10;
+pub mod esim;
 pub mod euicc;
 pub mod iccid;
 pub mod identify;

@@ -6,6 +6,7 @@ mod config;
 #[cfg(feature = "emulators")]
 mod emulate;
 mod error;
+mod esim;
 mod generate;
 mod modem;
 mod platform;
@@ -56,6 +57,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// An eUICC's profiles: list, enable, disable, delete, nickname; its notifications.
+    Esim(esim::EsimArgs),
     /// Run the daemon: watch readers, keep the store and the platform in sync.
     Run(run::RunArgs),
     /// A reader station: every SIM inserted is identified and shown at once.
@@ -212,6 +215,7 @@ async fn dispatch(
     match command {
         Command::Readers { json } => read::readers(json).await,
         Command::Read { reader, json } => read::read(reader, json, &cfg).await,
+        Command::Esim(args) => args.run(&cfg).await,
         Command::Run(args) => run::run(args, cfg).await,
         Command::Station(args) => station::station(args, cfg).await,
         Command::Watch { conn, plain } => {

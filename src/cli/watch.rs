@@ -90,6 +90,16 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
         EventKind::RefillRequested {
             iccid, request_id, ..
         } => format!("#{} refill requested for {iccid} ({request_id})", e.seq),
+        EventKind::EsimNotification {
+            iccid,
+            number,
+            operation,
+            address,
+            ..
+        } => format!(
+            "#{} eSIM notification {number} ({operation}) of {iccid} for {address}",
+            e.seq
+        ),
         EventKind::SwapStep {
             id,
             iccid,

@@ -8,6 +8,7 @@
 //! retried behind the platform's back.
 
 use super::{Ctx, DaemonError, Event};
+use crate::card::esim;
 use crate::contract::{
     Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode, SwapTarget,
     SCHEMA_VERSION,
@@ -90,6 +91,18 @@ pub(crate) enum Plan {
         work: ModemWork,
         port: String,
     },
+    /// An eSIM operation on the eUICC in `reader` (card::esim), then a re-read of the
+    /// card; `None`: only the re-read, with the profile list (`esim_list`).
+    Esim {
+        reader: String,
+        work: esim::Work,
+    },
+    /// An eSIM operation on the eUICC in the modem of `port`, through its supervisor
+    /// (+CCHO/+CGLA), the new profile verified registered after a switch.
+    ModemEsim {
+        port: String,
+        work: esim::Work,
+    },
     /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
     Swap {
         port: String,
@@ -107,6 +120,20 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
         reason: reason.to_string(),
     };
     match (cmd.action, host) {
+        (a, Host::Reader { reader }) if a.is_esim() => match esim_work(cmd) {
+            Ok(work) => Plan::Esim {
+                reader: reader.clone(),
+                work,
+            },
+            Err(why) => refuse(RefusalCode::InvalidField, &why),
+        },
+        (a, Host::Modem { port, .. }) if a.is_esim() => match esim_work(cmd) {
+            Ok(work) => Plan::ModemEsim {
+                port: port.clone(),
+                work,
+            },
+            Err(why) => refuse(RefusalCode::InvalidField, &why),
+        },
         (Action::Refill, _) => match &cmd.refill {
             Some(r) => Plan::Refill(r.clone()),
             None => refuse(RefusalCode::InvalidField, "params: missing refill"),
@@ -158,6 +185,171 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             work: ModemWork::Act(ModemAction::ResumeData),
             port: port.clone(),
         },
+        // Every esim_* action is matched above, for either host.
+        (_, _) => refuse(RefusalCode::UnknownAction, "action not handled"),
+    }
+}
+
+/// The card engine's operation for an `esim_*` command (its params validated by the
+/// contract). In a reader there is no device to REFRESH: refreshFlag false, the card
+/// reset after a switch instead.
+fn esim_work(cmd: &Command) -> Result<esim::Work, String> {
+    if cmd.action == Action::EsimList {
+        return Ok(esim::Work::List);
+    }
+    let req = cmd
+        .esim
+        .as_ref()
+        .ok_or_else(|| "params.profile: missing".to_string())?;
+    if let (Action::EsimNotificationAck, Some(seq)) = (cmd.action, req.seq) {
+        return Ok(esim::Work::Remove(seq));
+    }
+    let iccid = crate::card::Iccid::from_digits(&req.profile)
+        .map_err(|e| format!("params.profile: {e}"))?;
+    Ok(esim::Work::Apply(match cmd.action {
+        Action::EsimEnable => esim::Action::Enable {
+            iccid,
+            refresh: false,
+        },
+        Action::EsimDisable => esim::Action::Disable {
+            iccid,
+            refresh: false,
+        },
+        Action::EsimDelete => esim::Action::Delete { iccid },
+        _ => esim::Action::Nickname {
+            iccid,
+            nickname: req.nickname.clone().unwrap_or_default(),
+        },
+    }))
+}
+
+/// Hand the eUICC's pending notifications to the platform, each an event through the
+/// outbox (durable, numbered); removed from the card only on the platform's
+/// `esim_notification_ack`.
+fn hand_over(
+    link: Option<&crate::link::Link>,
+    iccid: &str,
+    pending: &[crate::card::es10::PendingNotification],
+) {
+    let Some(link) = link else {
+        return;
+    };
+    for n in pending {
+        let ev = crate::contract::EventKind::EsimNotification {
+            iccid: iccid.to_string(),
+            number: n.meta.seq,
+            operation: n.meta.event.word().to_string(),
+            profile: n.meta.iccid.clone(),
+            address: n.meta.address.clone(),
+            notification: hex::encode_upper(&n.der),
+        };
+        if let Err(e) = link.publish_event(ev) {
+            tracing::warn!(error = %e, seq = n.meta.seq, "eSIM notification not queued");
+        }
+    }
+}
+
+/// An eSIM operation on the card in `reader` (a PC/SC transaction, the card reset after
+/// a verified switch so the new profile takes over), then the card read again with its
+/// profile list: the row to record, whose ICCID is the enabled profile's — another one
+/// after a switch, which the recorder reports as the swap it is (old → new, same reader).
+/// Blocking: runs on its own thread.
+fn run_esim(
+    reader: &str,
+    work: esim::Work,
+    settings: reader::ReadSettings,
+    link: Option<&crate::link::Link>,
+    key: &str,
+) -> Done {
+    let name = std::ffi::CString::new(reader.to_string()).map_err(|_| {
+        (
+            RefusalCode::Failed,
+            format!("reader name {reader:?} is not a C string"),
+        )
+    })?;
+    {
+        let switches = matches!(
+            work,
+            esim::Work::Apply(esim::Action::Enable { .. } | esim::Action::Disable { .. })
+        );
+        // An operation is several exchanges: four times one read's card timeout.
+        let timeout = settings.card_timeout.saturating_mul(4);
+        let outcome = reader::with_card(&name, timeout, move |t| {
+            let r = esim::Isdr::select_basic(t, crate::card::euicc::shipped_aids())
+                .and_then(|i| esim::with_isdr(i, |i| esim::work_on(i, &work)).map(|(d, _, _)| d));
+            let reset = switches && r.is_ok();
+            (r, reset)
+        })
+        .map_err(|e| (RefusalCode::Failed, e.to_string()))?;
+        match outcome {
+            Ok(d) => {
+                tracing::info!(%reader, apdus = d.apdus, pending = d.pending.len(), "eSIM operation verified");
+                hand_over(link, key, &d.pending);
+            }
+            Err(e @ esim::EsimError::NoIsdr(_)) => {
+                return Err((RefusalCode::NotApplicable, e.to_string()))
+            }
+            Err(e) => return Err((RefusalCode::Failed, e.to_string())),
+        }
+    }
+    let read = reader::establish()
+        .and_then(|pcsc| reader::read_card(&pcsc, &name, &settings))
+        .map_err(|e| {
+            (
+                RefusalCode::Failed,
+                format!("done, but the card could not be read again: {e}"),
+            )
+        })?;
+    Ok(Some(crate::observe::from_card(
+        &read,
+        crate::time::unix_now(),
+    )))
+}
+
+/// How long a new profile may take to register after a switch through a modem.
+const ESIM_REGISTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An eSIM operation through a modem's supervisor; after a switch, the new profile's
+/// registration awaited (the supervisor has already reported the SIM change, which the
+/// loop records as a swap before this result).
+async fn modem_esim(
+    handle: &ModemHandle,
+    work: esim::Work,
+    link: Option<&crate::link::Link>,
+    key: &str,
+) -> Done {
+    let switches = matches!(work, esim::Work::Apply(esim::Action::Enable { .. }));
+    match handle.esim(work).await {
+        Ok(Ok(done)) => hand_over(link, key, &done.pending),
+        Ok(Err(why)) => return Err((RefusalCode::Failed, why)),
+        Err(e) => return Err((RefusalCode::Unavailable, e.to_string())),
+    }
+    if !switches {
+        return Ok(None);
+    }
+    let deadline = tokio::time::Instant::now() + ESIM_REGISTER;
+    loop {
+        match handle.status().await {
+            Ok(info)
+                if info
+                    .sim
+                    .registration
+                    .as_ref()
+                    .is_some_and(|r| r.state.registered()) =>
+            {
+                return Ok(None)
+            }
+            Ok(_) | Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err((
+                    RefusalCode::Failed,
+                    format!(
+                        "the profile was switched, but the new one did not register within {} s",
+                        ESIM_REGISTER.as_secs()
+                    ),
+                ))
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
     }
 }
 
@@ -399,6 +591,18 @@ impl Commands {
             }
         };
         let mut plan = plan(&cmd, &host);
+        if cmd.action.is_esim() {
+            let esim = ctx
+                .store
+                .get_observed(&cmd.iccid)?
+                .is_some_and(|o| o.form_factor == Some(crate::sim::FormFactor::Esim));
+            if !esim {
+                plan = Plan::Refuse {
+                    code: RefusalCode::NotApplicable,
+                    reason: format!("SIM {} is not an eSIM: it has no profiles", cmd.iccid),
+                };
+            }
+        }
         if let Plan::Modem {
             work: ModemWork::Act(ModemAction::SuspendData | ModemAction::ResumeData),
             port,
@@ -572,6 +776,39 @@ impl Commands {
                             }
                         },
                     };
+                    let _ = tx.send(Event::CommandDone { id, result }).await;
+                });
+                Ok(())
+            }
+            Plan::Esim { reader, work } => {
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let id = cmd.id.clone();
+                let settings = ctx.read_settings;
+                let (link, key) = (ctx.link.clone(), cmd.iccid.clone());
+                tokio::task::spawn_blocking(move || {
+                    let result = run_esim(&reader, work, settings, link.as_ref(), &key);
+                    let _ = tx.blocking_send(Event::CommandDone { id, result });
+                });
+                Ok(())
+            }
+            Plan::ModemEsim { port, work } => {
+                let Some(handle) = modems.handle(&port) else {
+                    return self.finish(
+                        ctx,
+                        &mut rec,
+                        Err((
+                            RefusalCode::Unavailable,
+                            format!("modem engine not available for {port}"),
+                        )),
+                    );
+                };
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let id = cmd.id.clone();
+                let (link, key) = (ctx.link.clone(), cmd.iccid.clone());
+                tokio::spawn(async move {
+                    let result = modem_esim(&handle, work, link.as_ref(), &key).await;
                     let _ = tx.send(Event::CommandDone { id, result }).await;
                 });
                 Ok(())
@@ -794,6 +1031,7 @@ mod tests {
             record: None,
             refill: None,
             swap: None,
+            esim: None,
             expires_at: u64::MAX,
         }
     }
@@ -993,6 +1231,7 @@ mod tests {
             }),
             refill: None,
             swap: None,
+            esim: None,
             expires_at: u64::MAX,
         };
         cmds.on_command(&ctx, cmd.clone(), &NoModems).await.unwrap();

@@ -266,7 +266,17 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             }
             Event::CardRead(done) => readers::on_card_read(&ctx, &mut readers, *done)?,
             Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,
-            Event::CommandDone { id, result } => commands.on_done(&ctx, id, result).await?,
+            Event::CommandDone { id, result } => {
+                // A command that re-read a card in a reader (refresh, esim_*) may have
+                // found another SIM key there (a profile switch): the reader manager
+                // must know, so the card's removal later removes the right row.
+                if let Ok(Some(obs)) = &result {
+                    if let crate::sim::Location::Reader { reader } = &obs.location {
+                        readers.holds(reader, &obs.iccid);
+                    }
+                }
+                commands.on_done(&ctx, id, result).await?
+            }
             Event::Watchdog => service.ping(&ctx),
             Event::SwapRows(iccids) => swap::rerecord(&ctx, &iccids).await?,
             Event::SwapEnded { id, rows, result } => {

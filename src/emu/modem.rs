@@ -227,9 +227,58 @@ struct State {
     transcript: Option<Transcript>,
     single_commands: bool,
     refuse: Vec<String>,
+    /// The eUICCs of the eSIMs seen, by EID: the virtual card engine (src/emu/vcard)
+    /// answering +CCHO/+CGLA/+CCHC, its profiles changed as a real eUICC's are.
+    euiccs: std::collections::HashMap<String, crate::emu::vcard::VirtualCard>,
+}
+
+/// The second profile every emulated eUICC holds (disabled), Luhn-valid, made up.
+pub const EMU_SECOND_PROFILE: &str = "89883030000000000437";
+
+/// A virtual eUICC for an emulated eSIM: its ICCID the enabled profile, a second one
+/// disabled (devices/cards/README.md's image format). The modem does the T=0 GET
+/// RESPONSE itself, as the families' +CGLA answers show.
+fn euicc_for(sim: &EmuSim) -> Option<crate::emu::vcard::VirtualCard> {
+    let eid = sim.eid.as_ref()?;
+    let text = format!(
+        "name = \"emulated eUICC\"\nkind = \"uicc\"\natr = \"3B00\"\nt0_procedures = false\n\
+         [euicc]\nisdr_aid = \"{ISD_R_AID}\"\neid = \"{eid}\"\n\
+         [[euicc.profiles]]\niccid = \"{}\"\nenabled = true\nname = \"Emulated Operator\"\nprovider = \"Emu\"\n\
+         [[euicc.profiles]]\niccid = \"{EMU_SECOND_PROFILE}\"\nenabled = false\nname = \"Travel\"\nprovider = \"Roamer\"\n",
+        sim.iccid
+    );
+    let image = crate::emu::vcard::CardImage::parse(&text).ok()?;
+    Some(crate::emu::vcard::VirtualCard::new(image))
+}
+
+fn s_eid(sim: &Option<EmuSim>) -> Option<String> {
+    sim.as_ref().and_then(|s| s.eid.clone())
 }
 
 impl State {
+    /// The SIM in use takes its eUICC's enabled profile's ICCID.
+    fn follow_enabled_profile(&mut self) {
+        let Some(eid) = s_eid(&self.sim) else {
+            return;
+        };
+        let Some(card) = self.euiccs.get(&eid) else {
+            return;
+        };
+        let Some(iccid) = card
+            .profiles()
+            .iter()
+            .find(|p| p.enabled)
+            .map(|p| p.iccid.clone())
+        else {
+            return;
+        };
+        for s in self.sim.iter_mut().chain(self.slots.iter_mut().flatten()) {
+            if s.eid.as_deref() == Some(eid.as_str()) {
+                s.iccid = iccid.clone();
+            }
+        }
+    }
+
     fn new(opts: &Options) -> State {
         State {
             single_commands: opts.single_commands,
@@ -249,6 +298,7 @@ impl State {
             rate: (1_000, 10_000),
             counted_at: Instant::now(),
             transcript: opts.transcript.clone(),
+            euiccs: Default::default(),
         }
     }
 
@@ -735,6 +785,11 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
             if !st.radio_on {
                 st.session = false;
             }
+            // Radio back on: the modem reads its SIM again, and an eUICC shows its
+            // enabled profile (a switch takes effect here, as after SGP.22's reset).
+            if st.radio_on {
+                st.follow_enabled_profile();
+            }
         }
         ("+CCHO", a) => {
             if profile.euicc.access == EuiccAccess::None {
@@ -748,10 +803,27 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
                 // the mapping to the MT: most give "unknown".
                 return Err("+CME ERROR: 100".into());
             }
+            let eid = s.eid.clone().unwrap_or_default();
+            if !st.euiccs.contains_key(&eid) {
+                if let Some(card) = euicc_for(&s) {
+                    st.euiccs.insert(eid.clone(), card);
+                }
+            }
+            let card = st.euiccs.get_mut(&eid).ok_or("ERROR")?;
+            // TS 27.007 §8.45: MANAGE CHANNEL, then SELECT of the AID on it.
+            let r = card.process(&[0x00, 0x70, 0x00, 0x00, 0x01]);
+            let ch = match r[..] {
+                [n, 0x90, 0x00] => n,
+                // No channel left: TS 27.007 +CME ERROR 4 (operation not supported).
+                _ => return Err("+CME ERROR: 4".into()),
+            };
+            let mut select = vec![ch & 0x03, 0xA4, 0x04, 0x00, 16];
+            select.extend(hex::decode(ISD_R_AID).unwrap_or_default());
+            card.process(&select);
             return Ok(vec![if profile.euicc.ccho_prefixed {
-                "+CCHO: 1".into()
+                format!("+CCHO: {ch}")
             } else {
-                "1".into()
+                ch.to_string()
             }]);
         }
         ("+CGLA", a) => {
@@ -762,17 +834,21 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
                 .and_then(Field::text)
                 .unwrap_or_default()
                 .to_ascii_uppercase();
-            let resp = match (
-                &s.eid,
-                apdu.get(2..).is_some_and(|r| r.starts_with("E29100")),
-            ) {
-                (Some(eid), true) => format!("BF3E125A10{eid}9000"),
+            let bytes = hex::decode(&apdu).map_err(|_| "+CME ERROR: 50")?;
+            let resp = match s.eid.as_ref().and_then(|e| st.euiccs.get_mut(e)) {
+                Some(card) => hex::encode_upper(card.process(&bytes)),
                 // INS not supported (ISO/IEC 7816-4 6D00).
-                _ => "6D00".into(),
+                None => "6D00".into(),
             };
             return Ok(vec![format!("+CGLA: {},\"{resp}\"", resp.len())]);
         }
-        ("+CCHC", _) => {}
+        ("+CCHC", a) => {
+            let p = param_list(&a[1..]);
+            let ch = p.first().and_then(Field::int).unwrap_or(0) as u8;
+            if let Some(card) = s_eid(&sim).and_then(|e| st.euiccs.get_mut(&e)) {
+                card.process(&[0x00, 0x70, 0x80, ch]);
+            }
+        }
         ("", "") => {}
         _ => return Err("ERROR".into()),
     }

@@ -18,6 +18,7 @@
 //! tolerated by the parser for every family.
 
 pub mod actions;
+pub mod esim;
 pub mod identify;
 pub mod profile;
 pub mod reply;

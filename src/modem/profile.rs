@@ -187,7 +187,25 @@ pub struct Euicc {
     /// of TS 27.007 §8.45 (simgate reads both; the emulator imitates this).
     #[serde(default)]
     pub ccho_prefixed: bool,
+    /// The longest command APDU the family's +CGLA carries, in bytes (TS 27.007 §8.43
+    /// leaves it to the MT; default 255, a short APDU's data).
+    #[serde(default = "default_cgla_max")]
+    pub cgla_max_apdu: usize,
+    /// What makes the modem read its SIM again after a profile switch (SGP.22 §3.2.1:
+    /// without refreshFlag the device must reset the eUICC): AT lines sent in order.
+    #[serde(default = "default_refresh")]
+    pub refresh: Vec<String>,
     pub source: String,
+}
+
+fn default_cgla_max() -> usize {
+    260
+}
+
+/// A radio cycle (TS 27.007 §8.2: +CFUN=0 minimum functionality, +CFUN=1 full), which
+/// every family shipped here re-reads its SIM on.
+fn default_refresh() -> Vec<String> {
+    vec!["AT+CFUN=0".into(), "AT+CFUN=1".into()]
 }
 
 /// Per-command timeouts, milliseconds.

@@ -228,6 +228,29 @@ pub fn cgla(lines: &[String]) -> Option<Vec<u8>> {
     })
 }
 
+/// The response APDU from +CGLA, its length checked: `<length>` counts the hex
+/// characters of `<response>` (TS 27.007 §8.43). A shorter response is a truncated
+/// answer (some firmwares cut long ones), said with both figures.
+pub fn cgla_checked(lines: &[String]) -> Result<Vec<u8>, String> {
+    let Some(f) = lines.iter().find_map(|l| fields(l, "+CGLA:")) else {
+        return Err(format!("no +CGLA: line in {lines:?}"));
+    };
+    let said = f.first().and_then(Field::int);
+    let text = f.get(1).and_then(Field::text).unwrap_or_default();
+    if said.is_some_and(|n| n != text.len() as u64) {
+        return Err(format!(
+            "+CGLA answer truncated: its length says {} hex characters, {} came",
+            said.unwrap_or_default(),
+            text.len()
+        ));
+    }
+    let bytes = hex::decode(text).map_err(|e| format!("+CGLA answer not hex: {e}"))?;
+    if bytes.len() < 2 {
+        return Err("+CGLA answer without a status word".into());
+    }
+    Ok(bytes)
+}
+
 /// The EID in a GetEUICCData response: tag BF3E, then 5A 10 and 16 bytes (SGP.22
 /// §5.7.20), followed by SW 9000.
 pub fn eid(resp: &[u8]) -> Option<String> {
@@ -359,6 +382,16 @@ mod tests {
             counters(&l(&["#GDATAVOL: 2,729407,11,729418"]), "#GDATAVOL:", 2, 3),
             Some((11, 729418))
         );
+    }
+
+    #[test]
+    fn cgla_length_is_checked() {
+        assert_eq!(
+            cgla_checked(&l(&["+CGLA: 4,\"9000\""])),
+            Ok(vec![0x90, 0x00])
+        );
+        let err = cgla_checked(&l(&["+CGLA: 8,\"BF2D\""])).unwrap_err();
+        assert!(err.contains("truncated") && err.contains("says 8"), "{err}");
     }
 
     #[test]

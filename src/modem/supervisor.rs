@@ -88,7 +88,18 @@ enum Request {
     Refresh(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
     /// Run the status line now (registration, session, slot) and answer the picture.
     Status(oneshot::Sender<Result<Box<ModemInfo>, AtError>>),
+    /// An eSIM operation on the modem's eUICC, then (after a profile operation) the
+    /// SIM read again: a switch is followed as the SIM change it is (removed, inserted
+    /// with `previous`).
+    Esim(
+        crate::card::esim::Work,
+        oneshot::Sender<Result<EsimResult, AtError>>,
+    ),
 }
+
+/// What an eSIM operation through a modem answered: the profiles and pending
+/// notifications after it, or why not.
+pub type EsimResult = Result<crate::card::esim::WorkDone, String>;
 
 impl Request {
     /// Answer without doing anything: the modem is not attached.
@@ -98,6 +109,9 @@ impl Request {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
             Request::Refresh(reply) | Request::Status(reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+            Request::Esim(_, reply) => {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
         }
@@ -145,6 +159,17 @@ impl ModemHandle {
 }
 
 impl ModemHandle {
+    /// An eSIM operation on the modem's eUICC, verified by listing again, the family's
+    /// refresh after a switch and the SIM read again; the profiles after it.
+    pub async fn esim(&self, action: crate::card::esim::Work) -> Result<EsimResult, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Esim(action, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+
     /// Run the status line now (one compound line: registration, data context, counter,
     /// slot) and answer the fresh picture; used to wait for a SIM to register.
     pub async fn status(&self) -> Result<Box<ModemInfo>, ModemError> {
@@ -650,6 +675,24 @@ impl Supervisor {
             Request::Status(reply) => {
                 let r = self.sample(conn, profile, info).await;
                 answer(reply, r.map(|()| Box::new(info.clone())))
+            }
+            Request::Esim(action, reply) => {
+                use super::esim::ModemEsimError;
+                let r = super::esim::work(conn, profile, &action).await;
+                let r = match r {
+                    Ok(list) => Ok(Ok(list)),
+                    Err(ModemEsimError::At(e)) => Err(e),
+                    Err(e) => Ok(Err(e.to_string())),
+                };
+                // After a switch the SIM is another: followed like a hot-swap.
+                let r = match r {
+                    Ok(Ok(list)) if matches!(action, crate::card::esim::Work::Apply(_)) => self
+                        .sim_changed(conn, profile, info)
+                        .await
+                        .map(|()| Ok(list)),
+                    other => other,
+                };
+                answer(reply, r)
             }
         }
     }

@@ -158,6 +158,8 @@ pub struct ReadSettings {
     pub subscriber: bool,
     /// When to probe vendor ISD-R AIDs (`readers.vendor_isdr_aids`).
     pub vendor_isdr_aids: VendorIsdrAids,
+    /// On an eUICC, list its profiles too (the daemon's state row; two more APDUs).
+    pub esim_profiles: bool,
 }
 
 impl ReadSettings {
@@ -167,6 +169,7 @@ impl ReadSettings {
             card_timeout: std::time::Duration::from_millis(cfg.card_timeout_ms),
             subscriber: true,
             vendor_isdr_aids: cfg.vendor_isdr_aids,
+            esim_profiles: false,
         }
     }
 }
@@ -280,6 +283,7 @@ pub fn read_card(
                         VendorIsdrAids::Never => false,
                     },
                     subscriber: settings.subscriber,
+                    esim_profiles: settings.esim_profiles,
                     ..card::Options::default()
                 };
                 let atr = hex::encode_upper(st.atr());
@@ -353,6 +357,78 @@ pub fn read_card(
         atr,
         identity,
     })
+}
+
+/// Run `f` on the card in `reader` (exact PC/SC name) inside a PC/SC transaction, so no
+/// other application's APDUs interleave with a multi-step operation (an eSIM's profile
+/// switch), giving up after `timeout` like [`read_card_timeout`]. `f` answers its result
+/// and whether the card must be reset afterwards (an enabled profile takes over at the
+/// next reset, SGP.22 §3.2.1); otherwise the card is left as it is.
+pub fn with_card<R, F>(
+    reader: &CString,
+    timeout: std::time::Duration,
+    f: F,
+) -> Result<R, ReaderError>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut dyn CardTransport) -> (R, bool) + Send + 'static,
+{
+    let shown = reader.to_string_lossy().into_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = reader.clone();
+    let who = shown.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("card {shown}"))
+        .spawn(move || {
+            let result = establish().and_then(|ctx| {
+                let pcsc_err = |source| ReaderError::Pcsc {
+                    reader: who.clone(),
+                    source,
+                };
+                let mut card = match ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
+                    Ok(c) => c,
+                    Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
+                        return Err(ReaderError::NoCard(who.clone()))
+                    }
+                    Err(e) => return Err(pcsc_err(e)),
+                };
+                let (value, reset) = {
+                    let tr = card.transaction().map_err(pcsc_err)?;
+                    let mut t = PcscCard {
+                        card: &tr,
+                        buf: vec![0; pcsc::MAX_BUFFER_SIZE],
+                    };
+                    let out = f(&mut t);
+                    if let Err((_, e)) = tr.end(pcsc::Disposition::LeaveCard) {
+                        tracing::debug!(reader = %who, error = %e, "end of transaction");
+                    }
+                    out
+                };
+                let disposition = if reset {
+                    pcsc::Disposition::ResetCard
+                } else {
+                    pcsc::Disposition::LeaveCard
+                };
+                if let Err((_, e)) = card.disconnect(disposition) {
+                    tracing::debug!(reader = %who, error = %e, "disconnect");
+                }
+                Ok(value)
+            });
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(ReaderError::Card {
+            reader: shown,
+            source: CardError::Transport(format!("cannot start a reader thread: {e}")),
+        });
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => Err(ReaderError::Card {
+            reader: shown,
+            source: CardError::Timeout(timeout),
+        }),
+    }
 }
 
 /// Does a reader name match a configured name or pattern? `*` matches any run of

@@ -44,6 +44,27 @@ fn every_shipped_image_loads() {
 }
 
 #[test]
+fn identification_leaves_the_basic_channel_on_the_mf() {
+    for file in ["usim.toml", "euicc.toml", "euicc-blank.toml"] {
+        let mut card = image(file);
+        let opts = by_atr(&card);
+        identify(&mut card, &opts).unwrap();
+        // EF.ICCID by SFI reads only with the MF current (TS 102 221 §11.1.3); GET
+        // DATA-free check: the ISD-R is no longer selected either (STORE DATA refused).
+        let r = card.process(&hex::decode("00B082000A").unwrap());
+        let sw = &r[r.len() - 2..];
+        let want: &[u8] = if file == "euicc-blank.toml" {
+            &[0x6A, 0x82]
+        } else {
+            &[0x90, 0x00]
+        };
+        assert_eq!(sw, want, "{file}: not on the MF");
+        let r = card.process(&hex::decode("80E2910006BF3E035C015A00").unwrap());
+        assert_eq!(r, [0x6D, 0x00], "{file}: ISD-R still selected");
+    }
+}
+
+#[test]
 fn physical_usim_gives_iccid_imsi_spn_and_no_eid() {
     let id = id("usim.toml");
     assert_eq!(id.kind, CardKind::Uicc);
@@ -62,6 +83,12 @@ fn physical_uicc_budget() {
     assert_eq!(id.apdus, 2);
     // Subscriber data: ADF USIM by truncated AID, EF.IMSI by SFI, SELECT + READ EF.SPN.
     assert_eq!(id.apdus_subscriber, 4);
+    // On the wire: those 6 and the SELECT MF that puts the basic channel back; no
+    // logical channel (the failed ISD-R SELECT changed nothing, TS 102 221 §11.1.1.1).
+    assert_eq!(
+        id.apdus_total, 7,
+        "the issue's budget was <= 6; see benches/cards.rs"
+    );
     // With `vendor_isdr_aids = "always"`: one more SELECT per vendor AID.
     let aids = simgate::card::euicc::shipped_aids().len() as u32;
     let always = identify(&mut image("usim.toml"), &Options::default()).unwrap();
@@ -89,14 +116,18 @@ fn euicc_gives_eid_and_enabled_profile_within_budget() {
     );
     assert!(e.eid.as_ref().unwrap().check_ok());
     assert_eq!(e.profiles, Some(Profiles::Enabled));
-    assert!(!e.basic_channel);
+    assert!(e.basic_channel);
     assert_eq!(id.iccid.as_ref().unwrap().as_str(), "8949440000000000016");
     assert_eq!(id.imsi.as_deref(), Some("262011106487504"));
     assert!(id.apdus <= 6, "{}", id.apdus);
     assert_eq!(
-        id.apdus, 4,
-        "ICCID, SELECT ISD-R, GetEUICCData, GetProfilesInfo"
+        id.apdus, 3,
+        "ICCID, SELECT ISD-R, GetEUICCData (EF.ICCID present: a profile is enabled)"
     );
+    // On the wire: + GET RESPONSE (T=0), SELECT ADF USIM, EF.IMSI, SELECT EF.SPN
+    // (absent), SELECT MF.
+    assert!(id.apdus_total <= 8, "{}", id.apdus_total);
+    assert_eq!(id.apdus_total, 8);
 }
 
 #[test]

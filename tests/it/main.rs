@@ -12,6 +12,7 @@ mod config_cli;
 mod daemon_cards;
 mod daemon_modem;
 mod daemon_mqtt;
+mod esim;
 mod journal;
 mod link_order;
 mod link_outbox;

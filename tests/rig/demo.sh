@@ -10,7 +10,10 @@
 #     and sends commands (tests/rig/demo-platform.sh) whose outcomes come back; the new
 #     modem SIM's rules act on its usage: low data asks for a refill, a data cap
 #     suspends it, the platform's refill lifts the suspension.
-# Stops everything it started on Ctrl-C; DEMO_SECONDS bounds act 2 (for scripts).
+#  3. eSIM profiles: a virtual eUICC in a reader and one in an emulated modem, each
+#     switched to its other profile by the platform (`esim_enable`), seen from the
+#     platform as the swap it is (old ICCID -> new) and the new row.
+# Stops everything it started on Ctrl-C; DEMO_SECONDS bounds acts 2 and 3 (for scripts).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DEMO_SECONDS=${DEMO_SECONDS:-0}
@@ -87,3 +90,47 @@ cat "$work/platform.log"
 echo
 echo "--- what simgate logged ---"
 grep -E "identified|removed|inserted" "$work/simgate.log" | tail -n 16 || true
+
+echo
+echo "===== act 3: eSIM profiles switched by the platform ====="
+mkfifo "$work/esim-modem.ctl"
+"$SIMGATE" emulate modem --profile quectel-ec2x --esim --link "$work/ttyUSB3" \
+  < "$work/esim-modem.ctl" > "$work/esim-modem.log" 2>&1 &
+rig_pids+=($!)
+exec 4> "$work/esim-modem.ctl"
+rig_until test -e "$work/ttyUSB3" || { echo "eSIM modem emulator did not start" >&2; exit 1; }
+rig_until rig_reader_is 1 no || true
+rig_pids+=("$(rig_card 1 euicc.toml)")
+rig_until rig_reader_is 1 yes
+echo "\$ simgate esim list --reader '$reader 00 01'"
+"$SIMGATE" --log-format human esim list --reader "$reader 00 01" || true
+echo
+echo "\$ simgate esim list --port $work/ttyUSB3"
+"$SIMGATE" --log-format human esim list --port "$work/ttyUSB3" || true
+echo
+"$SIMGATE" --log-format human run --broker "$broker" --agent-id demo-esim \
+  --state-dir "$work/esim-state" --reader "$reader 00 01" --modem "$work/ttyUSB3" \
+  > "$work/esim-simgate.log" 2>&1 &
+rig_pids+=($!)
+(
+  p() { echo "platform> send $*"; "$SIMGATE" --log-format human platform send --broker "$broker" --agent-id demo-esim "$@" || true; }
+  sleep 3
+  # devices/cards/euicc.toml: 8949440000000000016 enabled, 8949440000000000024 disabled.
+  p --iccid 8949440000000000016 --action esim_enable --id demo-esim-1 --params '{"profile":"8949440000000000024"}'
+  # The emulated modem's eUICC: 89883030000000000429 enabled, ...437 disabled.
+  p --iccid 89883030000000000429 --action esim_enable --id demo-esim-2 --params '{"profile":"89883030000000000437"}'
+  # Deleting the enabled profile is refused with the reason.
+  p --iccid 8949440000000000024 --action esim_delete --id demo-esim-3 --params '{"profile":"8949440000000000024"}'
+) > "$work/esim-platform.log" 2>&1 &
+rig_pids+=($!)
+echo "the platform's view of agent demo-esim (simgate watch)"
+esim_secs=15
+[ "$DEMO_SECONDS" -gt 0 ] && [ "$DEMO_SECONDS" -lt "$esim_secs" ] && esim_secs=$DEMO_SECONDS
+timeout --foreground -s INT "$esim_secs" "$SIMGATE" --log-format human watch --plain \
+  --broker "$broker" --agent-id demo-esim 2>/dev/null | tail -n 20 || true
+echo
+echo "--- the platform's side ---"
+cat "$work/esim-platform.log"
+echo
+echo "--- what simgate logged ---"
+grep -E "eSIM operation|swap|inserted|removed" "$work/esim-simgate.log" | tail -n 10 || true

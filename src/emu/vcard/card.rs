@@ -2,8 +2,9 @@
 //! returns the response APDU a real card of the image's kind would give; `respond` adds
 //! the image's faults (mute, pulled) for the vpcd side to act on.
 
-use super::image::{parse_path, CardImage, ImageKind};
-use crate::card::{CardError, CardTransport};
+use super::image::{parse_path, CardImage, ImageKind, ProfileImage};
+use crate::card::es10::{der, NotificationEvent};
+use crate::card::{tlv as ber, CardError, CardTransport};
 use std::collections::BTreeMap;
 
 type Path = Vec<[u8; 2]>;
@@ -74,6 +75,13 @@ pub struct VirtualCard {
     pending: Vec<u8>,
     /// APDUs processed since power-on, for logs and tests.
     apdus: u64,
+    /// The eUICC's profiles as they are now (the image's, changed by ES10c).
+    profiles: Vec<ProfileImage>,
+    /// Pending notifications (SGP.22 §3.5): sequence number, event, ICCID, SM-DP+.
+    notifications: Vec<(u32, NotificationEvent, String, String)>,
+    next_seq: u32,
+    /// `fault.drop_channel_after`, or set by a test.
+    drop_after: Option<u64>,
 }
 
 fn sw(data: &[u8], sw1: u8, sw2: u8) -> Vec<u8> {
@@ -121,14 +129,70 @@ impl VirtualCard {
                 Some((parse_path(p).ok()?, recs?))
             })
             .collect();
-        VirtualCard {
+        let profiles = image
+            .euicc
+            .as_ref()
+            .map(|e| e.profiles.clone())
+            .unwrap_or_default();
+        let drop_after = image.fault.drop_channel_after;
+        let mut card = VirtualCard {
             image,
             files,
             records,
             channels: [Some(ChannelState::at_mf()), None, None, None],
             pending: Vec::new(),
             apdus: 0,
+            profiles,
+            notifications: Vec::new(),
+            next_seq: 1,
+            drop_after,
+        };
+        card.show_enabled_profile();
+        card
+    }
+
+    /// After this many APDUs, deselect the ISD-R everywhere and close the logical
+    /// channels once (the `drop_channel_after` fault).
+    pub fn drop_isdr_after(&mut self, n: u64) {
+        self.drop_after = Some(n);
+    }
+
+    /// The profiles as they are now.
+    pub fn profiles(&self) -> &[ProfileImage] {
+        &self.profiles
+    }
+
+    /// On an eUICC the MF's EF.ICCID and the USIM's files are the enabled profile's
+    /// (SGP.22 §2.4: only the enabled profile's file system is visible): rebuild them
+    /// from the profile list.
+    fn show_enabled_profile(&mut self) {
+        if self.image.euicc.is_none() {
+            return;
         }
+        let iccid_path = vec![MF, [0x2F, 0xE2]];
+        let every: Vec<Path> = self
+            .profiles
+            .iter()
+            .flat_map(|p| p.files.keys())
+            .filter_map(|k| parse_path(k).ok())
+            .collect();
+        for k in every {
+            self.files.remove(&k);
+        }
+        self.files.remove(&iccid_path);
+        if let Some(p) = self.profiles.iter().find(|p| p.enabled).cloned() {
+            self.files.insert(iccid_path, iccid_to_ef(&p.iccid));
+            for (k, v) in &p.files {
+                if let (Ok(k), Ok(v)) = (parse_path(k), hex::decode(v)) {
+                    self.files.insert(k, v);
+                }
+            }
+        }
+    }
+
+    /// An eUICC without an enabled profile has no USIM to select.
+    fn has_line(&self) -> bool {
+        self.image.euicc.is_none() || self.profiles.iter().any(|p| p.enabled)
     }
 
     pub fn image(&self) -> &CardImage {
@@ -181,6 +245,15 @@ impl VirtualCard {
     /// Process one command APDU. With `t0_procedures = false` the T=0 procedures are run
     /// here, as a reader that does them itself: the answer carries the data at once.
     pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        if self.drop_after.is_some_and(|n| self.apdus >= n) {
+            self.drop_after = None;
+            for (i, c) in self.channels.iter_mut().enumerate() {
+                match c {
+                    Some(state) if i == 0 => state.app = App::None,
+                    _ => *c = None,
+                }
+            }
+        }
         self.apdus += 1;
         let mut resp = self.execute(apdu);
         if self.image.t0_procedures {
@@ -399,6 +472,7 @@ impl VirtualCard {
             .image
             .usim
             .as_ref()
+            .filter(|_| self.has_line())
             .and_then(|u| hex::decode(&u.aid).ok());
         let (app, full) = if isdr.as_deref() == Some(aid) {
             (App::Isdr, aid.to_vec())
@@ -487,32 +561,203 @@ impl VirtualCard {
         }
     }
 
-    /// STORE DATA to the ISD-R: the two ES10c requests the engine sends (SGP.22 §5.7.20
-    /// GetEUICCData, §5.7.15 GetProfilesInfo). Any other request: 6A80 wrong data.
+    /// STORE DATA to the ISD-R: the ES10 requests of SGP.22 §5.7 simgate sends
+    /// (GetEUICCData, GetEUICCInfo2, GetProfilesInfo, Enable/Disable/DeleteProfile,
+    /// SetNickname, ListNotification, RetrieveNotificationsList, RemoveNotificationFromList),
+    /// changing the profiles as an eUICC does. Anything else: 6A80 wrong data.
     fn store_data(&mut self, data: &[u8]) -> Vec<u8> {
-        let Some(e) = self.image.euicc.clone() else {
+        if self.image.euicc.is_none() {
             return sw(&[], 0x6D, 0x00);
-        };
-        let out = if data.starts_with(&[0xBF, 0x3E]) {
-            // EID: validated as 32 digits at load time.
-            let eid = hex::decode(&e.eid).unwrap_or_default();
-            tlv(&[0xBF, 0x3E], &tlv(&[0x5A], &eid))
-        } else if data.starts_with(&[0xBF, 0x2D]) {
-            let infos: Vec<u8> = e
-                .profiles
-                .iter()
-                .flat_map(|p| {
-                    let mut inner = tlv(&[0x5A], &iccid_to_ef(&p.iccid));
-                    // profileState: disabled(0), enabled(1).
-                    inner.extend(tlv(&[0x9F, 0x70], &[u8::from(p.enabled)]));
-                    tlv(&[0xE3], &inner)
-                })
-                .collect();
-            tlv(&[0xBF, 0x2D], &tlv(&[0xA0], &infos))
-        } else {
+        }
+        let Ok(top) = ber::parse(data) else {
             return sw(&[], 0x6A, 0x80);
         };
+        let Some(req) = top.first().copied() else {
+            return sw(&[], 0x6A, 0x80);
+        };
+        let Some(mut out) = self.es10(req.tag, req.value) else {
+            return sw(&[], 0x6A, 0x80);
+        };
+        if self.image.fault.truncate_es10 {
+            out.truncate(out.len().saturating_sub(3));
+        }
         self.with_data(out)
+    }
+
+    fn profile_index(&self, iccid_tlv: Option<&[u8]>) -> Option<usize> {
+        let want = iccid_tlv?;
+        self.profiles
+            .iter()
+            .position(|p| iccid_to_ef(&p.iccid) == want)
+    }
+
+    fn notify(&mut self, event: NotificationEvent, i: usize) {
+        let p = &self.profiles[i];
+        self.notifications
+            .push((self.next_seq, event, p.iccid.clone(), p.smdp.clone()));
+        self.next_seq += 1;
+    }
+
+    fn metadata(&self, n: &(u32, NotificationEvent, String, String)) -> Vec<u8> {
+        let mut m = der(0x80, &int(n.0));
+        m.extend(der(0x81, &n.1.bit_string()));
+        m.extend(der(0x0C, n.3.as_bytes()));
+        m.extend(der(0x5A, &iccid_to_ef(&n.2)));
+        der(0xBF2F, &m)
+    }
+
+    fn es10(&mut self, tag: u32, value: &[u8]) -> Option<Vec<u8>> {
+        let e = self.image.euicc.clone()?;
+        let find = |t: u32| ber::find(value, t).ok().flatten();
+        let result = |tag: u32, code: u8| der(tag, &der(0x80, &[code]));
+        Some(match tag {
+            // GetEUICCData (SGP.22 §5.7.20): the EID, validated at load time.
+            0xBF3E => der(0xBF3E, &der(0x5A, &hex::decode(&e.eid).unwrap_or_default())),
+            // GetEUICCInfo2 (§5.7.8).
+            0xBF22 => {
+                let svn: Vec<u8> = e.svn.split('.').filter_map(|n| n.parse().ok()).collect();
+                let keys: Vec<u8> = e
+                    .ci_pkids
+                    .iter()
+                    .filter_map(|k| hex::decode(k).ok())
+                    .flat_map(|k| der(0x04, &k))
+                    .collect();
+                let mut b = der(0x81, &[2, 3, 1]);
+                b.extend(der(0x82, &svn));
+                b.extend(der(0x83, &[1, 0, 0]));
+                let mut res = der(0x81, &[self.profiles.len() as u8]);
+                res.extend(der(0x82, &int(e.free_nvm)));
+                res.extend(der(0x83, &int(16_384)));
+                b.extend(der(0x84, &res));
+                b.extend(der(0x85, &[0x07, 0x00]));
+                b.extend(der(0x88, &[0x07, 0x00]));
+                b.extend(der(0xA9, &keys));
+                b.extend(der(0xAA, &keys));
+                der(0xBF22, &b)
+            }
+            // GetProfilesInfo (§5.7.15): the tags of the tag list, or every one we keep.
+            0xBF2D => {
+                let wanted: Option<Vec<u32>> = find(0x5C).map(tag_list);
+                let asks = |t: u32| wanted.as_ref().is_none_or(|w| w.contains(&t));
+                let infos: Vec<u8> = self
+                    .profiles
+                    .iter()
+                    .flat_map(|p| {
+                        let mut i = Vec::new();
+                        if asks(0x5A) {
+                            i.extend(der(0x5A, &iccid_to_ef(&p.iccid)));
+                        }
+                        if asks(0x9F70) {
+                            i.extend(der(0x9F70, &[u8::from(p.enabled)]));
+                        }
+                        for (t, v) in [(0x90, &p.nickname), (0x91, &p.provider), (0x92, &p.name)] {
+                            if let (true, Some(v)) = (asks(t), v) {
+                                i.extend(der(t, v.as_bytes()));
+                            }
+                        }
+                        if asks(0x95) {
+                            let class = match p.class.as_str() {
+                                "test" => 0,
+                                "provisioning" => 1,
+                                _ => 2,
+                            };
+                            i.extend(der(0x95, &[class]));
+                        }
+                        der(0xE3, &i)
+                    })
+                    .collect();
+                der(0xBF2D, &der(0xA0, &infos))
+            }
+            // EnableProfile (§5.7.16): the enabled one is disabled first; a notification
+            // for each (§3.5).
+            0xBF31 | 0xBF32 => {
+                let id = find(0xA0).and_then(|c| ber::find(c, 0x5A).ok().flatten());
+                let code = match (self.profile_index(id), tag) {
+                    (None, _) => 1,
+                    (Some(i), 0xBF31) if self.profiles[i].enabled => 2,
+                    (Some(i), 0xBF31) => {
+                        if let Some(old) = self.profiles.iter().position(|p| p.enabled) {
+                            self.profiles[old].enabled = false;
+                            self.notify(NotificationEvent::Disable, old);
+                        }
+                        self.profiles[i].enabled = true;
+                        self.notify(NotificationEvent::Enable, i);
+                        0
+                    }
+                    (Some(i), _) if !self.profiles[i].enabled => 2,
+                    (Some(i), _) => {
+                        self.profiles[i].enabled = false;
+                        self.notify(NotificationEvent::Disable, i);
+                        0
+                    }
+                };
+                if code == 0 {
+                    self.show_enabled_profile();
+                }
+                result(tag, code)
+            }
+            // DeleteProfile (§5.7.18): only a disabled one.
+            0xBF33 => {
+                let code = match self.profile_index(find(0x5A)) {
+                    None => 1,
+                    Some(i) if self.profiles[i].enabled => 2,
+                    Some(i) => {
+                        self.notify(NotificationEvent::Delete, i);
+                        self.profiles.remove(i);
+                        0
+                    }
+                };
+                result(tag, code)
+            }
+            // SetNickname (§5.7.21).
+            0xBF29 => {
+                let code = match (self.profile_index(find(0x5A)), find(0x90)) {
+                    (Some(i), Some(name)) => {
+                        let name = String::from_utf8_lossy(name).into_owned();
+                        self.profiles[i].nickname = (!name.is_empty()).then_some(name);
+                        0
+                    }
+                    (None, _) => 1,
+                    (Some(_), None) => 127,
+                };
+                result(tag, code)
+            }
+            // ListNotification (§5.7.9).
+            0xBF28 => {
+                let list: Vec<u8> = self
+                    .notifications
+                    .iter()
+                    .flat_map(|n| self.metadata(n))
+                    .collect();
+                der(0xBF28, &der(0xA0, &list))
+            }
+            // RetrieveNotificationsList (§5.7.10): otherSignedNotification { metadata,
+            // a signature (made up: nothing verifies it here), the certificates left out }.
+            0xBF2B => {
+                let seq = find(0xA0)
+                    .and_then(|c| ber::find(c, 0x80).ok().flatten())
+                    .map(|v| v.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)));
+                let list: Vec<u8> = self
+                    .notifications
+                    .iter()
+                    .filter(|n| seq.is_none_or(|s| s == n.0))
+                    .flat_map(|n| {
+                        let mut signed = self.metadata(n);
+                        signed.extend(der(0x5F37, &[0x5A; 64]));
+                        der(0x30, &signed)
+                    })
+                    .collect();
+                der(0xBF2B, &der(0xA0, &list))
+            }
+            // NotificationSentRequest (§5.7.11): ok(0) or nothingToDelete(1).
+            0xBF30 => {
+                let seq = find(0x80).map(|v| v.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)));
+                let before = self.notifications.len();
+                self.notifications.retain(|n| Some(n.0) != seq);
+                result(0xBF30, u8::from(self.notifications.len() == before))
+            }
+            _ => return None,
+        })
     }
 
     fn get_response(&mut self, le: Option<u8>) -> Vec<u8> {
@@ -531,6 +776,40 @@ impl VirtualCard {
             sw(&out, 0x61, rest)
         }
     }
+}
+
+/// INTEGER content, minimal (X.690 §8.3), for values simgate's images hold.
+fn int(n: u32) -> Vec<u8> {
+    let mut b: Vec<u8> = n
+        .to_be_bytes()
+        .into_iter()
+        .skip_while(|b| *b == 0)
+        .collect();
+    if b.first().is_none_or(|b| b & 0x80 != 0) {
+        b.insert(0, 0);
+    }
+    b
+}
+
+/// A tagList (SGP.22 §5.7.15): concatenated BER tags.
+fn tag_list(v: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut t = u32::from(v[i]);
+        if v[i] & 0x1F == 0x1F {
+            while i + 1 < v.len() {
+                i += 1;
+                t = t << 8 | u32::from(v[i]);
+                if v[i] & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        out.push(t);
+        i += 1;
+    }
+    out
 }
 
 /// Answer `contents` honouring Le: a wrong Le gets 6Cxx with the right one (TS 102 221
@@ -576,6 +855,7 @@ mod tests {
             isdr_aids: &[],
             vendor_aids: false,
             subscriber: false,
+            esim_profiles: false,
         }
     }
 

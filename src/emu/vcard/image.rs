@@ -72,15 +72,62 @@ pub struct EuiccImage {
     pub eid: String,
     #[serde(default)]
     pub profiles: Vec<ProfileImage>,
+    /// EUICCInfo2 svn: the SGP.22 version, "2.2.2".
+    #[serde(default = "default_svn")]
+    pub svn: String,
+    /// EUICCInfo2 extCardResource: free non-volatile memory, bytes.
+    #[serde(default = "default_free_nvm")]
+    pub free_nvm: u32,
+    /// EUICCInfo2 euiccCiPKIdListForVerification/ForSigning: CI key ids, hex.
+    #[serde(default = "default_ci_pkids")]
+    pub ci_pkids: Vec<String>,
+}
+
+fn default_svn() -> String {
+    "2.2.2".into()
+}
+
+fn default_free_nvm() -> u32 {
+    245_760
+}
+
+/// The GSMA test CI's key id (SGP.26 test certificates, as lpac and pySim list it).
+fn default_ci_pkids() -> Vec<String> {
+    vec!["F54172BDF98A95D65CBEB88A38A1C11D800A85C3".into()]
 }
 
 /// One installed profile.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileImage {
-    /// ICCID digits.
+    /// ICCID digits: EF.ICCID under the MF while this profile is enabled.
     pub iccid: String,
     pub enabled: bool,
+    /// ProfileInfo profileName, serviceProviderName, profileNickname.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub nickname: Option<String>,
+    /// test, provisioning or operational (default).
+    #[serde(default = "default_class")]
+    pub class: String,
+    /// The SM-DP+ its notifications go to (NotificationMetadata notificationAddress).
+    #[serde(default = "default_smdp")]
+    pub smdp: String,
+    /// The profile's own files (EF.IMSI, EF.SPN, ...), present while it is enabled: path
+    /// → contents, hex, as in `[files]`.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+fn default_class() -> String {
+    "operational".into()
+}
+
+fn default_smdp() -> String {
+    "smdp.example.com".into()
 }
 
 /// Faults a broken card shows.
@@ -92,6 +139,12 @@ pub struct Fault {
     /// Answer this many APDUs, then drop the connection at the next one: the card
     /// pulled in the middle of a read.
     pub pull_after: Option<u64>,
+    /// Answer this many APDUs, then deselect the ISD-R on every channel and close the
+    /// logical channels, as a card that dropped the channel mid-operation.
+    pub drop_channel_after: Option<u64>,
+    /// Cut the last 3 bytes off every ES10 response: a malformed answer.
+    #[serde(default)]
+    pub truncate_es10: bool,
 }
 
 /// A card image that cannot be used, with the file and the reason.
@@ -155,6 +208,32 @@ impl CardImage {
                 {
                     return Err(format!("euicc.profiles[{i}].iccid: 18 to 20 digits"));
                 }
+                if !["test", "provisioning", "operational"].contains(&p.class.as_str()) {
+                    return Err(format!(
+                        "euicc.profiles[{i}].class: \"{}\" is not test, provisioning or operational",
+                        p.class
+                    ));
+                }
+                for (path, contents) in &p.files {
+                    parse_path(path)
+                        .map_err(|e| format!("euicc.profiles[{i}].files.\"{path}\": {e}"))?;
+                    hex::decode(contents).map_err(|e| {
+                        format!("euicc.profiles[{i}].files.\"{path}\": contents not hex: {e}")
+                    })?;
+                }
+            }
+            if e.profiles.iter().filter(|p| p.enabled).count() > 1 {
+                return Err("euicc.profiles: more than one enabled (SGP.22 allows one)".into());
+            }
+            for (i, k) in e.ci_pkids.iter().enumerate() {
+                hex::decode(k).map_err(|e| format!("euicc.ci_pkids[{i}]: not hex: {e}"))?;
+            }
+            let svn: Vec<&str> = e.svn.split('.').collect();
+            if svn.len() != 3 || svn.iter().any(|n| n.parse::<u8>().is_err()) {
+                return Err(format!(
+                    "euicc.svn: \"{}\" is not a version like 2.2.2",
+                    e.svn
+                ));
             }
         }
         Ok(image)
