@@ -21,7 +21,49 @@ pub struct Config {
     pub readers: Readers,
     pub station: Station,
     pub modems: Modems,
+    pub http: Http,
     pub log: Log,
+}
+
+/// The station page (src/http): where it listens and the token its buttons need.
+#[derive(Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Empty: no page. A bare port binds 127.0.0.1.
+    pub listen: String,
+    /// Empty: the page is read-only.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("listen", &self.listen)
+            .field("token", &(!self.token.is_empty()).then_some("<set>"))
+            .finish()
+    }
+}
+
+/// Shortest token accepted for the page's buttons.
+pub const MIN_HTTP_TOKEN: usize = 16;
+
+/// Where the page listens: a bare port is 127.0.0.1's (the page stays on this machine
+/// unless asked otherwise), "localhost:PORT" too, else an IP address and port.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let local = |port: &str| {
+        port.parse::<u16>()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| format!("\"{s}\": the port must be 0-65535"))
+    };
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return local(s);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        return local(port);
+    }
+    s.parse().map_err(|_| {
+        format!("\"{s}\" is not PORT, localhost:PORT or IP:PORT (e.g. 8080, 0.0.0.0:8080, [::1]:8080)")
+    })
 }
 
 /// Batch attributes for `simgate station`, attached to every SIM read; flags override.
@@ -283,6 +325,20 @@ impl Config {
             return Err(invalid(
                 "modems.poll_secs",
                 format!("{} is outside 5..=86400 seconds", self.modems.poll_secs),
+            ));
+        }
+        if !self.http.listen.is_empty() {
+            parse_listen(&self.http.listen).map_err(|why| invalid("http.listen", why))?;
+        }
+        if !self.http.token.is_empty()
+            && (self.http.token.len() < MIN_HTTP_TOKEN
+                || !self.http.token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "http.token",
+                format!(
+                    "must be at least {MIN_HTTP_TOKEN} printable characters without spaces (e.g. `openssl rand -hex 16`)"
+                ),
             ));
         }
         if self.broker.client_cert.as_os_str().is_empty()
