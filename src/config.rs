@@ -62,7 +62,9 @@ pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
         return local(port);
     }
     s.parse().map_err(|_| {
-        format!("\"{s}\" is not PORT, localhost:PORT or IP:PORT (e.g. 8080, 0.0.0.0:8080, [::1]:8080)")
+        format!(
+            "\"{s}\" is not PORT, localhost:PORT or IP:PORT (e.g. 8080, 0.0.0.0:8080, [::1]:8080)"
+        )
     })
 }
 

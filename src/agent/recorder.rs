@@ -103,7 +103,11 @@ impl Recorder {
 
     /// A command's lifecycle to the platform (its status topic, and an event once it is
     /// final when `as_event`) and to the page.
-    pub fn command_status(&self, status: &CommandStatus, as_event: bool) -> Result<(), RecordError> {
+    pub fn command_status(
+        &self,
+        status: &CommandStatus,
+        as_event: bool,
+    ) -> Result<(), RecordError> {
         if let Some(feed) = &self.feed {
             feed.command(status);
         }

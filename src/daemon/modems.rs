@@ -76,10 +76,8 @@ impl Modems {
 
     pub(crate) async fn on_event(&mut self, ctx: &Ctx, ev: ModemEvent) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
-        if let (
-            Some(feed),
-            ModemEvent::Identified(info) | ModemEvent::SimInserted { info, .. },
-        ) = (&ctx.rec.feed, &ev)
+        if let (Some(feed), ModemEvent::Identified(info) | ModemEvent::SimInserted { info, .. }) =
+            (&ctx.rec.feed, &ev)
         {
             // The page's signal and registration columns (the platform has no field).
             feed.modem(

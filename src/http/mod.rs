@@ -126,7 +126,10 @@ pub fn router(page: Page) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/app.css", get(|| asset("text/css; charset=utf-8", CSS)))
-        .route("/app.js", get(|| asset("text/javascript; charset=utf-8", JS)))
+        .route(
+            "/app.js",
+            get(|| asset("text/javascript; charset=utf-8", JS)),
+        )
         .route("/events", get(events))
         .route("/state", get(state))
         .route("/qr/{key}", get(qr))
@@ -313,7 +316,10 @@ async fn qr(State(page): State<Page>, Path(key): Path<String>) -> Response {
                 .into_response(),
             Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("no QR code: {e}")),
         },
-        Ok(None) => text(StatusCode::NOT_FOUND, "no activation code or EID for this SIM"),
+        Ok(None) => text(
+            StatusCode::NOT_FOUND,
+            "no activation code or EID for this SIM",
+        ),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
     }
 }
@@ -338,10 +344,7 @@ async fn batch_csv(State(page): State<Page>) -> Response {
             body,
         )
             .into_response(),
-        Err(e) => text(
-            StatusCode::NOT_FOUND,
-            format!("{}: {e}", path.display()),
-        ),
+        Err(e) => text(StatusCode::NOT_FOUND, format!("{}: {e}", path.display())),
     }
 }
 
@@ -423,7 +426,10 @@ async fn command(State(page): State<Page>, headers: HeaderMap, body: Bytes) -> R
     let (claimed, answer) = oneshot::channel();
     let sent = tokio::time::timeout(CLAIM_WAIT, act.send(WebCommand { command, claimed })).await;
     if !matches!(sent, Ok(Ok(()))) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "the daemon is not taking commands now");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is not taking commands now",
+        );
     }
     match tokio::time::timeout(CLAIM_WAIT, answer).await {
         Ok(Ok(())) => (
@@ -432,7 +438,10 @@ async fn command(State(page): State<Page>, headers: HeaderMap, body: Bytes) -> R
             serde_json::json!({ "id": id }).to_string(),
         )
             .into_response(),
-        _ => text(StatusCode::SERVICE_UNAVAILABLE, "the daemon did not take the command"),
+        _ => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon did not take the command",
+        ),
     }
 }
 

@@ -32,3 +32,4 @@ mod rules;
 mod service_notify;
 mod station;
 mod swap;
+mod web;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what simgate needs on Debian/Ubuntu, if missing. Idempotent.
 #   deps.sh build   building simgate and its package: no test rig (`make build`, `make deb`)
-#   deps.sh rig     building, plus the test rig and demo: pcscd, vpcd, mosquitto
+#   deps.sh rig     building, plus the test rig and demo: pcscd, vpcd, mosquitto, and
+#                   headless chromium with chromedriver and zbarimg (the station page)
 #                   (`make deps`, `make test`, `make demo`)
 #   deps.sh deb     building, plus what checking the package needs (`make deb-check`)
 set -euo pipefail
@@ -10,7 +11,7 @@ build=(pkg-config libpcsclite-dev)
 case "${1:-rig}" in
   build) packages=("${build[@]}") ;;
   rig) packages=("${build[@]}" pcscd vsmartcard-vpcd mosquitto mosquitto-clients
-                 util-linux coreutils openssl) ;;
+                 util-linux coreutils openssl chromium chromium-driver zbar-tools) ;;
   # systemd for systemd-analyze (verify, security); passwd for the maintainer scripts.
   deb) packages=("${build[@]}" systemd passwd) ;;
   *) echo "usage: $0 build|rig|deb" >&2; exit 2 ;;
