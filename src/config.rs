@@ -543,4 +543,39 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn the_page_listens_on_localhost_for_a_bare_port_and_a_short_token_is_refused() {
+        use std::net::SocketAddr;
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        );
+        assert_eq!(
+            parse_listen("localhost:81").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 81))
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:8080").unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        );
+        assert!(parse_listen("[::1]:8080").is_ok());
+        assert!(parse_listen("99999").unwrap_err().contains("0-65535"));
+        assert!(parse_listen("gateway:80").unwrap_err().contains("IP:PORT"));
+
+        let mut cfg = Config::default();
+        cfg.http.listen = "web".into();
+        let e = cfg.validate("simgate.toml").unwrap_err().to_string();
+        assert!(e.starts_with("simgate.toml: http.listen: \"web\""), "{e}");
+        cfg.http.listen = "8080".into();
+        cfg.http.token = "short".into();
+        let e = cfg.validate("simgate.toml").unwrap_err().to_string();
+        assert!(e.contains("http.token: must be at least 16"), "{e}");
+        cfg.http.token = "0123456789abcdef".into();
+        cfg.validate("simgate.toml").unwrap();
+        assert!(
+            !format!("{cfg:?}").contains("0123456789abcdef"),
+            "the token never in a log"
+        );
+    }
 }

@@ -1091,4 +1091,36 @@ mod tests {
         assert_eq!(j["seq"], 7);
         assert_eq!(serde_json::from_value::<EventMsg>(j).unwrap(), e);
     }
+
+    #[test]
+    fn an_activation_code_is_checked_as_sgp22_writes_it_and_a_bad_one_refuses_the_record() {
+        for ok in [
+            "LPA:1$smdp.example.com$04386-AGYFT-A74Y8-3F815",
+            "LPA:1$smdp.example.com$",
+            "LPA:1$rsp.example.net:8443$ABC$1.3.6.1.4.1.31746$1",
+        ] {
+            check_activation_code(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            ("smdp.example.com$ABC", "LPA:1$"),
+            ("LPA:1$smdp.example.com", "matching id"),
+            ("LPA:1$$ABC", "not a host name"),
+            ("LPA:1$smdp.example.com$AB C", "letters, digits"),
+        ] {
+            let e = check_activation_code(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let r = parse_platform_record(br#"{"v":1,"activation_code":"http://x"}"#).unwrap_err();
+        assert_eq!(r.code, RefusalCode::InvalidField);
+        assert!(r.reason.starts_with("activation_code: "), "{}", r.reason);
+        let ok = parse_platform_record(
+            br#"{"v":1,"activation_code":"LPA:1$smdp.example.com$04386-AGYFT"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            ok.activation_code.as_deref(),
+            Some("LPA:1$smdp.example.com$04386-AGYFT")
+        );
+    }
 }

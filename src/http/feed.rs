@@ -146,6 +146,11 @@ impl Feed {
         (recent.clone(), self.inner.tx.subscribe())
     }
 
+    /// What the feed keeps, for a one-off look (`/state`): no stream.
+    pub fn recent(&self) -> Recent {
+        self.lock().clone()
+    }
+
     /// Pages open now.
     pub fn pages(&self) -> usize {
         self.inner.tx.receiver_count()

@@ -203,8 +203,7 @@ pub fn snapshot(page: &Page, recent: &Recent) -> Result<String, crate::store::St
 }
 
 async fn state(State(page): State<Page>) -> Response {
-    let (recent, _rx) = page.feed.subscribe();
-    match snapshot(&page, &recent) {
+    match snapshot(&page, &page.feed.recent()) {
         Ok(s) => (
             [
                 (header::CONTENT_TYPE, "application/json"),
