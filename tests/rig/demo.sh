@@ -24,16 +24,27 @@ echo "===== act 1: a reader station ($reader 00 00 and 00 01) ====="
 # A mute card is declared so after 1.5 s instead of the default 5 s.
 printf '[readers]\ncard_timeout_ms = 1500\n' > "$work/station.toml"
 # The station page (README.md, "The station page"): its URL is in the station's header;
-# headless chromium takes a picture of it while the duplicate's warning shows.
+# once the page knows the duplicate (its /state), headless chromium takes a picture of
+# it (--timeout: 2.5 s after it started; the page's event stream never "finishes").
 page_port=$(rig_free_port)
 (
-  sleep 6
+  python3 - "$page_port" <<'PY' || exit 0
+import sys, time, urllib.request
+for _ in range(150):
+    try:
+        if b"DUPLICATE" in urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/state").read():
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
   if command -v chromium > /dev/null; then
     mkdir -p tests/rig/screenshots
     chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
       --disable-background-networking --disable-component-update --disable-sync \
       --disable-dev-shm-usage --hide-scrollbars --user-data-dir="$work/chromium" \
-      --window-size=1280,800 --virtual-time-budget=1500 \
+      --window-size=1280,800 --timeout=2500 \
       --screenshot=tests/rig/screenshots/station-page.png "http://127.0.0.1:$page_port/"
   fi
 ) > "$work/chromium.log" 2>&1 &

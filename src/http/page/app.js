@@ -145,7 +145,7 @@ function read(r, tally, fresh) {
     ((r.warnings || []).length ? "  ⚠ " + r.warnings.join("; ") : ""));
   const list = $("reads");
   list.prepend(li);
-  while (list.children.length > 8) list.lastChild.remove();
+  while (list.children.length > 4) list.lastChild.remove();
 }
 
 function money(v, unit) { return v === undefined || v === null ? null : (Math.round(v * 100) / 100) + unit; }
@@ -196,7 +196,7 @@ function renderRow(row, mb) {
     const payload = p.activation_code || row.eid;
     if (payload) {
       const img = el("img", "qr");
-      img.width = 128; img.height = 128;
+      img.width = 112; img.height = 112;
       img.alt = "QR code: " + payload;
       img.title = payload;
       img.src = "/qr/" + encodeURIComponent(row.iccid) + "?v=" + encodeURIComponent(payload);
