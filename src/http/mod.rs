@@ -246,27 +246,25 @@ async fn events(State(page): State<Page>) -> Response {
         if let Some(s) = st.first.take() {
             return Some((Ok::<_, Infallible>(SseEvent::default().data(s)), st));
         }
-        loop {
-            let got = tokio::select! {
-                _ = st.page.cancel.cancelled() => return None,
-                got = st.rx.recv() => got,
-            };
-            match got {
-                Ok(text) => return Some((Ok(SseEvent::default().data(&*text)), st)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(missed = n, "a page fell behind: sending it the snapshot");
-                    let (recent, rx) = st.page.feed.subscribe();
-                    st.rx = rx;
-                    match snapshot(&st.page, &recent) {
-                        Ok(s) => return Some((Ok(SseEvent::default().data(s)), st)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "snapshot for a page failed");
-                            return None;
-                        }
+        let got = tokio::select! {
+            _ = st.page.cancel.cancelled() => return None,
+            got = st.rx.recv() => got,
+        };
+        match got {
+            Ok(text) => Some((Ok(SseEvent::default().data(&*text)), st)),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::debug!(missed = n, "a page fell behind: sending it the snapshot");
+                let (recent, rx) = st.page.feed.subscribe();
+                st.rx = rx;
+                match snapshot(&st.page, &recent) {
+                    Ok(s) => Some((Ok(SseEvent::default().data(s)), st)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot for a page failed");
+                        None
                     }
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     });
     let mut resp = Sse::new(stream)
@@ -347,10 +345,11 @@ async fn batch_csv(State(page): State<Page>) -> Response {
     }
 }
 
-/// The token check: Ok, or the response that refuses.
-fn authorize(page: &Page, headers: &HeaderMap) -> Result<(), Response> {
+/// The token check: None when the request carries the configured token, else the
+/// response that refuses it.
+fn refused(page: &Page, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &page.token else {
-        return Err(text(
+        return Some(text(
             StatusCode::FORBIDDEN,
             "read-only page: no [http] token is configured",
         ));
@@ -360,7 +359,7 @@ fn authorize(page: &Page, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if same(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(g) if same(g.as_bytes(), token.as_bytes()) => None,
         _ => {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,
@@ -368,7 +367,7 @@ fn authorize(page: &Page, headers: &HeaderMap) -> Result<(), Response> {
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(r)
+            Some(r)
         }
     }
 }
@@ -379,7 +378,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn check_token(State(page): State<Page>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&page, &headers) {
+    if let Some(r) = refused(&page, &headers) {
         return r;
     }
     if page.act.is_none() {
@@ -393,7 +392,7 @@ async fn check_token(State(page): State<Page>, headers: HeaderMap) -> Response {
 /// Checked as the platform's commands are (contract::parse_command); 202 once the loop
 /// claimed its id, its lifecycle then on the event stream.
 async fn command(State(page): State<Page>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&page, &headers) {
+    if let Some(r) = refused(&page, &headers) {
         return r;
     }
     let Some(act) = &page.act else {
