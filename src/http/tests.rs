@@ -416,3 +416,59 @@ async fn a_station_page_takes_no_commands_and_serves_its_batch_csv() {
     );
     assert_eq!(text, "n,iccid\n1,8988211000000430010\n");
 }
+
+#[tokio::test]
+async fn a_swap_s_steps_and_a_command_s_lifecycle_reach_the_page_and_a_later_page_gets_them() {
+    use crate::contract::{CommandStatus, CommandStatusWord, EventKind, SwapStep};
+    let r = rig("swap", None);
+    let mut s = open_stream(&r.page).await;
+    next(&mut s).await;
+    let step = |step, ok| EventKind::SwapStep {
+        id: "web-9".into(),
+        iccid: ICCID.into(),
+        step,
+        ok,
+        new_iccid: None,
+        detail: "slot 2".into(),
+        secs: None,
+    };
+    r.page.feed.event(&step(SwapStep::ALL[0], None));
+    r.page.feed.event(&step(SwapStep::ALL[0], Some(true)));
+    let msg = next(&mut s).await;
+    assert_eq!(msg["type"], "swap_step");
+    assert_eq!(msg["swap"]["steps"].as_array().unwrap().len(), 1);
+    let msg = next(&mut s).await;
+    assert_eq!(msg["swap"]["steps"][1]["ok"], true, "{msg}");
+    // Other events are the platform's business, not the page's.
+    r.page.feed.event(&EventKind::Removed {
+        iccid: ICCID.into(),
+        location: sim(ICCID).location,
+    });
+    let status = |word| CommandStatus {
+        v: 1,
+        id: "web-9".into(),
+        iccid: ICCID.into(),
+        action: "swap".into(),
+        status: word,
+        code: None,
+        reason: None,
+        ts: 1,
+    };
+    r.page.feed.command(&status(CommandStatusWord::Received));
+    r.page.feed.command(&status(CommandStatusWord::Executing));
+    assert_eq!(next(&mut s).await["command"]["status"], "received");
+    assert_eq!(next(&mut s).await["command"]["status"], "executing");
+
+    let mut later = open_stream(&r.page).await;
+    let snap = next(&mut later).await;
+    assert_eq!(
+        snap["recent"]["swaps"][0]["steps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let commands = snap["recent"]["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 1, "one entry per command id: {commands:?}");
+    assert_eq!(commands[0]["status"], "executing");
+}
