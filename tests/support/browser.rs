@@ -101,7 +101,8 @@ impl Browser {
     }
 
     /// Wait until the JavaScript expression `cond` is truthy in the page, woken by the
-    /// page's own DOM changes (a MutationObserver), within `limit`. Returns the value.
+    /// page's own DOM changes (a MutationObserver) and by resources finishing their load
+    /// (an image's load event), within `limit`. Returns the value.
     pub fn until(&self, what: &str, cond: &str, limit: Duration) -> Value {
         let script = format!(
             r#"const done = arguments[arguments.length - 1];
@@ -109,12 +110,21 @@ impl Browser {
             const test = () => {{ try {{ return ({cond}); }} catch (e) {{ return null; }} }};
             let v = test();
             if (v) return done(v);
-            const obs = new MutationObserver(() => {{
-              const v = test();
-              if (v) {{ obs.disconnect(); clearTimeout(t); done(v); }}
-            }});
+            let over = false;
+            const end = (v) => {{
+              if (over) return;
+              over = true;
+              obs.disconnect();
+              document.removeEventListener('load', check, true);
+              clearTimeout(t);
+              done(v);
+            }};
+            const check = () => {{ const v = test(); if (v) end(v); }};
+            const obs = new MutationObserver(check);
             obs.observe(document, {{subtree: true, childList: true, characterData: true, attributes: true}});
-            const t = setTimeout(() => {{ obs.disconnect(); done(null); }}, limit);"#
+            // An image finishing its load changes no DOM node: its load event, caught here.
+            document.addEventListener('load', check, true);
+            const t = setTimeout(() => end(null), limit);"#
         );
         let v = self.call(
             "POST",
