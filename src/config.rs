@@ -21,7 +21,51 @@ pub struct Config {
     pub readers: Readers,
     pub station: Station,
     pub modems: Modems,
+    pub http: Http,
     pub log: Log,
+}
+
+/// The station page (src/http): where it listens and the token its buttons need.
+#[derive(Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Empty: no page. A bare port binds 127.0.0.1.
+    pub listen: String,
+    /// Empty: the page is read-only.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("listen", &self.listen)
+            .field("token", &(!self.token.is_empty()).then_some("<set>"))
+            .finish()
+    }
+}
+
+/// Shortest token accepted for the page's buttons.
+pub const MIN_HTTP_TOKEN: usize = 16;
+
+/// Where the page listens: a bare port is 127.0.0.1's (the page stays on this machine
+/// unless asked otherwise), "localhost:PORT" too, else an IP address and port.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let local = |port: &str| {
+        port.parse::<u16>()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| format!("\"{s}\": the port must be 0-65535"))
+    };
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return local(s);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        return local(port);
+    }
+    s.parse().map_err(|_| {
+        format!(
+            "\"{s}\" is not PORT, localhost:PORT or IP:PORT (e.g. 8080, 0.0.0.0:8080, [::1]:8080)"
+        )
+    })
 }
 
 /// Batch attributes for `simgate station`, attached to every SIM read; flags override.
@@ -296,6 +340,20 @@ impl Config {
                 format!("{} is outside 5..=86400 seconds", self.modems.poll_secs),
             ));
         }
+        if !self.http.listen.is_empty() {
+            parse_listen(&self.http.listen).map_err(|why| invalid("http.listen", why))?;
+        }
+        if !self.http.token.is_empty()
+            && (self.http.token.len() < MIN_HTTP_TOKEN
+                || !self.http.token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "http.token",
+                format!(
+                    "must be at least {MIN_HTTP_TOKEN} printable characters without spaces (e.g. `openssl rand -hex 16`)"
+                ),
+            ));
+        }
         if self.broker.client_cert.as_os_str().is_empty()
             != self.broker.client_key.as_os_str().is_empty()
         {
@@ -494,6 +552,41 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 1999
             }
+        );
+    }
+
+    #[test]
+    fn the_page_listens_on_localhost_for_a_bare_port_and_a_short_token_is_refused() {
+        use std::net::SocketAddr;
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        );
+        assert_eq!(
+            parse_listen("localhost:81").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 81))
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:8080").unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        );
+        assert!(parse_listen("[::1]:8080").is_ok());
+        assert!(parse_listen("99999").unwrap_err().contains("0-65535"));
+        assert!(parse_listen("gateway:80").unwrap_err().contains("IP:PORT"));
+
+        let mut cfg = Config::default();
+        cfg.http.listen = "web".into();
+        let e = cfg.validate("simgate.toml").unwrap_err().to_string();
+        assert!(e.starts_with("simgate.toml: http.listen: \"web\""), "{e}");
+        cfg.http.listen = "8080".into();
+        cfg.http.token = "short".into();
+        let e = cfg.validate("simgate.toml").unwrap_err().to_string();
+        assert!(e.contains("http.token: must be at least 16"), "{e}");
+        cfg.http.token = "0123456789abcdef".into();
+        cfg.validate("simgate.toml").unwrap();
+        assert!(
+            !format!("{cfg:?}").contains("0123456789abcdef"),
+            "the token never in a log"
         );
     }
 }

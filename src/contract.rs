@@ -1005,6 +1005,46 @@ fn check_record(r: &PlatformRecord) -> Result<(), Refusal> {
     if r.rules.len() > 32 {
         return bad("rules", "more than 32 rules");
     }
+    if let Some(code) = &r.activation_code {
+        check_activation_code(code).map_err(|why| {
+            Refusal::new(RefusalCode::InvalidField, format!("activation_code: {why}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// An activation code as GSMA SGP.22 §4.1 writes it: `LPA:1$<SM-DP+ address>$<matching
+/// id>`, optionally followed by `$<SM-DP+ OID>` and `$<confirmation code required flag>`.
+/// The address is a host name; the matching id may be empty (§4.1.1: then the default
+/// SM-DP+ is asked), else letters, digits and '-'.
+pub fn check_activation_code(code: &str) -> Result<(), String> {
+    if code.len() > 255 {
+        return Err("longer than 255 characters".into());
+    }
+    let Some(rest) = code.strip_prefix("LPA:1$") else {
+        return Err("must start with LPA:1$ (SGP.22 §4.1)".into());
+    };
+    let parts: Vec<&str> = rest.split('$').collect();
+    if !(2..=4).contains(&parts.len()) {
+        return Err("must be LPA:1$<SM-DP+ address>$<matching id>".into());
+    }
+    let host = parts[0];
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+    {
+        return Err(format!("SM-DP+ address \"{host}\" is not a host name"));
+    }
+    if !parts[1]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err("matching id: letters, digits and '-' only".into());
+    }
+    if code.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
     Ok(())
 }
 
@@ -1238,5 +1278,37 @@ mod tests {
         assert!(bad(Action::EsimNotificationAck, json!({"seq": -1})).starts_with("params.seq"));
         assert!(bad(Action::EsimNotificationAck, json!({"profile": "x"}))
             .starts_with("params.profile: unknown"));
+    }
+
+    #[test]
+    fn an_activation_code_is_checked_as_sgp22_writes_it_and_a_bad_one_refuses_the_record() {
+        for ok in [
+            "LPA:1$smdp.example.com$04386-AGYFT-A74Y8-3F815",
+            "LPA:1$smdp.example.com$",
+            "LPA:1$rsp.example.net:8443$ABC$1.3.6.1.4.1.31746$1",
+        ] {
+            check_activation_code(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            ("smdp.example.com$ABC", "LPA:1$"),
+            ("LPA:1$smdp.example.com", "matching id"),
+            ("LPA:1$$ABC", "not a host name"),
+            ("LPA:1$smdp.example.com$AB C", "letters, digits"),
+        ] {
+            let e = check_activation_code(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let r = parse_platform_record(br#"{"v":1,"activation_code":"http://x"}"#).unwrap_err();
+        assert_eq!(r.code, RefusalCode::InvalidField);
+        assert!(r.reason.starts_with("activation_code: "), "{}", r.reason);
+        let ok = parse_platform_record(
+            br#"{"v":1,"activation_code":"LPA:1$smdp.example.com$04386-AGYFT"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            ok.activation_code.as_deref(),
+            Some("LPA:1$smdp.example.com$04386-AGYFT")
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod contract;
 pub mod daemon;
 #[cfg(feature = "emulators")]
 pub mod emu;
+pub mod http;
 pub mod link;
 pub mod logging;
 pub mod modem;

@@ -341,6 +341,10 @@ pub struct PlatformRecord {
     /// Platform's own timestamp of this version (Unix seconds), when it sends one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub updated_at: Option<u64>,
+    /// An eSIM's activation code, `LPA:1$<SM-DP+ address>$<matching id>` (GSMA SGP.22
+    /// §4.1): what the station page's QR code carries (else the EID).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub activation_code: Option<String>,
 }
 
 /// Test helper: every variant of a `wire_words!` vocabulary is its word on the wire, and

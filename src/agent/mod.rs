@@ -10,6 +10,7 @@ pub mod recorder;
 pub use readers::{FinishedRead, ReaderManager};
 pub use recorder::{RecordError, Recorder};
 
+use crate::http::Feed;
 use crate::link::{Link, LinkError, LinkSettings, Received};
 use crate::reader::watch::{self, ReaderEvent};
 use crate::store::Store;
@@ -26,15 +27,17 @@ pub type Started = (
     Option<JoinHandle<()>>,
 );
 
-/// Start the platform link (if `broker` is set) over `store`.
+/// Start the platform link (if `broker` is set) over `store`; rows go to `feed` too
+/// when the station page is served.
 pub fn start(
     store: Store,
     broker: Option<&LinkSettings>,
+    feed: Option<Feed>,
     cancel: &CancellationToken,
 ) -> Result<Started, LinkError> {
     let (tx, rx) = mpsc::unbounded_channel::<Received>();
     let (link, task): (Option<Link>, _) = Link::start_if(broker, &store, tx, cancel.clone())?;
-    let rec = Recorder { store, link };
+    let rec = Recorder { store, link, feed };
     // What a crash left unpublished goes out before anything new is recorded.
     rec.recover().map_err(|e| match e {
         RecordError::Link(e) => e,

@@ -2,7 +2,8 @@
 //! was shown is kept), then published as the SIM's state row and the events it implies.
 
 use super::changes;
-use crate::contract::EventKind;
+use crate::contract::{CommandStatus, CommandStatusWord, EventKind, SimState};
+use crate::http::Feed;
 use crate::link::{Link, LinkError};
 use crate::sim::{Location, Observed};
 use crate::store::sims::Owed;
@@ -16,11 +17,13 @@ pub enum RecordError {
     Link(#[from] LinkError),
 }
 
-/// The store and, when there is a platform link, the link.
+/// The store and, when there is a platform link, the link; when the station page is
+/// served (src/http), its feed: every row the platform gets, the page gets.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     pub store: Store,
     pub link: Option<Link>,
+    pub feed: Option<Feed>,
 }
 
 impl Recorder {
@@ -72,19 +75,82 @@ impl Recorder {
                 }
             }
         }
-        if let Some(link) = &self.link {
+        if self.link.is_some() || self.feed.is_some() {
             for old in &replaced {
-                link.publish_state(&crate::link::row(&self.store, old)?)?;
+                self.publish_row(old)?;
             }
-            for ev in changes::events(prev.as_ref(), obs, &replaced) {
-                link.publish_event(ev)?;
+            if let Some(link) = &self.link {
+                for ev in changes::events(prev.as_ref(), obs, &replaced) {
+                    link.publish_event(ev)?;
+                }
             }
-            link.publish_state(&crate::link::row(&self.store, obs)?)?;
+            self.publish_row(obs)?;
         }
         for old in &replaced {
             self.store.paid(&old.iccid)?;
         }
         self.store.paid(&obs.iccid)?;
+        Ok(())
+    }
+
+    /// The SIM's row (observation, cached record, estimate) to the platform and the
+    /// page: after the record or the estimate changed without a new observation.
+    pub fn publish_row(&self, obs: &Observed) -> Result<(), RecordError> {
+        if self.link.is_none() && self.feed.is_none() {
+            return Ok(());
+        }
+        let row = crate::link::row(&self.store, obs)?;
+        if let Some(link) = &self.link {
+            link.publish_state(&row)?;
+        }
+        self.show_row(&row)
+    }
+
+    /// The SIM's row to the page only (a station caching a platform record, a modem's
+    /// usage counted: the platform learns those its own way).
+    pub fn show(&self, obs: &Observed) -> Result<(), RecordError> {
+        if self.feed.is_none() {
+            return Ok(());
+        }
+        self.show_row(&crate::link::row(&self.store, obs)?)
+    }
+
+    fn show_row(&self, row: &SimState) -> Result<(), RecordError> {
+        if let Some(feed) = &self.feed {
+            let month = crate::time::month_key(crate::time::unix_now());
+            let used = self.store.month_usage(&row.sim.iccid, &month)?;
+            feed.row(row, (used.total() > 0).then(|| used.megabytes()));
+        }
+        Ok(())
+    }
+
+    /// A command's lifecycle to the platform (its status topic, and an event once it is
+    /// final when `as_event`) and to the page.
+    pub fn command_status(
+        &self,
+        status: &CommandStatus,
+        as_event: bool,
+    ) -> Result<(), RecordError> {
+        if let Some(feed) = &self.feed {
+            feed.command(status);
+        }
+        if let Some(link) = &self.link {
+            link.publish_command_status(status)?;
+            if as_event
+                && matches!(
+                    status.status,
+                    CommandStatusWord::Successful | CommandStatusWord::Failed
+                )
+            {
+                link.publish_event(EventKind::Command {
+                    id: status.id.clone(),
+                    iccid: status.iccid.clone(),
+                    action: status.action.clone(),
+                    status: status.status,
+                    reason: status.reason.clone(),
+                })?;
+            }
+        }
         Ok(())
     }
 
@@ -138,8 +204,11 @@ impl Recorder {
             .collect())
     }
 
-    /// An event for the platform, when there is a link.
+    /// An event for the platform, when there is a link (and the page: a swap's steps).
     pub fn event(&self, ev: EventKind) -> Result<(), RecordError> {
+        if let Some(feed) = &self.feed {
+            feed.event(&ev);
+        }
         if let Some(link) = &self.link {
             link.publish_event(ev)?;
         }

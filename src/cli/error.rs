@@ -19,7 +19,12 @@ pub(super) fn is_usage(e: &anyhow::Error) -> bool {
             // Transparent: its own source is the profile error's cause, not the error.
             || matches!(
                 c.downcast_ref::<crate::daemon::DaemonError>(),
-                Some(crate::daemon::DaemonError::Profile(_))
+                Some(crate::daemon::DaemonError::Profile(_) | crate::daemon::DaemonError::Http(_))
+            )
+            // The page's address taken or not ours to bind.
+            || matches!(
+                c.downcast_ref::<crate::station::StationError>(),
+                Some(crate::station::StationError::Http(_))
             )
     })
 }

@@ -38,6 +38,9 @@ pub struct AgentArgs {
     /// Reader: exact name or pattern with '*'. Repeatable; none: all readers.
     #[arg(long = "reader", env = "SIMGATE_READERS", value_delimiter = ',')]
     pub readers: Vec<String>,
+    /// Serve the station page here: PORT (on 127.0.0.1) or IP:PORT.
+    #[arg(long = "http", env = "SIMGATE_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 impl AgentArgs {
@@ -55,7 +58,19 @@ impl AgentArgs {
         if !self.readers.is_empty() {
             cfg.readers.names = self.readers;
         }
+        if let Some(h) = self.http {
+            cfg.http.listen = h;
+        }
     }
+}
+
+/// The station page's settings, when the configuration asks for the page (validated).
+pub(super) fn http_settings(cfg: &Config) -> Option<crate::http::Settings> {
+    let addr = crate::config::parse_listen(&cfg.http.listen).ok()?;
+    Some(crate::http::Settings {
+        addr,
+        token: (!cfg.http.token.is_empty()).then(|| cfg.http.token.clone()),
+    })
 }
 
 pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
@@ -95,6 +110,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
             replace: Duration::from_secs(cfg.modems.swap_replace_secs),
         },
         modems_shared: cfg.modems.shared_with_modemmanager.clone(),
+        http: http_settings(&cfg),
     };
     daemon::run(settings, shutdown_token()).await?;
     Ok(ExitCode::SUCCESS)

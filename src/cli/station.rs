@@ -1,6 +1,6 @@
 //! `simgate station`: flags, and the screen for the person at the station.
 
-use super::run::{link_settings, AgentArgs};
+use super::run::{http_settings, link_settings, AgentArgs};
 use super::shutdown_token;
 use crate::config::Config;
 use crate::observe::CardReport;
@@ -65,6 +65,7 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
         state_dir: cfg.agent.state_dir.clone(),
         broker,
         read: reader::ReadSettings::from_config(&cfg.readers),
+        http: http_settings(&cfg),
     };
     let mut screen = Terminal::new(args.json);
     crate::station::run(settings, &mut screen, shutdown_token()).await?;
@@ -118,8 +119,12 @@ impl Screen for Terminal {
         } else {
             s.readers.join(", ")
         };
+        let page = match &s.http {
+            Some(h) => format!("The station page: {}\n", page_url(h.addr)),
+            None => String::new(),
+        };
         let text = format!(
-            "simgate station: {readers}{}{}\nInsert SIMs; each appears below. Ctrl-C ends the batch.\n\n",
+            "simgate station: {readers}{}{}\n{page}Insert SIMs; each appears below. Ctrl-C ends the batch.\n\n",
             if attrs.is_empty() { "" } else { " | " },
             attrs.join(" | ")
         );
@@ -193,6 +198,14 @@ impl Screen for Terminal {
             t.unique(),
             t.warned()
         ))
+    }
+}
+
+/// The page's URL as a person types it (an unspecified address: this machine's).
+fn page_url(addr: std::net::SocketAddr) -> String {
+    match addr.ip().is_unspecified() {
+        true => format!("http://localhost:{}/", addr.port()),
+        false => format!("http://{addr}/"),
     }
 }
 

@@ -480,8 +480,8 @@ impl Commands {
             ctx.store.reset_estimate(iccid, crate::time::unix_now())?;
         }
         ctx.store.put_platform(iccid, &rec)?;
-        if let (Some(link), Some(obs)) = (&ctx.link, ctx.store.get_observed(iccid)?) {
-            link.publish_state(&crate::link::row(&ctx.store, &obs)?)?;
+        if let Some(obs) = ctx.store.get_observed(iccid)? {
+            ctx.rec.publish_row(&obs)?;
         }
         Ok(())
     }
@@ -927,8 +927,8 @@ impl Commands {
         ctx.store.reset_estimate(&cmd.iccid, now)?;
         ctx.store
             .apply_refill(&cmd.iccid, &new, r.request_id.as_deref(), &cmd.id)?;
-        if let (Some(link), Some(obs)) = (&ctx.link, ctx.store.get_observed(&cmd.iccid)?) {
-            link.publish_state(&crate::link::row(&ctx.store, &obs)?)?;
+        if let Some(obs) = ctx.store.get_observed(&cmd.iccid)? {
+            ctx.rec.publish_row(&obs)?;
         }
         Ok(ctx.store.rule_hold(&cmd.iccid)?.is_some())
     }
@@ -987,35 +987,29 @@ fn store_and_report(ctx: &Ctx, rec: &mut CommandRecord) -> Result<(), DaemonErro
 
 /// Publish a command's status; final ones also as a `command` event.
 fn report(ctx: &Ctx, rec: &CommandRecord, as_event: bool) -> Result<(), DaemonError> {
-    let Some(link) = &ctx.link else {
+    if ctx.link.is_none() && ctx.rec.feed.is_none() {
         return Ok(());
-    };
+    }
     let status = match rec.state {
         CommandState::Received => CommandStatusWord::Received,
         CommandState::Executing => CommandStatusWord::Executing,
         CommandState::Successful => CommandStatusWord::Successful,
         CommandState::Failed => CommandStatusWord::Failed,
     };
-    let (code, reason) = (rec.code, rec.reason.clone());
-    link.publish_command_status(&CommandStatus {
-        v: SCHEMA_VERSION,
-        id: rec.id.clone(),
-        iccid: rec.iccid.clone(),
-        action: rec.action.clone(),
-        status,
-        code,
-        reason: reason.clone(),
-        ts: crate::time::unix_now(),
-    })?;
-    if as_event && rec.state.is_final() {
-        link.publish_event(EventKind::Command {
+    // To the platform and the page alike (the recorder: src/agent/recorder.rs).
+    ctx.rec.command_status(
+        &CommandStatus {
+            v: SCHEMA_VERSION,
             id: rec.id.clone(),
             iccid: rec.iccid.clone(),
             action: rec.action.clone(),
             status,
-            reason,
-        })?;
-    }
+            code: rec.code,
+            reason: rec.reason.clone(),
+            ts: crate::time::unix_now(),
+        },
+        as_event,
+    )?;
     Ok(())
 }
 

@@ -49,6 +49,8 @@ pub struct Settings {
     pub swap: SwapSettings,
     /// Spare AT ports of modems ModemManager keeps: suspend and resume are refused there.
     pub modems_shared: Vec<String>,
+    /// Serve the station page (src/http); None: no page.
+    pub http: Option<crate::http::Settings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,8 @@ pub enum DaemonError {
     Reader(#[from] ReaderError),
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 impl From<RecordError> for DaemonError {
@@ -98,6 +102,8 @@ pub(crate) enum Event {
     },
     /// Time to tell the service manager's watchdog the loop is alive.
     Watchdog,
+    /// A command from the station page's buttons (src/http): the platform's path.
+    Web(crate::http::WebCommand),
 }
 
 /// What every handler may use: the store, the link, the recorder over both, and a way
@@ -123,6 +129,7 @@ impl Ctx {
             rec: Recorder {
                 store: store.clone(),
                 link: link.clone(),
+                feed: None,
             },
             store,
             link,
@@ -200,8 +207,30 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         None => Profiles::shipped()?,
     });
 
+    // The station page, when asked for: its commands come into this loop.
+    let (web_tx, mut web_rx) = mpsc::channel::<crate::http::WebCommand>(16);
+    let (feed, http_task) = match &settings.http {
+        Some(h) => {
+            let feed = crate::http::Feed::new("run", &settings.agent_id);
+            let page = crate::http::Page {
+                feed: feed.clone(),
+                store: store.clone(),
+                token: h.token.as_deref().map(Into::into),
+                act: Some(web_tx),
+                csv: None,
+                cancel: cancel.clone(),
+            };
+            let (_, task) = crate::http::start(h, page).await?;
+            (Some(feed), Some(task))
+        }
+        // No page: the sender is dropped and the loop's branch never taken.
+        None => {
+            drop(web_tx);
+            (None, None)
+        }
+    };
     let (rec, mut platform_rx, link_task) =
-        crate::agent::start(store, settings.broker.as_ref(), &cancel)?;
+        crate::agent::start(store, settings.broker.as_ref(), feed, &cancel)?;
     // No watcher: a closed receiver, so its branch of the select is never taken.
     let (mut reader_rx, watcher) = match watch_readers {
         true => {
@@ -212,6 +241,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     };
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(64);
     let mut ctx = Ctx::new(rec.store, rec.link, events_tx, settings.read);
+    ctx.rec.feed = rec.feed;
     ctx.swap = settings.swap;
     let (mut readers, mut reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
     let mut commands = commands::Commands::default();
@@ -247,6 +277,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             Some(ev) = events_rx.recv() => ev,
             Some(done) = reads_rx.recv() => Event::CardRead(Box::new(done)),
             Some(msg) = platform_rx.recv() => Event::Platform(msg),
+            Some(cmd) = web_rx.recv() => Event::Web(cmd),
             _ = rules_tick.tick() => {
                 for obs in ctx.store.all_observed()?.into_iter().filter(|o| o.present) {
                     rules::evaluate(&ctx, &modems, &obs.iccid, None)?;
@@ -287,6 +318,15 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                 commands.on_done(&ctx, id, result).await?
             }
             Event::FiringDone(rec) => rules::on_done(&ctx, *rec)?,
+            Event::Web(w) => {
+                // The same claim, record and report as a platform command.
+                let msg = Received::Command {
+                    command: Ok(w.command),
+                    ack: crate::link::AckToken::local(),
+                };
+                commands.on_platform(&ctx, msg, &modems).await?;
+                let _ = w.claimed.send(());
+            }
         }
         for (iccid, replaced_by) in touched {
             rules::evaluate(&ctx, &modems, &iccid, replaced_by)?;
@@ -302,6 +342,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     }
     modems.join().await;
     if let Some(t) = link_task {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
+    if let Some(t) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     Ok(())

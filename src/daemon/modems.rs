@@ -76,6 +76,22 @@ impl Modems {
 
     pub(crate) async fn on_event(&mut self, ctx: &Ctx, ev: ModemEvent) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
+        if let (Some(feed), ModemEvent::Identified(info) | ModemEvent::SimInserted { info, .. }) =
+            (&ctx.rec.feed, &ev)
+        {
+            // The page's signal and registration columns (the platform has no field).
+            feed.modem(
+                &info.port,
+                crate::http::ModemView {
+                    signal: info.sim.signal.and_then(|s| serde_json::to_value(s).ok()),
+                    registration: info
+                        .sim
+                        .registration
+                        .as_ref()
+                        .and_then(|r| serde_json::to_value(r).ok()),
+                },
+            );
+        }
         match ev {
             ModemEvent::Identified(info) => {
                 if self.silent.remove(&info.port) {
@@ -146,6 +162,10 @@ impl Modems {
                 }
                 self.update(ctx, &iccid, |o| o.in_session = in_session)
                     .await?;
+                // This month's megabytes on the page (the row itself may not change).
+                if let Some(obs) = ctx.store.get_observed(&iccid)? {
+                    ctx.rec.show(&obs)?;
+                }
             }
             ModemEvent::Session {
                 port,

@@ -219,6 +219,8 @@ type StepError = (SwapStep, String);
 struct Run {
     store: Store,
     link: Option<Link>,
+    /// The station page's feed, which shows the steps live.
+    feed: Option<crate::http::Feed>,
     events: mpsc::Sender<Event>,
     handle: ModemHandle,
     settings: SwapSettings,
@@ -232,6 +234,7 @@ impl Run {
         Run {
             store: ctx.store.clone(),
             link: ctx.link.clone(),
+            feed: ctx.rec.feed.clone(),
             events: ctx.events.clone(),
             handle,
             settings: ctx.swap,
@@ -243,16 +246,19 @@ impl Run {
     /// A step event for the platform (and the technician's `simgate swap`), and the log.
     fn said(&self, step: SwapStep, end: Option<(bool, f64)>, detail: String) {
         tracing::info!(id = %self.rec.id, %step, ok = end.map(|e| e.0), secs = end.map(|e| e.1), %detail, "swap step");
+        let ev = EventKind::SwapStep {
+            id: self.rec.id.clone(),
+            iccid: self.rec.old_iccid.clone(),
+            step,
+            ok: end.map(|e| e.0),
+            new_iccid: self.rec.new_iccid.clone(),
+            detail,
+            secs: end.map(|e| (e.1 * 1000.0).round() / 1000.0),
+        };
+        if let Some(feed) = &self.feed {
+            feed.event(&ev);
+        }
         if let Some(link) = &self.link {
-            let ev = EventKind::SwapStep {
-                id: self.rec.id.clone(),
-                iccid: self.rec.old_iccid.clone(),
-                step,
-                ok: end.map(|e| e.0),
-                new_iccid: self.rec.new_iccid.clone(),
-                detail,
-                secs: end.map(|e| (e.1 * 1000.0).round() / 1000.0),
-            };
             if let Err(e) = link.publish_event(ev) {
                 tracing::error!(id = %self.rec.id, error = %e, "swap step not queued for the platform");
             }

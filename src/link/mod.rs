@@ -130,6 +130,13 @@ pub enum Received {
 #[derive(Debug)]
 pub struct AckToken(Option<Publish>);
 
+impl AckToken {
+    /// Nothing to acknowledge: a command that came from the station page (src/http).
+    pub fn local() -> AckToken {
+        AckToken(None)
+    }
+}
+
 /// Handle used by the daemon to publish. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Link {

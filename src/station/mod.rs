@@ -32,6 +32,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub broker: Option<LinkSettings>,
     pub read: ReadSettings,
+    /// Serve the station page (src/http); None: no page.
+    pub http: Option<crate::http::Settings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum StationError {
     },
     #[error("stdout: {0}")]
     Output(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 impl From<RecordError> for StationError {
@@ -104,15 +108,32 @@ pub async fn run(
 ) -> Result<u64, StationError> {
     // However the loop ends, its tasks and watchers stop with it (as in daemon::run).
     let _stop_all = cancel.clone().drop_guard();
-    let (rec, mut platform_rx, link_task) = crate::agent::start(
-        Store::open(&settings.state_dir)?,
-        settings.broker.as_ref(),
-        &cancel,
-    )?;
+    let store = Store::open(&settings.state_dir)?;
+    // The station page, when asked for: read-only (a station takes no commands).
+    let (feed, http_task) = match &settings.http {
+        Some(h) => {
+            let agent = settings.broker.as_ref().map_or("", |b| b.agent_id.as_str());
+            let feed = crate::http::Feed::new("station", agent);
+            feed.station(&settings.batch, &settings.readers, settings.csv.is_some());
+            let page = crate::http::Page {
+                feed: feed.clone(),
+                store: store.clone(),
+                token: None,
+                act: None,
+                csv: settings.csv.clone(),
+                cancel: cancel.clone(),
+            };
+            let (_, task) = crate::http::start(h, page).await?;
+            (Some(feed), Some(task))
+        }
+        None => (None, None),
+    };
+    let (rec, mut platform_rx, link_task) =
+        crate::agent::start(store, settings.broker.as_ref(), feed.clone(), &cancel)?;
     // A station caches the platform's records (so rows carry them) and takes no
     // commands: those are for `simgate run`; acknowledged so the broker lets go.
     if let Some(l) = rec.link.clone() {
-        let store = rec.store.clone();
+        let (store, page) = (rec.store.clone(), rec.clone());
         tokio::spawn(async move {
             while let Some(msg) = platform_rx.recv().await {
                 match msg {
@@ -123,6 +144,11 @@ pub async fn run(
                     } => {
                         if let Err(e) = store.put_platform(&iccid, &rec.unwrap_or_default()) {
                             tracing::warn!(%iccid, error = %e, "platform record not cached");
+                        } else if let Ok(Some(obs)) = store.get_observed(&iccid) {
+                            // The page shows the record's fields (QR code included).
+                            if let Err(e) = page.show(&obs) {
+                                tracing::warn!(%iccid, error = %e, "row not shown on the page");
+                            }
                         }
                         l.ack(ack);
                     }
@@ -155,6 +181,9 @@ pub async fn run(
                     _ => None,
                 };
                 if let Some(n) = note {
+                    if let Some(f) = &feed {
+                        f.note(&n);
+                    }
                     screen.note(&n).map_err(StationError::Output)?;
                 }
                 readers.on_event(&rec, ev)?;
@@ -175,6 +204,13 @@ pub async fn run(
                         readers.holds(&report.reader, &obs.iccid);
                     }
                 }
+                if let Some(f) = &feed {
+                    f.read(&report, crate::http::Tally {
+                        reads: tally.n,
+                        unique: tally.seen.len() as u64,
+                        warned: tally.warned,
+                    });
+                }
                 screen.row(&report, &tally).map_err(StationError::Output)?;
             }
         }
@@ -184,6 +220,9 @@ pub async fn run(
     rec.store.flush()?;
     let _ = tokio::time::timeout(Duration::from_secs(3), watcher).await;
     if let Some(t) = link_task {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
+    if let Some(t) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     Ok(tally.n)

@@ -34,3 +34,4 @@ mod rules;
 mod service_notify;
 mod station;
 mod swap;
+mod web;

@@ -26,6 +26,32 @@ rig_modem quectel-ec2x
 echo "===== act 1: a reader station ($reader 00 00 and 00 01) ====="
 # A mute card is declared so after 1.5 s instead of the default 5 s.
 printf '[readers]\ncard_timeout_ms = 1500\n' > "$work/station.toml"
+# The station page (README.md, "The station page"): its URL is in the station's header;
+# once the page knows the duplicate (its /state), headless chromium takes a picture of
+# it (--timeout: 2.5 s after it started; the page's event stream never "finishes").
+page_port=$(rig_free_port)
+(
+  python3 - "$page_port" <<'PY' || exit 0
+import sys, time, urllib.request
+for _ in range(150):
+    try:
+        if b"DUPLICATE" in urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/state").read():
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
+  if command -v chromium > /dev/null; then
+    mkdir -p tests/rig/screenshots
+    chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+      --disable-background-networking --disable-component-update --disable-sync \
+      --disable-dev-shm-usage --hide-scrollbars --user-data-dir="$work/chromium" \
+      --window-size=1280,800 --timeout=2500 \
+      --screenshot=tests/rig/screenshots/station-page.png "http://127.0.0.1:$page_port/"
+  fi
+) > "$work/chromium.log" 2>&1 &
+rig_pids+=($!)
 (
   sleep 1; a=$(rig_card 0 usim.toml)
   sleep 1; b=$(rig_card 1 euicc.toml)
@@ -40,9 +66,10 @@ printf '[readers]\ncard_timeout_ms = 1500\n' > "$work/station.toml"
 ) > /dev/null 2>&1 &
 rig_pids+=($!)
 timeout --foreground -s INT 17 "$SIMGATE" --config "$work/station.toml" --log-format human \
-  station --state-dir "$work/station-state" --csv "$work/batch.csv" \
+  station --state-dir "$work/station-state" --csv "$work/batch.csv" --http "$page_port" \
   --label demo-lot --company "ACME Logistics" --note "inbound pallet 7" 2> "$work/station.log" || true
 echo
+[ -s tests/rig/screenshots/station-page.png ] && echo "the station page, as chromium drew it: tests/rig/screenshots/station-page.png"
 echo "--- the batch's CSV ---"
 cat "$work/batch.csv" 2>/dev/null || true
 rig_until rig_reader_is 0 no; rig_until rig_reader_is 1 no
@@ -55,9 +82,10 @@ echo
 # Usage goes out every 5 s here (900 s by default) and the modem is polled every 5 s
 # (60 s by default), so the view shows usage climbing and the rules acting on it.
 # A swapped-in SIM gets 8 s to register (120 s by default), so the demo's rollback is quick.
+gateway_port=$(rig_free_port)
 printf '[broker]\nusage_interval_secs = 5\n\n[modems]\npoll_secs = 5\nswap_register_secs = 8\n' > "$work/gateway.toml"
 "$SIMGATE" --config "$work/gateway.toml" --log-format human run --broker "$broker" --agent-id demo-gw \
-  --state-dir "$work/state" --reader "$reader *" --modem "$modem" > "$work/simgate.log" 2>&1 &
+  --state-dir "$work/state" --reader "$reader *" --modem "$modem" --http "$gateway_port" > "$work/simgate.log" 2>&1 &
 rig_pids+=($!)
 (
   sleep 1; a=$(rig_card 0 usim.toml)
@@ -75,6 +103,7 @@ tests/rig/demo-platform.sh "$broker" demo-gw "$modem" > "$work/platform.log" 2>&
 rig_pids+=($!)
 
 echo "simgate run: readers '$reader *', modem $modem, broker $broker, agent demo-gw"
+echo "the gateway's station page: http://127.0.0.1:$gateway_port/ (read-only: no [http] token)"
 echo "the platform's view (simgate watch); Ctrl-C stops everything."
 echo
 watch_args=(--log-format human watch --broker "$broker" --agent-id demo-gw)

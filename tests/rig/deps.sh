@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what simgate needs on Debian/Ubuntu, if missing. Idempotent.
 #   deps.sh build   building simgate and its package: no test rig (`make build`, `make deb`)
-#   deps.sh rig     building, plus the test rig and demo: pcscd, vpcd, mosquitto
+#   deps.sh rig     building, plus the test rig and demo: pcscd, vpcd, mosquitto, and
+#                   headless chromium with chromedriver and zbarimg (the station page)
 #                   (`make deps`, `make demo`)
 #   deps.sh test    the rig, plus the second broker of the tests: RabbitMQ with its
 #                   MQTT plugin (`make test`)
@@ -12,12 +13,13 @@ build=(pkg-config libpcsclite-dev)
 case "${1:-rig}" in
   build) packages=("${build[@]}") ;;
   rig) packages=("${build[@]}" pcscd vsmartcard-vpcd mosquitto mosquitto-clients
-                 util-linux coreutils openssl) ;;
+                 util-linux coreutils openssl chromium chromium-driver zbar-tools) ;;
   # RabbitMQ: the tests start private nodes of their own (tests/support/mod.rs); where
   # an init system runs, Debian also starts its packaged service (`systemctl disable
   # --now rabbitmq-server` stops it for good).
   test) packages=("${build[@]}" pcscd vsmartcard-vpcd mosquitto mosquitto-clients
-                  util-linux coreutils openssl rabbitmq-server) ;;
+                  util-linux coreutils openssl chromium chromium-driver zbar-tools
+                  rabbitmq-server) ;;
   # systemd for systemd-analyze (verify, security); passwd for the maintainer scripts.
   deb) packages=("${build[@]}" systemd passwd) ;;
   *) echo "usage: $0 build|rig|test|deb" >&2; exit 2 ;;

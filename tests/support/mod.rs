@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // The benches each use a different part of the rig.
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
