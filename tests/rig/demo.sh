@@ -43,12 +43,14 @@ for _ in range(150):
 sys.exit(1)
 PY
   if command -v chromium > /dev/null; then
-    mkdir -p tests/rig/screenshots
+    # Into target/: the picture in the README (tests/rig/screenshots/) is a committed one
+    # of these, so a demo run leaves the work tree as it was.
+    mkdir -p target/demo
     chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
       --disable-background-networking --disable-component-update --disable-sync \
       --disable-dev-shm-usage --hide-scrollbars --user-data-dir="$work/chromium" \
       --window-size=1280,800 --timeout=2500 \
-      --screenshot=tests/rig/screenshots/station-page.png "http://127.0.0.1:$page_port/"
+      --screenshot=target/demo/station-page.png "http://127.0.0.1:$page_port/"
   fi
 ) > "$work/chromium.log" 2>&1 &
 rig_pids+=($!)
@@ -69,7 +71,7 @@ timeout --foreground -s INT 17 "$SIMGATE" --config "$work/station.toml" --log-fo
   station --state-dir "$work/station-state" --csv "$work/batch.csv" --http "$page_port" \
   --label demo-lot --company "ACME Logistics" --note "inbound pallet 7" 2> "$work/station.log" || true
 echo
-[ -s tests/rig/screenshots/station-page.png ] && echo "the station page, as chromium drew it: tests/rig/screenshots/station-page.png"
+[ -s target/demo/station-page.png ] && echo "the station page, as chromium drew it: target/demo/station-page.png"
 echo "--- the batch's CSV ---"
 cat "$work/batch.csv" 2>/dev/null || true
 rig_until rig_reader_is 0 no; rig_until rig_reader_is 1 no
