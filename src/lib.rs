@@ -24,6 +24,9 @@ pub mod contract;
 pub mod daemon;
 #[cfg(feature = "emulators")]
 pub mod emu;
+#[cfg(feature = "emulators")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod link;
 pub mod logging;
 pub mod modem;

@@ -59,13 +59,17 @@ pub fn frame(input: &[u8]) -> Parsed<'_> {
 }
 
 fn line(body: &[u8]) -> Parsed<'_> {
-    let found: IResult<&[u8], &[u8]> = take_till(|b| b == b'\r' || b == b'\n')(body);
+    // The terminator is looked for within MAX_LINE bytes only, so a longer line is cut
+    // there whether or not its end has arrived yet: the frames do not depend on how the
+    // serial port split the bytes.
+    let window = &body[..body.len().min(MAX_LINE)];
+    let found: IResult<&[u8], &[u8]> = take_till(|b| b == b'\r' || b == b'\n')(window);
     match found {
         Ok((_, text)) => {
             let used = text.len() + 1;
             Some((text_frame(text), used))
         }
-        Err(_) if body.len() >= MAX_LINE => Some((Frame::Garbage(&body[..MAX_LINE]), MAX_LINE)),
+        Err(_) if window.len() == MAX_LINE => Some((Frame::Garbage(window), MAX_LINE)),
         Err(_) => None,
     }
 }
@@ -294,9 +298,19 @@ fn unquoted(input: &str) -> IResult<&str, Field> {
     .parse(input)
 }
 
-/// Decode V.250 §5.4.2.2 `\HH` escapes; an invalid escape is kept literally.
+/// Decode V.250 §5.4.2.2 `\HH` escapes; an invalid escape is kept literally. Escapes
+/// stand for bytes: a run of them that is UTF-8 (what `at::command::quote` writes for
+/// text beyond ASCII) is read as UTF-8, any other escaped byte as its Latin-1 character.
 fn unescape(body: &str) -> String {
     let mut out = String::with_capacity(body.len());
+    let mut bytes: Vec<u8> = Vec::new();
+    let flush = |bytes: &mut Vec<u8>, out: &mut String| {
+        for chunk in bytes.utf8_chunks() {
+            out.push_str(chunk.valid());
+            out.extend(chunk.invalid().iter().map(|b| char::from(*b)));
+        }
+        bytes.clear();
+    };
     let mut chars = body.char_indices();
     while let Some((i, c)) = chars.next() {
         if c == '\\' {
@@ -304,14 +318,16 @@ fn unescape(body: &str) -> String {
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
             {
-                out.push(char::from(code));
+                bytes.push(code);
                 chars.next();
                 chars.next();
                 continue;
             }
         }
+        flush(&mut bytes, &mut out);
         out.push(c);
     }
+    flush(&mut bytes, &mut out);
     out
 }
 
