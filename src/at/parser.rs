@@ -37,6 +37,18 @@ pub type Parsed<'a> = Option<(Frame<'a>, usize)>;
 /// cannot be text comes back as [`Frame::Garbage`] so the stream resynchronises at the
 /// next line end.
 pub fn frame(input: &[u8]) -> Parsed<'_> {
+    // A line of blanks only (spaces, tabs) is an empty line too: no frame, so every
+    // `Frame::Line` has text.
+    let mut at = 0;
+    loop {
+        match frame_one(&input[at..])? {
+            (Frame::Line(""), used) => at += used,
+            (f, used) => return Some((f, at + used)),
+        }
+    }
+}
+
+fn frame_one(input: &[u8]) -> Parsed<'_> {
     // Empty lines: the CR LF before and after every response (V.250 §5.7.1), and the
     // lone CR of an echoed command line.
     let skip = input
@@ -382,6 +394,15 @@ mod tests {
             frames,
             vec![Frame::Garbage(b"\xff\x00\xfe"), Frame::Line("OK")]
         );
+    }
+
+    /// Regression (found by `make fuzz`, at_stream): "\t\r\n" was framed as an empty
+    /// `Line("")`, which the connection would have taken for information text.
+    #[test]
+    fn a_line_of_blanks_is_an_empty_line_not_a_frame() {
+        let (frames, used) = all_frames(b"\r\t\r\n \t \rOK\r\n");
+        assert_eq!((frames, used), (vec![Frame::Line("OK")], 11));
+        assert_eq!(frame(b"\t\r\n+CSQ"), None);
     }
 
     #[test]

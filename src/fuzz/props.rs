@@ -92,7 +92,11 @@ fn at_piece(rng: &mut Rng) -> (Vec<u8>, Vec<Owned>) {
             g.insert(rng.below(g.len() + 1), 0xFF);
             (with_end(g.clone()), vec![Owned::Garbage(g)])
         }
-        17 => (end.to_vec(), vec![]),
+        // An empty line, or one of blanks only.
+        17 => (
+            with_end(rng.pick(&[&b""[..], b" ", b"\t", b" \t "]).to_vec()),
+            vec![],
+        ),
         _ => {
             // A line around the longest the parser waits for.
             let n = parser::MAX_LINE + rng.range(0, 3) - 1 + 40 * rng.below(2);

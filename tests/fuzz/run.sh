@@ -6,7 +6,8 @@
 #   FUZZ_RUNS      executions per target (default 10000000)
 #   FUZZ_SECONDS   or a time per target instead (default 0: no time limit)
 #   FUZZ_TARGETS   which targets (default: all of fuzz/Cargo.toml)
-#   FUZZ_SANITIZER none (default: safe Rust, twice the executions) or address
+#   FUZZ_SANITIZER address (default, cargo-fuzz's: memory errors in the unsafe code of
+#                  dependencies) or none (about twice the executions)
 #
 # cargo-fuzz needs rustc's unstable flags (-Zsanitizer, sancov options); on a stable
 # toolchain RUSTC_BOOTSTRAP=1 lets it have them. A crash stops the run with the input
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/../.."
 
 runs=${FUZZ_RUNS:-10000000}
 seconds=${FUZZ_SECONDS:-0}
-sanitizer=${FUZZ_SANITIZER:-none}
+sanitizer=${FUZZ_SANITIZER:-address}
 targets=${FUZZ_TARGETS:-$(sed -n 's/^name = "\([a-z_]*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^simgate')}
 
 if ! command -v cargo-fuzz >/dev/null; then
