@@ -166,7 +166,10 @@ mod tests {
     /// IMSI reported to the platform.
     #[test]
     fn an_imsi_with_a_non_decimal_nibble_is_no_imsi() {
-        assert_eq!(decode_imsi(&hex::decode("082926105B11608457").unwrap()), None);
+        assert_eq!(
+            decode_imsi(&hex::decode("082926105B11608457").unwrap()),
+            None
+        );
         assert_eq!(
             decode_imsi(&hex::decode("0829261051116084F7").unwrap()).as_deref(),
             Some("26201151106487")
