@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make fuzz`: every cargo-fuzz target of fuzz/ (the target functions of src/fuzz/mod.rs)
 # run long, one at a time, on its corpus tests/fuzz/corpus/<target>/, which is then
-# minimised again (`cargo fuzz cmin`) so what is committed stays small.
+# minimised again (libFuzzer's -set_cover_merge: the fewest inputs that keep its
+# coverage, the crash-* regression inputs kept whatever) so what is committed stays small.
 #
 #   FUZZ_RUNS      executions per target (default 10000000)
 #   FUZZ_SECONDS   or a time per target instead (default 0: no time limit)
@@ -27,6 +28,7 @@ if ! command -v cargo-fuzz >/dev/null; then
     cargo install cargo-fuzz --locked
 fi
 export RUSTC_BOOTSTRAP=1
+host=$(rustc -vV | sed -n 's/^host: //p')
 
 # Inputs longer than libFuzzer's default 4096 bytes where the parser has a bound to cross.
 max_len() {
@@ -55,7 +57,10 @@ for t in $targets; do
     done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true)
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 || true)
     rm -f "$log"
-    cargo fuzz cmin --fuzz-dir fuzz --sanitizer "$sanitizer" "$t" "$corpus" >/dev/null 2>&1
+    min=$(mktemp -d)
+    "fuzz/target/$host/release/$t" -set_cover_merge=1 "$min" "$corpus" >/dev/null 2>&1
+    cp "$corpus"/crash-* "$min"/ 2>/dev/null || true
+    rm -rf "$corpus" && mkdir -p "$corpus" && cp "$min"/* "$corpus"/ && rm -rf "$min"
     summary+=("$t: ${done_line:-?}, $cov, corpus $(ls "$corpus" | wc -l) files")
     echo "fuzz: ${summary[-1]}"
 done
