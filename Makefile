@@ -4,6 +4,7 @@
 #   make deb    the gateway package, target/debian/simgate_<version>_<arch>.deb
 #   make deb-check  build the package, install it here with dpkg, check it, purge it
 #   make chaos  the chaos suite at length (tests/it/chaos.rs), printing its figures
+#   make fuzz   every fuzz target run long (FUZZ_RUNS=10000000 each, or FUZZ_SECONDS)
 
 CARGO ?= cargo
 # Seconds the demo runs before stopping by itself (0: until Ctrl-C).
@@ -11,7 +12,7 @@ DEMO_SECONDS ?= 0
 # Kills in `make chaos`'s kill storm (`make test` runs 16); SIMGATE_CHAOS_SEED=N replays a run.
 CHAOS_KILLS ?= 200
 
-.PHONY: deps test-deps build-deps build lint test chaos demo deb deb-check clean
+.PHONY: deps test-deps build-deps build lint test chaos demo deb deb-check fuzz fuzz-seed clean
 
 # Everything: building, the test rig and the demo (pcscd, vpcd, mosquitto).
 deps:
@@ -64,6 +65,15 @@ deb: build-deps
 deb-check: deb
 	@tests/rig/deps.sh deb
 	@tests/rig/deb-check.sh
+
+# Coverage-guided fuzzing with cargo-fuzz (fuzz/, its own workspace), one target at a
+# time on its corpus under tests/fuzz/corpus/ (`make test` replays that corpus).
+fuzz: build-deps
+	@tests/fuzz/run.sh
+
+# (Re)write the corpus seeds from devices/ and tests/fixtures (named by content hash).
+fuzz-seed:
+	$(CARGO) test --locked --lib fuzz::props::write_seed_corpus -- --ignored
 
 clean:
 	$(CARGO) clean

@@ -436,6 +436,17 @@ pub struct BrokerUrl {
     pub port: u16,
 }
 
+/// The URL again (the printer of [`BrokerUrl::parse`]): an IPv6 literal in brackets.
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        match self.host.contains(':') {
+            true => write!(f, "{scheme}://[{}]:{}", self.host, self.port),
+            false => write!(f, "{scheme}://{}:{}", self.host, self.port),
+        }
+    }
+}
+
 impl BrokerUrl {
     pub fn parse(url: &str) -> Result<BrokerUrl, String> {
         let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
@@ -447,20 +458,47 @@ impl BrokerUrl {
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
+            // The colons of a bracketed IPv6 address without a port are not a port.
+            Some((h, p)) if !rest.ends_with(']') => (
                 h,
                 p.parse::<u16>()
-                    .map_err(|_| format!("\"{p}\" in \"{url}\" is not a port number"))?,
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("\"{p}\" in \"{url}\" is not a port number"))?,
             ),
             // IANA: 1883 for MQTT, 8883 for MQTT over TLS.
-            None => (rest, if tls { 8883 } else { 1883 }),
+            _ => (rest, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(format!("\"{url}\" has no host"));
         }
+        // A host name (RFC 1123 §2.1: letters, digits, '-', '.'; '_' seen in the wild), an
+        // IPv4 address, or an IPv6 address in brackets (RFC 3986 §3.2.2). Anything else
+        // (a path, user info, a query, spaces) is a mistake to name here, not at connect.
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6)
+                if !v6.is_empty()
+                    && v6
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') =>
+            {
+                v6
+            }
+            _ if host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) =>
+            {
+                host
+            }
+            _ => {
+                return Err(format!(
+                    "\"{url}\": \"{host}\" is not a host name or an IP address ([...] for IPv6)"
+                ))
+            }
+        };
         Ok(BrokerUrl {
             tls,
-            host: host.trim_matches(['[', ']']).to_string(),
+            host: host.to_string(),
             port,
         })
     }

@@ -808,7 +808,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
             "id: missing or not 1-64 of [A-Za-z0-9._-]",
         )));
     }
-    let msg: CommandMsg = serde_json::from_value(value.clone()).map_err(|e| {
+    let msg: CommandMsg = typed(value.clone(), "").map_err(|e| {
         with_id(Refusal::new(
             RefusalCode::Malformed,
             format!("not a v1 command: {e}"),
@@ -858,10 +858,10 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     };
     let record = match action {
         Action::SetRecord => {
-            let rec: PlatformRecord = serde_json::from_value(msg.params.clone()).map_err(|e| {
+            let rec: PlatformRecord = typed(msg.params.clone(), "params.").map_err(|e| {
                 with_id(Refusal::new(
                     RefusalCode::InvalidField,
-                    format!("params: not a platform record: {e}"),
+                    format!("not a platform record: {e}"),
                 ))
             })?;
             check_record(&rec).map_err(with_id)?;
@@ -903,10 +903,10 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
             })
         }
         Action::Refill => {
-            let r: Refill = serde_json::from_value(msg.params.clone()).map_err(|e| {
+            let r: Refill = typed(msg.params.clone(), "params.").map_err(|e| {
                 with_id(Refusal::new(
                     RefusalCode::InvalidField,
-                    format!("params: not a refill: {e}"),
+                    format!("not a refill: {e}"),
                 ))
             })?;
             check_refill(&r).map_err(with_id)?;
@@ -949,20 +949,48 @@ pub fn parse_platform_record(payload: &[u8]) -> Result<Option<PlatformRecord>, R
             ),
         ));
     }
-    let msg: PlatformMsg = serde_json::from_slice(payload).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| Refusal::new(RefusalCode::Malformed, format!("not JSON: {e}")))?;
+    #[derive(Deserialize)]
+    struct Version {
+        v: u32,
+    }
+    let malformed = |e| {
         Refusal::new(
             RefusalCode::Malformed,
             format!("not a v1 platform record: {e}"),
         )
-    })?;
-    if msg.v != SCHEMA_VERSION {
+    };
+    let version: Version = typed(value.clone(), "").map_err(malformed)?;
+    if version.v != SCHEMA_VERSION {
         return Err(Refusal::new(
             RefusalCode::InvalidField,
-            format!("v: schema version {} is not {SCHEMA_VERSION}", msg.v),
+            format!("v: schema version {} is not {SCHEMA_VERSION}", version.v),
         ));
     }
-    check_record(&msg.record)?;
-    Ok(Some(msg.record))
+    // The record's own fields beside `v` (PlatformMsg's flattened shape); unknown
+    // fields are ignored, as a newer platform may send more.
+    let record: PlatformRecord = typed(value, "").map_err(malformed)?;
+    check_record(&record)?;
+    Ok(Some(record))
+}
+
+/// Deserialize `value` as `T`, an error naming the field's path first (`params.plan:
+/// invalid type: boolean, expected a string`): serde's own message names the type, not
+/// the field. `prefix` is where `value` sits in the payload ("params.").
+fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match (path.as_str(), prefix) {
+            (".", "") => inner.to_string(),
+            (".", p) => format!("{}: {inner}", p.trim_end_matches('.')),
+            (path, p) => format!("{p}{path}: {inner}"),
+        }
+    })
 }
 
 /// Bounds on a platform record's fields: what a SIMs page row can hold.

@@ -25,6 +25,9 @@ pub mod daemon;
 #[cfg(feature = "emulators")]
 pub mod emu;
 pub mod http;
+#[cfg(feature = "emulators")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod link;
 pub mod logging;
 pub mod modem;

@@ -37,6 +37,18 @@ pub type Parsed<'a> = Option<(Frame<'a>, usize)>;
 /// cannot be text comes back as [`Frame::Garbage`] so the stream resynchronises at the
 /// next line end.
 pub fn frame(input: &[u8]) -> Parsed<'_> {
+    // A line of blanks only (spaces, tabs) is an empty line too: no frame, so every
+    // `Frame::Line` has text.
+    let mut at = 0;
+    loop {
+        match frame_one(&input[at..])? {
+            (Frame::Line(""), used) => at += used,
+            (f, used) => return Some((f, at + used)),
+        }
+    }
+}
+
+fn frame_one(input: &[u8]) -> Parsed<'_> {
     // Empty lines: the CR LF before and after every response (V.250 §5.7.1), and the
     // lone CR of an echoed command line.
     let skip = input
@@ -59,13 +71,17 @@ pub fn frame(input: &[u8]) -> Parsed<'_> {
 }
 
 fn line(body: &[u8]) -> Parsed<'_> {
-    let found: IResult<&[u8], &[u8]> = take_till(|b| b == b'\r' || b == b'\n')(body);
+    // The terminator is looked for within MAX_LINE bytes only, so a longer line is cut
+    // there whether or not its end has arrived yet: the frames do not depend on how the
+    // serial port split the bytes.
+    let window = &body[..body.len().min(MAX_LINE)];
+    let found: IResult<&[u8], &[u8]> = take_till(|b| b == b'\r' || b == b'\n')(window);
     match found {
         Ok((_, text)) => {
             let used = text.len() + 1;
             Some((text_frame(text), used))
         }
-        Err(_) if body.len() >= MAX_LINE => Some((Frame::Garbage(&body[..MAX_LINE]), MAX_LINE)),
+        Err(_) if window.len() == MAX_LINE => Some((Frame::Garbage(window), MAX_LINE)),
         Err(_) => None,
     }
 }
@@ -294,9 +310,19 @@ fn unquoted(input: &str) -> IResult<&str, Field> {
     .parse(input)
 }
 
-/// Decode V.250 §5.4.2.2 `\HH` escapes; an invalid escape is kept literally.
+/// Decode V.250 §5.4.2.2 `\HH` escapes; an invalid escape is kept literally. Escapes
+/// stand for bytes: a run of them that is UTF-8 (what `at::command::quote` writes for
+/// text beyond ASCII) is read as UTF-8, any other escaped byte as its Latin-1 character.
 fn unescape(body: &str) -> String {
     let mut out = String::with_capacity(body.len());
+    let mut bytes: Vec<u8> = Vec::new();
+    let flush = |bytes: &mut Vec<u8>, out: &mut String| {
+        for chunk in bytes.utf8_chunks() {
+            out.push_str(chunk.valid());
+            out.extend(chunk.invalid().iter().map(|b| char::from(*b)));
+        }
+        bytes.clear();
+    };
     let mut chars = body.char_indices();
     while let Some((i, c)) = chars.next() {
         if c == '\\' {
@@ -304,14 +330,16 @@ fn unescape(body: &str) -> String {
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
             {
-                out.push(char::from(code));
+                bytes.push(code);
                 chars.next();
                 chars.next();
                 continue;
             }
         }
+        flush(&mut bytes, &mut out);
         out.push(c);
     }
+    flush(&mut bytes, &mut out);
     out
 }
 
@@ -366,6 +394,15 @@ mod tests {
             frames,
             vec![Frame::Garbage(b"\xff\x00\xfe"), Frame::Line("OK")]
         );
+    }
+
+    /// Regression (found by `make fuzz`, at_stream): "\t\r\n" was framed as an empty
+    /// `Line("")`, which the connection would have taken for information text.
+    #[test]
+    fn a_line_of_blanks_is_an_empty_line_not_a_frame() {
+        let (frames, used) = all_frames(b"\r\t\r\n \t \rOK\r\n");
+        assert_eq!((frames, used), (vec![Frame::Line("OK")], 11));
+        assert_eq!(frame(b"\t\r\n+CSQ"), None);
     }
 
     #[test]

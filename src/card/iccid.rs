@@ -49,6 +49,11 @@ impl Iccid {
             .trim()
             .trim_end_matches(['F', 'f'])
             .to_ascii_uppercase();
+        // F is the filler (TS 102 221 §13.2): trailing ones are padding, one inside
+        // ends the number early, as in `from_ef`.
+        if let Some(at) = digits.find('F') {
+            return Err(IccidError::InnerFiller(at));
+        }
         if !(18..=20).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(IccidError::Length(digits.len()));
         }

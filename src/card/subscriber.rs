@@ -13,15 +13,16 @@ pub fn decode_imsi(raw: &[u8]) -> Option<String> {
     if len == 0 || len > 8 || rest.len() < len {
         return None;
     }
-    let digits: String = rest[..len]
+    // TS 23.003 §2.2: decimal digits only; a nibble A-E makes the file no IMSI.
+    let digits: Option<String> = rest[..len]
         .iter()
         .flat_map(|b| [b & 0x0F, b >> 4])
         .skip(1)
         .take_while(|n| *n != 0xF)
-        .map(|n| char::from_digit(u32::from(n), 10).unwrap_or('?'))
+        .map(|n| char::from_digit(u32::from(n), 10))
         .collect();
     // TS 23.003 §2.2: an IMSI has at most 15 digits, and a home network needs MCC+MNC.
-    (6..=15).contains(&digits.len()).then_some(digits)
+    digits.filter(|d| (6..=15).contains(&d.len()))
 }
 
 /// Decode EF.SPN (TS 31.102 §4.2.12, TS 51.011 §10.3.11): byte 1 display condition, then
@@ -158,6 +159,20 @@ mod tests {
         assert_eq!(
             decode_spn(&hex::decode("01800041004FFFFF").unwrap()).as_deref(),
             Some("AO")
+        );
+    }
+
+    /// Regression (found by `make fuzz`, ef): a nibble A-E came out as '?' inside the
+    /// IMSI reported to the platform.
+    #[test]
+    fn an_imsi_with_a_non_decimal_nibble_is_no_imsi() {
+        assert_eq!(
+            decode_imsi(&hex::decode("082926105B11608457").unwrap()),
+            None
+        );
+        assert_eq!(
+            decode_imsi(&hex::decode("0829261051116084F7").unwrap()).as_deref(),
+            Some("26201151106487")
         );
     }
 

@@ -107,6 +107,25 @@ pub fn parse(data: &[u8]) -> Result<Vec<Tlv<'_>>, TlvError> {
     Ok(out)
 }
 
+/// Encode one object (the printer of [`parse`]): the tag's bytes without leading zero
+/// bytes, the length in its shortest definite form (ISO/IEC 8825-1 §8.1.3: short form
+/// up to 127, else 81/82/83 and one to three bytes), then the value.
+pub fn encode(tag: u32, value: &[u8]) -> Vec<u8> {
+    let tag_bytes = tag.to_be_bytes();
+    let skip = tag_bytes.iter().take_while(|b| **b == 0).count().min(3);
+    let mut out = tag_bytes[skip..].to_vec();
+    let len = value.len();
+    let len_bytes = (len as u32).to_be_bytes();
+    match len {
+        0..=0x7F => out.push(len as u8),
+        0x80..=0xFF => out.extend_from_slice(&[0x81, len as u8]),
+        0x100..=0xFFFF => out.extend_from_slice(&[0x82, len_bytes[2], len_bytes[3]]),
+        _ => out.extend_from_slice(&[0x83, len_bytes[1], len_bytes[2], len_bytes[3]]),
+    }
+    out.extend_from_slice(value);
+    out
+}
+
 /// The value of the first object tagged `tag` on the top level of `data`.
 pub fn find(data: &[u8], tag: u32) -> Result<Option<&[u8]>, TlvError> {
     Ok(parse(data)?

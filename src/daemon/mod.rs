@@ -3,7 +3,7 @@
 //! events has its own sub-module (readers here; modems and platform commands beside it)
 //! holding its state and its handlers.
 
-mod commands;
+pub(crate) mod commands;
 mod modems;
 mod readers;
 mod rules;

@@ -135,6 +135,46 @@ impl AckToken {
     pub fn local() -> AckToken {
         AckToken(None)
     }
+
+    /// Nothing owed: for tests that hand the daemon a message of their own.
+    #[cfg(test)]
+    pub(crate) fn none() -> AckToken {
+        AckToken(None)
+    }
+}
+
+/// What an inbound message on `topic` means: a command or a platform record, each
+/// parsed and checked by the contract (a record's refusal carries the payload's
+/// fingerprint). A topic that is not ours gives its acknowledgement back.
+pub(crate) fn received(
+    topics: &Topics,
+    topic: &str,
+    payload: &[u8],
+    now: u64,
+    ack: AckToken,
+) -> Result<Received, AckToken> {
+    match topics.inbound(topic) {
+        Some(Inbound::Command) => Ok(Received::Command {
+            command: contract::parse_command(payload, now),
+            ack,
+        }),
+        Some(Inbound::PlatformRecord { iccid }) => {
+            let record = if contract::valid_iccid(&iccid) {
+                contract::parse_platform_record(payload)
+            } else {
+                Err(Refusal::new(
+                    contract::RefusalCode::InvalidField,
+                    "topic: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)",
+                ))
+            }
+            .map_err(|mut r| {
+                r.payload_hash = contract::payload_hash(payload);
+                r
+            });
+            Ok(Received::PlatformRecord { iccid, record, ack })
+        }
+        None => Err(ack),
+    }
 }
 
 /// Handle used by the daemon to publish. Cheap to clone.
@@ -827,35 +867,14 @@ impl Driver {
 
     fn on_publish(&mut self, p: Publish) {
         let now = crate::time::unix_now();
-        let msg = match self.link.topics.inbound(&p.topic) {
-            Some(Inbound::Command) => Received::Command {
-                command: contract::parse_command(&p.payload, now),
-                ack: AckToken(Some(p)),
-            },
-            Some(Inbound::PlatformRecord { iccid }) => {
-                let record = if contract::valid_iccid(&iccid) {
-                    contract::parse_platform_record(&p.payload)
-                } else {
-                    Err(Refusal::new(
-                        contract::RefusalCode::InvalidField,
-                        "topic: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)",
-                    ))
-                }
-                .map_err(|mut r| {
-                    r.payload_hash = contract::payload_hash(&p.payload);
-                    r
-                });
-                Received::PlatformRecord {
-                    iccid,
-                    record,
-                    ack: AckToken(Some(p)),
-                }
-            }
-            None => {
+        let (topic, payload) = (p.topic.clone(), p.payload.clone());
+        let msg = match received(&self.link.topics, &topic, &payload, now, AckToken(Some(p))) {
+            Ok(msg) => msg,
+            Err(ack) => {
                 // Not ours to consume (a broker delivering outside our filters): ack so
                 // it does not come back.
-                tracing::debug!(topic = %p.topic, "ignored inbound message");
-                self.link.ack(AckToken(Some(p)));
+                tracing::debug!(%topic, "ignored inbound message");
+                self.link.ack(ack);
                 return;
             }
         };

@@ -86,6 +86,25 @@ impl Store {
         Ok(())
     }
 
+    /// Every entry of every tree, as (tree, key, value): what a test compares before and
+    /// after an operation that must change nothing.
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Vec<(String, String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name).unwrap();
+            for entry in tree.iter() {
+                let (k, v) = entry.unwrap();
+                out.push((
+                    String::from_utf8_lossy(&name).into_owned(),
+                    String::from_utf8_lossy(&k).into_owned(),
+                    v.to_vec(),
+                ));
+            }
+        }
+        out
+    }
+
     fn tree(&self, name: &'static str) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree(name)?)
     }

@@ -91,8 +91,9 @@ fn sw(data: &[u8], sw1: u8, sw2: u8) -> Vec<u8> {
     out
 }
 
-/// ICCID digits to EF.ICCID bytes (TS 102 221 §13.2: swapped nibbles, F-padded).
-fn iccid_to_ef(digits: &str) -> Vec<u8> {
+/// ICCID digits to EF.ICCID bytes (TS 102 221 §13.2: swapped nibbles, F-padded): the
+/// printer of `card::Iccid::from_ef`.
+pub fn iccid_to_ef(digits: &str) -> Vec<u8> {
     let mut nibbles: Vec<u8> = digits
         .chars()
         .filter_map(|c| c.to_digit(16).map(|d| d as u8))
@@ -101,15 +102,11 @@ fn iccid_to_ef(digits: &str) -> Vec<u8> {
     nibbles.chunks(2).map(|p| p[1] << 4 | p[0]).collect()
 }
 
-/// A BER-TLV with a short or one-byte long length (ISO/IEC 7816-4 §5.2.2).
+/// A BER-TLV, through the card engine's encoder (any length: a profile list of many
+/// profiles passes 255 bytes).
 fn tlv(tag: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = tag.to_vec();
-    if value.len() > 0x7F {
-        out.push(0x81);
-    }
-    out.push(value.len() as u8);
-    out.extend_from_slice(value);
-    out
+    let tag = tag.iter().fold(0u32, |t, b| t << 8 | u32::from(*b));
+    crate::card::tlv::encode(tag, value)
 }
 
 impl VirtualCard {
