@@ -24,10 +24,10 @@ pub mod contract;
 pub mod daemon;
 #[cfg(feature = "emulators")]
 pub mod emu;
-pub mod http;
 #[cfg(feature = "emulators")]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod http;
 pub mod link;
 pub mod logging;
 pub mod modem;
