@@ -285,6 +285,7 @@ impl Link {
             tls,
             connected_at: None,
             short_drops: 0,
+            spread_next: false,
         };
         let task = tokio::spawn(driver.run(cancel));
         Ok((link, task))
@@ -490,6 +491,9 @@ struct Driver {
     connected_at: Option<Instant>,
     /// Connections in a row that the broker closed before they were stable.
     short_drops: u32,
+    /// A connection dropped and no attempt has failed since: the next failure to reach
+    /// the broker has its wait spread (see `on_connection_error`).
+    spread_next: bool,
 }
 
 /// Free space the state directory's file system keeps: below it, telemetry and events
@@ -581,6 +585,7 @@ impl Driver {
                     self.connected_at = Some(Instant::now());
                     // The broker is reachable: the next outage starts with short waits.
                     waits.unreachable.reset();
+                    self.spread_next = false;
                     self.link
                         .connected
                         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -762,11 +767,18 @@ impl Driver {
             waits.unreachable.next_wait()
         };
         if lived.is_some() {
-            // A connection just dropped: the whole fleet lost theirs at this instant (a
-            // broker restart), so the first retry is spread over half the ceiling of the
-            // unreachable regime. From then on every agent's attempts keep their own
-            // phase, and at most about 1/(reconnect_max/2) of the fleet arrives in any
-            // second, after a short outage as after a long one.
+            // A connection dropped: retry at once as above. If that finds the broker
+            // gone, the whole fleet most likely lost theirs at this instant (a broker
+            // restart), so that failure's wait is spread (below). Another client taking
+            // the id over never finds the broker gone, so it is not slowed by this.
+            self.spread_next = true;
+            wait
+        } else if std::mem::take(&mut self.spread_next) && !turned_away(None, e) {
+            // The first attempt after a drop found the broker out of reach: spread
+            // this wait over half the unreachable regime's ceiling. From then on every
+            // agent's attempts keep their own phase, and at most about
+            // 1/(reconnect_max/2) of the fleet arrives in any second, after a short
+            // outage as after a long one.
             wait.max(waits.unreachable.spread(self.settings.reconnect_max / 2))
         } else {
             wait

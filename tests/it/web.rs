@@ -278,7 +278,14 @@ fn a_request_without_the_token_changes_nothing_and_the_page_s_button_goes_throug
     });
     let id = first.payload["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("web-"), "{}", first.payload);
-    assert_eq!(first.payload["status"], "received");
+    // Usually `received`; on a loaded machine a newer status may have replaced it in
+    // the outbox before it went out (MQTT.md, "Durability": per-command coalescing).
+    assert!(
+        ["received", "executing", "successful", "failed"]
+            .contains(&first.payload["status"].as_str().unwrap_or("")),
+        "{}",
+        first.payload
+    );
     let fin = support::final_status(&mut sub, agent, &id);
     // And on the page, as it ended.
     let shown = browser.until(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: simgate at work on emulated hardware, in two acts.
+# `make demo`: simgate at work on emulated hardware, in three acts.
 #  1. A reader station: `simgate station` while virtual cards go in and out of two vpcd
 #     readers (a private pcscd) as a warehouse person would insert them — eSIMs with
 #     their QR code, warnings for a duplicate, a Luhn failure and a mute card, the
@@ -102,18 +102,25 @@ rig_pids+=($!)
 rig_pids+=($!)
 # The platform's side: records and commands going down, lifecycles and rows coming back.
 tests/rig/demo-platform.sh "$broker" demo-gw "$modem" > "$work/platform.log" 2>&1 &
-rig_pids+=($!)
+platform_pid=$!
+rig_pids+=($platform_pid)
 
 echo "simgate run: readers '$reader *', modem $modem, broker $broker, agent demo-gw"
 echo "the gateway's station page: http://127.0.0.1:$gateway_port/ (read-only: no [http] token)"
-echo "the platform's view (simgate watch); Ctrl-C stops everything."
+echo "the platform's view (simgate watch) until the platform's script is done, then act 3; Ctrl-C stops everything."
 echo
 watch_args=(--log-format human watch --broker "$broker" --agent-id demo-gw)
 [ -t 1 ] || watch_args+=(--plain)
 if [ "$DEMO_SECONDS" -gt 0 ]; then
   timeout --foreground -s INT "$DEMO_SECONDS" "$SIMGATE" "${watch_args[@]}" || true
 else
-  "$SIMGATE" "${watch_args[@]}" || true
+  # Until the platform's script is done (about 70 s), then on to act 3.
+  "$SIMGATE" "${watch_args[@]}" &
+  watch_pid=$!
+  ( while kill -0 "$platform_pid" 2> /dev/null; do sleep 1; done
+    sleep 5; kill -INT "$watch_pid" 2> /dev/null ) &
+  rig_pids+=($!)
+  wait "$watch_pid" || true
 fi
 echo
 echo "--- the platform's side (tests/rig/demo-platform.sh) ---"

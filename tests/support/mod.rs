@@ -686,17 +686,16 @@ impl Broker {
 
     /// Start it again after a stop, on the same port with the same persistence.
     pub fn resume(&mut self) {
-        let (proc, _) = Self::launch(&self.dir, self.port, &self.extra);
-        self.proc = proc;
+        self.proc = match self.kind {
+            BrokerKind::Mosquitto => Self::launch(&self.dir, self.port, &self.extra).0,
+            BrokerKind::RabbitMq => Self::launch_rabbitmq(&self.dir, self.port, &self.extra),
+        };
     }
 
     /// Start it again on the same port with the same persistence.
     pub fn restart(&mut self) {
         self.proc.kill9();
-        self.proc = match self.kind {
-            BrokerKind::Mosquitto => Self::launch(&self.dir, self.port, &self.extra).0,
-            BrokerKind::RabbitMq => Self::launch_rabbitmq(&self.dir, self.port, &self.extra),
-        };
+        self.resume();
     }
 
     /// A subscriber printing `retain topic payload` per message; returns once the
