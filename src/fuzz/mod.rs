@@ -18,7 +18,9 @@ mod props;
 
 use crate::at::command::{self, AtCommand};
 use crate::at::parser::{self, Field, Frame};
-use crate::card::{self, apdu, euicc, iccid::Iccid, subscriber, tlv, CardError, CardTransport};
+use crate::card::{
+    self, apdu, es10, euicc, iccid::Iccid, subscriber, tlv, CardError, CardTransport,
+};
 use crate::config::{BrokerUrl, Config, ConfigError};
 use crate::contract;
 use crate::modem::{profile::Profile, reply};
@@ -227,6 +229,36 @@ pub fn tlv_es10(data: &[u8]) {
     if let Some(eid) = euicc::Eid::from_bytes(data) {
         assert_eq!(eid.check_ok(), euicc::eid_check_ok(eid.as_str()));
     }
+    // The ES10b/ES10c answers of src/card/es10.rs: a profile's ICCID out of any answer
+    // is a key the contract accepts, and one that the request encoder gives back as the
+    // same 10 bytes it came from.
+    if let Ok(profiles) = es10::parse_profiles_info(data) {
+        for p in profiles {
+            assert!(
+                contract::valid_iccid(&p.iccid),
+                "profile ICCID {:?}",
+                p.iccid
+            );
+        }
+    }
+    if data.len() >= 10 {
+        if let Ok(iccid) = es10::iccid_from_bytes(&data[..10]) {
+            let again = es10::iccid_from_bytes(&es10::iccid_bytes(&iccid));
+            assert_eq!(again.as_ref().map(|i| i.as_str()), Ok(iccid.as_str()));
+        }
+    }
+    for op in [
+        es10::Operation::Enable,
+        es10::Operation::Disable,
+        es10::Operation::Delete,
+        es10::Operation::Nickname,
+    ] {
+        let _ = es10::parse_result(op, data);
+    }
+    let _ = es10::parse_euicc_info2(data);
+    let _ = es10::parse_notification_list(data);
+    let _ = es10::parse_retrieved(data);
+    let _ = es10::parse_removed(data);
 }
 
 /// A card that answers with whatever the fuzzer says: each answer is one length byte
