@@ -567,7 +567,26 @@ fn commands() -> Vec<(Value, Vec<(&'static str, Kind)>)> {
                 ("params.days_left", Kind::U32),
                 ("params.rules", Kind::Arr),
                 ("params.updated_at", Kind::U64),
+                ("params.activation_code", Kind::Str),
             ]),
+        ),
+        (
+            base("esim_enable", json!({"profile": "8949440000000000024"})),
+            with(&[("params.profile", Kind::Str)]),
+        ),
+        (
+            base(
+                "esim_nickname",
+                json!({"profile": "8949440000000000024", "nickname": "work"}),
+            ),
+            with(&[
+                ("params.profile", Kind::Str),
+                ("params.nickname", Kind::Str),
+            ]),
+        ),
+        (
+            base("esim_notification_ack", json!({"seq": 7})),
+            with(&[("params.seq", Kind::U32)]),
         ),
         (
             base("refill", json!({"amount_mb": 100})),
@@ -659,6 +678,7 @@ fn a_platform_record_with_any_field_of_the_wrong_type_is_refused_naming_the_fiel
         ("days_left", Kind::U32),
         ("rules", Kind::Arr),
         ("updated_at", Kind::U64),
+        ("activation_code", Kind::Str),
     ];
     for (path, kind) in fields {
         for v in json_values().into_iter().filter(|v| !fits(kind, v)) {
