@@ -49,15 +49,7 @@ fn main() {
         // The clock starts when the card connects to vpcd: the moment a person's card
         // touches the reader's contacts.
         let t0 = Instant::now();
-        let mut card = Proc::spawn(
-            "card",
-            pcsc.simgate()
-                .args(["emulate", "card", "--image"])
-                .arg(support::repo().join("devices/cards/usim.toml"))
-                .args(["--vpcd", &format!("127.0.0.1:{}", pcsc.port)])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        let mut card = pcsc.connect_card(0, "usim.toml", &[], (Stdio::null(), Stdio::null()));
         sub.expect("present", |m| m.payload["present"] == true);
         inserted.push(t0.elapsed().as_secs_f64() * 1e3);
         let t1 = Instant::now();

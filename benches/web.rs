@@ -123,15 +123,7 @@ fn main() {
             serde_json::json!([]),
         );
         let t0 = now_ms();
-        let mut card = Proc::spawn(
-            "card",
-            pcsc.simgate()
-                .args(["emulate", "card", "--image"])
-                .arg(support::repo().join("devices/cards/usim.toml"))
-                .args(["--vpcd", &format!("127.0.0.1:{}", pcsc.port)])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        let mut card = pcsc.connect_card(0, "usim.toml", &[], (Stdio::null(), Stdio::null()));
         let seen = browser.until(
             "the row",
             &format!("window.simgateSeen['{ICCID}']"),

@@ -726,14 +726,7 @@ impl Commands {
             }
             Plan::Modem { work, port } => {
                 let Some(handle) = modems.handle(&port) else {
-                    return self.finish(
-                        ctx,
-                        &mut rec,
-                        Err((
-                            RefusalCode::Unavailable,
-                            format!("modem engine not available for {port}"),
-                        )),
-                    );
+                    return self.finish(ctx, &mut rec, Err(no_engine(&port)));
                 };
                 // The platform's own suspend or resume takes over from a rule's: a later
                 // refill must not resume a SIM the platform suspended.
@@ -794,14 +787,7 @@ impl Commands {
             }
             Plan::ModemEsim { port, work } => {
                 let Some(handle) = modems.handle(&port) else {
-                    return self.finish(
-                        ctx,
-                        &mut rec,
-                        Err((
-                            RefusalCode::Unavailable,
-                            format!("modem engine not available for {port}"),
-                        )),
-                    );
+                    return self.finish(ctx, &mut rec, Err(no_engine(&port)));
                 };
                 self.running.insert(cmd.id.clone());
                 let tx = ctx.events.clone();
@@ -817,14 +803,7 @@ impl Commands {
                 let (Some(handle), Some(old)) =
                     (modems.handle(&port), ctx.store.get_observed(&cmd.iccid)?)
                 else {
-                    return self.finish(
-                        ctx,
-                        &mut rec,
-                        Err((
-                            RefusalCode::Unavailable,
-                            format!("modem engine not available for {port}"),
-                        )),
-                    );
+                    return self.finish(ctx, &mut rec, Err(no_engine(&port)));
                 };
                 match super::swap::start(ctx, &cmd.id, &old, target, handle)? {
                     Ok(()) => {
@@ -1011,6 +990,15 @@ fn report(ctx: &Ctx, rec: &CommandRecord, as_event: bool) -> Result<(), DaemonEr
         as_event,
     )?;
     Ok(())
+}
+
+/// The refusal of a modem command whose port has no supervisor (the modem is gone or was
+/// never configured): the same for every plan that needs one.
+fn no_engine(port: &str) -> (RefusalCode, String) {
+    (
+        RefusalCode::Unavailable,
+        format!("modem engine not available for {port}"),
+    )
 }
 
 #[cfg(test)]

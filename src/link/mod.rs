@@ -756,14 +756,15 @@ impl Driver {
         if lived.is_some_and(|l| l >= LINK_STABLE) {
             self.short_drops = 0;
         }
+        // Not reached at all: an outage, not another client taking the id over (a
+        // twin's broker always answers).
+        let never_reached = lived.is_none() && !turned_away(None, e);
+        if never_reached {
+            self.short_drops = 0; // the streak of short drops ends
+        }
         let wait = if turned_away(lived, e) {
             waits.rejected.next_wait()
         } else {
-            if lived.is_none() {
-                // Not reached at all: an outage, not another client taking the id over
-                // (a twin's broker always answers), so the streak of short drops ends.
-                self.short_drops = 0;
-            }
             waits.unreachable.next_wait()
         };
         if lived.is_some() {
@@ -773,7 +774,7 @@ impl Driver {
             // the id over never finds the broker gone, so it is not slowed by this.
             self.spread_next = true;
             wait
-        } else if std::mem::take(&mut self.spread_next) && !turned_away(None, e) {
+        } else if std::mem::take(&mut self.spread_next) && never_reached {
             // The first attempt after a drop found the broker out of reach: spread
             // this wait over half the unreachable regime's ceiling. From then on every
             // agent's attempts keep their own phase, and at most about

@@ -412,21 +412,32 @@ impl Pcsc {
         self.insert_with(slot, image, &[])
     }
 
-    pub fn insert_with(&self, slot: u8, image: &str, extra: &[&str]) -> Card {
-        let path = repo().join("devices/cards").join(image);
-        let mut proc = Proc::spawn(
+    /// A virtual card (devices/cards/`image`) connecting to the reader `slot` now,
+    /// without waiting for pcscd to see it: the benches' clock starts here.
+    pub fn connect_card(
+        &self,
+        slot: u8,
+        image: &str,
+        extra: &[&str],
+        (out, err): (Stdio, Stdio),
+    ) -> Proc {
+        Proc::spawn(
             "simgate emulate card",
             self.simgate()
                 .args(["emulate", "card", "--image"])
-                .arg(&path)
+                .arg(repo().join("devices/cards").join(image))
                 .args([
                     "--vpcd",
                     &format!("127.0.0.1:{}", self.port + u16::from(slot)),
                 ])
                 .args(extra)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        );
+                .stdout(out)
+                .stderr(err),
+        )
+    }
+
+    pub fn insert_with(&self, slot: u8, image: &str, extra: &[&str]) -> Card {
+        let mut proc = self.connect_card(slot, image, extra, (Stdio::piped(), Stdio::inherit()));
         let mut lines = Lines::new(proc.child.stdout.take().expect("piped stdout"));
         lines.expect(
             "the virtual card to be powered by pcscd",
