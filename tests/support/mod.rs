@@ -771,17 +771,26 @@ pub struct Sub {
 
 impl Sub {
     /// The next message (debug lines skipped) satisfying `pred`.
-    pub fn expect(&mut self, what: &str, mut pred: impl FnMut(&Msg) -> bool) -> Msg {
+    pub fn expect(&mut self, what: &str, pred: impl FnMut(&Msg) -> bool) -> Msg {
+        self.expect_within(what, Duration::from_secs(15), pred)
+    }
+
+    /// As `expect`, with its own deadline (a deadline, never a measured time).
+    pub fn expect_within(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut pred: impl FnMut(&Msg) -> bool,
+    ) -> Msg {
         let mut found = None;
-        self.lines.expect(what, Duration::from_secs(15), |line| {
-            match parse_msg(line) {
+        self.lines
+            .expect(what, limit, |line| match parse_msg(line) {
                 Some(m) if pred(&m) => {
                     found = Some(m);
                     true
                 }
                 _ => false,
-            }
-        });
+            });
         found.expect("expect returned on a matching line")
     }
 }
@@ -1049,7 +1058,14 @@ pub fn send_command(broker: &Broker, agent: &str, payload: &serde_json::Value) {
 /// The final status of command `id` of `agent` (skipping received/executing).
 pub fn final_status(sub: &mut Sub, agent: &str, id: &str) -> Msg {
     let topic = format!("simgate/v1/{agent}/cmd/{id}/status");
-    sub.expect(&format!("the outcome of command {id}"), |m| {
-        m.topic == topic && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
-    })
+    // A command's work (a modem action, a re-read, a swap's steps) may take a while on
+    // a loaded 2-core machine: a generous deadline.
+    sub.expect_within(
+        &format!("the outcome of command {id}"),
+        Duration::from_secs(60),
+        |m| {
+            m.topic == topic
+                && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
+        },
+    )
 }
