@@ -1,7 +1,7 @@
 //! The virtual eUICC's download side in memory: STORE DATA reassembly, the whole ES10b
 //! download against a minimal SM-DP+ written here with the crypto core (src/emu/rsp), and
-//! each error path of SGP.22 §5.7.6, §5.7.13, §5.7.14. The PKIs are
-//! tests/fixtures/rsp/pki/ (tests/fixtures/README.md).
+//! each error path of SGP.22 §5.7.5, §5.7.6, §5.7.13, §5.7.14. The PKIs are
+//! tests/fixtures/rsp/euicc-pki/ (tests/fixtures/README.md).
 
 use super::super::card::Reply;
 use super::super::{CardImage, VirtualCard};
@@ -16,7 +16,7 @@ const HOST_ID: &[u8] = b"SIMGATE-TEST-DP";
 
 fn pki_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/rsp/pki")
+        .join("tests/fixtures/rsp/euicc-pki")
         .join(name)
 }
 
@@ -158,7 +158,7 @@ impl Dp {
         tlv(0xBF38, &req)
     }
 
-    /// PrepareDownloadRequest (SGP.22 §5.7.14) answering this AuthenticateServer response.
+    /// PrepareDownloadRequest (SGP.22 §5.7.5) answering this AuthenticateServer response.
     fn prepare_download(&self, auth_resp: &[u8]) -> Vec<u8> {
         let sig1 = path(auth_resp, &[0xBF38, 0xA0, 0x5F37]);
         let mut tid = self.tid.clone();
@@ -346,6 +346,8 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
     assert!(ber::find_path(&pir, &[0xBF37, 0xBF27, 0xA2, 0xA0, 0x4F])
         .unwrap()
         .is_some());
+    // smdpOid: CERT.DPpb's registeredID (the fixture's 2.999.10).
+    assert_eq!(path(&pir, &[0xBF37, 0xBF27, 0x06]), [0x88, 0x37, 0x0A]);
     let p = c.profiles().iter().find(|p| p.iccid == NEW_ICCID).unwrap();
     assert_eq!(
         (
@@ -568,6 +570,11 @@ fn cancel_session_is_signed_and_ends_the_session() {
     let ok_ = path(&resp, &[0xBF41, 0xA0]);
     let signed = raw_tlvs(ok_).unwrap()[0];
     assert_eq!(path(signed, &[0x30, 0x80]), &dp.tid[..]);
+    assert_eq!(
+        path(signed, &[0x30, 0x81]),
+        [0x88, 0x37, 0x0A],
+        "CERT.DPauth's OID"
+    );
     let euicc = Certificate::load_pem_one(&pki_dir("ci").join("euicc.pem")).unwrap();
     verify(euicc.public_key(), signed, path(ok_, &[0x5F37])).unwrap();
     // The session is gone: a second cancel has nothing to cancel.
