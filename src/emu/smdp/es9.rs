@@ -163,6 +163,8 @@ struct Euicc {
     /// smdpSignature2 as its 5F37 TLV, covered by euiccSignature2.
     smdp_signature2: Vec<u8>,
     cc_required: bool,
+    /// The StoreMetadataRequest shown to the LPA (profileMetadata), bound as it was.
+    metadata: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -483,9 +485,16 @@ impl Smdp {
                 .dppb_key
                 .sign(&[signed2.as_slice(), &signature1].concat()),
         );
+        // Enable/disable/delete notifications come back here, to the address the LPA used.
+        let address = self
+            .sessions
+            .get(&tx)
+            .map(|s| s.address.clone())
+            .unwrap_or_default();
+        let metadata = profile.metadata(Some(&address));
         let body = success(json!({
             "transactionId": tx,
-            "profileMetadata": b64(&profile.metadata()),
+            "profileMetadata": b64(&metadata),
             "smdpSigned2": b64(&signed2),
             "smdpSignature2": b64(&signature2),
             "smdpCertificate": b64(self.pki.dppb.der()),
@@ -497,6 +506,7 @@ impl Smdp {
                     eid,
                     smdp_signature2: signature2,
                     cc_required,
+                    metadata,
                 },
                 profile,
             };
@@ -926,7 +936,7 @@ fn bind(
     let mut bsp = Bsp::new(&keys);
     // ConfigureISDPRequest ::= [36] SEQUENCE { dpProprietaryData OPTIONAL } — empty.
     let configure = bsp.encrypt_and_mac(0x87, &encode(0xBF24, &[]));
-    let metadata = bsp.mac_only(0x88, &profile.metadata());
+    let metadata = bsp.mac_only(0x88, &euicc.metadata);
     let mut package = bsp.encrypt_and_mac(0x86, &profile.package());
     if faults.bad_mac {
         if let Some(last) = package.last_mut().and_then(|s| s.last_mut()) {
