@@ -41,6 +41,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("modem_profile", modem_profile),
     ("card_image", card_image),
     ("broker_url", broker_url),
+    ("rsp", rsp),
 ];
 
 /// Run the target called `name`; `false` when there is none.
@@ -443,5 +444,66 @@ pub fn broker_url(data: &[u8]) {
             Ok(&u),
             "{text:?} → {printed}"
         );
+    }
+}
+
+/// The emulators' RSP parsers (src/emu/rsp, src/emu/smdp), fed what an LPA or a
+/// peer could send: the bytes as DER (objects print back to their bytes; a certificate;
+/// a BSP segment under fixed keys) and as the body of every ES9+ function of a fresh
+/// test SM-DP+, which answers each with a JSON status — never a panic, never a dropped
+/// connection or a bound package without a session.
+pub fn rsp(data: &[u8]) {
+    use crate::emu::rsp::{der, Bsp, Certificate, SessionKeys};
+    use crate::emu::smdp::es9::{Faults, Pki, Reply, Smdp, FUNCTIONS};
+    use crate::emu::smdp::profiles::ProfilesFile;
+    use std::sync::OnceLock;
+
+    if let Ok(objects) = der::all(data) {
+        for d in objects {
+            assert_eq!(der::encode(d.tag, d.value), d.raw, "{data:02x?}");
+        }
+    }
+    let _ = Certificate::from_der(data);
+    let keys = SessionKeys {
+        s_enc: [1; 16],
+        s_mac: [2; 16],
+        initial_mcv: [3; 16],
+    };
+    let _ = Bsp::new(&keys).verify_and_decrypt(data);
+    let _ = Bsp::new(&keys).verify_mac_only(data);
+
+    // The PKI and profiles are read once (files of the repository); the server is new
+    // each run, so no session outlives its input.
+    static LOADED: OnceLock<(Pki, ProfilesFile)> = OnceLock::new();
+    let (pki, profiles) = LOADED.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        (
+            Pki::load(&root.join("tests/fixtures/rsp/pki")).expect("the fixture PKI"),
+            ProfilesFile::load(&root.join("devices/smdp/profiles.toml"))
+                .expect("the shipped profiles"),
+        )
+    });
+    let mut smdp = Smdp::new(
+        vec!["127.0.0.1:8443".into()],
+        pki.clone(),
+        profiles.clone(),
+        Faults::default(),
+    );
+    for function in FUNCTIONS {
+        let out = smdp.handle(function, Some("gsma/rsp/v2.2.0"), data);
+        match out.reply {
+            Reply::Json(v) => {
+                let status = &v["header"]["functionExecutionStatus"]["status"];
+                assert!(status == "Executed-Success" || status == "Failed", "{v}");
+                if function != "initiateAuthentication" && function != "handleNotification" {
+                    // Nothing but initiateAuthentication opens a session: every later
+                    // function fails on a server that has none (or on the one this
+                    // input's initiateAuthentication opened, whose id it cannot know).
+                    assert_eq!(status, "Failed", "{function}: {v}");
+                }
+            }
+            Reply::NoContent => assert_eq!(function, "handleNotification"),
+            other => panic!("{function}: {other:?}"),
+        }
     }
 }

@@ -1085,6 +1085,42 @@ fn write_seed_corpus() {
     ] {
         seeds.push(("broker_url", url.as_bytes().to_vec()));
     }
+    // The RSP parsers: the fixture certificates, BSP segments of pySim's vectors, and
+    // ES9+ request bodies.
+    for dir in ["tests/fixtures/rsp/pki", "tests/fixtures/rsp/sgp26"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for p in files {
+            let bytes = std::fs::read(&p).unwrap();
+            match p.extension().and_then(|e| e.to_str()) {
+                Some("der") => seeds.push(("rsp", bytes)),
+                Some("pem") => {
+                    for c in rustls_pemfile::certs(&mut bytes.as_slice()) {
+                        seeds.push(("rsp", c.unwrap().as_ref().to_vec()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let vectors =
+        std::fs::read_to_string(root.join("tests/fixtures/rsp/pysim_bsp_ppk_segments.txt"))
+            .unwrap();
+    for line in vectors.lines().filter(|l| !l.starts_with('#')) {
+        seeds.push(("rsp", hex::decode(line).unwrap()));
+    }
+    for body in [
+        r#"{"smdpAddress":"127.0.0.1:8443","euiccChallenge":"BwcHBwcHBwcHBwcHBwcHBw==","euiccInfo1":"vyAcggMCAgKpCgQI8BT93/JLpdeqCgQI8BT93/JLpdc="}"#,
+        r#"{"transactionId":"0123456789ABCDEF0123456789ABCDEF","authenticateServerResponse":"vzgA"}"#,
+        r#"{"transactionId":"0123456789ABCDEF0123456789ABCDEF","prepareDownloadResponse":"vyEA"}"#,
+        r#"{"pendingNotification":"vzcA"}"#,
+        r#"{"transactionId":"0123456789ABCDEF0123456789ABCDEF","cancelSessionResponse":"v0EDgQEF"}"#,
+    ] {
+        seeds.push(("rsp", body.as_bytes().to_vec()));
+    }
     let mut written = 0;
     for (target, data) in seeds {
         assert!(TARGETS.iter().any(|(n, _)| *n == target), "{target}");

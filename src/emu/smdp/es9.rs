@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The SM-DP+'s side of the test PKI (tests/rig/rsp-pki.sh's file names).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Pki {
     ci: Certificate,
     dpauth: Certificate,
@@ -85,6 +85,15 @@ pub struct Faults {
 
 /// The confirmation code of `--fault require-cc` for a profile without one.
 const FAULT_CC: &str = "0000";
+
+/// The ES9+ functions of an SM-DP+ (SGP.22 §6.5.2), by their path segment.
+pub const FUNCTIONS: [&str; 5] = [
+    "initiateAuthentication",
+    "authenticateClient",
+    "getBoundProfilePackage",
+    "handleNotification",
+    "cancelSession",
+];
 
 /// An ES9+ function execution status other than success (SGP.22 §6.5.1.4 header,
 /// statusCodeData).
@@ -163,6 +172,8 @@ struct Euicc {
     /// smdpSignature2 as its 5F37 TLV, covered by euiccSignature2.
     smdp_signature2: Vec<u8>,
     cc_required: bool,
+    /// The StoreMetadataRequest shown to the LPA (profileMetadata), bound as it was.
+    metadata: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -256,13 +267,6 @@ impl Smdp {
     /// Handle one ES9+ request: `function` is the last path segment under
     /// /gsma/rsp2/es9plus/, `admin_protocol` the X-Admin-Protocol header.
     pub fn handle(&mut self, function: &str, admin_protocol: Option<&str>, body: &[u8]) -> Outcome {
-        const FUNCTIONS: [&str; 5] = [
-            "initiateAuthentication",
-            "authenticateClient",
-            "getBoundProfilePackage",
-            "handleNotification",
-            "cancelSession",
-        ];
         if !FUNCTIONS.contains(&function) {
             return Outcome {
                 reply: Reply::NotFound,
@@ -483,9 +487,16 @@ impl Smdp {
                 .dppb_key
                 .sign(&[signed2.as_slice(), &signature1].concat()),
         );
+        // Enable/disable/delete notifications come back here, to the address the LPA used.
+        let address = self
+            .sessions
+            .get(&tx)
+            .map(|s| s.address.clone())
+            .unwrap_or_default();
+        let metadata = profile.metadata(Some(&address));
         let body = success(json!({
             "transactionId": tx,
-            "profileMetadata": b64(&profile.metadata()),
+            "profileMetadata": b64(&metadata),
             "smdpSigned2": b64(&signed2),
             "smdpSignature2": b64(&signature2),
             "smdpCertificate": b64(self.pki.dppb.der()),
@@ -497,6 +508,7 @@ impl Smdp {
                     eid,
                     smdp_signature2: signature2,
                     cc_required,
+                    metadata,
                 },
                 profile,
             };
@@ -926,7 +938,7 @@ fn bind(
     let mut bsp = Bsp::new(&keys);
     // ConfigureISDPRequest ::= [36] SEQUENCE { dpProprietaryData OPTIONAL } — empty.
     let configure = bsp.encrypt_and_mac(0x87, &encode(0xBF24, &[]));
-    let metadata = bsp.mac_only(0x88, &profile.metadata());
+    let metadata = bsp.mac_only(0x88, &euicc.metadata);
     let mut package = bsp.encrypt_and_mac(0x86, &profile.package());
     if faults.bad_mac {
         if let Some(last) = package.last_mut().and_then(|s| s.last_mut()) {

@@ -280,17 +280,35 @@ impl Profile {
         package
     }
 
-    /// The StoreMetadataRequest (BF25, SGP.22 §5.5.3): ICCID, provider, name, class.
-    pub fn metadata(&self) -> Vec<u8> {
-        encode(
-            0xBF25,
-            &cat(&[
-                encode(0x5A, &iccid_bytes(&self.iccid)),
-                encode(0x91, self.provider.as_bytes()),
-                encode(0x92, self.name.as_bytes()),
-                encode(0x95, &[self.class.value()]),
-            ]),
-        )
+    /// The StoreMetadataRequest (BF25, SGP.22 §5.5.3): ICCID, provider, name, class,
+    /// and — when `notify` is given — notificationConfigurationInfo asking the eUICC for
+    /// enable, disable and delete notifications to that SM-DP+ address (as osmo-smdpp
+    /// does: one entry per operation).
+    pub fn metadata(&self, notify: Option<&str>) -> Vec<u8> {
+        let mut fields = vec![
+            encode(0x5A, &iccid_bytes(&self.iccid)),
+            encode(0x91, self.provider.as_bytes()),
+            encode(0x92, self.name.as_bytes()),
+            encode(0x95, &[self.class.value()]),
+        ];
+        if let Some(address) = notify {
+            // NotificationConfigurationInformation ::= SEQUENCE { profileManagementOperation
+            // NotificationEvent, notificationAddress UTF8String } (AUTOMATIC TAGS: 80,
+            // 81); NotificationEvent ::= BIT STRING {install(0), enable(1), disable(2),
+            // delete(3)}, one bit set, in DER's shortest form (unused bits, then the byte).
+            let events: [&[u8]; 3] = [&[0x06, 0x40], &[0x05, 0x20], &[0x04, 0x10]];
+            let list: Vec<u8> = events
+                .iter()
+                .flat_map(|bits| {
+                    encode(
+                        0x30,
+                        &[encode(0x80, bits), encode(0x81, address.as_bytes())].concat(),
+                    )
+                })
+                .collect();
+            fields.push(encode(0xB6, &list));
+        }
+        encode(0xBF25, &cat(&fields))
     }
 }
 
@@ -331,7 +349,7 @@ provider = "simgate"
             decode_imsi(ef_imsi.value).as_deref(),
             Some("001010000000001")
         );
-        let md = p.metadata();
+        let md = p.metadata(Some("127.0.0.1:1"));
         assert_eq!(der::one(&md).unwrap().tag, 0xBF25);
     }
 

@@ -376,7 +376,7 @@ fn a_download_binds_the_profile_to_the_euicc_and_its_notification_is_journaled()
         .load_bpp(&session, &unb64(&bpp["boundProfilePackage"]))
         .unwrap();
     assert_eq!(configure, [0xBF, 0x24, 0x00]);
-    assert_eq!(metadata, profile.metadata());
+    assert_eq!(metadata, profile.metadata(Some(ADDRESS)));
     assert_eq!(package, profile.package());
     let bound = journal.iter().find(|l| l["event"] == "bpp").unwrap();
     assert_eq!(bound["iccid"], "8900101000000000035");

@@ -226,6 +226,9 @@ struct Metadata {
     provider: String,
     name: String,
     class: String,
+    /// notificationConfigurationInfo's address: where the profile's enable, disable
+    /// and delete notifications go.
+    notify: Option<String>,
 }
 
 /// A BPP being loaded.
@@ -760,7 +763,10 @@ impl Download {
             provider: Some(meta.provider.clone()),
             nickname: None,
             class: meta.class.clone(),
-            smdp: session.server_address.clone(),
+            smdp: meta
+                .notify
+                .clone()
+                .unwrap_or(session.server_address.clone()),
             files,
         };
         let size = u32::try_from(bpp.package.len()).unwrap_or(u32::MAX);
@@ -1074,11 +1080,25 @@ fn store_metadata(value: &[u8]) -> Result<Metadata, (BppCommand, InstallError)> 
         Some([0]) => "test",
         Some(_) => return Err((c, InstallError::UnsupportedProfileClass)),
     };
+    // notificationConfigurationInfo [22]: SEQUENCE OF { profileManagementOperation,
+    // notificationAddress } (AUTOMATIC TAGS: 80, 81). The virtual eUICC keeps one
+    // address per profile: the first named.
+    let notify = match find(0xB6)? {
+        Some(list) => ber::parse(list)
+            .map_err(|_| bad)?
+            .iter()
+            .filter_map(|entry| ber::find(entry.value, 0x81).ok().flatten())
+            .map(|a| String::from_utf8(a.to_vec()).map_err(|_| bad))
+            .next()
+            .transpose()?,
+        None => None,
+    };
     Ok(Metadata {
         iccid: iccid_digits(iccid),
         provider,
         name,
         class: class.into(),
+        notify,
     })
 }
 

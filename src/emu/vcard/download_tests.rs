@@ -215,6 +215,8 @@ impl Dp {
         meta.extend(tlv(0x91, b"Test Operator"));
         meta.extend(tlv(0x92, b"Test Profile"));
         meta.extend(tlv(0x95, &[2]));
+        let enable = [tlv(0x80, &[0x06, 0x40]), tlv(0x81, b"notify.test.example")].concat();
+        meta.extend(tlv(0xB6, &tlv(0x30, &enable)));
         let seq88 = bsp.mac_only(0x88, &tlv(0xBF25, &meta));
         let a2 = (self.fault == DpFault::ReplaceKeys).then(|| {
             let ppk = SessionKeys {
@@ -362,13 +364,15 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
             Some("Test Profile"),
             Some("Test Operator"),
             "operational",
-            "smdp.test.example"
+            "notify.test.example"
         )
     );
     // The notification: listed, retrieved as the PIR itself, removed by its number.
     let list = ok(&mut c, &tlv(0xBF28, &[]));
     let meta = path(&list, &[0xBF28, 0xA0, 0xBF2F]);
     assert_eq!(path(meta, &[0x81]), NotificationEvent::Install.bit_string());
+    // The install's goes to the SM-DP+ of the session; later ones to the metadata's.
+    assert_eq!(path(meta, &[0x0C]), b"smdp.test.example");
     let seq = path(meta, &[0x80]).to_vec();
     let got = ok(&mut c, &tlv(0xBF2B, &tlv(0xA0, &tlv(0x80, &seq))));
     assert_eq!(path(&got, &[0xBF2B, 0xA0]), &pir[..]);
