@@ -1121,6 +1121,51 @@ fn write_seed_corpus() {
     ] {
         seeds.push(("rsp", body.as_bytes().to_vec()));
     }
+    // The virtual eUICC's ES10b requests: the download functions, with the fixture's
+    // certificates where a certificate goes, and BPP segments' headers.
+    let pem = |name: &str| {
+        let path = root.join("tests/fixtures/rsp/euicc-pki/ci").join(name);
+        let bytes = std::fs::read(path).unwrap();
+        let der = rustls_pemfile::certs(&mut bytes.as_slice()).next().unwrap();
+        der.unwrap().as_ref().to_vec()
+    };
+    let enc = crate::card::tlv::encode;
+    let tid = enc(0x80, &[0x01; 16]);
+    let signed1 = enc(
+        0x30,
+        &[
+            tid.clone(),
+            enc(0x81, &[7; 16]),
+            enc(0x83, b"127.0.0.1:8443"),
+            enc(0x84, &[9; 16]),
+        ]
+        .concat(),
+    );
+    let ctx = enc(0xA0, &enc(0x80, b"SIMGATE-TEST-1"));
+    let auth = [
+        signed1,
+        enc(0x5F37, &[0; 64]),
+        enc(0x04, &[0xAB; 20]),
+        pem("dpauth.pem"),
+        ctx,
+    ];
+    let signed2 = enc(0x30, &[tid.clone(), enc(0x01, &[0])].concat());
+    let prep = [signed2, enc(0x5F37, &[0; 64]), pem("dppb.pem")];
+    for request in [
+        enc(0xBF2E, &[]),
+        enc(0xBF20, &[]),
+        enc(0xBF3C, &[]),
+        enc(0xBF38, &auth.concat()),
+        enc(0xBF21, &prep.concat()),
+        enc(0xBF41, &[tid, enc(0x81, &[0])].concat()),
+        enc(0xA0, &enc(0x87, &[0; 24])),
+        vec![0xA1, 0x0A],
+        enc(0x88, &[0; 24]),
+        vec![0xA3, 0x82, 0x03, 0xF0],
+        enc(0x86, &[0; 40]),
+    ] {
+        seeds.push(("euicc", request));
+    }
     let mut written = 0;
     for (target, data) in seeds {
         assert!(TARGETS.iter().any(|(n, _)| *n == target), "{target}");
