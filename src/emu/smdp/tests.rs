@@ -512,6 +512,17 @@ fn unknown_transactions_addresses_and_protocols_get_their_status_codes() {
             .reply,
         Reply::NotFound
     );
+    let v3 = e
+        .info1()
+        .iter()
+        .map(|b| if *b == 2 { 3 } else { *b })
+        .collect::<Vec<u8>>();
+    let (v, _) = call(
+        &mut s,
+        "initiateAuthentication",
+        json!({"smdpAddress": ADDRESS, "euiccChallenge": b64(&[0; 16]), "euiccInfo1": b64(&v3)}),
+    );
+    assert_eq!(status_of(&v), ("8.8.3".into(), "3.1".into()), "{v}");
     // The address is compared without case (SGP.22 §5.6.1).
     let (v, _) = call(
         &mut s,
