@@ -512,11 +512,10 @@ fn unknown_transactions_addresses_and_protocols_get_their_status_codes() {
             .reply,
         Reply::NotFound
     );
-    let v3 = e
-        .info1()
-        .iter()
-        .map(|b| if *b == 2 { 3 } else { *b })
-        .collect::<Vec<u8>>();
+    let mut v3 = e.info1();
+    // EUICCInfo1's svn (BF20 len, then 82 03 …): an SGP.22 v3.0.0 eUICC.
+    assert_eq!(&v3[3..6], [0x82, 0x03, 0x02]);
+    v3[5] = 3;
     let (v, _) = call(
         &mut s,
         "initiateAuthentication",
