@@ -368,6 +368,18 @@ impl Smdp {
                 .map(|d| d.value.to_vec())
                 .collect())
         };
+        // svn [2] VersionType: this server speaks SGP.22 v2.x (SGP.22 §5.6.1: "not
+        // supported" otherwise).
+        match child(&parts, 0x82, "svn")?.value {
+            [2, _, _] => {}
+            v => {
+                return Err(status(
+                    "8.8.3",
+                    "3.1",
+                    format!("The Specification Version Number {v:02X?} indicated by the eUICC is not supported by the SM-DP+"),
+                ))
+            }
+        }
         let ours = self.pki.ci_pkid().to_vec();
         // The eUICC must be able to verify our DPauth chain (ForVerification) and to
         // sign with a chain to the same CI (ForSigning); one CI here.
