@@ -344,10 +344,16 @@ fn header(data: &[u8]) -> Option<(u32, usize, usize)> {
     Some((tag, len, i))
 }
 
-/// Split `data` into its top-level TLVs, each whole (tag and length included).
+/// Split `data` into its top-level TLVs, each whole (tag and length included), skipping
+/// the 00/FF padding between objects as `card::tlv::parse` does, so the two list the
+/// same objects.
 fn raw_tlvs(mut data: &[u8]) -> Option<Vec<&[u8]>> {
     let mut out = Vec::new();
-    while !data.is_empty() {
+    while let Some(&first) = data.first() {
+        if first == 0x00 || first == 0xFF {
+            data = &data[1..];
+            continue;
+        }
         let (_, len, head) = header(data)?;
         let whole = data.get(..head + len)?;
         out.push(whole);
@@ -447,7 +453,7 @@ impl Download {
         // serverSigned1, serverSignature1, euiccCiPKIdToBeUsed, serverCertificate,
         // ctxParams1 (SGP.22 §5.7.13), in this order.
         let tags: Vec<u32> = fields.iter().map(|t| t.tag).collect();
-        if tags.len() != 5 || tags[..4] != [0x30, 0x5F37, 0x04, 0x30] {
+        if raw.len() != 5 || tags.len() != 5 || tags[..4] != [0x30, 0x5F37, 0x04, 0x30] {
             return Err(E::Undefined);
         }
         let (signed1, signature1, pkid, ctx) =
@@ -528,6 +534,9 @@ impl Download {
         let raw = raw_tlvs(value).ok_or(E::Undefined)?;
         // smdpSigned2, smdpSignature2, hashCc OPTIONAL, smdpCertificate.
         let tags: Vec<u32> = fields.iter().map(|t| t.tag).collect();
+        if raw.len() != tags.len() {
+            return Err(E::Undefined);
+        }
         let hash_cc = match tags[..] {
             [0x30, 0x5F37, 0x30] => None,
             [0x30, 0x5F37, 0x04, 0x30] if fields[2].value.len() == 32 => Some(fields[2].value),

@@ -457,6 +457,24 @@ fn store_data_block_out_of_sequence_is_refused_and_the_command_dropped() {
 }
 
 #[test]
+fn padding_between_request_objects_is_read_as_the_tlv_parser_reads_it() {
+    // ISO/IEC 7816-4 §5.2.2: 00/FF between objects; both views of a request agree.
+    let mut c = card();
+    let dp = Dp::new(DpFault::None);
+    let chal = ok(&mut c, &tlv(0xBF2E, &[]));
+    let req = dp.authenticate_server(path(&chal, &[0xBF2E, 0x80]));
+    let (tag, _, head) = header(&req).unwrap();
+    let mut padded = vec![0xFF, 0x00];
+    for t in raw_tlvs(&req[head..]).unwrap() {
+        padded.extend_from_slice(t);
+        padded.push(0xFF);
+    }
+    assert_eq!(raw_tlvs(&padded).unwrap().len(), 5);
+    let resp = ok(&mut c, &tlv(tag, &padded));
+    assert!(ber::find_path(&resp, &[0xBF38, 0xA0]).unwrap().is_some());
+}
+
+#[test]
 fn euicc_info1_names_the_pki_ci_and_addresses_the_default_smdp() {
     let mut c = card_with("default_smdp = \"smdp.default.example\"", "");
     let info1 = ok(&mut c, &tlv(0xBF20, &[]));
