@@ -150,6 +150,13 @@ fn segments(bpp: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The relay's environment: the PC/SC socket of the rig's pcscd, the reader, the PKI.
+const RELAY_ENV: [&str; 3] = [
+    "PCSCLITE_CSOCK_NAME",
+    "SIMGATE_RELAY_READER",
+    "SIMGATE_RELAY_PKI",
+];
+
 #[test]
 fn a_download_through_pcscd_installs_a_profile_that_esim_list_shows() {
     let dir = TempDir::new("euicc-pki");
@@ -157,19 +164,84 @@ fn a_download_through_pcscd_installs_a_profile_that_esim_list_shows() {
     let pcsc = Pcsc::start();
     let pki_arg = dir.path().to_string_lossy().into_owned();
     let _card = pcsc.insert_with(0, "euicc-blank.toml", &["--pki", &pki_arg]);
+    // The relay is a PC/SC client of the rig's private pcscd. libpcsclite reads its
+    // socket's name from the environment once per process, so the relay runs in a child
+    // of this test binary (the ignored test below), never in this shared process.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "euicc_download::relay_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(RELAY_ENV[0], &pcsc.sock)
+        .env(RELAY_ENV[1], pcsc.reader(0))
+        .env(RELAY_ENV[2], dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "relay: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("relay "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no relay line: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!("download through pcscd: {line}");
+    assert!(line.contains(" result=success"), "{line}");
+
+    // What a user sees: the profile listed, disabled, with the metadata's names.
+    let out = pcsc
+        .simgate()
+        .args(["esim", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = list["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["iccid"] == "8900101000000000019")
+        .unwrap_or_else(|| panic!("not listed: {list}"))
+        .clone();
+    assert_eq!(p["state"], "disabled", "{p}");
+    assert_eq!(p["name"], "simgate test profile 1", "{p}");
+}
+
+/// The relay of the test above, run as its child (does nothing without its
+/// environment): the download between the card through PC/SC and the test SM-DP+'s
+/// handlers; prints `relay apdus=N bytes=M result=success|error`.
+#[test]
+#[ignore = "run by a_download_through_pcscd_installs_a_profile_that_esim_list_shows"]
+fn relay_child() {
+    let (Ok(reader), Ok(pki_dir)) = (std::env::var(RELAY_ENV[1]), std::env::var(RELAY_ENV[2]))
+    else {
+        eprintln!(
+            "relay_child: not run as the relay (no {} in the environment)",
+            RELAY_ENV[1]
+        );
+        return;
+    };
     let mut dp = Smdp::new(
         vec![ADDRESS.into()],
-        DpPki::load(dir.path()).unwrap(),
+        DpPki::load(Path::new(&pki_dir)).unwrap(),
         ProfilesFile::load(&support::repo().join("devices/smdp/profiles.toml")).unwrap(),
         Faults::default(),
     );
-
-    // The relay is this test process, a PC/SC client of the rig's private pcscd: no other
-    // test of this binary is one (they run simgate as a child, its socket in its own
-    // environment), so pointing libpcsclite at ours here concerns this test alone.
-    std::env::set_var("PCSCLITE_CSOCK_NAME", &pcsc.sock);
     let ctx = simgate::reader::establish().unwrap();
-    let reader = simgate::reader::resolve(&ctx, &pcsc.reader(0)).unwrap();
+    let reader = simgate::reader::resolve(&ctx, &reader).unwrap();
     let limit = std::time::Duration::from_secs(120);
     let (pir, count) = simgate::reader::with_card(&reader, limit, move |card| {
         let mut n = Count::default();
@@ -248,38 +320,15 @@ fn a_download_through_pcscd_installs_a_profile_that_esim_list_shows() {
     let result = tlv::find_path(&pir, &[0xBF37, 0xBF27, 0xA2])
         .unwrap()
         .unwrap();
-    assert_eq!(
-        result[0],
-        0xA0,
-        "successResult: {}",
-        hex::encode_upper(&pir)
-    );
-    eprintln!(
-        "download through pcscd: {} APDUs, {} bytes to the card",
+    let result = if result[0] == 0xA0 {
+        "success"
+    } else {
+        "error"
+    };
+    println!(
+        "relay apdus={} bytes={} result={result}",
         count.apdus, count.bytes
     );
-
-    // What a user sees: the profile listed, disabled, with the metadata's names.
-    let out = pcsc
-        .simgate()
-        .args(["esim", "list", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let p = list["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["iccid"] == "8900101000000000019")
-        .unwrap_or_else(|| panic!("not listed: {list}"))
-        .clone();
-    assert_eq!(p["state"], "disabled", "{p}");
-    assert_eq!(p["name"], "simgate test profile 1", "{p}");
 }
 
 #[test]

@@ -437,6 +437,29 @@ fn every_answer_passes_through_61xx_and_get_response_over_256_bytes() {
 }
 
 #[test]
+fn get_response_with_le_00_gives_at_most_256_bytes_then_61xx() {
+    let mut c = card();
+    let dp = Dp::new(DpFault::None);
+    let chal = ok(&mut c, &tlv(0xBF2E, &[]));
+    let req = dp.authenticate_server(path(&chal, &[0xBF2E, 0x80]));
+    let mut resp = Vec::new();
+    for (i, b) in req.chunks(255).enumerate() {
+        let p1 = if (i + 1) * 255 >= req.len() {
+            0x91
+        } else {
+            0x11
+        };
+        let mut apdu = vec![0x80, 0xE2, p1, i as u8, b.len() as u8];
+        apdu.extend_from_slice(b);
+        resp = c.process(&apdu);
+    }
+    assert_eq!(resp[0], 0x61);
+    let first = c.process(&[0x00, 0xC0, 0x00, 0x00, 0x00]);
+    assert_eq!(first.len(), 256 + 2);
+    assert_eq!(first[256], 0x61, "more to come");
+}
+
+#[test]
 fn store_data_block_out_of_sequence_is_refused_and_the_command_dropped() {
     let mut c = card();
     assert_eq!(
