@@ -41,7 +41,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("modem_profile", modem_profile),
     ("card_image", card_image),
     ("broker_url", broker_url),
-    ("rsp", rsp),
+    ("emu_rsp", emu_rsp),
     ("euicc", euicc),
 ];
 
@@ -453,7 +453,7 @@ pub fn broker_url(data: &[u8]) {
 /// a BSP segment under fixed keys) and as the body of every ES9+ function of a fresh
 /// test SM-DP+, which answers each with a JSON status — never a panic, never a dropped
 /// connection or a bound package without a session.
-pub fn rsp(data: &[u8]) {
+pub fn emu_rsp(data: &[u8]) {
     use crate::emu::rsp::{der, Bsp, Certificate, SessionKeys};
     use crate::emu::smdp::es9::{Faults, Pki, Reply, Smdp, FUNCTIONS};
     use crate::emu::smdp::profiles::ProfilesFile;

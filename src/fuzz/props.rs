@@ -1096,10 +1096,10 @@ fn write_seed_corpus() {
         for p in files {
             let bytes = std::fs::read(&p).unwrap();
             match p.extension().and_then(|e| e.to_str()) {
-                Some("der") => seeds.push(("rsp", bytes)),
+                Some("der") => seeds.push(("emu_rsp", bytes)),
                 Some("pem") => {
                     for c in rustls_pemfile::certs(&mut bytes.as_slice()) {
-                        seeds.push(("rsp", c.unwrap().as_ref().to_vec()));
+                        seeds.push(("emu_rsp", c.unwrap().as_ref().to_vec()));
                     }
                 }
                 _ => {}
@@ -1110,7 +1110,7 @@ fn write_seed_corpus() {
         std::fs::read_to_string(root.join("tests/fixtures/rsp/pysim_bsp_ppk_segments.txt"))
             .unwrap();
     for line in vectors.lines().filter(|l| !l.starts_with('#')) {
-        seeds.push(("rsp", hex::decode(line).unwrap()));
+        seeds.push(("emu_rsp", hex::decode(line).unwrap()));
     }
     for body in [
         r#"{"smdpAddress":"127.0.0.1:8443","euiccChallenge":"BwcHBwcHBwcHBwcHBwcHBw==","euiccInfo1":"vyAcggMCAgKpCgQI8BT93/JLpdeqCgQI8BT93/JLpdc="}"#,
@@ -1119,7 +1119,7 @@ fn write_seed_corpus() {
         r#"{"pendingNotification":"vzcA"}"#,
         r#"{"transactionId":"0123456789ABCDEF0123456789ABCDEF","cancelSessionResponse":"v0EDgQEF"}"#,
     ] {
-        seeds.push(("rsp", body.as_bytes().to_vec()));
+        seeds.push(("emu_rsp", body.as_bytes().to_vec()));
     }
     // The virtual eUICC's ES10b requests: the download functions, with the fixture's
     // certificates where a certificate goes, and BPP segments' headers.
