@@ -961,6 +961,21 @@ impl Driver {
     }
 }
 
+/// The nodes of `urls` in the order agent `agent_id` tries them (its preferred node
+/// first, then its failover order; src/link/nodes.rs), as URLs: for planning a fleet's
+/// spread over a cluster. A name with several addresses counts as one node here.
+pub fn node_order(agent_id: &str, urls: &[String]) -> Result<Vec<String>, LinkError> {
+    let parsed = urls
+        .iter()
+        .map(|u| BrokerUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LinkError::Url)?;
+    Ok(nodes::rank(agent_id, parsed)
+        .iter()
+        .map(|n| n.to_string())
+        .collect())
+}
+
 /// The agent's MQTT options for one broker node.
 fn mqtt_options(
     settings: &LinkSettings,

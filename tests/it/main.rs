@@ -8,6 +8,7 @@ mod support;
 mod card_engine;
 mod card_vectors;
 mod chaos;
+mod cluster;
 mod config_cli;
 mod daemon_cards;
 mod daemon_modem;
