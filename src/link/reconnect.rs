@@ -18,9 +18,11 @@
 //! back in half a second); if that finds the broker gone, the whole fleet most likely
 //! lost it at this instant, and that one wait is spread over half the cap. With a fleet
 //! quota (`broker.fleet_size` / `broker.fleet_connects_per_s` = a window W), the first
-//! retry after any drop is uniform over [0, W], and no later wait is shorter than W: each
-//! agent makes at most one attempt per W, so N agents arrive at about N / W = the quota,
-//! and all are back within W of the broker's return.
+//! retry after any drop is uniform over [0, W], and no later round that reached no node
+//! waits less than W: each agent arrives at most once per W, so N agents arrive at about
+//! N / W = the quota, and all are back within W of the broker's return. An attempt the
+//! broker refuses (its quota hit by the arrivals' fluctuation) backs off in the
+//! turned-away regime.
 
 use crate::backoff::Backoff;
 use std::time::Duration;
@@ -116,9 +118,14 @@ impl Reconnect {
                         false => spread,
                     }
                 }
-                // A failed round: no agent comes more often than once per window, so
-                // the arrivals keep the phases the first spread gave them.
-                None => wait.max(window),
+                // A round that reached no node: no agent comes more often than once
+                // per window, so the arrivals keep the phases the first spread gave
+                // them, and the fleet comes back within one window of the broker.
+                None if !turned_away => wait.max(window),
+                // Refused (over the broker's quota: the arrivals fluctuate around the
+                // rate): the turned-away regime, so the few refused come back soon
+                // instead of a whole window later, and slow down if refused again.
+                None => wait,
             };
         }
         if lived.is_some() {
@@ -190,8 +197,11 @@ mod tests {
         r.wait(Some(S(600)), Failure::Unreachable);
         for _ in 0..20 {
             assert!(r.wait(None, Failure::Unreachable) >= window);
-            assert!(r.wait(None, Failure::TurnedAway) >= window);
         }
+        // Refused by a broker over its quota: the turned-away regime's climb.
+        let refused: Vec<Duration> = (0..8).map(|_| r.wait(None, Failure::TurnedAway)).collect();
+        assert!(refused[0] <= BACKOFF_BASE, "{refused:?}");
+        assert!(refused.iter().all(|w| *w <= REJECTED_CAP), "{refused:?}");
     }
 
     #[test]
