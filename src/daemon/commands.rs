@@ -854,7 +854,7 @@ impl Commands {
         ctx.store.put_command(rec)?;
         report(ctx, rec, false)?;
         let rows = match &ctx.link {
-            Some(link) => link.requeue_rows()?,
+            Some(link) => link.sync_rows()?,
             None => 0,
         };
         rec.rows = Some(rows);

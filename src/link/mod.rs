@@ -363,9 +363,14 @@ impl Link {
     /// Queue a SIM's retained state (QoS 1); a newer state of the same SIM replaces a
     /// queued older one.
     pub fn publish_state(&self, state: &SimState) -> Result<(), LinkError> {
+        self.queue_state(state, Queueing::Coalesced)
+    }
+
+    fn queue_state(&self, state: &SimState, how: Queueing) -> Result<(), LinkError> {
         let topic = self.topics.sim_state(&state.sim.iccid);
         let payload = serde_json::to_vec(state)?;
-        self.enqueue(Class::State, &topic, true, Some(&topic), |_| payload)?;
+        let coalesce = (how == Queueing::Coalesced).then_some(topic.as_str());
+        self.enqueue(Class::State, &topic, true, coalesce, |_| payload)?;
         // A SIM new to this agent: the index names it, after its row.
         let new = {
             let mut indexed = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
@@ -376,7 +381,7 @@ impl Link {
             set.insert(state.sim.iccid.clone())
         };
         if new {
-            self.publish_index()?;
+            self.publish_index(Queueing::Coalesced)?;
         }
         Ok(())
     }
@@ -391,8 +396,8 @@ impl Link {
             .collect())
     }
 
-    /// Queue the retained index (coalesced: only the latest goes out).
-    fn publish_index(&self) -> Result<(), LinkError> {
+    /// Queue the retained index.
+    fn publish_index(&self, how: Queueing) -> Result<(), LinkError> {
         let iccids: Vec<String> = {
             let mut indexed = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
             match indexed.as_ref() {
@@ -410,19 +415,31 @@ impl Link {
             ts: crate::time::unix_now(),
             iccids,
         })?;
-        self.enqueue(Class::State, &topic, true, Some(&topic), |_| payload)
+        let coalesce = (how == Queueing::Coalesced).then_some(topic.as_str());
+        self.enqueue(Class::State, &topic, true, coalesce, |_| payload)
     }
 
-    /// Queue every SIM's row again (coalesced with any queued version), then the index;
-    /// returns how many rows. What a `sync` command publishes before its end marker,
-    /// and what a connection to a broker (node) without this agent's state gets.
-    pub fn requeue_rows(&self) -> Result<u64, LinkError> {
+    /// Queue every SIM's row again (coalesced with any queued version), then the index:
+    /// for a broker (node) that does not hold this agent's retained state.
+    fn requeue_rows(&self) -> Result<u64, LinkError> {
+        self.rows_again(Queueing::Coalesced)
+    }
+
+    /// A `sync`'s snapshot: every SIM's row, then the index, each queued as a message
+    /// of its own; returns how many rows. Not coalesced: a newer row replacing a queued
+    /// one goes to the outbox's tail, which would put it behind the sync's end marker
+    /// (queued next by the caller) — the snapshot's rows must all come before it.
+    pub fn sync_rows(&self) -> Result<u64, LinkError> {
+        self.rows_again(Queueing::Snapshot)
+    }
+
+    fn rows_again(&self, how: Queueing) -> Result<u64, LinkError> {
         let mut rows = 0;
         for obs in self.store.all_observed()? {
-            self.publish_state(&row(&self.store, &obs)?)?;
+            self.queue_state(&row(&self.store, &obs)?, how)?;
             rows += 1;
         }
-        self.publish_index()?;
+        self.publish_index(how)?;
         Ok(rows)
     }
 
@@ -498,6 +515,15 @@ impl Link {
             tracing::debug!(error = %e, "ack not sent; the broker will redeliver");
         }
     }
+}
+
+/// How a retained message of the agent's state is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queueing {
+    /// Replacing a queued older version of the same topic (MQTT.md, "Durability").
+    Coalesced,
+    /// A message of its own, where it stands in the queue (a `sync`'s snapshot).
+    Snapshot,
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {

@@ -6,7 +6,9 @@
 //! rebuilds its SIM table with `sync` from a surviving node (MQTT.md, "Clusters").
 //!
 //! Slow (the cluster alone takes about half a minute to start): ignored by `cargo test`,
-//! run by `make test-cluster` (which CI runs).
+//! run by `make test-cluster` (which CI runs). The same agent-side promises on two plain
+//! mosquittos (failover, `sync`, the index, health naming the broker) run in every
+//! `make test`.
 
 use crate::support;
 use serde_json::json;
@@ -349,6 +351,18 @@ fn a_node_killed_mid_traffic_loses_nothing_and_sync_rebuilds_the_table_elsewhere
             .or_insert(killed.elapsed());
     }
     let all_back = back.values().max().copied().unwrap_or_default();
+    // Landed on another node, which does not hold their retained rows: each published
+    // them again there, by itself (before any sync asked), whatever the session said.
+    for a in agents.iter_mut().filter(|a| on_dead.contains(&&a.id)) {
+        let again = a.logged("rows published again for this broker node");
+        assert!(
+            again
+                .iter()
+                .any(|v| v["fields"]["broker"] != urls[0].as_str()),
+            "{} did not republish its rows on its new node: {again:?}",
+            a.id
+        );
+    }
     // The bound: the window the first retry is spread over, plus the failover round
     // (a refused connect to the dead node, then a CONNECT to the next) on a loaded
     // machine — a generous 30 s.
@@ -467,4 +481,99 @@ fn a_node_killed_mid_traffic_loses_nothing_and_sync_rebuilds_the_table_elsewhere
     for a in agents.iter_mut() {
         let _ = a.proc.interrupt();
     }
+}
+
+/// `broker.urls` on two plain mosquittos, no cluster between them: the agent sits on its
+/// preferred broker and says so in its health, answers `sync` once with every row and
+/// the count, keeps its index retained, and when that broker dies it carries on on the
+/// other one with its rows and index retained there.
+#[test]
+fn an_agent_fails_over_to_the_next_broker_and_sync_answers_once_with_every_row() {
+    let pcsc = Pcsc::start();
+    let _usim = pcsc.insert(0, "usim.toml");
+    let _gsm = pcsc.insert(1, "gsm-sim.toml");
+    let mut first = support::Broker::start();
+    let second = support::Broker::start();
+    let urls = vec![first.url(), second.url()];
+    // An agent id whose preferred broker is the first one.
+    let id = (0..)
+        .map(|i| format!("fo-{i}"))
+        .find(|id| simgate::link::node_order(id, &urls).expect("valid URLs")[0] == urls[0])
+        .expect("some id prefers the first broker");
+    let prefix = format!("simgate/v1/{id}");
+    let mut on_first = first.subscribe(&format!("{prefix}/#"));
+    let state = TempDir::new("failover");
+    let mut agent = Proc::spawn(
+        "simgate run",
+        pcsc.simgate()
+            .args([
+                "run",
+                "--agent-id",
+                &id,
+                "--broker",
+                &urls.join(","),
+                "--state-dir",
+            ])
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    let online = on_first.expect("online on the first broker", |m| {
+        m.topic == format!("{prefix}/health") && m.payload["state"] == "online"
+    });
+    assert_eq!(online.payload["broker"], urls[0].as_str());
+    on_first.expect("the index naming both SIMs", |m| {
+        m.topic == format!("{prefix}/index") && m.payload["iccids"] == json!([USIM, GSM])
+    });
+
+    // sync: every row, then the end marker with the count.
+    let sync = |sub: &mut Sub, broker: &support::Broker| {
+        let mark = sub.lines.seen.len();
+        broker.publish(
+            &format!("{prefix}/cmd"),
+            &[
+                "-m",
+                &json!({"v": 1, "id": "y-1", "action": "sync", "expires_at": unix_now() + 300})
+                    .to_string(),
+            ],
+        );
+        let end = support::final_status(sub, &id, "y-1");
+        let rows: BTreeSet<String> = sub.lines.seen[mark..]
+            .iter()
+            .filter_map(|l| support::parse_msg(l))
+            .filter(|m| m.topic.ends_with("/state"))
+            .map(|m| m.payload["iccid"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (end, rows)
+    };
+    let (end, rows) = sync(&mut on_first, &first);
+    assert_eq!(end.payload["status"], "successful", "{end:?}");
+    assert_eq!(end.payload["rows"], 2);
+    assert_eq!(rows, BTreeSet::from([USIM.to_string(), GSM.to_string()]));
+    // The same id again: answered from its record, the same count, no rows.
+    let (again, rows) = sync(&mut on_first, &first);
+    assert_eq!(again.payload["rows"], 2);
+    assert!(
+        rows.is_empty(),
+        "a repeated sync published rows again: {rows:?}"
+    );
+
+    // The first broker dies: the agent goes on on the second, and its rows and index
+    // are retained there.
+    let mut on_second = second.subscribe(&format!("{prefix}/health"));
+    first.stop();
+    let moved = on_second.expect_within(
+        "online on the second broker",
+        Duration::from_secs(60),
+        |m| m.payload["state"] == "online" && !m.retained,
+    );
+    assert_eq!(moved.payload["broker"], urls[1].as_str());
+    let mut late = second.subscribe(&format!("{prefix}/sim/{USIM}/state"));
+    let row = late.expect("the row retained on the second broker", |_| true);
+    assert!(row.retained && row.payload["present"] == true, "{row:?}");
+    let mut index = second.subscribe(&format!("{prefix}/index"));
+    let idx = index.expect("the index retained on the second broker", |_| true);
+    assert_eq!(idx.payload["iccids"], json!([USIM, GSM]));
+    let st = agent.interrupt();
+    assert!(st.success(), "simgate run exited with {st}");
 }
