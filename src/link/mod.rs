@@ -604,8 +604,9 @@ const UNSTABLE_AFTER: u32 = 3;
 impl Driver {
     async fn run(mut self, cancel: CancellationToken) {
         let mut waits = Reconnect::new(self.settings.reconnect_max, self.settings.fleet_window);
+        // Cancelled meanwhile: the loop below ends at once, through the shutdown.
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {}
             _ = self.nodes.start_round() => self.use_node(),
         }
         let mut usage_tick = tokio::time::interval(self.usage_interval);
