@@ -22,14 +22,14 @@ pub struct EsimArgs {
 pub(super) struct Target {
     /// Exact reader name (see `simgate readers`); default: the one reader holding a card.
     #[arg(long, conflicts_with = "port")]
-    reader: Option<String>,
+    pub(super) reader: Option<String>,
     /// A modem's AT port (/dev/ttyUSB2, or tcp://host:port): the eUICC in it, through
     /// +CCHO/+CGLA.
     #[arg(long)]
-    port: Option<String>,
+    pub(super) port: Option<String>,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +72,10 @@ enum EsimCmd {
         #[command(flatten)]
         at: Target,
     },
+    /// Download a profile from an SM-DP+ (SGP.22 §3.1.3): each step shown, the preview
+    /// confirmed, the result verified by listing; on a failure the session is cancelled on
+    /// both sides and the profiles listed again.
+    Download(super::download::DownloadArgs),
 }
 
 fn iccid_arg(text: &str) -> anyhow::Result<Iccid> {
@@ -79,7 +83,7 @@ fn iccid_arg(text: &str) -> anyhow::Result<Iccid> {
 }
 
 /// The reader to use: the one named, or the only one holding a card.
-fn pick_reader(name: Option<String>) -> anyhow::Result<std::ffi::CString> {
+pub(super) fn pick_reader(name: Option<String>) -> anyhow::Result<std::ffi::CString> {
     let ctx = reader::establish()?;
     if let Some(n) = name {
         return Ok(reader::resolve(&ctx, &n)?);
@@ -200,7 +204,7 @@ async fn through_modem(cmd: EsimCmd, port: &str) -> anyhow::Result<ExitCode> {
                     },
                     at.json,
                 ),
-                _ => unreachable!("list and notifications are handled above"),
+                _ => unreachable!("list, notifications and download are handled above"),
             };
             let (o, cost) = m::apply(&mut conn, profile, &action)
                 .await
@@ -254,12 +258,16 @@ impl EsimCmd {
             | EsimCmd::Delete { at, .. }
             | EsimCmd::Nickname { at, .. }
             | EsimCmd::Notifications { at } => at,
+            EsimCmd::Download(d) => d.target(),
         }
     }
 }
 
 impl EsimArgs {
     pub async fn run(self, cfg: &Config) -> anyhow::Result<ExitCode> {
+        if let EsimCmd::Download(d) = self.cmd {
+            return d.run(cfg).await;
+        }
         if let Some(port) = self.cmd.target().port.clone() {
             return through_modem(self.cmd, &port).await;
         }
@@ -314,6 +322,7 @@ impl EsimArgs {
                     print_notifications(&reader, &list);
                 }
             }
+            EsimCmd::Download(_) => unreachable!("download is handled above"),
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -371,7 +380,7 @@ fn or_dash(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("-")
 }
 
-fn print_profiles(list: &[ProfileInfo]) {
+pub(super) fn print_profiles(list: &[ProfileInfo]) {
     if list.is_empty() {
         println!("no profiles installed");
         return;
