@@ -1289,7 +1289,7 @@ mod tests {
         }
         for (bad, why) in [
             ("smdp.example.com$ABC", "LPA:1$"),
-            ("LPA:1$smdp.example.com", "matching id"),
+            ("LPA:1$smdp.example.com", "matching ID"),
             ("LPA:1$$ABC", "not a host name"),
             ("LPA:1$smdp.example.com$AB C", "letters, digits"),
         ] {
