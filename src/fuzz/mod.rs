@@ -515,11 +515,8 @@ pub fn es9_json(data: &[u8]) {
         es9::Function::AuthenticateClient,
         es9::Function::GetBoundProfilePackage,
     ] {
-        match es9::execution_status(&v, f) {
-            Err(es9::Es9Error::Refused { status, .. }) => {
-                let _ = status.words();
-            }
-            Ok(()) | Err(_) => {}
+        if let Err(es9::Es9Error::Refused { status, .. }) = es9::execution_status(&v, f) {
+            let _ = status.words();
         }
         for name in [
             "transactionId",
