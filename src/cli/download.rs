@@ -357,7 +357,10 @@ async fn through_modem(job: Job, port: &str, imei: Option<String>) -> anyhow::Re
     let max_apdu = profile.euicc.cgla_max_apdu;
     let (done, _) = m::with_isdr(&mut conn, profile, move |mut isdr| {
         isdr.limit_apdu(max_apdu);
-        Ok(job.on(&mut isdr, device, rt))
+        let done = job.on(&mut isdr, device, rt);
+        // Through +CSIM the ISD-R is on the basic channel: back to the MF.
+        let _ = isdr.finish();
+        Ok(done)
     })
     .await
     .with_context(|| format!("modem {port}"))?;

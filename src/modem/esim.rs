@@ -58,6 +58,41 @@ impl<T: AtIo> CardTransport for Cgla<'_, T> {
     }
 }
 
+/// +CSIM (TS 27.007 §8.17) as a card transport: each command APDU whole, on the basic
+/// channel (the channel is in its CLA), the response APDU back with its status word.
+struct Csim<'a, T: AtIo> {
+    conn: &'a mut AtConnection<T>,
+    timeout: Duration,
+    rt: tokio::runtime::Handle,
+}
+
+impl<T: AtIo> CardTransport for Csim<'_, T> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
+        let hexed = hex::encode_upper(command);
+        let cmd = AtCommand::new(&format!(
+            "AT+CSIM={},{}",
+            hexed.len(),
+            crate::at::quote(&hexed)
+        ))
+        .map_err(|e| CardError::Transport(e.to_string()))?;
+        let answer = self
+            .rt
+            .block_on(self.conn.command(&cmd, self.timeout))
+            .map_err(|e| CardError::Transport(format!("modem: {e}")))?;
+        match answer {
+            Ok(r) => {
+                reply::apdu_checked(&r.lines, "+CSIM").map_err(|detail| CardError::Malformed {
+                    command: "+CSIM",
+                    detail,
+                })
+            }
+            Err(refusal) => Err(CardError::Transport(format!(
+                "the modem refused +CSIM ({refusal})"
+            ))),
+        }
+    }
+}
+
 /// Why an eSIM operation through a modem did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ModemEsimError {
@@ -88,8 +123,10 @@ pub async fn with_isdr<T: AtIo, R>(
     profile: &Profile,
     f: impl for<'c> FnOnce(Isdr<&'c mut dyn CardTransport>) -> Result<R, EsimError>,
 ) -> Result<(R, Cost), ModemEsimError> {
-    if profile.euicc.access == EuiccAccess::None {
-        return Err(ModemEsimError::NoAccess);
+    match profile.euicc.access {
+        EuiccAccess::None => return Err(ModemEsimError::NoAccess),
+        EuiccAccess::Csim => return with_isdr_csim(conn, profile, f).await,
+        EuiccAccess::Ccho => {}
     }
     let before = conn.stats().commands;
     let t = profile.timeouts.sim();
@@ -120,6 +157,44 @@ pub async fn with_isdr<T: AtIo, R>(
             tracing::debug!(%r, channel, "+CCHC refused");
         }
     }
+    let value = result?;
+    Ok((
+        value,
+        Cost {
+            apdus: 0,
+            at_lines: conn.stats().commands - before,
+        },
+    ))
+}
+
+/// The ISD-R through +CSIM: selected on the basic channel (SGP.22 §2.2.3: the ISD-R is
+/// selectable by AID there); `f` puts it back on the MF when done (`Isdr::finish`).
+async fn with_isdr_csim<T: AtIo, R>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+    f: impl for<'c> FnOnce(Isdr<&'c mut dyn CardTransport>) -> Result<R, EsimError>,
+) -> Result<(R, Cost), ModemEsimError> {
+    let before = conn.stats().commands;
+    let rt = tokio::runtime::Handle::current();
+    let timeout = profile.timeouts.sim();
+    let result = tokio::task::block_in_place(|| {
+        let mut t = Csim {
+            conn: &mut *conn,
+            timeout,
+            rt,
+        };
+        let isdr = match Isdr::select_basic(
+            &mut t as &mut dyn CardTransport,
+            crate::card::euicc::shipped_aids(),
+        ) {
+            Ok(i) => i,
+            Err(EsimError::NoIsdr(what)) => return Err(ModemEsimError::NoIsdr(what)),
+            Err(e) => return Err(e.into()),
+        };
+        // `f` consumes the ISD-R, and with it puts the basic channel back on the MF
+        // (`Isdr::finish`), as on a reader.
+        f(isdr).map_err(ModemEsimError::from)
+    });
     let value = result?;
     Ok((
         value,

@@ -293,8 +293,10 @@ pub async fn form_factor<T: AtIo>(
     conn: &mut AtConnection<T>,
     profile: &Profile,
 ) -> Result<(Option<FormFactor>, Option<String>), AtError> {
-    if profile.euicc.access == EuiccAccess::None {
-        return Ok((None, None));
+    match profile.euicc.access {
+        EuiccAccess::None => return Ok((None, None)),
+        EuiccAccess::Csim => return form_factor_csim(conn, profile).await,
+        EuiccAccess::Ccho => {}
     }
     let t = profile.timeouts.sim();
     let open = checked(&format!("AT+CCHO={}", crate::at::quote(ISD_R_AID)))?;
@@ -322,6 +324,54 @@ pub async fn form_factor<T: AtIo>(
         .and_then(|resp| reply::eid(&resp));
     ask(conn, &checked(&format!("AT+CCHC={ch}"))?, t).await?;
     // The ISD-R answered SELECT: this is an eUICC even if the EID could not be read.
+    Ok((Some(FormFactor::Esim), eid))
+}
+
+/// One APDU through +CSIM (TS 27.007 §8.17); `None` when the modem refuses the line or
+/// answers something that is not a response APDU.
+async fn csim<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    apdu: &[u8],
+    t: Duration,
+) -> Result<Option<Vec<u8>>, AtError> {
+    let hexed = hex::encode_upper(apdu);
+    let cmd = checked(&format!(
+        "AT+CSIM={},{}",
+        hexed.len(),
+        crate::at::quote(&hexed)
+    ))?;
+    Ok(ask(conn, &cmd, t)
+        .await?
+        .and_then(|r| reply::apdu_checked(&r.lines, "+CSIM").ok()))
+}
+
+/// The ISD-R probed through +CSIM on the basic channel: SELECT by AID (a physical SIM
+/// answers 6A82, TS 102 221 §10.2.1.5), GetEUICCData for the EID (its answer by
+/// 61xx / GET RESPONSE, TS 102 221 §7.3.1.1.4), then SELECT MF to leave the card as
+/// found.
+async fn form_factor_csim<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+) -> Result<(Option<FormFactor>, Option<String>), AtError> {
+    let t = profile.timeouts.sim();
+    let mut select = vec![0x00, 0xA4, 0x04, 0x00, 16];
+    select.extend(hex::decode(ISD_R_AID).unwrap_or_default());
+    let Some(sel) = csim(conn, &select, t).await? else {
+        return Ok((None, None));
+    };
+    let sw = &sel[sel.len() - 2..];
+    if !(sw == [0x90, 0x00] || sw[0] == 0x61) {
+        return Ok((Some(FormFactor::Physical), None));
+    }
+    let mut eid = None;
+    if let Some(r) = csim(conn, &GET_EID, t).await? {
+        let r = match r[r.len() - 2..] {
+            [0x61, n] => csim(conn, &[0x00, 0xC0, 0x00, 0x00, n], t).await?,
+            _ => Some(r),
+        };
+        eid = r.and_then(|resp| reply::eid(&resp));
+    }
+    csim(conn, &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00], t).await?;
     Ok((Some(FormFactor::Esim), eid))
 }
 
