@@ -179,9 +179,6 @@ pub struct Slots {
 pub enum EuiccAccess {
     /// +CCHO / +CGLA / +CCHC (TS 27.007 §8.45, §8.43, §8.46).
     Ccho,
-    /// +CSIM (TS 27.007 §8.17): whole APDUs on the basic channel, for families whose
-    /// +CGLA is missing or breaks on long APDUs (lpac issues 173, 186: only +CSIM worked).
-    Csim,
     /// The family refuses or mangles logical channels: form factor stays unknown.
     None,
 }
