@@ -495,27 +495,7 @@ fn fail<T: CardTransport>(
     };
     if let Some(tid) = &s.tid {
         if s.card_open {
-            // SGP.22 §5.7.14: the eUICC ends its session and signs the cancellation,
-            // which the SM-DP+ needs to end its own (§6.5.2.10).
-            match isdr.es10(&es10b::cancel_session(tid, reason), "CancelSession") {
-                Ok(answer) => match es10b::parse_cancel_session(&answer) {
-                    Ok(Ok(signed)) => {
-                        rec.card_cancel = Some("cancelled".into());
-                        rec.server_cancel = Some(
-                            match server.call(
-                                Function::CancelSession,
-                                body::with_transaction(tid, "cancelSessionResponse", &signed),
-                            ) {
-                                Ok(_) => "cancelled".into(),
-                                Err(e) => format!("not cancelled: {e}"),
-                            },
-                        );
-                    }
-                    Ok(Err(refusal)) => rec.card_cancel = Some(refusal.to_string()),
-                    Err(e) => rec.card_cancel = Some(format!("malformed answer: {e}")),
-                },
-                Err(e) => rec.card_cancel = Some(format!("not cancelled: {e}")),
-            }
+            cancel_both(isdr, Some(server), tid, reason, &mut rec);
         }
     }
     // A result the card gave (an error at some segment) is the SM-DP+'s to know: it is
@@ -539,6 +519,72 @@ fn fail<T: CardTransport>(
         at,
         transaction_id: s.tid.map(hex::encode_upper),
         preview: s.preview,
+        reconciled: rec,
+    }
+}
+
+/// SGP.22 §5.7.14: the eUICC ends its session and signs the cancellation, which the
+/// SM-DP+ needs to end its own (§6.5.2.10). Each side's outcome goes into `rec`.
+fn cancel_both<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    server: Option<&mut dyn Es9>,
+    tid: &[u8],
+    reason: CancelReason,
+    rec: &mut Reconciled,
+) {
+    match isdr.es10(&es10b::cancel_session(tid, reason), "CancelSession") {
+        Ok(answer) => match es10b::parse_cancel_session(&answer) {
+            Ok(Ok(signed)) => {
+                rec.card_cancel = Some("cancelled".into());
+                rec.server_cancel = Some(match server {
+                    Some(server) => match server.call(
+                        Function::CancelSession,
+                        body::with_transaction(tid, "cancelSessionResponse", &signed),
+                    ) {
+                        Ok(_) => "cancelled".into(),
+                        Err(e) => format!("not cancelled: {e}"),
+                    },
+                    None => "not cancelled: no SM-DP+ to reach".into(),
+                });
+            }
+            Ok(Err(refusal)) => rec.card_cancel = Some(refusal.to_string()),
+            Err(e) => rec.card_cancel = Some(format!("malformed answer: {e}")),
+        },
+        Err(e) => rec.card_cancel = Some(format!("not cancelled: {e}")),
+    }
+}
+
+/// A download that was interrupted (the LPA killed mid-package, the power cut): its
+/// session cancelled on the card and, when the eUICC signs that, on the SM-DP+; the
+/// profiles listed; whether the offered profile landed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interrupted {
+    pub transaction_id: String,
+    pub iccid: String,
+    pub landed: bool,
+    #[serde(flatten)]
+    pub reconciled: Reconciled,
+}
+
+/// Reconcile an interrupted download (transaction `tid`, offering `iccid`) before doing
+/// anything else with the eUICC: nothing is decided from memory, only from the card.
+pub fn reconcile_interrupted<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    server: Option<&mut dyn Es9>,
+    tid: &[u8],
+    iccid: &str,
+) -> Interrupted {
+    let mut rec = Reconciled::default();
+    cancel_both(isdr, server, tid, CancelReason::Timeout, &mut rec);
+    rec.profiles = isdr.profiles().ok();
+    let landed = rec
+        .profiles
+        .as_deref()
+        .is_some_and(|l| es10b::find_profile(l, iccid).is_some());
+    Interrupted {
+        transaction_id: hex::encode_upper(tid),
+        iccid: iccid.to_string(),
+        landed,
         reconciled: rec,
     }
 }
