@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 pub enum Emulate {
     /// A modem on a pty, behaving like a profile's modem (see devices/modems/README.md).
     Modem(EmulateModemArgs),
+    /// A test SM-DP+: ES9+ (GSMA SGP.22) over HTTPS with real cryptography, profiles as
+    /// data. Prints `smdp listening on https://ADDR` when ready.
+    Smdp(EmulateSmdpArgs),
     /// A virtual card plugged into vpcd, answering from a card image.
     Card {
         /// Card image (TOML; see devices/cards/README.md).
@@ -40,6 +43,10 @@ impl Emulate {
     pub(super) async fn run(self, cancel: CancellationToken) -> anyhow::Result<ExitCode> {
         match self {
             Emulate::Modem(args) => {
+                args.run(cancel).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Emulate::Smdp(args) => {
                 args.run(cancel).await?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -99,6 +106,72 @@ async fn emulate_card(
         vcard::vpcd::Ended::ReaderGone => {
             bail!("vpcd at {vpcd} closed the connection (pcscd stopped?)")
         }
+    }
+}
+
+/// A fault of the test SM-DP+.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SmdpFault {
+    /// serverSignature1 corrupted: the eUICC's AuthenticateServer refuses the server.
+    BadSignature,
+    /// The MAC of the bound profile package's last 86 segment corrupted: the eUICC
+    /// stops the install there.
+    BadMac,
+    /// getBoundProfilePackage is never answered: the server closes the connection.
+    GoneAfterBppRequest,
+    /// Every profile needs a confirmation code ("0000" for a profile without its own).
+    RequireCc,
+}
+
+/// `simgate emulate smdp`: a test SM-DP+.
+#[derive(Debug, clap::Args)]
+pub struct EmulateSmdpArgs {
+    /// Address to listen on (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// The PKI directory made by tests/rig/rsp-pki.sh: ci.pem, dpauth.pem/.key,
+    /// dppb.pem/.key, dptls.pem/.key (the TLS server certificate).
+    #[arg(long)]
+    pub pki: PathBuf,
+    /// The profiles file (format: devices/smdp/profiles.toml).
+    #[arg(long)]
+    pub profiles: PathBuf,
+    /// The SM-DP+ address LPAs must name in initiateAuthentication (default: the bound
+    /// 127.0.0.1:PORT and localhost:PORT).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Append what happens to this file, one JSON object a line: every ES9+ call with
+    /// its status, bound packages, cancelled sessions, notifications received (seq,
+    /// ICCID, verified), TLS handshakes that failed.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// A fault to play. Repeatable. (An unknown matching ID is just data.)
+    #[arg(long = "fault", value_enum)]
+    pub faults: Vec<SmdpFault>,
+}
+
+impl EmulateSmdpArgs {
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let has = |f| self.faults.contains(&f);
+        let opts = crate::emu::smdp::Options {
+            listen: self.listen.clone(),
+            pki: self.pki.clone(),
+            profiles: self.profiles.clone(),
+            address: self.address.clone(),
+            journal: self.journal.clone(),
+            faults: crate::emu::smdp::Faults {
+                bad_signature: has(SmdpFault::BadSignature),
+                bad_mac: has(SmdpFault::BadMac),
+                gone_after_bpp_request: has(SmdpFault::GoneAfterBppRequest),
+                require_cc: has(SmdpFault::RequireCc),
+            },
+        };
+        crate::emu::smdp::run(opts, cancel, |addr| {
+            // Tests and the demo wait for this line.
+            println!("smdp listening on https://{addr}");
+        })
+        .await?;
+        Ok(())
     }
 }
 

@@ -32,6 +32,7 @@ mod reader_cli;
 mod reader_reset;
 mod rules;
 mod service_notify;
+mod smdp;
 mod station;
 mod swap;
 mod web;

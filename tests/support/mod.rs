@@ -8,6 +8,7 @@
 #![allow(dead_code)] // The benches each use a different part of the rig.
 
 pub mod browser;
+pub mod smdp;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

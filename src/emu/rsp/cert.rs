@@ -22,6 +22,7 @@ const PRIME256V1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 const SUBJECT_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1D, 0x0E];
 const AUTHORITY_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1D, 0x23];
 const CERTIFICATE_POLICIES: &[u8] = &[0x55, 0x1D, 0x20];
+const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1D, 0x11];
 const SERIAL_NUMBER: &[u8] = &[0x55, 0x04, 0x05];
 
 /// A parsed certificate. The DER it came from is kept: RSP messages carry certificates
@@ -38,6 +39,7 @@ pub struct Certificate {
     aki: Option<Vec<u8>>,
     serial_number: Option<String>,
     policies: Vec<String>,
+    registered_id: Option<Vec<u8>>,
 }
 
 fn bad(what: &'static str) -> RspError {
@@ -89,6 +91,7 @@ impl Certificate {
         let mut ski = None;
         let mut aki = None;
         let mut policies = Vec::new();
+        let mut registered_id = None;
         while !f.is_empty() {
             let (d, rest) = der::read(f)?;
             f = rest;
@@ -127,6 +130,14 @@ impl Certificate {
                             policies.push(oid_text(oid.value));
                         }
                     }
+                    SUBJECT_ALT_NAME => {
+                        let seq = der::one(value.value)?;
+                        // GeneralName registeredID [8] IMPLICIT OBJECT IDENTIFIER.
+                        registered_id = der::all(seq.value)?
+                            .into_iter()
+                            .find(|d| d.tag == 0x88)
+                            .map(|d| d.value.to_vec());
+                    }
                     _ => {}
                 }
             }
@@ -144,6 +155,7 @@ impl Certificate {
             aki,
             serial_number,
             policies,
+            registered_id,
         })
     }
 
@@ -218,6 +230,13 @@ impl Certificate {
         &self.policies
     }
 
+    /// The registeredID of the subjectAltName, as OID contents: an SM-DP+'s OID in its
+    /// DPauth/DPpb certificates (SGP.22 §4.5.2.1.0.3), the smdpOid of EuiccCancelSession
+    /// Signed and ProfileInstallationResultData.
+    pub fn registered_id(&self) -> Option<&[u8]> {
+        self.registered_id.as_deref()
+    }
+
     /// Whether `issuer` signed this certificate: the issuer name equals the issuer's
     /// subject, the AuthorityKeyIdentifier (when both are present) equals the issuer's
     /// SKI, and the ECDSA signature over the tbsCertificate verifies with its key.
@@ -286,7 +305,7 @@ fn attribute(name: &Der<'_>, attr: &[u8]) -> Result<Option<String>, RspError> {
 }
 
 /// X.690 §8.19: an OID's contents as dotted text.
-fn oid_text(bytes: &[u8]) -> String {
+pub fn oid_text(bytes: &[u8]) -> String {
     let mut arcs: Vec<u64> = Vec::new();
     let mut n = 0u64;
     for b in bytes {
@@ -345,6 +364,10 @@ mod tests {
             assert_eq!(dp.aki(), Some(&pkid[..]));
             assert_eq!(dp.policies(), [role]);
             assert_eq!(dp.subject_serial_number(), None);
+            assert_eq!(
+                dp.registered_id().map(oid_text).as_deref(),
+                Some("2.999.10")
+            );
             dp.verify_issued_by(&ci).unwrap();
             assert!(matches!(
                 ci.verify_issued_by(&dp),
