@@ -36,6 +36,10 @@ pub enum Emulate {
         /// (tests/rig/rsp-pki.sh makes one). Without it, download functions are refused.
         #[arg(long, value_name = "DIR")]
         pki: Option<PathBuf>,
+        /// The eUICC's default SM-DP+ address (GetEuiccConfiguredAddresses), instead of
+        /// the image's `default_smdp`: e.g. 127.0.0.1:PORT of a test SM-DP+.
+        #[arg(long, value_name = "ADDRESS")]
+        default_smdp: Option<String>,
     },
 }
 
@@ -55,11 +59,25 @@ impl Emulate {
                 vpcd,
                 latency_ms,
                 pki,
+                default_smdp,
             } => {
                 let latency = Duration::from_millis(latency_ms);
-                emulate_card(image, pki, vpcd, latency, cancel).await
+                let euicc = EuiccArgs { pki, default_smdp };
+                emulate_card(image, euicc, vpcd, latency, cancel).await
             }
         }
+    }
+}
+
+/// The PKI's eUICC certificate must be the card's: the SM-DP+ derives the BPP's keys with
+/// the certificate's EID, the card with its own.
+fn same_eid(pki: &EuiccPki, eid: &str) -> Result<(), UsageError> {
+    match pki.eid() {
+        Some(e) if e == eid => Ok(()),
+        other => Err(UsageError(format!(
+            "--pki: euicc.pem is for EID {}, the eUICC's is {eid} (make the PKI for this EID)",
+            other.unwrap_or("(none: no subject serialNumber)")
+        ))),
     }
 }
 
@@ -72,9 +90,15 @@ fn load_pki(dir: Option<&std::path::Path>) -> anyhow::Result<Option<std::sync::A
     Ok(Some(std::sync::Arc::new(pki)))
 }
 
+/// The eUICC settings `emulate card` takes beside the image.
+struct EuiccArgs {
+    pki: Option<PathBuf>,
+    default_smdp: Option<String>,
+}
+
 async fn emulate_card(
     image: PathBuf,
-    pki: Option<PathBuf>,
+    euicc: EuiccArgs,
     vpcd: String,
     latency: Duration,
     cancel: CancellationToken,
@@ -82,11 +106,20 @@ async fn emulate_card(
     let image = CardImage::load(&image)?;
     let name = image.name.clone();
     let mut card = VirtualCard::new(image);
-    if let Some(pki) = load_pki(pki.as_deref())? {
-        if card.image().euicc.is_none() {
+    let no_euicc = card.image().euicc.is_none();
+    if let Some(pki) = load_pki(euicc.pki.as_deref())? {
+        let eid = card.image().euicc.as_ref().map(|e| e.eid.clone());
+        let Some(eid) = eid else {
             return Err(UsageError("--pki: the image has no [euicc]".into()).into());
-        }
+        };
+        same_eid(&pki, &eid)?;
         card = card.with_pki(pki);
+    }
+    if let Some(a) = &euicc.default_smdp {
+        if no_euicc {
+            return Err(UsageError("--default-smdp: the image has no [euicc]".into()).into());
+        }
+        card.set_default_smdp(a);
     }
     let session = vcard::vpcd::Session { latency };
     let ended = vcard::vpcd::serve(&vpcd, &mut card, &session, &cancel, || {
@@ -243,6 +276,9 @@ impl EmulateModemArgs {
         opts.refuse = self.refuse.clone();
         opts.journal = self.journal.clone();
         opts.pki = load_pki(self.pki.as_deref())?;
+        if let (Some(pki), Some(eid)) = (&opts.pki, EmuSim::esim().eid) {
+            same_eid(pki, &eid)?;
+        }
         if let Some(path) = &self.euicc_image {
             let image = CardImage::load(path)?;
             if image.euicc.is_none() {

@@ -1,7 +1,7 @@
 //! The virtual eUICC's download side in memory: STORE DATA reassembly, the whole ES10b
 //! download against a minimal SM-DP+ written here with the crypto core (src/emu/rsp), and
-//! each error path of SGP.22 §5.7.6, §5.7.13, §5.7.14. The PKIs are
-//! tests/fixtures/rsp/pki/ (tests/fixtures/README.md).
+//! each error path of SGP.22 §5.7.5, §5.7.6, §5.7.13, §5.7.14. The PKIs are
+//! tests/fixtures/rsp/euicc-pki/ (tests/fixtures/README.md).
 
 use super::super::card::Reply;
 use super::super::{CardImage, VirtualCard};
@@ -16,7 +16,7 @@ const HOST_ID: &[u8] = b"SIMGATE-TEST-DP";
 
 fn pki_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/rsp/pki")
+        .join("tests/fixtures/rsp/euicc-pki")
         .join(name)
 }
 
@@ -158,7 +158,7 @@ impl Dp {
         tlv(0xBF38, &req)
     }
 
-    /// PrepareDownloadRequest (SGP.22 §5.7.14) answering this AuthenticateServer response.
+    /// PrepareDownloadRequest (SGP.22 §5.7.5) answering this AuthenticateServer response.
     fn prepare_download(&self, auth_resp: &[u8]) -> Vec<u8> {
         let sig1 = path(auth_resp, &[0xBF38, 0xA0, 0x5F37]);
         let mut tid = self.tid.clone();
@@ -284,7 +284,7 @@ fn saip(iccid: &str, size: usize) -> Vec<u8> {
     let mut imsi = tlv(0xA1, &tlv(0x82, &[0x6F, 0x07]));
     imsi.extend(tlv(0x83, &hex::decode("082926101160845749").unwrap()));
     usim.extend(tlv(0xA3, &imsi));
-    out.extend(tlv(0xBF13, &usim));
+    out.extend(tlv(0xB3, &usim));
     let fill = size.saturating_sub(out.len() + 8);
     out.extend(tlv(0xA1, &vec![0x04; fill.min(60_000)]));
     out.extend(tlv(0xAA, &tlv(0xA0, &tlv(0x81, &[9]))));
@@ -346,6 +346,8 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
     assert!(ber::find_path(&pir, &[0xBF37, 0xBF27, 0xA2, 0xA0, 0x4F])
         .unwrap()
         .is_some());
+    // smdpOid: CERT.DPpb's registeredID (the fixture's 2.999.10).
+    assert_eq!(path(&pir, &[0xBF37, 0xBF27, 0x06]), [0x88, 0x37, 0x0A]);
     let p = c.profiles().iter().find(|p| p.iccid == NEW_ICCID).unwrap();
     assert_eq!(
         (
@@ -568,6 +570,11 @@ fn cancel_session_is_signed_and_ends_the_session() {
     let ok_ = path(&resp, &[0xBF41, 0xA0]);
     let signed = raw_tlvs(ok_).unwrap()[0];
     assert_eq!(path(signed, &[0x30, 0x80]), &dp.tid[..]);
+    assert_eq!(
+        path(signed, &[0x30, 0x81]),
+        [0x88, 0x37, 0x0A],
+        "CERT.DPauth's OID"
+    );
     let euicc = Certificate::load_pem_one(&pki_dir("ci").join("euicc.pem")).unwrap();
     verify(euicc.public_key(), signed, path(ok_, &[0x5F37])).unwrap();
     // The session is gone: a second cancel has nothing to cancel.
@@ -593,4 +600,171 @@ fn without_a_pki_download_is_refused_and_es10c_still_works() {
     assert_eq!(auth_error(&resp), 7);
     let list = ok(&mut c, &tlv(0xBF2D, &[]));
     assert_eq!(ber::parse(path(&list, &[0xBF2D, 0xA0])).unwrap().len(), 2);
+}
+
+/// A double-vs-double check: this virtual eUICC against the test SM-DP+'s ES9+ handlers
+/// (src/emu/smdp, written by another hand from the same spec), joined by a minimal relay
+/// written here in place of an LPA. Both being test doubles, it proves they agree with
+/// each other, not with a real eUICC or SM-DP+; the real LPA's tests run them behind
+/// pcscd and HTTPS.
+mod against_the_test_smdp {
+    use super::*;
+    use crate::emu::smdp::es9::{Pki as DpPki, Reply as DpReply, Smdp};
+    use crate::emu::smdp::profiles::ProfilesFile;
+    use crate::emu::smdp::Faults;
+    use base64ct::{Base64, Encoding};
+    use serde_json::{json, Value};
+
+    const ADDRESS: &str = "127.0.0.1:8443";
+
+    fn b64(b: &[u8]) -> Value {
+        Value::String(Base64::encode_string(b))
+    }
+
+    fn field(v: &Value, name: &str) -> Vec<u8> {
+        let text = v[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {v}"));
+        Base64::decode_vec(text).unwrap()
+    }
+
+    /// One ES9+ call as the relay makes it; the answer's JSON, Null for 204.
+    fn call(dp: &mut Smdp, function: &str, body: Value) -> Value {
+        let out = dp.handle(
+            function,
+            Some("gsma/rsp/v2.2.0"),
+            body.to_string().as_bytes(),
+        );
+        match out.reply {
+            DpReply::Json(v) => {
+                let status = &v["header"]["functionExecutionStatus"]["status"];
+                assert_eq!(status, "Executed-Success", "{function}: {v}");
+                v
+            }
+            DpReply::NoContent => Value::Null,
+            other => panic!("{function}: {other:?}"),
+        }
+    }
+
+    fn smdp(faults: Faults) -> Smdp {
+        let pki = DpPki::load(&pki_dir("ci")).unwrap();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let profiles = ProfilesFile::load(&root.join("devices/smdp/profiles.toml")).unwrap();
+        Smdp::new(vec![ADDRESS.into()], pki, profiles, faults)
+    }
+
+    /// The download of SGP.22 §3.1.3 relayed between the two: the PIR the card answered
+    /// the BPP with, and the SM-DP+'s journal of the install notification.
+    fn relay(c: &mut VirtualCard, dp: &mut Smdp, matching_id: &str) -> (Vec<u8>, Value) {
+        let info1 = ok(c, &tlv(0xBF20, &[]));
+        let chal = ok(c, &tlv(0xBF2E, &[]));
+        let init = call(
+            dp,
+            "initiateAuthentication",
+            json!({"smdpAddress": ADDRESS, "euiccChallenge": b64(path(&chal, &[0xBF2E, 0x80])),
+                   "euiccInfo1": b64(&info1)}),
+        );
+        let tx = init["transactionId"].as_str().unwrap().to_string();
+        let mut ctx = tlv(0x80, matching_id.as_bytes());
+        ctx.extend(tlv(
+            0xA1,
+            &[tlv(0x80, &[0x35, 0x29, 0x06, 0x11]), tlv(0xA1, &[])].concat(),
+        ));
+        let req = [
+            field(&init, "serverSigned1"),
+            field(&init, "serverSignature1"),
+            field(&init, "euiccCiPKIdToBeUsed"),
+            field(&init, "serverCertificate"),
+            tlv(0xA0, &ctx),
+        ]
+        .concat();
+        let auth = ok(c, &tlv(0xBF38, &req));
+        let client = call(
+            dp,
+            "authenticateClient",
+            json!({"transactionId": tx, "authenticateServerResponse": b64(&auth)}),
+        );
+        let req = [
+            field(&client, "smdpSigned2"),
+            field(&client, "smdpSignature2"),
+            field(&client, "smdpCertificate"),
+        ]
+        .concat();
+        let prep = ok(c, &tlv(0xBF21, &req));
+        let bound = call(
+            dp,
+            "getBoundProfilePackage",
+            json!({"transactionId": tx, "prepareDownloadResponse": b64(&prep)}),
+        );
+        let bpp = field(&bound, "boundProfilePackage");
+        let pir = load(c, &segments_of(&bpp));
+        let out = dp.handle(
+            "handleNotification",
+            Some("gsma/rsp/v2.2.0"),
+            json!({"pendingNotification": b64(&pir)})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(out.reply, DpReply::NoContent);
+        (pir, out.journal.last().cloned().unwrap_or_default())
+    }
+
+    /// A BPP as the LPA sends it (SGP.22 §2.5.5; rsp.md's list): BF36 header ‖ BF23, A0
+    /// whole, A1 header, each 88, A2 whole, A3 header, each 86.
+    fn segments_of(bpp: &[u8]) -> Vec<Vec<u8>> {
+        let (tag, _, head) = header(bpp).unwrap();
+        assert_eq!(tag, 0xBF36);
+        let parts = raw_tlvs(&bpp[head..]).unwrap();
+        let mut out = vec![[&bpp[..head], parts[0]].concat()];
+        for p in &parts[1..] {
+            let (tag, _, h) = header(p).unwrap();
+            match tag {
+                0xA0 | 0xA2 => out.push(p.to_vec()),
+                _ => {
+                    out.push(p[..h].to_vec());
+                    out.extend(raw_tlvs(&p[h..]).unwrap().into_iter().map(<[u8]>::to_vec));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn double_vs_double_download_installs_and_the_smdp_verifies_the_pir() {
+        let mut c = card();
+        let mut dp = smdp(Faults::default());
+        let (pir, journal) = relay(&mut c, &mut dp, "SIMGATE-TEST-BIG");
+        assert!(ber::find_path(&pir, &[0xBF37, 0xBF27, 0xA2, 0xA0])
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            (&journal["result"], &journal["verified"]),
+            (&json!("success"), &json!(true)),
+            "{journal}"
+        );
+        let p = c
+            .profiles()
+            .iter()
+            .find(|p| p.iccid == "8900101000000000035")
+            .unwrap();
+        assert_eq!(p.name.as_deref(), Some("simgate test profile 3 (large)"));
+        // The package's EF.IMSI (001010000000035) is the profile's.
+        assert_eq!(p.files["3F00/7FFF/6F07"], "080910100000000053");
+    }
+
+    #[test]
+    fn double_vs_double_bad_mac_stops_at_the_segment_with_scp03t_security_error() {
+        let mut c = card();
+        let faults = Faults {
+            bad_mac: true,
+            ..Faults::default()
+        };
+        let (pir, journal) = relay(&mut c, &mut smdp(faults), "SIMGATE-TEST-1");
+        assert_eq!(pir_error(&pir), (5, 8));
+        assert_eq!(
+            journal["result"],
+            json!({"bppCommandId": 5, "errorReason": 8})
+        );
+        assert_eq!(c.profiles().len(), 1);
+    }
 }
