@@ -576,6 +576,11 @@ pub fn reconcile_interrupted<T: CardTransport>(
 ) -> Interrupted {
     let mut rec = Reconciled::default();
     cancel_both(isdr, server, tid, CancelReason::Timeout, &mut rec);
+    if rec.server_cancel.is_none() {
+        rec.server_cancel = Some(
+            "not cancelled: the eUICC no longer holds the session to sign its end; the SM-DP+'s expires".into(),
+        );
+    }
     rec.profiles = isdr.profiles().ok();
     let landed = rec
         .profiles

@@ -13,6 +13,7 @@ mod daemon_cards;
 mod daemon_modem;
 mod daemon_mqtt;
 mod esim;
+mod esim_download;
 mod journal;
 mod link_order;
 mod link_outbox;
