@@ -594,3 +594,38 @@ fn report(at: &str, done: Done, json: bool, took: Duration) -> anyhow::Result<Ex
         }
     }
 }
+
+/// A client maker for `esim notifications --send`: each SM-DP+ address reached over TLS
+/// trusting the configured CIs only.
+pub(super) fn connector(
+    cfg: &Config,
+    ci_dir: Option<&std::path::Path>,
+) -> anyhow::Result<
+    impl FnMut(&str) -> Result<Box<dyn crate::rsp::es9::Es9>, String> + Send + 'static,
+> {
+    let dir = ci_dir.map_or_else(|| cfg.esim.ci_dir.clone(), |d| d.to_path_buf());
+    let tls = crate::rsp::tls::client_config(&dir).map_err(UsageError)?;
+    let timeout = Duration::from_secs(cfg.esim.smdp_timeout_secs.max(1));
+    let rt = tokio::runtime::Handle::current();
+    Ok(move |address: &str| {
+        Https::new(address, tls.clone(), rt.clone(), timeout)
+            .map(|h| Box::new(h) as Box<dyn crate::rsp::es9::Es9>)
+    })
+}
+
+pub(super) fn print_deliveries(at: &str, list: &[download::Delivery]) {
+    if list.is_empty() {
+        println!("no notifications pending on the eUICC in {at}");
+        return;
+    }
+    for d in list {
+        println!(
+            "{:>5}  {:8}  {:20}  {}  {}",
+            d.seq,
+            d.event,
+            d.iccid.as_deref().unwrap_or("-"),
+            d.address,
+            d.outcome
+        );
+    }
+}

@@ -612,3 +612,55 @@ pub fn default_smdp<T: CardTransport>(isdr: &mut Isdr<T>) -> Result<Option<Strin
     ))?;
     decoded("GetEuiccConfiguredAddresses", es10b::parse_default_dp(&a))
 }
+
+/// What became of one pending notification handed to its SM-DP+.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub seq: u32,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iccid: Option<String>,
+    pub address: String,
+    /// `delivered` (and removed from the card), or why not.
+    pub outcome: String,
+}
+
+/// Hand every pending notification to the SM-DP+ it names (ES9+ HandleNotification,
+/// SGP.22 §3.5, §6.5.2.9) and remove each delivered one from the card
+/// (RemoveNotificationFromList): a notification leaves the card only once delivered.
+/// `connect` gives a client for an address (`None`: it cannot be reached, said so).
+pub fn deliver_pending<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    connect: &mut dyn FnMut(&str) -> Result<Box<dyn Es9>, String>,
+) -> Result<Vec<Delivery>, EsimError> {
+    let mut out = Vec::new();
+    let mut servers: std::collections::BTreeMap<String, Result<Box<dyn Es9>, String>> =
+        Default::default();
+    for n in isdr.pending()? {
+        let address = n.meta.address.clone();
+        let server = servers
+            .entry(address.clone())
+            .or_insert_with(|| connect(&address));
+        let outcome = match server {
+            Err(e) => format!("not delivered: {e}"),
+            Ok(s) => match s.call(
+                Function::HandleNotification,
+                body::handle_notification(&n.der),
+            ) {
+                Ok(_) => match isdr.remove(n.meta.seq) {
+                    Ok(_) => "delivered".to_string(),
+                    Err(e) => format!("delivered, but not removed from the card: {e}"),
+                },
+                Err(e) => format!("not delivered: {e}"),
+            },
+        };
+        out.push(Delivery {
+            seq: n.meta.seq,
+            event: n.meta.event.word().to_string(),
+            iccid: n.meta.iccid.clone(),
+            address,
+            outcome,
+        });
+    }
+    Ok(out)
+}

@@ -194,6 +194,58 @@ fn a_profile_downloads_through_pcscd_enabled_listed_and_its_notification_deliver
             .any(|n| n["event"] == "install"),
         "the install notification left the card once delivered: {pending}"
     );
+
+    // The enable is the profile's SM-DP+'s to know too (its metadata asks for it):
+    // delivered over ES9+ on demand, and gone from the card once delivered.
+    assert!(
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["event"] == "enable"),
+        "{pending}"
+    );
+    let sent = pcsc
+        .simgate()
+        .args([
+            "esim",
+            "notifications",
+            "--send",
+            "--json",
+            "--ci-dir",
+            &pki_arg(&rig.pki),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert!(
+        sent.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["event"] == "enable" && d["outcome"] == "delivered"),
+        "{sent}"
+    );
+    assert!(rig
+        .smdp
+        .events("notification")
+        .iter()
+        .any(|e| e["iccid"] == PROFILE && e["kind"] == "enable" && e["verified"] == true));
+    let left = pcsc
+        .simgate()
+        .args(["esim", "notifications", "--json"])
+        .output()
+        .unwrap();
+    let left: serde_json::Value = serde_json::from_slice(&left.stdout).unwrap();
+    assert_eq!(
+        left,
+        serde_json::json!([]),
+        "delivered notifications leave the card"
+    );
 }
 
 #[test]
