@@ -613,6 +613,9 @@ pub fn default_smdp<T: CardTransport>(isdr: &mut Isdr<T>) -> Result<Option<Strin
     decoded("GetEuiccConfiguredAddresses", es10b::parse_default_dp(&a))
 }
 
+/// An SM-DP+ reached for an address, or why not.
+pub type Connected = Result<Box<dyn Es9>, String>;
+
 /// What became of one pending notification handed to its SM-DP+.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
@@ -631,11 +634,10 @@ pub struct Delivery {
 /// `connect` gives a client for an address (`None`: it cannot be reached, said so).
 pub fn deliver_pending<T: CardTransport>(
     isdr: &mut Isdr<T>,
-    connect: &mut dyn FnMut(&str) -> Result<Box<dyn Es9>, String>,
+    connect: &mut dyn FnMut(&str) -> Connected,
 ) -> Result<Vec<Delivery>, EsimError> {
     let mut out = Vec::new();
-    let mut servers: std::collections::BTreeMap<String, Result<Box<dyn Es9>, String>> =
-        Default::default();
+    let mut servers: std::collections::BTreeMap<String, Connected> = Default::default();
     for n in isdr.pending()? {
         let address = n.meta.address.clone();
         let server = servers
