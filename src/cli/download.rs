@@ -224,6 +224,7 @@ struct Done {
     /// After the download: the enable/nickname asked for, verified.
     after: Option<Result<esim::Outcome, esim::EsimError>>,
     apdus: u32,
+    card_bytes: u64,
     traffic: Traffic,
 }
 
@@ -383,6 +384,7 @@ impl Job {
             result,
             after,
             apdus: isdr.apdus(),
+            card_bytes: isdr.bytes_sent(),
             traffic: server.traffic,
         })
     }
@@ -521,6 +523,7 @@ fn report(at: &str, done: Done, json: bool, took: Duration) -> anyhow::Result<Ex
                     "segments": d.segments,
                     "bpp_bytes": d.bpp_bytes,
                     "apdus": done.apdus,
+                    "bytes_to_card": done.card_bytes,
                     "https": done.traffic,
                     "ms": ms,
                 });
