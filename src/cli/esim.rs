@@ -82,6 +82,10 @@ enum EsimCmd {
     /// Download a profile from an SM-DP+ (SGP.22 §3.1.3): each step shown, the preview
     /// confirmed, the result verified by listing; on a failure the session is cancelled on
     /// both sides and the profiles listed again.
+    #[command(after_help = "Examples:\n  \
+        simgate esim download --reader 'ACS ACR39U 00 00' --activation-code 'LPA:1$smdp.example.com$04386-AGYFT-A74Y8-3F815' --enable\n  \
+        simgate esim download --port /dev/ttyUSB2 --activation-code 'LPA:1$smdp.example.com$MID$$1' --confirmation-code 1234 --yes --json\n\n\
+        The SM-DP+ must present a TLS certificate chaining to a CI in [esim] ci_dir (default /etc/simgate/ci).")]
     Download(super::download::DownloadArgs),
 }
 
