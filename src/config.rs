@@ -22,7 +22,28 @@ pub struct Config {
     pub station: Station,
     pub modems: Modems,
     pub http: Http,
+    pub esim: Esim,
     pub log: Log,
+}
+
+/// Profile downloads (src/rsp, `simgate esim download`): whom to trust.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Esim {
+    /// The GSMA CI certificates an SM-DP+'s TLS certificate must chain to (SGP.22
+    /// §2.6.6): a directory, one PEM or DER file per CI. Never the web's roots.
+    pub ci_dir: PathBuf,
+    /// Seconds an SM-DP+ gets to answer one ES9+ call.
+    pub smdp_timeout_secs: u64,
+}
+
+impl Default for Esim {
+    fn default() -> Self {
+        Esim {
+            ci_dir: PathBuf::from("/etc/simgate/ci"),
+            smdp_timeout_secs: 30,
+        }
+    }
 }
 
 /// The station page (src/http): where it listens and the token its buttons need.

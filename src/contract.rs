@@ -1082,39 +1082,9 @@ fn check_record(r: &PlatformRecord) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// An activation code as GSMA SGP.22 §4.1 writes it: `LPA:1$<SM-DP+ address>$<matching
-/// id>`, optionally followed by `$<SM-DP+ OID>` and `$<confirmation code required flag>`.
-/// The address is a host name; the matching id may be empty (§4.1.1: then the default
-/// SM-DP+ is asked), else letters, digits and '-'.
+/// An activation code as GSMA SGP.22 §4.1 writes it (the one parser: rsp::activation).
 pub fn check_activation_code(code: &str) -> Result<(), String> {
-    if code.len() > 255 {
-        return Err("longer than 255 characters".into());
-    }
-    let Some(rest) = code.strip_prefix("LPA:1$") else {
-        return Err("must start with LPA:1$ (SGP.22 §4.1)".into());
-    };
-    let parts: Vec<&str> = rest.split('$').collect();
-    if !(2..=4).contains(&parts.len()) {
-        return Err("must be LPA:1$<SM-DP+ address>$<matching id>".into());
-    }
-    let host = parts[0];
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-    {
-        return Err(format!("SM-DP+ address \"{host}\" is not a host name"));
-    }
-    if !parts[1]
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err("matching id: letters, digits and '-' only".into());
-    }
-    if code.chars().any(char::is_control) {
-        return Err("contains control characters".into());
-    }
-    Ok(())
+    crate::rsp::activation::ActivationCode::parse(code).map(|_| ())
 }
 
 #[cfg(test)]
@@ -1378,7 +1348,7 @@ mod tests {
         }
         for (bad, why) in [
             ("smdp.example.com$ABC", "LPA:1$"),
-            ("LPA:1$smdp.example.com", "matching id"),
+            ("LPA:1$smdp.example.com", "matching ID"),
             ("LPA:1$$ABC", "not a host name"),
             ("LPA:1$smdp.example.com$AB C", "letters, digits"),
         ] {

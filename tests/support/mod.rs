@@ -9,6 +9,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod smdp;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
