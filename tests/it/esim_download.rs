@@ -174,6 +174,7 @@ fn a_profile_downloads_through_pcscd_enabled_listed_and_its_notification_deliver
     let read: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
     let card = &read.as_array().map(|a| a[0].clone()).unwrap_or(read);
     assert_eq!(card["iccid"], PROFILE, "{card}");
+    assert_eq!(card["imsi"], "001010000000019", "{card}");
     let n = rig.smdp.events("notification");
     assert!(
         n.iter()
