@@ -4,7 +4,7 @@ use super::modem::profiles;
 use super::UsageError;
 use crate::emu::modem::{self as emulator, Control, EmuSim, Options};
 use crate::emu::transcript::Transcript;
-use crate::emu::vcard::{self, CardImage, VirtualCard};
+use crate::emu::vcard::{self, CardImage, EuiccPki, VirtualCard};
 use anyhow::bail;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -31,6 +31,15 @@ pub enum Emulate {
         /// several ms per APDU).
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// The eUICC's keys and certificates for the ES10b download (SGP.22 §3.1.3): a
+        /// directory holding ci.pem (the trusted CI), eum.pem, euicc.pem and euicc.key
+        /// (tests/rig/rsp-pki.sh makes one). Without it, download functions are refused.
+        #[arg(long, value_name = "DIR")]
+        pki: Option<PathBuf>,
+        /// The eUICC's default SM-DP+ address (GetEuiccConfiguredAddresses), instead of
+        /// the image's `default_smdp`: e.g. 127.0.0.1:PORT of a test SM-DP+.
+        #[arg(long, value_name = "ADDRESS")]
+        default_smdp: Option<String>,
     },
 }
 
@@ -49,13 +58,47 @@ impl Emulate {
                 image,
                 vpcd,
                 latency_ms,
-            } => emulate_card(image, vpcd, Duration::from_millis(latency_ms), cancel).await,
+                pki,
+                default_smdp,
+            } => {
+                let latency = Duration::from_millis(latency_ms);
+                let euicc = EuiccArgs { pki, default_smdp };
+                emulate_card(image, euicc, vpcd, latency, cancel).await
+            }
         }
     }
 }
 
+/// The PKI's eUICC certificate must be the card's: the SM-DP+ derives the BPP's keys with
+/// the certificate's EID, the card with its own.
+fn same_eid(pki: &EuiccPki, eid: &str) -> Result<(), UsageError> {
+    match pki.eid() {
+        Some(e) if e == eid => Ok(()),
+        other => Err(UsageError(format!(
+            "--pki: euicc.pem is for EID {}, the eUICC's is {eid} (make the PKI for this EID)",
+            other.unwrap_or("(none: no subject serialNumber)")
+        ))),
+    }
+}
+
+/// The eUICC PKI of `--pki DIR`, its errors naming the file.
+fn load_pki(dir: Option<&std::path::Path>) -> anyhow::Result<Option<std::sync::Arc<EuiccPki>>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let pki = EuiccPki::load(dir).map_err(|e| UsageError(format!("--pki: {e}")))?;
+    Ok(Some(std::sync::Arc::new(pki)))
+}
+
+/// The eUICC settings `emulate card` takes beside the image.
+struct EuiccArgs {
+    pki: Option<PathBuf>,
+    default_smdp: Option<String>,
+}
+
 async fn emulate_card(
     image: PathBuf,
+    euicc: EuiccArgs,
     vpcd: String,
     latency: Duration,
     cancel: CancellationToken,
@@ -63,6 +106,21 @@ async fn emulate_card(
     let image = CardImage::load(&image)?;
     let name = image.name.clone();
     let mut card = VirtualCard::new(image);
+    let no_euicc = card.image().euicc.is_none();
+    if let Some(pki) = load_pki(euicc.pki.as_deref())? {
+        let eid = card.image().euicc.as_ref().map(|e| e.eid.clone());
+        let Some(eid) = eid else {
+            return Err(UsageError("--pki: the image has no [euicc]".into()).into());
+        };
+        same_eid(&pki, &eid)?;
+        card = card.with_pki(pki);
+    }
+    if let Some(a) = &euicc.default_smdp {
+        if no_euicc {
+            return Err(UsageError("--default-smdp: the image has no [euicc]".into()).into());
+        }
+        card.set_default_smdp(a);
+    }
     let session = vcard::vpcd::Session { latency };
     let ended = vcard::vpcd::serve(&vpcd, &mut card, &session, &cancel, || {
         // Tests and the demo wait for this line: from now on pcscd shows the card.
@@ -184,6 +242,15 @@ pub struct EmulateModemArgs {
     /// modem's side of what happened (tests count the effects in it).
     #[arg(long)]
     pub journal: Option<PathBuf>,
+    /// The eSIMs' eUICC keys and certificates for the ES10b download: ci.pem, eum.pem,
+    /// euicc.pem, euicc.key (as `simgate emulate card --pki`).
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
+    /// The eSIMs' eUICC settings from a card image (devices/cards/README.md: free_nvm,
+    /// default_smdp, faults such as mute_after_segments); its EID and profiles are the
+    /// eSIM's.
+    #[arg(long, value_name = "FILE")]
+    pub euicc_image: Option<PathBuf>,
 }
 
 impl EmulateModemArgs {
@@ -208,6 +275,21 @@ impl EmulateModemArgs {
         opts.single_commands = self.single_commands;
         opts.refuse = self.refuse.clone();
         opts.journal = self.journal.clone();
+        opts.pki = load_pki(self.pki.as_deref())?;
+        if let (Some(pki), Some(eid)) = (&opts.pki, EmuSim::esim().eid) {
+            same_eid(pki, &eid)?;
+        }
+        if let Some(path) = &self.euicc_image {
+            let image = CardImage::load(path)?;
+            if image.euicc.is_none() {
+                return Err(UsageError(format!(
+                    "--euicc-image: {} has no [euicc]",
+                    path.display()
+                ))
+                .into());
+            }
+            opts.euicc_image = Some(image);
+        }
         if self.esim {
             opts.sim = Some(EmuSim::esim());
         }
