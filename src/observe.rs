@@ -66,6 +66,9 @@ pub struct CardFacts {
     pub spn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
+    /// PIN1's lock state, where the card told it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::sim::Lock>,
     pub atr: String,
     /// APDUs the identification budget counts, and every APDU sent.
     pub apdus: u32,
@@ -121,6 +124,7 @@ impl CardFacts {
             imsi: obs.imsi.clone(),
             spn: obs.spn.clone(),
             operator: obs.operator.clone(),
+            lock: obs.lock,
             atr: read.atr.clone(),
             apdus: read.identity.apdus,
             apdus_total: read.identity.apdus_total,
@@ -191,6 +195,7 @@ pub fn from_card(read: &CardRead, now: u64) -> Observed {
         batch: Default::default(),
         nested_batch: None,
         esim_profiles: id.euicc.as_ref().and_then(|e| e.profile_list.clone()),
+        lock: id.lock,
     }
 }
 
@@ -224,6 +229,7 @@ pub fn from_modem(info: &ModemInfo, now: u64) -> Option<Observed> {
         batch: Default::default(),
         nested_batch: None,
         esim_profiles: None,
+        lock: info.sim.lock,
     })
 }
 
@@ -251,6 +257,7 @@ mod tests {
                 }),
                 imsi: Some("262011106487504".into()),
                 spn: None,
+                lock: None,
                 apdus: 4,
                 apdus_subscriber: 0,
                 apdus_total: 6,

@@ -163,6 +163,12 @@ impl Screen for Terminal {
         if let Some(op) = card.and_then(|c| c.operator.as_ref()) {
             text.push_str(&format!("  {op}"));
         }
+        if let Some(l) = card
+            .and_then(|c| c.lock)
+            .filter(|l| l.state != crate::sim::LockState::Ready)
+        {
+            text.push_str(&format!("  {}", l.summary()));
+        }
         if let Some(t) = r.known_since {
             text.push_str(&format!(
                 "  (known, last seen {})",

@@ -139,6 +139,13 @@ impl Modems {
                     }
                 }
             }
+            ModemEvent::SimUpdated(info) => {
+                let lock = info.sim.lock.map(|l| l.summary());
+                tracing::info!(port = %info.port, iccid = info.sim.iccid.as_deref(), sim = %info.sim.state, lock = lock.as_deref(), "SIM read again");
+                if let Some(obs) = crate::observe::from_modem(&info, now) {
+                    self.seen(ctx, obs).await?;
+                }
+            }
             ModemEvent::SimRemoved { port, iccid } => {
                 tracing::info!(%port, %iccid, "SIM removed from modem");
                 self.gone(ctx, &port).await?;

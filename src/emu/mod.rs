@@ -4,8 +4,10 @@
 //! - [`vcard`]: simgate's virtual card, a card image (devices/cards/*.toml) plugged into
 //!   vpcd so the real pcscd sees it in a virtual reader.
 //! - [`modem`]: a modem on a pty, driven by a devices/modems profile.
+//! - [`pin`]: one model of a SIM's PIN1 and PUK1, for both.
 //! - [`transcript`]: recorded modem sessions the emulator replays.
 
 pub mod modem;
+pub mod pin;
 pub mod transcript;
 pub mod vcard;

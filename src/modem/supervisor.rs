@@ -32,6 +32,9 @@ pub enum ModemEvent {
         info: Box<ModemInfo>,
         previous: Option<String>,
     },
+    /// The same SIM with new facts: unlocked (its IMSI and operator now readable), or
+    /// its lock state changed.
+    SimUpdated(Box<ModemInfo>),
     /// The SIM left the modem.
     SimRemoved { port: String, iccid: String },
     /// A counter sample was accounted: the SIM's total this month.
@@ -542,6 +545,11 @@ impl Supervisor {
         profile: &Profile,
         info: &mut ModemInfo,
     ) -> Result<(), AtError> {
+        if info.sim.present && info.sim.state != "READY" {
+            // A SIM waiting for its PIN (or still initialising: some firmwares say
+            // SIM PIN meanwhile) is read again until it is ready.
+            return self.sim_changed(conn, profile, info).await;
+        }
         if profile.hotplug.is_none() {
             // No hot-plug URC: the ICCID itself is the cheap check (one line).
             let now = if info.sim.present || info.sim.iccid.is_none() {
@@ -598,7 +606,7 @@ impl Supervisor {
             }
             return Ok(());
         }
-        if urc == "+CPIN: READY" && info.sim.iccid.is_none() {
+        if urc == "+CPIN: READY" && (info.sim.iccid.is_none() || info.sim.state != "READY") {
             return self.sim_changed(conn, profile, info).await;
         }
         Ok(())
@@ -631,7 +639,13 @@ impl Supervisor {
         let sim = identify::sim_info(conn, profile).await?;
         let previous = info.sim.iccid.clone();
         if sim.iccid == previous {
+            let news = sim.lock != info.sim.lock || sim.imsi != info.sim.imsi;
             info.sim = sim;
+            if news && previous.is_some() {
+                self.fill_month(info);
+                self.emit(ModemEvent::SimUpdated(Box::new(info.clone())))
+                    .await;
+            }
             return Ok(());
         }
         if sim.iccid.is_none() {
