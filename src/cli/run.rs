@@ -90,6 +90,15 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
         return Ok(ExitCode::from(2));
     }
     let broker = (!cfg.broker.url.is_empty()).then(|| link_settings(&cfg));
+    // A secrets file that does not load (mode, owner, content) stops the start: a
+    // gateway that silently skips its PINs keeps its SIMs locked.
+    let pins = match non_empty(&cfg.modems.pins_file) {
+        Some(f) => Some(std::sync::Arc::new(
+            crate::pins::Pins::load(&f)
+                .map_err(|e| super::UsageError(format!("modems.pins_file: {e}")))?,
+        )),
+        None => None,
+    };
     let settings = daemon::Settings {
         agent_id: cfg.agent.id.clone(),
         state_dir: cfg.agent.state_dir.clone(),
@@ -110,6 +119,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
             replace: Duration::from_secs(cfg.modems.swap_replace_secs),
         },
         modems_shared: cfg.modems.shared_with_modemmanager.clone(),
+        pins,
         http: http_settings(&cfg),
     };
     daemon::run(settings, shutdown_token()).await?;

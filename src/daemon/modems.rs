@@ -58,6 +58,7 @@ impl Modems {
             let settings = supervisor::Settings {
                 poll: daemon.modem_poll,
                 netdev,
+                pins: daemon.pins.clone(),
                 ..supervisor::Settings::default()
             };
             let (handle, task) = supervisor::spawn(

@@ -240,9 +240,11 @@ struct State {
     /// The eUICCs of the eSIMs seen, by EID: the virtual card engine (src/emu/vcard)
     /// answering +CCHO/+CGLA/+CCHC, its profiles changed as a real eUICC's are.
     euiccs: std::collections::HashMap<String, crate::emu::vcard::VirtualCard>,
-    /// `Options::sim_init`, and when the SIM in use is initialised.
+    /// `Options::sim_init`, when the SIM in use is initialised, and whether that end is
+    /// still to be announced.
     sim_init: Duration,
     sim_ready_at: Instant,
+    sim_init_pending: bool,
 }
 
 /// The second profile every emulated eUICC holds (disabled), Luhn-valid, made up.
@@ -314,12 +316,14 @@ impl State {
             euiccs: Default::default(),
             sim_init: opts.sim_init,
             sim_ready_at: Instant::now() + opts.sim_init,
+            sim_init_pending: !opts.sim_init.is_zero(),
         }
     }
 
     /// A SIM (re)powered: it initialises again and forgets its PIN was verified.
     fn sim_powered(&mut self) {
         self.sim_ready_at = Instant::now() + self.sim_init;
+        self.sim_init_pending = !self.sim_init.is_zero();
         for s in self.sim.iter_mut().chain(self.slots.iter_mut().flatten()) {
             if let Some(p) = s.pin.as_mut() {
                 p.power_cycle();
@@ -420,8 +424,19 @@ async fn run(
             .ok()
     });
     loop {
+        // The SIM's initialisation ends: say so as a modem does (TS 27.007 §8.3 +CPIN
+        // unsolicited, as Quectel's "+CPIN: READY" after power-on).
+        let init_ends = st.sim_init_pending.then_some(st.sim_ready_at);
         let vanish = tokio::select! {
             _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(init_ends.unwrap_or_else(Instant::now).into()), if init_ends.is_some() => {
+                st.sim_init_pending = false;
+                if st.sim.is_some() {
+                    let code = if st.sim_locked() { "SIM PIN" } else { "READY" };
+                    let _ = master.write_all(format!("\r\n+CPIN: {code}\r\n").as_bytes()).await;
+                }
+                None
+            }
             c = control.recv() => match c {
                 None => return,
                 Some(c) => apply(&opts.profile, &mut st, c, &mut master).await,

@@ -68,6 +68,8 @@ pub struct Settings {
     pub netdev: Option<String>,
     /// How often to try reopening a vanished port.
     pub reopen_every: Duration,
+    /// The PINs a locked SIM may be given, once per boot (`modems.pins_file`).
+    pub pins: Option<Arc<crate::pins::Pins>>,
 }
 
 impl Default for Settings {
@@ -78,6 +80,7 @@ impl Default for Settings {
             // A USB modem re-enumerates in 1-3 s; trying 4 times a second keeps the
             // reattach well within 5 s at negligible cost.
             reopen_every: Duration::from_millis(250),
+            pins: None,
         }
     }
 }
@@ -366,6 +369,9 @@ impl Supervisor {
         self.fill_month(&mut info);
         self.emit(ModemEvent::Identified(Box::new(info.clone())))
             .await;
+        if let Err(e) = self.unlock(&mut conn, profile, &mut info).await {
+            return End::Lost(e);
+        }
         if self.is_suspended(&info) {
             if let Err(e) = self.enforce_suspend(&mut conn, profile).await {
                 return End::Lost(e);
@@ -606,7 +612,12 @@ impl Supervisor {
             }
             return Ok(());
         }
-        if urc == "+CPIN: READY" && (info.sim.iccid.is_none() || info.sim.state != "READY") {
+        // The SIM's state changed on its own (initialised, or unlocked by another program
+        // on the modem's other port): read it again.
+        let cpin = super::reply::pin_state(&[urc.to_string()]);
+        if cpin
+            .is_some_and(|c| c != "READY" || info.sim.state != "READY" || info.sim.iccid.is_none())
+        {
             return self.sim_changed(conn, profile, info).await;
         }
         Ok(())
@@ -646,7 +657,7 @@ impl Supervisor {
                 self.emit(ModemEvent::SimUpdated(Box::new(info.clone())))
                     .await;
             }
-            return Ok(());
+            return self.unlock(conn, profile, info).await;
         }
         if sim.iccid.is_none() {
             return self.sim_gone(info).await;
@@ -665,7 +676,49 @@ impl Supervisor {
             previous,
         })
         .await;
+        self.unlock(conn, profile, info).await?;
         self.sample(conn, profile, info).await
+    }
+
+    /// A locked SIM with a configured PIN: the one attempt (src/modem/pin.rs), then the
+    /// SIM read again and its new facts (unlocked, or attempts left) reported.
+    async fn unlock<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+    ) -> Result<(), AtError> {
+        let (Some(pins), Some(store)) = (self.settings.pins.clone(), self.store.clone()) else {
+            return Ok(());
+        };
+        if info
+            .sim
+            .lock
+            .is_none_or(|l| l.state != crate::sim::LockState::PinRequired)
+        {
+            return Ok(());
+        }
+        let iccid = info.sim.iccid.clone().unwrap_or_default();
+        match super::pin::configured(conn, profile, &info.sim, &pins, &store).await? {
+            super::pin::Attempt::Skipped(why) => {
+                tracing::debug!(port = %self.port, %iccid, why, "configured PIN not entered");
+                return Ok(());
+            }
+            super::pin::Attempt::Entered => {
+                tracing::info!(port = %self.port, %iccid, "configured PIN entered; SIM unlocked");
+            }
+            super::pin::Attempt::Refused(result) => {
+                tracing::warn!(port = %self.port, %iccid, %result, "configured PIN refused; never tried again on this SIM (pin_verify unlocks it)");
+            }
+        }
+        let sim = identify::sim_info(conn, profile).await?;
+        if sim.iccid == info.sim.iccid {
+            info.sim = sim;
+            self.fill_month(info);
+            self.emit(ModemEvent::SimUpdated(Box::new(info.clone())))
+                .await;
+        }
+        Ok(())
     }
 
     /// Serve a handle's request; a link error is both answered and returned, since it

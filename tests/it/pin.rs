@@ -211,3 +211,167 @@ fn a_blocked_reader_card_tells_its_puk_attempts_and_a_dead_one_says_blocked() {
     let lock = identify(&mut c, &Options::default()).unwrap().lock.unwrap();
     assert_eq!(lock.state, LockState::Blocked);
 }
+
+/// A 0600 secrets file with one SIM's PIN, in `dir`; returns the configuration text
+/// naming it.
+fn pins_config(dir: &std::path::Path, iccid: &str, pin: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join("pins.toml");
+    std::fs::write(&file, format!("[pins]\n\"{iccid}\" = \"{pin}\"\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!("[modems]\npins_file = \"{}\"\n", file.display())
+}
+
+/// The emulated modem's SIM (at-commander's Quectel sample ICCID, src/emu/modem.rs).
+const MODEM_ICCID: &str = "8901260886258128535";
+
+fn journal_lines(journal: &std::path::Path, prefix: &str) -> usize {
+    std::fs::read_to_string(journal)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.to_ascii_uppercase().starts_with(prefix))
+        .count()
+}
+
+#[test]
+fn a_modem_sim_locked_at_boot_is_unlocked_once_from_the_pins_file_and_the_pin_stays_secret() {
+    use std::process::Stdio;
+    use std::time::Duration;
+    use support::{Broker, Lines, Modem, Proc, TempDir};
+    let broker = Broker::start();
+    let agent = "gw-pin";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent}/#"));
+    let state = TempDir::new("pin-state");
+    let scratch = TempDir::new("pin-modem");
+    let journal = scratch.path().join("journal");
+    let emu = Modem::start_with(
+        "quectel-ec2x",
+        &["--pin", "2468", "--journal", journal.to_str().unwrap()],
+    );
+    let config = pins_config(scratch.path(), MODEM_ICCID, "2468");
+    let mut daemon = Proc::spawn(
+        "simgate run",
+        support::modem_agent_with(&broker.url(), agent, state.path(), &emu.port, &config)
+            .stderr(Stdio::piped()),
+    );
+    let mut log = Lines::new(daemon.child.stderr.take().unwrap());
+    let topic = format!("simgate/v1/{agent}/sim/{MODEM_ICCID}/state");
+    // The locked row first: its ICCID, its lock, no IMSI.
+    let locked = sub.expect("the locked SIM's row", |m| m.topic == topic);
+    assert_eq!(
+        locked.payload["lock"]["state"], "pin_required",
+        "{}",
+        locked.payload
+    );
+    assert!(locked.payload.get("imsi").is_none());
+    // Then the same row unlocked, with what only an unlocked SIM tells.
+    let ready = sub.expect("the unlocked SIM's row", |m| {
+        m.topic == topic && m.payload["lock"]["state"] == "ready"
+    });
+    assert_eq!(ready.payload["imsi"], "20404001234567");
+    assert_eq!(ready.payload["lock"]["pin_enabled"], true);
+    assert_eq!(ready.payload["lock"]["pin_attempts"], 3);
+    log.expect("the unlock in the log", Duration::from_secs(30), |l| {
+        l.contains("configured PIN entered")
+    });
+    daemon.interrupt();
+    log.drain();
+    assert!(
+        log.seen.iter().all(|l| !l.contains("2468")),
+        "the PIN reached the log"
+    );
+    assert!(
+        sub.lines.seen.iter().all(|l| !l.contains("2468")),
+        "the PIN reached the platform"
+    );
+    assert_eq!(journal_lines(&journal, "AT+CPIN="), 1, "one attempt");
+}
+
+#[test]
+fn a_wrong_pin_in_the_config_is_tried_once_and_never_again_across_restarts() {
+    use std::process::Stdio;
+    use std::time::Duration;
+    use support::{Broker, Lines, Modem, Proc, TempDir};
+    let broker = Broker::start();
+    let agent = "gw-wrong-pin";
+    let state = TempDir::new("wrong-pin-state");
+    let scratch = TempDir::new("wrong-pin-modem");
+    let journal = scratch.path().join("journal");
+    let emu = Modem::start_with(
+        "quectel-ec2x",
+        &["--pin", "2468", "--journal", journal.to_str().unwrap()],
+    );
+    let config = pins_config(scratch.path(), MODEM_ICCID, "1357");
+    for start in 0..4 {
+        let mut daemon = Proc::spawn(
+            "simgate run",
+            support::modem_agent_with(&broker.url(), agent, state.path(), &emu.port, &config)
+                .stderr(Stdio::piped()),
+        );
+        let mut log = Lines::new(daemon.child.stderr.take().unwrap());
+        let (what, needle) = if start == 0 {
+            ("the refusal", "configured PIN refused")
+        } else {
+            (
+                "the refusal remembered",
+                "refused before: never tried again",
+            )
+        };
+        log.expect(what, Duration::from_secs(30), |l| l.contains(needle));
+        daemon.interrupt();
+        log.drain();
+        assert!(
+            log.seen.iter().all(|l| !l.contains("1357")),
+            "the PIN reached the log"
+        );
+    }
+    assert_eq!(
+        journal_lines(&journal, "AT+CPIN="),
+        1,
+        "tried once in four starts"
+    );
+    // The SIM itself: still 2 attempts left.
+    let out = Command::new(support::simgate_bin())
+        .args(["modem", "info", "--json", "--port", &emu.port])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["sim"]["lock"]["pin_attempts"], 2, "{v}");
+}
+
+#[test]
+fn a_sim_saying_sim_pin_while_it_initialises_is_not_given_a_pin_and_ends_ready() {
+    use std::time::Duration;
+    use support::{Broker, Modem, Proc, TempDir};
+    let broker = Broker::start();
+    let agent = "gw-pin-init";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent}/#"));
+    let state = TempDir::new("pin-init-state");
+    let scratch = TempDir::new("pin-init-modem");
+    let journal = scratch.path().join("journal");
+    // No PIN on this SIM; the firmware says SIM PIN for 2 s after power-on.
+    let emu = Modem::start_with(
+        "quectel-ec2x",
+        &[
+            "--sim-init-ms",
+            "2000",
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+    );
+    let config = pins_config(scratch.path(), MODEM_ICCID, "2468");
+    let _daemon = Proc::spawn(
+        "simgate run",
+        &mut support::modem_agent_with(&broker.url(), agent, state.path(), &emu.port, &config),
+    );
+    let topic = format!("simgate/v1/{agent}/sim/{MODEM_ICCID}/state");
+    let ready = sub.expect_within("the SIM's row once ready", Duration::from_secs(30), |m| {
+        m.topic == topic && m.payload["lock"]["state"] == "ready"
+    });
+    assert_eq!(ready.payload["imsi"], "20404001234567");
+    assert_eq!(
+        journal_lines(&journal, "AT+CPIN="),
+        0,
+        "no PIN while the counters were unknown"
+    );
+}
