@@ -190,6 +190,78 @@ pub struct Observed {
     pub lock: Option<Lock>,
 }
 
+/// A PIN or a PUK: digits only, never shown (Debug and Display print asterisks), so it
+/// cannot reach a log line, an event or the store by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+/// A PIN or PUK that is not one, by what is wrong (never by its digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} must be {min} to 8 digits")]
+pub struct SecretError {
+    pub what: &'static str,
+    pub min: usize,
+}
+
+impl Secret {
+    /// A PIN: 4 to 8 decimal digits (TS 102 221 §9.5.2; TS 27.007 §8.3 carries the same).
+    pub fn pin(s: &str) -> Result<Secret, SecretError> {
+        Self::digits(s, 4, "a PIN")
+    }
+
+    /// A PUK (unblock PIN): 8 digits (TS 102 221 §9.5.2: the unblock key is 8 bytes).
+    pub fn puk(s: &str) -> Result<Secret, SecretError> {
+        Self::digits(s, 8, "a PUK")
+    }
+
+    fn digits(s: &str, min: usize, what: &'static str) -> Result<Secret, SecretError> {
+        if (min..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Secret(s.to_string()))
+        } else {
+            Err(SecretError { what, min })
+        }
+    }
+
+    /// The digits, for the one place that sends them (an APDU, an AT line).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+wire_words! {
+    /// The PIN operations, by their command names (MQTT.md, "PIN and PUK").
+    pub enum PinOp {
+        Verify = "pin_verify",
+        Enable = "pin_enable",
+        Disable = "pin_disable",
+        Change = "pin_change",
+        Unblock = "pin_unblock",
+    }
+}
+
+/// A PIN operation asked for by the platform or a person: the PIN (the PUK of an
+/// unblock), the new PIN of a change or an unblock, and whether the last attempt may
+/// be spent (`force`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRequest {
+    pub op: PinOp,
+    pub first: Secret,
+    pub second: Option<Secret>,
+    pub force: bool,
+}
+
 wire_words! {
     /// Whether the SIM lets its subscriber data and network be used now (TS 102 221
     /// §9.5: PIN1 and its unblock key; TS 27.007 §8.3 +CPIN's codes).

@@ -6,7 +6,15 @@
 use super::apdu::{Apdu, Channel, StatusWord};
 use super::{CardError, CardKind, CardTransport};
 use crate::sim::{Lock, LockState};
-use std::fmt;
+pub use crate::sim::{PinOp, PinRequest, Secret, SecretError};
+
+/// The 8-byte block of TS 102 221 §9.5.2: the digits in ASCII, padded with 'FF'.
+fn block(s: &Secret) -> [u8; PIN_BLOCK] {
+    let mut b = [0xFF; PIN_BLOCK];
+    let d = s.expose().as_bytes();
+    b[..d.len()].copy_from_slice(d);
+    b
+}
 
 /// PIN1's key reference: '01' PIN Appl 1 (TS 102 221 §9.5.1, Table 9.3); CHV1 on a GSM
 /// SIM (TS 51.011 §9.2.9).
@@ -14,95 +22,25 @@ const KEY_PIN1: u8 = 0x01;
 /// A PIN travels as 8 bytes: its digits in ASCII, padded with 'FF' (TS 102 221 §9.5.2).
 const PIN_BLOCK: usize = 8;
 
-/// A PIN or a PUK: digits only, never shown (Debug and Display print asterisks), so it
-/// cannot reach a log line, an event or the store by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-/// A PIN or PUK that is not one, by what is wrong (never by its digits).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} must be {min} to 8 digits")]
-pub struct SecretError {
-    pub what: &'static str,
-    pub min: usize,
-}
-
-impl Secret {
-    /// A PIN: 4 to 8 decimal digits (TS 102 221 §9.5.2; TS 27.007 §8.3 carries the same).
-    pub fn pin(s: &str) -> Result<Secret, SecretError> {
-        Self::digits(s, 4, "a PIN")
-    }
-
-    /// A PUK (unblock PIN): 8 digits (TS 102 221 §9.5.2: the unblock key is 8 bytes).
-    pub fn puk(s: &str) -> Result<Secret, SecretError> {
-        Self::digits(s, 8, "a PUK")
-    }
-
-    fn digits(s: &str, min: usize, what: &'static str) -> Result<Secret, SecretError> {
-        if (min..=PIN_BLOCK).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(Secret(s.to_string()))
-        } else {
-            Err(SecretError { what, min })
-        }
-    }
-
-    /// The digits, for the one place that sends them (an APDU, an AT line).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The 8-byte block of TS 102 221 §9.5.2.
-    fn block(&self) -> [u8; PIN_BLOCK] {
-        let mut b = [0xFF; PIN_BLOCK];
-        b[..self.0.len()].copy_from_slice(self.0.as_bytes());
-        b
+/// TS 102 221 §11.1.9-§11.1.13: VERIFY '20', CHANGE '24', DISABLE '26', ENABLE '28',
+/// UNBLOCK '2C' (the same on a GSM SIM, TS 51.011 §9.2.9-§9.2.13).
+fn ins(op: PinOp) -> u8 {
+    match op {
+        PinOp::Verify => 0x20,
+        PinOp::Change => 0x24,
+        PinOp::Disable => 0x26,
+        PinOp::Enable => 0x28,
+        PinOp::Unblock => 0x2C,
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-crate::sim::wire_words! {
-    /// The PIN operations, by their command names (MQTT.md, "PIN and PUK").
-    pub enum PinOp {
-        Verify = "pin_verify",
-        Enable = "pin_enable",
-        Disable = "pin_disable",
-        Change = "pin_change",
-        Unblock = "pin_unblock",
-    }
-}
-
-impl PinOp {
-    /// TS 102 221 §11.1.9-§11.1.13: VERIFY '20', CHANGE '24', DISABLE '26', ENABLE
-    /// '28', UNBLOCK '2C' (the same on a GSM SIM, TS 51.011 §9.2.9-§9.2.13).
-    fn ins(self) -> u8 {
-        match self {
-            PinOp::Verify => 0x20,
-            PinOp::Change => 0x24,
-            PinOp::Disable => 0x26,
-            PinOp::Enable => 0x28,
-            PinOp::Unblock => 0x2C,
-        }
-    }
-
-    fn command(self) -> &'static str {
-        match self {
-            PinOp::Verify => "VERIFY PIN",
-            PinOp::Change => "CHANGE PIN",
-            PinOp::Disable => "DISABLE PIN",
-            PinOp::Enable => "ENABLE PIN",
-            PinOp::Unblock => "UNBLOCK PIN",
-        }
+fn command(op: PinOp) -> &'static str {
+    match op {
+        PinOp::Verify => "VERIFY PIN",
+        PinOp::Change => "CHANGE PIN",
+        PinOp::Disable => "DISABLE PIN",
+        PinOp::Enable => "ENABLE PIN",
+        PinOp::Unblock => "UNBLOCK PIN",
     }
 }
 
@@ -208,7 +146,7 @@ pub fn lock_state<T: CardTransport>(
     if kind == CardKind::Gsm {
         return Ok(None);
     }
-    let verify = Apdu::new(class(kind), PinOp::Verify.ins(), 0x00, KEY_PIN1);
+    let verify = Apdu::new(class(kind), ins(PinOp::Verify), 0x00, KEY_PIN1);
     let sw = ch.send(&verify, "VERIFY PIN (status)")?.sw;
     if sw.is_ok() {
         return Ok(Some(Lock::ready()));
@@ -227,7 +165,7 @@ pub fn lock_state<T: CardTransport>(
         // Anything else (6D00 from a card without PIN commands ...): unknown.
         None => return Ok(None),
     }
-    let unblock = Apdu::new(class(kind), PinOp::Unblock.ins(), 0x00, KEY_PIN1);
+    let unblock = Apdu::new(class(kind), ins(PinOp::Unblock), 0x00, KEY_PIN1);
     let sw = ch.send(&unblock, "UNBLOCK PIN (status)")?.sw;
     let (state, puk) = match retries(sw) {
         Some(n) if n > 0 => (LockState::PukRequired, Some(n)),
@@ -252,9 +190,9 @@ pub fn run<T: CardTransport>(
     first: &Secret,
     second: Option<&Secret>,
 ) -> Result<PinOutcome, CardError> {
-    let mut data = first.block().to_vec();
+    let mut data = block(first).to_vec();
     if let Some(s) = second {
-        data.extend_from_slice(&s.block());
+        data.extend_from_slice(&block(s));
     }
     // UNBLOCK CHV on a GSM SIM names CHV1 as '00' (TS 51.011 §9.2.13).
     let key = if op == PinOp::Unblock && kind == CardKind::Gsm {
@@ -262,8 +200,8 @@ pub fn run<T: CardTransport>(
     } else {
         KEY_PIN1
     };
-    let apdu = Apdu::new(class(kind), op.ins(), 0x00, key).with_data(&data);
-    let sw = ch.send(&apdu, op.command())?.sw;
+    let apdu = Apdu::new(class(kind), ins(op), 0x00, key).with_data(&data);
+    let sw = ch.send(&apdu, command(op))?.sw;
     Ok(if sw.is_ok() {
         PinOutcome::Done
     } else if sw == BLOCKED || retries(sw) == Some(0) {
@@ -276,6 +214,91 @@ pub fn run<T: CardTransport>(
     } else {
         PinOutcome::Refused(sw)
     })
+}
+
+/// Why a PIN operation was not made, or not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinFailure {
+    /// The SIM in the reader or modem is not the one the command names.
+    #[error("the SIM there now is {0}, not the one named: nothing sent")]
+    OtherSim(String),
+    /// Not attempted: the last attempt is at stake, or the SIM's state forbids it.
+    #[error(transparent)]
+    Guard(#[from] PinRefusal),
+    /// The SIM said no: a wrong PIN or PUK, with the attempts left when told.
+    #[error("{op}: wrong {what}{left}")]
+    Wrong {
+        op: PinOp,
+        what: &'static str,
+        left: String,
+    },
+    /// The SIM refused for another reason (not enabled, already disabled ...).
+    #[error("{op}: refused by the SIM ({why})")]
+    Refused { op: PinOp, why: String },
+}
+
+impl PinFailure {
+    /// A wrong PIN or PUK, the attempts left said when known.
+    pub fn wrong(op: PinOp, attempts_left: Option<u8>) -> PinFailure {
+        PinFailure::Wrong {
+            op,
+            what: if op == PinOp::Unblock { "PUK" } else { "PIN" },
+            left: attempts_left.map_or(String::new(), |n| format!(": {n} attempts left")),
+        }
+    }
+}
+
+/// A whole PIN operation on the card behind `transport`: its ICCID read and, when
+/// `iccid` is given, matched (a PIN never reaches another SIM), its lock read,
+/// [`guard`]ed, the command sent, and the lock read again (what the row shows after).
+/// The outcome comes with the ICCID read.
+pub fn on_card<T: CardTransport>(
+    mut transport: T,
+    iccid: Option<&str>,
+    req: &PinRequest,
+) -> Result<(Result<Option<Lock>, PinFailure>, String), CardError> {
+    let opts = super::identify::Options {
+        isdr_aids: &[],
+        vendor_aids: false,
+        subscriber: true,
+        esim_profiles: false,
+    };
+    let id = super::identify(&mut transport, &opts)?;
+    let here = id.iccid.as_ref().map(|i| i.to_string()).unwrap_or_default();
+    if iccid.is_some_and(|i| i != here) || id.iccid.is_none() {
+        return Ok((Err(PinFailure::OtherSim(here)), String::new()));
+    }
+    if let Err(r) = guard(req.op, id.lock.as_ref(), req.force) {
+        return Ok((Err(r.into()), here));
+    }
+    let mut ch = Channel::new(&mut transport);
+    let outcome = run(&mut ch, id.kind, req.op, &req.first, req.second.as_ref())?;
+    let mut after = lock_state(&mut ch, id.kind)?;
+    match outcome {
+        PinOutcome::Done => {
+            if let Some(l) = after.as_mut() {
+                // What the command itself proves about PIN1 (a VERIFY without data
+                // cannot tell disabled from verified).
+                l.pin_enabled = match req.op {
+                    PinOp::Disable => Some(false),
+                    PinOp::Enable | PinOp::Change => Some(true),
+                    _ => l.pin_enabled,
+                };
+            }
+            Ok((Ok(after), here))
+        }
+        PinOutcome::Wrong { attempts_left } => {
+            Ok((Err(PinFailure::wrong(req.op, Some(attempts_left))), here))
+        }
+        PinOutcome::Blocked => Ok((Err(PinFailure::wrong(req.op, Some(0))), here)),
+        PinOutcome::Refused(sw) => Ok((
+            Err(PinFailure::Refused {
+                op: req.op,
+                why: format!("status {sw}"),
+            }),
+            here,
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -295,7 +318,7 @@ mod tests {
     fn a_secret_never_shows_its_digits() {
         let p = Secret::pin("1234").unwrap();
         assert_eq!(format!("{p} {p:?}"), "*** Secret(***)");
-        assert_eq!(p.block(), [b'1', b'2', b'3', b'4', 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(block(&p), [b'1', b'2', b'3', b'4', 0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(Secret::pin("123").is_err());
         assert!(Secret::pin("12a4").is_err());
         assert!(Secret::pin("123456789").is_err());

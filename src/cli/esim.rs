@@ -79,7 +79,7 @@ fn iccid_arg(text: &str) -> anyhow::Result<Iccid> {
 }
 
 /// The reader to use: the one named, or the only one holding a card.
-fn pick_reader(name: Option<String>) -> anyhow::Result<std::ffi::CString> {
+pub(super) fn pick_reader(name: Option<String>) -> anyhow::Result<std::ffi::CString> {
     let ctx = reader::establish()?;
     if let Some(n) = name {
         return Ok(reader::resolve(&ctx, &n)?);

@@ -8,13 +8,15 @@ use super::profile::Profile;
 use crate::at::conn::AtIo;
 use crate::at::parser::cme;
 use crate::at::{quote, AtCommand, AtConnection, AtError, Refusal};
-use crate::card::pin::{PinOp, Secret};
+use crate::card::pin::{PinFailure, PinOp, Secret};
 use crate::sim::LockState;
 use crate::store::pins::PinTry;
 use crate::store::Store;
 
-/// TS 27.007 §9.2.1: 16 incorrect password.
-pub const CME_WRONG_PASSWORD: u16 = 16;
+/// TS 27.007 §9.2.1: 16 incorrect password; 12 SIM PUK required (the last PIN
+/// attempt just failed).
+const CME_WRONG_PASSWORD: u16 = 16;
+const CME_SIM_PUK_REQUIRED: u16 = 12;
 
 /// The AT line of a PIN operation: `first` the PIN (the PUK of an unblock), `second`
 /// the new PIN of a change or an unblock. Values go through `at::quote` only, and the
@@ -46,6 +48,43 @@ pub async fn run<T: AtIo>(
         .command(&cmd, profile.timeouts.sim())
         .await?
         .map(|_| ()))
+}
+
+/// A whole PIN operation on the modem's SIM: the SIM read fresh (its ICCID must be
+/// `iccid` when given — a PIN never reaches another SIM — its lock decides what
+/// [`guard`](crate::card::pin::guard) allows), the line sent, the SIM read again.
+/// Returns the outcome and the SIM as it is after.
+pub async fn on_modem<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+    iccid: Option<&str>,
+    req: &crate::sim::PinRequest,
+) -> Result<(Result<(), PinFailure>, SimInfo), AtError> {
+    let before = identify::sim_info(conn, profile).await?;
+    let here = before.iccid.clone().unwrap_or_default();
+    if iccid.is_some_and(|i| i != here) || before.iccid.is_none() {
+        return Ok((Err(PinFailure::OtherSim(here)), before));
+    }
+    if let Err(r) = crate::card::pin::guard(req.op, before.lock.as_ref(), req.force) {
+        return Ok((Err(r.into()), before));
+    }
+    let sent = run(conn, profile, req.op, &req.first, req.second.as_ref()).await?;
+    let after = identify::sim_info(conn, profile).await?;
+    let result = match sent {
+        Ok(()) => Ok(()),
+        Err(r) if matches!(r.cme(), Some(CME_WRONG_PASSWORD | CME_SIM_PUK_REQUIRED)) => {
+            let left = after.lock.and_then(|l| match req.op {
+                PinOp::Unblock => l.puk_attempts,
+                _ => l.pin_attempts,
+            });
+            Err(PinFailure::wrong(req.op, left))
+        }
+        Err(r) => Err(PinFailure::Refused {
+            op: req.op,
+            why: r.result.to_string(),
+        }),
+    };
+    Ok((result, after))
 }
 
 /// The kernel's id of this boot: "once per boot" is per this id. Unknown (no /proc):

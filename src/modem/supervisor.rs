@@ -101,7 +101,16 @@ enum Request {
         crate::card::esim::Work,
         oneshot::Sender<Result<EsimResult, AtError>>,
     ),
+    /// A PIN operation on the SIM whose ICCID is given (src/modem/pin.rs `on_modem`).
+    Pin(
+        String,
+        crate::sim::PinRequest,
+        oneshot::Sender<Result<PinResult, AtError>>,
+    ),
 }
+
+/// What a PIN operation through a modem answered.
+pub type PinResult = Result<(), crate::card::pin::PinFailure>;
 
 /// What an eSIM operation through a modem answered: the profiles and pending
 /// notifications after it, or why not.
@@ -118,6 +127,9 @@ impl Request {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
             Request::Esim(_, reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+            Request::Pin(_, _, reply) => {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
         }
@@ -165,6 +177,21 @@ impl ModemHandle {
 }
 
 impl ModemHandle {
+    /// A PIN operation on the SIM `iccid` (refused untouched if another SIM sits
+    /// there); the SIM's row is reported again after.
+    pub async fn pin(
+        &self,
+        iccid: &str,
+        req: crate::sim::PinRequest,
+    ) -> Result<PinResult, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Pin(iccid.to_string(), req, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+
     /// An eSIM operation on the modem's eUICC, verified by listing again, the family's
     /// refresh after a switch and the SIM read again; the profiles after it.
     pub async fn esim(&self, action: crate::card::esim::Work) -> Result<EsimResult, ModemError> {
@@ -680,6 +707,37 @@ impl Supervisor {
         self.sample(conn, profile, info).await
     }
 
+    /// A PIN operation asked by the platform or a person: the SIM read fresh (its ICCID
+    /// must be `iccid`, its lock decides what [`guard`](crate::card::pin::guard)
+    /// allows), the line sent, the SIM read again and its row reported. A successful
+    /// verify or unblock clears the configured PIN's refusal record.
+    async fn on_pin<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+        iccid: &str,
+        req: &crate::sim::PinRequest,
+    ) -> Result<PinResult, AtError> {
+        let (result, after) = super::pin::on_modem(conn, profile, Some(iccid), req).await?;
+        if let (Ok(()), Some(store), crate::sim::PinOp::Verify | crate::sim::PinOp::Unblock) =
+            (&result, &self.store, req.op)
+        {
+            // Unlocked by hand: the configured PIN may be tried again (at a next lock).
+            if let Err(e) = store.clear_pin_try(iccid) {
+                tracing::error!(%iccid, error = %e, "cannot clear the PIN attempt record");
+            }
+        }
+        let news = after.lock != info.sim.lock || after.imsi != info.sim.imsi;
+        info.sim = after;
+        if news {
+            self.fill_month(info);
+            self.emit(ModemEvent::SimUpdated(Box::new(info.clone())))
+                .await;
+        }
+        Ok(result)
+    }
+
     /// A locked SIM with a configured PIN: the one attempt (src/modem/pin.rs), then the
     /// SIM read again and its new facts (unlocked, or attempts left) reported.
     async fn unlock<T: AtIo>(
@@ -742,6 +800,10 @@ impl Supervisor {
             Request::Status(reply) => {
                 let r = self.sample(conn, profile, info).await;
                 answer(reply, r.map(|()| Box::new(info.clone())))
+            }
+            Request::Pin(iccid, req, reply) => {
+                let r = self.on_pin(conn, profile, info, &iccid, &req).await;
+                answer(reply, r)
             }
             Request::Esim(action, reply) => {
                 use super::esim::ModemEsimError;

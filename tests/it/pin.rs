@@ -375,3 +375,205 @@ fn a_sim_saying_sim_pin_while_it_initialises_is_not_given_a_pin_and_ends_ready()
         "no PIN while the counters were unknown"
     );
 }
+
+fn pin_command(id: &str, action: &str, params: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "v": 1, "id": id, "iccid": MODEM_ICCID, "action": action,
+        "params": params, "expires_at": support::unix_now() + 600
+    })
+}
+
+/// A daemon on a modem whose SIM has PIN 2468 with `attempts` left, no pins file.
+struct LockedGateway {
+    broker: support::Broker,
+    sub: support::Sub,
+    journal: std::path::PathBuf,
+    _emu: support::Modem,
+    _daemon: support::Proc,
+    _dirs: (support::TempDir, support::TempDir),
+    agent: &'static str,
+}
+
+impl LockedGateway {
+    fn start(agent: &'static str, attempts: &str) -> LockedGateway {
+        use support::{Broker, Modem, Proc, TempDir};
+        let broker = Broker::start();
+        let mut sub = broker.subscribe(&format!("simgate/v1/{agent}/#"));
+        let state = TempDir::new("pin-cmd-state");
+        let scratch = TempDir::new("pin-cmd-modem");
+        let journal = scratch.path().join("journal");
+        let emu = Modem::start_with(
+            "quectel-ec2x",
+            &[
+                "--pin",
+                "2468",
+                "--pin-attempts",
+                attempts,
+                "--journal",
+                journal.to_str().unwrap(),
+            ],
+        );
+        let daemon = Proc::spawn(
+            "simgate run",
+            &mut support::modem_agent(&broker.url(), agent, state.path(), &emu.port),
+        );
+        let topic = format!("simgate/v1/{agent}/sim/{MODEM_ICCID}/state");
+        sub.expect("the locked SIM's first row", |m| m.topic == topic);
+        LockedGateway {
+            broker,
+            sub,
+            journal,
+            _emu: emu,
+            _daemon: daemon,
+            _dirs: (state, scratch),
+            agent,
+        }
+    }
+
+    fn send(&mut self, id: &str, action: &str, params: serde_json::Value) -> serde_json::Value {
+        support::send_command(&self.broker, self.agent, &pin_command(id, action, params));
+        support::final_status(&mut self.sub, self.agent, id).payload
+    }
+
+    /// The SIM's row satisfying `pred`: already seen (it may have come before the
+    /// command's outcome, which was awaited first), or awaited.
+    fn row_where(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let topic = format!("simgate/v1/{}/sim/{MODEM_ICCID}/state", self.agent);
+        let is = |m: &support::Msg| m.topic == topic && pred(&m.payload);
+        if let Some(m) = self
+            .sub
+            .lines
+            .seen
+            .iter()
+            .filter_map(|l| support::parse_msg(l))
+            .find(|m| is(m))
+        {
+            return m.payload;
+        }
+        self.sub.expect(what, is).payload
+    }
+}
+
+#[test]
+fn pin_verify_from_the_platform_unlocks_a_modem_sim_exactly_once() {
+    let mut gw = LockedGateway::start("gw-pin-verify", "3");
+    let st = gw.send("pv-1", "pin_verify", serde_json::json!({"pin": "2468"}));
+    assert_eq!(st["status"], "successful", "{st}");
+    let row = gw.row_where("the unlocked row", |r| r["lock"]["state"] == "ready");
+    assert_eq!(row["imsi"], "20404001234567");
+    // Redelivered: answered from its record, not sent again.
+    let again = gw.send("pv-1", "pin_verify", serde_json::json!({"pin": "2468"}));
+    assert_eq!(again["status"], "successful");
+    assert_eq!(journal_lines(&gw.journal, "AT+CPIN="), 1);
+    assert!(
+        gw.sub
+            .lines
+            .seen
+            .iter()
+            .all(|l| !l.contains("2468") || l.contains("/cmd ")),
+        "the PIN came back from the agent"
+    );
+}
+
+#[test]
+fn a_pin_command_at_one_attempt_left_is_refused_by_name_and_spent_only_with_force() {
+    let mut gw = LockedGateway::start("gw-pin-last", "1");
+    let st = gw.send("pl-1", "pin_verify", serde_json::json!({"pin": "2468"}));
+    assert_eq!(st["status"], "failed");
+    assert_eq!(st["code"], "last_attempt", "{st}");
+    assert_eq!(journal_lines(&gw.journal, "AT+CPIN="), 0, "nothing sent");
+    let st = gw.send(
+        "pl-2",
+        "pin_verify",
+        serde_json::json!({"pin": "2468", "force": true}),
+    );
+    assert_eq!(st["status"], "successful", "{st}");
+    gw.row_where("the unlocked row", |r| r["lock"]["state"] == "ready");
+}
+
+#[test]
+fn a_wrong_pin_command_says_the_attempts_left_and_the_row_follows() {
+    let mut gw = LockedGateway::start("gw-pin-wrong", "3");
+    let st = gw.send("pw-1", "pin_verify", serde_json::json!({"pin": "0000"}));
+    assert_eq!(st["status"], "failed");
+    assert_eq!(
+        st["reason"], "pin_verify: wrong PIN: 2 attempts left",
+        "{st}"
+    );
+    gw.row_where("the row with 2 attempts", |r| {
+        r["lock"]["pin_attempts"] == 2
+    });
+}
+
+#[test]
+fn a_blocked_sim_is_unblocked_only_by_pin_unblock_with_the_puk() {
+    let mut gw = LockedGateway::start("gw-pin-puk", "0");
+    let row = gw.row_where("the PUK-locked row", |r| {
+        r["lock"]["state"] == "puk_required"
+    });
+    assert_eq!(row["lock"]["puk_attempts"], 10);
+    // A PIN cannot help: refused by name, nothing sent.
+    let st = gw.send("pu-1", "pin_verify", serde_json::json!({"pin": "2468"}));
+    assert_eq!(st["code"], "not_applicable", "{st}");
+    let st = gw.send(
+        "pu-2",
+        "pin_unblock",
+        serde_json::json!({"puk": "12345678", "new_pin": "1111"}),
+    );
+    assert_eq!(st["status"], "successful", "{st}");
+    let row = gw.row_where("the unblocked row", |r| r["lock"]["state"] == "ready");
+    assert_eq!(row["lock"]["pin_attempts"], 3);
+    assert_eq!(journal_lines(&gw.journal, "AT+CPIN="), 1, "one PUK line");
+}
+
+#[test]
+fn pin_params_are_checked_by_name_without_echoing_the_secret() {
+    let mut gw = LockedGateway::start("gw-pin-params", "3");
+    let st = gw.send("pp-1", "pin_verify", serde_json::json!({"pin": "12a4"}));
+    assert_eq!(st["code"], "invalid_field");
+    assert!(
+        st["reason"].as_str().unwrap().starts_with("params.pin:"),
+        "{st}"
+    );
+    assert!(!st.to_string().contains("12a4"), "{st}");
+    let st = gw.send("pp-2", "pin_change", serde_json::json!({"pin": "2468"}));
+    assert_eq!(
+        st["reason"], "params.new_pin: missing, or not a string",
+        "{st}"
+    );
+    assert_eq!(journal_lines(&gw.journal, "AT+CPIN="), 0);
+}
+
+#[test]
+fn simgate_pin_verify_at_a_reader_reads_the_pin_from_stdin_and_the_imsi_follows() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let pcsc = Pcsc::start();
+    let _card = pcsc.insert(0, "usim-pin.toml");
+    let mut child = pcsc
+        .simgate()
+        .args(["pin", "verify", "--reader", &pcsc.reader(0)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"1234\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.trim(),
+        "pin_verify: done; SIM 8988211000000430010: ready"
+    );
+    let rows = json(&pcsc.simgate().args(["read", "--json"]).output().unwrap());
+    assert_eq!(rows[0]["imsi"], "228062800000208", "{rows}");
+}
