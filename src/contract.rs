@@ -932,7 +932,9 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         None
     };
     let pin = match action.pin_op() {
-        Some(op) => Some(Box::new(parse_pin_params(op, &msg.params).map_err(with_id)?)),
+        Some(op) => Some(Box::new(
+            parse_pin_params(op, &msg.params).map_err(with_id)?,
+        )),
         None => None,
     };
     let record = match action {

@@ -39,6 +39,10 @@ pub struct CardReport {
     /// A station's batch attributes: `labels`, `company`, `note`.
     #[serde(flatten)]
     pub batch: Batch,
+    /// `station --disable-pin`: what was done with this card's PIN ("disabled",
+    /// "already disabled", "skipped: 1 attempt left" ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_disable: Option<String>,
 }
 
 /// The facts of a card that was read.
@@ -98,6 +102,7 @@ impl CardReport {
             known_since: None,
             qr: None,
             batch: Batch::default(),
+            pin_disable: None,
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct StationArgs {
     /// One JSON object per read on stdout (NDJSON) instead of the screen.
     #[arg(long)]
     pub json: bool,
+    /// Disable PIN1 on every card inserted, with this PIN (the batch's): the attempts
+    /// left are read first and the last one is never spent (the card is skipped, with
+    /// a warning); each card's result goes to the CSV, the screen and the page.
+    #[arg(long, value_name = "PIN")]
+    pub disable_pin: Option<String>,
 }
 
 pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
@@ -53,6 +58,13 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
         return Ok(ExitCode::from(2));
     }
     let broker = (!cfg.broker.url.is_empty()).then(|| link_settings(&cfg));
+    let disable_pin = match &args.disable_pin {
+        Some(p) => Some(
+            crate::sim::Secret::pin(p)
+                .map_err(|e| super::UsageError(format!("--disable-pin: {e}")))?,
+        ),
+        None => None,
+    };
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     let settings = crate::station::Settings {
         readers: cfg.readers.names.clone(),
@@ -66,6 +78,7 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
         broker,
         read: reader::ReadSettings::from_config(&cfg.readers),
         http: http_settings(&cfg),
+        disable_pin,
     };
     let mut screen = Terminal::new(args.json);
     crate::station::run(settings, &mut screen, shutdown_token()).await?;

@@ -577,3 +577,63 @@ fn simgate_pin_verify_at_a_reader_reads_the_pin_from_stdin_and_the_imsi_follows(
     let rows = json(&pcsc.simgate().args(["read", "--json"]).output().unwrap());
     assert_eq!(rows[0]["imsi"], "228062800000208", "{rows}");
 }
+
+#[test]
+fn station_disable_pin_over_a_batch_skips_the_card_at_one_attempt_left_and_says_so_loudly() {
+    use std::process::Stdio;
+    use std::time::Duration;
+    use support::{Lines, Proc, TempDir};
+    let pcsc = Pcsc::start();
+    let state = TempDir::new("pin-station");
+    let csv = state.path().join("batch.csv");
+    let mut st = Proc::spawn(
+        "simgate station",
+        pcsc.simgate()
+            .args(["station", "--json", "--disable-pin", "1234", "--csv"])
+            .arg(&csv)
+            .arg("--state-dir")
+            .arg(state.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let mut out = Lines::new(st.child.stdout.take().unwrap());
+    let mut read_in = |reader: String| -> serde_json::Value {
+        let line = out.expect(
+            &format!("a read in {reader}"),
+            Duration::from_secs(20),
+            |l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["reader"] == reader),
+        );
+        serde_json::from_str(&line).unwrap()
+    };
+    let _locked = pcsc.insert(0, "usim-pin.toml");
+    let locked = read_in(pcsc.reader(0));
+    let _last = pcsc.insert(1, "usim-pin-last.toml");
+    let last = read_in(pcsc.reader(1));
+
+    assert_eq!(locked["pin_disable"], "disabled", "{locked}");
+    assert_eq!(locked["lock"]["state"], "ready");
+    assert_eq!(locked["lock"]["pin_enabled"], false);
+    assert!(locked.get("warnings").is_none(), "{locked}");
+
+    assert_eq!(last["pin_disable"], "skipped: 1 attempt left", "{last}");
+    assert_eq!(last["lock"]["pin_attempts"], 1, "the last attempt kept");
+    let warned = last["warnings"].as_array().unwrap();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("PIN NOT DISABLED")),
+        "{last}"
+    );
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.lines().next().unwrap().ends_with(",pin_disable"),
+        "{text}"
+    );
+    assert!(
+        text.contains(",disabled\n") || text.contains(",disabled\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("skipped: 1 attempt left"), "{text}");
+    st.interrupt();
+}

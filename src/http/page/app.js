@@ -131,6 +131,7 @@ function read(r, tally, fresh) {
   if (r.status) facts.push(r.status);
   if (r.operator) facts.push(r.operator);
   if (r.lock && r.lock.state !== "ready") facts.push(lockText(r.lock));
+  if (r.pin_disable) facts.push("PIN: " + r.pin_disable);
   if (r.eid && r.iccid) facts.push("EID " + r.eid);
   if (r.ms !== undefined) facts.push(r.ms + " ms");
   last.append(el("div", "facts", facts.join(" · ")));
