@@ -35,6 +35,7 @@ pub mod notify;
 pub mod observe;
 pub mod pins;
 pub mod reader;
+pub mod rsp;
 pub mod rules;
 pub mod sim;
 pub mod station;
