@@ -185,6 +185,8 @@ pub struct Modems {
     pub swap_replace_secs: u64,
     /// Spare AT ports of modems whose data path ModemManager keeps.
     pub shared_with_modemmanager: Vec<String>,
+    /// The PIN secrets file (src/pins.rs): PINs by ICCID a locked SIM may be given.
+    pub pins_file: PathBuf,
 }
 
 impl Default for Modems {
@@ -197,6 +199,7 @@ impl Default for Modems {
             swap_register_secs: 120,
             swap_replace_secs: 600,
             shared_with_modemmanager: Vec::new(),
+            pins_file: PathBuf::new(),
         }
     }
 }

@@ -426,6 +426,13 @@ crate::sim::wire_words! {
         EsimNickname = "esim_nickname",
         /// The platform delivered an eSIM notification: remove it from the eUICC.
         EsimNotificationAck = "esim_notification_ack",
+        /// PIN1 of the SIM (MQTT.md, "PIN and PUK"): enter, enable, disable, change it,
+        /// or unblock it with the PUK.
+        PinVerify = "pin_verify",
+        PinEnable = "pin_enable",
+        PinDisable = "pin_disable",
+        PinChange = "pin_change",
+        PinUnblock = "pin_unblock",
         /// Publish every row again, then the command's `successful` status with the
         /// count (`rows`): a platform rebuilds its table from the agent, not from the
         /// broker's retained messages (MQTT.md, "Sync"). For the whole agent: `iccid`
@@ -435,6 +442,19 @@ crate::sim::wire_words! {
 }
 
 impl Action {
+    /// The PIN operation of a `pin_*` action.
+    pub fn pin_op(self) -> Option<crate::sim::PinOp> {
+        use crate::sim::PinOp;
+        Some(match self {
+            Action::PinVerify => PinOp::Verify,
+            Action::PinEnable => PinOp::Enable,
+            Action::PinDisable => PinOp::Disable,
+            Action::PinChange => PinOp::Change,
+            Action::PinUnblock => PinOp::Unblock,
+            _ => return None,
+        })
+    }
+
     /// One of the `esim_*` actions.
     pub fn is_esim(self) -> bool {
         matches!(
@@ -569,7 +589,59 @@ pub struct Command {
     pub swap: Option<SwapTarget>,
     /// For `esim_*` but `esim_list`: the profile (and nickname), already validated.
     pub esim: Option<EsimRequest>,
+    /// For `pin_*`: the operation and its secrets (never shown: `sim::Secret`).
+    /// Boxed: the secrets would make every command message much larger.
+    pub pin: Option<Box<crate::sim::PinRequest>>,
     pub expires_at: u64,
+}
+
+/// Check a `pin_*` command's params: `pin` (a PUK's `puk` for an unblock), `new_pin`
+/// for a change and an unblock, optional `force`. A refusal names the field, never its
+/// value: the value is a secret.
+pub fn parse_pin_params(
+    op: crate::sim::PinOp,
+    params: &serde_json::Value,
+) -> Result<crate::sim::PinRequest, Refusal> {
+    use crate::sim::{PinOp, Secret};
+    let bad = |m: String| Refusal::new(RefusalCode::InvalidField, m);
+    let obj = params
+        .as_object()
+        .ok_or_else(|| bad("params: not an object".into()))?;
+    let (first, second): (&str, Option<&str>) = match op {
+        PinOp::Verify | PinOp::Enable | PinOp::Disable => ("pin", None),
+        PinOp::Change => ("pin", Some("new_pin")),
+        PinOp::Unblock => ("puk", Some("new_pin")),
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| ![first, "force"].contains(&k.as_str()) && Some(k.as_str()) != second)
+    {
+        return Err(bad(format!(
+            "params.{k}: unknown field ({op} takes {first}{}, force)",
+            second.map(|s| format!(", {s}")).unwrap_or_default()
+        )));
+    }
+    let text = |k: &str| obj.get(k).and_then(|v| v.as_str());
+    let secret = |k: &str| -> Result<Secret, Refusal> {
+        let v = text(k).ok_or_else(|| bad(format!("params.{k}: missing, or not a string")))?;
+        let r = if k == "puk" {
+            Secret::puk(v)
+        } else {
+            Secret::pin(v)
+        };
+        r.map_err(|e| bad(format!("params.{k}: {e}")))
+    };
+    let force = match obj.get("force") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("params.force: not true or false".into())),
+    };
+    Ok(crate::sim::PinRequest {
+        op,
+        first: secret(first)?,
+        second: second.map(secret).transpose()?,
+        force,
+    })
 }
 
 /// What a `swap` command's `params` ask for (MQTT.md, "Swap"): exactly one of
@@ -717,6 +789,9 @@ crate::sim::wire_words! {
         Unavailable = "unavailable",
         Interrupted = "interrupted",
         Failed = "failed",
+        /// A PIN or PUK command not attempted: its last attempt (or a PUK attempt whose
+        /// count is unknown) would be spent; send it again with `force` to spend it.
+        LastAttempt = "last_attempt",
         /// The agent remembers too many unexpired command ids to take another one
         /// (MQTT.md, "Exactly once"); nothing was done nor remembered.
         TooManyCommands = "too_many_commands",
@@ -870,7 +945,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     let Some(action) = Action::from_word(&msg.action) else {
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
-            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack, sync",
+            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack, pin_verify, pin_enable, pin_disable, pin_change, pin_unblock, sync",
         )));
     };
     if msg.expires_at <= now {
@@ -896,6 +971,12 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         parse_esim_params(action, &msg.params).map_err(with_id)?
     } else {
         None
+    };
+    let pin = match action.pin_op() {
+        Some(op) => Some(Box::new(
+            parse_pin_params(op, &msg.params).map_err(with_id)?,
+        )),
+        None => None,
     };
     let record = match action {
         Action::SetRecord => {
@@ -963,6 +1044,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         refill,
         swap,
         esim,
+        pin,
         expires_at: msg.expires_at,
     })
 }

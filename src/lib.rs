@@ -33,6 +33,7 @@ pub mod logging;
 pub mod modem;
 pub mod notify;
 pub mod observe;
+pub mod pins;
 pub mod reader;
 pub mod rsp;
 pub mod rules;

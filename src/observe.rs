@@ -39,6 +39,10 @@ pub struct CardReport {
     /// A station's batch attributes: `labels`, `company`, `note`.
     #[serde(flatten)]
     pub batch: Batch,
+    /// `station --disable-pin`: what was done with this card's PIN ("disabled",
+    /// "already disabled", "skipped: 1 attempt left" ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_disable: Option<String>,
 }
 
 /// The facts of a card that was read.
@@ -66,6 +70,9 @@ pub struct CardFacts {
     pub spn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
+    /// PIN1's lock state, where the card told it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::sim::Lock>,
     pub atr: String,
     /// APDUs the identification budget counts, and every APDU sent.
     pub apdus: u32,
@@ -95,6 +102,7 @@ impl CardReport {
             known_since: None,
             qr: None,
             batch: Batch::default(),
+            pin_disable: None,
         }
     }
 }
@@ -121,6 +129,7 @@ impl CardFacts {
             imsi: obs.imsi.clone(),
             spn: obs.spn.clone(),
             operator: obs.operator.clone(),
+            lock: obs.lock,
             atr: read.atr.clone(),
             apdus: read.identity.apdus,
             apdus_total: read.identity.apdus_total,
@@ -191,6 +200,7 @@ pub fn from_card(read: &CardRead, now: u64) -> Observed {
         batch: Default::default(),
         nested_batch: None,
         esim_profiles: id.euicc.as_ref().and_then(|e| e.profile_list.clone()),
+        lock: id.lock,
     }
 }
 
@@ -224,6 +234,7 @@ pub fn from_modem(info: &ModemInfo, now: u64) -> Option<Observed> {
         batch: Default::default(),
         nested_batch: None,
         esim_profiles: None,
+        lock: info.sim.lock,
     })
 }
 
@@ -251,6 +262,7 @@ mod tests {
                 }),
                 imsi: Some("262011106487504".into()),
                 spn: None,
+                lock: None,
                 apdus: 4,
                 apdus_subscriber: 0,
                 apdus_total: 6,

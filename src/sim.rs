@@ -184,6 +184,143 @@ pub struct Observed {
     /// could not be read.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub esim_profiles: Option<Vec<EsimProfile>>,
+    /// The SIM's PIN lock as last seen (absent where it could not be told, e.g. a GSM
+    /// SIM in a reader). The ICCID is read before any PIN, so a locked SIM has its row.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lock: Option<Lock>,
+}
+
+/// A PIN or a PUK: digits only, never shown (Debug and Display print asterisks), so it
+/// cannot reach a log line, an event or the store by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+/// A PIN or PUK that is not one, by what is wrong (never by its digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} must be {min} to 8 digits")]
+pub struct SecretError {
+    pub what: &'static str,
+    pub min: usize,
+}
+
+impl Secret {
+    /// A PIN: 4 to 8 decimal digits (TS 102 221 §9.5.2; TS 27.007 §8.3 carries the same).
+    pub fn pin(s: &str) -> Result<Secret, SecretError> {
+        Self::digits(s, 4, "a PIN")
+    }
+
+    /// A PUK (unblock PIN): 8 digits (TS 102 221 §9.5.2: the unblock key is 8 bytes).
+    pub fn puk(s: &str) -> Result<Secret, SecretError> {
+        Self::digits(s, 8, "a PUK")
+    }
+
+    fn digits(s: &str, min: usize, what: &'static str) -> Result<Secret, SecretError> {
+        if (min..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Secret(s.to_string()))
+        } else {
+            Err(SecretError { what, min })
+        }
+    }
+
+    /// The digits, for the one place that sends them (an APDU, an AT line).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+wire_words! {
+    /// The PIN operations, by their command names (MQTT.md, "PIN and PUK").
+    pub enum PinOp {
+        Verify = "pin_verify",
+        Enable = "pin_enable",
+        Disable = "pin_disable",
+        Change = "pin_change",
+        Unblock = "pin_unblock",
+    }
+}
+
+/// A PIN operation asked for by the platform or a person: the PIN (the PUK of an
+/// unblock), the new PIN of a change or an unblock, and whether the last attempt may
+/// be spent (`force`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRequest {
+    pub op: PinOp,
+    pub first: Secret,
+    pub second: Option<Secret>,
+    pub force: bool,
+}
+
+wire_words! {
+    /// Whether the SIM lets its subscriber data and network be used now (TS 102 221
+    /// §9.5: PIN1 and its unblock key; TS 27.007 §8.3 +CPIN's codes).
+    pub enum LockState {
+        /// PIN disabled, or verified since the SIM was powered.
+        Ready = "ready",
+        /// PIN1 enabled and not verified: IMSI and network are out of reach.
+        PinRequired = "pin_required",
+        /// PIN1 blocked (no attempt left): only the PUK unblocks it.
+        PukRequired = "puk_required",
+        /// The PUK too is exhausted: the SIM is dead for good.
+        Blocked = "blocked",
+    }
+}
+
+/// A SIM's PIN lock: its state, whether PIN1 is enabled, and the attempts left where
+/// the hardware tells (a VERIFY or UNBLOCK PIN with no data in a reader, TS 102 221
+/// §11.1.9 and §11.1.13; the family's counter command in a modem). Never a PIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub state: LockState,
+    /// `None`: not told (a ready SIM in a reader: disabled or verified look alike).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pin_enabled: Option<bool>,
+    /// PIN1 attempts left (3 on a fresh SIM).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pin_attempts: Option<u8>,
+    /// PUK1 attempts left (10 on a fresh SIM).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub puk_attempts: Option<u8>,
+}
+
+impl Lock {
+    /// A SIM that is usable now, with nothing else known.
+    pub fn ready() -> Lock {
+        Lock {
+            state: LockState::Ready,
+            pin_enabled: None,
+            pin_attempts: None,
+            puk_attempts: None,
+        }
+    }
+
+    /// One line for people: "pin_required (3 attempts left)".
+    pub fn summary(&self) -> String {
+        let left = match (self.state, self.pin_attempts, self.puk_attempts) {
+            (LockState::PukRequired | LockState::Blocked, _, Some(n)) => {
+                format!(" ({n} PUK attempts left)")
+            }
+            (_, Some(n), _) => format!(" ({n} PIN attempts left)"),
+            _ => String::new(),
+        };
+        let enabled = match (self.state, self.pin_enabled) {
+            (LockState::Ready, Some(true)) => ", PIN enabled",
+            (LockState::Ready, Some(false)) => ", PIN disabled",
+            _ => "",
+        };
+        format!("{}{left}{enabled}", self.state)
+    }
 }
 
 wire_words! {
@@ -271,6 +408,7 @@ impl Observed {
             batch: Batch::default(),
             nested_batch: None,
             esim_profiles: None,
+            lock: None,
         }
     }
 
@@ -371,6 +509,7 @@ mod tests {
         check_wire_words(InSession::ALL, InSession::word);
         check_wire_words(Status::ALL, Status::word);
         check_wire_words(SimType::ALL, SimType::word);
+        check_wire_words(LockState::ALL, LockState::word);
 
         assert_eq!(
             Status::from_word("Activation ready"),

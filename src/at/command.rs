@@ -4,9 +4,11 @@
 
 use std::fmt;
 
-/// A checked command line, without its terminating CR.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AtCommand(String);
+/// A checked command line, without its terminating CR; the flag marks a line carrying a
+/// PIN or PUK, whose arguments its Display and Debug never show (so neither does any
+/// log line, error or refusal built from it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AtCommand(String, bool);
 
 /// Why text cannot be a command line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,9 +39,23 @@ impl AtCommand {
         if text.bytes().filter(|b| *b == b'"').count() % 2 != 0 {
             return Err(CommandError::Unbalanced(text.to_string()));
         }
-        Ok(AtCommand(text.to_string()))
+        Ok(AtCommand(text.to_string(), false))
     }
 
+    /// A line carrying a secret (`AT+CPIN="1234"`): checked like any, shown as
+    /// `AT+CPIN=***`.
+    pub fn secret(text: &str) -> Result<AtCommand, CommandError> {
+        let mut c = AtCommand::new(text).map_err(|e| match e {
+            // The checks' messages would quote the text.
+            CommandError::NoPrefix(_) => CommandError::NoPrefix("***".into()),
+            CommandError::Unbalanced(_) => CommandError::Unbalanced("***".into()),
+            other => other,
+        })?;
+        c.1 = true;
+        Ok(c)
+    }
+
+    /// The bytes to send. Never for showing: Display redacts a secret's arguments.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -89,14 +105,14 @@ impl AtCommand {
                 }
                 ';' if !quoted => {
                     if cur.len() > 2 {
-                        out.push(AtCommand(std::mem::replace(&mut cur, "AT".into())));
+                        out.push(AtCommand(std::mem::replace(&mut cur, "AT".into()), self.1));
                     }
                 }
                 _ => cur.push(c),
             }
         }
         if cur.len() > 2 || out.is_empty() {
-            out.push(AtCommand(cur));
+            out.push(AtCommand(cur, self.1));
         }
         out
     }
@@ -119,12 +135,23 @@ pub fn join(parts: &[AtCommand]) -> AtCommand {
         }
         text.push_str(&p.0[2..]);
     }
-    AtCommand(text)
+    AtCommand(text, parts.iter().any(|p| p.1))
 }
 
 impl fmt::Display for AtCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        if self.1 {
+            let shown = self.0.find('=').map_or(self.0.as_str(), |i| &self.0[..i]);
+            write!(f, "{shown}=***")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+impl fmt::Debug for AtCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AtCommand({self})")
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Identity {
     pub imsi: Option<String>,
     /// Service provider name (EF.SPN).
     pub spn: Option<String>,
+    /// PIN1's lock state (src/card/pin.rs), when subscriber data was read.
+    pub lock: Option<crate::sim::Lock>,
     /// APDUs the identification budget counts: our own commands for ICCID, card kind,
     /// ISD-R, EID and profiles (no GET RESPONSE, no channel management).
     pub apdus: u32,
@@ -171,6 +173,7 @@ pub fn identify<T: CardTransport>(transport: T, opts: &Options<'_>) -> Result<Id
         euicc: None,
         imsi: None,
         spn: None,
+        lock: None,
         apdus: 0,
         apdus_subscriber: 0,
         apdus_total: 0,
@@ -184,6 +187,16 @@ pub fn identify<T: CardTransport>(transport: T, opts: &Options<'_>) -> Result<Id
             }
         }
         CardKind::Uicc => uicc_rest(&mut ch, opts, &mut id)?,
+    }
+    if opts.subscriber && !id.is_blank_esim() {
+        // A readable IMSI means PIN1 lets us in: ready, no APDU spent. Otherwise ask
+        // the card why, spending no attempt (src/card/pin.rs): a locked SIM's row says so.
+        let before = ch.commands();
+        id.lock = match id.imsi {
+            Some(_) => Some(crate::sim::Lock::ready()),
+            None => super::pin::lock_state(&mut ch, kind)?,
+        };
+        id.apdus_subscriber += ch.commands() - before;
     }
     if id.iccid.is_none() && id.euicc.as_ref().is_none_or(|e| e.eid.is_none()) {
         // Neither identifier: nothing to show the person at the station.

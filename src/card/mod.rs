@@ -12,6 +12,7 @@ pub mod esim;
 pub mod euicc;
 pub mod iccid;
 pub mod identify;
+pub mod pin;
 pub mod subscriber;
 pub mod tlv;
 

@@ -64,6 +64,14 @@ fn check_file(file: &Path) -> ExitCode {
 /// Load and validate a file the way `run` will, override profiles included.
 fn check(file: &Path) -> Result<(), ConfigError> {
     let c = Config::load(file)?;
+    if !c.modems.pins_file.as_os_str().is_empty() {
+        // Loaded as `run` will (mode, owner, entries); its values never shown.
+        crate::pins::Pins::load(&c.modems.pins_file).map_err(|e| ConfigError::Invalid {
+            origin: file.display().to_string(),
+            key: "modems.pins_file",
+            why: e.to_string(),
+        })?;
+    }
     if c.modems.profile_dir.as_os_str().is_empty() {
         return Ok(());
     }

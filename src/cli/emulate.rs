@@ -242,6 +242,19 @@ pub struct EmulateModemArgs {
     /// modem's side of what happened (tests count the effects in it).
     #[arg(long)]
     pub journal: Option<PathBuf>,
+    /// The starting SIM has PIN1 enabled with this PIN (PUK 12345678).
+    #[arg(long)]
+    pub pin: Option<String>,
+    /// PIN attempts left on that SIM (default 3).
+    #[arg(long, requires = "pin")]
+    pub pin_attempts: Option<u8>,
+    /// PUK attempts left on that SIM (default 10).
+    #[arg(long, requires = "pin")]
+    pub puk_attempts: Option<u8>,
+    /// The SIM initialises this long after power-on, insertion or a restart, saying
+    /// `SIM PIN` to +CPIN? meanwhile whatever its PIN (as some firmwares do).
+    #[arg(long, default_value_t = 0)]
+    pub sim_init_ms: u64,
     /// The eSIMs' eUICC keys and certificates for the ES10b download: ci.pem, eum.pem,
     /// euicc.pem, euicc.key (as `simgate emulate card --pki`).
     #[arg(long, value_name = "DIR")]
@@ -295,6 +308,16 @@ impl EmulateModemArgs {
         }
         if self.no_sim {
             opts.sim = None;
+            opts.session_up = false;
+        }
+        opts.sim_init = Duration::from_millis(self.sim_init_ms);
+        if let (Some(code), Some(sim)) = (&self.pin, opts.sim.as_mut()) {
+            let mut pin = crate::emu::pin::SimPin::new(code);
+            pin.attempts = self.pin_attempts.unwrap_or(pin.attempts);
+            pin.puk_attempts = self.puk_attempts.unwrap_or(pin.puk_attempts);
+            pin.check().map_err(|e| UsageError(format!("--pin: {e}")))?;
+            sim.pin = Some(pin);
+            // A locked SIM has no data session until it is unlocked.
             opts.session_up = false;
         }
         let mut h = emulator::start(opts, cancel.clone())?;

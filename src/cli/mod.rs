@@ -10,6 +10,7 @@ mod error;
 mod esim;
 mod generate;
 mod modem;
+mod pin;
 mod platform;
 mod read;
 mod rules;
@@ -68,6 +69,9 @@ pub enum Command {
     Modem(modem::ModemArgs),
     /// Find and identify modems.
     Modems(modem::ModemsArgs),
+    /// PIN1 of a SIM in a reader or a modem: verify, enable, disable, change, unblock
+    /// (the PIN, PUK and new PIN read from stdin, one a line).
+    Pin(pin::PinArgs),
     /// Show, live, the SIM table an agent publishes on the broker.
     Watch {
         #[command(flatten)]
@@ -225,6 +229,7 @@ async fn dispatch(
         }
         Command::Platform(cmd) => platform::platform(cmd).await,
         Command::Swap(args) => args.run().await,
+        Command::Pin(args) => args.run().await,
         Command::Modem(args) => {
             args.run(shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)

@@ -109,6 +109,9 @@ pub(super) fn table(i: &ModemInfo) -> String {
     row("IMEI", or_dash(&i.imei).into());
     // "READY", "SIM PIN", or "SIM not inserted" said plainly.
     row("SIM", s.state.clone());
+    if let Some(l) = &s.lock {
+        row("PIN lock", l.summary());
+    }
     if s.present {
         let luhn = match s.iccid_luhn_ok {
             Some(false) => " (fails Luhn check)",

@@ -101,16 +101,17 @@ pub(super) async fn read(
             .max(6);
         if !rows.is_empty() {
             println!(
-                "{:width$}  {:20}  LUHN  KIND  FORM      {:32}  ATR",
-                "READER", "ICCID", "EID"
+                "{:width$}  {:20}  LUHN  KIND  FORM      {:32}  {:28}  ATR",
+                "READER", "ICCID", "EID", "PIN LOCK"
             );
         }
         for (r, c) in rows.iter().filter_map(|r| Some((r, r.card.as_ref()?))) {
             let luhn = if c.luhn_ok { "ok" } else { "FAIL" };
             let kind = c.kind.word();
             let form = c.form_factor.word();
+            let lock = c.lock.map_or("-".to_string(), |l| l.summary());
             println!(
-                "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:8}  {:32}  {}",
+                "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:8}  {:32}  {lock:28}  {}",
                 r.reader,
                 c.iccid.as_deref().unwrap_or("-"),
                 c.eid.as_deref().unwrap_or("-"),

@@ -98,6 +98,15 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
         eprintln!("simgate: agent.id: not set; give --agent-id, SIMGATE_AGENT_ID or agent.id in the config file");
         return Ok(ExitCode::from(2));
     }
+    // A secrets file that does not load (mode, owner, content) stops the start: a
+    // gateway that silently skips its PINs keeps its SIMs locked.
+    let pins = match non_empty(&cfg.modems.pins_file) {
+        Some(f) => Some(std::sync::Arc::new(
+            crate::pins::Pins::load(&f)
+                .map_err(|e| super::UsageError(format!("modems.pins_file: {e}")))?,
+        )),
+        None => None,
+    };
     let broker = (!cfg.broker.endpoints().is_empty()).then(|| link_settings(&cfg));
     let settings = daemon::Settings {
         agent_id: cfg.agent.id.clone(),
@@ -119,6 +128,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
             replace: Duration::from_secs(cfg.modems.swap_replace_secs),
         },
         modems_shared: cfg.modems.shared_with_modemmanager.clone(),
+        pins,
         http: http_settings(&cfg),
     };
     daemon::run(settings, shutdown_token()).await?;

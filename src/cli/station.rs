@@ -30,6 +30,11 @@ pub struct StationArgs {
     /// One JSON object per read on stdout (NDJSON) instead of the screen.
     #[arg(long)]
     pub json: bool,
+    /// Disable PIN1 on every card inserted, with this PIN (the batch's): the attempts
+    /// left are read first and the last one is never spent (the card is skipped, with
+    /// a warning); each card's result goes to the CSV, the screen and the page.
+    #[arg(long, value_name = "PIN")]
+    pub disable_pin: Option<String>,
 }
 
 pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
@@ -52,6 +57,13 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
         eprintln!("simgate: agent.id: a station publishing to a broker needs --agent-id, SIMGATE_AGENT_ID or agent.id");
         return Ok(ExitCode::from(2));
     }
+    let disable_pin = match &args.disable_pin {
+        Some(p) => Some(
+            crate::sim::Secret::pin(p)
+                .map_err(|e| super::UsageError(format!("--disable-pin: {e}")))?,
+        ),
+        None => None,
+    };
     let broker = (!cfg.broker.endpoints().is_empty()).then(|| link_settings(&cfg));
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     let settings = crate::station::Settings {
@@ -66,6 +78,7 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
         broker,
         read: reader::ReadSettings::from_config(&cfg.readers),
         http: http_settings(&cfg),
+        disable_pin,
     };
     let mut screen = Terminal::new(args.json);
     crate::station::run(settings, &mut screen, shutdown_token()).await?;
@@ -162,6 +175,12 @@ impl Screen for Terminal {
         ));
         if let Some(op) = card.and_then(|c| c.operator.as_ref()) {
             text.push_str(&format!("  {op}"));
+        }
+        if let Some(l) = card
+            .and_then(|c| c.lock)
+            .filter(|l| l.state != crate::sim::LockState::Ready)
+        {
+            text.push_str(&format!("  {}", l.summary()));
         }
         if let Some(t) = r.known_since {
             text.push_str(&format!(

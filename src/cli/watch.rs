@@ -165,6 +165,18 @@ struct Row<'a> {
     usage: Option<&'a UsageSample>,
 }
 
+/// "ready", "PIN (3 left)", "PUK (10 left)", "blocked": short enough for a column.
+fn lock_cell(l: &crate::sim::Lock) -> String {
+    use crate::sim::LockState;
+    let left = |n: Option<u8>| n.map_or(String::new(), |n| format!(" ({n} left)"));
+    match l.state {
+        LockState::Ready => "ready".into(),
+        LockState::PinRequired => format!("PIN{}", left(l.pin_attempts)),
+        LockState::PukRequired => format!("PUK{}", left(l.puk_attempts)),
+        LockState::Blocked => "blocked".into(),
+    }
+}
+
 fn or_dash(s: Option<&str>) -> String {
     s.unwrap_or("-").to_string()
 }
@@ -194,6 +206,16 @@ const COLUMNS: &[Column] = &[
         width: 16,
         right: false,
         cell: |r| r.state.status.map_or("-", |st| st.word()).to_string(),
+    },
+    Column {
+        head: "LOCK",
+        width: 14,
+        right: false,
+        // The PIN lock: "ready", or what the SIM waits for and the attempts left.
+        cell: |r| match r.state.sim.lock {
+            Some(l) => lock_cell(&l),
+            None => "-".into(),
+        },
     },
     Column {
         head: "SESSION",

@@ -108,10 +108,37 @@ pub(crate) enum Plan {
         port: String,
         target: SwapTarget,
     },
+    /// A PIN operation on the card in `reader` (src/card/pin.rs `on_card`), the card
+    /// read again after.
+    ReaderPin {
+        reader: String,
+        req: crate::sim::PinRequest,
+    },
+    /// A PIN operation on the SIM in the modem of `port`, through its supervisor.
+    ModemPin {
+        port: String,
+        req: crate::sim::PinRequest,
+    },
     Refuse {
         code: RefusalCode,
         reason: String,
     },
+}
+
+/// A PIN operation's failure as the command's outcome: the last attempt kept is said
+/// by its own code, so a platform can ask again with `force`.
+pub(crate) fn pin_refusal(f: &crate::card::pin::PinFailure) -> (RefusalCode, String) {
+    use crate::card::pin::{PinFailure, PinRefusal};
+    let code = match f {
+        PinFailure::Guard(PinRefusal::LastPinAttempt { .. } | PinRefusal::PukAtRisk { .. }) => {
+            RefusalCode::LastAttempt
+        }
+        PinFailure::Guard(PinRefusal::WrongState { .. }) => RefusalCode::NotApplicable,
+        PinFailure::OtherSim(_) | PinFailure::Wrong { .. } | PinFailure::Refused { .. } => {
+            RefusalCode::Failed
+        }
+    };
+    (code, f.to_string())
 }
 
 pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
@@ -133,6 +160,17 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
                 work,
             },
             Err(why) => refuse(RefusalCode::InvalidField, &why),
+        },
+        (a, host) if a.pin_op().is_some() => match (&cmd.pin, host) {
+            (None, _) => refuse(RefusalCode::InvalidField, "params: missing PIN"),
+            (Some(req), Host::Reader { reader }) => Plan::ReaderPin {
+                reader: reader.clone(),
+                req: (**req).clone(),
+            },
+            (Some(req), Host::Modem { port, .. }) => Plan::ModemPin {
+                port: port.clone(),
+                req: (**req).clone(),
+            },
         },
         (Action::Refill, _) => match &cmd.refill {
             Some(r) => Plan::Refill(r.clone()),
@@ -254,6 +292,42 @@ fn hand_over(
 /// profile list: the row to record, whose ICCID is the enabled profile's — another one
 /// after a switch, which the recorder reports as the swap it is (old → new, same reader).
 /// Blocking: runs on its own thread.
+/// A PIN operation on the card in `reader`, then the card read again for its row.
+fn reader_pin(
+    reader: &str,
+    want: &str,
+    req: crate::sim::PinRequest,
+    settings: reader::ReadSettings,
+) -> Done {
+    let name = std::ffi::CString::new(reader.to_string()).map_err(|_| {
+        (
+            RefusalCode::Failed,
+            format!("reader name {reader:?} is not a C string"),
+        )
+    })?;
+    let iccid = want.to_string();
+    let outcome = reader::with_card(&name, settings.card_timeout.saturating_mul(2), move |t| {
+        (crate::card::pin::on_card(t, Some(&iccid), &req), false)
+    })
+    .map_err(|e| (RefusalCode::Failed, e.to_string()))?
+    .map_err(|e| (RefusalCode::Failed, e.to_string()))?;
+    if let (Err(f), _) = outcome {
+        return Err(pin_refusal(&f));
+    }
+    let read = reader::establish()
+        .and_then(|pcsc| reader::read_card(&pcsc, &name, &settings))
+        .map_err(|e| {
+            (
+                RefusalCode::Failed,
+                format!("done, but the re-read failed: {e}"),
+            )
+        })?;
+    Ok(Some(crate::observe::from_card(
+        &read,
+        crate::time::unix_now(),
+    )))
+}
+
 fn run_esim(
     reader: &str,
     work: esim::Work,
@@ -818,6 +892,35 @@ impl Commands {
                     Err(refusal) => self.finish(ctx, &mut rec, Err(refusal)),
                 }
             }
+            Plan::ReaderPin { reader, req } => {
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let (id, want) = (cmd.id.clone(), cmd.iccid.clone());
+                let settings = ctx.read_settings;
+                tokio::task::spawn_blocking(move || {
+                    let result = reader_pin(&reader, &want, req, settings);
+                    let _ = tx.blocking_send(Event::CommandDone { id, result });
+                });
+                Ok(())
+            }
+            Plan::ModemPin { port, req } => {
+                let Some(handle) = modems.handle(&port) else {
+                    return self.finish(ctx, &mut rec, Err(no_engine(&port)));
+                };
+                self.running.insert(cmd.id.clone());
+                let tx = ctx.events.clone();
+                let (id, want) = (cmd.id.clone(), cmd.iccid.clone());
+                tokio::spawn(async move {
+                    // The supervisor reads the SIM again after and reports its row.
+                    let result = match handle.pin(&want, req).await {
+                        Ok(Ok(())) => Ok(None),
+                        Ok(Err(f)) => Err(pin_refusal(&f)),
+                        Err(e) => Err((RefusalCode::Unavailable, e.to_string())),
+                    };
+                    let _ = tx.send(Event::CommandDone { id, result }).await;
+                });
+                Ok(())
+            }
             Plan::Refuse { .. } => Ok(()),
         }
     }
@@ -1037,6 +1140,7 @@ mod tests {
             refill: None,
             swap: None,
             esim: None,
+            pin: None,
             expires_at: u64::MAX,
         }
     }
@@ -1239,6 +1343,7 @@ mod tests {
             refill: None,
             swap: None,
             esim: None,
+            pin: None,
             expires_at: u64::MAX,
         };
         cmds.on_command(&ctx, cmd.clone(), &NoModems).await.unwrap();

@@ -49,6 +49,8 @@ pub struct Settings {
     pub swap: SwapSettings,
     /// Spare AT ports of modems ModemManager keeps: suspend and resume are refused there.
     pub modems_shared: Vec<String>,
+    /// The PINs locked modem SIMs may be given once per boot (`modems.pins_file`).
+    pub pins: Option<std::sync::Arc<crate::pins::Pins>>,
     /// Serve the station page (src/http); None: no page.
     pub http: Option<crate::http::Settings>,
 }

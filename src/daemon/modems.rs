@@ -58,6 +58,7 @@ impl Modems {
             let settings = supervisor::Settings {
                 poll: daemon.modem_poll,
                 netdev,
+                pins: daemon.pins.clone(),
                 ..supervisor::Settings::default()
             };
             let (handle, task) = supervisor::spawn(
@@ -137,6 +138,13 @@ impl Modems {
                             })?;
                         }
                     }
+                }
+            }
+            ModemEvent::SimUpdated(info) => {
+                let lock = info.sim.lock.map(|l| l.summary());
+                tracing::info!(port = %info.port, iccid = info.sim.iccid.as_deref(), sim = %info.sim.state, lock = lock.as_deref(), "SIM read again");
+                if let Some(obs) = crate::observe::from_modem(&info, now) {
+                    self.seen(ctx, obs).await?;
                 }
             }
             ModemEvent::SimRemoved { port, iccid } => {

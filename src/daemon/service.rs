@@ -95,6 +95,7 @@ impl Service {
                 self.modems.remove(port);
             }
             ModemEvent::SimRemoved { .. }
+            | ModemEvent::SimUpdated(_)
             | ModemEvent::Usage { .. }
             | ModemEvent::Session { .. } => {}
         }

@@ -26,6 +26,8 @@ pub struct EmuSim {
     /// False: a SIM the network never accepts (no line, barred): +CEREG stays at 2
     /// (searching) and +CGACT=1 fails, as a failed swap's new SIM does.
     pub registers: bool,
+    /// PIN1 and PUK1 (src/emu/pin.rs); `None`: no PIN enabled.
+    pub pin: Option<crate::emu::pin::SimPin>,
 }
 
 impl EmuSim {
@@ -36,6 +38,7 @@ impl EmuSim {
             imsi: "20404001234567".into(),
             eid: None,
             registers: true,
+            pin: None,
         }
     }
 
@@ -46,6 +49,7 @@ impl EmuSim {
             imsi: "204080000000019".into(),
             eid: None,
             registers: true,
+            pin: None,
         }
     }
 
@@ -64,6 +68,7 @@ impl EmuSim {
             imsi: "262011234567890".into(),
             eid: Some("89049032123451234512345678901235".into()),
             registers: true,
+            pin: None,
         }
     }
 }
@@ -124,6 +129,10 @@ pub struct Options {
     pub refuse: Vec<String>,
     /// A file every command line received is appended to (and flushed), one a line.
     pub journal: Option<PathBuf>,
+    /// How long a SIM initialises after power-on, insertion or a restart: meanwhile
+    /// +CPIN? says `SIM PIN` whatever the SIM's PIN (as some firmwares do) and PIN
+    /// commands answer SIM busy (+CME ERROR: 14).
+    pub sim_init: Duration,
     /// The eSIMs' eUICC keys and certificates (ES10b download, src/emu/vcard/download.rs);
     /// None: download functions refused as by an eUICC without keys.
     pub pki: Option<std::sync::Arc<EuiccPki>>,
@@ -145,6 +154,7 @@ impl Options {
             single_commands: false,
             refuse: Vec::new(),
             journal: None,
+            sim_init: Duration::ZERO,
             pki: None,
             euicc_image: None,
         }
@@ -236,6 +246,11 @@ struct State {
     transcript: Option<Transcript>,
     single_commands: bool,
     refuse: Vec<String>,
+    /// `Options::sim_init`, when the SIM in use is initialised, and whether that end is
+    /// still to be announced.
+    sim_init: Duration,
+    sim_ready_at: Instant,
+    sim_init_pending: bool,
     /// The eUICCs of the eSIMs seen, by EID: the virtual card engine (src/emu/vcard)
     /// answering +CCHO/+CGLA/+CCHC, its profiles changed as a real eUICC's are.
     euiccs: std::collections::HashMap<String, VirtualCard>,
@@ -334,13 +349,69 @@ impl State {
             counted_at: Instant::now(),
             transcript: opts.transcript.clone(),
             euiccs: Default::default(),
+            sim_init: opts.sim_init,
+            sim_ready_at: Instant::now() + opts.sim_init,
+            sim_init_pending: !opts.sim_init.is_zero(),
             pki: opts.pki.clone(),
             euicc_image: opts.euicc_image.clone(),
         }
     }
 
+    /// A SIM (re)powered: it initialises again and forgets its PIN was verified.
+    fn sim_powered(&mut self) {
+        self.sim_ready_at = Instant::now() + self.sim_init;
+        self.sim_init_pending = !self.sim_init.is_zero();
+        for s in self.sim.iter_mut().chain(self.slots.iter_mut().flatten()) {
+            if let Some(p) = s.pin.as_mut() {
+                p.power_cycle();
+            }
+        }
+    }
+
+    fn initialising(&self) -> bool {
+        self.sim.is_some() && Instant::now() < self.sim_ready_at
+    }
+
+    /// The SIM in use waits for its PIN or PUK: no IMSI, no network (TS 27.007 §8.3).
+    fn sim_locked(&self) -> bool {
+        self.initialising()
+            || self
+                .sim
+                .as_ref()
+                .and_then(|s| s.pin.as_ref())
+                .is_some_and(|p| p.need() != crate::emu::pin::Need::Nothing)
+    }
+
+    /// A PIN operation on the SIM in use, kept in its slot too; AT's words for the
+    /// outcome (TS 27.007 §9.2.1: 3 operation not allowed, 12 SIM PUK required, 13 SIM
+    /// failure, 14 SIM busy, 16 incorrect password).
+    fn pin_op(
+        &mut self,
+        op: impl FnOnce(&mut crate::emu::pin::SimPin) -> Result<(), crate::emu::pin::PinError>,
+    ) -> Result<Vec<String>, String> {
+        use crate::emu::pin::PinError;
+        if self.initialising() {
+            return Err("+CME ERROR: 14".into());
+        }
+        let sim = self.sim.as_mut().ok_or_else(|| NO_SIM.to_string())?;
+        let Some(pin) = sim.pin.as_mut() else {
+            return Err("+CME ERROR: 3".into());
+        };
+        let r = op(pin);
+        let dead = pin.puk_attempts == 0;
+        let copy = sim.clone();
+        self.slots[usize::from(self.slot)] = Some(copy);
+        match r {
+            Ok(()) => Ok(vec![]),
+            Err(PinError::Wrong(_)) => Err("+CME ERROR: 16".into()),
+            Err(PinError::Blocked) if dead => Err("+CME ERROR: 13".into()),
+            Err(PinError::Blocked) => Err("+CME ERROR: 12".into()),
+            Err(PinError::NotAllowed) => Err("+CME ERROR: 3".into()),
+        }
+    }
+
     fn registered(&self) -> bool {
-        self.radio_on && self.sim.as_ref().is_some_and(|s| s.registers)
+        self.radio_on && !self.sim_locked() && self.sim.as_ref().is_some_and(|s| s.registers)
     }
 
     /// Counters grow with time while the session is up.
@@ -356,6 +427,7 @@ impl State {
 
     /// After a reboot: RAM state is gone.
     fn reboot(&mut self) {
+        self.sim_powered();
         self.echo = true;
         self.sent = 0;
         self.received = 0;
@@ -389,8 +461,19 @@ async fn run(
             .ok()
     });
     loop {
+        // The SIM's initialisation ends: say so as a modem does (TS 27.007 §8.3 +CPIN
+        // unsolicited, as Quectel's "+CPIN: READY" after power-on).
+        let init_ends = st.sim_init_pending.then_some(st.sim_ready_at);
         let vanish = tokio::select! {
             _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(init_ends.unwrap_or_else(Instant::now).into()), if init_ends.is_some() => {
+                st.sim_init_pending = false;
+                if st.sim.is_some() {
+                    let code = if st.sim_locked() { "SIM PIN" } else { "READY" };
+                    let _ = master.write_all(format!("\r\n+CPIN: {code}\r\n").as_bytes()).await;
+                }
+                None
+            }
             c = control.recv() => match c {
                 None => return,
                 Some(c) => apply(&opts.profile, &mut st, c, &mut master).await,
@@ -482,6 +565,7 @@ async fn apply(
         Control::InsertSim(sim) => {
             st.slots[usize::from(st.slot)] = Some(sim.clone());
             st.sim = Some(sim);
+            st.sim_powered();
             // A new SIM means a new attach: the old data context is gone.
             st.session = false;
             if let Some(h) = &profile.hotplug {
@@ -651,6 +735,14 @@ fn recorded_result(lines: Vec<String>) -> Result<Vec<String>, String> {
     }
 }
 
+/// PIN1 and PUK1 attempts left (a SIM without PIN: fresh counters).
+fn counters(s: &EmuSim) -> (u8, u8) {
+    s.pin.as_ref().map_or(
+        (crate::emu::pin::PIN_TRIES, crate::emu::pin::PUK_TRIES),
+        |p| (p.attempts, p.puk_attempts),
+    )
+}
+
 /// TS 27.007 §9.2.1: SIM not inserted.
 const NO_SIM: &str = "+CME ERROR: 10";
 /// TS 27.007 §9.2.1: SIM failure.
@@ -686,6 +778,25 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
             Some(p) => format!("{p} {digits}"),
             None => digits,
         }]);
+    }
+    if let Some(c) = &profile.pin {
+        if is(Some(&c.command)) {
+            let s = need_sim()?;
+            if st.initialising() {
+                return Err("+CME ERROR: 14".into());
+            }
+            let (pin, puk) = counters(&s);
+            let (Some(pf), Some(uf)) = (c.pin_field, c.puk_field) else {
+                return Ok(vec![format!("{} SIM PIN,{pin},3", c.prefix)]);
+            };
+            // The fields the family fills we do not model: the facility name first
+            // (Quectel's "SC"), zero elsewhere.
+            let mut f = vec!["0".to_string(); pf.max(uf) + 1];
+            f[0] = "\"SC\"".into();
+            f[pf] = pin.to_string();
+            f[uf] = puk.to_string();
+            return Ok(vec![format!("{} {}", c.prefix, f.join(","))]);
+        }
     }
     if let Some(c) = &profile.counters {
         if is(Some(&c.command)) {
@@ -746,12 +857,81 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
         ("+CGMR", "") => return Ok(vec![em.revision.clone()]),
         ("+CGSN", "") => return Ok(vec!["867698041234567".into()]),
         ("+CPIN", "?") => {
-            need_sim()?;
+            let s = need_sim()?;
             if st.busy > 0 {
                 st.busy -= 1;
                 return Err("+CME ERROR: 14".into());
             }
-            return Ok(vec!["+CPIN: READY".into()]);
+            use crate::emu::pin::Need;
+            let need = s.pin.as_ref().map_or(Need::Nothing, |p| p.need());
+            let code = match need {
+                _ if st.initialising() => "SIM PIN",
+                Need::Nothing => "READY",
+                Need::Pin => "SIM PIN",
+                Need::Puk | Need::Dead => "SIM PUK",
+            };
+            return Ok(vec![format!("+CPIN: {code}")]);
+        }
+        // TS 27.007 §8.3: +CPIN=<pin> or +CPIN=<puk>,<newpin>, by what the SIM waits for.
+        ("+CPIN", a) if a.starts_with('=') => {
+            let p: Vec<String> = param_list(&a[1..])
+                .iter()
+                .filter_map(|f| f.text().map(str::to_string))
+                .collect();
+            use crate::emu::pin::Need;
+            return st.pin_op(|pin| match (pin.need(), p.as_slice()) {
+                (Need::Pin, [code]) => pin.verify(code),
+                (Need::Puk | Need::Dead, [puk, new]) => pin.unblock(puk, new),
+                _ => Err(crate::emu::pin::PinError::NotAllowed),
+            });
+        }
+        // TS 27.007 §7.4: +CLCK="SC",<mode>[,<passwd>]; mode 2 queries.
+        ("+CLCK", a) => {
+            let p = param_list(&a[1..]);
+            if p.first().and_then(Field::text) != Some("SC") {
+                return Err("+CME ERROR: 3".into());
+            }
+            let mode = p.get(1).and_then(Field::int).ok_or("ERROR")?;
+            if mode == 2 {
+                let on = need_sim()?.pin.as_ref().is_some_and(|p| p.enabled);
+                return Ok(vec![format!("+CLCK: {}", u8::from(on))]);
+            }
+            let code = p
+                .get(2)
+                .and_then(Field::text)
+                .unwrap_or_default()
+                .to_string();
+            return st.pin_op(|pin| pin.set_enabled(mode == 1, &code));
+        }
+        // TS 27.007 §7.5: +CPWD="SC",<oldpwd>,<newpwd>.
+        ("+CPWD", a) => {
+            let p: Vec<String> = param_list(&a[1..])
+                .iter()
+                .filter_map(|f| f.text().map(str::to_string))
+                .collect();
+            let [fac, old, new] = p.as_slice() else {
+                return Err("ERROR".into());
+            };
+            if fac != "SC" {
+                return Err("+CME ERROR: 3".into());
+            }
+            return st.pin_op(|pin| pin.change(old, new));
+        }
+        // TS 27.007 §8.65: every code's retries.
+        ("+CPINR", _) => {
+            let s = need_sim()?;
+            if st.initialising() {
+                return Err("+CME ERROR: 14".into());
+            }
+            let (pin, puk) = counters(&s);
+            return Ok(vec![
+                format!("+CPINR: SIM PIN,{pin},{}", crate::emu::pin::PIN_TRIES),
+                format!("+CPINR: SIM PUK,{puk},{}", crate::emu::pin::PUK_TRIES),
+            ]);
+        }
+        ("+CIMI", "") if st.sim_locked() && sim.is_some() => {
+            // TS 27.007 §9.2.1: 11 SIM PIN required.
+            return Err("+CME ERROR: 11".into());
         }
         ("+CIMI", "") => return Ok(vec![need_sim()?.imsi]),
         ("+CRSM", "=176,12258,0,0,10") => {

@@ -62,6 +62,9 @@ pub struct SimInfo {
     pub usage: Option<Usage>,
     /// The SIM slot in use, counted from 1, on families with several.
     pub slot: Option<u8>,
+    /// PIN1's lock: +CPIN?'s code, the family's counters, +CLCK="SC",2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::sim::Lock>,
     /// Filled from the store by the caller.
     pub this_month_mb: Option<f64>,
 }
@@ -203,6 +206,24 @@ pub async fn pin_state<T: AtIo>(
         }
     }
     Ok(Err("SIM busy".into()))
+}
+
+/// +CLCK="SC",2 (TS 27.007 §7.4): whether PIN1 ("SC", the SIM lock) is enabled.
+const PIN_ENABLED: &str = "AT+CLCK=\"SC\",2";
+
+/// The lock of a SIM whose +CPIN? said `code`: the family's counters (one line; a
+/// refusal leaves the counts unknown).
+pub async fn lock<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+    code: &str,
+) -> Result<Option<crate::sim::Lock>, AtError> {
+    let counters = profile.pin_counters();
+    let counts = match ask(conn, &checked(&counters.command)?, profile.timeouts.sim()).await? {
+        Some(r) => reply::pin_counters(&r.lines, &counters),
+        None => (None, None),
+    };
+    Ok(reply::lock(code, None, counts))
 }
 
 /// The ICCID: the family's command, then EF.ICCID through +CRSM.
@@ -439,22 +460,33 @@ pub async fn sim_info<T: AtIo>(
         sim.iccid = Some(i.to_string());
     }
     if sim.state != "READY" {
-        // A locked SIM gives no IMSI and no network (TS 27.007 §8.3).
+        // A locked SIM gives no IMSI and no network (TS 27.007 §8.3): its row says why,
+        // with the attempts left (one line, src/modem/reply.rs `lock`).
+        sim.lock = lock(conn, profile, &sim.state).await?;
         return Ok(sim);
     }
     // IMSI (TS 27.007 §5.6, bare digits) and the operator in long and numeric form
-    // (§7.3: +COPS=3,<format> sets the format of the next +COPS?).
+    // (§7.3: +COPS=3,<format> sets the format of the next +COPS?); on the same line,
+    // whether PIN1 is enabled (§7.4 +CLCK="SC",2) and its counters.
+    let counters = profile.pin_counters();
     let cmds = [
         "AT+CIMI",
         "AT+COPS=3,0",
         "AT+COPS?",
         "AT+COPS=3,2",
         "AT+COPS?",
+        PIN_ENABLED,
+        counters.command.as_str(),
     ]
     .iter()
     .map(|c| checked(c))
     .collect::<Result<Vec<_>, _>>()?;
     let g = conn.group(&cmds, profile.timeouts.default()).await?;
+    sim.lock = reply::lock(
+        &sim.state,
+        reply::pin_enabled(&g.lines),
+        reply::pin_counters(&g.lines, &counters),
+    );
     sim.imsi = g
         .lines
         .iter()

@@ -5,6 +5,8 @@
 //! - [`identify`]: the full picture of a modem and its SIM in as few command lines as
 //!   compound lines allow (budget ≤ 12), and the one-line steady-state status.
 //! - [`actions`]: suspend/resume data, radio off/on, slot switch — each read back.
+//! - [`pin`]: PIN operations in AT (+CPIN, +CLCK="SC", +CPWD), and the configured
+//!   PIN's one attempt per boot.
 //! - [`supervisor`]: one task per port; follows SIM swaps (URC or a cheap poll),
 //!   samples usage into the store, applies actions, reattaches vanished or silent
 //!   modems. Emits [`supervisor::ModemEvent`]s.
@@ -20,6 +22,7 @@
 pub mod actions;
 pub mod esim;
 pub mod identify;
+pub mod pin;
 pub mod profile;
 pub mod reply;
 pub mod supervisor;

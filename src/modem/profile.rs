@@ -80,6 +80,10 @@ pub struct Profile {
     pub hotplug: Option<Hotplug>,
     #[serde(default)]
     pub slots: Option<Slots>,
+    /// How the family tells PIN1's and PUK1's attempts left; absent: TS 27.007 §8.65
+    /// `AT+CPINR`.
+    #[serde(default)]
+    pub pin: Option<PinCounters>,
     pub euicc: Euicc,
     pub timeouts: Timeouts,
     /// What the emulator pretends to be (`simgate emulate modem`).
@@ -171,6 +175,34 @@ pub struct Slots {
     /// Template with `{slot}`, the modem's own number.
     pub select: String,
     pub source: String,
+}
+
+/// The family's PIN counter command: one reply line with the PIN1 and PUK1 attempts
+/// left at `pin_field` and `puk_field` (zero-based); without them, the reply is
+/// TS 27.007 §8.65's, a line per code (`+CPINR: SIM PIN,3,3`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinCounters {
+    pub command: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub pin_field: Option<usize>,
+    #[serde(default)]
+    pub puk_field: Option<usize>,
+    pub source: String,
+}
+
+impl PinCounters {
+    /// TS 27.007 §8.65: `+CPINR[=<sel_code>]`, every code without one.
+    pub fn standard() -> PinCounters {
+        PinCounters {
+            command: "AT+CPINR".into(),
+            prefix: "+CPINR:".into(),
+            pin_field: None,
+            puk_field: None,
+            source: "TS 27.007 §8.65".into(),
+        }
+    }
 }
 
 /// How the eUICC's ISD-R can be reached through this family.
@@ -418,6 +450,20 @@ impl Profile {
                 ));
             }
         }
+        if let Some(p) = &self.pin {
+            cmd("pin.command", &p.command)?;
+            prefix("pin.prefix", &p.prefix)?;
+            source("pin.source", &p.source)?;
+            if p.pin_field.is_some() != p.puk_field.is_some()
+                || (p.pin_field.is_some() && p.pin_field == p.puk_field)
+            {
+                return Err((
+                    "pin.puk_field".into(),
+                    "pin_field and puk_field: both (different fields) or neither (the +CPINR form)"
+                        .into(),
+                ));
+            }
+        }
         source("euicc.source", &self.euicc.source)?;
         source("timeouts.source", &self.timeouts.source)?;
         let t = &self.timeouts;
@@ -435,6 +481,11 @@ impl Profile {
             }
         }
         Ok(())
+    }
+
+    /// The PIN counter command: the family's, else TS 27.007's +CPINR.
+    pub fn pin_counters(&self) -> PinCounters {
+        self.pin.clone().unwrap_or_else(PinCounters::standard)
     }
 
     /// Whether this profile describes the modem that answered +CGMI / +CGMM.

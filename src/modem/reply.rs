@@ -159,6 +159,67 @@ pub fn pin_state(lines: &[String]) -> Option<String> {
     })
 }
 
+/// PIN1 and PUK1 attempts left from the family's counter reply (`+QPINC: "SC",3,10`
+/// with fields 1 and 2), or from TS 27.007 §8.65's `+CPINR: SIM PIN,3,3` lines.
+pub fn pin_counters(
+    lines: &[String],
+    c: &crate::modem::profile::PinCounters,
+) -> (Option<u8>, Option<u8>) {
+    let count = |f: Option<&Field>| f.and_then(Field::int).and_then(|n| u8::try_from(n).ok());
+    let (mut pin, mut puk) = (None, None);
+    for l in lines {
+        let Some(f) = fields(l, &c.prefix) else {
+            continue;
+        };
+        match (c.pin_field, c.puk_field) {
+            (Some(a), Some(b)) => return (count(f.get(a)), count(f.get(b))),
+            _ => match f.first().and_then(Field::text) {
+                Some("SIM PIN") => pin = count(f.get(1)),
+                Some("SIM PUK") => puk = count(f.get(1)),
+                _ => {}
+            },
+        }
+    }
+    (pin, puk)
+}
+
+/// +CLCK="SC",2 (TS 27.007 §7.4): `+CLCK: 1` while PIN1 is enabled.
+pub fn pin_enabled(lines: &[String]) -> Option<bool> {
+    lines
+        .iter()
+        .find_map(|l| match fields(l, "+CLCK:")?.first()?.int()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        })
+}
+
+/// The SIM's lock from +CPIN?'s code (TS 27.007 §8.3) and what the counters and
+/// +CLCK told. PIN2/PUK2 codes leave the SIM usable (only PIN2 operations wait).
+pub fn lock(
+    code: &str,
+    enabled: Option<bool>,
+    (pin, puk): (Option<u8>, Option<u8>),
+) -> Option<crate::sim::Lock> {
+    use crate::sim::{Lock, LockState};
+    let state = match code {
+        "READY" | "SIM PIN2" | "SIM PUK2" => LockState::Ready,
+        "SIM PIN" => LockState::PinRequired,
+        "SIM PUK" if puk == Some(0) => LockState::Blocked,
+        "SIM PUK" => LockState::PukRequired,
+        _ => return None,
+    };
+    Some(Lock {
+        state,
+        pin_enabled: match state {
+            LockState::Ready => enabled,
+            _ => Some(true),
+        },
+        pin_attempts: pin,
+        puk_attempts: puk,
+    })
+}
+
 /// The ICCID from a vendor reply (`+QCCID: 8901...F`, `#CCID: ...`, or a bare number).
 pub fn vendor_iccid(lines: &[String], prefix: Option<&str>) -> Option<Iccid> {
     lines.iter().find_map(|l| {
@@ -285,6 +346,29 @@ pub fn identity_text(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pin_counters_read_the_familys_fields_and_the_standard_lines() {
+        let set = crate::modem::profile::Profiles::shipped().unwrap();
+        let q = set.get("quectel-ec2x").unwrap().pin_counters();
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            pin_counters(&l(&["+QPINC: \"SC\",2,10"]), &q),
+            (Some(2), Some(10))
+        );
+        let g = set.get("generic-3gpp").unwrap().pin_counters();
+        assert_eq!(
+            pin_counters(&l(&["+CPINR: SIM PIN,1,3", "+CPINR: SIM PUK,10,10"]), &g),
+            (Some(1), Some(10))
+        );
+        let u = set.get("ublox-sara-r5").unwrap().pin_counters();
+        assert_eq!(
+            pin_counters(&l(&["+UPINCNT: 3,3,9,10"]), &u),
+            (Some(3), Some(9))
+        );
+        let locked = lock("SIM PUK", None, (Some(0), Some(0))).unwrap();
+        assert_eq!(locked.state, crate::sim::LockState::Blocked);
+    }
 
     fn l(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()

@@ -32,6 +32,9 @@ pub enum ModemEvent {
         info: Box<ModemInfo>,
         previous: Option<String>,
     },
+    /// The same SIM with new facts: unlocked (its IMSI and operator now readable), or
+    /// its lock state changed.
+    SimUpdated(Box<ModemInfo>),
     /// The SIM left the modem.
     SimRemoved { port: String, iccid: String },
     /// A counter sample was accounted: the SIM's total this month.
@@ -65,6 +68,8 @@ pub struct Settings {
     pub netdev: Option<String>,
     /// How often to try reopening a vanished port.
     pub reopen_every: Duration,
+    /// The PINs a locked SIM may be given, once per boot (`modems.pins_file`).
+    pub pins: Option<Arc<crate::pins::Pins>>,
 }
 
 impl Default for Settings {
@@ -75,6 +80,7 @@ impl Default for Settings {
             // A USB modem re-enumerates in 1-3 s; trying 4 times a second keeps the
             // reattach well within 5 s at negligible cost.
             reopen_every: Duration::from_millis(250),
+            pins: None,
         }
     }
 }
@@ -95,7 +101,16 @@ enum Request {
         crate::card::esim::Work,
         oneshot::Sender<Result<EsimResult, AtError>>,
     ),
+    /// A PIN operation on the SIM whose ICCID is given (src/modem/pin.rs `on_modem`).
+    Pin(
+        String,
+        crate::sim::PinRequest,
+        oneshot::Sender<Result<PinResult, AtError>>,
+    ),
 }
+
+/// What a PIN operation through a modem answered.
+pub type PinResult = Result<(), crate::card::pin::PinFailure>;
 
 /// What an eSIM operation through a modem answered: the profiles and pending
 /// notifications after it, or why not.
@@ -112,6 +127,9 @@ impl Request {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
             Request::Esim(_, reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+            Request::Pin(_, _, reply) => {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
         }
@@ -159,6 +177,21 @@ impl ModemHandle {
 }
 
 impl ModemHandle {
+    /// A PIN operation on the SIM `iccid` (refused untouched if another SIM sits
+    /// there); the SIM's row is reported again after.
+    pub async fn pin(
+        &self,
+        iccid: &str,
+        req: crate::sim::PinRequest,
+    ) -> Result<PinResult, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Pin(iccid.to_string(), req, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+
     /// An eSIM operation on the modem's eUICC, verified by listing again, the family's
     /// refresh after a switch and the SIM read again; the profiles after it.
     pub async fn esim(&self, action: crate::card::esim::Work) -> Result<EsimResult, ModemError> {
@@ -363,6 +396,9 @@ impl Supervisor {
         self.fill_month(&mut info);
         self.emit(ModemEvent::Identified(Box::new(info.clone())))
             .await;
+        if let Err(e) = self.unlock(&mut conn, profile, &mut info).await {
+            return End::Lost(e);
+        }
         if self.is_suspended(&info) {
             if let Err(e) = self.enforce_suspend(&mut conn, profile).await {
                 return End::Lost(e);
@@ -542,6 +578,11 @@ impl Supervisor {
         profile: &Profile,
         info: &mut ModemInfo,
     ) -> Result<(), AtError> {
+        if info.sim.present && info.sim.state != "READY" {
+            // A SIM waiting for its PIN (or still initialising: some firmwares say
+            // SIM PIN meanwhile) is read again until it is ready.
+            return self.sim_changed(conn, profile, info).await;
+        }
         if profile.hotplug.is_none() {
             // No hot-plug URC: the ICCID itself is the cheap check (one line).
             let now = if info.sim.present || info.sim.iccid.is_none() {
@@ -598,7 +639,12 @@ impl Supervisor {
             }
             return Ok(());
         }
-        if urc == "+CPIN: READY" && info.sim.iccid.is_none() {
+        // The SIM's state changed on its own (initialised, or unlocked by another program
+        // on the modem's other port): read it again.
+        let cpin = super::reply::pin_state(&[urc.to_string()]);
+        if cpin
+            .is_some_and(|c| c != "READY" || info.sim.state != "READY" || info.sim.iccid.is_none())
+        {
             return self.sim_changed(conn, profile, info).await;
         }
         Ok(())
@@ -631,8 +677,14 @@ impl Supervisor {
         let sim = identify::sim_info(conn, profile).await?;
         let previous = info.sim.iccid.clone();
         if sim.iccid == previous {
+            let news = sim.lock != info.sim.lock || sim.imsi != info.sim.imsi;
             info.sim = sim;
-            return Ok(());
+            if news && previous.is_some() {
+                self.fill_month(info);
+                self.emit(ModemEvent::SimUpdated(Box::new(info.clone())))
+                    .await;
+            }
+            return self.unlock(conn, profile, info).await;
         }
         if sim.iccid.is_none() {
             return self.sim_gone(info).await;
@@ -651,7 +703,80 @@ impl Supervisor {
             previous,
         })
         .await;
+        self.unlock(conn, profile, info).await?;
         self.sample(conn, profile, info).await
+    }
+
+    /// A PIN operation asked by the platform or a person: the SIM read fresh (its ICCID
+    /// must be `iccid`, its lock decides what [`guard`](crate::card::pin::guard)
+    /// allows), the line sent, the SIM read again and its row reported. A successful
+    /// verify or unblock clears the configured PIN's refusal record.
+    async fn on_pin<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+        iccid: &str,
+        req: &crate::sim::PinRequest,
+    ) -> Result<PinResult, AtError> {
+        let (result, after) = super::pin::on_modem(conn, profile, Some(iccid), req).await?;
+        if let (Ok(()), Some(store), crate::sim::PinOp::Verify | crate::sim::PinOp::Unblock) =
+            (&result, &self.store, req.op)
+        {
+            // Unlocked by hand: the configured PIN may be tried again (at a next lock).
+            if let Err(e) = store.clear_pin_try(iccid) {
+                tracing::error!(%iccid, error = %e, "cannot clear the PIN attempt record");
+            }
+        }
+        let news = after.lock != info.sim.lock || after.imsi != info.sim.imsi;
+        info.sim = after;
+        if news {
+            self.fill_month(info);
+            self.emit(ModemEvent::SimUpdated(Box::new(info.clone())))
+                .await;
+        }
+        Ok(result)
+    }
+
+    /// A locked SIM with a configured PIN: the one attempt (src/modem/pin.rs), then the
+    /// SIM read again and its new facts (unlocked, or attempts left) reported.
+    async fn unlock<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &mut ModemInfo,
+    ) -> Result<(), AtError> {
+        let (Some(pins), Some(store)) = (self.settings.pins.clone(), self.store.clone()) else {
+            return Ok(());
+        };
+        if info
+            .sim
+            .lock
+            .is_none_or(|l| l.state != crate::sim::LockState::PinRequired)
+        {
+            return Ok(());
+        }
+        let iccid = info.sim.iccid.clone().unwrap_or_default();
+        match super::pin::configured(conn, profile, &info.sim, &pins, &store).await? {
+            super::pin::Attempt::Skipped(why) => {
+                tracing::debug!(port = %self.port, %iccid, why, "configured PIN not entered");
+                return Ok(());
+            }
+            super::pin::Attempt::Entered => {
+                tracing::info!(port = %self.port, %iccid, "configured PIN entered; SIM unlocked");
+            }
+            super::pin::Attempt::Refused(result) => {
+                tracing::warn!(port = %self.port, %iccid, %result, "configured PIN refused; never tried again on this SIM (pin_verify unlocks it)");
+            }
+        }
+        let sim = identify::sim_info(conn, profile).await?;
+        if sim.iccid == info.sim.iccid {
+            info.sim = sim;
+            self.fill_month(info);
+            self.emit(ModemEvent::SimUpdated(Box::new(info.clone())))
+                .await;
+        }
+        Ok(())
     }
 
     /// Serve a handle's request; a link error is both answered and returned, since it
@@ -675,6 +800,10 @@ impl Supervisor {
             Request::Status(reply) => {
                 let r = self.sample(conn, profile, info).await;
                 answer(reply, r.map(|()| Box::new(info.clone())))
+            }
+            Request::Pin(iccid, req, reply) => {
+                let r = self.on_pin(conn, profile, info, &iccid, &req).await;
+                answer(reply, r)
             }
             Request::Esim(action, reply) => {
                 use super::esim::ModemEsimError;

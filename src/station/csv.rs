@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 const HEADER: &str =
-    "n,time,reader,iccid,form_factor,eid,status,imsi,operator,labels,company,note,warnings\n";
+    "n,time,reader,iccid,form_factor,eid,status,imsi,operator,labels,company,note,warnings,pin_disable\n";
 
 /// An open batch CSV.
 #[derive(Debug)]
@@ -56,6 +56,7 @@ impl Csv {
             text(r.batch.company.as_ref()),
             text(r.batch.note.as_ref()),
             r.warnings.join("; "),
+            r.pin_disable.clone().unwrap_or_default(),
         ];
         let mut line = fields
             .iter()

@@ -34,6 +34,8 @@ pub struct Settings {
     pub read: ReadSettings,
     /// Serve the station page (src/http); None: no page.
     pub http: Option<crate::http::Settings>,
+    /// `--disable-pin`: the batch's PIN, disabled on every card inserted.
+    pub disable_pin: Option<crate::sim::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +192,28 @@ pub async fn run(
             }
             Some(done) = reads.recv() => {
                 let current = readers.is_current(&done);
-                let (report, obs) = tally_read(&mut tally, &rec.store, &settings.batch, done)?;
+                let job = match (&settings.disable_pin, &done.result) {
+                    (Some(pin), Ok(read)) if current => {
+                        Some(disable_pin(&done.reader, read, pin.clone(), settings.read).await)
+                    }
+                    _ => None,
+                };
+                let (mut report, mut obs) = tally_read(&mut tally, &rec.store, &settings.batch, done)?;
+                if let Some(job) = job {
+                    if let (Some(o), Some(lock)) = (obs.as_mut(), job.lock) {
+                        o.lock = Some(lock);
+                    }
+                    if let Some(c) = report.card.as_mut() {
+                        c.lock = job.lock.or(c.lock);
+                    }
+                    if let Some(w) = job.warning {
+                        if report.warnings.is_empty() {
+                            tally.warned += 1;
+                        }
+                        report.warnings.push(w);
+                    }
+                    report.pin_disable = Some(job.result);
+                }
                 // Durable first (CSV, store and outbox), then shown.
                 if let Some(c) = csv.as_mut() {
                     c.append(&report)?;
@@ -226,6 +249,98 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     Ok(tally.n)
+}
+
+/// What `--disable-pin` did with one card.
+struct PinJob {
+    /// For the CSV, the screen and the page.
+    result: String,
+    /// What the person must look at (the card keeps its PIN).
+    warning: Option<String>,
+    /// The card's lock after.
+    lock: Option<crate::sim::Lock>,
+}
+
+/// Disable PIN1 on the card just read: its lock is read again and guarded (src/card/
+/// pin.rs `on_card`): a card whose PIN is already off costs nothing, one with 1 attempt
+/// left is skipped, loudly.
+async fn disable_pin(
+    reader: &str,
+    read: &crate::reader::CardRead,
+    pin: crate::sim::Secret,
+    settings: ReadSettings,
+) -> PinJob {
+    use crate::card::pin::{PinFailure, PinRefusal};
+    use crate::sim::{LockState, PinOp, PinRequest};
+    let lock = read.identity.lock;
+    let Some(iccid) = read.identity.iccid.as_ref().map(|i| i.to_string()) else {
+        return PinJob {
+            result: "skipped: no ICCID".into(),
+            warning: None,
+            lock,
+        };
+    };
+    // A readable IMSI right after insertion (power-on) means PIN1 is off already.
+    if lock.is_some_and(|l| l.state == LockState::Ready) {
+        return PinJob {
+            result: "already disabled".into(),
+            warning: None,
+            lock,
+        };
+    }
+    // Never a guess: a card that does not tell its attempts (a GSM SIM) keeps its PIN.
+    if lock.is_none_or(|l| l.pin_attempts.is_none()) {
+        return PinJob {
+            result: "skipped: attempts left unknown".into(),
+            warning: Some(
+                "PIN NOT DISABLED: the card does not tell its attempts left; skipped".into(),
+            ),
+            lock,
+        };
+    }
+    let Ok(name) = std::ffi::CString::new(reader) else {
+        return PinJob {
+            result: "failed: reader name".into(),
+            warning: Some("PIN NOT DISABLED: the reader's name is not a C string".into()),
+            lock,
+        };
+    };
+    let req = PinRequest {
+        op: PinOp::Disable,
+        first: pin,
+        second: None,
+        force: false,
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::reader::with_card(&name, settings.card_timeout.saturating_mul(2), move |t| {
+            (crate::card::pin::on_card(t, Some(&iccid), &req), false)
+        })
+    })
+    .await;
+    let failed = |why: String| PinJob {
+        result: format!("failed: {why}"),
+        warning: Some(format!("PIN NOT DISABLED: {why}")),
+        lock,
+    };
+    match outcome {
+        Ok(Ok(Ok((Ok(after), _)))) => PinJob {
+            result: "disabled".into(),
+            warning: None,
+            lock: after,
+        },
+        Ok(Ok(Ok((Err(PinFailure::Guard(PinRefusal::LastPinAttempt { .. })), _)))) => PinJob {
+            result: "skipped: 1 attempt left".into(),
+            warning: Some(
+                "PIN NOT DISABLED: 1 attempt left; skipped (the last attempt is never spent): set it aside"
+                    .into(),
+            ),
+            lock,
+        },
+        Ok(Ok(Ok((Err(f), _)))) => failed(f.to_string()),
+        Ok(Ok(Err(e))) => failed(e.to_string()),
+        Ok(Err(e)) => failed(e.to_string()),
+        Err(e) => failed(e.to_string()),
+    }
 }
 
 /// Turn a finished read into the report to show and the observation to keep.

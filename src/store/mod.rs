@@ -6,6 +6,7 @@
 pub mod commands;
 pub mod holds;
 pub mod outbox;
+pub mod pins;
 pub mod platform;
 pub mod rules;
 pub mod sims;

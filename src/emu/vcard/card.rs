@@ -6,6 +6,7 @@ use super::download::{self, int, CardView, Download, Effect, EuiccPki};
 use super::image::{parse_path, CardImage, ImageKind, ProfileImage};
 use crate::card::es10::{der, NotificationEvent};
 use crate::card::{tlv as ber, CardError, CardTransport};
+use crate::emu::pin::{Need, PinError, SimPin};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -106,6 +107,8 @@ pub struct VirtualCard {
     next_block: u8,
     /// `fault.drop_channel_after`, or set by a test.
     drop_after: Option<u64>,
+    /// PIN1 and PUK1 as they are now: counters outlive resets, verification does not.
+    pin: Option<SimPin>,
 }
 
 fn sw(data: &[u8], sw1: u8, sw2: u8) -> Vec<u8> {
@@ -156,6 +159,7 @@ impl VirtualCard {
             .map(|e| e.profiles.clone())
             .unwrap_or_default();
         let drop_after = image.fault.drop_channel_after;
+        let pin = image.pin.clone();
         let mut card = VirtualCard {
             image,
             files,
@@ -171,6 +175,7 @@ impl VirtualCard {
             blocks: Vec::new(),
             next_block: 0,
             drop_after,
+            pin,
         };
         card.show_enabled_profile();
         card
@@ -262,10 +267,77 @@ impl VirtualCard {
     pub fn reset(&mut self) {
         self.channels = [Some(ChannelState::at_mf()), None, None, None];
         self.pending.clear();
+        if let Some(p) = self.pin.as_mut() {
+            p.power_cycle();
+        }
         self.blocks.clear();
         self.next_block = 0;
         // The download session lives in volatile memory (SGP.22 §3.1.3: a reset ends it).
         self.download.drop_session();
+    }
+
+    /// EF.IMSI (TS 31.102 §4.2.2, TS 51.011 §10.3.2: READ access condition PIN1) while
+    /// PIN1 is enabled and not verified.
+    fn behind_pin(&self, path: &Path) -> bool {
+        path.last() == Some(&[0x6F, 0x07])
+            && self.pin.as_ref().is_some_and(|p| p.need() != Need::Nothing)
+    }
+
+    /// VERIFY, CHANGE, DISABLE, ENABLE and UNBLOCK PIN (TS 102 221 §11.1.9-§11.1.13; TS
+    /// 51.011 §9.2.9-§9.2.13 with CLA A0). P1 00, P2 the key: '01' PIN1 ('00' for CHV1
+    /// in a GSM UNBLOCK CHV); data: 8-byte blocks of ASCII digits padded with FF.
+    fn pin_command(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Vec<u8> {
+        let gsm_unblock = self.image.kind == ImageKind::Gsm && ins == 0x2C && p2 == 0x00;
+        if p1 != 0x00 || !(p2 == 0x01 || gsm_unblock) {
+            // TS 102 221 §10.2.1.5: incorrect parameters P1-P2 (no PIN2 and others here).
+            return sw(&[], 0x6A, 0x86);
+        }
+        let digits = |b: &[u8]| -> String {
+            b.iter()
+                .take_while(|c| **c != 0xFF)
+                .map(|c| char::from(*c))
+                .collect()
+        };
+        let blocks: Vec<String> = data.chunks(8).map(digits).collect();
+        let Some(pin) = self.pin.as_mut() else {
+            // No PIN1 on this card: nothing to verify (VERIFY without data: 9000), and
+            // nothing to change.
+            return match (ins, data.is_empty()) {
+                (0x20, true) => sw(&[], 0x90, 0x00),
+                _ => sw(&[], 0x69, 0x84),
+            };
+        };
+        // 63CX: X retries left (TS 102 221 §10.2.1.3).
+        let retries = |n: u8| sw(&[], 0x63, 0xC0 | n);
+        let result = match (ins, blocks.as_slice()) {
+            (0x20, []) => {
+                return match pin.need() {
+                    Need::Nothing => sw(&[], 0x90, 0x00),
+                    Need::Pin => retries(pin.attempts),
+                    Need::Puk | Need::Dead => sw(&[], 0x69, 0x83),
+                }
+            }
+            (0x2C, []) => {
+                return match pin.need() {
+                    Need::Dead => sw(&[], 0x69, 0x83),
+                    _ => retries(pin.puk_attempts),
+                }
+            }
+            (0x20, [code]) => pin.verify(code),
+            (0x24, [old, new]) => pin.change(old, new),
+            (0x26, [code]) => pin.set_enabled(false, code),
+            (0x28, [code]) => pin.set_enabled(true, code),
+            (0x2C, [puk, new]) => pin.unblock(puk, new),
+            // Wrong length (TS 102 221 §10.2.1.5).
+            _ => return sw(&[], 0x67, 0x00),
+        };
+        match result {
+            Ok(()) => sw(&[], 0x90, 0x00),
+            Err(PinError::Wrong(n)) => retries(n),
+            Err(PinError::Blocked) => sw(&[], 0x69, 0x83),
+            // 6984 reference data not usable (TS 102 221 §10.2.1.5).
+            Err(PinError::NotAllowed) => sw(&[], 0x69, 0x84),
+        }
     }
 
     fn is_df(&self, path: &Path) -> bool {
@@ -392,6 +464,7 @@ impl VirtualCard {
             (0x00, 0xB0) => self.read_binary(chan, p1, p2, le),
             (0x00, 0xB2) => self.read_record(chan, p1, p2, le),
             (0x00, 0xC0) => self.get_response(le),
+            (0x00, 0x20 | 0x24 | 0x26 | 0x28 | 0x2C) => self.pin_command(ins, p1, p2, data),
             (0x80, 0xE2) if self.app(chan) == App::Isdr => self.store_data(p1, p2, data),
             _ => sw(&[], 0x6D, 0x00),
         }
@@ -592,6 +665,14 @@ impl VirtualCard {
                 None => return sw(&[], 0x69, 0x86),
             }
         };
+        if self.behind_pin(&path) {
+            // 6982 security status not satisfied (TS 102 221 §10.2.1.5); a GSM SIM says
+            // 9804 access condition not fulfilled (TS 51.011 §9.4.5).
+            return match self.image.kind {
+                ImageKind::Uicc => sw(&[], 0x69, 0x82),
+                ImageKind::Gsm => sw(&[], 0x98, 0x04),
+            };
+        }
         let Some(contents) = self.files.get(&path).cloned() else {
             // A record file: 6981 command incompatible with file structure.
             return sw(&[], 0x69, 0x81);

@@ -45,6 +45,10 @@ pub struct CardImage {
     /// reader that runs the T=0 procedures itself.
     #[serde(default = "yes")]
     pub t0_procedures: bool,
+    /// PIN1 and PUK1 (TS 102 221 §9.5): absent, the card has no PIN enabled and its
+    /// VERIFY PIN without data answers 9000.
+    #[serde(default)]
+    pub pin: Option<crate::emu::pin::SimPin>,
     /// Broken-card behaviour for tests.
     #[serde(default)]
     pub fault: Fault,
@@ -207,6 +211,9 @@ impl CardImage {
             for (i, r) in records.iter().enumerate() {
                 hex::decode(r).map_err(|e| format!("records.\"{path}\"[{i}]: not hex: {e}"))?;
             }
+        }
+        if let Some(p) = &image.pin {
+            p.check()?;
         }
         if let Some(u) = &image.usim {
             hex::decode(&u.aid).map_err(|e| format!("usim.aid: not hex: {e}"))?;

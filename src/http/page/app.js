@@ -130,6 +130,8 @@ function read(r, tally, fresh) {
   if (r.form_factor) facts.push(r.form_factor === "esim" ? "eSIM" : "physical SIM");
   if (r.status) facts.push(r.status);
   if (r.operator) facts.push(r.operator);
+  if (r.lock && r.lock.state !== "ready") facts.push(lockText(r.lock));
+  if (r.pin_disable) facts.push("PIN: " + r.pin_disable);
   if (r.eid && r.iccid) facts.push("EID " + r.eid);
   if (r.ms !== undefined) facts.push(r.ms + " ms");
   last.append(el("div", "facts", facts.join(" · ")));
@@ -205,6 +207,7 @@ function renderRow(row, mb) {
     }
   }
   if (row.problem) id.append(el("div", "cmd-state failed", row.problem));
+  if (row.lock && row.lock.state !== "ready") id.append(el("div", "cmd-state failed", lockText(row.lock)));
   if (row.pending) id.append(el("div", "cmd-state", "pending: " + row.pending));
   id.append(actions(row));
   td("ICCID", id);
@@ -234,6 +237,15 @@ function renderRow(row, mb) {
     (row.present ? "● yes" : "○ no") + (row.modem_silent ? " (modem silent)" : ""));
   td("Present", pres);
   return tr;
+}
+
+// A SIM's PIN lock for people (MQTT.md, "SIM state": lock).
+function lockText(l) {
+  const words = { pin_required: "PIN required", puk_required: "PUK required", blocked: "blocked (PUK exhausted)", ready: "ready" };
+  let t = words[l.state] || l.state;
+  const n = l.state === "pin_required" ? l.pin_attempts : l.state === "puk_required" ? l.puk_attempts : undefined;
+  if (n !== undefined && n !== null) t += " · " + n + (n === 1 ? " attempt left" : " attempts left");
+  return t;
 }
 
 function bigQr(src, payload) {
