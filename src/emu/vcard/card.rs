@@ -75,6 +75,9 @@ pub struct VirtualCard {
     pending: Vec<u8>,
     /// APDUs processed since power-on, for logs and tests.
     apdus: u64,
+    /// Warm resets since power-on (vpcd's reset, not its power-on), for logs and tests:
+    /// whether a reader left the card as it found it.
+    resets: u64,
     /// The eUICC's profiles as they are now (the image's, changed by ES10c).
     profiles: Vec<ProfileImage>,
     /// Pending notifications (SGP.22 §3.5): sequence number, event, ICCID, SM-DP+.
@@ -139,6 +142,7 @@ impl VirtualCard {
             channels: [Some(ChannelState::at_mf()), None, None, None],
             pending: Vec::new(),
             apdus: 0,
+            resets: 0,
             profiles,
             notifications: Vec::new(),
             next_seq: 1,
@@ -203,6 +207,16 @@ impl VirtualCard {
 
     pub fn apdus(&self) -> u64 {
         self.apdus
+    }
+
+    pub fn resets(&self) -> u64 {
+        self.resets
+    }
+
+    /// A warm reset: as [`VirtualCard::reset`], counted.
+    pub fn warm_reset(&mut self) {
+        self.resets += 1;
+        self.reset();
     }
 
     /// Power-on or reset: the MF becomes the current DF and logical channels close
@@ -852,7 +866,6 @@ mod tests {
             isdr_aids: &[],
             vendor_aids: false,
             subscriber: false,
-            esim_profiles: false,
         }
     }
 
