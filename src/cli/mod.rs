@@ -154,7 +154,11 @@ pub fn main() -> ExitCode {
     // time slice per hand-over, and it starts no worker threads it does not use. The
     // long-running ones get a multi-thread runtime ([`Command::needs_workers`]).
     let built = if cli.command.needs_workers() {
+        // Two workers at most: the daemon's work is I/O waits and a few messages a
+        // minute; each more worker is a stack and a malloc arena on a small gateway.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores.min(2))
             .enable_all()
             .build()
     } else {
