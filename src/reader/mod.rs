@@ -11,6 +11,8 @@ use crate::config::VendorIsdrAids;
 use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 use serde::Serialize;
 use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Reader failures, each naming what it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +179,8 @@ impl ReadSettings {
 pub struct PendingRead {
     shown: String,
     rx: std::sync::mpsc::Receiver<Result<CardRead, ReaderError>>,
+    /// Set when the waiter gives up: the read's thread then lets the card alone.
+    abandoned: Arc<AtomicBool>,
     started: std::time::Instant,
     timeout: std::time::Duration,
 }
@@ -196,10 +200,13 @@ pub fn start_read(reader: &CString, settings: ReadSettings) -> PendingRead {
     let failed = tx.clone();
     let name = reader.clone();
     let started = std::time::Instant::now();
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let given_up = abandoned.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("card {shown}"))
         .spawn(move || {
-            let result = establish().and_then(|ctx| read_card(&ctx, &name, &settings));
+            let result =
+                establish().and_then(|ctx| read_card_until(&ctx, &name, &settings, &given_up));
             // The receiver is gone when we timed out: nobody wants the answer any more.
             let _ = tx.send(result);
         });
@@ -212,6 +219,7 @@ pub fn start_read(reader: &CString, settings: ReadSettings) -> PendingRead {
     PendingRead {
         shown,
         rx,
+        abandoned,
         started,
         timeout: settings.card_timeout,
     }
@@ -224,10 +232,13 @@ impl PendingRead {
         let left = self.timeout.saturating_sub(self.started.elapsed());
         let result = match self.rx.recv_timeout(left) {
             Ok(result) => result,
-            Err(_) => Err(ReaderError::Card {
-                reader: self.shown,
-                source: CardError::Timeout(self.timeout),
-            }),
+            Err(_) => {
+                self.abandoned.store(true, Ordering::SeqCst);
+                Err(ReaderError::Card {
+                    reader: self.shown,
+                    source: CardError::Timeout(self.timeout),
+                })
+            }
         };
         (result, self.started.elapsed())
     }
@@ -272,6 +283,18 @@ pub fn read_card(
     ctx: &Context,
     reader: &CString,
     settings: &ReadSettings,
+) -> Result<CardRead, ReaderError> {
+    read_card_until(ctx, reader, settings, &AtomicBool::new(false))
+}
+
+/// [`read_card`] until `abandoned` is set (its waiter timed out): from then on the card,
+/// or the one inserted in its place, is let alone — neither reconnected to nor reset, so
+/// a stale read of a mute card pulled never touches the next card in that reader.
+fn read_card_until(
+    ctx: &Context,
+    reader: &CString,
+    settings: &ReadSettings,
+    abandoned: &AtomicBool,
 ) -> Result<CardRead, ReaderError> {
     let shown = reader.to_string_lossy().into_owned();
     let pcsc_err = |source| ReaderError::Pcsc {
@@ -325,7 +348,9 @@ pub fn read_card(
             Ok(done) => break done,
             // Twice at most: a reset can land while pcscd is still powering the card up
             // after another application's reset.
-            Err(e @ (CardError::Reset | CardError::Removed)) if attempt <= 2 => {
+            Err(e @ (CardError::Reset | CardError::Removed))
+                if attempt <= 2 && !abandoned.load(Ordering::SeqCst) =>
+            {
                 // TS 102 221 §8.2: after a reset the card is back at the MF; reconnecting
                 // (SCardReconnect, leaving the card as it is) picks up the new session.
                 tracing::info!(reader = %shown, error = %e, "reconnecting to the card");
@@ -357,7 +382,9 @@ pub fn read_card(
                 // drives the reader driver through a power cycle of an empty slot, which
                 // with vpcd swallowed the next card inserted.
                 let disposition = match source {
-                    CardError::Refused { .. } | CardError::Malformed { .. } => {
+                    CardError::Refused { .. } | CardError::Malformed { .. }
+                        if !abandoned.load(Ordering::SeqCst) =>
+                    {
                         pcsc::Disposition::ResetCard
                     }
                     _ => pcsc::Disposition::LeaveCard,
@@ -378,7 +405,12 @@ pub fn read_card(
     // channel is closed (TS 102 221 §8.2, §11.1.17) — the state the card was found in at
     // insertion, for no APDU on the wire. pcsc-lite moves no insertion counter for a
     // reset, so the watcher (reader::watch) sees no new card.
-    if let Err((_, e)) = card.disconnect(pcsc::Disposition::ResetCard) {
+    let disposition = if abandoned.load(Ordering::SeqCst) {
+        pcsc::Disposition::LeaveCard
+    } else {
+        pcsc::Disposition::ResetCard
+    };
+    if let Err((_, e)) = card.disconnect(disposition) {
         tracing::debug!(reader = %shown, error = %e, "disconnect after read");
     }
     Ok(CardRead {
