@@ -218,7 +218,7 @@ fn daemon_memory(pcsc: &Pcsc, bin: &str) {
         .args(support::run_args(&broker.url(), "gw-lean"))
         .arg(state.path())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(state.path().join("run.log")).expect("log"));
+        .stderr(Stdio::null());
     let daemon = Proc::spawn("simgate run (gateway build)", &mut run);
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 4 {
@@ -245,8 +245,55 @@ fn daemon_memory(pcsc: &Pcsc, bin: &str) {
         rss_of_binary(pid, &binary),
         status(pid, "Threads"),
     );
+    for (kb, what) in largest_mappings(pid, 8) {
+        println!("  {kb:>6} KiB  {what}");
+    }
     let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
     println!("binary {binary}: {} KiB on disk", size / 1024);
+}
+
+/// The largest resident mappings (KiB, permissions, name): where the bytes are.
+fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut header = String::new();
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Rss:") {
+            let kb = kb
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            let f: Vec<&str> = header.split_whitespace().collect();
+            let name = f
+                .get(5)
+                .map_or("[anon]", |v| v)
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            let size = f
+                .first()
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, b)| {
+                    Some(
+                        (u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+                            / 1024,
+                    )
+                })
+                .unwrap_or(0);
+            out.push((
+                kb,
+                format!("{} {name} (of {size} KiB)", f.get(1).unwrap_or(&"")),
+            ));
+        } else if line.split_whitespace().next().is_some_and(|f| {
+            f.contains('-') && f.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        }) {
+            header = line.to_string();
+        }
+    }
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.truncate(n);
+    out
 }
 
 fn main() {
