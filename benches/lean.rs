@@ -291,7 +291,7 @@ fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
             header = line.to_string();
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|m| std::cmp::Reverse(m.0));
     out.truncate(n);
     out
 }
