@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench link` (add `--profile dev` for a quick, slower build). DRAIN=N
 //! sets the backlog (default 10 000), WINDOW=N the publishes in flight (default 16).
+//! The drains of 240 and 2 400 events are then set against `mosquitto_pub -l` sending
+//! the same payloads at QoS 1.
 //!
 //! Bytes are counted by a TCP relay between the link and mosquitto: every byte the
 //! agent's socket sends or receives, i.e. MQTT bytes on the wire (TCP/IP and TLS
@@ -86,7 +88,7 @@ async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -256,8 +258,9 @@ async fn sys_counters_cross_check() {
     );
 }
 
-/// Queue `n` events with no broker, start the broker, time the drain.
-async fn drain_after_outage(count: u64) {
+/// Queue `n` events with no broker, start the broker, time the drain (from the first
+/// acknowledgement seen to the last, polled every millisecond).
+async fn drain_after_outage(count: u64) -> (Duration, Vec<u8>) {
     let port = support::free_port();
     let state = TempDir::new("bench-drain");
     let store = Store::open(state.path()).expect("store");
@@ -284,11 +287,19 @@ async fn drain_after_outage(count: u64) {
         enqueue.as_secs_f64(),
         count as f64 / enqueue.as_secs_f64()
     );
+    // The first message as queued: mosquitto_pub gets the same payload.
+    let sample = store
+        .outbox(simgate::store::outbox::Limits::messages(u64::MAX))
+        .and_then(|o| o.next_after(None))
+        .expect("outbox readable")
+        .map(|(_, e)| e.payload)
+        .unwrap_or_default();
     let _broker = Broker::start_on(port, "");
     wait_until("the drain to start", Duration::from_secs(120), || {
         link.queued() < count
     })
     .await;
+    let first = link.queued();
     let t = Instant::now();
     wait_until("the drain to finish", Duration::from_secs(600), || {
         link.queued() == 0
@@ -303,6 +314,42 @@ async fn drain_after_outage(count: u64) {
     );
     cancel.cancel();
     let _ = task.await;
+    // The messages acknowledged before the clock started are scaled in.
+    (d.mul_f64(count as f64 / first.max(1) as f64), sample)
+}
+
+/// The same messages (count, size, QoS 1) through `mosquitto_pub -l` to a fresh
+/// mosquitto: its run time less that of a run with no line (process start, connect,
+/// disconnect), the medians of 5.
+fn mosquitto_pub_drain(count: u64, payload: &[u8]) -> Duration {
+    let broker = Broker::start();
+    let payload = String::from_utf8_lossy(payload);
+    let lines: String = (0..count).map(|_| format!("{payload}\n")).collect();
+    let run = |input: &str| {
+        let t = Instant::now();
+        let mut child = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args(["-q", "1", "-t", "simgate/v1/gw-pub/event", "-l"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin
+                .write_all(input.as_bytes())
+                .expect("lines to mosquitto_pub");
+        }
+        assert!(child.wait().expect("mosquitto_pub").success());
+        t.elapsed()
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let empty = median((0..5).map(|_| run("")).collect());
+    let full = median((0..5).map(|_| run(&lines)).collect());
+    full.saturating_sub(empty)
 }
 
 fn main() {
@@ -315,6 +362,29 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(10_000);
-        drain_after_outage(n).await;
+        let _ = drain_after_outage(n).await;
+        // The figure: 240 events, against `mosquitto_pub -l` (QoS 1, its default
+        // 20 in flight) sending the same count of lines of the same size.
+        for count in [240, 2400] {
+            let mut ours = Vec::new();
+            let mut payload = Vec::new();
+            for _ in 0..5 {
+                let (d, p) = drain_after_outage(count).await;
+                ours.push(d);
+                payload = p;
+            }
+            ours.sort();
+            let ours = ours[2];
+            let theirs = mosquitto_pub_drain(count, &payload);
+            println!(
+                "drain of {count}: simgate {:.1} ms, mosquitto_pub -l {:.1} ms: {:.2}x (load {})",
+                ours.as_secs_f64() * 1e3,
+                theirs.as_secs_f64() * 1e3,
+                ours.as_secs_f64() / theirs.as_secs_f64().max(1e-6),
+                std::fs::read_to_string("/proc/loadavg")
+                    .unwrap_or_default()
+                    .trim()
+            );
+        }
     });
 }

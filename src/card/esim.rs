@@ -475,11 +475,13 @@ pub fn apply_on<T: CardTransport>(i: &mut Isdr<T>, action: &Action) -> Result<Ou
     let iccid = action.iccid().as_str().to_string();
     let op = action.op();
     // Deleting needs the profile's state first: an enabled profile is refused here, with
-    // the reason, before anything is sent. The others learn the "before" from the
-    // answer: SGP.22 refuses an enable of the enabled one itself.
+    // the reason, before anything is sent. An enable lists first too: the profile it
+    // replaces is named by no answer of EnableProfile (SGP.22 §5.7.16), and a
+    // notification of its disabling is sent only if its profile asks for one.
     let mut before: Option<Vec<ProfileInfo>> = None;
     match action {
         Action::Enable { iccid, refresh } => {
+            before = Some(i.profiles()?);
             i.operation(op, &es10::enable_profile(iccid, *refresh))?
         }
         Action::Disable { iccid, refresh } => {
@@ -536,11 +538,8 @@ pub fn apply_on<T: CardTransport>(i: &mut Isdr<T>, action: &Action) -> Result<Ou
     }
     let notifications = i.notifications()?;
     let enabled_after = enabled(&after);
-    // Before an enable the caller knows which was enabled (the SIM's ICCID); the
-    // eUICC's answer does not say.
     let enabled_before = match (action, before) {
         (_, Some(b)) => enabled(&b),
-        (Action::Enable { .. }, None) => None,
         (Action::Disable { .. }, None) => Some(iccid.clone()),
         (_, None) => enabled_after.clone(),
     };
@@ -597,9 +596,12 @@ mod tests {
         };
         let (o, _) = apply(isdr(&mut c), &action).unwrap();
         assert_eq!(o.enabled_after.as_deref(), Some("8949440000000000024"));
+        // Regression (issue 24): an enable reported `enabled_before: null`.
+        assert_eq!(o.enabled_before.as_deref(), Some("8949440000000000016"));
         assert_eq!(o.notifications.len(), 2, "a disable and an enable");
-        // SELECT, EnableProfile + GR, GetProfilesInfo + GR, ListNotification + GR, MF.
-        assert_eq!(o.apdus, 8);
+        // SELECT, GetProfilesInfo + GR, EnableProfile + GR, GetProfilesInfo + GR,
+        // ListNotification + GR, MF.
+        assert_eq!(o.apdus, 10);
         // The basic channel is on the MF: EF.ICCID by SFI is the new profile's.
         let r = c.process(&hex::decode("00B082000A").unwrap());
         assert_eq!(

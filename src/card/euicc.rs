@@ -1,7 +1,6 @@
 //! eUICC (eSIM) facts: the ISD-R AIDs to probe (data, devices/isdr_aids.toml), the ES10
 //! commands the engine sends (GSMA SGP.22 §5.7), and the EID's check digits.
 
-use super::tlv;
 use serde::Deserialize;
 use std::sync::OnceLock;
 
@@ -55,10 +54,6 @@ pub fn shipped_aids() -> &'static [IsdrAid] {
 /// ES10c GetEUICCData asking for the EID only (SGP.22 §5.7.20): GetEuiccDataRequest
 /// [APPLICATION 62] (BF3E) { tagList [APPLICATION 28] (5C) = '5A' }.
 pub const GET_EUICC_DATA_EID: [u8; 6] = [0xBF, 0x3E, 0x03, 0x5C, 0x01, 0x5A];
-
-/// ES10c GetProfilesInfo asking for each profile's state only (SGP.22 §5.7.15):
-/// ProfileInfoListRequest [45] (BF2D) { tagList (5C) = '9F70' profileState }.
-pub const GET_PROFILES_STATE: [u8; 7] = [0xBF, 0x2D, 0x04, 0x5C, 0x02, 0x9F, 0x70];
 
 /// STORE DATA carrying a whole ES10 request in one block (SGP.22 §5.7.2: CLA 80 plus
 /// the logical channel, INS E2, P1 91 = last block + BER-TLV, P2 block number 00).
@@ -126,20 +121,6 @@ pub enum Profiles {
     NoneEnabled,
 }
 
-/// Read a ProfileInfoListResponse (SGP.22 §5.7.15): BF2D { A0 { E3 { 9F70 state }* } };
-/// profileState enabled is 1. `None` for profileInfoListError (BF2D { 81 .. }).
-pub fn parse_profiles(data: &[u8]) -> Result<Option<Profiles>, tlv::TlvError> {
-    let Some(list) = tlv::find_path(data, &[0xBF2D, 0xA0])? else {
-        return Ok(None);
-    };
-    for info in tlv::parse(list)?.into_iter().filter(|t| t.tag == 0xE3) {
-        if tlv::find(info.value, 0x9F70)? == Some(&[0x01]) {
-            return Ok(Some(Profiles::Enabled));
-        }
-    }
-    Ok(Some(Profiles::NoneEnabled))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,18 +146,5 @@ mod tests {
         assert!(eid_check_ok("89086030202200000022000023022943"));
         assert!(!eid_check_ok("89049032123451234512345678901234"));
         assert!(!eid_check_ok("8904903212345123451234567890123"));
-    }
-
-    #[test]
-    fn profiles_enabled_none_and_error() {
-        // One enabled, one disabled.
-        let d = hex::decode("BF2D0EA00CE3049F700100E3049F700101").unwrap();
-        assert_eq!(parse_profiles(&d).unwrap(), Some(Profiles::Enabled));
-        // Empty list: nothing installed.
-        let d = hex::decode("BF2D02A000").unwrap();
-        assert_eq!(parse_profiles(&d).unwrap(), Some(Profiles::NoneEnabled));
-        // profileInfoListError [1] undefinedError (127).
-        let d = hex::decode("BF2D0381017F").unwrap();
-        assert_eq!(parse_profiles(&d).unwrap(), None);
     }
 }

@@ -1,11 +1,28 @@
 //! Card identification: who is this card, in as few APDUs as the specs allow.
 //!
-//! One engine for `read`, `run` and `station`. The order is chosen so every answer is
-//! used: the ICCID read also tells UICC from GSM SIM (a GSM SIM refuses CLA 00); the
-//! ISD-R probe and the USIM reads run on the basic channel (a failed SELECT changes
-//! nothing, TS 102 221 §11.1.1.1), put back on the MF by one SELECT at the end.
+//! One plan for `read`, `run` and `station` (they all read through
+//! `reader::read_card` with the same options), every answer used once:
+//!
+//! - SELECT ISD-R on the basic channel (its FCI not fetched). A GSM SIM refuses CLA 00
+//!   (6E00/6D00); a plain UICC answers 6A82, which changes nothing (TS 102 221
+//!   §11.1.1.1), so the MF is still current for what follows.
+//! - eUICC: GetEUICCData (the EID) and GetProfilesInfo. The enabled profile's entry
+//!   carries its ICCID (the EF.ICCID of its file system, SGP.22 §5.7.15) and its
+//!   service provider name: no EF.ICCID or EF.SPN read. No enabled profile: a Blank
+//!   eSIM, with no USIM to read.
+//! - Plain UICC: EF.ICCID by SFI '02' (TS 102 221 §13.2).
+//! - Subscriber: SELECT ADF USIM without response data, EF.IMSI by SFI '07'
+//!   (TS 31.102 §4.2.2), and on a plain UICC EF.SPN (no SFI: SELECT + READ).
+//!
+//! That is 6 APDUs on the wire for a USIM with an EF.SPN and 7 for an eUICC with an
+//! enabled profile on T=0 (GET RESPONSE after each ES10 answer), tests/it/card_engine.rs.
+//! The basic channel is left where the reads ended (the ISD-R or ADF USIM selected):
+//! the reader layer resets the card as it lets it go (`reader::read_card`), which puts
+//! it back in the state it was found in at insertion — no APDU on the wire, against
+//! one SELECT MF that would restore the MF but leave the USIM session open.
 
 use super::apdu::{Apdu, Channel, StatusWord};
+use super::es10::{self, ProfileInfo, ProfileState};
 use super::euicc::{self, Eid, IsdrAid, Profiles};
 use super::iccid::Iccid;
 use super::{subscriber, tlv, CardError, CardTransport};
@@ -30,11 +47,11 @@ pub struct Euicc {
     pub eid: Option<Eid>,
     /// `None` when GetProfilesInfo was refused or unreadable.
     pub profiles: Option<Profiles>,
-    /// Every profile with its name, provider, nickname and class, when
-    /// [`Options::esim_profiles`] asked for them (the daemon's state row).
-    pub profile_list: Option<Vec<crate::card::es10::ProfileInfo>>,
-    /// The ISD-R was reached on the basic channel, which was then put back on the MF
-    /// (always, since identification stopped opening a logical channel).
+    /// Every profile with its name, provider, nickname and class (the state row's
+    /// `esim_profiles`); `None` when GetProfilesInfo was refused or unreadable.
+    pub profile_list: Option<Vec<ProfileInfo>>,
+    /// The ISD-R was reached on the basic channel (always, since identification
+    /// stopped opening a logical channel).
     pub basic_channel: bool,
 }
 
@@ -79,11 +96,8 @@ pub struct Options<'a> {
     /// card that is not an eUICC, so the reader layer sets this from its policy
     /// (`readers.vendor_isdr_aids`: always, or when the ATR declares an eUICC).
     pub vendor_aids: bool,
-    /// Read IMSI and SPN too (two to five more APDUs).
+    /// Read IMSI and SPN too (two to four more APDUs).
     pub subscriber: bool,
-    /// On an eUICC, list every profile with the tags `esim list` shows (one
-    /// GetProfilesInfo, two APDUs on T=0): what the daemon's state row carries.
-    pub esim_profiles: bool,
 }
 
 impl Default for Options<'static> {
@@ -93,7 +107,6 @@ impl Default for Options<'static> {
             isdr_aids: euicc::shipped_aids(),
             vendor_aids: true,
             subscriber: true,
-            esim_profiles: false,
         }
     }
 }
@@ -121,12 +134,6 @@ const SPN_LEN: u8 = 17;
 /// The MF (TS 102 221 §8.2).
 const FID_MF: [u8; 2] = [0x3F, 0x00];
 
-/// ISO/IEC 7816-4 §5.1.1 / TS 102 221 §10.1.1: the logical channel (0-3) in b1-b2 of
-/// the interindustry CLA.
-fn cla(channel: u8) -> u8 {
-    channel & 0x03
-}
-
 /// 6A82 "file or application not found" (TS 102 221 §10.2.1.5).
 fn not_found(sw: StatusWord) -> bool {
     sw == StatusWord(0x6A, 0x82)
@@ -138,38 +145,20 @@ fn selected(sw: StatusWord) -> bool {
     sw.is_ok() || sw.0 == 0x61 || sw.0 == 0x9F
 }
 
-/// Identify the card behind `transport`.
+/// Identify the card behind `transport` (the plan in this module's header).
 ///
-/// UICC: READ BINARY of EF.ICCID by its SFI (TS 102 221 §11.1.3: P1 b8=1, b5-b1 = SFI;
-/// the MF is the current DF after reset). A card refusing CLA 00 (6E00/6D00) is a GSM SIM:
-/// SELECT 2FE2 and READ BINARY with CLA A0 (TS 51.011 §9.2). Then, on a UICC, the ISD-R
-/// probe and the USIM reads on one logical channel; on a GSM SIM, DF.GSM.
+/// The basic channel is left where the reads ended: the caller resets the card when it
+/// lets it go (`reader::read_card`), as a terminal would.
 pub fn identify<T: CardTransport>(transport: T, opts: &Options<'_>) -> Result<Identity, CardError> {
     let mut ch = Channel::new(transport);
-    let read_sfi = Apdu::new(0x00, 0xB0, 0x80 | SFI_ICCID, 0x00).with_le(ICCID_LEN);
-    let first = ch.send(&read_sfi, "READ BINARY EF.ICCID (SFI)")?;
-    let (kind, raw) = if first.sw.is_ok() {
-        (CardKind::Uicc, Some(first.data))
-    } else if first.sw.is_wrong_class() {
-        let raw = read_by_select(&mut ch, 0xA0)?.ok_or(CardError::Refused {
-            command: "SELECT EF.ICCID",
-            sw: StatusWord(0x6A, 0x82),
-        })?;
-        (CardKind::Gsm, Some(raw))
+    let aids = if opts.vendor_aids {
+        opts.isdr_aids
     } else {
-        (CardKind::Uicc, read_by_select(&mut ch, 0x00)?)
+        &opts.isdr_aids[..opts.isdr_aids.len().min(1)]
     };
-    let iccid = raw
-        .map(|raw| Iccid::from_ef(&raw))
-        .transpose()
-        .map_err(|e| CardError::Malformed {
-            command: "READ BINARY EF.ICCID",
-            detail: e.to_string(),
-        })?;
-
     let mut id = Identity {
-        kind,
-        iccid,
+        kind: CardKind::Uicc,
+        iccid: None,
         euicc: None,
         imsi: None,
         spn: None,
@@ -178,15 +167,20 @@ pub fn identify<T: CardTransport>(transport: T, opts: &Options<'_>) -> Result<Id
         apdus_subscriber: 0,
         apdus_total: 0,
     };
-    match kind {
-        CardKind::Gsm => {
-            if opts.subscriber {
-                let before = ch.commands();
-                (id.imsi, id.spn) = gsm_subscriber(&mut ch)?;
-                id.apdus_subscriber = ch.commands() - before;
+    match probe_isdr(&mut ch, aids)? {
+        Probe::WrongClass => gsm(&mut ch, opts, &mut id)?,
+        Probe::Isdr(aid) => euicc_rest(&mut ch, opts, aid, &mut id)?,
+        Probe::NotFound => match read_iccid_sfi(&mut ch)? {
+            None => gsm(&mut ch, opts, &mut id)?,
+            Some(raw) => {
+                id.iccid = iccid_from_ef(raw)?;
+                if opts.subscriber {
+                    let before = ch.commands();
+                    (id.imsi, id.spn) = usim_subscriber(&mut ch, true)?;
+                    id.apdus_subscriber = ch.commands() - before;
+                }
             }
-        }
-        CardKind::Uicc => uicc_rest(&mut ch, opts, &mut id)?,
+        },
     }
     if opts.subscriber && !id.is_blank_esim() {
         // A readable IMSI means PIN1 lets us in: ready, no APDU spent. Otherwise ask
@@ -210,133 +204,169 @@ pub fn identify<T: CardTransport>(transport: T, opts: &Options<'_>) -> Result<Id
     Ok(id)
 }
 
-/// The UICC part after the ICCID: ISD-R probe, EID and profiles, then IMSI and SPN, all
-/// on the basic channel, which is put back on the MF at the end if anything moved it.
-///
-/// No logical channel: TS 102 221 §11.1.1.1 — an unsuccessful SELECT leaves the current
-/// directory, file and application as they were, so on a plain card the probe's 6A82
-/// costs nothing to undo. A logical channel would cost two APDUs (MANAGE CHANNEL open
-/// and close) on every card; the one SELECT MF that restores the basic channel after the
-/// reads costs one.
-fn uicc_rest<T: CardTransport>(
+fn iccid_from_ef(raw: Option<Vec<u8>>) -> Result<Option<Iccid>, CardError> {
+    raw.map(|raw| Iccid::from_ef(&raw))
+        .transpose()
+        .map_err(|e| CardError::Malformed {
+            command: "READ BINARY EF.ICCID",
+            detail: e.to_string(),
+        })
+}
+
+/// READ BINARY of EF.ICCID by its SFI (TS 102 221 §11.1.3: P1 b8=1, b5-b1 = SFI; the MF
+/// is the current DF after reset). `None`: the card refused CLA 00, a GSM SIM; a card
+/// refusing the SFI read is asked by SELECT (`Some(None)`: its MF has no EF.ICCID).
+#[allow(clippy::option_option)]
+fn read_iccid_sfi<T: CardTransport>(
+    ch: &mut Channel<T>,
+) -> Result<Option<Option<Vec<u8>>>, CardError> {
+    let read_sfi = Apdu::new(0x00, 0xB0, 0x80 | SFI_ICCID, 0x00).with_le(ICCID_LEN);
+    let first = ch.send(&read_sfi, "READ BINARY EF.ICCID (SFI)")?;
+    if first.sw.is_ok() {
+        Ok(Some(Some(first.data)))
+    } else if first.sw.is_wrong_class() {
+        Ok(None)
+    } else {
+        Ok(Some(read_by_select(ch, 0x00)?))
+    }
+}
+
+/// A legacy GSM SIM (CLA A0, TS 51.011 §9.2): EF.ICCID by SELECT, then DF.GSM.
+fn gsm<T: CardTransport>(
     ch: &mut Channel<T>,
     opts: &Options<'_>,
     id: &mut Identity,
 ) -> Result<(), CardError> {
-    if opts.isdr_aids.is_empty() && !opts.subscriber {
-        return Ok(());
-    }
-    let chan = 0;
-    // Whether the basic channel's selection moved and must be put back.
-    let mut moved_basic = false;
-
-    let aids = if opts.vendor_aids {
-        opts.isdr_aids
-    } else {
-        &opts.isdr_aids[..opts.isdr_aids.len().min(1)]
-    };
-    if let Some(aid) = probe_isdr(ch, chan, aids)? {
-        moved_basic = true;
-        let eid = es10(ch, chan, &euicc::GET_EUICC_DATA_EID, "GetEUICCData")?.and_then(|d| {
-            tlv::find_path(&d, &[0xBF3E, 0x5A])
-                .ok()
-                .flatten()
-                .and_then(Eid::from_bytes)
-        });
-        // An EF.ICCID under the MF is the enabled profile's (SGP.22 §2.4.1: only the
-        // enabled profile's file system is visible to the device): a profile is enabled
-        // and GetProfilesInfo is not needed. Without one, it tells a Blank eSIM.
-        let mut profile_list = None;
-        let profiles = if opts.esim_profiles {
-            let d = es10(
-                ch,
-                chan,
-                &crate::card::es10::get_profiles_info(),
-                "GetProfilesInfo",
-            )?;
-            match d.map(|d| crate::card::es10::parse_profiles_info(&d)) {
-                Some(Ok(list)) => {
-                    let enabled = list
-                        .iter()
-                        .any(|p| p.state == crate::card::es10::ProfileState::Enabled);
-                    profile_list = Some(list);
-                    Some(if enabled {
-                        Profiles::Enabled
-                    } else {
-                        Profiles::NoneEnabled
-                    })
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "GetProfilesInfo answer not understood");
-                    None
-                }
-                None => None,
-            }
-        } else if id.iccid.is_some() {
-            Some(Profiles::Enabled)
-        } else {
-            es10(ch, chan, &euicc::GET_PROFILES_STATE, "GetProfilesInfo")?
-                .and_then(|d| euicc::parse_profiles(&d).ok().flatten())
-        };
-        id.euicc = Some(Euicc {
-            isdr_aid: aid.aid.clone(),
-            isdr_name: aid.name.clone(),
-            eid,
-            profiles,
-            profile_list,
-            basic_channel: true,
-        });
-    }
-
-    // A Blank eSIM has no profile, hence no USIM to read.
-    if opts.subscriber && !id.is_blank_esim() {
+    id.kind = CardKind::Gsm;
+    let raw = read_by_select(ch, 0xA0)?.ok_or(CardError::Refused {
+        command: "SELECT EF.ICCID",
+        sw: StatusWord(0x6A, 0x82),
+    })?;
+    id.iccid = iccid_from_ef(Some(raw))?;
+    if opts.subscriber {
         let before = ch.commands();
-        let (imsi, spn, moved) = usim_subscriber(ch, chan)?;
+        (id.imsi, id.spn) = gsm_subscriber(ch)?;
         id.apdus_subscriber = ch.commands() - before;
-        (id.imsi, id.spn) = (imsi, spn);
-        moved_basic |= moved;
-    }
-
-    if moved_basic {
-        // Put the basic channel back on the MF, as after reset (TS 102 221 §8.2,
-        // SELECT by FID with P2=0C: no data).
-        let mf = Apdu::new(0x00, 0xA4, 0x00, 0x0C).with_data(&FID_MF);
-        ch.send_overhead(&mf, "SELECT MF")?;
     }
     Ok(())
 }
 
-/// SELECT each ISD-R AID on `chan` until one answers (GlobalPlatform Card Spec §11.9:
-/// SELECT by AID, P1=04, P2=00 first occurrence; the FCI is not fetched).
+/// The eUICC part: EID, the profile list (the enabled profile's ICCID and service
+/// provider name), then the IMSI through the enabled profile's USIM.
+fn euicc_rest<T: CardTransport>(
+    ch: &mut Channel<T>,
+    opts: &Options<'_>,
+    aid: &IsdrAid,
+    id: &mut Identity,
+) -> Result<(), CardError> {
+    let eid = es10(ch, &euicc::GET_EUICC_DATA_EID, "GetEUICCData")?.and_then(|d| {
+        tlv::find_path(&d, &[0xBF3E, 0x5A])
+            .ok()
+            .flatten()
+            .and_then(Eid::from_bytes)
+    });
+    let list = match es10(ch, &es10::get_profiles_info(), "GetProfilesInfo")?
+        .map(|d| es10::parse_profiles_info(&d))
+    {
+        Some(Ok(list)) => Some(list),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "GetProfilesInfo answer not understood");
+            None
+        }
+        None => None,
+    };
+    let enabled = list
+        .as_ref()
+        .and_then(|l| l.iter().find(|p| p.state == ProfileState::Enabled));
+    let profiles = list.as_ref().map(|_| {
+        if enabled.is_some() {
+            Profiles::Enabled
+        } else {
+            Profiles::NoneEnabled
+        }
+    });
+    match (&list, enabled) {
+        (_, Some(p)) => {
+            id.iccid = Some(
+                Iccid::from_digits(&p.iccid).map_err(|e| CardError::Malformed {
+                    command: "GetProfilesInfo",
+                    detail: e.to_string(),
+                })?,
+            );
+            id.spn = p.provider.clone();
+        }
+        (Some(_), None) => {}
+        // No list: the enabled profile's EF.ICCID under the MF (SGP.22 §2.4.1: only
+        // the enabled profile's file system is visible), the MF selected again first
+        // (the ISD-R is the basic channel's current application now).
+        (None, None) => {
+            let mf = Apdu::new(0x00, 0xA4, 0x00, 0x0C).with_data(&FID_MF);
+            if selected(ch.send_no_response_data(&mf, "SELECT MF")?.sw) {
+                id.iccid = iccid_from_ef(read_iccid_sfi(ch)?.flatten())?;
+            }
+        }
+    }
+    id.euicc = Some(Euicc {
+        isdr_aid: aid.aid.clone(),
+        isdr_name: aid.name.clone(),
+        eid,
+        profiles,
+        profile_list: list,
+        basic_channel: true,
+    });
+    // A Blank eSIM has no profile, hence no USIM to read. The service provider name
+    // came with the profile list (serviceProviderName, SGP.22 §5.7.15) when there was
+    // one.
+    if opts.subscriber && !id.is_blank_esim() {
+        let before = ch.commands();
+        let (imsi, spn) = usim_subscriber(ch, id.spn.is_none() && profiles.is_none())?;
+        id.apdus_subscriber = ch.commands() - before;
+        id.imsi = imsi;
+        id.spn = id.spn.take().or(spn);
+    }
+    Ok(())
+}
+
+/// What the ISD-R probe found.
+enum Probe<'a> {
+    Isdr(&'a IsdrAid),
+    NotFound,
+    /// The card refused CLA 00: a GSM SIM.
+    WrongClass,
+}
+
+/// SELECT each ISD-R AID on the basic channel until one answers (GlobalPlatform Card
+/// Spec §11.9: SELECT by AID, P1=04, P2=00 first occurrence; the FCI is not fetched).
 fn probe_isdr<'a, T: CardTransport>(
     ch: &mut Channel<T>,
-    chan: u8,
     aids: &'a [IsdrAid],
-) -> Result<Option<&'a IsdrAid>, CardError> {
+) -> Result<Probe<'a>, CardError> {
     for aid in aids {
         // Validated when the list was loaded; an undecodable entry is skipped.
         let Ok(bytes) = hex::decode(&aid.aid) else {
             continue;
         };
-        let select = Apdu::new(cla(chan), 0xA4, 0x04, 0x00)
+        let select = Apdu::new(0x00, 0xA4, 0x04, 0x00)
             .with_data(&bytes)
             .with_le(0);
         let resp = ch.send_no_response_data(&select, "SELECT ISD-R")?;
         if selected(resp.sw) {
-            return Ok(Some(aid));
+            return Ok(Probe::Isdr(aid));
+        }
+        if resp.sw.is_wrong_class() {
+            return Ok(Probe::WrongClass);
         }
     }
-    Ok(None)
+    Ok(Probe::NotFound)
 }
 
 /// One ES10 request in one STORE DATA (SGP.22 §5.7.2); `None` if the card refused it.
 fn es10<T: CardTransport>(
     ch: &mut Channel<T>,
-    chan: u8,
     request: &[u8],
     command: &'static str,
 ) -> Result<Option<Vec<u8>>, CardError> {
-    let (c, i, p1, p2) = euicc::store_data_header(chan);
+    let (c, i, p1, p2) = euicc::store_data_header(0);
     let resp = ch.send(
         &Apdu::new(c, i, p1, p2).with_data(request).with_le(0),
         command,
@@ -349,15 +379,23 @@ fn es10<T: CardTransport>(
     }
 }
 
-/// IMSI and SPN through the USIM: a truncated-AID SELECT of ADF USIM, then EF.DIR's
-/// full AID if the card wants it, then DF.GSM. Returns whether `chan`'s selection moved.
+/// IMSI (and SPN when `read_spn`) through the USIM on the basic channel: a
+/// truncated-AID SELECT of ADF USIM, then EF.DIR's full AID if the card wants it, then
+/// DF.GSM.
 fn usim_subscriber<T: CardTransport>(
     ch: &mut Channel<T>,
-    chan: u8,
-) -> Result<(Option<String>, Option<String>, bool), CardError> {
+    read_spn: bool,
+) -> Result<(Option<String>, Option<String>), CardError> {
+    let spn = |ch: &mut Channel<T>, p1: u8, target: &[u8]| -> Result<_, CardError> {
+        if !read_spn {
+            return Ok(None);
+        }
+        Ok(read_ef(ch, 0x00, p1, target, SPN_LEN, "EF.SPN")?
+            .and_then(|d| subscriber::decode_spn(&d)))
+    };
     let select_adf = |aid: &[u8]| {
         // TS 102 221 §11.1.1: SELECT by DF name (P1=04), P2=0C no data returned.
-        Apdu::new(cla(chan), 0xA4, 0x04, 0x0C).with_data(aid)
+        Apdu::new(0x00, 0xA4, 0x04, 0x0C).with_data(aid)
     };
     let mut in_adf = selected(
         ch.send_no_response_data(&select_adf(&USIM_AID_PREFIX), "SELECT ADF USIM")?
@@ -366,7 +404,7 @@ fn usim_subscriber<T: CardTransport>(
     if !in_adf {
         // The card wants the full AID: EF.DIR's first record (TS 102 221 §13.1; READ
         // RECORD by SFI, P2 = SFI<<3 | 4 absolute record, §11.1.5).
-        let read_dir = Apdu::new(cla(chan), 0xB2, 0x01, SFI_DIR << 3 | 0x04).with_le(0);
+        let read_dir = Apdu::new(0x00, 0xB2, 0x01, SFI_DIR << 3 | 0x04).with_le(0);
         let dir = ch.send(&read_dir, "READ RECORD EF.DIR")?;
         if let Some(aid) = dir
             .sw
@@ -384,7 +422,7 @@ fn usim_subscriber<T: CardTransport>(
     }
     if in_adf {
         let imsi = ch.send(
-            &Apdu::new(cla(chan), 0xB0, 0x80 | SFI_IMSI, 0).with_le(IMSI_LEN),
+            &Apdu::new(0x00, 0xB0, 0x80 | SFI_IMSI, 0).with_le(IMSI_LEN),
             "READ BINARY EF.IMSI (SFI)",
         )?;
         let imsi = imsi
@@ -392,17 +430,13 @@ fn usim_subscriber<T: CardTransport>(
             .is_ok()
             .then(|| subscriber::decode_imsi(&imsi.data))
             .flatten();
-        let spn = read_ef(ch, cla(chan), 0x00, &FID_SPN, SPN_LEN, "EF.SPN")?
-            .and_then(|d| subscriber::decode_spn(&d));
-        return Ok((imsi, spn, true));
+        return Ok((imsi, spn(ch, 0x00, &FID_SPN)?));
     }
     // DF.GSM under the MF, by path (TS 102 221 §11.1.1.2: P1=08 path from the MF).
     let path = |fid: [u8; 2]| [DF_GSM[0], DF_GSM[1], fid[0], fid[1]];
-    let imsi = read_ef(ch, cla(chan), 0x08, &path(FID_IMSI), IMSI_LEN, "EF.IMSI")?
+    let imsi = read_ef(ch, 0x00, 0x08, &path(FID_IMSI), IMSI_LEN, "EF.IMSI")?
         .and_then(|d| subscriber::decode_imsi(&d));
-    let spn = read_ef(ch, cla(chan), 0x08, &path(FID_SPN), SPN_LEN, "EF.SPN")?
-        .and_then(|d| subscriber::decode_spn(&d));
-    Ok((imsi, spn, true))
+    Ok((imsi, spn(ch, 0x08, &path(FID_SPN))?))
 }
 
 /// IMSI and SPN on a GSM SIM: DF.GSM, then each EF by FID (TS 51.011 §9.2.1: SELECT

@@ -129,7 +129,11 @@ async fn emulate_card(
     .await?;
     match ended {
         vcard::vpcd::Ended::Removed => {
-            println!("card removed ({} APDUs answered)", card.apdus());
+            println!(
+                "card removed ({} APDUs answered, {} resets)",
+                card.apdus(),
+                card.resets()
+            );
             Ok(ExitCode::SUCCESS)
         }
         vcard::vpcd::Ended::Pulled => {

@@ -154,10 +154,24 @@ pub fn main() -> ExitCode {
             .map_or("none (defaults)".into(), |f| f.display().to_string());
         tracing::debug!(file = %used, "configuration");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A one-shot command runs on this thread alone (a current-thread runtime): its
+    // time then depends on no worker being scheduled, which on a loaded machine costs a
+    // time slice per hand-over, and it starts no worker threads it does not use. The
+    // long-running ones get a multi-thread runtime ([`Command::needs_workers`]).
+    let built = if cli.command.needs_workers() {
+        // Two workers at most: the daemon's work is I/O waits and a few messages a
+        // minute; each more worker is a stack and a malloc arena on a small gateway.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores.min(2))
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("simgate: cannot start the async runtime: {e}");
@@ -180,6 +194,22 @@ pub fn main() -> ExitCode {
     // service manager can start it again (regression: tests/it/chaos.rs, a full disk).
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     code
+}
+
+impl Command {
+    /// Long-running commands, and `esim` (modem::esim's block_in_place needs workers).
+    fn needs_workers(&self) -> bool {
+        match self {
+            Command::Run(_)
+            | Command::Station(_)
+            | Command::Watch { .. }
+            | Command::Esim(_)
+            | Command::Modems(_) => true,
+            #[cfg(feature = "emulators")]
+            Command::Emulate(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// One cancellation token for the whole process: the first SIGINT/SIGTERM cancels it,
@@ -218,8 +248,8 @@ async fn dispatch(
     config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Readers { json } => read::readers(json).await,
-        Command::Read { reader, json } => read::read(reader, json, &cfg).await,
+        Command::Readers { json } => read::readers(json),
+        Command::Read { reader, json } => read::read(reader, json, &cfg),
         Command::Esim(args) => args.run(&cfg).await,
         Command::Run(args) => run::run(args, cfg).await,
         Command::Station(args) => station::station(args, cfg).await,

@@ -2,18 +2,16 @@
 
 use crate::config::Config;
 use crate::observe::CardReport;
-use crate::reader::{self, ReaderError};
-use anyhow::Context as _;
+use crate::reader;
+use std::ffi::CString;
 use std::process::ExitCode;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .context("PC/SC worker thread failed")
-}
+// Both commands block on PC/SC on the runtime's one thread (a current-thread runtime,
+// cli::main): a one-shot command has nothing else to run, and every thread it hands work
+// to is one more wait for the scheduler on a loaded machine.
 
-pub(super) async fn readers(json: bool) -> anyhow::Result<ExitCode> {
-    let list = blocking(|| reader::establish().and_then(|ctx| reader::list(&ctx))).await??;
+pub(super) fn readers(json: bool) -> anyhow::Result<ExitCode> {
+    let list = reader::establish().and_then(|ctx| reader::list(&ctx))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else if list.is_empty() {
@@ -39,49 +37,43 @@ pub(super) async fn readers(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Read every named reader at once, each on its own thread (`reader::spawn_read`).
-fn read_all(names: Vec<String>, settings: reader::ReadSettings) -> Vec<CardReport> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let count = names.len();
-    for name in names {
-        let tx = tx.clone();
-        let shown = name.clone();
-        reader::spawn_read(name, settings, move |result, took| {
-            let at = crate::time::unix_now();
-            // The receiver waits for every read: it is there.
-            let _ = tx.send(CardReport::new(
-                &shown,
+/// Read every named reader at once, each on its own thread (`reader::start_read`),
+/// waited for here.
+fn read_all(names: Vec<CString>, settings: reader::ReadSettings) -> Vec<CardReport> {
+    let pending: Vec<_> = names
+        .iter()
+        .map(|name| (name, reader::start_read(name, settings)))
+        .collect();
+    let mut reports: Vec<CardReport> = pending
+        .into_iter()
+        .map(|(name, read)| {
+            let (result, took) = read.wait();
+            CardReport::new(
+                &name.to_string_lossy(),
                 &result,
-                at,
+                crate::time::unix_now(),
                 took.as_millis() as u64,
-            ));
-        });
-    }
-    drop(tx);
-    let mut reports: Vec<CardReport> = rx.iter().take(count).collect();
+            )
+        })
+        .collect();
     reports.sort_by(|a, b| a.reader.cmp(&b.reader));
     reports
 }
 
-pub(super) async fn read(
-    only: Option<String>,
-    json: bool,
-    cfg: &Config,
-) -> anyhow::Result<ExitCode> {
+pub(super) fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Result<ExitCode> {
     let settings = reader::ReadSettings::from_config(&cfg.readers);
-    let reports = blocking(move || {
+    let names = {
         let ctx = reader::establish()?;
-        let names = match &only {
-            Some(name) => vec![reader::resolve(&ctx, name)?.to_string_lossy().into_owned()],
+        match &only {
+            Some(name) => vec![reader::resolve(&ctx, name)?],
             None => reader::list(&ctx)?
                 .into_iter()
                 .filter(|r| r.card_present)
-                .map(|r| r.name)
+                .filter_map(|r| CString::new(r.name).ok())
                 .collect(),
-        };
-        Ok::<_, ReaderError>(read_all(names, settings))
-    })
-    .await??;
+        }
+    };
+    let reports = read_all(names, settings);
     // Unreadable cards are named on stderr; the table and the JSON hold the cards read.
     let mut rows = Vec::new();
     for r in reports {

@@ -113,11 +113,9 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
         state_dir: cfg.agent.state_dir.clone(),
         broker,
         readers: cfg.readers.names.clone(),
-        // The state row carries an eUICC's profile list (MQTT.md, SIM state).
-        read: reader::ReadSettings {
-            esim_profiles: true,
-            ..reader::ReadSettings::from_config(&cfg.readers)
-        },
+        // The one identification plan of every surface (card::identify), whose eUICC
+        // profile list the state row carries (MQTT.md, SIM state).
+        read: reader::ReadSettings::from_config(&cfg.readers),
         modems: cfg.modems.ports.clone(),
         profile_dir: (!cfg.modems.profile_dir.as_os_str().is_empty())
             .then(|| cfg.modems.profile_dir.clone()),

@@ -229,7 +229,6 @@ pub fn tlv_es10(data: &[u8]) {
         }
     }
     walk(data, 0);
-    let _ = euicc::parse_profiles(data);
     if let Some(eid) = euicc::Eid::from_bytes(data) {
         assert_eq!(eid.check_ok(), euicc::eid_check_ok(eid.as_str()));
     }

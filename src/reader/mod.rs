@@ -11,6 +11,8 @@ use crate::config::VendorIsdrAids;
 use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 use serde::Serialize;
 use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Reader failures, each naming what it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +160,6 @@ pub struct ReadSettings {
     pub subscriber: bool,
     /// When to probe vendor ISD-R AIDs (`readers.vendor_isdr_aids`).
     pub vendor_isdr_aids: VendorIsdrAids,
-    /// On an eUICC, list its profiles too (the daemon's state row; two more APDUs).
-    pub esim_profiles: bool,
 }
 
 impl ReadSettings {
@@ -169,64 +169,101 @@ impl ReadSettings {
             card_timeout: std::time::Duration::from_millis(cfg.card_timeout_ms),
             subscriber: true,
             vendor_isdr_aids: cfg.vendor_isdr_aids,
-            esim_profiles: false,
         }
     }
 }
 
-/// Identify the card in `reader` (exact PC/SC name), giving up after the card timeout.
+/// A card read under way on a thread of its own, with its own PC/SC context
+/// ([`start_read`]).
+#[derive(Debug)]
+pub struct PendingRead {
+    shown: String,
+    rx: std::sync::mpsc::Receiver<Result<CardRead, ReaderError>>,
+    /// Set when the waiter gives up: the read's thread then lets the card alone.
+    abandoned: Arc<AtomicBool>,
+    started: std::time::Instant,
+    timeout: std::time::Duration,
+}
+
+/// Start identifying the card in `reader` (exact PC/SC name); [`PendingRead::wait`]
+/// gives up after the card timeout.
 ///
 /// PC/SC has no per-call timeout and a mute card can hold SCardTransmit for as long as
-/// the reader driver likes, so the read runs on its own thread with its own context; on
-/// timeout we stop waiting and say so. That thread ends when the driver gives up or the
-/// card is pulled; nothing else waits on it, so the reader and every other reader stay
-/// usable.
-pub fn read_card_timeout(
-    reader: &CString,
-    settings: ReadSettings,
-) -> Result<CardRead, ReaderError> {
+/// the reader driver likes, so the read runs on its own thread; on timeout we stop
+/// waiting and say so. That thread ends when the driver gives up or the card is pulled;
+/// nothing else waits on it, so the reader and every other reader stay usable. The
+/// caller waits on its own thread: one thread handed over per read, which is what keeps
+/// a read's time off the scheduler on a loaded machine.
+pub fn start_read(reader: &CString, settings: ReadSettings) -> PendingRead {
     let shown = reader.to_string_lossy().into_owned();
     let (tx, rx) = std::sync::mpsc::channel();
+    let failed = tx.clone();
     let name = reader.clone();
+    let started = std::time::Instant::now();
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let given_up = abandoned.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("card {shown}"))
         .spawn(move || {
-            let result = establish().and_then(|ctx| read_card(&ctx, &name, &settings));
+            let result =
+                establish().and_then(|ctx| read_card_until(&ctx, &name, &settings, &given_up));
             // The receiver is gone when we timed out: nobody wants the answer any more.
             let _ = tx.send(result);
         });
     if let Err(e) = spawned {
-        return Err(ReaderError::Card {
-            reader: shown,
+        let _ = failed.send(Err(ReaderError::Card {
+            reader: shown.clone(),
             source: CardError::Transport(format!("cannot start a reader thread: {e}")),
-        });
+        }));
     }
-    match rx.recv_timeout(settings.card_timeout) {
-        Ok(result) => result,
-        Err(_) => Err(ReaderError::Card {
-            reader: shown,
-            source: CardError::Timeout(settings.card_timeout),
-        }),
+    PendingRead {
+        shown,
+        rx,
+        abandoned,
+        started,
+        timeout: settings.card_timeout,
+    }
+}
+
+impl PendingRead {
+    /// The read's result, or `CardError::Timeout` once the card timeout has passed since
+    /// it started; and how long it took.
+    pub fn wait(self) -> (Result<CardRead, ReaderError>, std::time::Duration) {
+        let left = self.timeout.saturating_sub(self.started.elapsed());
+        let result = match self.rx.recv_timeout(left) {
+            Ok(result) => result,
+            Err(_) => {
+                self.abandoned.store(true, Ordering::SeqCst);
+                Err(ReaderError::Card {
+                    reader: self.shown,
+                    source: CardError::Timeout(self.timeout),
+                })
+            }
+        };
+        (result, self.started.elapsed())
     }
 }
 
 /// The one way a card is read off the async runtime: on a thread of its own (with the
-/// card timeout of [`read_card_timeout`]), handing the result and how long it took to
-/// `done`. Each read gets its own thread and PC/SC context, so readers are served in
-/// parallel and a slow card never delays another reader.
+/// card timeout of [`start_read`]), handing the result and how long it took to `done`.
+/// Each read gets its own thread and PC/SC context, so readers are served in parallel
+/// and a slow card never delays another reader.
 pub fn spawn_read<F>(reader: String, settings: ReadSettings, done: F)
 where
     F: FnOnce(Result<CardRead, ReaderError>, std::time::Duration) + Send + 'static,
 {
-    let work = move || {
-        let started = std::time::Instant::now();
-        let result = CString::new(reader.clone())
-            .map_err(|_| ReaderError::UnknownReader {
+    let work = move || match CString::new(reader.clone()) {
+        Ok(name) => {
+            let (result, took) = start_read(&name, settings).wait();
+            done(result, took);
+        }
+        Err(_) => done(
+            Err(ReaderError::UnknownReader {
                 name: reader,
                 available: vec![],
-            })
-            .and_then(|name| read_card_timeout(&name, settings));
-        done(result, started.elapsed());
+            }),
+            std::time::Duration::ZERO,
+        ),
     };
     if let Err(e) = std::thread::Builder::new()
         .name("card read".into())
@@ -238,7 +275,7 @@ where
 }
 
 /// Identify the card in `reader` (exact PC/SC name). Blocking, with no timeout of its
-/// own: see [`read_card_timeout`].
+/// own: see [`start_read`].
 ///
 /// A card reset by another application under us (SCARD_W_RESET_CARD) or a removed card
 /// that is back by the time we look is answered by reconnecting and reading again (twice at most).
@@ -246,6 +283,18 @@ pub fn read_card(
     ctx: &Context,
     reader: &CString,
     settings: &ReadSettings,
+) -> Result<CardRead, ReaderError> {
+    read_card_until(ctx, reader, settings, &AtomicBool::new(false))
+}
+
+/// [`read_card`] until `abandoned` is set (its waiter timed out): from then on the card,
+/// or the one inserted in its place, is let alone — neither reconnected to nor reset, so
+/// a stale read of a mute card pulled never touches the next card in that reader.
+fn read_card_until(
+    ctx: &Context,
+    reader: &CString,
+    settings: &ReadSettings,
+    abandoned: &AtomicBool,
 ) -> Result<CardRead, ReaderError> {
     let shown = reader.to_string_lossy().into_owned();
     let pcsc_err = |source| ReaderError::Pcsc {
@@ -283,7 +332,6 @@ pub fn read_card(
                         VendorIsdrAids::Never => false,
                     },
                     subscriber: settings.subscriber,
-                    esim_profiles: settings.esim_profiles,
                     ..card::Options::default()
                 };
                 let atr = hex::encode_upper(st.atr());
@@ -300,7 +348,9 @@ pub fn read_card(
             Ok(done) => break done,
             // Twice at most: a reset can land while pcscd is still powering the card up
             // after another application's reset.
-            Err(e @ (CardError::Reset | CardError::Removed)) if attempt <= 2 => {
+            Err(e @ (CardError::Reset | CardError::Removed))
+                if attempt <= 2 && !abandoned.load(Ordering::SeqCst) =>
+            {
                 // TS 102 221 §8.2: after a reset the card is back at the MF; reconnecting
                 // (SCardReconnect, leaving the card as it is) picks up the new session.
                 tracing::info!(reader = %shown, error = %e, "reconnecting to the card");
@@ -332,7 +382,9 @@ pub fn read_card(
                 // drives the reader driver through a power cycle of an empty slot, which
                 // with vpcd swallowed the next card inserted.
                 let disposition = match source {
-                    CardError::Refused { .. } | CardError::Malformed { .. } => {
+                    CardError::Refused { .. } | CardError::Malformed { .. }
+                        if !abandoned.load(Ordering::SeqCst) =>
+                    {
                         pcsc::Disposition::ResetCard
                     }
                     _ => pcsc::Disposition::LeaveCard,
@@ -347,9 +399,18 @@ pub fn read_card(
             }
         }
     };
-    // Identification leaves the basic channel as found and closes its logical channel:
-    // leave the card as it is, so another application's session is untouched.
-    if let Err((_, e)) = card.disconnect(pcsc::Disposition::LeaveCard) {
+    // Identification leaves the ISD-R or ADF USIM selected on the basic channel (it
+    // spends no APDU putting it back, card::identify): reset the card as we let it go.
+    // After a reset the MF is current, no application is selected and every logical
+    // channel is closed (TS 102 221 §8.2, §11.1.17) — the state the card was found in at
+    // insertion, for no APDU on the wire. pcsc-lite moves no insertion counter for a
+    // reset, so the watcher (reader::watch) sees no new card.
+    let disposition = if abandoned.load(Ordering::SeqCst) {
+        pcsc::Disposition::LeaveCard
+    } else {
+        pcsc::Disposition::ResetCard
+    };
+    if let Err((_, e)) = card.disconnect(disposition) {
         tracing::debug!(reader = %shown, error = %e, "disconnect after read");
     }
     Ok(CardRead {
@@ -361,7 +422,7 @@ pub fn read_card(
 
 /// Run `f` on the card in `reader` (exact PC/SC name) inside a PC/SC transaction, so no
 /// other application's APDUs interleave with a multi-step operation (an eSIM's profile
-/// switch), giving up after `timeout` like [`read_card_timeout`]. `f` answers its result
+/// switch), giving up after `timeout` like [`start_read`]. `f` answers its result
 /// and whether the card must be reset afterwards (an enabled profile takes over at the
 /// next reset, SGP.22 §3.2.1); otherwise the card is left as it is.
 pub fn with_card<R, F>(

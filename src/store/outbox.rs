@@ -510,21 +510,16 @@ impl Outbox {
     /// for deduplication); flushing here would double the writes to flash.
     pub fn acknowledged(&self, seq: u64) -> Result<(), StoreError> {
         let mut meta = self.lock();
-        if let Some(v) = self.main.get(key(seq))? {
+        // One lookup: the removal hands back the entry, whose class says whether a
+        // shedding index entry goes too (a get first doubled the tree walks per PUBACK).
+        if let Some(v) = self.main.remove(key(seq))? {
+            meta.len = meta.len.saturating_sub(1);
+            meta.bytes = meta.bytes.saturating_sub(8 + v.len() as u64);
             if let Some(class) = v.first().copied().and_then(Class::from_byte) {
                 if class.sheddable() {
                     self.shed.remove(shed_key(class, seq))?;
                 }
             }
-            self.remove_locked(&mut meta, seq)?;
-        }
-        Ok(())
-    }
-
-    fn remove_locked(&self, meta: &mut Meta, seq: u64) -> Result<(), StoreError> {
-        if let Some(v) = self.main.remove(key(seq))? {
-            meta.len = meta.len.saturating_sub(1);
-            meta.bytes = meta.bytes.saturating_sub(8 + v.len() as u64);
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The identification engine against every shipped card image, in memory: what each
 //! card kind yields and how many APDUs it costs. The same images go through real pcscd
 //! in tests/station.rs; here the counts are pinned exactly, so a change in the APDU
-//! sequence shows up as a failing count, not as a slower station.
+//! sequence shows up as a failing count, not as a slower station — in memory, and at
+//! the virtual card behind pcscd for `simgate read` (the one plan of every surface).
 
 use simgate::card::euicc::Profiles;
 use simgate::card::{identify, CardError, CardKind, Identity, Options};
@@ -44,11 +45,13 @@ fn every_shipped_image_loads() {
 }
 
 #[test]
-fn identification_leaves_the_basic_channel_on_the_mf() {
+fn identification_followed_by_the_readers_reset_is_back_on_the_mf() {
     for file in ["usim.toml", "euicc.toml", "euicc-blank.toml"] {
         let mut card = image(file);
         let opts = by_atr(&card);
         identify(&mut card, &opts).unwrap();
+        // What reader::read_card does as it lets the card go (no APDU).
+        card.warm_reset();
         // EF.ICCID by SFI reads only with the MF current (TS 102 221 §11.1.3); GET
         // DATA-free check: the ISD-R is no longer selected either (STORE DATA refused).
         let r = card.process(&hex::decode("00B082000A").unwrap());
@@ -64,6 +67,41 @@ fn identification_leaves_the_basic_channel_on_the_mf() {
     }
 }
 
+/// Guards the budget of issue 24 where it is spent: the APDUs the virtual card behind
+/// pcscd receives for one `simgate read` (≤ 6 for a USIM, ≤ 7 for an eUICC with an
+/// enabled profile on T=0, IMSI included), and the reset that leaves the card as it
+/// was found.
+#[test]
+fn read_sends_six_apdus_to_a_usim_and_seven_to_an_euicc_and_resets_the_card() {
+    let pcsc = crate::support::Pcsc::start();
+    for (file, want) in [("usim.toml", 6), ("euicc.toml", 7)] {
+        let mut card = pcsc.insert(0, file);
+        let out = pcsc
+            .simgate()
+            .args(["read", "--json", "--reader", &pcsc.reader(0)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(rows[0]["imsi"].is_string(), "{file}: {rows}");
+        assert_eq!(rows[0]["apdus_total"], want, "{file}: counted by simgate");
+        card.proc.interrupt();
+        let line = card.lines.expect(
+            "the emulator's count",
+            std::time::Duration::from_secs(10),
+            |l| l.starts_with("card removed"),
+        );
+        assert!(
+            line.contains(&format!("({want} APDUs answered, 1 resets)")),
+            "{file}: {line}"
+        );
+    }
+}
+
 #[test]
 fn physical_usim_gives_iccid_imsi_spn_and_no_eid() {
     let id = id("usim.toml");
@@ -76,19 +114,15 @@ fn physical_usim_gives_iccid_imsi_spn_and_no_eid() {
 
 #[test]
 fn physical_uicc_budget() {
-    // ICCID by SFI + SELECT of the standard ISD-R: the ATR declares no eUICC, so no
-    // vendor AID is tried.
+    // SELECT of the standard ISD-R (6A82: the ATR declares no eUICC, so no vendor AID
+    // is tried) + ICCID by SFI.
     let id = id("usim.toml");
-    assert!(id.apdus <= 3, "{}", id.apdus);
     assert_eq!(id.apdus, 2);
     // Subscriber data: ADF USIM by truncated AID, EF.IMSI by SFI, SELECT + READ EF.SPN.
     assert_eq!(id.apdus_subscriber, 4);
-    // On the wire: those 6 and the SELECT MF that puts the basic channel back; no
-    // logical channel (the failed ISD-R SELECT changed nothing, TS 102 221 §11.1.1.1).
-    assert_eq!(
-        id.apdus_total, 7,
-        "the issue's budget was <= 6; see benches/cards.rs"
-    );
+    // On the wire: those 6, nothing else — no logical channel, no SELECT MF (the
+    // reader resets the card as it lets it go).
+    assert_eq!(id.apdus_total, 6, "issue 24: <= 6 for a USIM");
     // With `vendor_isdr_aids = "always"`: one more SELECT per vendor AID.
     let aids = simgate::card::euicc::shipped_aids().len() as u32;
     let always = identify(&mut image("usim.toml"), &Options::default()).unwrap();
@@ -119,15 +153,15 @@ fn euicc_gives_eid_and_enabled_profile_within_budget() {
     assert!(e.basic_channel);
     assert_eq!(id.iccid.as_ref().unwrap().as_str(), "8949440000000000016");
     assert_eq!(id.imsi.as_deref(), Some("262011106487504"));
-    assert!(id.apdus <= 6, "{}", id.apdus);
+    // The enabled profile's service provider name, from the profile list.
+    assert_eq!(id.spn.as_deref(), Some("Telekom"));
     assert_eq!(
         id.apdus, 3,
-        "ICCID, SELECT ISD-R, GetEUICCData (EF.ICCID present: a profile is enabled)"
+        "SELECT ISD-R, GetEUICCData, GetProfilesInfo (the enabled profile's ICCID)"
     );
-    // On the wire: + GET RESPONSE (T=0), SELECT ADF USIM, EF.IMSI, SELECT EF.SPN
-    // (absent), SELECT MF.
-    assert!(id.apdus_total <= 8, "{}", id.apdus_total);
-    assert_eq!(id.apdus_total, 8);
+    // On the wire: + a GET RESPONSE after each ES10 answer (T=0), SELECT ADF USIM,
+    // EF.IMSI by SFI.
+    assert_eq!(id.apdus_total, 7, "issue 24: <= 7 for an eUICC on T=0");
 }
 
 #[test]
@@ -158,7 +192,7 @@ fn vendor_isdr_aid_is_found_on_a_card_whose_atr_declares_an_euicc() {
 }
 
 #[test]
-fn euicc_refusing_channels_is_read_on_the_basic_channel_and_left_at_the_mf() {
+fn euicc_refusing_channels_is_read_on_the_basic_channel() {
     let mut card = image("euicc-no-channels.toml");
     let opts = by_atr(&card);
     let id = identify(&mut card, &opts).unwrap();
@@ -169,7 +203,8 @@ fn euicc_refusing_channels_is_read_on_the_basic_channel_and_left_at_the_mf() {
         "89044045116727494800000004479366"
     );
     assert_eq!(id.imsi.as_deref(), Some("262011106487504"));
-    // The basic channel is back at the MF: EF.ICCID reads by SFI again.
+    // After the reader's reset the card reads the same again.
+    card.warm_reset();
     let again = identify(&mut card, &opts).unwrap();
     assert_eq!(again.iccid, id.iccid);
 }

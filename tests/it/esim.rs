@@ -84,6 +84,10 @@ fn profiles_are_listed_switched_named_and_deleted_through_pcscd() {
     // Enable the second: the first is disabled, the SIM's ICCID is the second's.
     let o = ok(&esim(&pcsc, &["enable", SECOND, "--json"]));
     assert_eq!(o["enabled_after"], SECOND);
+    assert_eq!(
+        o["enabled_before"], FIRST,
+        "the profile the enable replaced"
+    );
     assert_eq!(o["notifications"].as_array().unwrap().len(), 2);
     let l = ok(&esim(&pcsc, &["list", "--json"]));
     assert_eq!(
@@ -344,8 +348,10 @@ fn profiles_switch_through_a_modems_cgla() {
 
     let o = ok(&esim(&["enable", &new]));
     assert_eq!(o["enabled_after"], new.as_str());
-    // +CCHO, EnableProfile, GetProfilesInfo, ListNotification, +CCHC, +CFUN=0, +CFUN=1.
-    assert_eq!(o["at_lines"], 7, "{o}");
+    assert_eq!(o["enabled_before"], old.as_str());
+    // +CCHO, GetProfilesInfo, EnableProfile, GetProfilesInfo, ListNotification, +CCHC,
+    // +CFUN=0, +CFUN=1.
+    assert_eq!(o["at_lines"], 8, "{o}");
     let info = ok(&std::process::Command::new(support::simgate_bin())
         .args(["modem", "info", "--port", &modem.port, "--json"])
         .stdin(std::process::Stdio::null())

@@ -253,7 +253,7 @@ fn every_euicc_variant_and_iccid_shape_identifies_through_pcscd() {
     assert_eq!(passed["eid"], t0["eid"]);
     assert_eq!(
         passed["apdus"], 3,
-        "ICCID, SELECT ISD-R, GetEUICCData (EF.ICCID shows the enabled profile)"
+        "SELECT ISD-R, GetEUICCData, GetProfilesInfo (the enabled profile's ICCID)"
     );
     assert_eq!(t0["apdus"], passed["apdus"]);
 

@@ -91,6 +91,9 @@ pub struct VirtualCard {
     pending: Vec<u8>,
     /// APDUs processed since power-on, for logs and tests.
     apdus: u64,
+    /// Warm resets since power-on (vpcd's reset, not its power-on), for logs and tests:
+    /// whether a reader left the card as it found it.
+    resets: u64,
     /// The eUICC's profiles as they are now (the image's, changed by ES10c).
     profiles: Vec<ProfileImage>,
     /// Pending notifications (SGP.22 §3.5), oldest first.
@@ -167,6 +170,7 @@ impl VirtualCard {
             channels: [Some(ChannelState::at_mf()), None, None, None],
             pending: Vec::new(),
             apdus: 0,
+            resets: 0,
             profiles,
             notifications: Vec::new(),
             next_seq: 1,
@@ -252,6 +256,16 @@ impl VirtualCard {
 
     pub fn apdus(&self) -> u64 {
         self.apdus
+    }
+
+    pub fn resets(&self) -> u64 {
+        self.resets
+    }
+
+    /// A warm reset: as [`VirtualCard::reset`], counted.
+    pub fn warm_reset(&mut self) {
+        self.resets += 1;
+        self.reset();
     }
 
     /// The `mute_after_segments` fault has struck: the card answers nothing any more.
@@ -1141,7 +1155,6 @@ mod tests {
             isdr_aids: &[],
             vendor_aids: false,
             subscriber: false,
-            esim_profiles: false,
         }
     }
 

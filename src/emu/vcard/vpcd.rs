@@ -98,8 +98,12 @@ pub async fn serve(
         stream.read_exact(&mut buf).await?;
         let reply: Option<Vec<u8>> = match buf.as_slice() {
             [VPCD_CTRL_OFF] => None,
-            [VPCD_CTRL_ON] | [VPCD_CTRL_RESET] => {
+            [VPCD_CTRL_ON] => {
                 card.reset();
+                None
+            }
+            [VPCD_CTRL_RESET] => {
+                card.warm_reset();
                 None
             }
             [VPCD_CTRL_ATR] => {
