@@ -22,6 +22,8 @@ const PRIME256V1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 const SUBJECT_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1D, 0x0E];
 const AUTHORITY_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1D, 0x23];
 const CERTIFICATE_POLICIES: &[u8] = &[0x55, 0x1D, 0x20];
+// RFC 5280 §4.2.1.6 subjectAltName (2.5.29.17).
+const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1D, 0x11];
 const SERIAL_NUMBER: &[u8] = &[0x55, 0x04, 0x05];
 
 /// A parsed certificate. The DER it came from is kept: RSP messages carry certificates
@@ -38,6 +40,7 @@ pub struct Certificate {
     aki: Option<Vec<u8>>,
     serial_number: Option<String>,
     policies: Vec<String>,
+    registered_id: Option<Vec<u8>>,
 }
 
 fn bad(what: &'static str) -> RspError {
@@ -89,6 +92,7 @@ impl Certificate {
         let mut ski = None;
         let mut aki = None;
         let mut policies = Vec::new();
+        let mut registered_id = None;
         while !f.is_empty() {
             let (d, rest) = der::read(f)?;
             f = rest;
@@ -127,6 +131,14 @@ impl Certificate {
                             policies.push(oid_text(oid.value));
                         }
                     }
+                    SUBJECT_ALT_NAME => {
+                        // GeneralNames; registeredID is [8] IMPLICIT OBJECT IDENTIFIER.
+                        let seq = der::one(value.value)?;
+                        registered_id = der::all(seq.value)?
+                            .into_iter()
+                            .find(|d| d.tag == 0x88)
+                            .map(|d| d.value.to_vec());
+                    }
                     _ => {}
                 }
             }
@@ -144,6 +156,7 @@ impl Certificate {
             aki,
             serial_number,
             policies,
+            registered_id,
         })
     }
 
@@ -216,6 +229,13 @@ impl Certificate {
     /// 2.23.146.1.2.1.2 for an eUICC).
     pub fn policies(&self) -> &[String] {
         &self.policies
+    }
+
+    /// The subjectAltName's registeredID, as the OID's DER contents: an SM-DP+
+    /// certificate's SM-DP+ OID (SGP.22 §4.5.2.1.0.3), which the eUICC names back in
+    /// CancelSession and the ProfileInstallationResult (smdpOid, §5.7.6, §5.7.14).
+    pub fn registered_id(&self) -> Option<&[u8]> {
+        self.registered_id.as_deref()
     }
 
     /// Whether `issuer` signed this certificate: the issuer name equals the issuer's
@@ -327,6 +347,21 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         Certificate::from_der(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    // SGP.26's DPauth and DPpb name the test SM-DP+'s OID 2.999.10 as the registeredID of
+    // their subjectAltName (SGP.22 §4.5.2.1.0.3); the CI's is 2.999.1.
+    #[test]
+    fn sgp26_dp_certificates_name_the_smdp_oid_in_subject_alt_name() {
+        for name in [
+            "CERT_S_SM_DPauth_ECDSA_NIST.der",
+            "CERT_S_SM_DPpb_ECDSA_NIST.der",
+        ] {
+            let oid = sgp26(name).registered_id().map(oid_text);
+            assert_eq!(oid.as_deref(), Some("2.999.10"), "{name}");
+        }
+        let ci = sgp26("CERT_CI_ECDSA_NIST.der");
+        assert_eq!(ci.registered_id().map(oid_text).as_deref(), Some("2.999.1"));
     }
 
     // GSMA's own test certificates: an independent check of the parsing and the chain.

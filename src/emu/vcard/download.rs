@@ -246,8 +246,18 @@ struct Session {
     server_address: String,
     /// euiccSignature1 as its 5F37 TLV: smdpSignature2 covers it (§5.7.14).
     euicc_signature1: Vec<u8>,
+    /// The SM-DP+ OID of CERT.DPauth (its subjectAltName registeredID, SGP.22
+    /// §4.5.2.1.0.3), which CancelSession's signed answer names (§5.7.14).
+    dpauth_oid: Vec<u8>,
     prepared: Option<Prepared>,
     bpp: Option<Bpp>,
+}
+
+impl Session {
+    /// The SM-DP+ OID of CERT.DPpb, for the ProfileInstallationResult (§5.7.6).
+    fn dppb_oid(&self) -> Option<&[u8]> {
+        self.prepared.as_ref().and_then(|p| p.dppb.registered_id())
+    }
 }
 
 /// What the card must change after a download step.
@@ -450,6 +460,9 @@ impl Download {
             })?;
         rsp::keys::verify(cert.public_key(), raw[0], signature1)
             .map_err(|_| E::InvalidSignature)?;
+        // CancelSession names the SM-DP+ by this OID: a DPauth certificate without it
+        // (against §4.5.2.1.0.3) cannot be named back, so it is refused here.
+        let dpauth_oid = cert.registered_id().ok_or(E::InvalidCertificate)?.to_vec();
         let find = |t: u32| ber::find(signed1, t).ok().flatten();
         let challenge = self.challenge.take().ok_or(E::NoSessionContext)?;
         if find(0x81) != Some(&challenge[..]) {
@@ -472,6 +485,7 @@ impl Download {
             transaction_id: tid.to_vec(),
             server_address,
             euicc_signature1: signature.clone(),
+            dpauth_oid,
             prepared: None,
             bpp: None,
         });
@@ -579,10 +593,11 @@ impl Download {
         if session.transaction_id != tid {
             return tlv(0xBF41, &tlv(0x81, &[5]));
         }
+        let mut signed = tlv(0x80, tid);
+        // smdpOid: the SM-DP+ OID of CERT.DPauth (SGP.22 §5.7.14).
+        signed.extend(tlv(0x81, &session.dpauth_oid));
         self.session = None;
         self.challenge = None;
-        let mut signed = tlv(0x80, tid);
-        signed.extend(tlv(0x81, &smdp_oid()));
         signed.extend(tlv(0x82, reason));
         let signed = tlv(0x30, &signed);
         let mut ok = signed.clone();
@@ -708,7 +723,7 @@ impl Download {
         let Some(session) = self.session.take() else {
             return (Vec::new(), Vec::new());
         };
-        let Some(bpp) = session.bpp else {
+        let Some(bpp) = session.bpp.as_ref() else {
             return (Vec::new(), Vec::new());
         };
         let Some(meta) = bpp.metadata.clone() else {
@@ -719,8 +734,7 @@ impl Download {
             Ok(s) => s,
             Err(reason) => {
                 return self.finish(
-                    &session.transaction_id,
-                    &session.server_address,
+                    &session,
                     Some(&meta.iccid),
                     Err((c, reason)),
                     card,
@@ -730,8 +744,7 @@ impl Download {
         };
         if saip.iccid != meta.iccid {
             return self.finish(
-                &session.transaction_id,
-                &session.server_address,
+                &session,
                 Some(&meta.iccid),
                 Err((c, InstallError::IccidMismatch)),
                 card,
@@ -755,14 +768,7 @@ impl Download {
         let size = u32::try_from(bpp.package.len()).unwrap_or(u32::MAX);
         let aid_suffix = u8::try_from(card.iccids.len() + 1).unwrap_or(0xFF);
         let effects = vec![Effect::Install(profile, size)];
-        self.finish(
-            &session.transaction_id,
-            &session.server_address,
-            Some(&meta.iccid),
-            Ok(aid_suffix),
-            card,
-            effects,
-        )
+        self.finish(&session, Some(&meta.iccid), Ok(aid_suffix), card, effects)
     }
 
     /// A BPP command failed: the session is dropped and the result says which and why.
@@ -782,8 +788,7 @@ impl Download {
             .and_then(|b| b.metadata.as_ref())
             .map(|m| m.iccid.clone());
         self.finish(
-            &session.transaction_id,
-            &session.server_address,
+            &session,
             iccid.as_deref(),
             Err((command, reason)),
             card,
@@ -794,8 +799,7 @@ impl Download {
     /// The signed ProfileInstallationResult (SGP.22 §5.7.6), kept as a notification.
     fn finish(
         &mut self,
-        tid: &[u8],
-        address: &str,
+        session: &Session,
         iccid: Option<&str>,
         outcome: Result<u8, (BppCommand, InstallError)>,
         card: &CardView,
@@ -805,6 +809,7 @@ impl Download {
         let Some(pki) = self.pki.clone() else {
             return (Vec::new(), effects);
         };
+        let (tid, address) = (&session.transaction_id, session.server_address.as_str());
         let mut data = tlv(0x80, tid);
         data.extend(notification_metadata(
             card.next_seq,
@@ -812,7 +817,10 @@ impl Download {
             address,
             iccid,
         ));
-        data.extend(tlv(0x06, &smdp_oid()));
+        // smdpOid (OPTIONAL): the SM-DP+ OID of CERT.DPpb, when it names one.
+        if let Some(oid) = session.dppb_oid() {
+            data.extend(tlv(0x06, oid));
+        }
         let result = match outcome {
             Ok(n) => {
                 let mut aid = ISDP_AID_PREFIX.to_vec();
@@ -852,13 +860,6 @@ impl Download {
 const ISDP_AID_PREFIX: [u8; 15] = [
     0xA0, 0x00, 0x00, 0x05, 0x59, 0x10, 0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x89, 0x00, 0x00, 0x10,
 ];
-
-/// The SM-DP+ OID the PIR and the cancel confirmation name (SGP.22 §5.7.6 smdpOid,
-/// OPTIONAL there): the certificates of the test PKI carry none, so the RSP arc of
-/// SGP.22's ASN.1 module (id-rsp 2.23.146.1) stands for it.
-fn smdp_oid() -> Vec<u8> {
-    vec![0x67, 0x81, 0x12, 0x01]
-}
 
 /// A PIR for a BPP no session can answer for: unsigned, not kept.
 fn pir_error_unsigned(tid: &[u8], command: BppCommand, reason: InstallError) -> Vec<u8> {

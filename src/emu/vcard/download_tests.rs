@@ -343,6 +343,8 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
     let tlvs = raw_tlvs(data).unwrap();
     let euicc = Certificate::load_pem_one(&pki_dir("ci").join("euicc.pem")).unwrap();
     verify(euicc.public_key(), tlvs[0], path(data, &[0x5F37])).unwrap();
+    // smdpOid: the SM-DP+ OID of CERT.DPpb's subjectAltName, 2.999.10 (X.690: 88 37 0A).
+    assert_eq!(path(&pir, &[0xBF37, 0xBF27, 0x06]), [0x88, 0x37, 0x0A]);
     assert!(ber::find_path(&pir, &[0xBF37, 0xBF27, 0xA2, 0xA0, 0x4F])
         .unwrap()
         .is_some());
@@ -568,6 +570,10 @@ fn cancel_session_is_signed_and_ends_the_session() {
     let ok_ = path(&resp, &[0xBF41, 0xA0]);
     let signed = raw_tlvs(ok_).unwrap()[0];
     assert_eq!(path(signed, &[0x30, 0x80]), &dp.tid[..]);
+    // smdpOid [1] (AUTOMATIC TAGS): the SM-DP+ OID of CERT.DPauth's subjectAltName,
+    // 2.999.10 (X.690: 88 37 0A), as an SM-DP+ checks it against its certificate.
+    assert_eq!(path(signed, &[0x30, 0x81]), [0x88, 0x37, 0x0A]);
+    assert_eq!(path(signed, &[0x30, 0x82]), [1]);
     let euicc = Certificate::load_pem_one(&pki_dir("ci").join("euicc.pem")).unwrap();
     verify(euicc.public_key(), signed, path(ok_, &[0x5F37])).unwrap();
     // The session is gone: a second cancel has nothing to cancel.
