@@ -1099,11 +1099,12 @@ impl Saip {
             .flatten()
             .filter(|v| v.len() == 10)
             .ok_or(InstallError::PeProcessing)?;
-        // PE-USIM is the ProfileElement [19] (BF13); its ef-imsi is [3], a File: a
+        // PE-USIM is the ProfileElement [19] (B3: X.690 §8.1.2.2 codes tag numbers up
+        // to 30 in the identifier's first byte); its ef-imsi is [3], a File: a
         // SEQUENCE OF { fileDescriptor [1], fillFileOffset [2], fillFileContent [3] }.
         let imsi = pes
             .iter()
-            .find(|pe| pe.tag == 0xBF13)
+            .find(|pe| pe.tag == 0xB3)
             .and_then(|usim| ber::find(usim.value, 0xA3).ok().flatten())
             .and_then(file_content);
         Ok(Saip {

@@ -284,7 +284,7 @@ fn saip(iccid: &str, size: usize) -> Vec<u8> {
     let mut imsi = tlv(0xA1, &tlv(0x82, &[0x6F, 0x07]));
     imsi.extend(tlv(0x83, &hex::decode("082926101160845749").unwrap()));
     usim.extend(tlv(0xA3, &imsi));
-    out.extend(tlv(0xBF13, &usim));
+    out.extend(tlv(0xB3, &usim));
     let fill = size.saturating_sub(out.len() + 8);
     out.extend(tlv(0xA1, &vec![0x04; fill.min(60_000)]));
     out.extend(tlv(0xAA, &tlv(0xA0, &tlv(0x81, &[9]))));
@@ -418,6 +418,26 @@ fn the_profile_header_iccid_reads_in_written_digit_order_as_ts48_codes_it() {
     meta.extend(tlv(0x91, b"OsmocomSPN"));
     meta.extend(tlv(0x92, b"TS48"));
     assert_eq!(store_metadata(&meta).unwrap().iccid, saip.iccid);
+}
+
+// The PE-USIM of the same TS.48 package, up to its ef-imsi: ProfileElement usim [19] is
+// tag B3; ef-imsi [3] holds a fileDescriptor and the content 08 09 10 10 10 32 54 06 36
+// (IMSI 001010123456063).
+#[test]
+fn the_imsi_is_read_from_a_ts48_pe_usim() {
+    let usim = hex::decode(
+        concat!(
+            "a00580008101088106 67810f010204",
+            "a21ea11c83027fd0840ca0000000871002ff49ff05898b032f0601c60381010a",
+            "a31ca10f8202412183026f078b036f060aa5008309080910101032540636"
+        )
+        .replace(' ', ""),
+    )
+    .unwrap();
+    let mut package = tlv(0xA0, &hex::decode("830A8949449999999990049F").unwrap());
+    package.extend(tlv(0xB3, &usim));
+    let saip = Saip::read(&package).unwrap();
+    assert_eq!(saip.imsi, Some(hex::decode("080910101032540636").unwrap()));
 }
 
 #[test]
