@@ -169,6 +169,11 @@ impl<T: CardTransport> Isdr<T> {
         self.ch.apdus()
     }
 
+    /// Bytes of command APDUs sent so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.ch.bytes_sent()
+    }
+
     /// Put the basic channel back on the MF, as after reset (SELECT by FID, P2=0C). The
     /// transport comes back, with the APDUs spent.
     pub fn finish(mut self) -> Result<(T, u32), CardError> {

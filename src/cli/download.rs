@@ -57,6 +57,71 @@ struct Shown {
     yes: bool,
     tty: bool,
     last_pct: Option<usize>,
+    /// Where an interrupted download is remembered, and what this one is.
+    pending: Pending,
+}
+
+/// A download under way on one eUICC, written down before its package is loaded (the
+/// step a kill can leave half done) and removed once it ended: the next download on the
+/// same reader or port reconciles it with the card first (SGP.22 §3.1.3: a failure is
+/// "state unknown" until the card says).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct PendingRecord {
+    place: String,
+    smdp: String,
+    transaction_id: String,
+    iccid: String,
+    started: u64,
+}
+
+/// The file of pending downloads (STATE_DIR/esim-downloads.json) and this download's
+/// record as it fills in.
+#[derive(Debug, Default)]
+struct Pending {
+    file: Option<PathBuf>,
+    current: PendingRecord,
+}
+
+impl Pending {
+    fn all(&self) -> Vec<PendingRecord> {
+        self.file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn write(&self, all: &[PendingRecord]) {
+        let Some(f) = &self.file else { return };
+        let tmp = f.with_extension("json.tmp");
+        let r = serde_json::to_vec_pretty(all)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, f));
+        if let Err(e) = r {
+            tracing::warn!(file = %f.display(), error = %e, "cannot record the download under way: an interruption will not be reconciled by itself");
+        }
+    }
+
+    /// The record of an earlier download at `place`, taken off the file.
+    fn take(&self, place: &str) -> Option<PendingRecord> {
+        let mut all = self.all();
+        let at = all.iter().position(|r| r.place == place)?;
+        let r = all.remove(at);
+        self.write(&all);
+        Some(r)
+    }
+
+    fn begin(&self) {
+        let mut all = self.all();
+        all.retain(|r| r.place != self.current.place);
+        all.push(self.current.clone());
+        self.write(&all);
+    }
+
+    fn end(&self) {
+        let _ = self.take(&self.current.place);
+    }
 }
 
 impl Shown {
@@ -68,12 +133,26 @@ impl Shown {
 
 impl Observer for Shown {
     fn step(&mut self, step: &Step) {
+        match step {
+            Step::Challenge { smdp } => self.pending.current.smdp = smdp.clone(),
+            Step::ServerAuthenticated { transaction_id } => {
+                self.pending.current.transaction_id = transaction_id.clone()
+            }
+            Step::Preview { profile, .. } => self.pending.current.iccid = profile.iccid.clone(),
+            Step::Package { .. } => {
+                self.pending.current.started = crate::time::unix_now();
+                self.pending.begin();
+            }
+            _ => {}
+        }
         if self.json {
             self.line(serde_json::to_value(step).unwrap_or_default());
             return;
         }
         match step {
-            Step::Challenge { smdp } => println!("eUICC challenge read; asking SM-DP+ {smdp}"),
+            Step::Challenge { smdp } => {
+                println!("eUICC challenge read; asking SM-DP+ {smdp}")
+            }
             Step::ServerAuthenticated { transaction_id } => {
                 println!("SM-DP+ authenticated by the eUICC (transaction {transaction_id})")
             }
@@ -145,6 +224,7 @@ struct Done {
     /// After the download: the enable/nickname asked for, verified.
     after: Option<Result<esim::Outcome, esim::EsimError>>,
     apdus: u32,
+    card_bytes: u64,
     traffic: Traffic,
 }
 
@@ -195,6 +275,10 @@ impl DownloadArgs {
                 yes: self.yes,
                 tty: tty && !self.at.json,
                 last_pct: None,
+                pending: Pending {
+                    file: Some(cfg.agent.state_dir.join("esim-downloads.json")),
+                    current: PendingRecord::default(),
+                },
             },
         };
         let (shown_at, done) = match self.at.port.clone() {
@@ -207,7 +291,9 @@ impl DownloadArgs {
             }
             None => {
                 let device = DeviceInfo::from_imei(self.imei.as_deref());
-                let bound = timeout * 5 + Duration::from_millis(cfg.readers.card_timeout_ms) * 50;
+                // The whole download inside one PC/SC transaction: a card that stops
+                // answering is given four card time-outs, the SM-DP+ five calls' worth.
+                let bound = timeout * 5 + Duration::from_millis(cfg.readers.card_timeout_ms) * 4;
                 let (reader, d) = in_reader(job, self.at.reader.clone(), device, bound).await?;
                 (format!("reader \"{reader}\""), d)
             }
@@ -228,13 +314,45 @@ struct Job {
 }
 
 impl Job {
-    /// The download, then what was asked after it, on one ISD-R.
+    /// The download, then what was asked after it, on one ISD-R at `place` (a reader's
+    /// name, a modem's port); an earlier download interrupted there is reconciled first.
     fn on<T: CardTransport>(
         mut self,
         isdr: &mut Isdr<T>,
+        place: &str,
         device: DeviceInfo,
         rt: tokio::runtime::Handle,
     ) -> anyhow::Result<Done> {
+        self.shown.pending.current.place = place.to_string();
+        let interrupted = self.shown.pending.take(place).and_then(|old| {
+            let tid = hex::decode(&old.transaction_id).ok()?;
+            let mut server = Https::new(&old.smdp, self.tls.clone(), rt.clone(), self.timeout).ok();
+            let r = download::reconcile_interrupted(
+                isdr,
+                server.as_mut().map(|s| s as &mut dyn crate::rsp::es9::Es9),
+                &tid,
+                &old.iccid,
+            );
+            Some(r)
+        });
+        if let Some(i) = &interrupted {
+            if self.shown.json {
+                let mut v = serde_json::to_value(i).unwrap_or_default();
+                v["step"] = "interrupted_download".into();
+                self.shown.line(v);
+            } else {
+                println!(
+                    "an earlier download here (transaction {}) was interrupted: profile {} {}",
+                    i.transaction_id,
+                    i.iccid,
+                    if i.landed {
+                        "landed: it is on the eUICC"
+                    } else {
+                        "is not on the eUICC"
+                    }
+                );
+            }
+        }
         let (smdp, matching) = match &self.code {
             Some(c) => (c.smdp.clone(), c.matching_id.clone()),
             None => match download::default_smdp(isdr)? {
@@ -257,6 +375,7 @@ impl Job {
             deliver_notification: true,
         };
         let result = download::download(isdr, &mut server, &order, &mut self.shown);
+        self.shown.pending.end();
         let after = match &result {
             Ok(d) => self.after(isdr, &d.iccid),
             Err(_) => None,
@@ -265,6 +384,7 @@ impl Job {
             result,
             after,
             apdus: isdr.apdus(),
+            card_bytes: isdr.bytes_sent(),
             traffic: server.traffic,
         })
     }
@@ -314,11 +434,12 @@ async fn in_reader(
     tokio::task::spawn_blocking(move || {
         let reader = super::esim::pick_reader(name)?;
         let shown = reader.to_string_lossy().into_owned();
+        let place = shown.clone();
         let r = crate::reader::with_card(&reader, bound, move |t| {
             let result = Isdr::select_basic(t, euicc::shipped_aids())
                 .map_err(anyhow::Error::new)
                 .and_then(|mut isdr| {
-                    let done = job.on(&mut isdr, device, rt);
+                    let done = job.on(&mut isdr, &place, device, rt);
                     // Put the basic channel back on the MF, whatever happened.
                     let _ = isdr.finish();
                     done
@@ -355,9 +476,10 @@ async fn through_modem(job: Job, port: &str, imei: Option<String>) -> anyhow::Re
     let rt = tokio::runtime::Handle::current();
     let enable = job.enable;
     let max_apdu = profile.euicc.cgla_max_apdu;
+    let place = port.to_string();
     let (done, _) = m::with_isdr(&mut conn, profile, move |mut isdr| {
         isdr.limit_apdu(max_apdu);
-        let done = job.on(&mut isdr, device, rt);
+        let done = job.on(&mut isdr, &place, device, rt);
         // Through +CSIM the ISD-R is on the basic channel: back to the MF.
         let _ = isdr.finish();
         Ok(done)
@@ -401,6 +523,7 @@ fn report(at: &str, done: Done, json: bool, took: Duration) -> anyhow::Result<Ex
                     "segments": d.segments,
                     "bpp_bytes": d.bpp_bytes,
                     "apdus": done.apdus,
+                    "bytes_to_card": done.card_bytes,
                     "https": done.traffic,
                     "ms": ms,
                 });
@@ -472,5 +595,40 @@ fn report(at: &str, done: Done, json: bool, took: Duration) -> anyhow::Result<Ex
                 Err(anyhow::anyhow!(msg))
             }
         }
+    }
+}
+
+/// A client maker for `esim notifications --send`: each SM-DP+ address reached over TLS
+/// trusting the configured CIs only.
+pub(super) fn connector(
+    cfg: &Config,
+    ci_dir: Option<&std::path::Path>,
+) -> anyhow::Result<
+    impl FnMut(&str) -> Result<Box<dyn crate::rsp::es9::Es9>, String> + Send + 'static,
+> {
+    let dir = ci_dir.map_or_else(|| cfg.esim.ci_dir.clone(), |d| d.to_path_buf());
+    let tls = crate::rsp::tls::client_config(&dir).map_err(UsageError)?;
+    let timeout = Duration::from_secs(cfg.esim.smdp_timeout_secs.max(1));
+    let rt = tokio::runtime::Handle::current();
+    Ok(move |address: &str| {
+        Https::new(address, tls.clone(), rt.clone(), timeout)
+            .map(|h| Box::new(h) as Box<dyn crate::rsp::es9::Es9>)
+    })
+}
+
+pub(super) fn print_deliveries(at: &str, list: &[download::Delivery]) {
+    if list.is_empty() {
+        println!("no notifications pending on the eUICC in {at}");
+        return;
+    }
+    for d in list {
+        println!(
+            "{:>5}  {:8}  {:20}  {}  {}",
+            d.seq,
+            d.event,
+            d.iccid.as_deref().unwrap_or("-"),
+            d.address,
+            d.outcome
+        );
     }
 }

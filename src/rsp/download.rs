@@ -495,27 +495,7 @@ fn fail<T: CardTransport>(
     };
     if let Some(tid) = &s.tid {
         if s.card_open {
-            // SGP.22 §5.7.14: the eUICC ends its session and signs the cancellation,
-            // which the SM-DP+ needs to end its own (§6.5.2.10).
-            match isdr.es10(&es10b::cancel_session(tid, reason), "CancelSession") {
-                Ok(answer) => match es10b::parse_cancel_session(&answer) {
-                    Ok(Ok(signed)) => {
-                        rec.card_cancel = Some("cancelled".into());
-                        rec.server_cancel = Some(
-                            match server.call(
-                                Function::CancelSession,
-                                body::with_transaction(tid, "cancelSessionResponse", &signed),
-                            ) {
-                                Ok(_) => "cancelled".into(),
-                                Err(e) => format!("not cancelled: {e}"),
-                            },
-                        );
-                    }
-                    Ok(Err(refusal)) => rec.card_cancel = Some(refusal.to_string()),
-                    Err(e) => rec.card_cancel = Some(format!("malformed answer: {e}")),
-                },
-                Err(e) => rec.card_cancel = Some(format!("not cancelled: {e}")),
-            }
+            cancel_both(isdr, Some(server), tid, reason, &mut rec);
         }
     }
     // A result the card gave (an error at some segment) is the SM-DP+'s to know: it is
@@ -543,6 +523,77 @@ fn fail<T: CardTransport>(
     }
 }
 
+/// SGP.22 §5.7.14: the eUICC ends its session and signs the cancellation, which the
+/// SM-DP+ needs to end its own (§6.5.2.10). Each side's outcome goes into `rec`.
+fn cancel_both<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    server: Option<&mut dyn Es9>,
+    tid: &[u8],
+    reason: CancelReason,
+    rec: &mut Reconciled,
+) {
+    match isdr.es10(&es10b::cancel_session(tid, reason), "CancelSession") {
+        Ok(answer) => match es10b::parse_cancel_session(&answer) {
+            Ok(Ok(signed)) => {
+                rec.card_cancel = Some("cancelled".into());
+                rec.server_cancel = Some(match server {
+                    Some(server) => match server.call(
+                        Function::CancelSession,
+                        body::with_transaction(tid, "cancelSessionResponse", &signed),
+                    ) {
+                        Ok(_) => "cancelled".into(),
+                        Err(e) => format!("not cancelled: {e}"),
+                    },
+                    None => "not cancelled: no SM-DP+ to reach".into(),
+                });
+            }
+            Ok(Err(refusal)) => rec.card_cancel = Some(refusal.to_string()),
+            Err(e) => rec.card_cancel = Some(format!("malformed answer: {e}")),
+        },
+        Err(e) => rec.card_cancel = Some(format!("not cancelled: {e}")),
+    }
+}
+
+/// A download that was interrupted (the LPA killed mid-package, the power cut): its
+/// session cancelled on the card and, when the eUICC signs that, on the SM-DP+; the
+/// profiles listed; whether the offered profile landed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interrupted {
+    pub transaction_id: String,
+    pub iccid: String,
+    pub landed: bool,
+    #[serde(flatten)]
+    pub reconciled: Reconciled,
+}
+
+/// Reconcile an interrupted download (transaction `tid`, offering `iccid`) before doing
+/// anything else with the eUICC: nothing is decided from memory, only from the card.
+pub fn reconcile_interrupted<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    server: Option<&mut dyn Es9>,
+    tid: &[u8],
+    iccid: &str,
+) -> Interrupted {
+    let mut rec = Reconciled::default();
+    cancel_both(isdr, server, tid, CancelReason::Timeout, &mut rec);
+    if rec.server_cancel.is_none() {
+        rec.server_cancel = Some(
+            "not cancelled: the eUICC no longer holds the session to sign its end; the SM-DP+'s expires".into(),
+        );
+    }
+    rec.profiles = isdr.profiles().ok();
+    let landed = rec
+        .profiles
+        .as_deref()
+        .is_some_and(|l| es10b::find_profile(l, iccid).is_some());
+    Interrupted {
+        transaction_id: hex::encode_upper(tid),
+        iccid: iccid.to_string(),
+        landed,
+        reconciled: rec,
+    }
+}
+
 impl Failure {
     /// The profile the SM-DP+ offered, if it is on the card after all (it landed; the
     /// result was lost on the way).
@@ -560,4 +611,58 @@ pub fn default_smdp<T: CardTransport>(isdr: &mut Isdr<T>) -> Result<Option<Strin
         "GetEuiccConfiguredAddresses",
     ))?;
     decoded("GetEuiccConfiguredAddresses", es10b::parse_default_dp(&a))
+}
+
+/// An SM-DP+ reached for an address, or why not.
+pub type Connected = Result<Box<dyn Es9>, String>;
+
+/// What became of one pending notification handed to its SM-DP+.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub seq: u32,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iccid: Option<String>,
+    pub address: String,
+    /// `delivered` (and removed from the card), or why not.
+    pub outcome: String,
+}
+
+/// Hand every pending notification to the SM-DP+ it names (ES9+ HandleNotification,
+/// SGP.22 §3.5, §6.5.2.9) and remove each delivered one from the card
+/// (RemoveNotificationFromList): a notification leaves the card only once delivered.
+/// `connect` gives a client for an address (`None`: it cannot be reached, said so).
+pub fn deliver_pending<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    connect: &mut dyn FnMut(&str) -> Connected,
+) -> Result<Vec<Delivery>, EsimError> {
+    let mut out = Vec::new();
+    let mut servers: std::collections::BTreeMap<String, Connected> = Default::default();
+    for n in isdr.pending()? {
+        let address = n.meta.address.clone();
+        let server = servers
+            .entry(address.clone())
+            .or_insert_with(|| connect(&address));
+        let outcome = match server {
+            Err(e) => format!("not delivered: {e}"),
+            Ok(s) => match s.call(
+                Function::HandleNotification,
+                body::handle_notification(&n.der),
+            ) {
+                Ok(_) => match isdr.remove(n.meta.seq) {
+                    Ok(_) => "delivered".to_string(),
+                    Err(e) => format!("delivered, but not removed from the card: {e}"),
+                },
+                Err(e) => format!("not delivered: {e}"),
+            },
+        };
+        out.push(Delivery {
+            seq: n.meta.seq,
+            event: n.meta.event.word().to_string(),
+            iccid: n.meta.iccid.clone(),
+            address,
+            outcome,
+        });
+    }
+    Ok(out)
 }

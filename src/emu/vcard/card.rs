@@ -97,8 +97,9 @@ pub struct VirtualCard {
     next_seq: u32,
     /// The ES10b download side: keys, session, BPP (download.rs).
     download: Download,
-    /// Non-volatile memory the profiles installed by download take, bytes.
-    used_nvm: u32,
+    /// Non-volatile memory each profile installed by download takes, bytes, by ICCID
+    /// (given back when it is deleted).
+    installed: BTreeMap<String, u32>,
     /// A STORE DATA command being received in blocks (GlobalPlatform Card Specification
     /// §11.11, SGP.22 §5.7.2): the blocks so far and the number the next must have.
     blocks: Vec<u8>,
@@ -166,7 +167,7 @@ impl VirtualCard {
             notifications: Vec::new(),
             next_seq: 1,
             download: Download::default(),
-            used_nvm: 0,
+            installed: BTreeMap::new(),
             blocks: Vec::new(),
             next_block: 0,
             drop_after,
@@ -180,6 +181,15 @@ impl VirtualCard {
     pub fn with_pki(mut self, pki: Arc<EuiccPki>) -> VirtualCard {
         self.download = Download::with_pki(Some(pki));
         self
+    }
+
+    /// Set the default SM-DP+ address (ES10a GetEuiccConfiguredAddresses), as ES10a
+    /// SetDefaultDpAddress would (SGP.22 §5.7.4): e.g. a test SM-DP+ on a port known only
+    /// at run time. No effect on a card without an eUICC.
+    pub fn set_default_smdp(&mut self, address: &str) {
+        if let Some(e) = self.image.euicc.as_mut() {
+            e.default_smdp = Some(address.to_string());
+        }
     }
 
     /// After this many APDUs, deselect the ISD-R everywhere and close the logical
@@ -678,7 +688,7 @@ impl VirtualCard {
 
     fn free_nvm(&self) -> u32 {
         let total = self.image.euicc.as_ref().map_or(0, |e| e.free_nvm);
-        total.saturating_sub(self.used_nvm)
+        total.saturating_sub(self.installed.values().sum())
     }
 
     /// A LoadBoundProfilePackage segment (SGP.22 §2.5.5): the BF36 that opens a BPP, or
@@ -701,7 +711,7 @@ impl VirtualCard {
         for e in effects {
             match e {
                 Effect::Install(profile, size) => {
-                    self.used_nvm = self.used_nvm.saturating_add(size);
+                    self.installed.insert(profile.iccid.clone(), size);
                     self.profiles.push(profile);
                 }
                 Effect::Pir {
@@ -827,7 +837,7 @@ impl VirtualCard {
                 b.extend(der(0xAA, &keys));
                 der(0xBF20, &b)
             }
-            // GetEuiccConfiguredAddresses (§5.7.20, ES10a): default SM-DP+, root SM-DS.
+            // GetEuiccConfiguredAddresses (§5.7.3, ES10a): default SM-DP+, root SM-DS.
             0xBF3C => {
                 let mut b = Vec::new();
                 if let Some(a) = &e.default_smdp {
@@ -843,7 +853,7 @@ impl VirtualCard {
                 let view = self.view();
                 self.download.authenticate_server(value, &view)
             }
-            // PrepareDownload (§5.7.14).
+            // PrepareDownload (§5.7.5).
             0xBF21 => self.download.prepare_download(value),
             // CancelSession (§5.7.14).
             0xBF41 => self.download.cancel_session(value),
@@ -915,7 +925,8 @@ impl VirtualCard {
                     Some(i) if self.profiles[i].enabled => 2,
                     Some(i) => {
                         self.notify(NotificationEvent::Delete, i);
-                        self.profiles.remove(i);
+                        let gone = self.profiles.remove(i);
+                        self.installed.remove(&gone.iccid);
                         0
                     }
                 };

@@ -73,6 +73,13 @@ impl EuiccPki {
         })
     }
 
+    /// The EID the eUICC certificate is for (its subject serialNumber, SGP.22
+    /// §4.5.2.1.0.2): the card using these keys must have it, since the SM-DP+ binds the
+    /// BPP to the EID of this certificate (the KDF's SharedInfo, §2.6.4.2).
+    pub fn eid(&self) -> Option<&str> {
+        self.euicc.subject_serial_number()
+    }
+
     /// The CI's PKID: its SubjectKeyIdentifier (checked present at load time).
     pub fn ci_pkid(&self) -> &[u8] {
         self.ci.ski().unwrap_or_default()
@@ -84,7 +91,7 @@ impl EuiccPki {
     }
 
     /// An RSP server certificate (DPauth, DPpb) checked against this eUICC's CI: issued
-    /// by it (SGP.22 §5.7.13 step 1, §5.7.14), its key on P-256, its role when it names
+    /// by it (SGP.22 §5.7.13 step 1, §5.7.5), its key on P-256, its role when it names
     /// one.
     fn check_server(&self, der: &[u8], role: &str) -> Result<Certificate, CertFault> {
         let cert = Certificate::from_der(der).map_err(|e| match e {
@@ -138,7 +145,7 @@ pub enum AuthenticateError {
     Undefined = 127,
 }
 
-/// DownloadErrorCode (SGP.22 §5.7.14).
+/// DownloadErrorCode (SGP.22 §5.7.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[repr(u8)]
 pub enum DownloadError {
@@ -238,26 +245,20 @@ struct Bpp {
 struct Prepared {
     otk: OneTimeKey,
     dppb: Certificate,
+    /// The SM-DP+ OID of CERT.DPpb, for the PIR (SGP.22 §5.7.6 smdpOid).
+    pb_oid: Option<Vec<u8>>,
 }
 
 /// A session opened by AuthenticateServer (SGP.22 §3.1.3, §5.7.13).
 struct Session {
     transaction_id: Vec<u8>,
     server_address: String,
-    /// euiccSignature1 as its 5F37 TLV: smdpSignature2 covers it (§5.7.14).
+    /// euiccSignature1 as its 5F37 TLV: smdpSignature2 covers it (§5.7.5).
     euicc_signature1: Vec<u8>,
-    /// The SM-DP+ OID of CERT.DPauth (its subjectAltName registeredID, SGP.22
-    /// §4.5.2.1.0.3), which CancelSession's signed answer names (§5.7.14).
-    dpauth_oid: Vec<u8>,
+    /// The SM-DP+ OID of CERT.DPauth, for CancelSession.
+    auth_oid: Option<Vec<u8>>,
     prepared: Option<Prepared>,
     bpp: Option<Bpp>,
-}
-
-impl Session {
-    /// The SM-DP+ OID of CERT.DPpb, for the ProfileInstallationResult (§5.7.6).
-    fn dppb_oid(&self) -> Option<&[u8]> {
-        self.prepared.as_ref().and_then(|p| p.dppb.registered_id())
-    }
 }
 
 /// What the card must change after a download step.
@@ -460,9 +461,6 @@ impl Download {
             })?;
         rsp::keys::verify(cert.public_key(), raw[0], signature1)
             .map_err(|_| E::InvalidSignature)?;
-        // CancelSession names the SM-DP+ by this OID: a DPauth certificate without it
-        // (against §4.5.2.1.0.3) cannot be named back, so it is refused here.
-        let dpauth_oid = cert.registered_id().ok_or(E::InvalidCertificate)?.to_vec();
         let find = |t: u32| ber::find(signed1, t).ok().flatten();
         let challenge = self.challenge.take().ok_or(E::NoSessionContext)?;
         if find(0x81) != Some(&challenge[..]) {
@@ -485,7 +483,7 @@ impl Download {
             transaction_id: tid.to_vec(),
             server_address,
             euicc_signature1: signature.clone(),
-            dpauth_oid,
+            auth_oid: smdp_oid(&cert),
             prepared: None,
             bpp: None,
         });
@@ -496,7 +494,7 @@ impl Download {
         Ok(tlv(0xBF38, &tlv(0xA0, &ok)))
     }
 
-    /// PrepareDownload (SGP.22 §5.7.14).
+    /// PrepareDownload (SGP.22 §5.7.5).
     pub(super) fn prepare_download(&mut self, value: &[u8]) -> Vec<u8> {
         let signed2 = ber::find(value, 0x30).ok().flatten().unwrap_or_default();
         let tid = ber::find(signed2, 0x80)
@@ -573,14 +571,19 @@ impl Download {
         let mut covered = euicc_signed2.clone();
         covered.extend_from_slice(raw[1]);
         let signature = pki.sign(&covered);
-        session.prepared = Some(Prepared { otk, dppb: cert });
+        let pb_oid = smdp_oid(&cert);
+        session.prepared = Some(Prepared {
+            otk,
+            dppb: cert,
+            pb_oid,
+        });
         session.bpp = None;
         let mut ok = euicc_signed2;
         ok.extend(signature);
         Ok(tlv(0xBF21, &tlv(0xA0, &ok)))
     }
 
-    /// CancelSession (SGP.22 §5.7.14 ES10b.CancelSession): the session dropped, a
+    /// CancelSession (SGP.22 §5.7.14): the session dropped, a
     /// signed confirmation for the SM-DP+.
     pub(super) fn cancel_session(&mut self, value: &[u8]) -> Vec<u8> {
         let find = |t: u32| ber::find(value, t).ok().flatten();
@@ -593,11 +596,11 @@ impl Download {
         if session.transaction_id != tid {
             return tlv(0xBF41, &tlv(0x81, &[5]));
         }
-        let mut signed = tlv(0x80, tid);
-        // smdpOid: the SM-DP+ OID of CERT.DPauth (SGP.22 §5.7.14).
-        signed.extend(tlv(0x81, &session.dpauth_oid));
+        let oid = session.auth_oid.clone().unwrap_or(ID_RSP.to_vec());
         self.session = None;
         self.challenge = None;
+        let mut signed = tlv(0x80, tid);
+        signed.extend(tlv(0x81, &oid));
         signed.extend(tlv(0x82, reason));
         let signed = tlv(0x30, &signed);
         let mut ok = signed.clone();
@@ -605,9 +608,9 @@ impl Download {
         tlv(0xBF41, &tlv(0xA0, &ok))
     }
 
-    /// One LoadBoundProfilePackage segment (SGP.22 §2.5.5, §5.7.6): `Ok(None)` when it
-    /// went well and more are due (9000, no data), else the ProfileInstallationResult
-    /// and what the card must change.
+    /// One LoadBoundProfilePackage segment (SGP.22 §2.5.5, §5.7.6): no data when it went
+    /// well and more are due (9000), else the ProfileInstallationResult; with what the
+    /// card must change.
     pub(super) fn load_segment(&mut self, data: &[u8], card: &CardView) -> (Vec<u8>, Vec<Effect>) {
         self.segments += 1;
         let Some((tag, len, head)) = header(data) else {
@@ -743,13 +746,8 @@ impl Download {
             }
         };
         if saip.iccid != meta.iccid {
-            return self.finish(
-                &session,
-                Some(&meta.iccid),
-                Err((c, InstallError::IccidMismatch)),
-                card,
-                Vec::new(),
-            );
+            let mismatch = Err((c, InstallError::IccidMismatch));
+            return self.finish(&session, Some(&meta.iccid), mismatch, card, Vec::new());
         }
         let mut files = std::collections::BTreeMap::new();
         if let Some(imsi) = saip.imsi {
@@ -809,16 +807,15 @@ impl Download {
         let Some(pki) = self.pki.clone() else {
             return (Vec::new(), effects);
         };
-        let (tid, address) = (&session.transaction_id, session.server_address.as_str());
-        let mut data = tlv(0x80, tid);
+        let address = &session.server_address;
+        let mut data = tlv(0x80, &session.transaction_id);
         data.extend(notification_metadata(
             card.next_seq,
             NotificationEvent::Install,
             address,
             iccid,
         ));
-        // smdpOid (OPTIONAL): the SM-DP+ OID of CERT.DPpb, when it names one.
-        if let Some(oid) = session.dppb_oid() {
+        if let Some(oid) = session.prepared.as_ref().and_then(|p| p.pb_oid.as_ref()) {
             data.extend(tlv(0x06, oid));
         }
         let result = match outcome {
@@ -848,18 +845,39 @@ impl Download {
         effects.push(Effect::Pir {
             seq: card.next_seq,
             iccid: iccid.map(str::to_string),
-            address: address.to_string(),
+            address: address.clone(),
             pir: pir.clone(),
         });
         (pir, effects)
     }
 }
 
-/// The ISD-P AIDs the virtual eUICC gives installed profiles (SGP.02-style
-/// A0000005591010FFFFFFFF8900001X00, the last byte made the profile's number).
+/// The ISD-P AIDs the virtual eUICC gives installed profiles: the ISD-R's RID and PIX
+/// start (SGP.02 §2.2.3 style) A0000005591010FFFFFFFF89000010, then the profile's
+/// number.
 const ISDP_AID_PREFIX: [u8; 15] = [
     0xA0, 0x00, 0x00, 0x05, 0x59, 0x10, 0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x89, 0x00, 0x00, 0x10,
 ];
+
+/// The SM-DP+ OID of a DPauth/DPpb certificate: the registeredID of its
+/// subjectAltName (SGP.22 §4.5.2.1.0.3; RFC 5280 §4.2.1.6, GeneralName [8]), as DER
+/// content.
+fn smdp_oid(cert: &Certificate) -> Option<Vec<u8>> {
+    // Certificate { tbsCertificate { ..., extensions [3] { SEQUENCE OF Extension } } }.
+    let tbs = ber::find_path(cert.der(), &[0x30, 0x30]).ok().flatten()?;
+    let exts = ber::find_path(tbs, &[0xA3, 0x30]).ok().flatten()?;
+    let san = ber::parse(exts).ok()?.into_iter().find_map(|ext| {
+        let fields = ber::parse(ext.value).ok()?;
+        // id-ce-subjectAltName 2.5.29.17; extnValue is the last field.
+        (fields.first()?.value == [0x55, 0x1D, 0x11]).then(|| fields.last().map(|f| f.value))?
+    })?;
+    let names = ber::find(san, 0x30).ok().flatten()?;
+    ber::find(names, 0x88).ok().flatten().map(<[u8]>::to_vec)
+}
+
+/// CancelSession's smdpOid is mandatory (SGP.22 §5.7.14): a DPauth certificate without
+/// one is answered with the RSP arc of SGP.22's ASN.1 module (id-rsp 2.23.146.1).
+const ID_RSP: [u8; 4] = [0x67, 0x81, 0x12, 0x01];
 
 /// A PIR for a BPP no session can answer for: unsigned, not kept.
 fn pir_error_unsigned(tid: &[u8], command: BppCommand, reason: InstallError) -> Vec<u8> {
@@ -1067,23 +1085,10 @@ fn store_metadata(value: &[u8]) -> Result<Metadata, (BppCommand, InstallError)> 
 /// What the eUICC reads from the SAIP profile package (TCA eUICC Profile Package:
 /// Interoperable Format, the PE_Definitions ASN.1 module).
 struct Saip {
-    /// ProfileHeader iccid, as digits (see `header_iccid_digits`).
+    /// ProfileHeader iccid, as digits.
     iccid: String,
     /// The content of EF.IMSI from the PE-USIM, when the package sets it.
     imsi: Option<Vec<u8>>,
-}
-
-/// The ProfileHeader's iccid: the ICCID's digits in BCD in their written order (first
-/// digit in the high nibble), 'F'-padded to 10 bytes — unlike SGP.22's Iccid (tag 5A)
-/// and EF.ICCID, whose nibbles are swapped. The GSMA TS.48 test profile packages code
-/// it so (ICCID 8949449999999990049: header 89 49 44 99 99 99 99 90 04 9F, EF.ICCID
-/// 98 94 44 99 99 99 99 09 40 F9); the eUICC compares the two as digits.
-fn header_iccid_digits(bcd: &[u8]) -> String {
-    bcd.iter()
-        .flat_map(|b| [b >> 4, b & 0x0F])
-        .take_while(|n| *n != 0x0F)
-        .map(|n| char::from_digit(u32::from(n), 16).unwrap_or('F'))
-        .collect()
 }
 
 impl Saip {
@@ -1099,16 +1104,16 @@ impl Saip {
             .flatten()
             .filter(|v| v.len() == 10)
             .ok_or(InstallError::PeProcessing)?;
-        // PE-USIM is the ProfileElement [19] (B3: X.690 §8.1.2.2 codes tag numbers up
-        // to 30 in the identifier's first byte); its ef-imsi is [3], a File: a
-        // SEQUENCE OF { fileDescriptor [1], fillFileOffset [2], fillFileContent [3] }.
+        // PE-USIM is the ProfileElement [19] (B3: context tag 19, constructed); its
+        // ef-imsi is [3], a File: a SEQUENCE OF { fileDescriptor [1], fillFileOffset [2],
+        // fillFileContent [3] }.
         let imsi = pes
             .iter()
             .find(|pe| pe.tag == 0xB3)
             .and_then(|usim| ber::find(usim.value, 0xA3).ok().flatten())
             .and_then(file_content);
         Ok(Saip {
-            iccid: header_iccid_digits(iccid),
+            iccid: iccid_digits(iccid),
             imsi,
         })
     }

@@ -1,7 +1,7 @@
 //! The virtual eUICC's download side in memory: STORE DATA reassembly, the whole ES10b
 //! download against a minimal SM-DP+ written here with the crypto core (src/emu/rsp), and
-//! each error path of SGP.22 §5.7.6, §5.7.13, §5.7.14. The PKIs are
-//! tests/fixtures/rsp/pki/ (tests/fixtures/README.md).
+//! each error path of SGP.22 §5.7.5, §5.7.6, §5.7.13, §5.7.14. The PKIs are
+//! tests/fixtures/rsp/euicc-pki/ (tests/fixtures/README.md).
 
 use super::super::card::Reply;
 use super::super::{CardImage, VirtualCard};
@@ -16,7 +16,7 @@ const HOST_ID: &[u8] = b"SIMGATE-TEST-DP";
 
 fn pki_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/rsp/pki")
+        .join("tests/fixtures/rsp/euicc-pki")
         .join(name)
 }
 
@@ -158,7 +158,7 @@ impl Dp {
         tlv(0xBF38, &req)
     }
 
-    /// PrepareDownloadRequest (SGP.22 §5.7.14) answering this AuthenticateServer response.
+    /// PrepareDownloadRequest (SGP.22 §5.7.5) answering this AuthenticateServer response.
     fn prepare_download(&self, auth_resp: &[u8]) -> Vec<u8> {
         let sig1 = path(auth_resp, &[0xBF38, 0xA0, 0x5F37]);
         let mut tid = self.tid.clone();
@@ -277,7 +277,7 @@ impl Dp {
 fn saip(iccid: &str, size: usize) -> Vec<u8> {
     let mut header = tlv(0x80, &[2]);
     header.extend(tlv(0x81, &[3]));
-    header.extend(tlv(0x83, &header_bcd(iccid)));
+    header.extend(tlv(0x83, &super::super::card::iccid_to_ef(iccid)));
     let mut out = tlv(0xA0, &header);
     let mut usim = tlv(0xA0, &tlv(0x81, &[1]));
     usim.extend(tlv(0x81, &[0x67, 0x81, 0x0F, 0x01, 0x02, 0x01, 0x04]));
@@ -289,16 +289,6 @@ fn saip(iccid: &str, size: usize) -> Vec<u8> {
     out.extend(tlv(0xA1, &vec![0x04; fill.min(60_000)]));
     out.extend(tlv(0xAA, &tlv(0xA0, &tlv(0x81, &[9]))));
     out
-}
-
-/// The ProfileHeader's coding of an ICCID: its digits in written order, 'F'-padded to
-/// 10 bytes (as GSMA's TS.48 test packages code it).
-fn header_bcd(iccid: &str) -> Vec<u8> {
-    let mut digits = iccid.to_string();
-    while digits.len() < 20 {
-        digits.push('F');
-    }
-    hex::decode(digits).unwrap()
 }
 
 /// The download up to the BPP: the eUICC's one-time key, or the refusal on the way.
@@ -353,11 +343,11 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
     let tlvs = raw_tlvs(data).unwrap();
     let euicc = Certificate::load_pem_one(&pki_dir("ci").join("euicc.pem")).unwrap();
     verify(euicc.public_key(), tlvs[0], path(data, &[0x5F37])).unwrap();
-    // smdpOid: the SM-DP+ OID of CERT.DPpb's subjectAltName, 2.999.10 (X.690: 88 37 0A).
-    assert_eq!(path(&pir, &[0xBF37, 0xBF27, 0x06]), [0x88, 0x37, 0x0A]);
     assert!(ber::find_path(&pir, &[0xBF37, 0xBF27, 0xA2, 0xA0, 0x4F])
         .unwrap()
         .is_some());
+    // smdpOid: CERT.DPpb's registeredID (the fixture's 2.999.10).
+    assert_eq!(path(&pir, &[0xBF37, 0xBF27, 0x06]), [0x88, 0x37, 0x0A]);
     let p = c.profiles().iter().find(|p| p.iccid == NEW_ICCID).unwrap();
     assert_eq!(
         (
@@ -401,43 +391,6 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
         c.process(&hex::decode("00B0000009").unwrap()),
         hex::decode("0829261011608457499000").unwrap()
     );
-}
-
-// The start of the ProfileHeader of GSMA's TS.48 v2 test profile (SAIP 2.1, BER-TLV):
-// ICCID 8949449999999990049, coded 89 49 44 99 99 99 99 90 04 9F there, while its
-// EF.ICCID (and so the StoreMetadata Iccid, tag 5A) is 98 94 44 99 99 99 99 09 40 F9.
-#[test]
-fn the_profile_header_iccid_reads_in_written_digit_order_as_ts48_codes_it() {
-    let mut header = hex::decode("800102810101821F").unwrap();
-    header.extend(b"GSMA Generic eUICC Test Profile");
-    header.extend(hex::decode("830A8949449999999990049F").unwrap());
-    let saip = Saip::read(&tlv(0xA0, &header)).unwrap();
-    assert_eq!(saip.iccid, "8949449999999990049");
-    // The same ICCID from StoreMetadata's EF.ICCID coding: the two agree.
-    let mut meta = tlv(0x5A, &hex::decode("989444999999990940F9").unwrap());
-    meta.extend(tlv(0x91, b"OsmocomSPN"));
-    meta.extend(tlv(0x92, b"TS48"));
-    assert_eq!(store_metadata(&meta).unwrap().iccid, saip.iccid);
-}
-
-// The PE-USIM of the same TS.48 package, up to its ef-imsi: ProfileElement usim [19] is
-// tag B3; ef-imsi [3] holds a fileDescriptor and the content 08 09 10 10 10 32 54 06 36
-// (IMSI 001010123456063).
-#[test]
-fn the_imsi_is_read_from_a_ts48_pe_usim() {
-    let usim = hex::decode(
-        concat!(
-            "a00580008101088106 67810f010204",
-            "a21ea11c83027fd0840ca0000000871002ff49ff05898b032f0601c60381010a",
-            "a31ca10f8202412183026f078b036f060aa5008309080910101032540636"
-        )
-        .replace(' ', ""),
-    )
-    .unwrap();
-    let mut package = tlv(0xA0, &hex::decode("830A8949449999999990049F").unwrap());
-    package.extend(tlv(0xB3, &usim));
-    let saip = Saip::read(&package).unwrap();
-    assert_eq!(saip.imsi, Some(hex::decode("080910101032540636").unwrap()));
 }
 
 #[test]
@@ -617,10 +570,11 @@ fn cancel_session_is_signed_and_ends_the_session() {
     let ok_ = path(&resp, &[0xBF41, 0xA0]);
     let signed = raw_tlvs(ok_).unwrap()[0];
     assert_eq!(path(signed, &[0x30, 0x80]), &dp.tid[..]);
-    // smdpOid [1] (AUTOMATIC TAGS): the SM-DP+ OID of CERT.DPauth's subjectAltName,
-    // 2.999.10 (X.690: 88 37 0A), as an SM-DP+ checks it against its certificate.
-    assert_eq!(path(signed, &[0x30, 0x81]), [0x88, 0x37, 0x0A]);
-    assert_eq!(path(signed, &[0x30, 0x82]), [1]);
+    assert_eq!(
+        path(signed, &[0x30, 0x81]),
+        [0x88, 0x37, 0x0A],
+        "CERT.DPauth's OID"
+    );
     let euicc = Certificate::load_pem_one(&pki_dir("ci").join("euicc.pem")).unwrap();
     verify(euicc.public_key(), signed, path(ok_, &[0x5F37])).unwrap();
     // The session is gone: a second cancel has nothing to cancel.
@@ -646,4 +600,171 @@ fn without_a_pki_download_is_refused_and_es10c_still_works() {
     assert_eq!(auth_error(&resp), 7);
     let list = ok(&mut c, &tlv(0xBF2D, &[]));
     assert_eq!(ber::parse(path(&list, &[0xBF2D, 0xA0])).unwrap().len(), 2);
+}
+
+/// A double-vs-double check: this virtual eUICC against the test SM-DP+'s ES9+ handlers
+/// (src/emu/smdp, written by another hand from the same spec), joined by a minimal relay
+/// written here in place of an LPA. Both being test doubles, it proves they agree with
+/// each other, not with a real eUICC or SM-DP+; the real LPA's tests run them behind
+/// pcscd and HTTPS.
+mod against_the_test_smdp {
+    use super::*;
+    use crate::emu::smdp::es9::{Pki as DpPki, Reply as DpReply, Smdp};
+    use crate::emu::smdp::profiles::ProfilesFile;
+    use crate::emu::smdp::Faults;
+    use base64ct::{Base64, Encoding};
+    use serde_json::{json, Value};
+
+    const ADDRESS: &str = "127.0.0.1:8443";
+
+    fn b64(b: &[u8]) -> Value {
+        Value::String(Base64::encode_string(b))
+    }
+
+    fn field(v: &Value, name: &str) -> Vec<u8> {
+        let text = v[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {v}"));
+        Base64::decode_vec(text).unwrap()
+    }
+
+    /// One ES9+ call as the relay makes it; the answer's JSON, Null for 204.
+    fn call(dp: &mut Smdp, function: &str, body: Value) -> Value {
+        let out = dp.handle(
+            function,
+            Some("gsma/rsp/v2.2.0"),
+            body.to_string().as_bytes(),
+        );
+        match out.reply {
+            DpReply::Json(v) => {
+                let status = &v["header"]["functionExecutionStatus"]["status"];
+                assert_eq!(status, "Executed-Success", "{function}: {v}");
+                v
+            }
+            DpReply::NoContent => Value::Null,
+            other => panic!("{function}: {other:?}"),
+        }
+    }
+
+    fn smdp(faults: Faults) -> Smdp {
+        let pki = DpPki::load(&pki_dir("ci")).unwrap();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let profiles = ProfilesFile::load(&root.join("devices/smdp/profiles.toml")).unwrap();
+        Smdp::new(vec![ADDRESS.into()], pki, profiles, faults)
+    }
+
+    /// The download of SGP.22 §3.1.3 relayed between the two: the PIR the card answered
+    /// the BPP with, and the SM-DP+'s journal of the install notification.
+    fn relay(c: &mut VirtualCard, dp: &mut Smdp, matching_id: &str) -> (Vec<u8>, Value) {
+        let info1 = ok(c, &tlv(0xBF20, &[]));
+        let chal = ok(c, &tlv(0xBF2E, &[]));
+        let init = call(
+            dp,
+            "initiateAuthentication",
+            json!({"smdpAddress": ADDRESS, "euiccChallenge": b64(path(&chal, &[0xBF2E, 0x80])),
+                   "euiccInfo1": b64(&info1)}),
+        );
+        let tx = init["transactionId"].as_str().unwrap().to_string();
+        let mut ctx = tlv(0x80, matching_id.as_bytes());
+        ctx.extend(tlv(
+            0xA1,
+            &[tlv(0x80, &[0x35, 0x29, 0x06, 0x11]), tlv(0xA1, &[])].concat(),
+        ));
+        let req = [
+            field(&init, "serverSigned1"),
+            field(&init, "serverSignature1"),
+            field(&init, "euiccCiPKIdToBeUsed"),
+            field(&init, "serverCertificate"),
+            tlv(0xA0, &ctx),
+        ]
+        .concat();
+        let auth = ok(c, &tlv(0xBF38, &req));
+        let client = call(
+            dp,
+            "authenticateClient",
+            json!({"transactionId": tx, "authenticateServerResponse": b64(&auth)}),
+        );
+        let req = [
+            field(&client, "smdpSigned2"),
+            field(&client, "smdpSignature2"),
+            field(&client, "smdpCertificate"),
+        ]
+        .concat();
+        let prep = ok(c, &tlv(0xBF21, &req));
+        let bound = call(
+            dp,
+            "getBoundProfilePackage",
+            json!({"transactionId": tx, "prepareDownloadResponse": b64(&prep)}),
+        );
+        let bpp = field(&bound, "boundProfilePackage");
+        let pir = load(c, &segments_of(&bpp));
+        let out = dp.handle(
+            "handleNotification",
+            Some("gsma/rsp/v2.2.0"),
+            json!({"pendingNotification": b64(&pir)})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(out.reply, DpReply::NoContent);
+        (pir, out.journal.last().cloned().unwrap_or_default())
+    }
+
+    /// A BPP as the LPA sends it (SGP.22 §2.5.5; rsp.md's list): BF36 header ‖ BF23, A0
+    /// whole, A1 header, each 88, A2 whole, A3 header, each 86.
+    fn segments_of(bpp: &[u8]) -> Vec<Vec<u8>> {
+        let (tag, _, head) = header(bpp).unwrap();
+        assert_eq!(tag, 0xBF36);
+        let parts = raw_tlvs(&bpp[head..]).unwrap();
+        let mut out = vec![[&bpp[..head], parts[0]].concat()];
+        for p in &parts[1..] {
+            let (tag, _, h) = header(p).unwrap();
+            match tag {
+                0xA0 | 0xA2 => out.push(p.to_vec()),
+                _ => {
+                    out.push(p[..h].to_vec());
+                    out.extend(raw_tlvs(&p[h..]).unwrap().into_iter().map(<[u8]>::to_vec));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn double_vs_double_download_installs_and_the_smdp_verifies_the_pir() {
+        let mut c = card();
+        let mut dp = smdp(Faults::default());
+        let (pir, journal) = relay(&mut c, &mut dp, "SIMGATE-TEST-BIG");
+        assert!(ber::find_path(&pir, &[0xBF37, 0xBF27, 0xA2, 0xA0])
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            (&journal["result"], &journal["verified"]),
+            (&json!("success"), &json!(true)),
+            "{journal}"
+        );
+        let p = c
+            .profiles()
+            .iter()
+            .find(|p| p.iccid == "8900101000000000035")
+            .unwrap();
+        assert_eq!(p.name.as_deref(), Some("simgate test profile 3 (large)"));
+        // The package's EF.IMSI (001010000000035) is the profile's.
+        assert_eq!(p.files["3F00/7FFF/6F07"], "080910100000000053");
+    }
+
+    #[test]
+    fn double_vs_double_bad_mac_stops_at_the_segment_with_scp03t_security_error() {
+        let mut c = card();
+        let faults = Faults {
+            bad_mac: true,
+            ..Faults::default()
+        };
+        let (pir, journal) = relay(&mut c, &mut smdp(faults), "SIMGATE-TEST-1");
+        assert_eq!(pir_error(&pir), (5, 8));
+        assert_eq!(
+            journal["result"],
+            json!({"bppCommandId": 5, "errorReason": 8})
+        );
+        assert_eq!(c.profiles().len(), 1);
+    }
 }

@@ -81,7 +81,7 @@ pub struct EuiccImage {
     /// EUICCInfo2 euiccCiPKIdListForVerification/ForSigning: CI key ids, hex.
     #[serde(default = "default_ci_pkids")]
     pub ci_pkids: Vec<String>,
-    /// EuiccConfiguredAddresses defaultDpAddress (SGP.22 §5.7.20, ES10a): the SM-DP+ a
+    /// EuiccConfiguredAddresses defaultDpAddress (SGP.22 §5.7.3, ES10a): the SM-DP+ a
     /// download goes to when no activation code names one. None: not set.
     #[serde(default)]
     pub default_smdp: Option<String>,
@@ -249,7 +249,7 @@ impl CardImage {
                 if let Some(a) = addr {
                     if a.is_empty() || a.len() > 255 || !a.chars().all(|c| c.is_ascii_graphic()) {
                         return Err(format!(
-                            "euicc.{key}: \"{a}\" is not an FQDN (SGP.22 §5.7.20)"
+                            "euicc.{key}: \"{a}\" is not an FQDN (SGP.22 §5.7.3)"
                         ));
                     }
                 }
