@@ -429,6 +429,28 @@ fn a_download_with_replace_session_keys_installs() {
     assert!(c.profiles().iter().any(|p| p.iccid == NEW_ICCID));
 }
 
+// lpac's exchange on a logical channel: MANAGE CHANNEL open, SELECT ISD-R there, then
+// GetEUICCChallenge as 81 E2 91 00 03 BF2E00 answered 61xx, fetched with 81 C0 00 00 xx
+// (the STORE DATA's class kept for GET RESPONSE).
+#[test]
+fn get_response_in_the_proprietary_class_on_a_logical_channel_returns_the_answer() {
+    let mut c = card();
+    assert_eq!(
+        c.process(&hex::decode("0070000001").unwrap()),
+        [0x01, 0x90, 0x00]
+    );
+    let mut select = hex::decode("01A4040010").unwrap();
+    select.extend(hex::decode(ISDR).unwrap());
+    assert!(matches!(c.process(&select)[..], [0x61, _] | [0x90, 0x00]));
+    let resp = c.process(&hex::decode("81E2910003BF2E00").unwrap());
+    let [0x61, n] = resp[..] else {
+        panic!("61xx expected: {resp:02X?}");
+    };
+    let got = c.process(&[0x81, 0xC0, 0x00, 0x00, n]);
+    assert_eq!(got[got.len() - 2..], [0x90, 0x00]);
+    assert_eq!(path(&got[..got.len() - 2], &[0xBF2E, 0x80]).len(), 16);
+}
+
 #[test]
 fn every_answer_passes_through_61xx_and_get_response_over_256_bytes() {
     let mut c = card();
