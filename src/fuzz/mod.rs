@@ -41,6 +41,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("modem_profile", modem_profile),
     ("card_image", card_image),
     ("broker_url", broker_url),
+    ("emu_rsp", emu_rsp),
+    ("euicc", euicc),
     ("rsp", rsp_answers),
     ("es9_json", es9_json),
 ];
@@ -446,6 +448,119 @@ pub fn broker_url(data: &[u8]) {
             "{text:?} → {printed}"
         );
     }
+}
+
+/// The emulators' RSP parsers (src/emu/rsp, src/emu/smdp), fed what an LPA or a
+/// peer could send: the bytes as DER (objects print back to their bytes; a certificate;
+/// a BSP segment under fixed keys) and as the body of every ES9+ function of a fresh
+/// test SM-DP+, which answers each with a JSON status — never a panic, never a dropped
+/// connection or a bound package without a session.
+pub fn emu_rsp(data: &[u8]) {
+    use crate::emu::rsp::{der, Bsp, Certificate, SessionKeys};
+    use crate::emu::smdp::es9::{Faults, Pki, Reply, Smdp, FUNCTIONS};
+    use crate::emu::smdp::profiles::ProfilesFile;
+    use std::sync::OnceLock;
+
+    if let Ok(objects) = der::all(data) {
+        for d in objects {
+            assert_eq!(der::encode(d.tag, d.value), d.raw, "{data:02x?}");
+        }
+    }
+    let _ = Certificate::from_der(data);
+    let keys = SessionKeys {
+        s_enc: [1; 16],
+        s_mac: [2; 16],
+        initial_mcv: [3; 16],
+    };
+    let _ = Bsp::new(&keys).verify_and_decrypt(data);
+    let _ = Bsp::new(&keys).verify_mac_only(data);
+
+    // The PKI and profiles are read once (files of the repository); the server is new
+    // each run, so no session outlives its input.
+    static LOADED: OnceLock<(Pki, ProfilesFile)> = OnceLock::new();
+    let (pki, profiles) = LOADED.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        (
+            Pki::load(&root.join("tests/fixtures/rsp/pki")).expect("the fixture PKI"),
+            ProfilesFile::load(&root.join("devices/smdp/profiles.toml"))
+                .expect("the shipped profiles"),
+        )
+    });
+    let mut smdp = Smdp::new(
+        vec!["127.0.0.1:8443".into()],
+        pki.clone(),
+        profiles.clone(),
+        Faults::default(),
+    );
+    for function in FUNCTIONS {
+        let out = smdp.handle(function, Some("gsma/rsp/v2.2.0"), data);
+        match out.reply {
+            Reply::Json(v) => {
+                let status = &v["header"]["functionExecutionStatus"]["status"];
+                assert!(status == "Executed-Success" || status == "Failed", "{v}");
+                if function != "initiateAuthentication" && function != "handleNotification" {
+                    // Nothing but initiateAuthentication opens a session: every later
+                    // function fails on a server that has none (or on the one this
+                    // input's initiateAuthentication opened, whose id it cannot know).
+                    assert_eq!(status, "Failed", "{function}: {v}");
+                }
+            }
+            Reply::NoContent => assert_eq!(function, "handleNotification"),
+            other => panic!("{function}: {other:?}"),
+        }
+    }
+}
+
+/// The virtual eUICC's ES10b side (src/emu/vcard/download.rs), fed what an LPA could
+/// send, to a card holding the fixture PKI: the bytes as one ES10 request in STORE DATA
+/// blocks, again after a challenge (AuthenticateServer, PrepareDownload, CancelSession
+/// parse them), and as LoadBoundProfilePackage segments. Every answer is a status word
+/// of STORE DATA (9000 with or without data, 6A80 wrong data, 6A86 a block out of
+/// order), and nothing is installed: no input carries a valid signature or MAC.
+pub fn euicc(data: &[u8]) {
+    use crate::emu::vcard::{CardImage, EuiccPki, VirtualCard};
+    use std::sync::{Arc, OnceLock};
+
+    static PKI: OnceLock<Arc<EuiccPki>> = OnceLock::new();
+    let pki = PKI.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rsp/euicc-pki/ci");
+        Arc::new(EuiccPki::load(&dir).expect("the fixture eUICC PKI"))
+    });
+    let image = "name = \"fuzz\"\nkind = \"uicc\"\natr = \"3B00\"\nt0_procedures = false\n\
+                 [euicc]\nisdr_aid = \"A0000005591010FFFFFFFF8900000100\"\n\
+                 eid = \"89049032123451234512345678901235\"\nfree_nvm = 4096\n";
+    let image = CardImage::parse(image).expect("the fuzz card image");
+    let mut card = VirtualCard::new(image).with_pki(pki.clone());
+    let mut select = vec![0x00, 0xA4, 0x04, 0x00, 0x10];
+    select.extend_from_slice(&[
+        0xA0, 0x00, 0x00, 0x05, 0x59, 0x10, 0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x89, 0x00, 0x00, 0x01,
+        0x00,
+    ]);
+    card.process(&select);
+    let mut send = |request: &[u8]| {
+        let blocks: Vec<&[u8]> = request.chunks(255).collect();
+        for (i, b) in blocks.iter().enumerate() {
+            let last = i + 1 == blocks.len();
+            let mut apdu = vec![0x80, 0xE2, if last { 0x91 } else { 0x11 }, i as u8];
+            apdu.push(b.len() as u8);
+            apdu.extend_from_slice(b);
+            let resp = card.process(&apdu);
+            let sw = &resp[resp.len().saturating_sub(2)..];
+            assert!(
+                matches!(sw, [0x90, 0x00] | [0x6A, 0x80] | [0x6A, 0x86]),
+                "{resp:02X?} to {apdu:02X?}"
+            );
+            assert!(last || resp == [0x90, 0x00], "block {i}: {resp:02X?}");
+        }
+    };
+    send(data);
+    send(&[0xBF, 0x2E, 0x00]);
+    send(data);
+    // A BPP's first segment (the BF36 header), then the bytes as the next ones.
+    send(&[0xBF, 0x36, 0x82, 0x10, 0x00]);
+    send(data);
+    assert!(card.profiles().is_empty(), "installed from {data:02X?}");
 }
 
 /// The eUICC's answers of a profile download and the bound profile package (src/card/

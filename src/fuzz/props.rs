@@ -1085,6 +1085,87 @@ fn write_seed_corpus() {
     ] {
         seeds.push(("broker_url", url.as_bytes().to_vec()));
     }
+    // The RSP parsers: the fixture certificates, BSP segments of pySim's vectors, and
+    // ES9+ request bodies.
+    for dir in ["tests/fixtures/rsp/pki", "tests/fixtures/rsp/sgp26"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for p in files {
+            let bytes = std::fs::read(&p).unwrap();
+            match p.extension().and_then(|e| e.to_str()) {
+                Some("der") => seeds.push(("emu_rsp", bytes)),
+                Some("pem") => {
+                    for c in rustls_pemfile::certs(&mut bytes.as_slice()) {
+                        seeds.push(("emu_rsp", c.unwrap().as_ref().to_vec()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let vectors =
+        std::fs::read_to_string(root.join("tests/fixtures/rsp/pysim_bsp_ppk_segments.txt"))
+            .unwrap();
+    for line in vectors.lines().filter(|l| !l.starts_with('#')) {
+        seeds.push(("emu_rsp", hex::decode(line).unwrap()));
+    }
+    for body in [
+        r#"{"smdpAddress":"127.0.0.1:8443","euiccChallenge":"BwcHBwcHBwcHBwcHBwcHBw==","euiccInfo1":"vyAcggMCAgKpCgQI8BT93/JLpdeqCgQI8BT93/JLpdc="}"#,
+        r#"{"transactionId":"0123456789ABCDEF0123456789ABCDEF","authenticateServerResponse":"vzgA"}"#,
+        r#"{"transactionId":"0123456789ABCDEF0123456789ABCDEF","prepareDownloadResponse":"vyEA"}"#,
+        r#"{"pendingNotification":"vzcA"}"#,
+        r#"{"transactionId":"0123456789ABCDEF0123456789ABCDEF","cancelSessionResponse":"v0EDgQEF"}"#,
+    ] {
+        seeds.push(("emu_rsp", body.as_bytes().to_vec()));
+    }
+    // The virtual eUICC's ES10b requests: the download functions, with the fixture's
+    // certificates where a certificate goes, and BPP segments' headers.
+    let pem = |name: &str| {
+        let path = root.join("tests/fixtures/rsp/euicc-pki/ci").join(name);
+        let bytes = std::fs::read(path).unwrap();
+        let der = rustls_pemfile::certs(&mut bytes.as_slice()).next().unwrap();
+        der.unwrap().as_ref().to_vec()
+    };
+    let enc = crate::card::tlv::encode;
+    let tid = enc(0x80, &[0x01; 16]);
+    let signed1 = enc(
+        0x30,
+        &[
+            tid.clone(),
+            enc(0x81, &[7; 16]),
+            enc(0x83, b"127.0.0.1:8443"),
+            enc(0x84, &[9; 16]),
+        ]
+        .concat(),
+    );
+    let ctx = enc(0xA0, &enc(0x80, b"SIMGATE-TEST-1"));
+    let auth = [
+        signed1,
+        enc(0x5F37, &[0; 64]),
+        enc(0x04, &[0xAB; 20]),
+        pem("dpauth.pem"),
+        ctx,
+    ];
+    let signed2 = enc(0x30, &[tid.clone(), enc(0x01, &[0])].concat());
+    let prep = [signed2, enc(0x5F37, &[0; 64]), pem("dppb.pem")];
+    for request in [
+        enc(0xBF2E, &[]),
+        enc(0xBF20, &[]),
+        enc(0xBF3C, &[]),
+        enc(0xBF38, &auth.concat()),
+        enc(0xBF21, &prep.concat()),
+        enc(0xBF41, &[tid, enc(0x81, &[0])].concat()),
+        enc(0xA0, &enc(0x87, &[0; 24])),
+        vec![0xA1, 0x0A],
+        enc(0x88, &[0; 24]),
+        vec![0xA3, 0x82, 0x03, 0xF0],
+        enc(0x86, &[0; 40]),
+    ] {
+        seeds.push(("euicc", request));
+    }
     let mut written = 0;
     for (target, data) in seeds {
         assert!(TARGETS.iter().any(|(n, _)| *n == target), "{target}");

@@ -606,3 +606,43 @@ fn a_kill_mid_package_is_reconciled_by_the_next_download_on_that_reader() {
     );
     assert_eq!(result(&out)["iccid"], "8900101000000000035");
 }
+
+#[test]
+fn without_an_activation_code_the_euiccs_default_smdp_is_asked() {
+    let rig = rig(&[]);
+    let pcsc = Pcsc::start();
+    let _card = pcsc.insert_with(
+        0,
+        "euicc-blank.toml",
+        &[
+            "--pki",
+            &pki_arg(&rig.pki),
+            "--default-smdp",
+            &rig.smdp.address,
+        ],
+    );
+    let out = pcsc
+        .simgate()
+        .args([
+            "esim",
+            "download",
+            "--yes",
+            "--json",
+            "--ci-dir",
+            &pki_arg(&rig.pki),
+        ])
+        .output()
+        .unwrap();
+    // The test SM-DP+ keeps no order for this EID without a matching ID: it refuses, and
+    // says so — after the eUICC's default address (ES10a) led the LPA to it.
+    let r = result(&out);
+    assert_eq!(r["result"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("8.2.6"), "{r}");
+    let calls = rig.smdp.events("call");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["function"] == "initiateAuthentication"),
+        "{calls:?}"
+    );
+}

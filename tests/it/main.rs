@@ -15,6 +15,7 @@ mod daemon_modem;
 mod daemon_mqtt;
 mod esim;
 mod esim_download;
+mod euicc_download;
 mod journal;
 mod link_order;
 mod link_outbox;

@@ -50,9 +50,14 @@ pub fn read(input: &[u8]) -> Result<(Der<'_>, &[u8]), RspError> {
         // X.690 §10.1: DER uses the definite form with the fewest bytes; 80 (indefinite)
         // is BER only. Three length bytes (16 MiB) bound anything we read.
         0x81..=0x83 => {
+            let bytes = l0 & 0x7F;
             let mut n = 0usize;
-            for _ in 0..(l0 & 0x7F) {
+            for _ in 0..bytes {
                 n = n << 8 | usize::from(next(&mut at)?);
+            }
+            // X.690 §10.1: the fewest length octets — 81 only above 127, 82 above 255…
+            if length(n).len() != usize::from(bytes) + 1 {
+                return Err(malformed("DER length not in its shortest form"));
             }
             n
         }
@@ -160,6 +165,7 @@ mod tests {
         assert!(one(&[0x04, 0x03, 1, 2]).is_err());
         assert!(one(&[0x04, 0x01, 1, 2]).is_err());
         assert!(one(&[0x30, 0x80, 0, 0]).is_err());
+        assert!(one(&[0x04, 0x81, 0x01, 0xAA]).is_err());
         assert!(one(&[]).is_err());
     }
 }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The SM-DP+'s side of the test PKI (tests/rig/rsp-pki.sh's file names).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Pki {
     ci: Certificate,
     dpauth: Certificate,
@@ -85,6 +85,15 @@ pub struct Faults {
 
 /// The confirmation code of `--fault require-cc` for a profile without one.
 const FAULT_CC: &str = "0000";
+
+/// The ES9+ functions of an SM-DP+ (SGP.22 §6.5.2), by their path segment.
+pub const FUNCTIONS: [&str; 5] = [
+    "initiateAuthentication",
+    "authenticateClient",
+    "getBoundProfilePackage",
+    "handleNotification",
+    "cancelSession",
+];
 
 /// An ES9+ function execution status other than success (SGP.22 §6.5.1.4 header,
 /// statusCodeData).
@@ -258,13 +267,6 @@ impl Smdp {
     /// Handle one ES9+ request: `function` is the last path segment under
     /// /gsma/rsp2/es9plus/, `admin_protocol` the X-Admin-Protocol header.
     pub fn handle(&mut self, function: &str, admin_protocol: Option<&str>, body: &[u8]) -> Outcome {
-        const FUNCTIONS: [&str; 5] = [
-            "initiateAuthentication",
-            "authenticateClient",
-            "getBoundProfilePackage",
-            "handleNotification",
-            "cancelSession",
-        ];
         if !FUNCTIONS.contains(&function) {
             return Outcome {
                 reply: Reply::NotFound,
@@ -366,6 +368,18 @@ impl Smdp {
                 .map(|d| d.value.to_vec())
                 .collect())
         };
+        // svn [2] VersionType: this server speaks SGP.22 v2.x (SGP.22 §5.6.1: "not
+        // supported" otherwise).
+        match child(&parts, 0x82, "svn")?.value {
+            [2, _, _] => {}
+            v => {
+                return Err(status(
+                    "8.8.3",
+                    "3.1",
+                    format!("The Specification Version Number {v:02X?} indicated by the eUICC is not supported by the SM-DP+"),
+                ))
+            }
+        }
         let ours = self.pki.ci_pkid().to_vec();
         // The eUICC must be able to verify our DPauth chain (ForVerification) and to
         // sign with a chain to the same CI (ForSigning); one CI here.

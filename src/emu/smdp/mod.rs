@@ -272,11 +272,13 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
 ) -> Result<Option<Request>, (u16, &'static str)> {
     let bad = (400, "Bad Request");
+    // The request line and headers together are read through a bounded window: a
+    // client that never sends a line end cannot grow the buffer past MAX_HEADERS.
+    let mut head = (&mut *r).take(MAX_HEADERS as u64);
     let mut line = String::new();
-    let mut header_bytes = 0usize;
-    match r.read_line(&mut line).await {
+    match head.read_line(&mut line).await {
         Ok(0) => return Ok(None),
-        Ok(n) => header_bytes += n,
+        Ok(_) => {}
         Err(_) => return Ok(None),
     }
     let mut parts = line.split_whitespace();
@@ -290,9 +292,9 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
     let mut close = false;
     loop {
         let mut h = String::new();
-        let n = r.read_line(&mut h).await.map_err(|_| bad)?;
-        header_bytes += n;
-        if n == 0 || header_bytes > MAX_HEADERS {
+        let n = head.read_line(&mut h).await.map_err(|_| bad)?;
+        // End of the window (or of the stream) before the blank line.
+        if n == 0 || !h.ends_with('\n') {
             return Err(bad);
         }
         let h = h.trim_end();

@@ -512,6 +512,16 @@ fn unknown_transactions_addresses_and_protocols_get_their_status_codes() {
             .reply,
         Reply::NotFound
     );
+    let mut v3 = e.info1();
+    // EUICCInfo1's svn (BF20 len, then 82 03 …): an SGP.22 v3.0.0 eUICC.
+    assert_eq!(&v3[3..6], [0x82, 0x03, 0x02]);
+    v3[5] = 3;
+    let (v, _) = call(
+        &mut s,
+        "initiateAuthentication",
+        json!({"smdpAddress": ADDRESS, "euiccChallenge": b64(&[0; 16]), "euiccInfo1": b64(&v3)}),
+    );
+    assert_eq!(status_of(&v), ("8.8.3".into(), "3.1".into()), "{v}");
     // The address is compared without case (SGP.22 §5.6.1).
     let (v, _) = call(
         &mut s,
@@ -579,4 +589,32 @@ fn faults_bend_the_server_signature_the_last_mac_or_drop_the_answer() {
     );
     assert_eq!(status_of(&v).0, "ok", "{v}");
     assert!(j.iter().any(|l| l["event"] == "cancelled"));
+}
+
+/// The HTTP/1.1 reading around the handlers (RFC 9112), on in-memory bytes.
+async fn read(bytes: &[u8]) -> Result<Option<super::Request>, (u16, &'static str)> {
+    let mut r = tokio::io::BufReader::new(bytes);
+    super::read_request(&mut r).await
+}
+
+#[tokio::test]
+async fn http_requests_are_read_with_their_es9_header_and_body_and_bounded() {
+    let ok = b"POST /gsma/rsp2/es9plus/initiateAuthentication HTTP/1.1\r\nHost: x\r\n\
+X-Admin-Protocol: gsma/rsp/v2.2.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let r = read(ok).await.unwrap().unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/gsma/rsp2/es9plus/initiateAuthentication")
+    );
+    assert_eq!(
+        (r.admin_protocol.as_deref(), r.close, r.body.as_slice()),
+        (Some("gsma/rsp/v2.2.0"), true, &b"{}"[..])
+    );
+    assert!(read(b"").await.unwrap().is_none());
+    let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(read(chunked).await.err(), Some((411, "Length Required")));
+    let endless = [b"POST / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 20_000]].concat();
+    assert_eq!(read(&endless).await.err(), Some((400, "Bad Request")));
+    let short = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}";
+    assert_eq!(read(short).await.err(), Some((400, "Bad Request")));
 }

@@ -982,10 +982,13 @@ impl VirtualCard {
         if self.pending.is_empty() {
             return sw(&[], 0x69, 0x85);
         }
+        // A short Le: 00 (or none) asks for up to 256 bytes (ISO/IEC 7816-4 §5.1); a
+        // longer answer (a download's are) comes in pieces, each announced by 61xx.
         let n = match le {
-            Some(0) | None => self.pending.len(),
-            Some(n) => usize::from(n).min(self.pending.len()),
-        };
+            Some(0) | None => 256,
+            Some(n) => usize::from(n),
+        }
+        .min(self.pending.len());
         let out: Vec<u8> = self.pending.drain(..n).collect();
         if self.pending.is_empty() {
             sw(&out, 0x90, 0x00)

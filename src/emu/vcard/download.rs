@@ -226,6 +226,9 @@ struct Metadata {
     provider: String,
     name: String,
     class: String,
+    /// notificationConfigurationInfo's address: where the profile's enable, disable
+    /// and delete notifications go.
+    notify: Option<String>,
 }
 
 /// A BPP being loaded.
@@ -341,10 +344,16 @@ fn header(data: &[u8]) -> Option<(u32, usize, usize)> {
     Some((tag, len, i))
 }
 
-/// Split `data` into its top-level TLVs, each whole (tag and length included).
+/// Split `data` into its top-level TLVs, each whole (tag and length included), skipping
+/// the 00/FF padding between objects as `card::tlv::parse` does, so the two list the
+/// same objects.
 fn raw_tlvs(mut data: &[u8]) -> Option<Vec<&[u8]>> {
     let mut out = Vec::new();
-    while !data.is_empty() {
+    while let Some(&first) = data.first() {
+        if first == 0x00 || first == 0xFF {
+            data = &data[1..];
+            continue;
+        }
         let (_, len, head) = header(data)?;
         let whole = data.get(..head + len)?;
         out.push(whole);
@@ -444,7 +453,7 @@ impl Download {
         // serverSigned1, serverSignature1, euiccCiPKIdToBeUsed, serverCertificate,
         // ctxParams1 (SGP.22 §5.7.13), in this order.
         let tags: Vec<u32> = fields.iter().map(|t| t.tag).collect();
-        if tags.len() != 5 || tags[..4] != [0x30, 0x5F37, 0x04, 0x30] {
+        if raw.len() != 5 || tags.len() != 5 || tags[..4] != [0x30, 0x5F37, 0x04, 0x30] {
             return Err(E::Undefined);
         }
         let (signed1, signature1, pkid, ctx) =
@@ -525,6 +534,9 @@ impl Download {
         let raw = raw_tlvs(value).ok_or(E::Undefined)?;
         // smdpSigned2, smdpSignature2, hashCc OPTIONAL, smdpCertificate.
         let tags: Vec<u32> = fields.iter().map(|t| t.tag).collect();
+        if raw.len() != tags.len() {
+            return Err(E::Undefined);
+        }
         let hash_cc = match tags[..] {
             [0x30, 0x5F37, 0x30] => None,
             [0x30, 0x5F37, 0x04, 0x30] if fields[2].value.len() == 32 => Some(fields[2].value),
@@ -760,7 +772,10 @@ impl Download {
             provider: Some(meta.provider.clone()),
             nickname: None,
             class: meta.class.clone(),
-            smdp: session.server_address.clone(),
+            smdp: meta
+                .notify
+                .clone()
+                .unwrap_or(session.server_address.clone()),
             files,
         };
         let size = u32::try_from(bpp.package.len()).unwrap_or(u32::MAX);
@@ -1074,11 +1089,25 @@ fn store_metadata(value: &[u8]) -> Result<Metadata, (BppCommand, InstallError)> 
         Some([0]) => "test",
         Some(_) => return Err((c, InstallError::UnsupportedProfileClass)),
     };
+    // notificationConfigurationInfo [22]: SEQUENCE OF { profileManagementOperation,
+    // notificationAddress } (AUTOMATIC TAGS: 80, 81). The virtual eUICC keeps one
+    // address per profile: the first named.
+    let notify = match find(0xB6)? {
+        Some(list) => ber::parse(list)
+            .map_err(|_| bad)?
+            .iter()
+            .filter_map(|entry| ber::find(entry.value, 0x81).ok().flatten())
+            .map(|a| String::from_utf8(a.to_vec()).map_err(|_| bad))
+            .next()
+            .transpose()?,
+        None => None,
+    };
     Ok(Metadata {
         iccid: iccid_digits(iccid),
         provider,
         name,
         class: class.into(),
+        notify,
     })
 }
 

@@ -215,6 +215,8 @@ impl Dp {
         meta.extend(tlv(0x91, b"Test Operator"));
         meta.extend(tlv(0x92, b"Test Profile"));
         meta.extend(tlv(0x95, &[2]));
+        let enable = [tlv(0x80, &[0x06, 0x40]), tlv(0x81, b"notify.test.example")].concat();
+        meta.extend(tlv(0xB6, &tlv(0x30, &enable)));
         let seq88 = bsp.mac_only(0x88, &tlv(0xBF25, &meta));
         let a2 = (self.fault == DpFault::ReplaceKeys).then(|| {
             let ppk = SessionKeys {
@@ -372,13 +374,15 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
             Some("Test Profile"),
             Some("Test Operator"),
             "operational",
-            "smdp.test.example"
+            "notify.test.example"
         )
     );
     // The notification: listed, retrieved as the PIR itself, removed by its number.
     let list = ok(&mut c, &tlv(0xBF28, &[]));
     let meta = path(&list, &[0xBF28, 0xA0, 0xBF2F]);
     assert_eq!(path(meta, &[0x81]), NotificationEvent::Install.bit_string());
+    // The install's goes to the SM-DP+ of the session; later ones to the metadata's.
+    assert_eq!(path(meta, &[0x0C]), b"smdp.test.example");
     let seq = path(meta, &[0x80]).to_vec();
     let got = ok(&mut c, &tlv(0xBF2B, &tlv(0xA0, &tlv(0x80, &seq))));
     assert_eq!(path(&got, &[0xBF2B, 0xA0]), &pir[..]);
@@ -482,6 +486,29 @@ fn every_answer_passes_through_61xx_and_get_response_over_256_bytes() {
 }
 
 #[test]
+fn get_response_with_le_00_gives_at_most_256_bytes_then_61xx() {
+    let mut c = card();
+    let dp = Dp::new(DpFault::None);
+    let chal = ok(&mut c, &tlv(0xBF2E, &[]));
+    let req = dp.authenticate_server(path(&chal, &[0xBF2E, 0x80]));
+    let mut resp = Vec::new();
+    for (i, b) in req.chunks(255).enumerate() {
+        let p1 = if (i + 1) * 255 >= req.len() {
+            0x91
+        } else {
+            0x11
+        };
+        let mut apdu = vec![0x80, 0xE2, p1, i as u8, b.len() as u8];
+        apdu.extend_from_slice(b);
+        resp = c.process(&apdu);
+    }
+    assert_eq!(resp[0], 0x61);
+    let first = c.process(&[0x00, 0xC0, 0x00, 0x00, 0x00]);
+    assert_eq!(first.len(), 256 + 2);
+    assert_eq!(first[256], 0x61, "more to come");
+}
+
+#[test]
 fn store_data_block_out_of_sequence_is_refused_and_the_command_dropped() {
     let mut c = card();
     assert_eq!(
@@ -499,6 +526,24 @@ fn store_data_block_out_of_sequence_is_refused_and_the_command_dropped() {
         (out, sw),
         (tlv(0xBF3C, &tlv(0x81, b"lpa.ds.gsma.com")), [0x90, 0x00])
     );
+}
+
+#[test]
+fn padding_between_request_objects_is_read_as_the_tlv_parser_reads_it() {
+    // ISO/IEC 7816-4 §5.2.2: 00/FF between objects; both views of a request agree.
+    let mut c = card();
+    let dp = Dp::new(DpFault::None);
+    let chal = ok(&mut c, &tlv(0xBF2E, &[]));
+    let req = dp.authenticate_server(path(&chal, &[0xBF2E, 0x80]));
+    let (tag, _, head) = header(&req).unwrap();
+    let mut padded = vec![0xFF, 0x00];
+    for t in raw_tlvs(&req[head..]).unwrap() {
+        padded.extend_from_slice(t);
+        padded.push(0xFF);
+    }
+    assert_eq!(raw_tlvs(&padded).unwrap().len(), 5);
+    let resp = ok(&mut c, &tlv(tag, &padded));
+    assert!(ber::find_path(&resp, &[0xBF38, 0xA0]).unwrap().is_some());
 }
 
 #[test]
