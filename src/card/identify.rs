@@ -188,7 +188,7 @@ pub fn identify<T: CardTransport>(transport: T, opts: &Options<'_>) -> Result<Id
         let before = ch.commands();
         id.lock = match id.imsi {
             Some(_) => Some(crate::sim::Lock::ready()),
-            None => super::pin::lock_state(&mut ch, kind)?,
+            None => super::pin::lock_state(&mut ch, id.kind)?,
         };
         id.apdus_subscriber += ch.commands() - before;
     }

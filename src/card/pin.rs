@@ -261,7 +261,6 @@ pub fn on_card<T: CardTransport>(
         isdr_aids: &[],
         vendor_aids: false,
         subscriber: true,
-        esim_profiles: false,
     };
     let id = super::identify(&mut transport, &opts)?;
     let here = id.iccid.as_ref().map(|i| i.to_string()).unwrap_or_default();

@@ -161,9 +161,21 @@ impl ProfilesFile {
 }
 
 /// ICCID digits to the 10 bytes of EF.ICCID (TS 102 221 §13.2: swapped nibbles,
-/// F-padded), the coding of SGP.22's Iccid (tag 5A) and of SAIP's ProfileHeader.
+/// F-padded), the coding of SGP.22's Iccid (tag 5A).
 pub fn iccid_bytes(digits: &str) -> Vec<u8> {
     crate::emu::vcard::card::iccid_to_ef(digits)
+}
+
+/// ICCID digits to the ProfileHeader's iccid: BCD in written order, F-padded to 10
+/// bytes, as GSMA's TS.48 test packages code it (8949449999999990049 → 89 49 44 99 99
+/// 99 99 90 04 9F), unlike EF.ICCID's swapped nibbles.
+fn header_iccid(digits: &str) -> Vec<u8> {
+    let mut nibbles: Vec<u8> = digits
+        .bytes()
+        .map(|b| b.wrapping_sub(b'0') & 0x0F)
+        .collect();
+    nibbles.resize(20, 0xF);
+    nibbles.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
 }
 
 /// EF.IMSI (TS 31.102 §4.2.2): length byte, then the parity nibble (9 odd, 1 even digit
@@ -218,7 +230,7 @@ impl Profile {
                 encode(0x80, &[2]),                 // major-version: SAIP v2.3
                 encode(0x81, &[3]),                 // minor-version
                 encode(0x82, self.name.as_bytes()), // profileType
-                encode(0x83, &iccid),
+                encode(0x83, &header_iccid(&self.iccid)),
                 // eUICC-Mandatory-services: usim [1], milenage [4].
                 encode(0xA5, &cat(&[encode(0x81, &[]), encode(0x84, &[])])),
                 // eUICC-Mandatory-GFSTEList: the templates this package uses.
@@ -337,11 +349,13 @@ provider = "simgate"
         let tags: Vec<u32> = pes.iter().map(|d| d.tag).collect();
         assert_eq!(tags, [0xA0, 0xB0, 0xB3, 0xAA]);
         let header = der::all(pes[0].value).unwrap();
+        // The header codes the ICCID in written digit order (as TS.48's packages do),
+        // EF.ICCID in the MF with swapped nibbles (TS 102 221 §13.2).
         let iccid = header.iter().find(|d| d.tag == 0x83).unwrap().value;
-        assert_eq!(
-            Iccid::from_ef(iccid).unwrap().as_str(),
-            "8900101000000000019"
-        );
+        assert_eq!(hex::encode_upper(iccid), "8900101000000000019F");
+        let mf = der::all(pes[1].value).unwrap();
+        let ef_iccid = der::one(mf.iter().find(|d| d.tag == 0xA4).unwrap().value).unwrap();
+        assert_eq!(hex::encode_upper(ef_iccid.value), "980001010000000010F9");
         let usim = der::all(pes[2].value).unwrap();
         let ef_imsi = der::one(usim.iter().find(|d| d.tag == 0xA3).unwrap().value).unwrap();
         assert_eq!(ef_imsi.tag, 0x83);

@@ -477,7 +477,10 @@ impl VirtualCard {
             (0x00, 0xA4) => self.select(chan, p1, p2, data),
             (0x00, 0xB0) => self.read_binary(chan, p1, p2, le),
             (0x00, 0xB2) => self.read_record(chan, p1, p2, le),
-            (0x00, 0xC0) => self.get_response(le),
+            // GET RESPONSE is '0X' in TS 102 221 Table 10.5, but LPAs following the
+            // proprietary class of the STORE DATA they continue send '8X' (lpac: 81 C0
+            // after 81 E2 on channel 1), and eUICCs answer it: so does this one.
+            (_, 0xC0) => self.get_response(le),
             (0x00, 0x20 | 0x24 | 0x26 | 0x28 | 0x2C) => self.pin_command(ins, p1, p2, data),
             (0x80, 0xE2) if self.app(chan) == App::Isdr => self.store_data(p1, p2, data),
             _ => sw(&[], 0x6D, 0x00),

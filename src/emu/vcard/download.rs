@@ -1114,10 +1114,23 @@ fn store_metadata(value: &[u8]) -> Result<Metadata, (BppCommand, InstallError)> 
 /// What the eUICC reads from the SAIP profile package (TCA eUICC Profile Package:
 /// Interoperable Format, the PE_Definitions ASN.1 module).
 struct Saip {
-    /// ProfileHeader iccid, as digits.
+    /// ProfileHeader iccid, as digits (see `header_iccid_digits`).
     iccid: String,
     /// The content of EF.IMSI from the PE-USIM, when the package sets it.
     imsi: Option<Vec<u8>>,
+}
+
+/// The ProfileHeader's iccid: the ICCID's digits in BCD in their written order (first
+/// digit in the high nibble), 'F'-padded to 10 bytes — unlike SGP.22's Iccid (tag 5A)
+/// and EF.ICCID, whose nibbles are swapped. GSMA's TS.48 test profile packages code it
+/// so (ICCID 8949449999999990049: header 89 49 44 99 99 99 99 90 04 9F, EF.ICCID
+/// 98 94 44 99 99 99 99 09 40 F9); the eUICC compares the two as digits.
+fn header_iccid_digits(bcd: &[u8]) -> String {
+    bcd.iter()
+        .flat_map(|b| [b >> 4, b & 0x0F])
+        .take_while(|n| *n != 0x0F)
+        .map(|n| char::from_digit(u32::from(n), 16).unwrap_or('F'))
+        .collect()
 }
 
 impl Saip {
@@ -1142,7 +1155,7 @@ impl Saip {
             .and_then(|usim| ber::find(usim.value, 0xA3).ok().flatten())
             .and_then(file_content);
         Ok(Saip {
-            iccid: iccid_digits(iccid),
+            iccid: header_iccid_digits(iccid),
             imsi,
         })
     }

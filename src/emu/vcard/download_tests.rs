@@ -279,7 +279,7 @@ impl Dp {
 fn saip(iccid: &str, size: usize) -> Vec<u8> {
     let mut header = tlv(0x80, &[2]);
     header.extend(tlv(0x81, &[3]));
-    header.extend(tlv(0x83, &super::super::card::iccid_to_ef(iccid)));
+    header.extend(tlv(0x83, &header_bcd(iccid)));
     let mut out = tlv(0xA0, &header);
     let mut usim = tlv(0xA0, &tlv(0x81, &[1]));
     usim.extend(tlv(0x81, &[0x67, 0x81, 0x0F, 0x01, 0x02, 0x01, 0x04]));
@@ -291,6 +291,16 @@ fn saip(iccid: &str, size: usize) -> Vec<u8> {
     out.extend(tlv(0xA1, &vec![0x04; fill.min(60_000)]));
     out.extend(tlv(0xAA, &tlv(0xA0, &tlv(0x81, &[9]))));
     out
+}
+
+/// The ProfileHeader's coding of an ICCID: its digits in written order, 'F'-padded to
+/// 10 bytes (as GSMA's TS.48 test packages code it).
+fn header_bcd(iccid: &str) -> Vec<u8> {
+    let mut digits = iccid.to_string();
+    while digits.len() < 20 {
+        digits.push('F');
+    }
+    hex::decode(digits).unwrap()
 }
 
 /// The download up to the BPP: the eUICC's one-time key, or the refusal on the way.
@@ -397,6 +407,23 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
     );
 }
 
+// The start of the ProfileHeader of GSMA's TS.48 v2 test profile (SAIP 2.1, BER-TLV):
+// ICCID 8949449999999990049, coded 89 49 44 99 99 99 99 90 04 9F there, while its
+// EF.ICCID (and so the StoreMetadata Iccid, tag 5A) is 98 94 44 99 99 99 99 09 40 F9.
+#[test]
+fn the_profile_header_iccid_reads_in_written_digit_order_as_ts48_codes_it() {
+    let mut header = hex::decode("800102810101821F").unwrap();
+    header.extend(b"GSMA Generic eUICC Test Profile");
+    header.extend(hex::decode("830A8949449999999990049F").unwrap());
+    let saip = Saip::read(&tlv(0xA0, &header)).unwrap();
+    assert_eq!(saip.iccid, "8949449999999990049");
+    // The same ICCID from StoreMetadata's EF.ICCID coding: the two agree.
+    let mut meta = tlv(0x5A, &hex::decode("989444999999990940F9").unwrap());
+    meta.extend(tlv(0x91, b"OsmocomSPN"));
+    meta.extend(tlv(0x92, b"TS48"));
+    assert_eq!(store_metadata(&meta).unwrap().iccid, saip.iccid);
+}
+
 #[test]
 fn a_download_with_replace_session_keys_installs() {
     let (c, pir) = download(DpFault::ReplaceKeys);
@@ -404,6 +431,28 @@ fn a_download_with_replace_session_keys_installs() {
         .unwrap()
         .is_some());
     assert!(c.profiles().iter().any(|p| p.iccid == NEW_ICCID));
+}
+
+// lpac's exchange on a logical channel: MANAGE CHANNEL open, SELECT ISD-R there, then
+// GetEUICCChallenge as 81 E2 91 00 03 BF2E00 answered 61xx, fetched with 81 C0 00 00 xx
+// (the STORE DATA's class kept for GET RESPONSE).
+#[test]
+fn get_response_in_the_proprietary_class_on_a_logical_channel_returns_the_answer() {
+    let mut c = card();
+    assert_eq!(
+        c.process(&hex::decode("0070000001").unwrap()),
+        [0x01, 0x90, 0x00]
+    );
+    let mut select = hex::decode("01A4040010").unwrap();
+    select.extend(hex::decode(ISDR).unwrap());
+    assert!(matches!(c.process(&select)[..], [0x61, _] | [0x90, 0x00]));
+    let resp = c.process(&hex::decode("81E2910003BF2E00").unwrap());
+    let [0x61, n] = resp[..] else {
+        panic!("61xx expected: {resp:02X?}");
+    };
+    let got = c.process(&[0x81, 0xC0, 0x00, 0x00, n]);
+    assert_eq!(got[got.len() - 2..], [0x90, 0x00]);
+    assert_eq!(path(&got[..got.len() - 2], &[0xBF2E, 0x80]).len(), 16);
 }
 
 #[test]
