@@ -570,14 +570,15 @@ pub fn rsp_answers(data: &[u8]) {
     if let Ok(segs) = es10b::bpp_segments(data) {
         let joined: Vec<u8> = segs.iter().flat_map(|s| s.bytes.iter().copied()).collect();
         assert_eq!(joined, data, "segments rejoin to the package");
-        for s in &segs {
-            if s.kind == es10b::SegmentKind::ProfileElements && s.bytes.len() > 4 {
-                assert!(
-                    s.bytes.len() <= es10b::MAX_86 + 4,
-                    "an 86 over 1020 bytes passed"
-                );
-            }
-        }
+        // Oversize 86 segments are relayed, but always said: the warning's list holds
+        // exactly the 86s over SGP.22's 1020 bytes.
+        let said = es10b::oversize_86(&segs);
+        let over = segs
+            .iter()
+            .filter(|s| s.kind == es10b::SegmentKind::ProfileElements)
+            .filter(|s| s.bytes.first() == Some(&0x86) && s.bytes.len() > es10b::MAX_86)
+            .count();
+        assert_eq!(said.len(), over, "every oversize 86 is said");
     }
     let _ = es10b::parse_challenge(data);
     let _ = es10b::check_euicc_info1(data);

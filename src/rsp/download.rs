@@ -358,6 +358,14 @@ fn run<T: CardTransport>(
     });
     s.segments = segments.len();
     s.bpp_bytes = bpp.len();
+    let oversize = es10b::oversize_86(&segments);
+    if !oversize.is_empty() {
+        tracing::warn!(
+            segments = oversize.len(),
+            largest = oversize.iter().max().copied().unwrap_or_default(),
+            "the SM-DP+'s package has 86 segments over SGP.22 §2.5.5's 1020 bytes: relayed, the eUICC decides"
+        );
+    }
 
     // SGP.22 §2.5.5 / §5.7.6: segment by segment; the eUICC answers the last one (or the
     // first that fails) with its ProfileInstallationResult.
