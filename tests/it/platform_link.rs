@@ -333,13 +333,15 @@ fn kill_9_while_offline(mut broker: Broker) {
     let state = TempDir::new("state");
     let agent_id = "gw-k9";
     let card = pcsc.insert(0, "usim.toml");
+    // Subscribed before the agent starts: RabbitMQ gives retained rows only to
+    // exact-topic subscriptions, so a row published before this wildcard subscription
+    // would never arrive (MQTT.md "Brokers").
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
     let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), None);
-    {
-        let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
-        sub.expect("USIM present", |m| {
-            m.topic.ends_with("/state") && m.payload["present"] == true
-        });
-    }
+    sub.expect("USIM present", |m| {
+        m.topic.ends_with("/state") && m.payload["present"] == true
+    });
+    drop(sub);
     broker.stop();
     agent.log.drain();
     card.remove();
