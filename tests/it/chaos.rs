@@ -691,6 +691,120 @@ fn pcscd_in_a_crash_loop_is_followed_again_each_time_and_nothing_is_lost() {
     );
 }
 
+/// A `Duration`'s Debug text (`187.5ms`, `1.25s`) in seconds.
+fn debug_secs(text: &str) -> Option<f64> {
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_alphabetic() || c == 'µ')?);
+    let n: f64 = number.parse().ok()?;
+    Some(match unit {
+        "ns" => n / 1e9,
+        "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        _ => return None,
+    })
+}
+
+/// Regression: with pcscd crashing in a loop, the PC/SC reconnect backoff climbed from
+/// crash to crash (a context that served for less than 30 s did not reset it) to its
+/// 10 s cap, so a card put in after pcscd's return waited 5-12 s to be seen. The wait
+/// must start over once a context serves (src/reader/watch.rs).
+///
+/// Twenty crashes; after each, pcscd comes back and a card goes in at once. What is
+/// checked is the mechanism, from simgate's log: every outage's first retry waits the
+/// shortest step (at most 250 ms). The delays from pcscd back to the card's `inserted`
+/// event are printed, not asserted.
+#[test]
+fn pcscd_crashing_in_a_loop_does_not_slow_card_detection_from_crash_to_crash() {
+    let mut pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-pcsc-crashes";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let mut cmd = pcsc.simgate();
+    cmd.args(support::run_args(&broker.url(), name))
+        .arg(state.path())
+        .args(["--reader", &pcsc.reader(1)])
+        .env("RUST_LOG", "simgate=info,simgate::reader=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut run = Proc::spawn("simgate run", &mut cmd);
+    let mut log = Lines::new(run.child.stderr.take().expect("piped stderr"));
+    log.expect("simgate running", Duration::from_secs(30), running);
+    let mut p = Platform::default();
+    let iccid = CARDS[1].1;
+    // simgate follows the reader before the first crash: a card seen in and out.
+    let card = pcsc.insert(1, CARDS[1].0);
+    p.until(&mut sub, "the card inserted", SETTLE, |p| {
+        count(p, "inserted", |e| e["iccid"] == iccid) == 1
+    });
+    pull(&pcsc, 1, card);
+    p.until(&mut sub, "the card removed", SETTLE, |p| {
+        count(p, "removed", |e| e["iccid"] == iccid) == 1
+    });
+    let crashes = 20;
+    let mut delays = Vec::new();
+    for cycle in 1..=crashes {
+        pcsc.stop();
+        p.until(&mut sub, "pcscd lost", SETTLE, |p| {
+            count(p, "reader_service", |e| e["up"] == false) == cycle
+        });
+        pcsc.resume();
+        let t = Instant::now();
+        let card = pcsc.insert(1, CARDS[1].0);
+        p.until(&mut sub, "the card inserted", SETTLE, |p| {
+            count(p, "inserted", |e| e["iccid"] == iccid) == cycle + 1
+        });
+        delays.push(t.elapsed());
+        p.until(&mut sub, "pcscd back", SETTLE, |p| {
+            count(p, "reader_service", |e| e["up"] == true) == cycle
+        });
+        pull(&pcsc, 1, card);
+        p.until(&mut sub, "the card removed", SETTLE, |p| {
+            count(p, "removed", |e| e["iccid"] == iccid) == cycle + 1
+        });
+    }
+    assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
+    run.kill9();
+    log.drain();
+    // The first retry after each loss of the context.
+    let mut first_waits = Vec::new();
+    let mut lost = false;
+    for l in &log.seen {
+        if l.contains("reader watch interrupted") {
+            lost = true;
+        } else if lost && l.contains("PC/SC context retry") {
+            lost = false;
+            // The log is JSON lines (src/logging.rs).
+            let wait = serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v["fields"]["retry_in"].as_str().and_then(debug_secs));
+            first_waits.push(wait.unwrap_or_else(|| panic!("no retry_in in {l:?}")));
+        }
+    }
+    let mut sorted = delays.clone();
+    sorted.sort();
+    eprintln!(
+        "chaos: pcscd crash loop: {crashes} crashes, seconds from pcscd back to the card's `inserted` {:?} (median {:.2}, max {:.2}); first retry waits after each crash {:?}",
+        secs(&delays),
+        sorted[sorted.len() / 2].as_secs_f64(),
+        sorted[sorted.len() - 1].as_secs_f64(),
+        first_waits
+            .iter()
+            .map(|w| format!("{w:.2}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        first_waits.len(),
+        crashes,
+        "one retry per crash: {first_waits:?}"
+    );
+    let slow: Vec<_> = first_waits.iter().filter(|w| **w > 0.25).collect();
+    assert!(
+        slow.is_empty(),
+        "the backoff did not start over after pcscd was back: first waits {first_waits:?}"
+    );
+}
+
 #[test]
 fn a_modem_port_that_vanishes_and_returns_is_followed_again_and_nothing_is_lost() {
     let pcsc = Pcsc::start();
@@ -750,6 +864,162 @@ fn a_modem_port_that_vanishes_and_returns_is_followed_again_and_nothing_is_lost(
         secs(&recover),
         p.events.len(),
         p.duplicates()
+    );
+}
+
+/// Regression: a kill during a slow modem's identification left that command's answer
+/// in flight; it arrived on the next run's connection and shifted every reply by one —
+/// the model misread, the generic profile chosen, the SIM still in the modem reported
+/// `removed` (6 of 6 crashes with a modem answering in 150 ms). Every run must bring
+/// the port into step before trusting a reply (src/at/conn.rs, `synchronise`).
+///
+/// Each round kills a run just after the modem received one of its lines (its answer
+/// then still 150 ms away), starts the next, and checks what it identified.
+/// `CHAOS_KILLS` sets the rounds (4 in `make test`, 10 at most).
+#[test]
+fn a_kill_during_a_slow_modems_identification_never_shifts_the_next_runs_replies() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-stale-at";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let side = TempDir::new("chaos-journal");
+    let journal = side.path().join("journal");
+    let journal_arg = journal.to_str().expect("a UTF-8 temp path").to_string();
+    let emu = Modem::start_with(
+        "quectel-ec2x",
+        &["--latency-ms", "150", "--journal", &journal_arg],
+    );
+    let lines_received = || {
+        std::fs::read_to_string(&journal)
+            .map(|j| j.lines().count())
+            .unwrap_or(0)
+    };
+    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, state.path(), Some(&emu.port));
+    let mut p = Platform::default();
+    let at = json!({"kind": "modem", "port": emu.port});
+    p.until(&mut sub, "the modem SIM's row", SETTLE, |p| {
+        row_matches(p.rows.get(FIRST), Some(&at))
+    });
+    let identified = |l: &str| l.contains("modem identified");
+    let rounds = std::env::var("CHAOS_KILLS").map_or(4, |_| kills().clamp(1, 10));
+    let mut rng = Rng::new(seed());
+    let mut misread = Vec::new();
+    for round in 1..=rounds {
+        kill(round, &mut run, &mut log);
+        // A run killed while its identification waits for an answer.
+        let before = lines_received();
+        let (mut dying, _dying_log) =
+            agent(&pcsc, &broker.url(), name, state.path(), Some(&emu.port));
+        let upto = before + 1 + rng.below(12) as usize;
+        support::wait_for(
+            "the modem to receive the dying run's lines",
+            Duration::from_secs(60),
+            || lines_received() >= upto,
+        );
+        dying.kill9();
+        // The next run, on the same port: what it identifies must be the truth.
+        (run, log) = agent(&pcsc, &broker.url(), name, state.path(), Some(&emu.port));
+        let line = log.expect("the modem identified", SETTLE, identified);
+        if !(line.contains("EC25") && line.contains(FIRST)) {
+            misread.push(line);
+        }
+    }
+    run.kill9();
+    // Everything the runs published, up to a marker behind it.
+    let marker = format!("simgate/v1/{name}/chaos-marker");
+    broker.publish(&marker, &["-m", "{}"]);
+    sub.lines
+        .expect("the marker behind every message", SETTLE, |l| {
+            p.ingest(l);
+            l.contains(&marker)
+        });
+    let removed = count(&p, "removed", |e| e["iccid"] == FIRST);
+    eprintln!(
+        "chaos: stale AT answers: {rounds} kills mid-identification with a modem answering in 150 ms; {} misidentified, {removed} `removed` for the SIM that stayed",
+        misread.len()
+    );
+    assert_eq!(
+        misread,
+        Vec::<String>::new(),
+        "identified wrongly after a kill"
+    );
+    assert_eq!(removed, 0, "the SIM in the modem was reported removed");
+    assert!(
+        row_matches(p.rows.get(FIRST), Some(&at)),
+        "the SIM's row: {:?}",
+        p.rows.get(FIRST)
+    );
+}
+
+/// Regression: an invalid retained platform record (one over 8 KiB, one on a topic whose
+/// ICCID is invalid) was reported again after every restart of the agent, against "once
+/// per change" (MQTT.md, "Platform record"): the broker delivers retained records on
+/// every connection, and each start took them for news. Three restarts (two kills, one
+/// clean stop); each record must have one `error` event in all.
+#[test]
+fn an_invalid_retained_record_is_reported_once_across_restarts() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-bad-records";
+    let record = |key: &str| format!("simgate/v1/{name}/sim/{key}/platform");
+    let big = format!(r#"{{"v":1,"note":"{}"}}"#, "x".repeat(9 * 1024));
+    let bad_topic = "89882110000004300AF";
+    broker.publish(&record(FIRST), &["-r", "-m", &big]);
+    broker.publish(&record(bad_topic), &["-r", "-m", r#"{"v":1}"#]);
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let start = || {
+        let mut cmd = pcsc.simgate();
+        cmd.args(support::run_args(&broker.url(), name))
+            .arg(state.path())
+            .env("RUST_LOG", "simgate=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut run = Proc::spawn("simgate run", &mut cmd);
+        let mut log = Lines::new(run.child.stderr.take().expect("piped stderr"));
+        // Both records handled (refused, or known refused), whichever way.
+        for key in [FIRST, bad_topic] {
+            log.expect("the record's refusal handled", SETTLE, |l| {
+                l.contains("platform record refused") && l.contains(key)
+            });
+        }
+        run
+    };
+    let mut run = start();
+    for restart in 1..=3 {
+        if restart == 3 {
+            run.interrupt();
+        } else {
+            run.kill9();
+        }
+        run = start();
+    }
+    run.kill9();
+    let marker = format!("simgate/v1/{name}/chaos-marker");
+    broker.publish(&marker, &["-m", "{}"]);
+    let mut p = Platform::default();
+    sub.lines
+        .expect("the marker behind every message", SETTLE, |l| {
+            p.ingest(l);
+            l.contains(&marker)
+        });
+    let reports = |key: &str| {
+        count(&p, "error", |e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("platform record refused"))
+                && (e["iccid"] == key || (key == bad_topic && e["iccid"].is_null()))
+        })
+    };
+    let (oversize, invalid) = (reports(FIRST), reports(bad_topic));
+    eprintln!(
+        "chaos: invalid retained records: 3 restarts; reports of the 9 KiB record {oversize}, of the record on an invalid ICCID topic {invalid}"
+    );
+    assert_eq!(
+        (oversize, invalid),
+        (1, 1),
+        "reports per record (oversize, invalid topic)"
     );
 }
 
