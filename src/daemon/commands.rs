@@ -444,19 +444,23 @@ impl Commands {
                             self.set_record(ctx, &iccid, rec)?
                         }
                     }
-                    // The same retained record refused again (a reconnect): said once.
-                    Err(r) if ctx.store.note_refused_platform(&iccid, r.payload_hash)? => {
+                    // The same retained record refused again (a reconnect, a restart):
+                    // said once.
+                    Err(r) if ctx.store.refused_platform_known(&iccid, r.payload_hash)? => {
                         tracing::debug!(%iccid, reason = %r.reason, "platform record refused again");
                     }
                     Err(r) => {
                         tracing::warn!(%iccid, reason = %r.reason, "platform record refused");
                         if let Some(link) = &ctx.link {
                             link.publish_event(EventKind::Error {
-                                iccid: crate::contract::valid_iccid(&iccid).then_some(iccid),
+                                iccid: crate::contract::valid_iccid(&iccid).then(|| iccid.clone()),
                                 code: r.code,
                                 reason: format!("platform record refused: {}", r.reason),
                             })?;
                         }
+                        // Remembered once its report is queued: a kill in between
+                        // reports it again at the next start, never not at all.
+                        ctx.store.note_refused_platform(&iccid, r.payload_hash)?;
                     }
                 }
                 if let Some(link) = &ctx.link {
