@@ -81,6 +81,9 @@ pub struct LinkSettings {
     pub outbox_cap: u64,
     /// Bytes of queued messages kept before telemetry (then events) is shed.
     pub outbox_max_bytes: u64,
+    /// Percent of the state directory's file system kept free while messages queue up
+    /// (at least `store::outbox::DISK_RESERVE_FLOOR`).
+    pub outbox_disk_reserve_percent: u8,
     /// Publishes in flight (unacknowledged) at once.
     pub window: u16,
     /// Usage telemetry is batched and sent at this interval.
@@ -102,6 +105,7 @@ impl LinkSettings {
             client_cert: None,
             outbox_cap: 100_000,
             outbox_max_bytes: crate::config::DEFAULT_OUTBOX_MAX_BYTES,
+            outbox_disk_reserve_percent: crate::config::DEFAULT_DISK_RESERVE_PERCENT,
             window: 16,
             usage_interval: Duration::from_secs(900),
             reconnect_max: DEFAULT_RECONNECT_MAX,
@@ -267,7 +271,10 @@ impl Link {
             outbox: store.outbox(Limits {
                 messages: settings.outbox_cap,
                 bytes: settings.outbox_max_bytes,
-                disk_reserve: DISK_RESERVE,
+                disk_reserve: crate::store::outbox::disk_reserve(
+                    store.dir(),
+                    settings.outbox_disk_reserve_percent,
+                ),
             })?,
             wake: Arc::new(Notify::new()),
             usage: Arc::new(Mutex::new(Usage::default())),
@@ -496,11 +503,6 @@ struct Driver {
     spread_next: bool,
 }
 
-/// Free space the state directory's file system keeps: below it, telemetry and events
-/// are shed instead of written (sled writes in segments of 512 KiB; this leaves room
-/// for several, and for the states and statuses that are never shed).
-const DISK_RESERVE: u64 = 8 * 1024 * 1024;
-
 /// rumqttc's limit on a packet, both ways. An inbound packet over it breaks the
 /// connection before it is read; the driver then discards it through `drain`.
 const MAX_PACKET_BYTES: usize = 1024 * 1024;
@@ -589,6 +591,7 @@ impl Driver {
                     self.link
                         .connected
                         .store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.link.outbox.set_passing(u64::from(self.window));
                     // Whatever rumqttc kept from the last session is replayed from the
                     // outbox instead, with ids this driver tracks.
                     self.eventloop.pending.clear();
@@ -700,6 +703,7 @@ impl Driver {
         self.link
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.link.outbox.set_passing(0);
         if let Some(lived) = lived {
             waits.rejected.ended_after(lived);
         }

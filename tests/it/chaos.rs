@@ -1093,15 +1093,30 @@ fn a_full_state_directory_sheds_within_its_bounds_keeps_running_and_loses_nothin
         &["-c", "-i", "platform-disk"],
     );
     broker.stop_graceful();
-    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, &state, None);
+    // A reserve of a fifth of the disk (9.6 MiB of 48): the setting, above the default.
+    let conf = TempDir::new("chaos-conf");
+    let config = conf.path().join("simgate.toml");
+    std::fs::write(&config, "[broker]\noutbox_disk_reserve_percent = 20\n")
+        .expect("write the test configuration");
+    let mut cmd = pcsc.simgate();
+    cmd.args(support::run_args(&broker.url(), name))
+        .arg(&state)
+        .args(["--reader", &pcsc.reader(0), "--reader", &pcsc.reader(1)])
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "simgate=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut run = Proc::spawn("simgate run", &mut cmd);
+    let mut log = Lines::new(run.child.stderr.take().expect("piped stderr"));
     log.expect("simgate running", Duration::from_secs(30), running);
     let mut cards: [Option<Card>; 2] = [Some(pcsc.insert(0, CARDS[0].0)), None];
     log.expect("the first card recorded", Duration::from_secs(30), |l| {
         l.contains(CARDS[0].1)
     });
 
-    // The disk fills up (another program's file): less free than the outbox's reserve
-    // (src/link/mod.rs DISK_RESERVE, 8 MiB), so the outbox counts as full.
+    // The disk fills up (another program's file): less free than the outbox's reserve,
+    // so the outbox counts as full.
     let filler = fs.dir.path().join("filler");
     let keep = 4 << 20;
     let fill = fs.free().saturating_sub(keep);
@@ -1175,9 +1190,63 @@ fn a_full_state_directory_sheds_within_its_bounds_keeps_running_and_loses_nothin
     assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
     run.kill9();
     eprintln!(
-        "chaos: state directory full: {free_when_full} bytes free (reserve 8 MiB), {changes} card changes while full; {kept} events delivered, {shed} shed and counted in outbox_shed, 0 lost beyond them, every row kept; {:.2} s from space and broker back to all delivered",
+        "chaos: state directory full: {free_when_full} bytes free (reserve 20 % of 48 MiB), {changes} card changes while full; {kept} events delivered, {shed} shed and counted in outbox_shed, 0 lost beyond them, every row kept; {:.2} s from space and broker back to all delivered",
         back.as_secs_f64()
     );
+}
+
+/// Regression: below the outbox's disk reserve (then a fixed 8 MiB) every event was
+/// shed, also with the broker connected and nothing queued — a small gateway's
+/// platform saw only shed counts. The reserve guards the queue, not the send: with the
+/// broker up, an event passes through (MQTT.md, "Durability").
+#[test]
+fn a_state_directory_low_on_space_sheds_no_event_while_the_broker_is_connected() {
+    let fs = SmallFs::mount(48);
+    let state = fs.dir.path().join("state");
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-disk-low";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, &state, None);
+    log.expect("simgate running", Duration::from_secs(30), running);
+    let mut p = Platform::default();
+    sub.expect("the agent online", |m| {
+        m.topic.ends_with("/health") && m.payload["state"] == "online"
+    });
+    // Another program leaves 6 MiB free.
+    let filler = fs.dir.path().join("filler");
+    let keep = 6 << 20;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("create the filler");
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = fs.free().saturating_sub(keep);
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n]).expect("fill the file system");
+            left -= n as u64;
+        }
+    }
+    let free = fs.free();
+    let (usim, changes) = (CARDS[0].1, 8);
+    for _ in 0..changes / 2 {
+        let card = pcsc.insert(0, CARDS[0].0);
+        pull(&pcsc, 0, card);
+    }
+    let arrived = |p: &Platform| {
+        count(p, "inserted", |e| e["iccid"] == usim) + count(p, "removed", |e| e["iccid"] == usim)
+    };
+    p.until(&mut sub, "every change delivered or shed", SETTLE, |p| {
+        arrived(p) as u64 + p.shed() >= changes
+    });
+    let (delivered, shed) = (arrived(&p), p.shed());
+    assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
+    run.kill9();
+    eprintln!(
+        "chaos: low disk while connected: {free} bytes free of 48 MiB, {changes} card changes: {delivered} events delivered, {shed} shed"
+    );
+    assert_eq!(shed, 0, "events shed with the broker connected");
+    assert_eq!(p.gaps(), Vec::<u64>::new(), "events lost");
 }
 
 /// Regression (found building the kill storm's check that every command gets an
