@@ -480,6 +480,8 @@ impl<T: AtIo> AtConnection<T> {
                 .position(|m| line.eq_ignore_ascii_case(m.as_str()))
             {
                 echoed = Some(j);
+            } else if line.eq_ignore_ascii_case("ATE1") {
+                // Our own ATE1, echoed where echo was on already.
             } else if final_result(&line, &self.vendor_finals).is_some() {
                 // Any final ends the marker's line: a firmware refusing concatenation
                 // answers it ERROR, after the echo all the same.

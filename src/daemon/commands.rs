@@ -225,16 +225,24 @@ fn esim_work(cmd: &Command) -> Result<esim::Work, String> {
 
 /// Hand the eUICC's pending notifications to the platform, each an event through the
 /// outbox (durable, numbered); removed from the card only on the platform's
-/// `esim_notification_ack`.
-fn hand_over(
-    link: Option<&crate::link::Link>,
-    iccid: &str,
-    pending: &[crate::card::es10::PendingNotification],
-) {
+/// `esim_notification_ack`. Those that could not be retrieved are said in an `error`
+/// event beside the command's outcome, which follows what the card did (MQTT.md).
+fn hand_over(link: Option<&crate::link::Link>, iccid: &str, done: &esim::WorkDone) {
     let Some(link) = link else {
         return;
     };
-    for n in pending {
+    if let Some(problem) = &done.notification_problem {
+        tracing::warn!(%iccid, %problem, "eSIM operation done; its notifications not all retrieved");
+        let ev = crate::contract::EventKind::Error {
+            iccid: Some(iccid.to_string()),
+            code: RefusalCode::Failed,
+            reason: format!("eSIM notifications: {problem}"),
+        };
+        if let Err(e) = link.publish_event(ev) {
+            tracing::warn!(error = %e, "eSIM notification problem not queued");
+        }
+    }
+    for n in &done.pending {
         let ev = crate::contract::EventKind::EsimNotification {
             iccid: iccid.to_string(),
             number: n.meta.seq,
@@ -284,7 +292,7 @@ fn run_esim(
         match outcome {
             Ok(d) => {
                 tracing::info!(%reader, apdus = d.apdus, pending = d.pending.len(), "eSIM operation verified");
-                hand_over(link, key, &d.pending);
+                hand_over(link, key, &d);
             }
             Err(e @ esim::EsimError::NoIsdr(_)) => {
                 return Err((RefusalCode::NotApplicable, e.to_string()))
@@ -320,7 +328,7 @@ async fn modem_esim(
 ) -> Done {
     let switches = matches!(work, esim::Work::Apply(esim::Action::Enable { .. }));
     match handle.esim(work).await {
-        Ok(Ok(done)) => hand_over(link, key, &done.pending),
+        Ok(Ok(done)) => hand_over(link, key, &done),
         Ok(Err(why)) => return Err((RefusalCode::Failed, why)),
         Err(e) => return Err((RefusalCode::Unavailable, e.to_string())),
     }

@@ -730,6 +730,11 @@ impl VirtualCard {
             }
             // RetrieveNotificationsList (§5.7.10): otherSignedNotification { metadata,
             // a signature (made up: nothing verifies it here), the certificates left out }.
+            // The `refuse_retrieve_notifications` fault: notificationsListResultError
+            // [1] undefinedError(127).
+            0xBF2B if self.image.fault.refuse_retrieve_notifications => {
+                der(0xBF2B, &der(0x81, &[0x7F]))
+            }
             0xBF2B => {
                 let seq = find(0xA0)
                     .and_then(|c| ber::find(c, 0x80).ok().flatten())

@@ -145,6 +145,10 @@ pub struct Fault {
     /// Cut the last 3 bytes off every ES10 response: a malformed answer.
     #[serde(default)]
     pub truncate_es10: bool,
+    /// Answer every RetrieveNotificationsList (BF2B) with notificationsListResultError
+    /// undefinedError, as an eUICC that does not retrieve notifications this way.
+    #[serde(default)]
+    pub refuse_retrieve_notifications: bool,
 }
 
 /// A card image that cannot be used, with the file and the reason.
