@@ -212,7 +212,7 @@ impl Link {
     pub fn start_if(
         settings: Option<&LinkSettings>,
         store: &Store,
-        received: mpsc::UnboundedSender<Received>,
+        received: mpsc::Sender<Received>,
         cancel: CancellationToken,
     ) -> Result<(Option<Link>, Option<tokio::task::JoinHandle<()>>), LinkError> {
         match settings {
@@ -227,7 +227,7 @@ impl Link {
     pub fn start(
         settings: &LinkSettings,
         store: &Store,
-        received: mpsc::UnboundedSender<Received>,
+        received: mpsc::Sender<Received>,
         cancel: CancellationToken,
     ) -> Result<(Link, tokio::task::JoinHandle<()>), LinkError> {
         let url = BrokerUrl::parse(&settings.url).map_err(LinkError::Url)?;
@@ -293,6 +293,7 @@ impl Link {
             connected_at: None,
             short_drops: 0,
             spread_next: false,
+            dropped_qos0: 0,
         };
         let task = tokio::spawn(driver.run(cancel));
         Ok((link, task))
@@ -486,7 +487,7 @@ impl Conn {
 struct Driver {
     link: Link,
     eventloop: EventLoop,
-    received: mpsc::UnboundedSender<Received>,
+    received: mpsc::Sender<Received>,
     window: u16,
     conn: Option<Conn>,
     usage_interval: Duration,
@@ -501,7 +502,14 @@ struct Driver {
     /// A connection dropped and no attempt has failed since: the next failure to reach
     /// the broker has its wait spread (see `on_connection_error`).
     spread_next: bool,
+    /// QoS 0 messages dropped because the daemon was `INBOUND_QUEUE` behind.
+    dropped_qos0: u64,
 }
+
+/// Inbound messages (commands, platform records) waiting for the daemon, at most.
+/// Above the broker's in-flight window for QoS 1 (mosquitto's max_inflight_messages: 20
+/// by default), so in practice only a QoS 0 flood meets the bound.
+pub const INBOUND_QUEUE: usize = 256;
 
 /// rumqttc's limit on a packet, both ways. An inbound packet over it breaks the
 /// connection before it is read; the driver then discards it through `drain`.
@@ -669,7 +677,7 @@ impl Driver {
                     }
                     self.fill();
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p),
+                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p).await,
                 Ok(_) => {}
                 Err(e) => {
                     self.conn = None;
@@ -830,7 +838,7 @@ impl Driver {
                 },
                 None => continue,
             };
-            let _ = self.received.send(msg);
+            let _ = self.received.send(msg).await;
         }
     }
 
@@ -882,9 +890,9 @@ impl Driver {
         }
     }
 
-    fn on_publish(&mut self, p: Publish) {
+    async fn on_publish(&mut self, p: Publish) {
         let now = crate::time::unix_now();
-        let (topic, payload) = (p.topic.clone(), p.payload.clone());
+        let (topic, payload, qos) = (p.topic.clone(), p.payload.clone(), p.qos);
         let msg = match received(&self.link.topics, &topic, &payload, now, AckToken(Some(p))) {
             Ok(msg) => msg,
             Err(ack) => {
@@ -895,9 +903,29 @@ impl Driver {
                 return;
             }
         };
-        // Unbounded, yet bounded in practice: with manual acks the broker stops sending
-        // once its in-flight window for this client (mosquitto: 20) is unacknowledged.
-        if self.received.send(msg).is_err() {
+        // The queue to the daemon is bounded (INBOUND_QUEUE): a flood must not grow
+        // memory (5 000 hostile QoS 0 payloads queued 17 MB that the allocator kept).
+        // QoS 1 messages are bounded by the broker's in-flight window anyway (manual
+        // acks; mosquitto: 20), and wait here for room. A QoS 0 message arriving while
+        // the daemon is that far behind is dropped: at most once is what its sender
+        // asked for, and the contract's messages are QoS 1 (MQTT.md).
+        let msg = match self.received.try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(msg)) if qos != QoS::AtMostOnce => msg,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped_qos0 += 1;
+                // Said at 1, 2, 4, 8 ... drops: a flood does not flood the journal too.
+                if self.dropped_qos0.is_power_of_two() {
+                    tracing::warn!(%topic, dropped = self.dropped_qos0, "QoS 0 message dropped: the agent is {INBOUND_QUEUE} messages behind");
+                }
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("daemon gone; inbound message left unacknowledged");
+                return;
+            }
+        };
+        if self.received.send(msg).await.is_err() {
             tracing::debug!("daemon gone; inbound message left unacknowledged");
         }
     }

@@ -976,7 +976,7 @@ fn an_invalid_retained_record_is_reported_once_across_restarts_and_never_lost() 
     let keys = [FIRST, bad_topic];
     // Per key, the starts that did not know its refusal (and so reported it).
     let mut unknown = [0usize; 2];
-    let mut start = |unknown: &mut [usize; 2]| {
+    let start = |unknown: &mut [usize; 2]| {
         let mut cmd = pcsc.simgate();
         cmd.args(support::run_args(&broker.url(), name))
             .arg(state.path())
@@ -1033,6 +1033,84 @@ fn an_invalid_retained_record_is_reported_once_across_restarts_and_never_lost() 
         );
         assert!(unknown[i] < 4, "{}: never remembered", keys[i]);
     }
+}
+
+/// VmRSS of a process, in KiB (/proc/PID/status).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Regression: a flood of hostile QoS 0 payloads on the command topic grew the agent's
+/// memory by what it queued for the daemon (unbounded: QoS 0 needs no acknowledgement,
+/// so the broker's in-flight window did not hold it back), and the allocator kept it
+/// after: 5 000 payloads, +17 MB until a restart. The queue is bounded; a QoS 0 message
+/// meeting the bound is dropped, counted in the log, and the agent answers the next
+/// QoS 1 command. The RSS before and after is printed, not asserted.
+#[test]
+fn a_qos0_flood_of_hostile_payloads_is_bounded_and_the_agent_still_answers() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-flood";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, state.path(), None);
+    log.expect("simgate running", Duration::from_secs(30), running);
+    sub.expect("the agent online", |m| {
+        m.topic.ends_with("/health") && m.payload["state"] == "online"
+    });
+    let before = rss_kib(run.pid());
+    // 5 000 hostile commands: broken JSON, ids and fields that fail the contract,
+    // AT text in a field, payloads over 8 KiB; each refused (those with a readable id
+    // on their status topic).
+    let flood = state.path().join("flood");
+    let lines: Vec<String> = (0..5000)
+        .map(|i| match i % 5 {
+            0 => "{\"v\":1,\"id\":\"a b\"".to_string(),
+            1 => json!({"v":1,"id":format!("h-{i}"),"iccid":CARDS[0].1,"action":"refill",
+                "params":{"amount_mb":"\r\nAT+CFUN=0"},"expires_at":9_999_999_999u64})
+            .to_string(),
+            2 => json!({"v":1,"id":format!("n-{i}"),"iccid":"89882110000000000000",
+                "action":"suspend","expires_at":9_999_999_999u64})
+            .to_string(),
+            3 => json!({"v":1,"id":format!("b-{i}"),"iccid":CARDS[0].1,"action":"set_record",
+                "params":{"note":"x".repeat(9000)},"expires_at":9_999_999_999u64})
+            .to_string(),
+            _ => "[]".to_string(),
+        })
+        .collect();
+    std::fs::write(&flood, lines.join("\n") + "\n").expect("write the flood");
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "0"])
+        .args(["-t", &format!("simgate/v1/{name}/cmd"), "-l"])
+        .stdin(std::fs::File::open(&flood).expect("open the flood"))
+        .status()
+        .expect("run mosquitto_pub");
+    assert!(st.success(), "mosquitto_pub: {st}");
+    log.expect("QoS 0 messages dropped at the bound", SETTLE, |l| {
+        l.contains("QoS 0 message dropped")
+    });
+    // A platform command after the flood is still answered.
+    support::send_command(
+        &broker,
+        name,
+        &json!({"v":1,"id":"after-flood","iccid":CARDS[0].1,"action":"suspend",
+            "expires_at":support::unix_now() + 600}),
+    );
+    let status = support::final_status(&mut sub, name, "after-flood");
+    let after = rss_kib(run.pid());
+    assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
+    run.kill9();
+    eprintln!(
+        "chaos: hostile flood: 5000 QoS 0 payloads on the command topic; RSS {before} KiB before, {after} KiB after; the next command answered {}",
+        status.payload["status"]
+    );
 }
 
 /// A small file system for the state directory: a tmpfs of `size` bytes (root), else
