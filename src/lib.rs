@@ -34,6 +34,7 @@ pub mod modem;
 pub mod notify;
 pub mod observe;
 pub mod reader;
+pub mod rsp;
 pub mod rules;
 pub mod sim;
 pub mod station;

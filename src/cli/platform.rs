@@ -62,9 +62,11 @@ pub enum PlatformCmd {
     Send {
         #[command(flatten)]
         conn: PlatformConn,
-        #[arg(long)]
+        /// The SIM; none for `sync` (the whole agent).
+        #[arg(long, default_value = "")]
         iccid: String,
-        /// refresh, suspend, resume, set_record, refill, rules, swap, request_refill (MQTT.md).
+        /// refresh, suspend, resume, set_record, refill, rules, swap, request_refill,
+        /// sync, esim_* (MQTT.md).
         #[arg(long)]
         action: String,
         /// Command id (the idempotency key); default: a fresh one.
@@ -110,7 +112,14 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
             };
             // The platform tool checks what the agent would refuse, before connecting:
             // the ICCID and the id become topic levels, the action a word of the contract.
-            if !contract::valid_iccid(&iccid) {
+            let whole_agent = action == contract::Action::Sync.word();
+            if whole_agent && !iccid.is_empty() {
+                return Err(UsageError(
+                    "--iccid: a sync covers every SIM of the agent; leave it out".into(),
+                )
+                .into());
+            }
+            if !whole_agent && !contract::valid_iccid(&iccid) {
                 return Err(UsageError(format!("--iccid: \"{iccid}\" is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)")).into());
             }
             if let Some(id) = id.as_deref().filter(|i| !contract::valid_command_id(i)) {
@@ -120,7 +129,7 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
                 .into());
             }
             if contract::Action::from_word(&action).is_none() {
-                return Err(UsageError(format!("--action: \"{action}\" is not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill")).into());
+                return Err(UsageError(format!("--action: \"{action}\" is not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, sync, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack")).into());
             }
             let id = id.unwrap_or_else(|| {
                 format!("cli-{}-{}", crate::time::unix_now(), std::process::id())
