@@ -115,7 +115,7 @@ async fn bytes_on_the_wire(tls: bool) {
     let port = relay(broker.port, n.clone()).await;
     let state = TempDir::new("bench-bytes");
     let store = Store::open(state.path()).expect("store");
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(simgate::link::INBOUND_QUEUE);
     let cancel = CancellationToken::new();
     let ka = 2u64;
     let scheme = if tls { "mqtts" } else { "mqtt" };
@@ -195,7 +195,7 @@ async fn sys_counters_cross_check() {
     let broker = Broker::start_with("sys_interval 1");
     let state = TempDir::new("bench-sys");
     let store = Store::open(state.path()).expect("store");
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(simgate::link::INBOUND_QUEUE);
     let cancel = CancellationToken::new();
     let ka = 2u64;
     let mut s = settings(broker.url(), "gw-sys");
@@ -264,7 +264,7 @@ async fn drain_after_outage(count: u64) -> (Duration, Vec<u8>) {
     let port = support::free_port();
     let state = TempDir::new("bench-drain");
     let store = Store::open(state.path()).expect("store");
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(simgate::link::INBOUND_QUEUE);
     let cancel = CancellationToken::new();
     let mut s = settings(format!("mqtt://127.0.0.1:{port}"), "gw-drain");
     s.keepalive = Duration::from_secs(60);

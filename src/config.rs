@@ -12,6 +12,9 @@ pub const TEMPLATE: &str = include_str!("../config/simgate.toml");
 /// 45 000 events — a small gateway's flash partition.
 pub const DEFAULT_OUTBOX_MAX_BYTES: u64 = 8 * 1024 * 1024;
 const MIN_OUTBOX_MAX_BYTES: u64 = 256 * 1024;
+/// Default disk reserve of the outbox: 5 % of the state directory's file system (at least
+/// 2 MiB, `store::outbox::DISK_RESERVE_FLOOR`): 2.4 MiB of a 48 MiB partition.
+pub const DEFAULT_DISK_RESERVE_PERCENT: u8 = 5;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -120,6 +123,7 @@ pub struct Broker {
     pub client_key: PathBuf,
     pub outbox_max_messages: u64,
     pub outbox_max_bytes: u64,
+    pub outbox_disk_reserve_percent: u8,
     pub inflight_window: u16,
     pub usage_interval_secs: u64,
     pub reconnect_max_secs: u64,
@@ -241,6 +245,7 @@ impl Default for Broker {
             client_key: PathBuf::new(),
             outbox_max_messages: 100_000,
             outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
+            outbox_disk_reserve_percent: DEFAULT_DISK_RESERVE_PERCENT,
             inflight_window: 16,
             usage_interval_secs: 900,
             reconnect_max_secs: 10,
@@ -374,6 +379,15 @@ impl Config {
                 format!(
                     "{} is too small to hold one outage's state (minimum {MIN_OUTBOX_MAX_BYTES})",
                     self.broker.outbox_max_bytes
+                ),
+            ));
+        }
+        if self.broker.outbox_disk_reserve_percent > 50 {
+            return Err(invalid(
+                "broker.outbox_disk_reserve_percent",
+                format!(
+                    "{} is outside 0..=50 (percent of the state directory's file system)",
+                    self.broker.outbox_disk_reserve_percent
                 ),
             ));
         }

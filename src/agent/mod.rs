@@ -21,11 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// The platform side of a running agent: the recorder over the store and the link (when
 /// a broker is configured), what the platform sends, and the link's task to await at
 /// shutdown.
-pub type Started = (
-    Recorder,
-    mpsc::UnboundedReceiver<Received>,
-    Option<JoinHandle<()>>,
-);
+pub type Started = (Recorder, mpsc::Receiver<Received>, Option<JoinHandle<()>>);
 
 /// Start the platform link (if `broker` is set) over `store`; rows go to `feed` too
 /// when the station page is served.
@@ -35,7 +31,7 @@ pub fn start(
     feed: Option<Feed>,
     cancel: &CancellationToken,
 ) -> Result<Started, LinkError> {
-    let (tx, rx) = mpsc::unbounded_channel::<Received>();
+    let (tx, rx) = mpsc::channel::<Received>(crate::link::INBOUND_QUEUE);
     let (link, task): (Option<Link>, _) = Link::start_if(broker, &store, tx, cancel.clone())?;
     let rec = Recorder { store, link, feed };
     // What a crash left unpublished goes out before anything new is recorded.

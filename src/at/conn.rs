@@ -38,6 +38,10 @@ pub enum AtError {
     NotAttached,
     #[error("no final result to {command} within {after:?}")]
     Timeout { command: String, after: Duration },
+    /// An answer that fits no reading of the command (a reply out of step): nothing is
+    /// concluded from it; the port is brought into step again.
+    #[error("{command}: answer {answer:?} tells nothing; not taken as a fact")]
+    Unclear { command: String, answer: String },
 }
 
 /// The modem answered, and said no (ERROR, +CME ERROR ...): not a link problem.
@@ -111,6 +115,9 @@ pub struct Stats {
     pub commands: u64,
     pub urcs: u64,
     pub garbage_bytes: u64,
+    /// Lines dropped while bringing the port into step: answers to commands sent
+    /// before (by a killed process, or one that timed out).
+    pub stale_lines: u64,
 }
 
 /// One modem port. One command in flight at a time, by construction: `command` takes
@@ -417,38 +424,112 @@ impl<T: AtIo> AtConnection<T> {
         }
     }
 
-    /// After a timeout: prove the modem answers again and drop any late reply.
-    /// Sends `AT` until one gets `OK` (each try bounded by `timeout`), then drops
-    /// whatever else arrived during a short quiet period.
-    pub async fn resync(&mut self, timeout: Duration, tries: u32) -> Result<(), AtError> {
-        let probe = AtCommand::new("AT")?;
-        let mut last = None;
-        for _ in 0..tries {
-            match self.command(&probe, timeout).await {
-                Ok(_) => {
-                    // A late answer to the abandoned command may still be on its way;
-                    // 50 ms of silence at 115200 baud is ~580 characters' worth.
-                    while let Ok(r) =
-                        tokio::time::timeout(Duration::from_millis(50), self.fill()).await
-                    {
-                        r?;
-                    }
-                    self.buf.clear();
-                    return Ok(());
-                }
-                Err(
-                    e @ (AtError::Closed
-                    | AtError::Link(_)
-                    | AtError::Open { .. }
-                    | AtError::Held { .. }
-                    | AtError::Command(_)
-                    | AtError::NotAttached),
-                ) => return Err(e),
-                Err(e) => last = Some(e),
+    /// Bring the port into step before trusting any reply: on every open (a port keeps
+    /// what a killed process left in flight: its late answers arrive on the next
+    /// connection) and after a command timed out (its answer may still come).
+    ///
+    /// Replies carry nothing that says which command they answer, so a stale `OK` and
+    /// ours look alike; only the echo (V.250 §6.2.4) gives back text of our choosing.
+    /// Each try sends `ATE1` (echo on; its own result is not trusted) and then a marker
+    /// line unique to this try (see [`marker`]). The modem runs lines in order, so once
+    /// the marker's echo and its final result have come, everything before them was
+    /// stale and has been dropped, and the next final result answers the next command.
+    /// A marker dropped by a busy modem or a line cut short is simply not seen: the try
+    /// times out (`each`) and the next one goes. The port is in step only after the
+    /// *last* marker sent has finished, so no marker's answer is left in flight. Echo
+    /// stays on afterwards (identification turns it off; [`Self::command`] skips it).
+    pub async fn synchronise(&mut self, each: Duration) -> Result<(), AtError> {
+        // What was received but not read belongs to nobody now.
+        self.buf.clear();
+        let echo = AtCommand::new("ATE1")?;
+        let mut sent = Vec::new();
+        for _ in 0..SYNC_TRIES {
+            let marker = marker(nonce())?;
+            for line in [&echo, &marker] {
+                self.stats.commands += 1;
+                let mut bytes = line.as_str().as_bytes().to_vec();
+                bytes.push(b'\r');
+                self.io.write_all(&bytes).await?;
+            }
+            self.io.flush().await?;
+            sent.push(marker);
+            match tokio::time::timeout(each, self.await_marker(&sent)).await {
+                Ok(r) => return r,
+                Err(_) => tracing::debug!(tries = sent.len(), "no marker echo yet; trying again"),
             }
         }
-        Err(last.unwrap_or(AtError::Closed))
+        Err(AtError::Timeout {
+            command: "the synchronising marker (ATE1, then a line to echo)".into(),
+            after: each * SYNC_TRIES,
+        })
     }
+
+    /// Read until the last marker of `sent` has been echoed and has its final result;
+    /// drop everything before. Cancel-safe (a frame is consumed whole).
+    async fn await_marker(&mut self, sent: &[AtCommand]) -> Result<(), AtError> {
+        let last = sent.len() - 1;
+        let mut echoed = None;
+        loop {
+            let Some(f) = self.next_frame() else {
+                self.fill().await?;
+                continue;
+            };
+            let FrameOwned::Line(line) = f else { continue };
+            if let Some(j) = sent
+                .iter()
+                .position(|m| line.eq_ignore_ascii_case(m.as_str()))
+            {
+                echoed = Some(j);
+            } else if line.eq_ignore_ascii_case("ATE1") {
+                // Our own ATE1, echoed where echo was on already.
+            } else if final_result(&line, &self.vendor_finals).is_some() {
+                // Any final ends the marker's line: a firmware refusing concatenation
+                // answers it ERROR, after the echo all the same.
+                if echoed == Some(last) {
+                    return Ok(());
+                }
+                // A stale answer, or an earlier marker's: later lines are still due.
+                echoed = None;
+                self.stats.stale_lines += 1;
+            } else if echoed == Some(last) && self.is_urc(&line) {
+                self.push_urc(line);
+            } else {
+                tracing::debug!(%line, "dropped a line from before the port was in step");
+                self.stats.stale_lines += 1;
+            }
+        }
+    }
+}
+
+/// Tries of [`AtConnection::synchronise`] before the port counts as not answering.
+const SYNC_TRIES: u32 = 4;
+
+/// A marker line: `Q0` (result codes on, V.250 §6.2.5) then sixteen idempotent settings,
+/// `E1` (echo on, §6.2.4) for a 0 bit and `V1` (verbose results, §6.2.6) for a 1 bit of
+/// `nonce`: a valid line (basic commands run together, §5.2.1; 36 characters, within
+/// the 40 every DCE must take) that changes nothing but the state identification sets
+/// anyway, and whose echo no other line matches.
+fn marker(nonce: u16) -> Result<AtCommand, super::command::CommandError> {
+    let mut text = String::from("ATQ0");
+    for bit in 0..16 {
+        text.push_str(if nonce >> bit & 1 == 1 { "V1" } else { "E1" });
+    }
+    AtCommand::new(&text)
+}
+
+/// A nonce per marker: a process-wide counter mixed with the clock and the pid, so two
+/// runs (the killed one and its successor) and two tries never share one.
+fn nonce() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed =
+        (u64::from(clock) ^ u64::from(std::process::id()) << 20 ^ n.wrapping_mul(0x9E37_79B9))
+            .wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (mixed >> 48) as u16
 }
 
 enum FrameOwned {
@@ -571,6 +652,49 @@ mod tests {
         let (r, _keep) = tokio::join!(conn.command(&c, Duration::from_secs(1)), modem);
         assert_eq!(r.unwrap().unwrap().lines, vec!["+CSQ: 5,99"]);
         assert_eq!(conn.pop_urc().as_deref(), Some("+QSIMSTAT: 1,0"));
+    }
+
+    /// A modem left with echo off and two answers of a killed run's commands still
+    /// to come: it echoes a line when echo is on, runs lines in order.
+    async fn late_modem(mut theirs: tokio::io::DuplexStream) {
+        theirs
+            .write_all(b"\r\n+CGMI: stale\r\n\r\nOK\r\n\r\nERROR\r\n")
+            .await
+            .unwrap();
+        let mut echo = false;
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while theirs.read(&mut b).await.is_ok_and(|n| n == 1) {
+            if b[0] != b'\r' {
+                line.push(b[0]);
+                continue;
+            }
+            let text = String::from_utf8(std::mem::take(&mut line)).unwrap();
+            if echo {
+                theirs
+                    .write_all(format!("{text}\r").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            echo = text.contains("E1") || (echo && !text.contains("E0"));
+            let reply = if text == "AT+CGMI" {
+                "\r\nQuectel\r\n\r\nOK\r\n"
+            } else {
+                "\r\nOK\r\n"
+            };
+            theirs.write_all(reply.as_bytes()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_from_before_the_port_was_in_step_never_reach_a_command() {
+        let (ours, theirs) = duplex(4096);
+        tokio::spawn(late_modem(theirs));
+        let mut conn = AtConnection::new(ours, vec![], vec![]);
+        conn.synchronise(Duration::from_secs(5)).await.unwrap();
+        let r = conn.command(&cmd("AT+CGMI"), Duration::from_secs(5)).await;
+        assert_eq!(r.unwrap().unwrap().lines, vec!["Quectel"]);
+        assert_eq!(conn.stats().stale_lines, 4, "{:?}", conn.stats());
     }
 
     #[tokio::test]

@@ -321,6 +321,9 @@ pub enum Work {
 pub struct WorkDone {
     pub profiles: Vec<ProfileInfo>,
     pub pending: Vec<PendingNotification>,
+    /// Pending notifications that could not be retrieved, said in words: the work
+    /// itself is done (verified by listing), this is beside it.
+    pub notification_problem: Option<String>,
     pub apdus: u32,
 }
 
@@ -338,12 +341,65 @@ pub fn work_on<T: CardTransport>(i: &mut Isdr<T>, work: &Work) -> Result<WorkDon
             i.profiles()?
         }
     };
-    let pending = i.pending()?;
+    // The work is done and verified: what follows may not undo that in the report.
+    let (pending, notification_problem) = pending_after(i)?;
     Ok(WorkDone {
         profiles,
         pending,
+        notification_problem,
         apdus: i.apdus(),
     })
+}
+
+/// Whether the card is gone (pulled, mute, the reader lost): nothing more can be asked.
+fn card_gone(e: &EsimError) -> bool {
+    matches!(
+        e,
+        EsimError::Card(CardError::Removed | CardError::Timeout(_) | CardError::Transport(_))
+    )
+}
+
+/// The pending notifications, signed: all at once (RetrieveNotificationsList without
+/// searchCriteria, SGP.22 §5.7.10). An eUICC refusing that is asked as lpac does: the
+/// numbers from ListNotification (§5.7.9), then each by its seqNumber. What still cannot
+/// be retrieved is said in words (with the numbers pending on the card), not an error:
+/// it stays on the eUICC for a later command. Only a card gone is an error.
+fn pending_after<T: CardTransport>(
+    i: &mut Isdr<T>,
+) -> Result<(Vec<PendingNotification>, Option<String>), EsimError> {
+    let all = match i.pending() {
+        Ok(p) => return Ok((p, None)),
+        Err(e) if card_gone(&e) => return Err(e),
+        Err(e) => e,
+    };
+    tracing::info!(error = %all, "RetrieveNotificationsList refused; retrieving by ListNotification");
+    let listed = match i.notifications() {
+        Ok(l) => l,
+        Err(e) if card_gone(&e) => return Err(e),
+        Err(e) => {
+            return Ok((
+                Vec::new(),
+                Some(format!(
+                    "pending notifications not retrieved: {all}; ListNotification: {e}"
+                )),
+            ))
+        }
+    };
+    let (mut got, mut missing) = (Vec::new(), Vec::new());
+    for m in listed {
+        match i.retrieve(m.seq) {
+            Ok(Some(n)) => got.push(n),
+            Ok(None) => missing.push(m.seq),
+            Err(e) if card_gone(&e) => return Err(e),
+            Err(_) => missing.push(m.seq),
+        }
+    }
+    let problem = (!missing.is_empty()).then(|| {
+        format!(
+            "pending notifications {missing:?} (ListNotification) not retrieved, left on the eUICC: {all}"
+        )
+    });
+    Ok((got, problem))
 }
 
 /// A profile operation.
@@ -427,13 +483,7 @@ pub fn with_isdr<T: CardTransport, R>(
 ) -> Result<(R, T, u32), EsimError> {
     let mut isdr = isdr;
     let result = f(&mut isdr);
-    let gone = matches!(
-        result,
-        Err(EsimError::Card(
-            CardError::Removed | CardError::Timeout(_) | CardError::Transport(_)
-        ))
-    );
-    if gone {
+    if result.as_ref().is_err_and(card_gone) {
         return Err(result.err().unwrap_or(EsimError::Card(CardError::Removed)));
     }
     let finished = isdr.finish();

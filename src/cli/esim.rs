@@ -159,6 +159,9 @@ async fn through_modem(cmd: EsimCmd, port: &str, cfg: &Config) -> anyhow::Result
     let profiles = crate::modem::Profiles::shipped()?;
     let io = crate::at::open(port).await?;
     let mut conn = crate::at::AtConnection::new(io, vec![], vec![]);
+    conn.synchronise(profiles.recognise("", "").timeouts.default())
+        .await
+        .with_context(|| format!("{port}: the modem did not answer"))?;
     let (profile, _) = crate::modem::identify::recognise(&mut conn, &profiles)
         .await
         .with_context(|| format!("{port}: the modem did not answer"))?;

@@ -64,6 +64,9 @@ pub(super) fn profiles(dir: &Option<PathBuf>) -> anyhow::Result<Profiles> {
 async fn info_of(port: &str, profiles: &Profiles) -> anyhow::Result<(ModemInfo, u64)> {
     let io = crate::at::open(port).await?;
     let mut conn = AtConnection::new(io, vec![], vec![]);
+    conn.synchronise(profiles.recognise("", "").timeouts.default())
+        .await
+        .with_context(|| format!("{port}: the modem did not answer"))?;
     let info = identify::identify(&mut conn, profiles, port)
         .await
         .with_context(|| format!("{port}: identification failed"))?;

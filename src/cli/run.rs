@@ -145,6 +145,7 @@ pub(super) fn link_settings(cfg: &Config) -> LinkSettings {
         client_cert: non_empty(&cfg.broker.client_cert).zip(non_empty(&cfg.broker.client_key)),
         outbox_cap: cfg.broker.outbox_max_messages,
         outbox_max_bytes: cfg.broker.outbox_max_bytes,
+        outbox_disk_reserve_percent: cfg.broker.outbox_disk_reserve_percent,
         window: cfg.broker.inflight_window,
         usage_interval: Duration::from_secs(cfg.broker.usage_interval_secs),
         reconnect_max: Duration::from_secs(cfg.broker.reconnect_max_secs),

@@ -263,16 +263,24 @@ fn esim_work(cmd: &Command) -> Result<esim::Work, String> {
 
 /// Hand the eUICC's pending notifications to the platform, each an event through the
 /// outbox (durable, numbered); removed from the card only on the platform's
-/// `esim_notification_ack`.
-fn hand_over(
-    link: Option<&crate::link::Link>,
-    iccid: &str,
-    pending: &[crate::card::es10::PendingNotification],
-) {
+/// `esim_notification_ack`. Those that could not be retrieved are said in an `error`
+/// event beside the command's outcome, which follows what the card did (MQTT.md).
+fn hand_over(link: Option<&crate::link::Link>, iccid: &str, done: &esim::WorkDone) {
     let Some(link) = link else {
         return;
     };
-    for n in pending {
+    if let Some(problem) = &done.notification_problem {
+        tracing::warn!(%iccid, %problem, "eSIM operation done; its notifications not all retrieved");
+        let ev = crate::contract::EventKind::Error {
+            iccid: Some(iccid.to_string()),
+            code: RefusalCode::Failed,
+            reason: format!("eSIM notifications: {problem}"),
+        };
+        if let Err(e) = link.publish_event(ev) {
+            tracing::warn!(error = %e, "eSIM notification problem not queued");
+        }
+    }
+    for n in &done.pending {
         let ev = crate::contract::EventKind::EsimNotification {
             iccid: iccid.to_string(),
             number: n.meta.seq,
@@ -358,7 +366,7 @@ fn run_esim(
         match outcome {
             Ok(d) => {
                 tracing::info!(%reader, apdus = d.apdus, pending = d.pending.len(), "eSIM operation verified");
-                hand_over(link, key, &d.pending);
+                hand_over(link, key, &d);
             }
             Err(e @ esim::EsimError::NoIsdr(_)) => {
                 return Err((RefusalCode::NotApplicable, e.to_string()))
@@ -394,7 +402,7 @@ async fn modem_esim(
 ) -> Done {
     let switches = matches!(work, esim::Work::Apply(esim::Action::Enable { .. }));
     match handle.esim(work).await {
-        Ok(Ok(done)) => hand_over(link, key, &done.pending),
+        Ok(Ok(done)) => hand_over(link, key, &done),
         Ok(Err(why)) => return Err((RefusalCode::Failed, why)),
         Err(e) => return Err((RefusalCode::Unavailable, e.to_string())),
     }
@@ -518,19 +526,23 @@ impl Commands {
                             self.set_record(ctx, &iccid, rec)?
                         }
                     }
-                    // The same retained record refused again (a reconnect): said once.
-                    Err(r) if ctx.store.note_refused_platform(&iccid, r.payload_hash)? => {
+                    // The same retained record refused again (a reconnect, a restart):
+                    // said once.
+                    Err(r) if ctx.store.refused_platform_known(&iccid, r.payload_hash)? => {
                         tracing::debug!(%iccid, reason = %r.reason, "platform record refused again");
                     }
                     Err(r) => {
                         tracing::warn!(%iccid, reason = %r.reason, "platform record refused");
                         if let Some(link) = &ctx.link {
                             link.publish_event(EventKind::Error {
-                                iccid: crate::contract::valid_iccid(&iccid).then_some(iccid),
+                                iccid: crate::contract::valid_iccid(&iccid).then(|| iccid.clone()),
                                 code: r.code,
                                 reason: format!("platform record refused: {}", r.reason),
                             })?;
                         }
+                        // Remembered once its report is queued: a kill in between
+                        // reports it again at the next start, never not at all.
+                        ctx.store.note_refused_platform(&iccid, r.payload_hash)?;
                     }
                 }
                 if let Some(link) = &ctx.link {

@@ -843,7 +843,7 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
     match (name, arg) {
         ("E0", _) => st.echo = false,
         ("E1", _) => st.echo = true,
-        ("V1" | "V" | "Z" | "&F", _) => {}
+        ("Q0" | "V1" | "V" | "Z" | "&F", _) => {}
         ("I" | "I0", _) => {
             return Ok(vec![
                 em.manufacturer.clone(),

@@ -86,6 +86,9 @@ pub struct LinkSettings {
     pub outbox_cap: u64,
     /// Bytes of queued messages kept before telemetry (then events) is shed.
     pub outbox_max_bytes: u64,
+    /// Percent of the state directory's file system kept free while messages queue up
+    /// (at least `store::outbox::DISK_RESERVE_FLOOR`).
+    pub outbox_disk_reserve_percent: u8,
     /// Publishes in flight (unacknowledged) at once.
     pub window: u16,
     /// Usage telemetry is batched and sent at this interval.
@@ -110,6 +113,7 @@ impl LinkSettings {
             client_cert: None,
             outbox_cap: 100_000,
             outbox_max_bytes: crate::config::DEFAULT_OUTBOX_MAX_BYTES,
+            outbox_disk_reserve_percent: crate::config::DEFAULT_DISK_RESERVE_PERCENT,
             window: 16,
             usage_interval: Duration::from_secs(900),
             reconnect_max: DEFAULT_RECONNECT_MAX,
@@ -220,7 +224,7 @@ impl Link {
     pub fn start_if(
         settings: Option<&LinkSettings>,
         store: &Store,
-        received: mpsc::UnboundedSender<Received>,
+        received: mpsc::Sender<Received>,
         cancel: CancellationToken,
     ) -> Result<(Option<Link>, Option<tokio::task::JoinHandle<()>>), LinkError> {
         match settings {
@@ -235,7 +239,7 @@ impl Link {
     pub fn start(
         settings: &LinkSettings,
         store: &Store,
-        received: mpsc::UnboundedSender<Received>,
+        received: mpsc::Sender<Received>,
         cancel: CancellationToken,
     ) -> Result<(Link, tokio::task::JoinHandle<()>), LinkError> {
         let urls = settings
@@ -267,7 +271,10 @@ impl Link {
             outbox: store.outbox(Limits {
                 messages: settings.outbox_cap,
                 bytes: settings.outbox_max_bytes,
-                disk_reserve: DISK_RESERVE,
+                disk_reserve: crate::store::outbox::disk_reserve(
+                    store.dir(),
+                    settings.outbox_disk_reserve_percent,
+                ),
             })?,
             wake: Arc::new(Notify::new()),
             usage: Arc::new(Mutex::new(Usage::default())),
@@ -287,6 +294,7 @@ impl Link {
             tls,
             connected_at: None,
             short_drops: 0,
+            dropped_qos0: 0,
         };
         let task = tokio::spawn(driver.run(cancel));
         Ok((link, task))
@@ -556,7 +564,7 @@ impl Conn {
 struct Driver {
     link: Link,
     eventloop: EventLoop,
-    received: mpsc::UnboundedSender<Received>,
+    received: mpsc::Sender<Received>,
     window: u16,
     conn: Option<Conn>,
     usage_interval: Duration,
@@ -570,12 +578,14 @@ struct Driver {
     connected_at: Option<Instant>,
     /// Connections in a row that the broker closed before they were stable.
     short_drops: u32,
+    /// QoS 0 messages dropped because the daemon was `INBOUND_QUEUE` behind.
+    dropped_qos0: u64,
 }
 
-/// Free space the state directory's file system keeps: below it, telemetry and events
-/// are shed instead of written (sled writes in segments of 512 KiB; this leaves room
-/// for several, and for the states and statuses that are never shed).
-const DISK_RESERVE: u64 = 8 * 1024 * 1024;
+/// Inbound messages (commands, platform records) waiting for the daemon, at most.
+/// Above the broker's in-flight window for QoS 1 (mosquitto's max_inflight_messages: 20
+/// by default), so in practice only a QoS 0 flood meets the bound.
+pub const INBOUND_QUEUE: usize = 256;
 
 /// rumqttc's limit on a packet, both ways. An inbound packet over it breaks the
 /// connection before it is read; the driver then discards it through `drain`.
@@ -641,6 +651,7 @@ impl Driver {
                     self.link
                         .connected
                         .store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.link.outbox.set_passing(u64::from(self.window));
                     // Whatever rumqttc kept from the last session is replayed from the
                     // outbox instead, with ids this driver tracks.
                     self.eventloop.pending.clear();
@@ -722,7 +733,7 @@ impl Driver {
                     }
                     self.fill();
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p),
+                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p).await,
                 Ok(_) => {}
                 Err(e) => {
                     self.conn = None;
@@ -756,6 +767,7 @@ impl Driver {
         self.link
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.link.outbox.set_passing(0);
         let io_closed = |e: &std::io::Error| {
             matches!(
                 e.kind(),
@@ -889,7 +901,7 @@ impl Driver {
                 },
                 None => continue,
             };
-            let _ = self.received.send(msg);
+            let _ = self.received.send(msg).await;
         }
     }
 
@@ -945,9 +957,9 @@ impl Driver {
         }
     }
 
-    fn on_publish(&mut self, p: Publish) {
+    async fn on_publish(&mut self, p: Publish) {
         let now = crate::time::unix_now();
-        let (topic, payload) = (p.topic.clone(), p.payload.clone());
+        let (topic, payload, qos) = (p.topic.clone(), p.payload.clone(), p.qos);
         let msg = match received(&self.link.topics, &topic, &payload, now, AckToken(Some(p))) {
             Ok(msg) => msg,
             Err(ack) => {
@@ -958,9 +970,29 @@ impl Driver {
                 return;
             }
         };
-        // Unbounded, yet bounded in practice: with manual acks the broker stops sending
-        // once its in-flight window for this client (mosquitto: 20) is unacknowledged.
-        if self.received.send(msg).is_err() {
+        // The queue to the daemon is bounded (INBOUND_QUEUE): a flood must not grow
+        // memory (5 000 hostile QoS 0 payloads queued 17 MB that the allocator kept).
+        // QoS 1 messages are bounded by the broker's in-flight window anyway (manual
+        // acks; mosquitto: 20), and wait here for room. A QoS 0 message arriving while
+        // the daemon is that far behind is dropped: at most once is what its sender
+        // asked for, and the contract's messages are QoS 1 (MQTT.md).
+        let msg = match self.received.try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(msg)) if qos != QoS::AtMostOnce => msg,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped_qos0 += 1;
+                // Said at 1, 2, 4, 8 ... drops: a flood does not flood the journal too.
+                if self.dropped_qos0.is_power_of_two() {
+                    tracing::warn!(%topic, dropped = self.dropped_qos0, "QoS 0 message dropped: the agent is {INBOUND_QUEUE} messages behind");
+                }
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("daemon gone; inbound message left unacknowledged");
+                return;
+            }
+        };
+        if self.received.send(msg).await.is_err() {
             tracing::debug!("daemon gone; inbound message left unacknowledged");
         }
     }

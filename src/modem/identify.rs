@@ -201,7 +201,15 @@ pub async fn pin_state<T: AtIo>(
                 Some(cme::SIM_NOT_INSERTED) => return Ok(Err("SIM not inserted".into())),
                 Some(cme::SIM_BUSY) => tokio::time::sleep(SIM_BUSY_WAIT).await,
                 Some(cme::SIM_FAILURE) => return Ok(Err("SIM failure".into())),
-                _ => return Ok(Err(format!("SIM state unknown ({})", refusal.result))),
+                // Any other refusal says nothing about the SIM (an answer out of
+                // step, a firmware's quirk): concluding "no SIM" from it would report
+                // a SIM that is there removed.
+                _ => {
+                    return Err(AtError::Unclear {
+                        command: cmd.to_string(),
+                        answer: refusal.result.to_string(),
+                    })
+                }
             },
         }
     }

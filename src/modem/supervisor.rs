@@ -374,7 +374,12 @@ impl Supervisor {
         let profiles = self.profiles.clone();
         let port_name = self.port.clone();
         let mut info = {
-            let ident = identify::identify(&mut conn, &profiles, &port_name);
+            // In step first: a killed run's late answers must not become ours.
+            let sync = profiles.recognise("", "").timeouts.default();
+            let ident = async {
+                conn.synchronise(sync).await?;
+                identify::identify(&mut conn, &profiles, &port_name).await
+            };
             tokio::pin!(ident);
             loop {
                 tokio::select! {
@@ -426,7 +431,7 @@ impl Supervisor {
                 if let AtError::Timeout { .. } = e {
                     // A silent modem: probe it; if it answers, carry on with this port.
                     let p = profile.timeouts.default();
-                    if conn.resync(p, 3).await.is_ok() {
+                    if conn.synchronise(p).await.is_ok() {
                         continue;
                     }
                 }
@@ -870,6 +875,10 @@ fn duplicate(e: &AtError) -> AtError {
         AtError::Timeout { command, after } => AtError::Timeout {
             command: command.clone(),
             after: *after,
+        },
+        AtError::Unclear { command, answer } => AtError::Unclear {
+            command: command.clone(),
+            answer: answer.clone(),
         },
         AtError::Closed => AtError::Closed,
         AtError::NotAttached => AtError::NotAttached,

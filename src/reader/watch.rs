@@ -102,7 +102,7 @@ pub fn watch(
                         let _ = ctx.cancel();
                     })
                 };
-                let result = watch_context(&ctx, &patterns, &tx, &cancel, &mut seen);
+                let result = watch_context(&ctx, &patterns, &tx, &cancel, &mut seen, &mut backoff);
                 canceller.abort();
                 backoff.ended_after(since.elapsed());
                 match result {
@@ -149,6 +149,7 @@ fn watch_context(
     tx: &mpsc::Sender<ReaderEvent>,
     cancel: &CancellationToken,
     seen: &mut HashMap<String, Seen>,
+    backoff: &mut Backoff,
 ) -> Result<(), ReaderError> {
     let pcsc_err = |source| ReaderError::Pcsc {
         reader: "*".into(),
@@ -165,6 +166,11 @@ fn watch_context(
                 .into_iter()
                 .filter(|n| watched(patterns, &n.to_string_lossy()))
                 .collect();
+            // pcscd is back and serving: the outage that made the backoff climb is
+            // over. Waiting on past outages' wait would slow every card after the next
+            // crash of a pcscd that crashes in a loop (5-12 s seen); a context that
+            // fails before it serves keeps climbing.
+            backoff.reset();
             // Readers gone since the last look.
             let now: Vec<String> = names
                 .iter()

@@ -82,6 +82,11 @@ impl Store {
     }
 
     /// Make everything written so far durable (fsync).
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())

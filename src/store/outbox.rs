@@ -141,9 +141,24 @@ pub struct Limits {
     /// Bytes of the queued messages as stored (topic, payload and 12 bytes of framing
     /// each); sled's files take about 2.6 times that on disk (benches/store.rs).
     pub bytes: u64,
-    /// Free space the state directory's file system must keep: below it, the outbox
-    /// counts as full, so telemetry is shed before the disk fills up.
+    /// Free space the state directory's file system must keep while messages queue up
+    /// (see [`Outbox::set_passing`]): below it, the outbox counts as full, so telemetry
+    /// is shed before the disk fills up. See [`disk_reserve`].
     pub disk_reserve: u64,
+}
+
+/// The least disk reserve, whatever the fraction: sled writes in segments of 512 KiB;
+/// this leaves room for a few, and for the states and statuses never shed.
+pub const DISK_RESERVE_FLOOR: u64 = 2 * 1024 * 1024;
+
+/// The disk reserve for a store in `dir`: `percent` of its file system's size, at least
+/// [`DISK_RESERVE_FLOOR`]. A fixed figure fits no disk: 8 MiB was a sixth of a small
+/// gateway's partition and nothing on a server's.
+pub fn disk_reserve(dir: &std::path::Path, percent: u8) -> u64 {
+    let total = fs2::total_space(dir).unwrap_or(0);
+    (total / 100)
+        .saturating_mul(u64::from(percent))
+        .max(DISK_RESERVE_FLOOR)
 }
 
 impl Limits {
@@ -169,6 +184,9 @@ pub struct Outbox {
     shed: sled::Tree,
     meta: sled::Tree,
     inner: Arc<Mutex<Meta>>,
+    /// While the broker link is up, how many queued messages still count as passing
+    /// through (the link's in-flight window); 0 while it is down.
+    passing: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -209,6 +227,7 @@ impl Store {
             meta: self.tree(META)?,
             main,
             inner: Arc::new(Mutex::new(Meta { len, bytes, limits })),
+            passing: Arc::default(),
         })
     }
 }
@@ -272,12 +291,23 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The broker link is up and hands up to `window` messages to the broker at once
+    /// (0: it is down). While fewer than that are queued, a new message passes through:
+    /// it is written, sent at once and gone on its acknowledgement, so the disk reserve
+    /// does not stop it (MQTT.md, "Durability").
+    pub fn set_passing(&self, window: u64) {
+        self.passing
+            .store(window, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether a sheddable message must make room: a bound is reached, or the disk is
-    /// nearly full.
+    /// nearly full while messages queue up. The reserve guards the queue, not the send.
     fn full(&self, meta: &Meta, adding: u64) -> bool {
+        let queueing = meta.len >= self.passing.load(std::sync::atomic::Ordering::Relaxed);
         meta.len >= meta.limits.messages
             || meta.bytes.saturating_add(adding) > meta.limits.bytes
-            || (meta.limits.disk_reserve > 0
+            || (queueing
+                && meta.limits.disk_reserve > 0
                 && fs2::available_space(&self.dir)
                     .map(|free| free < meta.limits.disk_reserve)
                     // Unknown free space: rely on the other bounds.
@@ -803,6 +833,30 @@ mod tests {
                 events: 1
             }
         );
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn with_the_link_up_an_event_passes_a_nearly_full_disk_until_a_queue_builds() {
+        let (st, dir) = store();
+        let ob = st
+            .outbox(Limits {
+                messages: u64::MAX,
+                bytes: u64::MAX,
+                disk_reserve: u64::MAX,
+            })
+            .unwrap();
+        // Connected, a window of 2: two queued messages still pass through.
+        ob.set_passing(2);
+        assert!(!push(&ob, Class::Event, "e", "e1", None).1.any());
+        assert!(!push(&ob, Class::Event, "e", "e2", None).1.any());
+        // A third waits behind a full window: a queue, which the reserve guards.
+        assert_eq!(push(&ob, Class::Event, "e", "e3", None).1.events, 1);
+        // The link down: nothing passes.
+        ob.set_passing(0);
+        drain(&ob);
+        assert_eq!(push(&ob, Class::Event, "e", "e4", None).1.events, 1);
         drop((ob, st));
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -31,19 +31,21 @@ impl Store {
         Ok(old.as_deref() == Some(&hash.to_be_bytes()[..]))
     }
 
-    /// Note that the record published for `key` with fingerprint `hash` was refused.
-    /// Returns whether that was already known (the same record refused before): the
-    /// broker redelivers a retained record on every reconnect, and its refusal is
-    /// reported once per change (MQTT.md, "Platform record").
-    pub fn note_refused_platform(&self, key: &str, hash: u64) -> Result<bool, StoreError> {
-        let old = self
-            .tree(REFUSED)?
+    /// Whether the record published for `key` with fingerprint `hash` was refused and
+    /// reported before: the broker redelivers a retained record on every connection
+    /// (and to every start of the agent), and its refusal is reported once per change
+    /// (MQTT.md, "Platform record").
+    pub fn refused_platform_known(&self, key: &str, hash: u64) -> Result<bool, StoreError> {
+        Ok(self.tree(REFUSED)?.get(key.as_bytes())?.as_deref() == Some(&hash.to_be_bytes()[..]))
+    }
+
+    /// Remember that the record for `key` with fingerprint `hash` was refused and its
+    /// report queued (flushed: the next start must know it). Called only after the
+    /// report is in the outbox, so a crash in between reports it again rather than never.
+    pub fn note_refused_platform(&self, key: &str, hash: u64) -> Result<(), StoreError> {
+        self.tree(REFUSED)?
             .insert(key.as_bytes(), &hash.to_be_bytes())?;
-        if old.as_deref() == Some(&hash.to_be_bytes()[..]) {
-            return Ok(true);
-        }
-        self.flush()?;
-        Ok(false)
+        self.flush()
     }
 
     /// A valid record (or none) arrived for `key`: forget an earlier refusal, so the
@@ -64,18 +66,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let st = Store::open(&dir).unwrap();
         let k = "8988211000000430010";
-        assert!(!st.note_refused_platform(k, 1).unwrap());
-        assert!(st.note_refused_platform(k, 1).unwrap(), "redelivered");
-        assert!(!st.note_refused_platform(k, 2).unwrap(), "changed");
+        assert!(!st.refused_platform_known(k, 1).unwrap());
+        st.note_refused_platform(k, 1).unwrap();
+        assert!(st.refused_platform_known(k, 1).unwrap(), "redelivered");
+        assert!(!st.refused_platform_known(k, 2).unwrap(), "changed");
+        st.note_refused_platform(k, 2).unwrap();
         st.clear_refused_platform(k).unwrap();
         assert!(
-            !st.note_refused_platform(k, 2).unwrap(),
+            !st.refused_platform_known(k, 2).unwrap(),
             "after a valid one"
         );
+        st.note_refused_platform(k, 2).unwrap();
         drop(st);
         let st = Store::open(&dir).unwrap();
         assert!(
-            st.note_refused_platform(k, 2).unwrap(),
+            st.refused_platform_known(k, 2).unwrap(),
             "kept across restarts"
         );
         drop(st);

@@ -691,6 +691,120 @@ fn pcscd_in_a_crash_loop_is_followed_again_each_time_and_nothing_is_lost() {
     );
 }
 
+/// A `Duration`'s Debug text (`187.5ms`, `1.25s`) in seconds.
+fn debug_secs(text: &str) -> Option<f64> {
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_alphabetic() || c == 'µ')?);
+    let n: f64 = number.parse().ok()?;
+    Some(match unit {
+        "ns" => n / 1e9,
+        "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        _ => return None,
+    })
+}
+
+/// Regression: with pcscd crashing in a loop, the PC/SC reconnect backoff climbed from
+/// crash to crash (a context that served for less than 30 s did not reset it) to its
+/// 10 s cap, so a card put in after pcscd's return waited 5-12 s to be seen. The wait
+/// must start over once a context serves (src/reader/watch.rs).
+///
+/// Twenty crashes; after each, pcscd comes back and a card goes in at once. What is
+/// checked is the mechanism, from simgate's log: every outage's first retry waits the
+/// shortest step (at most 250 ms). The delays from pcscd back to the card's `inserted`
+/// event are printed, not asserted.
+#[test]
+fn pcscd_crashing_in_a_loop_does_not_slow_card_detection_from_crash_to_crash() {
+    let mut pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-pcsc-crashes";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let mut cmd = pcsc.simgate();
+    cmd.args(support::run_args(&broker.url(), name))
+        .arg(state.path())
+        .args(["--reader", &pcsc.reader(1)])
+        .env("RUST_LOG", "simgate=info,simgate::reader=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut run = Proc::spawn("simgate run", &mut cmd);
+    let mut log = Lines::new(run.child.stderr.take().expect("piped stderr"));
+    log.expect("simgate running", Duration::from_secs(30), running);
+    let mut p = Platform::default();
+    let iccid = CARDS[1].1;
+    // simgate follows the reader before the first crash: a card seen in and out.
+    let card = pcsc.insert(1, CARDS[1].0);
+    p.until(&mut sub, "the card inserted", SETTLE, |p| {
+        count(p, "inserted", |e| e["iccid"] == iccid) == 1
+    });
+    pull(&pcsc, 1, card);
+    p.until(&mut sub, "the card removed", SETTLE, |p| {
+        count(p, "removed", |e| e["iccid"] == iccid) == 1
+    });
+    let crashes = 20;
+    let mut delays = Vec::new();
+    for cycle in 1..=crashes {
+        pcsc.stop();
+        p.until(&mut sub, "pcscd lost", SETTLE, |p| {
+            count(p, "reader_service", |e| e["up"] == false) == cycle
+        });
+        pcsc.resume();
+        let t = Instant::now();
+        let card = pcsc.insert(1, CARDS[1].0);
+        p.until(&mut sub, "the card inserted", SETTLE, |p| {
+            count(p, "inserted", |e| e["iccid"] == iccid) == cycle + 1
+        });
+        delays.push(t.elapsed());
+        p.until(&mut sub, "pcscd back", SETTLE, |p| {
+            count(p, "reader_service", |e| e["up"] == true) == cycle
+        });
+        pull(&pcsc, 1, card);
+        p.until(&mut sub, "the card removed", SETTLE, |p| {
+            count(p, "removed", |e| e["iccid"] == iccid) == cycle + 1
+        });
+    }
+    assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
+    run.kill9();
+    log.drain();
+    // The first retry after each loss of the context.
+    let mut first_waits = Vec::new();
+    let mut lost = false;
+    for l in &log.seen {
+        if l.contains("reader watch interrupted") {
+            lost = true;
+        } else if lost && l.contains("PC/SC context retry") {
+            lost = false;
+            // The log is JSON lines (src/logging.rs).
+            let wait = serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v["fields"]["retry_in"].as_str().and_then(debug_secs));
+            first_waits.push(wait.unwrap_or_else(|| panic!("no retry_in in {l:?}")));
+        }
+    }
+    let mut sorted = delays.clone();
+    sorted.sort();
+    eprintln!(
+        "chaos: pcscd crash loop: {crashes} crashes, seconds from pcscd back to the card's `inserted` {:?} (median {:.2}, max {:.2}); first retry waits after each crash {:?}",
+        secs(&delays),
+        sorted[sorted.len() / 2].as_secs_f64(),
+        sorted[sorted.len() - 1].as_secs_f64(),
+        first_waits
+            .iter()
+            .map(|w| format!("{w:.2}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        first_waits.len(),
+        crashes,
+        "one retry per crash: {first_waits:?}"
+    );
+    let slow: Vec<_> = first_waits.iter().filter(|w| **w > 0.25).collect();
+    assert!(
+        slow.is_empty(),
+        "the backoff did not start over after pcscd was back: first waits {first_waits:?}"
+    );
+}
+
 #[test]
 fn a_modem_port_that_vanishes_and_returns_is_followed_again_and_nothing_is_lost() {
     let pcsc = Pcsc::start();
@@ -753,6 +867,252 @@ fn a_modem_port_that_vanishes_and_returns_is_followed_again_and_nothing_is_lost(
     );
 }
 
+/// Regression: a kill during a slow modem's identification left that command's answer
+/// in flight; it arrived on the next run's connection and shifted every reply by one —
+/// the model misread, the generic profile chosen, the SIM still in the modem reported
+/// `removed` (6 of 6 crashes with a modem answering in 150 ms). Every run must bring
+/// the port into step before trusting a reply (src/at/conn.rs, `synchronise`).
+///
+/// Each round kills a run just after the modem received one of its lines (its answer
+/// then still 150 ms away), starts the next, and checks what it identified.
+/// `CHAOS_KILLS` sets the rounds (4 in `make test`, 10 at most).
+#[test]
+fn a_kill_during_a_slow_modems_identification_never_shifts_the_next_runs_replies() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-stale-at";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let side = TempDir::new("chaos-journal");
+    let journal = side.path().join("journal");
+    let journal_arg = journal.to_str().expect("a UTF-8 temp path").to_string();
+    let emu = Modem::start_with(
+        "quectel-ec2x",
+        &["--latency-ms", "150", "--journal", &journal_arg],
+    );
+    let lines_received = || {
+        std::fs::read_to_string(&journal)
+            .map(|j| j.lines().count())
+            .unwrap_or(0)
+    };
+    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, state.path(), Some(&emu.port));
+    let mut p = Platform::default();
+    let at = json!({"kind": "modem", "port": emu.port});
+    p.until(&mut sub, "the modem SIM's row", SETTLE, |p| {
+        row_matches(p.rows.get(FIRST), Some(&at))
+    });
+    let identified = |l: &str| l.contains("modem identified");
+    let rounds = std::env::var("CHAOS_KILLS").map_or(4, |_| kills().clamp(1, 10));
+    let mut rng = Rng::new(seed());
+    let mut misread = Vec::new();
+    for round in 1..=rounds {
+        kill(round, &mut run, &mut log);
+        // A run killed while its identification waits for an answer.
+        let before = lines_received();
+        let (mut dying, _dying_log) =
+            agent(&pcsc, &broker.url(), name, state.path(), Some(&emu.port));
+        let upto = before + 1 + rng.below(12) as usize;
+        support::wait_for(
+            "the modem to receive the dying run's lines",
+            Duration::from_secs(60),
+            || lines_received() >= upto,
+        );
+        dying.kill9();
+        // The next run, on the same port: what it identifies must be the truth.
+        (run, log) = agent(&pcsc, &broker.url(), name, state.path(), Some(&emu.port));
+        let line = log.expect("the modem identified", SETTLE, identified);
+        if !(line.contains("EC25") && line.contains(FIRST)) {
+            misread.push(line);
+        }
+    }
+    run.kill9();
+    // Everything the runs published, up to a marker behind it.
+    let marker = format!("simgate/v1/{name}/chaos-marker");
+    broker.publish(&marker, &["-m", "{}"]);
+    sub.lines
+        .expect("the marker behind every message", SETTLE, |l| {
+            p.ingest(l);
+            l.contains(&marker)
+        });
+    let removed = count(&p, "removed", |e| e["iccid"] == FIRST);
+    eprintln!(
+        "chaos: stale AT answers: {rounds} kills mid-identification with a modem answering in 150 ms; {} misidentified, {removed} `removed` for the SIM that stayed",
+        misread.len()
+    );
+    assert_eq!(
+        misread,
+        Vec::<String>::new(),
+        "identified wrongly after a kill"
+    );
+    assert_eq!(removed, 0, "the SIM in the modem was reported removed");
+    assert!(
+        row_matches(p.rows.get(FIRST), Some(&at)),
+        "the SIM's row: {:?}",
+        p.rows.get(FIRST)
+    );
+}
+
+/// Regression: an invalid retained platform record (one over 8 KiB, one on a topic whose
+/// ICCID is invalid) must be reported once per change (MQTT.md, "Platform record"),
+/// also across restarts of the agent, which get every retained record again. Its
+/// refusal was remembered before its report was queued: a kill in between (here: just
+/// after the refusal's log line) lost the report for good (5 runs of 6).
+///
+/// Three restarts (two kills, one clean stop). Every record is reported (nothing lost),
+/// and only by a start that did not know it yet: each report is one start's, a start
+/// that knew it ("refused again") reports nothing, and a later start knows it.
+#[test]
+fn an_invalid_retained_record_is_reported_once_across_restarts_and_never_lost() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-bad-records";
+    let record = |key: &str| format!("simgate/v1/{name}/sim/{key}/platform");
+    let big = format!(r#"{{"v":1,"note":"{}"}}"#, "x".repeat(9 * 1024));
+    let bad_topic = "89882110000004300AF";
+    broker.publish(&record(FIRST), &["-r", "-m", &big]);
+    broker.publish(&record(bad_topic), &["-r", "-m", r#"{"v":1}"#]);
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let keys = [FIRST, bad_topic];
+    // Per key, the starts that did not know its refusal (and so reported it).
+    let mut unknown = [0usize; 2];
+    let start = |unknown: &mut [usize; 2]| {
+        let mut cmd = pcsc.simgate();
+        cmd.args(support::run_args(&broker.url(), name))
+            .arg(state.path())
+            .env("RUST_LOG", "simgate=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut run = Proc::spawn("simgate run", &mut cmd);
+        let mut log = Lines::new(run.child.stderr.take().expect("piped stderr"));
+        for (i, key) in keys.iter().enumerate() {
+            let l = log.expect("the record's refusal handled", SETTLE, |l| {
+                l.contains("platform record refused") && l.contains(key)
+            });
+            unknown[i] += usize::from(!l.contains("refused again"));
+        }
+        run
+    };
+    let mut run = start(&mut unknown);
+    for restart in 1..=3 {
+        if restart == 3 {
+            run.interrupt();
+        } else {
+            run.kill9();
+        }
+        run = start(&mut unknown);
+    }
+    run.kill9();
+    let marker = format!("simgate/v1/{name}/chaos-marker");
+    broker.publish(&marker, &["-m", "{}"]);
+    let mut p = Platform::default();
+    sub.lines
+        .expect("the marker behind every message", SETTLE, |l| {
+            p.ingest(l);
+            l.contains(&marker)
+        });
+    let reports = |key: &str| {
+        count(&p, "error", |e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("platform record refused"))
+                && (e["iccid"] == key || (key == bad_topic && e["iccid"].is_null()))
+        })
+    };
+    let reported = [reports(FIRST), reports(bad_topic)];
+    eprintln!(
+        "chaos: invalid retained records: 4 starts (3 restarts); reports of the 9 KiB record {}, of the record on an invalid ICCID topic {}; starts that did not know the refusal {unknown:?}",
+        reported[0], reported[1]
+    );
+    for i in 0..2 {
+        assert!(reported[i] >= 1, "{}: never reported", keys[i]);
+        assert_eq!(
+            reported[i], unknown[i],
+            "{}: reported by a start that knew it, or lost",
+            keys[i]
+        );
+        assert!(unknown[i] < 4, "{}: never remembered", keys[i]);
+    }
+}
+
+/// VmRSS of a process, in KiB (/proc/PID/status).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Regression: a flood of hostile QoS 0 payloads on the command topic grew the agent's
+/// memory by what it queued for the daemon (unbounded: QoS 0 needs no acknowledgement,
+/// so the broker's in-flight window did not hold it back), and the allocator kept it
+/// after: 5 000 payloads, +17 MB until a restart. The queue is bounded; a QoS 0 message
+/// meeting the bound is dropped, counted in the log, and the agent answers the next
+/// QoS 1 command. The RSS before and after is printed, not asserted.
+#[test]
+fn a_qos0_flood_of_hostile_payloads_is_bounded_and_the_agent_still_answers() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-flood";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let state = TempDir::new("state");
+    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, state.path(), None);
+    log.expect("simgate running", Duration::from_secs(30), running);
+    sub.expect("the agent online", |m| {
+        m.topic.ends_with("/health") && m.payload["state"] == "online"
+    });
+    let before = rss_kib(run.pid());
+    // 5 000 hostile commands: broken JSON, ids and fields that fail the contract,
+    // AT text in a field, payloads over 8 KiB; each refused (those with a readable id
+    // on their status topic).
+    let flood = state.path().join("flood");
+    let lines: Vec<String> = (0..5000)
+        .map(|i| match i % 5 {
+            0 => "{\"v\":1,\"id\":\"a b\"".to_string(),
+            1 => json!({"v":1,"id":format!("h-{i}"),"iccid":CARDS[0].1,"action":"refill",
+                "params":{"amount_mb":"\r\nAT+CFUN=0"},"expires_at":9_999_999_999u64})
+            .to_string(),
+            2 => json!({"v":1,"id":format!("n-{i}"),"iccid":"89882110000000000000",
+                "action":"suspend","expires_at":9_999_999_999u64})
+            .to_string(),
+            3 => json!({"v":1,"id":format!("b-{i}"),"iccid":CARDS[0].1,"action":"set_record",
+                "params":{"note":"x".repeat(9000)},"expires_at":9_999_999_999u64})
+            .to_string(),
+            _ => "[]".to_string(),
+        })
+        .collect();
+    std::fs::write(&flood, lines.join("\n") + "\n").expect("write the flood");
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "0"])
+        .args(["-t", &format!("simgate/v1/{name}/cmd"), "-l"])
+        .stdin(std::fs::File::open(&flood).expect("open the flood"))
+        .status()
+        .expect("run mosquitto_pub");
+    assert!(st.success(), "mosquitto_pub: {st}");
+    log.expect("QoS 0 messages dropped at the bound", SETTLE, |l| {
+        l.contains("QoS 0 message dropped")
+    });
+    // A platform command after the flood is still answered.
+    support::send_command(
+        &broker,
+        name,
+        &json!({"v":1,"id":"after-flood","iccid":CARDS[0].1,"action":"suspend",
+            "expires_at":support::unix_now() + 600}),
+    );
+    let status = support::final_status(&mut sub, name, "after-flood");
+    let after = rss_kib(run.pid());
+    assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
+    run.kill9();
+    eprintln!(
+        "chaos: hostile flood: 5000 QoS 0 payloads on the command topic; RSS {before} KiB before, {after} KiB after; the next command answered {}",
+        status.payload["status"]
+    );
+}
+
 /// A small file system for the state directory: a tmpfs of `size` bytes (root), else
 /// a loop-mounted ext4 image (also root): without root neither is possible, and the
 /// test says so. Unmounted on drop.
@@ -811,15 +1171,30 @@ fn a_full_state_directory_sheds_within_its_bounds_keeps_running_and_loses_nothin
         &["-c", "-i", "platform-disk"],
     );
     broker.stop_graceful();
-    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, &state, None);
+    // A reserve of a fifth of the disk (9.6 MiB of 48): the setting, above the default.
+    let conf = TempDir::new("chaos-conf");
+    let config = conf.path().join("simgate.toml");
+    std::fs::write(&config, "[broker]\noutbox_disk_reserve_percent = 20\n")
+        .expect("write the test configuration");
+    let mut cmd = pcsc.simgate();
+    cmd.args(support::run_args(&broker.url(), name))
+        .arg(&state)
+        .args(["--reader", &pcsc.reader(0), "--reader", &pcsc.reader(1)])
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "simgate=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut run = Proc::spawn("simgate run", &mut cmd);
+    let mut log = Lines::new(run.child.stderr.take().expect("piped stderr"));
     log.expect("simgate running", Duration::from_secs(30), running);
     let mut cards: [Option<Card>; 2] = [Some(pcsc.insert(0, CARDS[0].0)), None];
     log.expect("the first card recorded", Duration::from_secs(30), |l| {
         l.contains(CARDS[0].1)
     });
 
-    // The disk fills up (another program's file): less free than the outbox's reserve
-    // (src/link/mod.rs DISK_RESERVE, 8 MiB), so the outbox counts as full.
+    // The disk fills up (another program's file): less free than the outbox's reserve,
+    // so the outbox counts as full.
     let filler = fs.dir.path().join("filler");
     let keep = 4 << 20;
     let fill = fs.free().saturating_sub(keep);
@@ -893,9 +1268,63 @@ fn a_full_state_directory_sheds_within_its_bounds_keeps_running_and_loses_nothin
     assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
     run.kill9();
     eprintln!(
-        "chaos: state directory full: {free_when_full} bytes free (reserve 8 MiB), {changes} card changes while full; {kept} events delivered, {shed} shed and counted in outbox_shed, 0 lost beyond them, every row kept; {:.2} s from space and broker back to all delivered",
+        "chaos: state directory full: {free_when_full} bytes free (reserve 20 % of 48 MiB), {changes} card changes while full; {kept} events delivered, {shed} shed and counted in outbox_shed, 0 lost beyond them, every row kept; {:.2} s from space and broker back to all delivered",
         back.as_secs_f64()
     );
+}
+
+/// Regression: below the outbox's disk reserve (then a fixed 8 MiB) every event was
+/// shed, also with the broker connected and nothing queued — a small gateway's
+/// platform saw only shed counts. The reserve guards the queue, not the send: with the
+/// broker up, an event passes through (MQTT.md, "Durability").
+#[test]
+fn a_state_directory_low_on_space_sheds_no_event_while_the_broker_is_connected() {
+    let fs = SmallFs::mount(48);
+    let state = fs.dir.path().join("state");
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let name = "gw-disk-low";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{name}/#"));
+    let (mut run, mut log) = agent(&pcsc, &broker.url(), name, &state, None);
+    log.expect("simgate running", Duration::from_secs(30), running);
+    let mut p = Platform::default();
+    sub.expect("the agent online", |m| {
+        m.topic.ends_with("/health") && m.payload["state"] == "online"
+    });
+    // Another program leaves 6 MiB free.
+    let filler = fs.dir.path().join("filler");
+    let keep = 6 << 20;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("create the filler");
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = fs.free().saturating_sub(keep);
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n]).expect("fill the file system");
+            left -= n as u64;
+        }
+    }
+    let free = fs.free();
+    let (usim, changes) = (CARDS[0].1, 8);
+    for _ in 0..changes / 2 {
+        let card = pcsc.insert(0, CARDS[0].0);
+        pull(&pcsc, 0, card);
+    }
+    let arrived = |p: &Platform| {
+        count(p, "inserted", |e| e["iccid"] == usim) + count(p, "removed", |e| e["iccid"] == usim)
+    };
+    p.until(&mut sub, "every change delivered or shed", SETTLE, |p| {
+        arrived(p) as u64 + p.shed() >= changes
+    });
+    let (delivered, shed) = (arrived(&p), p.shed());
+    assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
+    run.kill9();
+    eprintln!(
+        "chaos: low disk while connected: {free} bytes free of 48 MiB, {changes} card changes: {delivered} events delivered, {shed} shed"
+    );
+    assert_eq!(shed, 0, "events shed with the broker connected");
+    assert_eq!(p.gaps(), Vec::<u64>::new(), "events lost");
 }
 
 /// Regression (found building the kill storm's check that every command gets an

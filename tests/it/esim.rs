@@ -321,6 +321,74 @@ fn the_platform_switches_profiles_and_sees_the_swap() {
     assert!(left.len() == 1 && left[0] != seq, "{l}");
 }
 
+/// Regression: the eUICC switched profiles, then refused RetrieveNotificationsList
+/// (BF2B), and the command was reported `failed` with the old row kept and no swap —
+/// while MQTT.md says `failed` means the change did not verify. The outcome follows
+/// what the card did (verified by listing): `successful`, the swap reported, and the
+/// notifications' problem in an `error` event beside it, after the fallback through
+/// ListNotification (BF28) named the ones left on the card.
+#[test]
+fn a_switch_whose_notifications_are_refused_is_successful_with_the_swap_and_the_problem_beside_it()
+{
+    use std::process::Stdio;
+    use support::{Broker, Proc, TempDir};
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let agent = "gw-esim-bf2b";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent}/#"));
+    let _run = Proc::spawn(
+        "simgate run",
+        pcsc.simgate()
+            .args(support::run_args(&broker.url(), agent))
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    let _card = pcsc.insert(0, "euicc-refuses-bf2b.toml");
+    let first_topic = format!("simgate/v1/{agent}/sim/{FIRST}/state");
+    sub.expect("the eUICC's row", |m| {
+        m.topic == first_topic && m.payload["present"] == true
+    });
+    support::send_command(
+        &broker,
+        agent,
+        &serde_json::json!({"v":1,"id":"e-1","iccid":FIRST,"action":"esim_enable",
+            "params":{"profile":SECOND},"expires_at":support::unix_now()+120}),
+    );
+    let st = support::final_status(&mut sub, agent, "e-1");
+    assert_eq!(st.payload["status"], "successful", "{}", st.payload);
+    let seen = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        sub.lines
+            .seen
+            .iter()
+            .filter_map(|l| support::parse_msg(l))
+            .any(|m| m.topic.ends_with("/events") && pred(&m.payload))
+    };
+    assert!(
+        seen(&|e| e["type"] == "swapped" && e["iccid"] == SECOND && e["replaced"] == FIRST),
+        "no swap reported: {:#?}",
+        sub.lines.seen
+    );
+    assert!(
+        seen(&|e| {
+            e["type"] == "error"
+                && e["iccid"] == FIRST
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("eSIM notifications") && r.contains("[1, 2]"))
+        }),
+        "no notification problem beside the outcome: {:#?}",
+        sub.lines.seen
+    );
+    // The card says the same: the new profile enabled, the switch's two notifications
+    // (a disable, an enable) still pending on it.
+    let l = ok(&esim(&pcsc, &["list", "--json"]));
+    assert_eq!(state_of(&l, SECOND), "enabled", "{l}");
+    let n = ok(&esim(&pcsc, &["notifications", "--json"]));
+    assert_eq!(n.as_array().map(Vec::len), Some(2), "{n}");
+}
+
 /// The same operations through an emulated modem's +CCHO/+CGLA: the listing, a switch
 /// verified and followed by the family's radio cycle, after which the modem reports the
 /// new profile's ICCID; AT lines counted.

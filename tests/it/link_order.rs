@@ -61,7 +61,7 @@ async fn events_are_numbered_one_by_one_across_restarts_whatever_else_is_sent() 
     let mut n = 0;
     for run in 0..3 {
         let store = Store::open(dir.path()).unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = tokio::sync::mpsc::channel(simgate::link::INBOUND_QUEUE);
         let cancel = CancellationToken::new();
         let settings = LinkSettings::new(&broker.url(), "gw-seq");
         let (link, task) = Link::start(&settings, &store, tx, cancel.clone()).unwrap();
@@ -169,7 +169,7 @@ async fn a_replay_never_sends_a_command_status_older_than_one_already_sent() {
     let mut sub = broker.subscribe("simgate/v1/gw-order/cmd/+/status");
     let dir = TempDir::new("state");
     let store = Store::open(dir.path()).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(simgate::link::INBOUND_QUEUE);
     let cancel = CancellationToken::new();
     let url = format!("mqtt://127.0.0.1:{}", relay.port);
     let (link, task) = Link::start(

@@ -42,7 +42,7 @@ async fn usage_goes_out_as_one_batch_per_interval_with_the_latest_counters() {
     let store = Store::open(dir.path()).unwrap();
     let mut s = LinkSettings::new(&broker.url(), "gw-usage");
     s.usage_interval = Duration::from_secs(1);
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(simgate::link::INBOUND_QUEUE);
     let cancel = CancellationToken::new();
     let (link, task) = Link::start(&s, &store, tx, cancel.clone()).unwrap();
     link.report_usage(sample("8988211000000430010", 1000));
@@ -93,7 +93,7 @@ async fn a_full_outbox_sheds_telemetry_then_events_counts_it_and_keeps_every_sta
     // No broker now: everything stays in the outbox.
     let mut s = LinkSettings::new(&format!("mqtt://127.0.0.1:{port}"), "gw-cap");
     s.outbox_cap = 100;
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(simgate::link::INBOUND_QUEUE);
     let cancel = CancellationToken::new();
     let (link, task) = Link::start(&s, &store, tx, cancel.clone()).unwrap();
     for i in 0..60u64 {

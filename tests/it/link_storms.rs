@@ -83,7 +83,7 @@ async fn two_agents_with_one_client_id_are_told_so_by_an_error_event() {
     for _ in 0..2 {
         let dir = TempDir::new("state");
         let store = Store::open(dir.path()).unwrap();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(simgate::link::INBOUND_QUEUE);
         let settings = LinkSettings::new(&broker.url(), "gw-twin");
         let (_link, task) = Link::start(&settings, &store, tx, cancel.clone()).unwrap();
         tasks.push((task, rx));

@@ -1048,6 +1048,11 @@ impl VirtualCard {
                 let list: Vec<u8> = self.notifications.iter().flat_map(Self::metadata).collect();
                 der(0xBF28, &der(0xA0, &list))
             }
+            // The `refuse_retrieve_notifications` fault: notificationsListResultError
+            // [1] undefinedError(127).
+            0xBF2B if self.image.fault.refuse_retrieve_notifications => {
+                der(0xBF2B, &der(0x81, &[0x7F]))
+            }
             // RetrieveNotificationsList (§5.7.10): every pending notification, or the one
             // with the sequence number asked for.
             0xBF2B => {

@@ -163,6 +163,10 @@ pub struct Fault {
     /// Answer this many LoadBoundProfilePackage segments (SGP.22 §2.5.5), then never
     /// answer again: a card lost in the middle of an install.
     pub mute_after_segments: Option<u64>,
+    /// Answer every RetrieveNotificationsList (BF2B) with notificationsListResultError
+    /// undefinedError, as an eUICC that does not retrieve notifications this way.
+    #[serde(default)]
+    pub refuse_retrieve_notifications: bool,
 }
 
 /// A card image that cannot be used, with the file and the reason.
