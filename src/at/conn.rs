@@ -541,6 +541,17 @@ enum FrameOwned {
 /// A boxed port, so the engine above is one type whatever the transport.
 pub type Port = Box<dyn AtIo>;
 
+/// A one-shot command's modem: the port opened and the connection brought into step
+/// ([`AtConnection::synchronise`], each try bounded by `each`) before its first command,
+/// so a dead run's late answers never pair with ours. Every CLI path to a modem opens
+/// it through here (the supervisor synchronises its own, at every attach).
+pub async fn connect(port: &str, each: Duration) -> Result<AtConnection<Port>, AtError> {
+    let io = open(port).await?;
+    let mut conn = AtConnection::new(io, vec![], vec![]);
+    conn.synchronise(each).await?;
+    Ok(conn)
+}
+
 /// Open a modem: a serial device path (opened with tokio-serial, raw, 115200 8N1 — a pty
 /// or USB CDC ignores the rate), or `tcp://host:port` for a ser2net-style bridge.
 pub async fn open(port: &str) -> Result<Port, AtError> {

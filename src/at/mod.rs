@@ -9,6 +9,6 @@ pub mod parser;
 
 pub use command::{quote, AtCommand, CommandError};
 pub use conn::{
-    open, AtConnection, AtError, AtResult, Concat, Grouped, Port, Refusal, Reply, Stats,
+    connect, open, AtConnection, AtError, AtResult, Concat, Grouped, Port, Refusal, Reply, Stats,
 };
 pub use parser::{ErrorCode, Field, Final};

@@ -465,8 +465,9 @@ async fn in_reader(
 async fn through_modem(job: Job, port: &str, imei: Option<String>) -> anyhow::Result<Done> {
     use crate::modem::esim as m;
     let profiles = crate::modem::Profiles::shipped()?;
-    let io = crate::at::open(port).await?;
-    let mut conn = crate::at::AtConnection::new(io, vec![], vec![]);
+    let mut conn = crate::at::connect(port, profiles.recognise("", "").timeouts.default())
+        .await
+        .with_context(|| format!("{port}: the modem did not answer"))?;
     let (profile, ident) = crate::modem::identify::recognise(&mut conn, &profiles)
         .await
         .with_context(|| format!("{port}: the modem did not answer"))?;

@@ -157,9 +157,7 @@ async fn on_card<R: Send + 'static>(
 async fn through_modem(cmd: EsimCmd, port: &str, cfg: &Config) -> anyhow::Result<ExitCode> {
     use crate::modem::esim as m;
     let profiles = crate::modem::Profiles::shipped()?;
-    let io = crate::at::open(port).await?;
-    let mut conn = crate::at::AtConnection::new(io, vec![], vec![]);
-    conn.synchronise(profiles.recognise("", "").timeouts.default())
+    let mut conn = crate::at::connect(port, profiles.recognise("", "").timeouts.default())
         .await
         .with_context(|| format!("{port}: the modem did not answer"))?;
     let (profile, _) = crate::modem::identify::recognise(&mut conn, &profiles)

@@ -1,6 +1,5 @@
 //! The modem subcommands: `simgate modem info` and `simgate modems`.
 
-use crate::at::AtConnection;
 use crate::modem::identify::{self, ModemInfo};
 use crate::modem::Profiles;
 use anyhow::Context;
@@ -62,9 +61,7 @@ pub(super) fn profiles(dir: &Option<PathBuf>) -> anyhow::Result<Profiles> {
 }
 
 async fn info_of(port: &str, profiles: &Profiles) -> anyhow::Result<(ModemInfo, u64)> {
-    let io = crate::at::open(port).await?;
-    let mut conn = AtConnection::new(io, vec![], vec![]);
-    conn.synchronise(profiles.recognise("", "").timeouts.default())
+    let mut conn = crate::at::connect(port, profiles.recognise("", "").timeouts.default())
         .await
         .with_context(|| format!("{port}: the modem did not answer"))?;
     let info = identify::identify(&mut conn, profiles, port)

@@ -130,8 +130,9 @@ async fn through_reader(name: Option<String>, req: PinRequest) -> anyhow::Result
 
 async fn through_modem(port: &str, req: &PinRequest) -> anyhow::Result<Outcome> {
     let profiles = crate::modem::Profiles::shipped()?;
-    let io = crate::at::open(port).await?;
-    let mut conn = crate::at::AtConnection::new(io, vec![], vec![]);
+    let mut conn = crate::at::connect(port, profiles.recognise("", "").timeouts.default())
+        .await
+        .with_context(|| format!("{port}: the modem did not answer"))?;
     let (profile, _) = crate::modem::identify::recognise(&mut conn, &profiles)
         .await
         .with_context(|| format!("{port}: the modem did not answer"))?;
