@@ -35,6 +35,8 @@ pub mod notify;
 pub mod observe;
 pub mod reader;
 pub mod rules;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod sim;
 pub mod station;
 pub mod store;

@@ -40,7 +40,9 @@ for f in /usr/lib/systemd/system/simgate.service /usr/share/polkit-1/rules.d/50-
          /usr/share/man/man1/simgate.1.gz /usr/share/man/man1/simgate-run.1.gz \
          /usr/share/bash-completion/completions/simgate \
          /usr/share/zsh/vendor-completions/_simgate /usr/share/fish/vendor_completions.d/simgate.fish \
-         /usr/share/doc/simgate/README.md /usr/share/doc/simgate/MQTT.md; do
+         /usr/share/doc/simgate/README.md /usr/share/doc/simgate/MQTT.md \
+         /usr/share/doc/simgate/schema/asyncapi.json /usr/share/doc/simgate/schema/event.schema.json \
+         /usr/share/doc/simgate/schema/sim-state.schema.json /usr/share/doc/simgate/schema/command.schema.json; do
   check "$f 644" mode "$f" "644 root root"
 done
 check "man page renders" bash -c 'zcat /usr/share/man/man1/simgate.1.gz | grep -q "^.TH simgate 1"'
