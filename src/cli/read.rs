@@ -101,16 +101,20 @@ pub(super) async fn read(
             .max(6);
         if !rows.is_empty() {
             println!(
-                "{:width$}  {:20}  LUHN  KIND  FORM      {:32}  ATR",
+                "{:width$}  {:20}  LUHN  KIND  FORM          {:32}  ATR",
                 "READER", "ICCID", "EID"
             );
         }
         for (r, c) in rows.iter().filter_map(|r| Some((r, r.card.as_ref()?))) {
-            let luhn = if c.luhn_ok { "ok" } else { "FAIL" };
+            let luhn = match c.luhn_ok {
+                Some(true) => "ok",
+                Some(false) => "FAIL",
+                None => "-",
+            };
             let kind = c.kind.word();
-            let form = c.form_factor.word();
+            let form = c.form_text();
             println!(
-                "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:8}  {:32}  {}",
+                "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:12}  {:32}  {}",
                 r.reader,
                 c.iccid.as_deref().unwrap_or("-"),
                 c.eid.as_deref().unwrap_or("-"),
