@@ -34,6 +34,7 @@ pub struct StationArgs {
 
 pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
     args.agent.apply(&mut cfg);
+    cfg.load_secrets()?;
     // Flags replace the config's batch attributes one by one.
     if !args.labels.is_empty() {
         cfg.station.labels = args.labels;

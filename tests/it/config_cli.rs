@@ -204,10 +204,19 @@ fn config_check_and_path_use_the_file_given_by_the_environment() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+    let said = String::from_utf8_lossy(&check.stdout);
     assert_eq!(
-        String::from_utf8_lossy(&check.stdout),
-        format!("{}: ok\n", shipped.display())
+        said.lines().next(),
+        Some(format!("{}: ok", shipped.display()).as_str())
     );
+    // Then every key, where its value came from: this file (with its line) here.
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("keepalive_secs = "))
+        .unwrap();
+    let want = format!("broker.keepalive_secs = 300  {}:{line}", shipped.display());
+    assert!(said.lines().any(|l| l.trim() == want), "{want}:\n{said}");
     let path = Command::new(simgate_bin())
         .args(["config", "path"])
         .env("SIMGATE_CONFIG", &shipped)
