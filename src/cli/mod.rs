@@ -21,6 +21,7 @@ pub use error::{report, UsageError};
 
 use crate::config::{Config, LogFormat};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -141,7 +142,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::logging::init(&cfg.log.level, format);
+    // A command drawing rows on this terminal keeps the log off them.
+    let screen = match &cli.command {
+        Command::Watch { plain: false, .. } if std::io::stdout().is_terminal() => Some("watch"),
+        Command::Station(a) if !a.json && std::io::stdout().is_terminal() => Some("station"),
+        _ => None,
+    };
+    crate::logging::init(&cfg.log.level, format, screen);
     // Which file was used, when asked: RUST_LOG=simgate=debug, or `simgate config path`.
     if needs_config {
         let used = file

@@ -7,7 +7,7 @@ use crate::observe::CardReport;
 use crate::reader;
 use crate::station::{Screen, Settings, Tally};
 use clap::Args;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -89,7 +89,8 @@ impl Terminal {
         let out = std::io::stdout();
         Terminal {
             json,
-            ansi: !json && out.is_terminal(),
+            // Colour and the bell only where wanted (NO_COLOR, CLICOLOR, TERM=dumb).
+            ansi: !json && anstream::AutoStream::choice(&out) != anstream::ColorChoice::Never,
             out,
         }
     }

@@ -34,4 +34,5 @@ mod rules;
 mod service_notify;
 mod station;
 mod swap;
+mod terminal;
 mod web;
