@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod at;
+pub mod away;
 pub mod backoff;
 pub mod card;
 pub mod cli;

@@ -286,6 +286,7 @@ impl Link {
             connected_at: None,
             short_drops: 0,
             spread_next: false,
+            away: crate::away::Away::new("the broker"),
         };
         let task = tokio::spawn(driver.run(cancel));
         Ok((link, task))
@@ -494,6 +495,8 @@ struct Driver {
     /// A connection dropped and no attempt has failed since: the next failure to reach
     /// the broker has its wait spread (see `on_connection_error`).
     spread_next: bool,
+    /// The broker's absence, said once (crate::away).
+    away: crate::away::Away,
 }
 
 /// Free space the state directory's file system keeps: below it, telemetry and events
@@ -581,6 +584,7 @@ impl Driver {
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    self.away.back();
                     tracing::info!(session_present = ack.session_present, "connected to broker");
                     self.connected_at = Some(Instant::now());
                     // The broker is reachable: the next outage starts with short waits.
@@ -674,7 +678,11 @@ impl Driver {
                     // resend them; the outbox is the queue, so drop them.
                     self.eventloop.pending.clear();
                     let wait = self.on_connection_error(&e, &mut waits, &cancel).await;
-                    tracing::warn!(error = %e, retry_in = ?wait, queued = self.link.outbox.len(), "broker connection lost");
+                    tracing::debug!(
+                        queued = self.link.outbox.len(),
+                        "messages waiting for the broker"
+                    );
+                    self.away.failed(&e, wait);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(wait) => {}

@@ -17,6 +17,7 @@ mod journal;
 mod link_order;
 mod link_outbox;
 mod link_storms;
+mod logs;
 mod modem_budget;
 mod modem_cli;
 mod modem_dialects;
