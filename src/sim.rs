@@ -40,6 +40,18 @@ macro_rules! wire_words {
             }
         }
 
+        /// The words as a command-line flag's values: shells complete them, and a
+        /// wrong one is refused naming the flag and the words.
+        impl clap::ValueEnum for $name {
+            fn value_variants<'a>() -> &'a [Self] {
+                $name::ALL
+            }
+
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(self.word()))
+            }
+        }
+
         /// A string, one of the words (the schemas of schema/, MQTT.md).
         #[cfg(feature = "schema")]
         impl schemars::JsonSchema for $name {

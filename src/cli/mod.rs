@@ -36,9 +36,9 @@ pub struct Cli {
     /// Configuration file (see `simgate config template`).
     #[arg(long, global = true, env = "SIMGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Log format: auto, human or json.
-    #[arg(long, global = true, env = "SIMGATE_LOG_FORMAT")]
-    pub log_format: Option<String>,
+    /// Log format (auto: the journal under systemd, human on a terminal, else json).
+    #[arg(long, global = true, env = "SIMGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -132,16 +132,7 @@ pub fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    let format = match cli.log_format.as_deref() {
-        None => cfg.log.format,
-        Some("auto") => LogFormat::Auto,
-        Some("human") => LogFormat::Human,
-        Some("json") => LogFormat::Json,
-        Some(other) => {
-            eprintln!("simgate: --log-format: \"{other}\" is not one of auto, human, json");
-            return ExitCode::from(2);
-        }
-    };
+    let format = cli.log_format.unwrap_or(cfg.log.format);
     // A command drawing rows on this terminal keeps the log off them.
     let screen = match &cli.command {
         Command::Watch { plain: false, .. } if std::io::stdout().is_terminal() => Some("watch"),

@@ -64,9 +64,9 @@ pub enum PlatformCmd {
         conn: PlatformConn,
         #[arg(long)]
         iccid: String,
-        /// refresh, suspend, resume, set_record, refill, rules, swap, request_refill (MQTT.md).
-        #[arg(long)]
-        action: String,
+        /// The command's action (MQTT.md, "Commands").
+        #[arg(long, value_enum)]
+        action: contract::Action,
         /// Command id (the idempotency key); default: a fresh one.
         #[arg(long)]
         id: Option<String>,
@@ -119,9 +119,6 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
                 ))
                 .into());
             }
-            if contract::Action::from_word(&action).is_none() {
-                return Err(UsageError(format!("--action: \"{action}\" is not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill")).into());
-            }
             let id = id.unwrap_or_else(|| {
                 format!("cli-{}-{}", crate::time::unix_now(), std::process::id())
             });
@@ -129,7 +126,7 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
                 v: contract::SCHEMA_VERSION,
                 id,
                 iccid,
-                action,
+                action: action.word().into(),
                 params,
                 expires_at: crate::time::unix_now() + expires_in,
             };

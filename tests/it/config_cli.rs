@@ -301,4 +301,8 @@ fn the_man_pages_and_completions_come_from_the_command_line_definition() {
     let bash = String::from_utf8_lossy(&bash.stdout);
     assert!(bash.contains("complete -F _simgate"), "{bash}");
     assert!(bash.contains("--agent-id"), "{bash}");
+    // Closed vocabularies are offered as values: the shell completes them.
+    for values in ["auto human json", "refresh suspend resume set_record"] {
+        assert!(bash.contains(values), "{values} not offered: {bash}");
+    }
 }
