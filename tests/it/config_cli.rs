@@ -157,8 +157,25 @@ fn bad_arguments_and_files_are_usage_errors_on_one_line() {
     // Checked before connecting: nothing listens on port 1.
     let err = send(&["--iccid", "a/#", "--action", "refresh"]);
     assert!(err.contains("--iccid"), "{err}");
-    let err = send(&["--iccid", "8988211000000430010", "--action", "reboot"]);
-    assert!(err.contains("--action"), "{err}");
+    // A value outside a closed vocabulary: clap's own refusal, exit 2, with the words.
+    let out = Command::new(simgate_bin())
+        .args([
+            "platform",
+            "send",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--agent-id",
+            "gw-1",
+        ])
+        .args(["--iccid", "8988211000000430010", "--action", "reboot"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--action") && err.contains("set_record"),
+        "{err}"
+    );
     let err = send(&[
         "--iccid",
         "8988211000000430010",
