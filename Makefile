@@ -4,6 +4,7 @@
 #   make deb    the gateway package, target/debian/simgate_<version>_<arch>.deb
 #   make deb-check  build the package, install it here with dpkg, check it, purge it
 #   make chaos  the chaos suite at length (tests/it/chaos.rs), printing its figures
+#   make test-cluster  a fleet on a three-node RabbitMQ cluster, a node killed (tests/it/cluster.rs)
 #   make fuzz   every fuzz target run long (FUZZ_RUNS=10000000 each, or FUZZ_SECONDS)
 
 CARGO ?= cargo
@@ -12,7 +13,7 @@ DEMO_SECONDS ?= 0
 # Kills in `make chaos`'s kill storm (`make test` runs 16); SIMGATE_CHAOS_SEED=N replays a run.
 CHAOS_KILLS ?= 200
 
-.PHONY: deps test-deps build-deps build lint test chaos demo deb deb-check fuzz fuzz-seed clean
+.PHONY: deps test-deps build-deps build lint test test-cluster chaos demo deb deb-check fuzz fuzz-seed clean
 
 # Everything: building, the test rig and the demo (pcscd, vpcd, mosquitto).
 deps:
@@ -35,6 +36,11 @@ lint: build-deps
 
 test: test-deps lint
 	$(CARGO) test --locked
+
+# The cluster test, ignored by `make test` (a three-node RabbitMQ cluster takes half a
+# minute to start; about a minute in all on a 2-core machine). CI runs both.
+test-cluster: test-deps
+	$(CARGO) test --locked --test it cluster:: -- --ignored --nocapture
 
 # The same chaos tests as in `make test`, one at a time, the kill storm CHAOS_KILLS long;
 # the whole output in target/chaos.log, the figures (`chaos: ...` lines) shown.

@@ -117,6 +117,7 @@ fn command_ids(n: u64, life: u64) {
             updated_at: now,
             keep_until: now + life,
             unreported: false,
+            rows: None,
         };
         match store.claim_command(&rec, now).expect("claim") {
             Claim::New => stored += 1,

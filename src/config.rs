@@ -22,7 +22,28 @@ pub struct Config {
     pub station: Station,
     pub modems: Modems,
     pub http: Http,
+    pub esim: Esim,
     pub log: Log,
+}
+
+/// Profile downloads (src/rsp, `simgate esim download`): whom to trust.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Esim {
+    /// The GSMA CI certificates an SM-DP+'s TLS certificate must chain to (SGP.22
+    /// §2.6.6): a directory, one PEM or DER file per CI. Never the web's roots.
+    pub ci_dir: PathBuf,
+    /// Seconds an SM-DP+ gets to answer one ES9+ call.
+    pub smdp_timeout_secs: u64,
+}
+
+impl Default for Esim {
+    fn default() -> Self {
+        Esim {
+            ci_dir: PathBuf::from("/etc/simgate/ci"),
+            smdp_timeout_secs: 30,
+        }
+    }
 }
 
 /// The station page (src/http): where it listens and the token its buttons need.
@@ -91,6 +112,9 @@ pub struct Agent {
 #[serde(deny_unknown_fields, default)]
 pub struct Broker {
     pub url: String,
+    /// The nodes of a broker cluster (instead of `url`): each agent prefers one, by a
+    /// hash of its id, and fails over along its own order (src/link/nodes.rs).
+    pub urls: Vec<String>,
     pub keepalive_secs: u64,
     pub username: String,
     pub password: String,
@@ -106,6 +130,32 @@ pub struct Broker {
     pub inflight_window: u16,
     pub usage_interval_secs: u64,
     pub reconnect_max_secs: u64,
+    /// Agents sharing the broker (with `fleet_connects_per_s`): 0 = not set.
+    pub fleet_size: u64,
+    /// CONNECTs per second the broker accepts from the whole fleet: the first retry
+    /// after a drop is spread over fleet_size / fleet_connects_per_s seconds.
+    pub fleet_connects_per_s: u64,
+}
+
+impl Broker {
+    /// The configured broker URLs: `urls`, or `url` alone; empty for a local-only run.
+    pub fn endpoints(&self) -> Vec<String> {
+        match (self.urls.is_empty(), self.url.is_empty()) {
+            (false, _) => self.urls.clone(),
+            (true, false) => vec![self.url.clone()],
+            (true, true) => Vec::new(),
+        }
+    }
+
+    /// The window over which a fleet's reconnect is spread: fleet_size /
+    /// fleet_connects_per_s seconds (None when either is 0).
+    pub fn fleet_window(&self) -> Option<std::time::Duration> {
+        (self.fleet_size > 0 && self.fleet_connects_per_s > 0).then(|| {
+            std::time::Duration::from_millis(
+                self.fleet_size.saturating_mul(1000) / self.fleet_connects_per_s,
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -186,6 +236,7 @@ impl Default for Broker {
     fn default() -> Self {
         Broker {
             url: String::new(),
+            urls: Vec::new(),
             keepalive_secs: 300,
             username: String::new(),
             password: String::new(),
@@ -198,6 +249,8 @@ impl Default for Broker {
             inflight_window: 16,
             usage_interval_secs: 900,
             reconnect_max_secs: 10,
+            fleet_size: 0,
+            fleet_connects_per_s: 0,
         }
     }
 }
@@ -297,6 +350,35 @@ impl Config {
         }
         if !self.broker.url.is_empty() {
             BrokerUrl::parse(&self.broker.url).map_err(|why| invalid("broker.url", why))?;
+        }
+        if !self.broker.urls.is_empty() && !self.broker.url.is_empty() {
+            return Err(invalid(
+                "broker.urls",
+                "give either broker.url (one broker) or broker.urls (the nodes of a cluster), not both".into(),
+            ));
+        }
+        for u in &self.broker.urls {
+            BrokerUrl::parse(u).map_err(|why| invalid("broker.urls", why))?;
+        }
+        if (self.broker.fleet_size == 0) != (self.broker.fleet_connects_per_s == 0) {
+            return Err(invalid(
+                "broker.fleet_connects_per_s",
+                "set both broker.fleet_size and broker.fleet_connects_per_s, or neither".into(),
+            ));
+        }
+        if let Some(w) = self.broker.fleet_window() {
+            if w > MAX_FLEET_WINDOW {
+                return Err(invalid(
+                    "broker.fleet_size",
+                    format!(
+                        "{} agents at {} connects/s take {} s to come back, more than {} s: raise the quota",
+                        self.broker.fleet_size,
+                        self.broker.fleet_connects_per_s,
+                        w.as_secs(),
+                        MAX_FLEET_WINDOW.as_secs()
+                    ),
+                ));
+            }
         }
         if !(5..=65_535).contains(&self.broker.keepalive_secs) {
             return Err(invalid(
@@ -461,6 +543,10 @@ pub fn validate_netdev(name: &str) -> Result<(), String> {
     }
 }
 
+/// The longest reconnect window `fleet_size / fleet_connects_per_s` accepted: a single
+/// agent whose connection drops may wait this long before its first retry.
+pub const MAX_FLEET_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A parsed broker URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -584,6 +670,49 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("f: agent.id:"));
+    }
+
+    #[test]
+    fn a_cluster_is_urls_or_url_and_a_fleet_quota_needs_both_halves() {
+        let c = Config::parse(
+            "[broker]\nurls = [\"mqtt://n1:1883\", \"mqtt://n2\"]\nfleet_size = 100000\nfleet_connects_per_s = 300\n",
+            "f.toml",
+        )
+        .unwrap();
+        c.validate("f.toml").unwrap();
+        assert_eq!(c.broker.endpoints().len(), 2);
+        assert_eq!(
+            c.broker.fleet_window(),
+            Some(std::time::Duration::from_millis(333_333))
+        );
+        let mut both = c.clone();
+        both.broker.url = "mqtt://n3".into();
+        assert!(both
+            .validate("f")
+            .unwrap_err()
+            .to_string()
+            .starts_with("f: broker.urls: give either"));
+        let mut bad = c.clone();
+        bad.broker.urls.push("tcp://n3".into());
+        assert!(bad
+            .validate("f")
+            .unwrap_err()
+            .to_string()
+            .contains("broker.urls: \"tcp://n3\""));
+        let mut half = c.clone();
+        half.broker.fleet_connects_per_s = 0;
+        assert!(half
+            .validate("f")
+            .unwrap_err()
+            .to_string()
+            .contains("or neither"));
+        let mut slow = c;
+        slow.broker.fleet_connects_per_s = 1;
+        assert!(slow
+            .validate("f")
+            .unwrap_err()
+            .to_string()
+            .contains("raise the quota"));
     }
 
     #[test]

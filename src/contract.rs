@@ -41,6 +41,7 @@ pub enum AgentTopic {
     Usage,
     Command,
     CommandStatus { id: String },
+    Index,
 }
 
 /// What an inbound topic is.
@@ -85,6 +86,13 @@ impl Topics {
         format!("{}/sim/+/platform", self.prefix)
     }
 
+    /// The ICCIDs this agent keeps a row for: agent → platform, retained, QoS 1. For a
+    /// platform on a broker that serves retained messages only to exact topics, or only
+    /// on the node they were published on (MQTT.md, "Clusters").
+    pub fn index(&self) -> String {
+        format!("{}/index", self.prefix)
+    }
+
     /// Events: agent → platform, QoS 1, not retained.
     pub fn events(&self) -> String {
         format!("{}/events", self.prefix)
@@ -120,6 +128,7 @@ impl Topics {
             ["health"] => AgentTopic::Health,
             ["events"] => AgentTopic::Events,
             ["usage"] => AgentTopic::Usage,
+            ["index"] => AgentTopic::Index,
             ["cmd"] => AgentTopic::Command,
             ["cmd", id, "status"] => AgentTopic::CommandStatus { id: id.to_string() },
             ["sim", iccid, "state"] => AgentTopic::SimState {
@@ -154,6 +163,10 @@ pub struct Health {
     pub state: String,
     pub ts: u64,
     pub version: String,
+    /// The broker node this agent is connected to (online only): the URL it connected
+    /// to, one of `broker.urls` or an address of a name that resolves to several.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub broker: Option<String>,
 }
 
 impl Health {
@@ -163,8 +176,19 @@ impl Health {
             state: if online { "online" } else { "offline" }.into(),
             ts,
             version: env!("CARGO_PKG_VERSION").into(),
+            broker: None,
         }
     }
+}
+
+/// The retained index of an agent's rows (`index`): every ICCID it has a `state` row
+/// for, present or not, sorted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SimIndex {
+    pub v: u32,
+    pub ts: u64,
+    pub iccids: Vec<String>,
 }
 
 /// A SIM's retained state message: the whole row of the platform's SIMs page as simgate
@@ -412,6 +436,11 @@ crate::sim::wire_words! {
         EsimNickname = "esim_nickname",
         /// The platform delivered an eSIM notification: remove it from the eUICC.
         EsimNotificationAck = "esim_notification_ack",
+        /// Publish every row again, then the command's `successful` status with the
+        /// count (`rows`): a platform rebuilds its table from the agent, not from the
+        /// broker's retained messages (MQTT.md, "Sync"). For the whole agent: `iccid`
+        /// empty.
+        Sync = "sync",
     }
 }
 
@@ -527,6 +556,8 @@ pub fn parse_esim_params(
 pub struct CommandMsg {
     pub v: u32,
     pub id: String,
+    /// Empty (or absent) for `sync`, which covers the whole agent; left out when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub iccid: String,
     pub action: String,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
@@ -720,6 +751,9 @@ pub struct CommandStatus {
     pub code: Option<RefusalCode>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// A `sync`'s end marker: how many rows it published before this status.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rows: Option<u64>,
     pub ts: u64,
 }
 
@@ -831,7 +865,15 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
             format!("v: schema version {} is not {SCHEMA_VERSION}", msg.v),
         )));
     }
-    if !valid_iccid(&msg.iccid) {
+    // `sync` is for the whole agent: no SIM named.
+    let whole_agent = msg.action == Action::Sync.word();
+    if whole_agent && !msg.iccid.is_empty() {
+        return Err(with_id(Refusal::new(
+            RefusalCode::InvalidField,
+            "iccid: a sync covers every SIM of the agent; leave iccid empty",
+        )));
+    }
+    if !whole_agent && !valid_iccid(&msg.iccid) {
         return Err(with_id(Refusal::new(
             RefusalCode::InvalidField,
             "iccid: not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)",
@@ -840,7 +882,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     let Some(action) = Action::from_word(&msg.action) else {
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
-            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack",
+            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack, sync",
         )));
     };
     if msg.expires_at <= now {
@@ -1060,39 +1102,9 @@ fn check_record(r: &PlatformRecord) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// An activation code as GSMA SGP.22 §4.1 writes it: `LPA:1$<SM-DP+ address>$<matching
-/// id>`, optionally followed by `$<SM-DP+ OID>` and `$<confirmation code required flag>`.
-/// The address is a host name; the matching id may be empty (§4.1.1: then the default
-/// SM-DP+ is asked), else letters, digits and '-'.
+/// An activation code as GSMA SGP.22 §4.1 writes it (the one parser: rsp::activation).
 pub fn check_activation_code(code: &str) -> Result<(), String> {
-    if code.len() > 255 {
-        return Err("longer than 255 characters".into());
-    }
-    let Some(rest) = code.strip_prefix("LPA:1$") else {
-        return Err("must start with LPA:1$ (SGP.22 §4.1)".into());
-    };
-    let parts: Vec<&str> = rest.split('$').collect();
-    if !(2..=4).contains(&parts.len()) {
-        return Err("must be LPA:1$<SM-DP+ address>$<matching id>".into());
-    }
-    let host = parts[0];
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-    {
-        return Err(format!("SM-DP+ address \"{host}\" is not a host name"));
-    }
-    if !parts[1]
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err("matching id: letters, digits and '-' only".into());
-    }
-    if code.chars().any(char::is_control) {
-        return Err("contains control characters".into());
-    }
-    Ok(())
+    crate::rsp::activation::ActivationCode::parse(code).map(|_| ())
 }
 
 #[cfg(test)]
@@ -1152,6 +1164,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.action, Action::Suspend);
         assert_eq!(c.id, "c-1");
+    }
+
+    #[test]
+    fn a_sync_names_no_sim_and_a_sim_command_must() {
+        let c = cmd(serde_json::json!({"v":1,"id":"s-1","action":"sync","expires_at": NOW + 60}))
+            .unwrap();
+        assert_eq!((c.action, c.iccid.as_str()), (Action::Sync, ""));
+        let r = cmd(
+            serde_json::json!({"v":1,"id":"s-2","iccid":"8988211000000430010",
+            "action":"sync","expires_at": NOW + 60}),
+        )
+        .unwrap_err();
+        assert_eq!(r.code, RefusalCode::InvalidField);
+        assert!(r.reason.starts_with("iccid: a sync covers"), "{}", r.reason);
+        let r =
+            cmd(serde_json::json!({"v":1,"id":"s-3","action":"suspend","expires_at": NOW + 60}))
+                .unwrap_err();
+        assert!(r.reason.starts_with("iccid: not an ICCID"), "{}", r.reason);
     }
 
     #[test]
@@ -1356,7 +1386,7 @@ mod tests {
         }
         for (bad, why) in [
             ("smdp.example.com$ABC", "LPA:1$"),
-            ("LPA:1$smdp.example.com", "matching id"),
+            ("LPA:1$smdp.example.com", "matching ID"),
             ("LPA:1$$ABC", "not a host name"),
             ("LPA:1$smdp.example.com$AB C", "letters, digits"),
         ] {

@@ -35,6 +35,7 @@ pub mod modem;
 pub mod notify;
 pub mod observe;
 pub mod reader;
+pub mod rsp;
 pub mod rules;
 #[cfg(feature = "schema")]
 pub mod schema;

@@ -10,7 +10,7 @@
 //! the files and the wire cannot drift apart.
 
 use crate::contract::{
-    CommandMsg, CommandStatus, EventMsg, Health, PlatformMsg, SimState, UsageBatch,
+    CommandMsg, CommandStatus, EventMsg, Health, PlatformMsg, SimIndex, SimState, UsageBatch,
 };
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Value};
@@ -44,6 +44,14 @@ pub const PAYLOADS: &[Payload] = &[
         outbound: true,
         retain: true,
         summary: "A SIM's whole row: what the agent observed plus the cached platform record.",
+    },
+    Payload {
+        name: "index",
+        topic: "index",
+        outbound: true,
+        retain: true,
+        summary:
+            "Every ICCID the agent has a state row for, sorted (for exact-topic subscriptions).",
     },
     Payload {
         name: "event",
@@ -91,6 +99,7 @@ pub fn schema(name: &str) -> Option<Value> {
     let mut s = match name {
         "health" => out.into_generator().into_root_schema_for::<Health>(),
         "sim-state" => out.into_generator().into_root_schema_for::<SimState>(),
+        "index" => out.into_generator().into_root_schema_for::<SimIndex>(),
         "event" => out.into_generator().into_root_schema_for::<EventMsg>(),
         "usage" => out.into_generator().into_root_schema_for::<UsageBatch>(),
         "command-status" => out.into_generator().into_root_schema_for::<CommandStatus>(),

@@ -129,6 +129,9 @@ pub struct Channel<T> {
     /// Of `apdus`, those the budget puts "on top": T=0 GET RESPONSE and 6Cxx repeats, and
     /// logical channel management.
     overhead: u32,
+    /// Bytes of command APDUs sent, headers included: what a profile download costs the
+    /// card link.
+    sent: u64,
 }
 
 impl<T: CardTransport> Channel<T> {
@@ -137,6 +140,7 @@ impl<T: CardTransport> Channel<T> {
             transport,
             apdus: 0,
             overhead: 0,
+            sent: 0,
         }
     }
 
@@ -155,8 +159,14 @@ impl<T: CardTransport> Channel<T> {
         self.transport
     }
 
+    /// Bytes of command APDUs sent so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
     fn raw(&mut self, bytes: &[u8], command: &'static str) -> Result<Response, CardError> {
         self.apdus += 1;
+        self.sent += bytes.len() as u64;
         let raw = self.transport.transmit(bytes)?;
         Response::parse(&raw, command)
     }

@@ -154,16 +154,16 @@ pub struct DecodeError {
     pub what: String,
 }
 
-fn bad(what: impl Into<String>) -> DecodeError {
+pub(super) fn bad(what: impl Into<String>) -> DecodeError {
     DecodeError { what: what.into() }
 }
 
-fn tlvs<'a>(data: &'a [u8], within: &str) -> Result<Vec<tlv::Tlv<'a>>, DecodeError> {
+pub(super) fn tlvs<'a>(data: &'a [u8], within: &str) -> Result<Vec<tlv::Tlv<'a>>, DecodeError> {
     tlv::parse(data).map_err(|e| bad(format!("{within}: {e}")))
 }
 
 /// The value of the one top-level object tagged `tag`.
-fn top<'a>(data: &'a [u8], tag: u32, name: &str) -> Result<&'a [u8], DecodeError> {
+pub(super) fn top<'a>(data: &'a [u8], tag: u32, name: &str) -> Result<&'a [u8], DecodeError> {
     tlvs(data, name)?
         .into_iter()
         .find(|t| t.tag == tag)
@@ -177,14 +177,14 @@ fn top<'a>(data: &'a [u8], tag: u32, name: &str) -> Result<&'a [u8], DecodeError
         })
 }
 
-fn uint(v: &[u8], what: &str) -> Result<u64, DecodeError> {
+pub(super) fn uint(v: &[u8], what: &str) -> Result<u64, DecodeError> {
     if v.is_empty() || v.len() > 8 {
         return Err(bad(format!("{what}: an INTEGER of {} byte(s)", v.len())));
     }
     Ok(v.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)))
 }
 
-fn utf8(v: &[u8], what: &str) -> Result<String, DecodeError> {
+pub(super) fn utf8(v: &[u8], what: &str) -> Result<String, DecodeError> {
     String::from_utf8(v.to_vec()).map_err(|_| bad(format!("{what}: not UTF-8")))
 }
 

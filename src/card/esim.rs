@@ -101,7 +101,17 @@ pub struct Isdr<T> {
     /// Reached on the basic channel, which must be put back on the MF when done.
     basic: bool,
     aid: String,
+    /// The most data one STORE DATA block carries: 255 (a short APDU's Lc, ISO/IEC
+    /// 7816-4 §5.1), less where the transport limits the whole APDU (a modem's +CGLA).
+    block: usize,
 }
+
+/// A short APDU's most data bytes (ISO/IEC 7816-4 §5.1: Lc is one byte).
+const MAX_BLOCK: usize = 255;
+
+/// STORE DATA P1 for a block that more blocks follow (GlobalPlatform Card Specification
+/// §11.11.2.1: b8 = 0 not the last block, b5-b4 = 01 BER-TLV data; SGP.22 §5.7.2).
+const MORE_BLOCKS: u8 = 0x11;
 
 /// The MF (TS 102 221 §8.2).
 const FID_MF: [u8; 2] = [0x3F, 0x00];
@@ -126,6 +136,7 @@ impl<T: CardTransport> Isdr<T> {
                     chan: 0,
                     basic: true,
                     aid: aid.aid.clone(),
+                    block: MAX_BLOCK,
                 });
             }
         }
@@ -145,6 +156,7 @@ impl<T: CardTransport> Isdr<T> {
             chan,
             basic: false,
             aid: aid.to_string(),
+            block: MAX_BLOCK,
         }
     }
 
@@ -155,6 +167,11 @@ impl<T: CardTransport> Isdr<T> {
     /// APDUs on the wire so far.
     pub fn apdus(&self) -> u32 {
         self.ch.apdus()
+    }
+
+    /// Bytes of command APDUs sent so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.ch.bytes_sent()
     }
 
     /// Put the basic channel back on the MF, as after reset (SELECT by FID, P2=0C). The
@@ -171,20 +188,53 @@ impl<T: CardTransport> Isdr<T> {
         Ok((self.ch.into_inner(), n))
     }
 
-    /// One ES10 request (SGP.22 §5.7.2: STORE DATA, P1 91 last block, P2 block 00; the
-    /// requests simgate sends fit in one block). The response, GET RESPONSE chunks
-    /// joined by the channel.
+    /// Limit each STORE DATA command to `max_apdu` bytes in all (header, Lc, data, Le):
+    /// a transport that cannot carry a full short APDU (devices/modems `[euicc]
+    /// cgla_max_apdu`) still gets every request, in more blocks.
+    pub fn limit_apdu(&mut self, max_apdu: usize) {
+        // CLA INS P1 P2 Lc … Le: six bytes around the data (ISO/IEC 7816-4 §5.1, case 4).
+        self.block = max_apdu.saturating_sub(6).clamp(16, MAX_BLOCK);
+    }
+
+    /// One ES10 request (SGP.22 §5.7.2: STORE DATA with P2 the block number from 00, P1
+    /// 11 for a block that more follow, 91 for the last one; the eUICC answers the blocks
+    /// before the last with 9000 and no data). The response, GET RESPONSE chunks joined
+    /// by the channel.
     pub fn es10(&mut self, request: &[u8], function: &'static str) -> Result<Vec<u8>, EsimError> {
-        let (c, i, p1, p2) = euicc::store_data_header(self.chan);
-        let apdu = Apdu::new(c, i, p1, p2).with_data(request).with_le(0);
-        let resp = self.ch.send(&apdu, function)?;
-        if !resp.sw.is_ok() {
-            return Err(EsimError::Rejected {
+        let (c, i, last, _) = euicc::store_data_header(self.chan);
+        let blocks: Vec<&[u8]> = request.chunks(self.block).collect();
+        if blocks.len() > 256 {
+            return Err(EsimError::Malformed {
                 function,
-                reason: store_data_reason(resp.sw),
+                detail: format!(
+                    "a {}-byte request needs more than 256 STORE DATA blocks",
+                    request.len()
+                ),
             });
         }
-        Ok(resp.data)
+        let n = blocks.len();
+        for (k, block) in blocks.into_iter().enumerate() {
+            let is_last = k + 1 == n;
+            let p1 = if is_last { last } else { MORE_BLOCKS };
+            let apdu = Apdu::new(c, i, p1, k as u8).with_data(block);
+            let apdu = if is_last { apdu.with_le(0) } else { apdu };
+            let resp = self.ch.send(&apdu, function)?;
+            if !resp.sw.is_ok() {
+                return Err(EsimError::Rejected {
+                    function,
+                    reason: store_data_reason(resp.sw),
+                });
+            }
+            if is_last {
+                return Ok(resp.data);
+            }
+            if !resp.data.is_empty() {
+                // The eUICC answered before the request was whole: an error answer to
+                // what it had so far (SGP.22 §5.7.2 has no data on intermediate blocks).
+                return Ok(resp.data);
+            }
+        }
+        Ok(Vec::new())
     }
 
     pub fn eid(&mut self) -> Result<Option<Eid>, EsimError> {

@@ -7,6 +7,7 @@
 pub mod apdu;
 pub mod atr;
 pub mod es10;
+pub mod es10b;
 pub mod esim;
 pub mod euicc;
 pub mod iccid;

@@ -107,6 +107,32 @@ pub fn parse(data: &[u8]) -> Result<Vec<Tlv<'_>>, TlvError> {
     Ok(out)
 }
 
+/// Every object of one level of `data`, each with its whole encoding (tag, length and
+/// value): for relaying objects unchanged, as an LPA relays the bound profile package's
+/// parts to the eUICC (SGP.22 §2.5.5).
+pub fn parse_whole(data: &[u8]) -> Result<Vec<(Tlv<'_>, &[u8])>, TlvError> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == 0x00 || first == 0xFF {
+            rest = tail;
+            continue;
+        }
+        match tlv(rest) {
+            Ok((r, t)) => {
+                out.push((t, &rest[..rest.len() - r.len()]));
+                rest = r;
+            }
+            Err(_) => {
+                return Err(TlvError {
+                    offset: data.len() - rest.len(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Encode one object (the printer of [`parse`]): the tag's bytes without leading zero
 /// bytes, the length in its shortest definite form (ISO/IEC 8825-1 §8.1.3: short form
 /// up to 127, else 81/82/83 and one to three bytes), then the value.

@@ -4,7 +4,7 @@ use super::modem::profiles;
 use super::UsageError;
 use crate::emu::modem::{self as emulator, Control, EmuSim, Options};
 use crate::emu::transcript::Transcript;
-use crate::emu::vcard::{self, CardImage, VirtualCard};
+use crate::emu::vcard::{self, CardImage, EuiccPki, VirtualCard};
 use anyhow::bail;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 pub enum Emulate {
     /// A modem on a pty, behaving like a profile's modem (see devices/modems/README.md).
     Modem(EmulateModemArgs),
+    /// A test SM-DP+: ES9+ (GSMA SGP.22) over HTTPS with real cryptography, profiles as
+    /// data. Prints `smdp listening on https://ADDR` when ready.
+    Smdp(EmulateSmdpArgs),
     /// A virtual card plugged into vpcd, answering from a card image.
     Card {
         /// Card image (TOML; see devices/cards/README.md).
@@ -28,6 +31,15 @@ pub enum Emulate {
         /// several ms per APDU).
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// The eUICC's keys and certificates for the ES10b download (SGP.22 §3.1.3): a
+        /// directory holding ci.pem (the trusted CI), eum.pem, euicc.pem and euicc.key
+        /// (tests/rig/rsp-pki.sh makes one). Without it, download functions are refused.
+        #[arg(long, value_name = "DIR")]
+        pki: Option<PathBuf>,
+        /// The eUICC's default SM-DP+ address (GetEuiccConfiguredAddresses), instead of
+        /// the image's `default_smdp`: e.g. 127.0.0.1:PORT of a test SM-DP+.
+        #[arg(long, value_name = "ADDRESS")]
+        default_smdp: Option<String>,
     },
 }
 
@@ -38,17 +50,55 @@ impl Emulate {
                 args.run(cancel).await?;
                 Ok(ExitCode::SUCCESS)
             }
+            Emulate::Smdp(args) => {
+                args.run(cancel).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             Emulate::Card {
                 image,
                 vpcd,
                 latency_ms,
-            } => emulate_card(image, vpcd, Duration::from_millis(latency_ms), cancel).await,
+                pki,
+                default_smdp,
+            } => {
+                let latency = Duration::from_millis(latency_ms);
+                let euicc = EuiccArgs { pki, default_smdp };
+                emulate_card(image, euicc, vpcd, latency, cancel).await
+            }
         }
     }
 }
 
+/// The PKI's eUICC certificate must be the card's: the SM-DP+ derives the BPP's keys with
+/// the certificate's EID, the card with its own.
+fn same_eid(pki: &EuiccPki, eid: &str) -> Result<(), UsageError> {
+    match pki.eid() {
+        Some(e) if e == eid => Ok(()),
+        other => Err(UsageError(format!(
+            "--pki: euicc.pem is for EID {}, the eUICC's is {eid} (make the PKI for this EID)",
+            other.unwrap_or("(none: no subject serialNumber)")
+        ))),
+    }
+}
+
+/// The eUICC PKI of `--pki DIR`, its errors naming the file.
+fn load_pki(dir: Option<&std::path::Path>) -> anyhow::Result<Option<std::sync::Arc<EuiccPki>>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let pki = EuiccPki::load(dir).map_err(|e| UsageError(format!("--pki: {e}")))?;
+    Ok(Some(std::sync::Arc::new(pki)))
+}
+
+/// The eUICC settings `emulate card` takes beside the image.
+struct EuiccArgs {
+    pki: Option<PathBuf>,
+    default_smdp: Option<String>,
+}
+
 async fn emulate_card(
     image: PathBuf,
+    euicc: EuiccArgs,
     vpcd: String,
     latency: Duration,
     cancel: CancellationToken,
@@ -56,6 +106,21 @@ async fn emulate_card(
     let image = CardImage::load(&image)?;
     let name = image.name.clone();
     let mut card = VirtualCard::new(image);
+    let no_euicc = card.image().euicc.is_none();
+    if let Some(pki) = load_pki(euicc.pki.as_deref())? {
+        let eid = card.image().euicc.as_ref().map(|e| e.eid.clone());
+        let Some(eid) = eid else {
+            return Err(UsageError("--pki: the image has no [euicc]".into()).into());
+        };
+        same_eid(&pki, &eid)?;
+        card = card.with_pki(pki);
+    }
+    if let Some(a) = &euicc.default_smdp {
+        if no_euicc {
+            return Err(UsageError("--default-smdp: the image has no [euicc]".into()).into());
+        }
+        card.set_default_smdp(a);
+    }
     let session = vcard::vpcd::Session { latency };
     let ended = vcard::vpcd::serve(&vpcd, &mut card, &session, &cancel, || {
         // Tests and the demo wait for this line: from now on pcscd shows the card.
@@ -74,6 +139,72 @@ async fn emulate_card(
         vcard::vpcd::Ended::ReaderGone => {
             bail!("vpcd at {vpcd} closed the connection (pcscd stopped?)")
         }
+    }
+}
+
+/// A fault of the test SM-DP+.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SmdpFault {
+    /// serverSignature1 corrupted: the eUICC's AuthenticateServer refuses the server.
+    BadSignature,
+    /// The MAC of the bound profile package's last 86 segment corrupted: the eUICC
+    /// stops the install there.
+    BadMac,
+    /// getBoundProfilePackage is never answered: the server closes the connection.
+    GoneAfterBppRequest,
+    /// Every profile needs a confirmation code ("0000" for a profile without its own).
+    RequireCc,
+}
+
+/// `simgate emulate smdp`: a test SM-DP+.
+#[derive(Debug, clap::Args)]
+pub struct EmulateSmdpArgs {
+    /// Address to listen on (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// The PKI directory made by tests/rig/rsp-pki.sh: ci.pem, dpauth.pem/.key,
+    /// dppb.pem/.key, dptls.pem/.key (the TLS server certificate).
+    #[arg(long)]
+    pub pki: PathBuf,
+    /// The profiles file (format: devices/smdp/profiles.toml).
+    #[arg(long)]
+    pub profiles: PathBuf,
+    /// The SM-DP+ address LPAs must name in initiateAuthentication (default: the bound
+    /// 127.0.0.1:PORT and localhost:PORT).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Append what happens to this file, one JSON object a line: every ES9+ call with
+    /// its status, bound packages, cancelled sessions, notifications received (seq,
+    /// ICCID, verified), TLS handshakes that failed.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// A fault to play. Repeatable. (An unknown matching ID is just data.)
+    #[arg(long = "fault", value_enum)]
+    pub faults: Vec<SmdpFault>,
+}
+
+impl EmulateSmdpArgs {
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let has = |f| self.faults.contains(&f);
+        let opts = crate::emu::smdp::Options {
+            listen: self.listen.clone(),
+            pki: self.pki.clone(),
+            profiles: self.profiles.clone(),
+            address: self.address.clone(),
+            journal: self.journal.clone(),
+            faults: crate::emu::smdp::Faults {
+                bad_signature: has(SmdpFault::BadSignature),
+                bad_mac: has(SmdpFault::BadMac),
+                gone_after_bpp_request: has(SmdpFault::GoneAfterBppRequest),
+                require_cc: has(SmdpFault::RequireCc),
+            },
+        };
+        crate::emu::smdp::run(opts, cancel, |addr| {
+            // Tests and the demo wait for this line.
+            println!("smdp listening on https://{addr}");
+        })
+        .await?;
+        Ok(())
     }
 }
 
@@ -111,6 +242,15 @@ pub struct EmulateModemArgs {
     /// modem's side of what happened (tests count the effects in it).
     #[arg(long)]
     pub journal: Option<PathBuf>,
+    /// The eSIMs' eUICC keys and certificates for the ES10b download: ci.pem, eum.pem,
+    /// euicc.pem, euicc.key (as `simgate emulate card --pki`).
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
+    /// The eSIMs' eUICC settings from a card image (devices/cards/README.md: free_nvm,
+    /// default_smdp, faults such as mute_after_segments); its EID and profiles are the
+    /// eSIM's.
+    #[arg(long, value_name = "FILE")]
+    pub euicc_image: Option<PathBuf>,
 }
 
 impl EmulateModemArgs {
@@ -135,6 +275,21 @@ impl EmulateModemArgs {
         opts.single_commands = self.single_commands;
         opts.refuse = self.refuse.clone();
         opts.journal = self.journal.clone();
+        opts.pki = load_pki(self.pki.as_deref())?;
+        if let (Some(pki), Some(eid)) = (&opts.pki, EmuSim::esim().eid) {
+            same_eid(pki, &eid)?;
+        }
+        if let Some(path) = &self.euicc_image {
+            let image = CardImage::load(path)?;
+            if image.euicc.is_none() {
+                return Err(UsageError(format!(
+                    "--euicc-image: {} has no [euicc]",
+                    path.display()
+                ))
+                .into());
+            }
+            opts.euicc_image = Some(image);
+        }
         if self.esim {
             opts.sim = Some(EmuSim::esim());
         }

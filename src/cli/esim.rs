@@ -22,14 +22,14 @@ pub struct EsimArgs {
 pub(super) struct Target {
     /// Exact reader name (see `simgate readers`); default: the one reader holding a card.
     #[arg(long, conflicts_with = "port")]
-    reader: Option<String>,
+    pub(super) reader: Option<String>,
     /// A modem's AT port (/dev/ttyUSB2, or tcp://host:port): the eUICC in it, through
     /// +CCHO/+CGLA.
     #[arg(long)]
-    port: Option<String>,
+    pub(super) port: Option<String>,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,9 +69,24 @@ enum EsimCmd {
     },
     /// The notifications pending on the eUICC (SGP.22 §3.5), for the SM-DP+.
     Notifications {
+        /// Deliver each to the SM-DP+ it names (ES9+ HandleNotification, over TLS to a
+        /// configured CI) and remove it from the card once delivered.
+        #[arg(long)]
+        send: bool,
+        /// The GSMA CI certificates the SM-DP+ must chain to (default: [esim] ci_dir).
+        #[arg(long, value_name = "DIR", requires = "send")]
+        ci_dir: Option<std::path::PathBuf>,
         #[command(flatten)]
         at: Target,
     },
+    /// Download a profile from an SM-DP+ (SGP.22 §3.1.3): each step shown, the preview
+    /// confirmed, the result verified by listing; on a failure the session is cancelled on
+    /// both sides and the profiles listed again.
+    #[command(after_help = "Examples:\n  \
+        simgate esim download --reader 'ACS ACR39U 00 00' --activation-code 'LPA:1$smdp.example.com$04386-AGYFT-A74Y8-3F815' --enable\n  \
+        simgate esim download --port /dev/ttyUSB2 --activation-code 'LPA:1$smdp.example.com$MID$$1' --confirmation-code 1234 --yes --json\n\n\
+        The SM-DP+ must present a TLS certificate chaining to a CI in [esim] ci_dir (default /etc/simgate/ci).")]
+    Download(super::download::DownloadArgs),
 }
 
 fn iccid_arg(text: &str) -> anyhow::Result<Iccid> {
@@ -79,7 +94,7 @@ fn iccid_arg(text: &str) -> anyhow::Result<Iccid> {
 }
 
 /// The reader to use: the one named, or the only one holding a card.
-fn pick_reader(name: Option<String>) -> anyhow::Result<std::ffi::CString> {
+pub(super) fn pick_reader(name: Option<String>) -> anyhow::Result<std::ffi::CString> {
     let ctx = reader::establish()?;
     if let Some(n) = name {
         return Ok(reader::resolve(&ctx, &n)?);
@@ -139,7 +154,7 @@ async fn on_card<R: Send + 'static>(
 
 /// An eSIM command through a modem: identified, then the operation, the AT lines
 /// counted.
-async fn through_modem(cmd: EsimCmd, port: &str) -> anyhow::Result<ExitCode> {
+async fn through_modem(cmd: EsimCmd, port: &str, cfg: &Config) -> anyhow::Result<ExitCode> {
     use crate::modem::esim as m;
     let profiles = crate::modem::Profiles::shipped()?;
     let io = crate::at::open(port).await?;
@@ -161,7 +176,23 @@ async fn through_modem(cmd: EsimCmd, port: &str) -> anyhow::Result<ExitCode> {
             }
             (at.json.then(|| serde_json::to_value(&l)).transpose()?, cost)
         }
-        EsimCmd::Notifications { at } => {
+        EsimCmd::Notifications {
+            at,
+            send: true,
+            ci_dir,
+        } => {
+            let mut connect = super::download::connector(cfg, ci_dir.as_deref())?;
+            let (l, cost) = m::with_isdr(&mut conn, profile, move |mut i| {
+                crate::rsp::download::deliver_pending(&mut i, &mut connect)
+            })
+            .await
+            .map_err(esim_err)?;
+            if !at.json {
+                super::download::print_deliveries(&shown, &l);
+            }
+            (at.json.then(|| serde_json::to_value(&l)).transpose()?, cost)
+        }
+        EsimCmd::Notifications { at, .. } => {
             let (l, cost) = m::notifications(&mut conn, profile)
                 .await
                 .map_err(esim_err)?;
@@ -200,7 +231,7 @@ async fn through_modem(cmd: EsimCmd, port: &str) -> anyhow::Result<ExitCode> {
                     },
                     at.json,
                 ),
-                _ => unreachable!("list and notifications are handled above"),
+                _ => unreachable!("list, notifications and download are handled above"),
             };
             let (o, cost) = m::apply(&mut conn, profile, &action)
                 .await
@@ -253,15 +284,19 @@ impl EsimCmd {
             | EsimCmd::Disable { at, .. }
             | EsimCmd::Delete { at, .. }
             | EsimCmd::Nickname { at, .. }
-            | EsimCmd::Notifications { at } => at,
+            | EsimCmd::Notifications { at, .. } => at,
+            EsimCmd::Download(d) => d.target(),
         }
     }
 }
 
 impl EsimArgs {
     pub async fn run(self, cfg: &Config) -> anyhow::Result<ExitCode> {
+        if let EsimCmd::Download(d) = self.cmd {
+            return d.run(cfg).await;
+        }
         if let Some(port) = self.cmd.target().port.clone() {
-            return through_modem(self.cmd, &port).await;
+            return through_modem(self.cmd, &port, cfg).await;
         }
         match self.cmd {
             EsimCmd::List { at } => {
@@ -303,7 +338,25 @@ impl EsimArgs {
                 };
                 operate(&at, cfg, action).await?;
             }
-            EsimCmd::Notifications { at } => {
+            EsimCmd::Notifications {
+                at,
+                send: true,
+                ci_dir,
+            } => {
+                let mut connect = super::download::connector(cfg, ci_dir.as_deref())?;
+                let (reader, list) = on_card(&at, cfg, move |mut i| {
+                    let r = crate::rsp::download::deliver_pending(&mut i, &mut connect);
+                    let _ = i.finish();
+                    (r, false)
+                })
+                .await?;
+                if at.json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    super::download::print_deliveries(&reader, &list);
+                }
+            }
+            EsimCmd::Notifications { at, .. } => {
                 let (reader, list) = on_card(&at, cfg, |i| {
                     (esim::notifications(i).map(|(l, _)| l), false)
                 })
@@ -314,6 +367,7 @@ impl EsimArgs {
                     print_notifications(&reader, &list);
                 }
             }
+            EsimCmd::Download(_) => unreachable!("download is handled above"),
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -371,7 +425,7 @@ fn or_dash(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("-")
 }
 
-fn print_profiles(list: &[ProfileInfo]) {
+pub(super) fn print_profiles(list: &[ProfileInfo]) {
     if list.is_empty() {
         println!("no profiles installed");
         return;

@@ -3,6 +3,7 @@
 //! formats for humans or prints JSON.
 
 mod config;
+mod download;
 #[cfg(feature = "emulators")]
 mod emulate;
 mod error;

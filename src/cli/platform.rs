@@ -62,7 +62,8 @@ pub enum PlatformCmd {
     Send {
         #[command(flatten)]
         conn: PlatformConn,
-        #[arg(long)]
+        /// The SIM; none for `sync` (the whole agent).
+        #[arg(long, default_value = "")]
         iccid: String,
         /// The command's action (MQTT.md, "Commands").
         #[arg(long, value_enum)]
@@ -110,7 +111,14 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
             };
             // The platform tool checks what the agent would refuse, before connecting:
             // the ICCID and the id become topic levels, the action a word of the contract.
-            if !contract::valid_iccid(&iccid) {
+            let whole_agent = action == contract::Action::Sync;
+            if whole_agent && !iccid.is_empty() {
+                return Err(UsageError(
+                    "--iccid: a sync covers every SIM of the agent; leave it out".into(),
+                )
+                .into());
+            }
+            if !whole_agent && !contract::valid_iccid(&iccid) {
                 return Err(UsageError(format!("--iccid: \"{iccid}\" is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)")).into());
             }
             if let Some(id) = id.as_deref().filter(|i| !contract::valid_command_id(i)) {

@@ -26,9 +26,10 @@ pub struct RunArgs {
 /// which broker and which readers.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT.
-    #[arg(long, env = "SIMGATE_BROKER")]
-    pub broker: Option<String>,
+    /// Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT; several, comma-separated:
+    /// the nodes of a cluster (broker.urls).
+    #[arg(long, env = "SIMGATE_BROKER", value_delimiter = ',')]
+    pub broker: Vec<String>,
     /// This agent's id (MQTT client id and topic prefix).
     #[arg(long, env = "SIMGATE_AGENT_ID")]
     pub agent_id: Option<String>,
@@ -46,8 +47,16 @@ pub struct AgentArgs {
 impl AgentArgs {
     /// Flags and environment override the file.
     pub(super) fn apply(self, cfg: &mut Config) {
-        if let Some(b) = self.broker {
-            cfg.broker.url = b;
+        match self.broker.len() {
+            0 => {}
+            1 => {
+                cfg.broker.url = self.broker.concat();
+                cfg.broker.urls.clear();
+            }
+            _ => {
+                cfg.broker.urls = self.broker;
+                cfg.broker.url.clear();
+            }
         }
         if let Some(a) = self.agent_id {
             cfg.agent.id = a;
@@ -90,7 +99,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
         eprintln!("simgate: agent.id: not set; give --agent-id, SIMGATE_AGENT_ID or agent.id in the config file");
         return Ok(ExitCode::from(2));
     }
-    let broker = (!cfg.broker.url.is_empty()).then(|| link_settings(&cfg));
+    let broker = (!cfg.broker.endpoints().is_empty()).then(|| link_settings(&cfg));
     let settings = daemon::Settings {
         agent_id: cfg.agent.id.clone(),
         state_dir: cfg.agent.state_dir.clone(),
@@ -120,7 +129,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
 /// The platform link's settings from the configuration (daemon and station alike).
 pub(super) fn link_settings(cfg: &Config) -> LinkSettings {
     LinkSettings {
-        url: cfg.broker.url.clone(),
+        urls: cfg.broker.endpoints(),
         agent_id: cfg.agent.id.clone(),
         keepalive: Duration::from_secs(cfg.broker.keepalive_secs),
         username: cfg.broker.username.clone(),
@@ -132,6 +141,7 @@ pub(super) fn link_settings(cfg: &Config) -> LinkSettings {
         window: cfg.broker.inflight_window,
         usage_interval: Duration::from_secs(cfg.broker.usage_interval_secs),
         reconnect_max: Duration::from_secs(cfg.broker.reconnect_max_secs),
+        fleet_window: cfg.broker.fleet_window(),
     }
 }
 

@@ -49,11 +49,11 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
         eprintln!("simgate: {e}");
         return Ok(ExitCode::from(2));
     }
-    if !cfg.broker.url.is_empty() && cfg.agent.id.is_empty() {
+    if !cfg.broker.endpoints().is_empty() && cfg.agent.id.is_empty() {
         eprintln!("simgate: agent.id: a station publishing to a broker needs --agent-id, SIMGATE_AGENT_ID or agent.id");
         return Ok(ExitCode::from(2));
     }
-    let broker = (!cfg.broker.url.is_empty()).then(|| link_settings(&cfg));
+    let broker = (!cfg.broker.endpoints().is_empty()).then(|| link_settings(&cfg));
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     let settings = crate::station::Settings {
         readers: cfg.readers.names.clone(),

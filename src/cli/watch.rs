@@ -385,8 +385,13 @@ pub(super) fn render(
     notice: Option<&str>,
 ) -> Vec<String> {
     let agent = match health {
-        Some(h) => h.state.as_str(),
-        None => "unknown",
+        Some(Health {
+            state,
+            broker: Some(node),
+            ..
+        }) if state == "online" => format!("{state} on {node}"),
+        Some(h) => h.state.clone(),
+        None => "unknown".into(),
     };
     let present = sims.values().filter(|s| s.sim.present).count();
     let mut out = vec![format!(
@@ -643,7 +648,8 @@ pub(super) async fn run(
                     Err(e) => tracing::warn!(error = %e, "unreadable command status"),
                 }
             }
-            AgentTopic::SimPlatform { .. } | AgentTopic::Command => continue,
+            // The rows themselves come on their own topics (a wildcard subscription).
+            AgentTopic::SimPlatform { .. } | AgentTopic::Command | AgentTopic::Index => continue,
         }
         match screen.as_ref() {
             Some(screen) => screen.draw(&render(

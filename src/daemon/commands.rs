@@ -515,6 +515,7 @@ impl Commands {
             // redeliveries are answered from the record.
             keep_until: now + REFUSAL_MEMORY_SECS,
             unreported: false,
+            rows: None,
         };
         // Stored with its outcome, final from the start (see `store_and_report`).
         rec.unreported = true;
@@ -550,6 +551,7 @@ impl Commands {
             // After it, a repeat is refused as expired: never run twice.
             keep_until: cmd.expires_at,
             unreported: false,
+            rows: None,
         };
         match ctx.store.claim_command(&rec, now)? {
             Claim::New => {
@@ -576,6 +578,9 @@ impl Commands {
             Claim::Known(existing) => return self.answer_duplicate(ctx, existing),
         }
 
+        if cmd.action == Action::Sync {
+            return self.sync(ctx, &mut rec);
+        }
         // Only SIMs this agent hosts now: a command for anything else is refused.
         let host = match ctx.store.get_observed(&cmd.iccid)? {
             Some(obs) if obs.present => Host::of(&obs),
@@ -839,6 +844,23 @@ impl Commands {
         self.finish(ctx, &mut rec, outcome)
     }
 
+    /// `sync` (MQTT.md, "Sync"): every row queued again behind the `executing` status,
+    /// then the `successful` status with the count — the end marker, after every row in
+    /// the outbox's order. Exactly once like any command: a repeat is answered from the
+    /// record, with the same count, and publishes nothing.
+    fn sync(&mut self, ctx: &Ctx, rec: &mut CommandRecord) -> Result<(), DaemonError> {
+        rec.state = CommandState::Executing;
+        rec.updated_at = crate::time::unix_now();
+        ctx.store.put_command(rec)?;
+        report(ctx, rec, false)?;
+        let rows = match &ctx.link {
+            Some(link) => link.sync_rows()?,
+            None => 0,
+        };
+        rec.rows = Some(rows);
+        self.finish(ctx, rec, Ok(()))
+    }
+
     fn finish(
         &mut self,
         ctx: &Ctx,
@@ -985,6 +1007,7 @@ fn report(ctx: &Ctx, rec: &CommandRecord, as_event: bool) -> Result<(), DaemonEr
             status,
             code: rec.code,
             reason: rec.reason.clone(),
+            rows: rec.rows,
             ts: crate::time::unix_now(),
         },
         as_event,
@@ -1146,6 +1169,7 @@ mod tests {
             updated_at,
             keep_until: updated_at + 3_600,
             unreported: false,
+            rows: None,
         }
     }
 
@@ -1165,6 +1189,7 @@ mod tests {
         // Finished, its report never queued (killed in between): reported now.
         let u = CommandRecord {
             unreported: true,
+            rows: None,
             ..record("u", CommandState::Successful, now)
         };
         ctx.store.put_command(&u).unwrap();

@@ -5,7 +5,11 @@
 //!   vpcd so the real pcscd sees it in a virtual reader.
 //! - [`modem`]: a modem on a pty, driven by a devices/modems profile.
 //! - [`transcript`]: recorded modem sessions the emulator replays.
+//! - [`rsp`]: the RSP crypto core (SGP.22) of the test SM-DP+ and the virtual eUICC.
+//! - [`smdp`]: a test SM-DP+ speaking ES9+ over HTTPS (`simgate emulate smdp`).
 
 pub mod modem;
+pub mod rsp;
+pub mod smdp;
 pub mod transcript;
 pub mod vcard;

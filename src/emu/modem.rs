@@ -6,8 +6,9 @@
 
 use super::transcript::Transcript;
 use crate::at::parser::{param_list, Field};
+use crate::emu::vcard::{CardImage, EuiccPki, VirtualCard};
 use crate::modem::identify::ISD_R_AID;
-use crate::modem::profile::{EuiccAccess, Profile};
+use crate::modem::profile::{EuiccAccess, EuiccTransport, Profile};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,6 +124,12 @@ pub struct Options {
     pub refuse: Vec<String>,
     /// A file every command line received is appended to (and flushed), one a line.
     pub journal: Option<PathBuf>,
+    /// The eSIMs' eUICC keys and certificates (ES10b download, src/emu/vcard/download.rs);
+    /// None: download functions refused as by an eUICC without keys.
+    pub pki: Option<std::sync::Arc<EuiccPki>>,
+    /// The eSIMs' eUICC as a card image (devices/cards/README.md: free memory, default
+    /// SM-DP+, faults); its EID and profiles replaced by the eSIM's. None: a built-in one.
+    pub euicc_image: Option<CardImage>,
 }
 
 impl Options {
@@ -138,6 +145,8 @@ impl Options {
             single_commands: false,
             refuse: Vec::new(),
             journal: None,
+            pki: None,
+            euicc_image: None,
         }
     }
 }
@@ -229,16 +238,19 @@ struct State {
     refuse: Vec<String>,
     /// The eUICCs of the eSIMs seen, by EID: the virtual card engine (src/emu/vcard)
     /// answering +CCHO/+CGLA/+CCHC, its profiles changed as a real eUICC's are.
-    euiccs: std::collections::HashMap<String, crate::emu::vcard::VirtualCard>,
+    euiccs: std::collections::HashMap<String, VirtualCard>,
+    pki: Option<std::sync::Arc<EuiccPki>>,
+    euicc_image: Option<CardImage>,
 }
 
 /// The second profile every emulated eUICC holds (disabled), Luhn-valid, made up.
 pub const EMU_SECOND_PROFILE: &str = "89883030000000000437";
 
 /// A virtual eUICC for an emulated eSIM: its ICCID the enabled profile, a second one
-/// disabled (devices/cards/README.md's image format). The modem does the T=0 GET
-/// RESPONSE itself, as the families' +CGLA answers show.
-fn euicc_for(sim: &EmuSim) -> Option<crate::emu::vcard::VirtualCard> {
+/// disabled (devices/cards/README.md's image format), on the given image's settings when
+/// there is one. The modem does the T=0 GET RESPONSE itself, as the families' +CGLA
+/// answers show (+CSIM passes 61xx through: `VirtualCard::process_t0`).
+fn euicc_for(sim: &EmuSim, st: &State) -> Option<VirtualCard> {
     let eid = sim.eid.as_ref()?;
     let text = format!(
         "name = \"emulated eUICC\"\nkind = \"uicc\"\natr = \"3B00\"\nt0_procedures = false\n\
@@ -247,8 +259,21 @@ fn euicc_for(sim: &EmuSim) -> Option<crate::emu::vcard::VirtualCard> {
          [[euicc.profiles]]\niccid = \"{EMU_SECOND_PROFILE}\"\nenabled = false\nname = \"Travel\"\nprovider = \"Roamer\"\n",
         sim.iccid
     );
-    let image = crate::emu::vcard::CardImage::parse(&text).ok()?;
-    Some(crate::emu::vcard::VirtualCard::new(image))
+    let mut image = CardImage::parse(&text).ok()?;
+    if let Some(given) = &st.euicc_image {
+        let profiles = image.euicc.take()?.profiles;
+        let mut e = given.euicc.clone()?;
+        e.eid = eid.clone();
+        e.isdr_aid = ISD_R_AID.into();
+        e.profiles = profiles;
+        image.euicc = Some(e);
+        image.fault = given.fault.clone();
+    }
+    let card = VirtualCard::new(image);
+    Some(match &st.pki {
+        Some(pki) => card.with_pki(pki.clone()),
+        None => card,
+    })
 }
 
 fn s_eid(sim: &Option<EmuSim>) -> Option<String> {
@@ -256,6 +281,16 @@ fn s_eid(sim: &Option<EmuSim>) -> Option<String> {
 }
 
 impl State {
+    /// The eUICC of this eSIM, made when first reached (None: a physical SIM).
+    fn euicc(&mut self, sim: &EmuSim) -> Option<&mut VirtualCard> {
+        let eid = sim.eid.clone()?;
+        if !self.euiccs.contains_key(&eid) {
+            let card = euicc_for(sim, self)?;
+            self.euiccs.insert(eid.clone(), card);
+        }
+        self.euiccs.get_mut(&eid)
+    }
+
     /// The SIM in use takes its eUICC's enabled profile's ICCID.
     fn follow_enabled_profile(&mut self) {
         let Some(eid) = s_eid(&self.sim) else {
@@ -299,6 +334,8 @@ impl State {
             counted_at: Instant::now(),
             transcript: opts.transcript.clone(),
             euiccs: Default::default(),
+            pki: opts.pki.clone(),
+            euicc_image: opts.euicc_image.clone(),
         }
     }
 
@@ -616,6 +653,8 @@ fn recorded_result(lines: Vec<String>) -> Result<Vec<String>, String> {
 
 /// TS 27.007 §9.2.1: SIM not inserted.
 const NO_SIM: &str = "+CME ERROR: 10";
+/// TS 27.007 §9.2.1: SIM failure.
+const SIM_FAILURE: &str = "+CME ERROR: 13";
 
 /// Nibble-swapped BCD, F-padded, as stored in EF.ICCID (TS 102 221 §13.2).
 fn ef_iccid(digits: &str) -> String {
@@ -792,7 +831,9 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
             }
         }
         ("+CCHO", a) => {
-            if profile.euicc.access == EuiccAccess::None {
+            if profile.euicc.access == EuiccAccess::None
+                || profile.euicc.transport == EuiccTransport::Csim
+            {
                 return Err("ERROR".into());
             }
             let s = need_sim()?;
@@ -803,13 +844,7 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
                 // the mapping to the MT: most give "unknown".
                 return Err("+CME ERROR: 100".into());
             }
-            let eid = s.eid.clone().unwrap_or_default();
-            if !st.euiccs.contains_key(&eid) {
-                if let Some(card) = euicc_for(&s) {
-                    st.euiccs.insert(eid.clone(), card);
-                }
-            }
-            let card = st.euiccs.get_mut(&eid).ok_or("ERROR")?;
+            let card = st.euicc(&s).ok_or("ERROR")?;
             // TS 27.007 §8.45: MANAGE CHANNEL, then SELECT of the AID on it.
             let r = card.process(&[0x00, 0x70, 0x00, 0x00, 0x01]);
             let ch = match r[..] {
@@ -827,6 +862,9 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
             }]);
         }
         ("+CGLA", a) => {
+            if profile.euicc.transport == EuiccTransport::Csim {
+                return Err("ERROR".into());
+            }
             let s = need_sim()?;
             let p = param_list(&a[1..]);
             let apdu = p
@@ -836,11 +874,34 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
                 .to_ascii_uppercase();
             let bytes = hex::decode(&apdu).map_err(|_| "+CME ERROR: 50")?;
             let resp = match s.eid.as_ref().and_then(|e| st.euiccs.get_mut(e)) {
+                // A card that stopped answering: the MT gives up on it (TS 27.007 §9.2.1
+                // 13, SIM failure).
+                Some(card) if card.is_mute() => return Err(SIM_FAILURE.into()),
                 Some(card) => hex::encode_upper(card.process(&bytes)),
                 // INS not supported (ISO/IEC 7816-4 6D00).
                 None => "6D00".into(),
             };
             return Ok(vec![format!("+CGLA: {},\"{resp}\"", resp.len())]);
+        }
+        // TS 27.007 §8.17: a whole command APDU to the SIM, its channel in the CLA; the
+        // response as the card gave it, 61xx included. Only an eSIM's card is emulated
+        // at this level; a physical SIM answers 6D00 (INS not supported).
+        ("+CSIM", a) => {
+            let s = need_sim()?;
+            let p = param_list(&a[1..]);
+            let len = p.first().and_then(Field::int).ok_or("+CME ERROR: 50")?;
+            let apdu = p.get(1).and_then(Field::text).unwrap_or_default();
+            if usize::try_from(len).ok() != Some(apdu.len()) {
+                // <length> counts the characters of <command> (§8.17).
+                return Err("+CME ERROR: 50".into());
+            }
+            let bytes = hex::decode(apdu).map_err(|_| "+CME ERROR: 50")?;
+            let resp = match st.euicc(&s) {
+                Some(card) if card.is_mute() => return Err(SIM_FAILURE.into()),
+                Some(card) => hex::encode_upper(card.process_t0(&bytes)),
+                None => "6D00".into(),
+            };
+            return Ok(vec![format!("+CSIM: {},\"{resp}\"", resp.len())]);
         }
         ("+CCHC", a) => {
             let p = param_list(&a[1..]);
@@ -866,6 +927,36 @@ mod tests {
             split_line("+CCHO=\"A;B\";+CSQ"),
             vec!["+CCHO=\"A;B\"", "+CSQ"]
         );
+    }
+
+    /// The family without +CGLA: +CCHO refused, the ISD-R reached through +CSIM with the
+    /// card's own 61xx passed to the TE (TS 27.007 §8.17).
+    #[test]
+    fn csim_family_reaches_the_isdr_with_whole_apdus_and_refuses_cgla() {
+        let profiles = crate::modem::profile::Profiles::shipped().unwrap();
+        let profile = profiles.get("generic-csim").unwrap().clone();
+        let mut opts = Options::new(profile.clone());
+        opts.sim = Some(EmuSim::esim());
+        let mut st = State::new(&opts);
+        let mut at = |c: &str| command(&profile, &mut st, c);
+        assert_eq!(at(&format!("+CCHO=\"{ISD_R_AID}\"")), Err("ERROR".into()));
+        assert_eq!(at("+CGLA=1,10,\"81E2910003BF2E00\""), Err("ERROR".into()));
+        assert_eq!(
+            at("+CSIM=10,\"0070000001\""),
+            Ok(vec!["+CSIM: 6,\"019000\"".into()])
+        );
+        let select = format!("+CSIM=42,\"01A4040010{ISD_R_AID}\"");
+        assert!(at(&select).unwrap()[0].starts_with("+CSIM: 4,\"61"));
+        // GetEUICCChallenge (SGP.22 §5.7.7): 61 15, then GET RESPONSE on the channel.
+        assert_eq!(
+            at("+CSIM=16,\"81E2910003BF2E00\""),
+            Ok(vec!["+CSIM: 4,\"6115\"".into()])
+        );
+        let got = at("+CSIM=10,\"01C0000015\"").unwrap();
+        assert!(got[0].starts_with("+CSIM: 46,\"BF2E128010"), "{got:?}");
+        assert!(got[0].ends_with("9000\""), "{got:?}");
+        // <length> must count <command>'s characters.
+        assert_eq!(at("+CSIM=9,\"0070000001\""), Err("+CME ERROR: 50".into()));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("modem_profile", modem_profile),
     ("card_image", card_image),
     ("broker_url", broker_url),
+    ("rsp", rsp_answers),
+    ("es9_json", es9_json),
 ];
 
 /// Run the target called `name`; `false` when there is none.
@@ -443,5 +445,86 @@ pub fn broker_url(data: &[u8]) {
             Ok(&u),
             "{text:?} → {printed}"
         );
+    }
+}
+
+/// The eUICC's answers of a profile download and the bound profile package (src/card/
+/// es10b.rs): bounded, and a package that splits gives back exactly its own bytes when
+/// its segments are joined (SGP.22 §2.5.5: the LPA relays it unchanged).
+pub fn rsp_answers(data: &[u8]) {
+    use crate::card::es10b;
+    if let Ok(segs) = es10b::bpp_segments(data) {
+        let joined: Vec<u8> = segs.iter().flat_map(|s| s.bytes.iter().copied()).collect();
+        assert_eq!(joined, data, "segments rejoin to the package");
+        for s in &segs {
+            if s.kind == es10b::SegmentKind::ProfileElements && s.bytes.len() > 4 {
+                assert!(
+                    s.bytes.len() <= es10b::MAX_86 + 4,
+                    "an 86 over 1020 bytes passed"
+                );
+            }
+        }
+    }
+    let _ = es10b::parse_challenge(data);
+    let _ = es10b::check_euicc_info1(data);
+    let _ = es10b::parse_default_dp(data);
+    for r in [
+        es10b::parse_authenticate_server(data),
+        es10b::parse_prepare_download(data),
+        es10b::parse_cancel_session(data),
+    ] {
+        if let Ok(Ok(whole)) = r {
+            assert_eq!(whole, data, "an ok answer is relayed whole");
+        }
+    }
+    if let Ok(p) = es10b::parse_metadata(data) {
+        assert!(
+            contract::valid_iccid(&p.iccid),
+            "preview ICCID {:?}",
+            p.iccid
+        );
+    }
+    if let Ok(r) = es10b::parse_installation_result(data) {
+        if let Some(i) = &r.iccid {
+            assert!(contract::valid_iccid(i), "result ICCID {i:?}");
+        }
+        let _ = r.describe();
+    }
+}
+
+/// What an SM-DP+ answers over ES9+ (JSON, SGP.22 §6.5) and activation codes (§4.1): a
+/// refusal is read with its codes or named malformed, never a panic; an accepted
+/// activation code has a checked address and prints no secret.
+pub fn es9_json(data: &[u8]) {
+    use crate::rsp::{activation::ActivationCode, es9};
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(code) = ActivationCode::parse(text) {
+            assert!(crate::rsp::activation::check_address(&code.smdp).is_ok());
+            let shown = format!("{code:?}");
+            assert!(
+                code.matching_id.is_empty()
+                    || !shown.contains(&format!("\"{}\"", code.matching_id.expose()))
+            );
+        }
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    for f in [
+        es9::Function::InitiateAuthentication,
+        es9::Function::AuthenticateClient,
+        es9::Function::GetBoundProfilePackage,
+    ] {
+        if let Err(es9::Es9Error::Refused { status, .. }) = es9::execution_status(&v, f) {
+            let _ = status.words();
+        }
+        for name in [
+            "transactionId",
+            "serverSigned1",
+            "boundProfilePackage",
+            "profileMetadata",
+        ] {
+            let _ = es9::field(&v, f, name);
+        }
     }
 }

@@ -452,6 +452,7 @@ async fn a_swap_s_steps_and_a_command_s_lifecycle_reach_the_page_and_a_later_pag
         status: word,
         code: None,
         reason: None,
+        rows: None,
         ts: 1,
     };
     r.page.feed.command(&status(CommandStatusWord::Received));

@@ -23,22 +23,26 @@
 //! redelivery, never a loss.
 
 mod drain;
+mod nodes;
 pub mod peer;
+pub mod reconnect;
 
-use crate::backoff::Backoff;
 use crate::config::BrokerUrl;
 use crate::contract::{
-    self, Command, CommandStatus, EventKind, EventMsg, Health, Inbound, Refusal, SimState, Topics,
-    UsageBatch, UsageSample,
+    self, Command, CommandStatus, EventKind, EventMsg, Health, Inbound, Refusal, SimIndex,
+    SimState, Topics, UsageBatch, UsageSample,
 };
 use crate::sim::PlatformRecord;
 use crate::store::outbox::{Class, Limits, Outbox, Shed};
 use crate::store::{Store, StoreError};
+use nodes::Nodes;
+pub use reconnect::DEFAULT_RECONNECT_MAX;
+use reconnect::{Failure, Reconnect, LINK_STABLE};
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, SubscribeFilter,
     TlsConfiguration, Transport,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,7 +72,8 @@ pub enum LinkError {
 /// Settings the link needs, taken from the configuration.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
-    pub url: String,
+    /// The broker, or the nodes of a cluster (src/link/nodes.rs); at least one.
+    pub urls: Vec<String>,
     pub agent_id: String,
     pub keepalive: Duration,
     pub username: String,
@@ -87,13 +92,16 @@ pub struct LinkSettings {
     pub usage_interval: Duration,
     /// The longest wait between connect attempts while the broker is unreachable.
     pub reconnect_max: Duration,
+    /// fleet size / the broker's fleet-wide CONNECT quota: a drop's first retry is
+    /// spread over it (src/link/reconnect.rs); None: not configured.
+    pub fleet_window: Option<Duration>,
 }
 
 impl LinkSettings {
     /// Defaults for everything but the broker and the agent (platform-side tools).
     pub fn new(url: &str, agent_id: &str) -> LinkSettings {
         LinkSettings {
-            url: url.to_string(),
+            urls: vec![url.to_string()],
             agent_id: agent_id.to_string(),
             keepalive: Duration::from_secs(300),
             username: String::new(),
@@ -105,6 +113,7 @@ impl LinkSettings {
             window: 16,
             usage_interval: Duration::from_secs(900),
             reconnect_max: DEFAULT_RECONNECT_MAX,
+            fleet_window: None,
         }
     }
 }
@@ -188,6 +197,9 @@ pub struct Link {
     usage: Arc<Mutex<Usage>>,
     /// Between a CONNACK and the connection's end (the daemon's status line).
     connected: Arc<std::sync::atomic::AtomicBool>,
+    /// The ICCIDs in the retained index (`index`); None until first needed, then
+    /// loaded from the store.
+    indexed: Arc<Mutex<Option<BTreeSet<String>>>>,
 }
 
 /// Usage between batches.
@@ -226,38 +238,26 @@ impl Link {
         received: mpsc::UnboundedSender<Received>,
         cancel: CancellationToken,
     ) -> Result<(Link, tokio::task::JoinHandle<()>), LinkError> {
-        let url = BrokerUrl::parse(&settings.url).map_err(LinkError::Url)?;
+        let urls = settings
+            .urls
+            .iter()
+            .map(|u| BrokerUrl::parse(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(LinkError::Url)?;
+        let Some(url) = urls.first().cloned() else {
+            return Err(LinkError::Url("no broker URL given".into()));
+        };
         let topics = Topics::new(&settings.agent_id);
         let window = settings.window.clamp(1, 1024);
-        let mut opts = MqttOptions::new(settings.agent_id.clone(), url.host.clone(), url.port);
-        opts.set_keep_alive(settings.keepalive);
-        opts.set_clean_session(false);
-        opts.set_manual_acks(true);
-        // Twice the window plus room for health: see the module note on packet ids.
-        opts.set_inflight(2 * window + 2);
-        // rumqttc drops the connection on a packet over its limit, and with a persistent
-        // session the broker redelivers it on every reconnect: a loop. So the transport
-        // limit is generous (1 MiB) and the contract's own limit (MAX_INBOUND_BYTES) is
-        // enforced after receipt, as a refusal the platform sees. Brokers should cap
-        // what reaches the agent (mosquitto: message_size_limit) — see MQTT.md.
-        opts.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-        if !settings.username.is_empty() {
-            opts.set_credentials(settings.username.clone(), settings.password.clone());
-        }
-        let tls = if url.tls {
-            let cfg = Arc::new(tls_config(
+        // One TLS configuration for every node (the same CA and client certificate).
+        let tls = match urls.iter().any(|u| u.tls) {
+            true => Some(Arc::new(tls_config(
                 settings.ca_file.as_deref(),
                 settings.client_cert.as_ref(),
-            )?);
-            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                cfg.clone(),
-            )));
-            Some(cfg)
-        } else {
-            None
+            )?)),
+            false => None,
         };
-        let will = serde_json::to_vec(&Health::new(false, 0))?;
-        opts.set_last_will(LastWill::new(topics.health(), will, QoS::AtLeastOnce, true));
+        let opts = mqtt_options(settings, &topics, &url, tls.as_ref());
         // Room for a full window of publishes plus acknowledgements and subscriptions.
         let (client, eventloop) = AsyncClient::new(opts, usize::from(window) + 64);
         let link = Link {
@@ -272,6 +272,7 @@ impl Link {
             wake: Arc::new(Notify::new()),
             usage: Arc::new(Mutex::new(Usage::default())),
             connected: Arc::default(),
+            indexed: Arc::default(),
         };
         let driver = Driver {
             link: link.clone(),
@@ -280,12 +281,12 @@ impl Link {
             window,
             conn: None,
             usage_interval: settings.usage_interval,
+            nodes: Nodes::new(&settings.agent_id, urls),
             url,
             settings: settings.clone(),
             tls,
             connected_at: None,
             short_drops: 0,
-            spread_next: false,
             away: crate::away::Away::new("the broker"),
         };
         let task = tokio::spawn(driver.run(cancel));
@@ -363,17 +364,84 @@ impl Link {
     /// Queue a SIM's retained state (QoS 1); a newer state of the same SIM replaces a
     /// queued older one.
     pub fn publish_state(&self, state: &SimState) -> Result<(), LinkError> {
-        let topic = self.topics.sim_state(&state.sim.iccid);
-        let payload = serde_json::to_vec(state)?;
-        self.enqueue(Class::State, &topic, true, Some(&topic), |_| payload)
+        self.queue_state(state, Queueing::Coalesced)
     }
 
-    /// Queue every SIM's row again (coalesced with any queued version).
-    fn requeue_rows(&self) -> Result<(), LinkError> {
-        for obs in self.store.all_observed()? {
-            self.publish_state(&row(&self.store, &obs)?)?;
+    fn queue_state(&self, state: &SimState, how: Queueing) -> Result<(), LinkError> {
+        let topic = self.topics.sim_state(&state.sim.iccid);
+        let payload = serde_json::to_vec(state)?;
+        let coalesce = (how == Queueing::Coalesced).then_some(topic.as_str());
+        self.enqueue(Class::State, &topic, true, coalesce, |_| payload)?;
+        // A SIM new to this agent: the index names it, after its row.
+        let new = {
+            let mut indexed = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+            let set = match indexed.as_mut() {
+                Some(set) => set,
+                None => indexed.insert(self.indexed_now()?),
+            };
+            set.insert(state.sim.iccid.clone())
+        };
+        if new {
+            self.publish_index(Queueing::Coalesced)?;
         }
         Ok(())
+    }
+
+    /// Every ICCID with a row, from the store.
+    fn indexed_now(&self) -> Result<BTreeSet<String>, LinkError> {
+        Ok(self
+            .store
+            .all_observed()?
+            .into_iter()
+            .map(|o| o.iccid)
+            .collect())
+    }
+
+    /// Queue the retained index.
+    fn publish_index(&self, how: Queueing) -> Result<(), LinkError> {
+        let iccids: Vec<String> = {
+            let mut indexed = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+            match indexed.as_ref() {
+                Some(set) => set.iter().cloned().collect(),
+                None => indexed
+                    .insert(self.indexed_now()?)
+                    .iter()
+                    .cloned()
+                    .collect(),
+            }
+        };
+        let topic = self.topics.index();
+        let payload = serde_json::to_vec(&SimIndex {
+            v: contract::SCHEMA_VERSION,
+            ts: crate::time::unix_now(),
+            iccids,
+        })?;
+        let coalesce = (how == Queueing::Coalesced).then_some(topic.as_str());
+        self.enqueue(Class::State, &topic, true, coalesce, |_| payload)
+    }
+
+    /// Queue every SIM's row again (coalesced with any queued version), then the index:
+    /// for a broker (node) that does not hold this agent's retained state.
+    fn requeue_rows(&self) -> Result<u64, LinkError> {
+        self.rows_again(Queueing::Coalesced)
+    }
+
+    /// A `sync`'s snapshot: every SIM's row, then the index, each queued as a message
+    /// of its own; returns how many rows. Not coalesced: a newer row replacing a queued
+    /// one goes to the outbox's tail, which would put it behind the sync's end marker
+    /// (queued next by the caller) — the snapshot's rows must all come before it.
+    pub fn sync_rows(&self) -> Result<u64, LinkError> {
+        self.rows_again(Queueing::Snapshot)
+    }
+
+    fn rows_again(&self, how: Queueing) -> Result<u64, LinkError> {
+        let mut rows = 0;
+        for obs in self.store.all_observed()? {
+            self.queue_state(&row(&self.store, &obs)?, how)?;
+            rows += 1;
+        }
+        self.publish_index(how)?;
+        Ok(rows)
     }
 
     /// Queue an event (QoS 1, not retained).
@@ -450,6 +518,15 @@ impl Link {
     }
 }
 
+/// How a retained message of the agent's state is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queueing {
+    /// Replacing a queued older version of the same topic (MQTT.md, "Durability").
+    Coalesced,
+    /// A message of its own, where it stands in the queue (a `sync`'s snapshot).
+    Snapshot,
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Our own payload types hold only strings, numbers and maps with string keys:
     // serialising them cannot fail.
@@ -484,7 +561,9 @@ struct Driver {
     window: u16,
     conn: Option<Conn>,
     usage_interval: Duration,
-    /// For the drain connection (`drain`).
+    /// The broker's nodes in this agent's order, and the current connect round.
+    nodes: Nodes,
+    /// The node of the current connection or attempt (also for `drain`).
     url: BrokerUrl,
     settings: LinkSettings,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -492,9 +571,6 @@ struct Driver {
     connected_at: Option<Instant>,
     /// Connections in a row that the broker closed before they were stable.
     short_drops: u32,
-    /// A connection dropped and no attempt has failed since: the next failure to reach
-    /// the broker has its wait spread (see `on_connection_error`).
-    spread_next: bool,
     /// The broker's absence, said once (crate::away).
     away: crate::away::Away,
 }
@@ -508,28 +584,8 @@ const DISK_RESERVE: u64 = 8 * 1024 * 1024;
 /// connection before it is read; the driver then discards it through `drain`.
 const MAX_PACKET_BYTES: usize = 1024 * 1024;
 
-/// Reconnect waits (src/backoff.rs), in two regimes (MQTT.md, "Connection"):
-/// - the broker is unreachable (TCP refused or timed out, no route, DNS): 0.5 s doubling
-///   to `LinkSettings::reconnect_max` (10 s by default), equal jitter. An attempt costs
-///   the broker nothing while it is away, and the cap bounds how long an agent takes to
-///   notice it is back: a fleet is back within about the cap of the broker's return,
-///   spread over the cap's second half instead of arriving at once. Starts over at
-///   every accepted connection, so the next outage starts with short waits again.
-/// - the broker is there and turns the agent away (CONNACK refused, TLS refused, or a
-///   connection closed before it lived `LINK_STABLE`: another client with this id, a
-///   poison message, a flapping broker): 0.5 s doubling to 60 s. These attempts cost a
-///   handshake on a metered link and load on the broker, so they slow down for real;
-///   they start over only after a connection lived `LINK_STABLE`, longer than their
-///   longest wait, so two clients taking the same client id over from each other never
-///   look stable.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-const REJECTED_CAP: Duration = Duration::from_secs(60);
-const LINK_STABLE: Duration = Duration::from_secs(90);
-/// The default ceiling of reconnect waits while the broker is unreachable.
-pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(10);
-
 /// Whether a connection's end means the broker is there and turns the agent away (the
-/// slow regime of [`Waits`]) rather than out of reach. `lived`: how long the connection
+/// slow regime of [`Reconnect`]) rather than out of reach. `lived`: how long the connection
 /// had been accepted, None when it never was.
 fn turned_away(lived: Option<Duration>, e: &rumqttc::ConnectionError) -> bool {
     use rumqttc::ConnectionError as C;
@@ -544,22 +600,18 @@ fn turned_away(lived: Option<Duration>, e: &rumqttc::ConnectionError) -> bool {
     }
 }
 
-/// The driver's two reconnect backoffs (see `BACKOFF_BASE`).
-struct Waits {
-    unreachable: Backoff,
-    rejected: Backoff,
-}
-
 /// This many connections in a row closed by the broker before `LINK_STABLE` raise an
 /// `error` event with code `client_id_in_use`.
 const UNSTABLE_AFTER: u32 = 3;
 
 impl Driver {
     async fn run(mut self, cancel: CancellationToken) {
-        let mut waits = Waits {
-            unreachable: Backoff::new(BACKOFF_BASE, self.settings.reconnect_max, LINK_STABLE),
-            rejected: Backoff::new(BACKOFF_BASE, REJECTED_CAP, LINK_STABLE),
-        };
+        let mut waits = Reconnect::new(self.settings.reconnect_max, self.settings.fleet_window);
+        // Cancelled meanwhile: the loop below ends at once, through the shutdown.
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = self.nodes.start_round() => self.use_node(),
+        }
         let mut usage_tick = tokio::time::interval(self.usage_interval);
         usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         usage_tick.reset(); // the first tick after one interval, not at once
@@ -585,11 +637,11 @@ impl Driver {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     self.away.back();
-                    tracing::info!(session_present = ack.session_present, "connected to broker");
+                    let moved = self.nodes.accepted();
+                    tracing::info!(session_present = ack.session_present, broker = %self.url, "connected to broker");
                     self.connected_at = Some(Instant::now());
                     // The broker is reachable: the next outage starts with short waits.
-                    waits.unreachable.reset();
-                    self.spread_next = false;
+                    waits.connected();
                     self.link
                         .connected
                         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -603,9 +655,13 @@ impl Driver {
                         cursor: None,
                     });
                     // A broker without our session (first contact, or it lost its
-                    // state) may have lost the retained rows too: queue them again.
-                    // On an ordinary reconnect it kept both, and nothing is resent.
-                    if !ack.session_present {
+                    // state) may have lost the retained rows too, and another node of
+                    // a cluster never had them (a node keeps only the retained
+                    // messages published on it: MQTT.md, "Clusters"): queue them
+                    // again. On an ordinary reconnect to the same node it kept both,
+                    // and nothing is resent.
+                    if !ack.session_present || moved {
+                        tracing::info!(broker = %self.url, session_present = ack.session_present, "rows published again for this broker node");
                         if let Err(e) = self.link.requeue_rows() {
                             tracing::error!(error = %e, "retained rows not requeued");
                         }
@@ -695,12 +751,12 @@ impl Driver {
 
     /// Decide what a connection's end means and how long to wait before the next
     /// attempt: discard a poison message, say it loudly when the broker keeps closing
-    /// fresh connections (another client with this id), and pick the regime of
-    /// [`Waits`] the failure belongs to.
+    /// fresh connections (another client with this id), fail over to the next broker
+    /// node, and ask the reconnect policy ([`Reconnect`]) for the wait.
     async fn on_connection_error(
         &mut self,
         e: &rumqttc::ConnectionError,
-        waits: &mut Waits,
+        waits: &mut Reconnect,
         cancel: &CancellationToken,
     ) -> Duration {
         use rumqttc::{ConnectionError as C, StateError as S};
@@ -708,9 +764,6 @@ impl Driver {
         self.link
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        if let Some(lived) = lived {
-            waits.rejected.ended_after(lived);
-        }
         let io_closed = |e: &std::io::Error| {
             matches!(
                 e.kind(),
@@ -770,28 +823,38 @@ impl Driver {
         if never_reached {
             self.short_drops = 0; // the streak of short drops ends
         }
-        let wait = if turned_away(lived, e) {
-            waits.rejected.next_wait()
-        } else {
-            waits.unreachable.next_wait()
+        let failure = match turned_away(lived, e) {
+            true => Failure::TurnedAway,
+            false => Failure::Unreachable,
         };
-        if lived.is_some() {
-            // A connection dropped: retry at once as above. If that finds the broker
-            // gone, the whole fleet most likely lost theirs at this instant (a broker
-            // restart), so that failure's wait is spread (below). Another client taking
-            // the id over never finds the broker gone, so it is not slowed by this.
-            self.spread_next = true;
-            wait
-        } else if std::mem::take(&mut self.spread_next) && never_reached {
-            // The first attempt after a drop found the broker out of reach: spread
-            // this wait over half the unreachable regime's ceiling. From then on every
-            // agent's attempts keep their own phase, and at most about
-            // 1/(reconnect_max/2) of the fleet arrives in any second, after a short
-            // outage as after a long one.
-            wait.max(waits.unreachable.spread(self.settings.reconnect_max / 2))
-        } else {
-            wait
+        if lived.is_none() && self.nodes.failed_over() {
+            let from = std::mem::replace(&mut self.url, self.nodes.current().clone());
+            self.use_node();
+            tracing::info!(%from, to = %self.url, error = %e, "broker node not reached: trying the next");
+            // A node out of reach costs no CONNECT: the next one at once. One that
+            // answered and said no is left after its regime's wait.
+            return match failure {
+                Failure::Unreachable => Duration::ZERO,
+                Failure::TurnedAway => waits.wait(lived, failure),
+            };
         }
+        let wait = waits.wait(lived, failure);
+        // The next round starts at this agent's preferred node, names resolved again.
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = self.nodes.start_round() => self.use_node(),
+        }
+        wait
+    }
+
+    /// Point the next connect attempt at the current node of the round.
+    fn use_node(&mut self) {
+        let node = self.nodes.current().clone();
+        if self.eventloop.mqtt_options.broker_address() != (node.host.clone(), node.port) {
+            self.eventloop.mqtt_options =
+                mqtt_options(&self.settings, &self.link.topics, &node, self.tls.as_ref());
+        }
+        self.url = node;
     }
 
     /// Discard what rumqttc cannot read (see `drain`), and tell the daemon, which
@@ -844,7 +907,11 @@ impl Driver {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let payload = encode(&Health::new(online, crate::time::unix_now()));
+        let mut health = Health::new(online, crate::time::unix_now());
+        if online {
+            health.broker = Some(self.url.to_string());
+        }
+        let payload = encode(&health);
         match self.link.client.try_publish(
             self.link.topics.health(),
             QoS::AtLeastOnce,
@@ -927,6 +994,54 @@ impl Driver {
             tracing::warn!(error = %e, "outbox not flushed at shutdown");
         }
     }
+}
+
+/// The nodes of `urls` in the order agent `agent_id` tries them (its preferred node
+/// first, then its failover order; src/link/nodes.rs), as URLs: for planning a fleet's
+/// spread over a cluster. A name with several addresses counts as one node here.
+pub fn node_order(agent_id: &str, urls: &[String]) -> Result<Vec<String>, LinkError> {
+    let parsed = urls
+        .iter()
+        .map(|u| BrokerUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LinkError::Url)?;
+    Ok(nodes::rank(agent_id, parsed)
+        .iter()
+        .map(|n| n.to_string())
+        .collect())
+}
+
+/// The agent's MQTT options for one broker node.
+fn mqtt_options(
+    settings: &LinkSettings,
+    topics: &Topics,
+    url: &BrokerUrl,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> MqttOptions {
+    let window = settings.window.clamp(1, 1024);
+    let mut opts = MqttOptions::new(settings.agent_id.clone(), url.host.clone(), url.port);
+    opts.set_keep_alive(settings.keepalive);
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    // Twice the window plus room for health: see the module note on packet ids.
+    opts.set_inflight(2 * window + 2);
+    // rumqttc drops the connection on a packet over its limit, and with a persistent
+    // session the broker redelivers it on every reconnect: a loop. So the transport
+    // limit is generous (1 MiB) and the contract's own limit (MAX_INBOUND_BYTES) is
+    // enforced after receipt, as a refusal the platform sees. Brokers should cap
+    // what reaches the agent (mosquitto: message_size_limit) — see MQTT.md.
+    opts.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    if !settings.username.is_empty() {
+        opts.set_credentials(settings.username.clone(), settings.password.clone());
+    }
+    if let (true, Some(cfg)) = (url.tls, tls) {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            cfg.clone(),
+        )));
+    }
+    let will = encode(&Health::new(false, 0));
+    opts.set_last_will(LastWill::new(topics.health(), will, QoS::AtLeastOnce, true));
+    opts
 }
 
 /// A SIM's row as the platform gets it: the observation, the cached platform record and
@@ -1075,7 +1190,12 @@ mod tests {
 
     #[test]
     fn the_unreachable_regime_is_capped_by_the_setting() {
-        let mut b = Backoff::with_seed(BACKOFF_BASE, DEFAULT_RECONNECT_MAX, LINK_STABLE, 3);
+        let mut b = crate::backoff::Backoff::with_seed(
+            reconnect::BACKOFF_BASE,
+            DEFAULT_RECONNECT_MAX,
+            LINK_STABLE,
+            3,
+        );
         let waits: Vec<Duration> = (0..12).map(|_| b.next_wait()).collect();
         assert!(
             waits.iter().all(|w| *w <= DEFAULT_RECONNECT_MAX),

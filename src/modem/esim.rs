@@ -6,7 +6,7 @@
 //! the async connection, run with `block_in_place` so the runtime's other tasks go on.
 
 use super::identify::ISD_R_AID;
-use super::profile::{EuiccAccess, Profile};
+use super::profile::{EuiccAccess, EuiccTransport, Profile};
 use super::reply;
 use crate::at::conn::AtIo;
 use crate::at::{AtCommand, AtConnection, AtError};
@@ -58,6 +58,41 @@ impl<T: AtIo> CardTransport for Cgla<'_, T> {
     }
 }
 
+/// +CSIM (TS 27.007 §8.17) as a card transport: each command APDU whole, on the basic
+/// channel (the channel is in its CLA), the response APDU back with its status word.
+struct Csim<'a, T: AtIo> {
+    conn: &'a mut AtConnection<T>,
+    timeout: Duration,
+    rt: tokio::runtime::Handle,
+}
+
+impl<T: AtIo> CardTransport for Csim<'_, T> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
+        let hexed = hex::encode_upper(command);
+        let cmd = AtCommand::new(&format!(
+            "AT+CSIM={},{}",
+            hexed.len(),
+            crate::at::quote(&hexed)
+        ))
+        .map_err(|e| CardError::Transport(e.to_string()))?;
+        let answer = self
+            .rt
+            .block_on(self.conn.command(&cmd, self.timeout))
+            .map_err(|e| CardError::Transport(format!("modem: {e}")))?;
+        match answer {
+            Ok(r) => {
+                reply::apdu_checked(&r.lines, "+CSIM").map_err(|detail| CardError::Malformed {
+                    command: "+CSIM",
+                    detail,
+                })
+            }
+            Err(refusal) => Err(CardError::Transport(format!(
+                "the modem refused +CSIM ({refusal})"
+            ))),
+        }
+    }
+}
+
 /// Why an eSIM operation through a modem did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ModemEsimError {
@@ -90,6 +125,9 @@ pub async fn with_isdr<T: AtIo, R>(
 ) -> Result<(R, Cost), ModemEsimError> {
     if profile.euicc.access == EuiccAccess::None {
         return Err(ModemEsimError::NoAccess);
+    }
+    if profile.euicc.transport == EuiccTransport::Csim {
+        return with_isdr_csim(conn, profile, f).await;
     }
     let before = conn.stats().commands;
     let t = profile.timeouts.sim();
@@ -128,6 +166,69 @@ pub async fn with_isdr<T: AtIo, R>(
             at_lines: conn.stats().commands - before,
         },
     ))
+}
+
+/// The ISD-R through +CSIM (devices/modems `[euicc] transport = "csim"`): a logical
+/// channel opened with MANAGE CHANNEL (TS 102 221 §11.1.17), the ISD-R selected on it —
+/// never the basic channel, which the modem's own stack uses for the USIM — and the
+/// channel closed again whatever happened.
+async fn with_isdr_csim<T: AtIo, R>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+    f: impl for<'c> FnOnce(Isdr<&'c mut dyn CardTransport>) -> Result<R, EsimError>,
+) -> Result<(R, Cost), ModemEsimError> {
+    let before = conn.stats().commands;
+    let rt = tokio::runtime::Handle::current();
+    let timeout = profile.timeouts.sim();
+    let result = tokio::task::block_in_place(|| {
+        let mut t = Csim {
+            conn: &mut *conn,
+            timeout,
+            rt,
+        };
+        let ch = open_channel(&mut t)?;
+        let r = (|| {
+            let aid = hex::decode(ISD_R_AID).unwrap_or_default();
+            let select = [&[ch, 0xA4, 0x04, 0x00, aid.len() as u8][..], &aid[..]].concat();
+            let sw = t.transmit(&select).map_err(EsimError::from)?;
+            if !(sw.ends_with(&[0x90, 0x00]) || sw.len() >= 2 && sw[sw.len() - 2] == 0x61) {
+                return Err(ModemEsimError::NoIsdr(format!(
+                    "SELECT of the ISD-R answered {}",
+                    hex::encode_upper(&sw[sw.len().saturating_sub(2)..])
+                )));
+            }
+            let isdr = Isdr::on_channel(&mut t as &mut dyn CardTransport, ch, ISD_R_AID);
+            f(isdr).map_err(ModemEsimError::from)
+        })();
+        // MANAGE CHANNEL close (P1 80, P2 the channel).
+        if let Err(e) = t.transmit(&[0x00, 0x70, 0x80, ch, 0x00]) {
+            tracing::debug!(error = %e, channel = ch, "MANAGE CHANNEL close through +CSIM");
+        }
+        r
+    });
+    let value = result?;
+    Ok((
+        value,
+        Cost {
+            apdus: 0,
+            at_lines: conn.stats().commands - before,
+        },
+    ))
+}
+
+/// MANAGE CHANNEL open (TS 102 221 §11.1.17: P1 00, P2 00, the card picks the channel,
+/// answered in one byte); channels 1-3 only, whose number fits the CLA's b2-b1.
+fn open_channel(t: &mut dyn CardTransport) -> Result<u8, ModemEsimError> {
+    let r = t
+        .transmit(&[0x00, 0x70, 0x00, 0x00, 0x01])
+        .map_err(EsimError::from)?;
+    match r[..] {
+        [ch @ 1..=3, 0x90, 0x00] => Ok(ch),
+        _ => Err(ModemEsimError::NoIsdr(format!(
+            "MANAGE CHANNEL through +CSIM answered {}",
+            hex::encode_upper(&r)
+        ))),
+    }
 }
 
 /// After a verified switch: the family's refresh (devices/modems `[euicc] refresh`),

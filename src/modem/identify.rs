@@ -2,7 +2,7 @@
 //! allow: compound lines (V.250 §5.2.1) group queries whose replies carry distinct
 //! prefixes. The count is part of the result so the budget (≤ 12) is measured.
 
-use super::profile::{EuiccAccess, Profile, Profiles};
+use super::profile::{EuiccAccess, EuiccTransport, Profile, Profiles};
 use super::reply::{self, Registration, Signal};
 use crate::at::conn::AtIo;
 use crate::at::parser::{cme, fields};
@@ -296,6 +296,9 @@ pub async fn form_factor<T: AtIo>(
     if profile.euicc.access == EuiccAccess::None {
         return Ok((None, None));
     }
+    if profile.euicc.transport == EuiccTransport::Csim {
+        return form_factor_csim(conn, profile).await;
+    }
     let t = profile.timeouts.sim();
     let open = checked(&format!("AT+CCHO={}", crate::at::quote(ISD_R_AID)))?;
     let Some(r) = ask(conn, &open, t).await? else {
@@ -323,6 +326,65 @@ pub async fn form_factor<T: AtIo>(
     ask(conn, &checked(&format!("AT+CCHC={ch}"))?, t).await?;
     // The ISD-R answered SELECT: this is an eUICC even if the EID could not be read.
     Ok((Some(FormFactor::Esim), eid))
+}
+
+/// One APDU through +CSIM (TS 27.007 §8.17); `None` when the modem refuses the line or
+/// answers something that is not a response APDU.
+async fn csim<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    apdu: &[u8],
+    t: Duration,
+) -> Result<Option<Vec<u8>>, AtError> {
+    let hexed = hex::encode_upper(apdu);
+    let cmd = checked(&format!(
+        "AT+CSIM={},{}",
+        hexed.len(),
+        crate::at::quote(&hexed)
+    ))?;
+    Ok(ask(conn, &cmd, t)
+        .await?
+        .and_then(|r| reply::apdu_checked(&r.lines, "+CSIM").ok()))
+}
+
+/// The ISD-R probed through +CSIM: MANAGE CHANNEL open, SELECT by AID on it (a physical
+/// SIM answers 6A82, TS 102 221 §10.2.1.5), GetEUICCData for the EID (its answer by
+/// 61xx / GET RESPONSE, TS 102 221 §7.3.1.1.4), MANAGE CHANNEL close.
+async fn form_factor_csim<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    profile: &Profile,
+) -> Result<(Option<FormFactor>, Option<String>), AtError> {
+    let t = profile.timeouts.sim();
+    let ch = match csim(conn, &[0x00, 0x70, 0x00, 0x00, 0x01], t).await? {
+        Some(r) if matches!(r[..], [1..=3, 0x90, 0x00]) => r[0],
+        _ => return Ok((None, None)),
+    };
+    let mut select = vec![ch, 0xA4, 0x04, 0x00, 16];
+    select.extend(hex::decode(ISD_R_AID).unwrap_or_default());
+    let found = match csim(conn, &select, t).await? {
+        Some(sel) => {
+            let sw = &sel[sel.len() - 2..];
+            if sw == [0x90, 0x00] || sw[0] == 0x61 {
+                Some(FormFactor::Esim)
+            } else {
+                Some(FormFactor::Physical)
+            }
+        }
+        None => None,
+    };
+    let mut eid = None;
+    if found == Some(FormFactor::Esim) {
+        let mut apdu = GET_EID.to_vec();
+        apdu[0] |= ch;
+        if let Some(r) = csim(conn, &apdu, t).await? {
+            let r = match r[r.len() - 2..] {
+                [0x61, n] => csim(conn, &[ch, 0xC0, 0x00, 0x00, n], t).await?,
+                _ => Some(r),
+            };
+            eid = r.and_then(|resp| reply::eid(&resp));
+        }
+    }
+    csim(conn, &[0x00, 0x70, 0x80, ch, 0x00], t).await?;
+    Ok((found, eid))
 }
 
 /// Identify modem and SIM: the whole picture, counting command lines.

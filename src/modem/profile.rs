@@ -35,6 +35,10 @@ const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../devices/modems/sierra-at.toml"),
     ),
     (
+        "generic-csim.toml",
+        include_str!("../../devices/modems/generic-csim.toml"),
+    ),
+    (
         "generic-3gpp.toml",
         include_str!("../../devices/modems/generic-3gpp.toml"),
     ),
@@ -179,10 +183,27 @@ pub enum EuiccAccess {
     None,
 }
 
+/// Which AT command carries the APDUs to the ISD-R.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EuiccTransport {
+    /// +CCHO opens a logical channel to the ISD-R, +CGLA carries the APDUs on it (TS
+    /// 27.007 §8.45, §8.43).
+    #[default]
+    Cgla,
+    /// +CSIM carries whole command APDUs (TS 27.007 §8.17): MANAGE CHANNEL, SELECT and
+    /// STORE DATA go as they are, the channel in their CLA; 61xx comes back to the TE,
+    /// which sends GET RESPONSE itself. For families without a working +CGLA.
+    Csim,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Euicc {
     pub access: EuiccAccess,
+    /// The command the ISD-R's APDUs travel in (default +CGLA).
+    #[serde(default)]
+    pub transport: EuiccTransport,
     /// The family answers +CCHO with a `+CCHO: ` prefix instead of the bare session id
     /// of TS 27.007 §8.45 (simgate reads both; the emulator imitates this).
     #[serde(default)]

@@ -232,21 +232,28 @@ pub fn cgla(lines: &[String]) -> Option<Vec<u8>> {
 /// characters of `<response>` (TS 27.007 §8.43). A shorter response is a truncated
 /// answer (some firmwares cut long ones), said with both figures.
 pub fn cgla_checked(lines: &[String]) -> Result<Vec<u8>, String> {
-    let Some(f) = lines.iter().find_map(|l| fields(l, "+CGLA:")) else {
-        return Err(format!("no +CGLA: line in {lines:?}"));
+    apdu_checked(lines, "+CGLA")
+}
+
+/// The response APDU of +CGLA or +CSIM (`+CSIM: <length>,<response>`, TS 27.007 §8.17,
+/// the same shape), its length checked.
+pub fn apdu_checked(lines: &[String], command: &str) -> Result<Vec<u8>, String> {
+    let prefix = format!("{command}:");
+    let Some(f) = lines.iter().find_map(|l| fields(l, &prefix)) else {
+        return Err(format!("no {prefix} line in {lines:?}"));
     };
     let said = f.first().and_then(Field::int);
     let text = f.get(1).and_then(Field::text).unwrap_or_default();
     if said.is_some_and(|n| n != text.len() as u64) {
         return Err(format!(
-            "+CGLA answer truncated: its length says {} hex characters, {} came",
+            "{command} answer truncated: its length says {} hex characters, {} came",
             said.unwrap_or_default(),
             text.len()
         ));
     }
-    let bytes = hex::decode(text).map_err(|e| format!("+CGLA answer not hex: {e}"))?;
+    let bytes = hex::decode(text).map_err(|e| format!("{command} answer not hex: {e}"))?;
     if bytes.len() < 2 {
-        return Err("+CGLA answer without a status word".into());
+        return Err(format!("{command} answer without a status word"));
     }
     Ok(bytes)
 }

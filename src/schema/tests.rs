@@ -69,6 +69,8 @@ fn kind_of(v: &Value) -> &'static str {
         "rule"
     } else if has("version") {
         "health"
+    } else if has("iccids") {
+        "index"
     } else if has("sims") {
         "usage"
     } else if has("expires_at") {
@@ -135,6 +137,7 @@ fn round_trip(kind: &str, v: &Value) -> Result<Value, String> {
         "usage" => via::<UsageBatch>(v),
         "command-status" => via::<CommandStatus>(v),
         "sim-state" => via::<SimState>(v),
+        "index" => via::<crate::contract::SimIndex>(v),
         "command" => via::<CommandMsg>(v),
         "platform-record" => via::<PlatformMsg>(v),
         _ => Err(format!("no type for {kind}")),
@@ -336,6 +339,7 @@ fn payloads_the_code_writes_validate_against_their_schemas() {
         status: CommandStatusWord::Received,
         code: None,
         reason: None,
+        rows: Some(2),
         ts: 1,
     };
     let usage = UsageBatch {

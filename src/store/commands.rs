@@ -63,6 +63,10 @@ pub struct CommandRecord {
     /// outcome then (the run before died in between). Absent: reported.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unreported: bool,
+    /// A finished `sync`: how many rows it published (its status's end marker, the
+    /// same when a repeat is answered from this record).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rows: Option<u64>,
 }
 
 impl CommandRecord {
@@ -224,6 +228,7 @@ mod tests {
             updated_at: 1,
             keep_until: 100,
             unreported: false,
+            rows: None,
         };
         assert_eq!(st.claim_command(&rec, 1).unwrap(), Claim::New);
         rec.state = CommandState::Successful;
@@ -248,6 +253,7 @@ mod tests {
             updated_at: 1,
             keep_until,
             unreported: false,
+            rows: None,
         }
     }
 

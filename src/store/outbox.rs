@@ -344,8 +344,15 @@ impl Outbox {
         let mut victim = None;
         let mut shed_self = false;
         // A notice (the shed counter itself) never makes room, or its own count would
-        // be stale the moment it is written.
-        if class != Class::Notice && self.full(&meta, size) {
+        // be stale the moment it is written. Nor does a coalesced message replacing a
+        // queued version of itself: it takes that one's place, and shedding another
+        // message for it would lose one for nothing (a SIM's state republished while
+        // the outbox is full would shed an event each time).
+        let replaces = match (coalesce, previous) {
+            (Some(_), Some((old, _))) if old != seq => self.main.contains_key(key(old))?,
+            _ => false,
+        };
+        if class != Class::Notice && !replaces && self.full(&meta, size) {
             // Make room: telemetry first, then events. State, outcomes and notices are
             // never shed, so the bounds are targets, not hard limits, for them.
             victim = self

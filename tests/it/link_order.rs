@@ -24,6 +24,7 @@ fn status(id: &str, status: CommandStatusWord) -> CommandStatus {
         status,
         code: None,
         reason: None,
+        rows: None,
         ts: 1,
     }
 }

@@ -108,13 +108,21 @@ async fn a_full_outbox_sheds_telemetry_then_events_counts_it_and_keeps_every_sta
         })
         .unwrap();
     }
-    // 60 SIMs' states: they push out the 40 remaining usage batches, then 20 events.
+    // 60 SIMs' states and the index naming them (one entry: each new SIM's index
+    // replaces the queued one): they push out the 40 remaining usage batches, then 21
+    // events.
     let iccids: Vec<String> = (0..60).map(|i| format!("89882110000004{i:05}")).collect();
     for iccid in &iccids {
         link.publish_state(&state(iccid, true)).unwrap();
     }
-    // 180 entries pushed at a cap of 100: usage first (60 while events and states
-    // arrived), then the 20 oldest events; 40 events, 60 states and the notice remain.
+    // 181 entries at a cap of 100: usage first (60 while events and states arrived),
+    // then the 21 oldest events; 39 events, 60 states, the index and the notice remain.
+    assert_eq!(link.queued(), 101);
+    // A state replacing its queued version takes its place: republishing every row into
+    // the full outbox sheds nothing more (it once shed an event per row).
+    for iccid in &iccids {
+        link.publish_state(&state(iccid, true)).unwrap();
+    }
     assert_eq!(link.queued(), 101);
 
     broker.restart();
@@ -132,8 +140,8 @@ async fn a_full_outbox_sheds_telemetry_then_events_counts_it_and_keeps_every_sta
     assert_eq!(count("/usage "), 0, "usage should have been shed first");
     assert_eq!(
         count("\"reason\":\"event "),
-        40,
-        "the 40 newest events remain"
+        39,
+        "the 39 newest events remain"
     );
     for iccid in &iccids {
         assert_eq!(count(&format!("/sim/{iccid}/state ")), 1, "{iccid}'s state");
@@ -144,10 +152,10 @@ async fn a_full_outbox_sheds_telemetry_then_events_counts_it_and_keeps_every_sta
         .unwrap()
         .to_string();
     assert!(
-        notice.contains("\"telemetry\":60") && notice.contains("\"events\":20"),
+        notice.contains("\"telemetry\":60") && notice.contains("\"events\":21"),
         "{notice}"
     );
-    // The 20 shed events are the only gap in the events' numbers: 21 onwards arrive,
+    // The 21 shed events are the only gap in the events' numbers: 22 onwards arrive,
     // the notice among them, one by one.
     let seqs: Vec<u64> = seen
         .iter()
@@ -158,7 +166,7 @@ async fn a_full_outbox_sheds_telemetry_then_events_counts_it_and_keeps_every_sta
                 .unwrap()
         })
         .collect();
-    assert_eq!(seqs, (21..=61).collect::<Vec<u64>>());
+    assert_eq!(seqs, (22..=61).collect::<Vec<u64>>());
     cancel.cancel();
     task.await.unwrap();
     broker.stop();

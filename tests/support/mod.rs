@@ -8,6 +8,8 @@
 #![allow(dead_code)] // The benches each use a different part of the rig.
 
 pub mod browser;
+pub mod cluster;
+pub mod smdp;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -670,21 +672,7 @@ impl Broker {
 
     /// Publish with mosquitto_pub (QoS 1); `args` adds options (payload: `-m`/`-f`).
     pub fn publish(&self, topic: &str, args: &[&str]) {
-        let st = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-            ])
-            .args(args)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run mosquitto_pub: {e}; {INSTALL_HINT}"));
-        assert!(st.success(), "mosquitto_pub to {topic} failed: {st}");
+        publish_at(self.port, topic, args);
     }
 
     /// Stop it politely (its persistence saved: sessions, queued and retained
@@ -719,40 +707,64 @@ impl Broker {
     /// session (it reconnects by itself and gets what was queued for it), TLS and
     /// credentials.
     pub fn subscribe_with(&self, topic: &str, extra: &[&str]) -> Sub {
-        assert!(
-            which("mosquitto_sub"),
-            "mosquitto_sub not found: {INSTALL_HINT}"
-        );
-        let mut proc = Proc::spawn(
-            "mosquitto_sub",
-            // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe.
-            Command::new("stdbuf")
-                .args([
-                    "-oL",
-                    "mosquitto_sub",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-q",
-                    "1",
-                    "-d",
-                    "-t",
-                    topic,
-                    "-F",
-                    "%r %t %p",
-                ])
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null()),
-        );
-        let mut lines = Lines::new(proc.child.stdout.take().expect("piped stdout"));
-        lines.expect("mosquitto_sub's SUBACK", Duration::from_secs(10), |l| {
-            l.contains("SUBACK")
-        });
-        Sub { _proc: proc, lines }
+        subscribe_at(self.port, topic, extra)
     }
+}
+
+/// Publish with mosquitto_pub (QoS 1) to the broker on loopback `port`.
+pub fn publish_at(port: u16, topic: &str, args: &[&str]) {
+    let st = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ])
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run mosquitto_pub: {e}; {INSTALL_HINT}"));
+    assert!(st.success(), "mosquitto_pub to {topic} failed: {st}");
+}
+
+/// [`Broker::subscribe_with`] on the broker at loopback `port` (a cluster's node).
+pub fn subscribe_at(port: u16, topic: &str, extra: &[&str]) -> Sub {
+    assert!(
+        which("mosquitto_sub"),
+        "mosquitto_sub not found: {INSTALL_HINT}"
+    );
+    let mut proc = Proc::spawn(
+        "mosquitto_sub",
+        // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe.
+        Command::new("stdbuf")
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-d",
+                "-t",
+                topic,
+                "-F",
+                "%r %t %p",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut lines = Lines::new(proc.child.stdout.take().expect("piped stdout"));
+    lines.expect("mosquitto_sub's SUBACK", Duration::from_secs(10), |l| {
+        l.contains("SUBACK")
+    });
+    Sub { _proc: proc, lines }
 }
 
 /// One message seen by a subscriber.
@@ -858,6 +870,7 @@ mod wire_schema {
         let parts: Vec<&str> = rest.split('/').skip(1).collect();
         let name = match parts.as_slice() {
             ["health"] => "health",
+            ["index"] => "index",
             ["events"] => "event",
             ["usage"] => "usage",
             ["sim", _, "state"] => "sim-state",

@@ -2,10 +2,12 @@
 //! returns the response APDU a real card of the image's kind would give; `respond` adds
 //! the image's faults (mute, pulled) for the vpcd side to act on.
 
+use super::download::{self, int, CardView, Download, Effect, EuiccPki};
 use super::image::{parse_path, CardImage, ImageKind, ProfileImage};
 use crate::card::es10::{der, NotificationEvent};
 use crate::card::{tlv as ber, CardError, CardTransport};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 type Path = Vec<[u8; 2]>;
 
@@ -63,8 +65,21 @@ pub enum Reply {
     Pull,
 }
 
-/// A card brought to life from an image.
+/// A pending notification (SGP.22 §3.5): an install's is its signed
+/// ProfileInstallationResult (§5.7.6), the others are signed when they are retrieved.
 #[derive(Debug, Clone)]
+struct Notification {
+    seq: u32,
+    event: NotificationEvent,
+    iccid: Option<String>,
+    /// The SM-DP+ it goes to (NotificationMetadata notificationAddress).
+    address: String,
+    /// The ProfileInstallationResult (BF37 TLV) of an install.
+    pir: Option<Vec<u8>>,
+}
+
+/// A card brought to life from an image.
+#[derive(Debug)]
 pub struct VirtualCard {
     image: CardImage,
     files: BTreeMap<Path, Vec<u8>>,
@@ -77,9 +92,18 @@ pub struct VirtualCard {
     apdus: u64,
     /// The eUICC's profiles as they are now (the image's, changed by ES10c).
     profiles: Vec<ProfileImage>,
-    /// Pending notifications (SGP.22 §3.5): sequence number, event, ICCID, SM-DP+.
-    notifications: Vec<(u32, NotificationEvent, String, String)>,
+    /// Pending notifications (SGP.22 §3.5), oldest first.
+    notifications: Vec<Notification>,
     next_seq: u32,
+    /// The ES10b download side: keys, session, BPP (download.rs).
+    download: Download,
+    /// Non-volatile memory each profile installed by download takes, bytes, by ICCID
+    /// (given back when it is deleted).
+    installed: BTreeMap<String, u32>,
+    /// A STORE DATA command being received in blocks (GlobalPlatform Card Specification
+    /// §11.11, SGP.22 §5.7.2): the blocks so far and the number the next must have.
+    blocks: Vec<u8>,
+    next_block: u8,
     /// `fault.drop_channel_after`, or set by a test.
     drop_after: Option<u64>,
 }
@@ -142,10 +166,30 @@ impl VirtualCard {
             profiles,
             notifications: Vec::new(),
             next_seq: 1,
+            download: Download::default(),
+            installed: BTreeMap::new(),
+            blocks: Vec::new(),
+            next_block: 0,
             drop_after,
         };
         card.show_enabled_profile();
         card
+    }
+
+    /// Give the eUICC its keys and certificates (a PKI directory, download.rs): the ES10b
+    /// download functions work; without, they are refused as by an eUICC without keys.
+    pub fn with_pki(mut self, pki: Arc<EuiccPki>) -> VirtualCard {
+        self.download = Download::with_pki(Some(pki));
+        self
+    }
+
+    /// Set the default SM-DP+ address (ES10a GetEuiccConfiguredAddresses), as ES10a
+    /// SetDefaultDpAddress would (SGP.22 §5.7.4): e.g. a test SM-DP+ on a port known only
+    /// at run time. No effect on a card without an eUICC.
+    pub fn set_default_smdp(&mut self, address: &str) {
+        if let Some(e) = self.image.euicc.as_mut() {
+            e.default_smdp = Some(address.to_string());
+        }
     }
 
     /// After this many APDUs, deselect the ISD-R everywhere and close the logical
@@ -205,11 +249,23 @@ impl VirtualCard {
         self.apdus
     }
 
+    /// The `mute_after_segments` fault has struck: the card answers nothing any more.
+    pub fn is_mute(&self) -> bool {
+        self.image
+            .fault
+            .mute_after_segments
+            .is_some_and(|n| self.download.segments() >= n)
+    }
+
     /// Power-on or reset: the MF becomes the current DF and logical channels close
     /// (TS 102 221 §8.2, §11.1.17).
     pub fn reset(&mut self) {
         self.channels = [Some(ChannelState::at_mf()), None, None, None];
         self.pending.clear();
+        self.blocks.clear();
+        self.next_block = 0;
+        // The download session lives in volatile memory (SGP.22 §3.1.3: a reset ends it).
+        self.download.drop_session();
     }
 
     fn is_df(&self, path: &Path) -> bool {
@@ -236,23 +292,17 @@ impl VirtualCard {
             self.apdus += 1;
             return Reply::Pull;
         }
+        if self.is_mute() {
+            self.apdus += 1;
+            return Reply::Mute;
+        }
         Reply::Answer(self.process(apdu))
     }
 
     /// Process one command APDU. With `t0_procedures = false` the T=0 procedures are run
     /// here, as a reader that does them itself: the answer carries the data at once.
     pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
-        if self.drop_after.is_some_and(|n| self.apdus >= n) {
-            self.drop_after = None;
-            for (i, c) in self.channels.iter_mut().enumerate() {
-                match c {
-                    Some(state) if i == 0 => state.app = App::None,
-                    _ => *c = None,
-                }
-            }
-        }
-        self.apdus += 1;
-        let mut resp = self.execute(apdu);
+        let mut resp = self.process_t0(apdu);
         if self.image.t0_procedures {
             return resp;
         }
@@ -276,6 +326,23 @@ impl VirtualCard {
             resp = data;
         }
         resp
+    }
+
+    /// Process one command APDU as the card itself answers it, whatever the image's
+    /// `t0_procedures`: 61xx and 6Cxx left to the caller (a modem's +CSIM, TS 27.007
+    /// §8.17, passes them to the TE).
+    pub fn process_t0(&mut self, apdu: &[u8]) -> Vec<u8> {
+        if self.drop_after.is_some_and(|n| self.apdus >= n) {
+            self.drop_after = None;
+            for (i, c) in self.channels.iter_mut().enumerate() {
+                match c {
+                    Some(state) if i == 0 => state.app = App::None,
+                    _ => *c = None,
+                }
+            }
+        }
+        self.apdus += 1;
+        self.execute(apdu)
     }
 
     fn execute(&mut self, apdu: &[u8]) -> Vec<u8> {
@@ -325,7 +392,7 @@ impl VirtualCard {
             (0x00, 0xB0) => self.read_binary(chan, p1, p2, le),
             (0x00, 0xB2) => self.read_record(chan, p1, p2, le),
             (0x00, 0xC0) => self.get_response(le),
-            (0x80, 0xE2) if self.app(chan) == App::Isdr => self.store_data(data),
+            (0x80, 0xE2) if self.app(chan) == App::Isdr => self.store_data(p1, p2, data),
             _ => sw(&[], 0x6D, 0x00),
         }
     }
@@ -558,27 +625,156 @@ impl VirtualCard {
         }
     }
 
-    /// STORE DATA to the ISD-R: the ES10 requests of SGP.22 §5.7 simgate sends
-    /// (GetEUICCData, GetEUICCInfo2, GetProfilesInfo, Enable/Disable/DeleteProfile,
-    /// SetNickname, ListNotification, RetrieveNotificationsList, RemoveNotificationFromList),
-    /// changing the profiles as an eUICC does. Anything else: 6A80 wrong data.
-    fn store_data(&mut self, data: &[u8]) -> Vec<u8> {
+    /// STORE DATA to the ISD-R: the ES10 requests of SGP.22 §5.7, received in blocks
+    /// (§5.7.2, GlobalPlatform Card Specification §11.11.2: P1 b8 set on the last block,
+    /// P2 the block number from 00). A block out of sequence is refused with 6A86 and the
+    /// command dropped. Anything not an ES10 request: 6A80 wrong data.
+    fn store_data(&mut self, p1: u8, p2: u8, data: &[u8]) -> Vec<u8> {
         if self.image.euicc.is_none() {
             return sw(&[], 0x6D, 0x00);
         }
-        let Ok(top) = ber::parse(data) else {
-            return sw(&[], 0x6A, 0x80);
+        if p2 == 0 {
+            self.blocks.clear();
+        } else if p2 != self.next_block {
+            self.blocks.clear();
+            self.next_block = 0;
+            return sw(&[], 0x6A, 0x86);
+        }
+        self.blocks.extend_from_slice(data);
+        if p1 & 0x80 == 0 {
+            self.next_block = p2.wrapping_add(1);
+            return sw(&[], 0x90, 0x00);
+        }
+        self.next_block = 0;
+        let command = std::mem::take(&mut self.blocks);
+        let out = match self.es10b_segment(&command) {
+            Some(out) => out,
+            None => {
+                let Ok(top) = ber::parse(&command) else {
+                    return sw(&[], 0x6A, 0x80);
+                };
+                let Some(req) = top.first().copied() else {
+                    return sw(&[], 0x6A, 0x80);
+                };
+                let Some(out) = self.es10(req.tag, req.value) else {
+                    return sw(&[], 0x6A, 0x80);
+                };
+                out
+            }
         };
-        let Some(req) = top.first().copied() else {
-            return sw(&[], 0x6A, 0x80);
-        };
-        let Some(mut out) = self.es10(req.tag, req.value) else {
-            return sw(&[], 0x6A, 0x80);
-        };
+        let mut out = out;
         if self.image.fault.truncate_es10 {
             out.truncate(out.len().saturating_sub(3));
         }
         self.with_data(out)
+    }
+
+    /// What the download side needs to know of the card.
+    fn view(&self) -> CardView {
+        let eid = self
+            .image
+            .euicc
+            .as_ref()
+            .and_then(|e| hex::decode(&e.eid).ok())
+            .unwrap_or_default();
+        CardView {
+            eid,
+            info2: self.euicc_info2(),
+            iccids: self.profiles.iter().map(|p| p.iccid.clone()).collect(),
+            free_nvm: self.free_nvm(),
+            next_seq: self.next_seq,
+        }
+    }
+
+    fn free_nvm(&self) -> u32 {
+        let total = self.image.euicc.as_ref().map_or(0, |e| e.free_nvm);
+        total.saturating_sub(self.installed.values().sum())
+    }
+
+    /// A LoadBoundProfilePackage segment (SGP.22 §2.5.5): the BF36 that opens a BPP, or
+    /// while one is loaded its A0-A3 and 86-88 segments. None: not a segment.
+    fn es10b_segment(&mut self, command: &[u8]) -> Option<Vec<u8>> {
+        let first = *command.first()?;
+        let opens = command.starts_with(&[0xBF, 0x36]);
+        let continues = self.download.in_bpp() && matches!(first, 0xA0..=0xA3 | 0x86..=0x88);
+        if !opens && !continues {
+            return None;
+        }
+        let view = self.view();
+        let (out, effects) = self.download.load_segment(command, &view);
+        self.apply(effects);
+        Some(out)
+    }
+
+    /// Install a downloaded profile, keep a ProfileInstallationResult.
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Install(profile, size) => {
+                    self.installed.insert(profile.iccid.clone(), size);
+                    self.profiles.push(profile);
+                }
+                Effect::Pir {
+                    seq,
+                    iccid,
+                    address,
+                    pir,
+                } => {
+                    self.notifications.push(Notification {
+                        seq,
+                        event: NotificationEvent::Install,
+                        iccid,
+                        address,
+                        pir: Some(pir),
+                    });
+                    self.next_seq = seq + 1;
+                }
+            }
+        }
+    }
+
+    /// EUICCInfo2 (SGP.22 §5.7.8), with the free memory as it is now and the CI of the
+    /// eUICC's PKI when it has one.
+    fn euicc_info2(&self) -> Vec<u8> {
+        let Some(e) = self.image.euicc.as_ref() else {
+            return Vec::new();
+        };
+        let svn: Vec<u8> = e.svn.split('.').filter_map(|n| n.parse().ok()).collect();
+        let keys: Vec<u8> = self.ci_pkids().iter().flat_map(|k| der(0x04, k)).collect();
+        let mut b = der(0x81, &[2, 3, 1]);
+        b.extend(der(0x82, &svn));
+        b.extend(der(0x83, &[1, 0, 0]));
+        // extCardResource (ETSI TS 102 226 §8.2.1.3.2): installed applications, free
+        // non-volatile memory, free volatile memory.
+        let mut res = der(0x81, &[self.profiles.len() as u8]);
+        res.extend(der(0x82, &int(self.free_nvm())));
+        res.extend(der(0x83, &int(16_384)));
+        b.extend(der(0x84, &res));
+        b.extend(der(0x85, &[0x07, 0x00]));
+        b.extend(der(0x88, &[0x07, 0x00]));
+        b.extend(der(0xA9, &keys));
+        b.extend(der(0xAA, &keys));
+        // ppVersion and sasAcreditationNumber: mandatory in the RSP module's EUICCInfo2.
+        b.extend(der(0x04, &[0, 0, 1]));
+        b.extend(der(0x0C, b"SIMGATE-VIRTUAL"));
+        der(0xBF22, &b)
+    }
+
+    /// The CI key ids the eUICC trusts: its PKI's CI, else the image's list.
+    fn ci_pkids(&self) -> Vec<Vec<u8>> {
+        if let Some(pki) = self.download.pki() {
+            return vec![pki.ci_pkid().to_vec()];
+        }
+        self.image
+            .euicc
+            .as_ref()
+            .map(|e| {
+                e.ci_pkids
+                    .iter()
+                    .filter_map(|k| hex::decode(k).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn profile_index(&self, iccid_tlv: Option<&[u8]>) -> Option<usize> {
@@ -590,17 +786,37 @@ impl VirtualCard {
 
     fn notify(&mut self, event: NotificationEvent, i: usize) {
         let p = &self.profiles[i];
-        self.notifications
-            .push((self.next_seq, event, p.iccid.clone(), p.smdp.clone()));
+        self.notifications.push(Notification {
+            seq: self.next_seq,
+            event,
+            iccid: Some(p.iccid.clone()),
+            address: p.smdp.clone(),
+            pir: None,
+        });
         self.next_seq += 1;
     }
 
-    fn metadata(&self, n: &(u32, NotificationEvent, String, String)) -> Vec<u8> {
-        let mut m = der(0x80, &int(n.0));
-        m.extend(der(0x81, &n.1.bit_string()));
-        m.extend(der(0x0C, n.3.as_bytes()));
-        m.extend(der(0x5A, &iccid_to_ef(&n.2)));
-        der(0xBF2F, &m)
+    fn metadata(n: &Notification) -> Vec<u8> {
+        download::notification_metadata(n.seq, n.event, &n.address, n.iccid.as_deref())
+    }
+
+    /// A PendingNotification (SGP.22 §5.7.10): an install's ProfileInstallationResult as
+    /// kept, or an otherSignedNotification, signed with the eUICC's key and carrying its
+    /// certificates when it has a PKI (else a made-up signature and no certificates:
+    /// nothing verifies them without keys).
+    fn pending(&self, n: &Notification) -> Vec<u8> {
+        if let Some(pir) = &n.pir {
+            return pir.clone();
+        }
+        let tbs = Self::metadata(n);
+        match self.download.pki() {
+            Some(pki) => der(0x30, &pki.sign_notification(&tbs)),
+            None => {
+                let mut signed = tbs;
+                signed.extend(der(0x5F37, &[0x5A; 64]));
+                der(0x30, &signed)
+            }
+        }
     }
 
     fn es10(&mut self, tag: u32, value: &[u8]) -> Option<Vec<u8>> {
@@ -611,27 +827,36 @@ impl VirtualCard {
             // GetEUICCData (SGP.22 §5.7.20): the EID, validated at load time.
             0xBF3E => der(0xBF3E, &der(0x5A, &hex::decode(&e.eid).unwrap_or_default())),
             // GetEUICCInfo2 (§5.7.8).
-            0xBF22 => {
+            0xBF22 => self.euicc_info2(),
+            // GetEUICCInfo1 (§5.7.8): the SGP.22 version and the CI key ids.
+            0xBF20 => {
                 let svn: Vec<u8> = e.svn.split('.').filter_map(|n| n.parse().ok()).collect();
-                let keys: Vec<u8> = e
-                    .ci_pkids
-                    .iter()
-                    .filter_map(|k| hex::decode(k).ok())
-                    .flat_map(|k| der(0x04, &k))
-                    .collect();
-                let mut b = der(0x81, &[2, 3, 1]);
-                b.extend(der(0x82, &svn));
-                b.extend(der(0x83, &[1, 0, 0]));
-                let mut res = der(0x81, &[self.profiles.len() as u8]);
-                res.extend(der(0x82, &int(e.free_nvm)));
-                res.extend(der(0x83, &int(16_384)));
-                b.extend(der(0x84, &res));
-                b.extend(der(0x85, &[0x07, 0x00]));
-                b.extend(der(0x88, &[0x07, 0x00]));
+                let keys: Vec<u8> = self.ci_pkids().iter().flat_map(|k| der(0x04, k)).collect();
+                let mut b = der(0x82, &svn);
                 b.extend(der(0xA9, &keys));
                 b.extend(der(0xAA, &keys));
-                der(0xBF22, &b)
+                der(0xBF20, &b)
             }
+            // GetEuiccConfiguredAddresses (§5.7.3, ES10a): default SM-DP+, root SM-DS.
+            0xBF3C => {
+                let mut b = Vec::new();
+                if let Some(a) = &e.default_smdp {
+                    b.extend(der(0x80, a.as_bytes()));
+                }
+                b.extend(der(0x81, e.root_smds.as_bytes()));
+                der(0xBF3C, &b)
+            }
+            // GetEUICCChallenge (§5.7.7).
+            0xBF2E => self.download.challenge(),
+            // AuthenticateServer (§5.7.13).
+            0xBF38 => {
+                let view = self.view();
+                self.download.authenticate_server(value, &view)
+            }
+            // PrepareDownload (§5.7.5).
+            0xBF21 => self.download.prepare_download(value),
+            // CancelSession (§5.7.14).
+            0xBF41 => self.download.cancel_session(value),
             // GetProfilesInfo (§5.7.15): the tags of the tag list, or every one we keep.
             0xBF2D => {
                 let wanted: Option<Vec<u32>> = find(0x5C).map(tag_list);
@@ -700,7 +925,8 @@ impl VirtualCard {
                     Some(i) if self.profiles[i].enabled => 2,
                     Some(i) => {
                         self.notify(NotificationEvent::Delete, i);
-                        self.profiles.remove(i);
+                        let gone = self.profiles.remove(i);
+                        self.installed.remove(&gone.iccid);
                         0
                     }
                 };
@@ -721,15 +947,11 @@ impl VirtualCard {
             }
             // ListNotification (§5.7.9).
             0xBF28 => {
-                let list: Vec<u8> = self
-                    .notifications
-                    .iter()
-                    .flat_map(|n| self.metadata(n))
-                    .collect();
+                let list: Vec<u8> = self.notifications.iter().flat_map(Self::metadata).collect();
                 der(0xBF28, &der(0xA0, &list))
             }
-            // RetrieveNotificationsList (§5.7.10): otherSignedNotification { metadata,
-            // a signature (made up: nothing verifies it here), the certificates left out }.
+            // RetrieveNotificationsList (§5.7.10): every pending notification, or the one
+            // with the sequence number asked for.
             0xBF2B => {
                 let seq = find(0xA0)
                     .and_then(|c| ber::find(c, 0x80).ok().flatten())
@@ -737,12 +959,8 @@ impl VirtualCard {
                 let list: Vec<u8> = self
                     .notifications
                     .iter()
-                    .filter(|n| seq.is_none_or(|s| s == n.0))
-                    .flat_map(|n| {
-                        let mut signed = self.metadata(n);
-                        signed.extend(der(0x5F37, &[0x5A; 64]));
-                        der(0x30, &signed)
-                    })
+                    .filter(|n| seq.is_none_or(|s| s == n.seq))
+                    .flat_map(|n| self.pending(n))
                     .collect();
                 der(0xBF2B, &der(0xA0, &list))
             }
@@ -750,7 +968,7 @@ impl VirtualCard {
             0xBF30 => {
                 let seq = find(0x80).map(|v| v.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)));
                 let before = self.notifications.len();
-                self.notifications.retain(|n| Some(n.0) != seq);
+                self.notifications.retain(|n| Some(n.seq) != seq);
                 result(0xBF30, u8::from(self.notifications.len() == before))
             }
             _ => return None,
@@ -773,19 +991,6 @@ impl VirtualCard {
             sw(&out, 0x61, rest)
         }
     }
-}
-
-/// INTEGER content, minimal (X.690 §8.3), for values simgate's images hold.
-fn int(n: u32) -> Vec<u8> {
-    let mut b: Vec<u8> = n
-        .to_be_bytes()
-        .into_iter()
-        .skip_while(|b| *b == 0)
-        .collect();
-    if b.first().is_none_or(|b| b & 0x80 != 0) {
-        b.insert(0, 0);
-    }
-    b
 }
 
 /// A tagList (SGP.22 §5.7.15): concatenated BER tags.

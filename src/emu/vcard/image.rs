@@ -81,6 +81,17 @@ pub struct EuiccImage {
     /// EUICCInfo2 euiccCiPKIdListForVerification/ForSigning: CI key ids, hex.
     #[serde(default = "default_ci_pkids")]
     pub ci_pkids: Vec<String>,
+    /// EuiccConfiguredAddresses defaultDpAddress (SGP.22 §5.7.3, ES10a): the SM-DP+ a
+    /// download goes to when no activation code names one. None: not set.
+    #[serde(default)]
+    pub default_smdp: Option<String>,
+    /// EuiccConfiguredAddresses rootDsAddress: the root SM-DS (SGP.22 §3.4: GSMA's).
+    #[serde(default = "default_root_smds")]
+    pub root_smds: String,
+}
+
+fn default_root_smds() -> String {
+    "lpa.ds.gsma.com".into()
 }
 
 fn default_svn() -> String {
@@ -145,6 +156,9 @@ pub struct Fault {
     /// Cut the last 3 bytes off every ES10 response: a malformed answer.
     #[serde(default)]
     pub truncate_es10: bool,
+    /// Answer this many LoadBoundProfilePackage segments (SGP.22 §2.5.5), then never
+    /// answer again: a card lost in the middle of an install.
+    pub mute_after_segments: Option<u64>,
 }
 
 /// A card image that cannot be used, with the file and the reason.
@@ -227,6 +241,18 @@ impl CardImage {
             }
             for (i, k) in e.ci_pkids.iter().enumerate() {
                 hex::decode(k).map_err(|e| format!("euicc.ci_pkids[{i}]: not hex: {e}"))?;
+            }
+            for (key, addr) in [
+                ("default_smdp", e.default_smdp.as_deref()),
+                ("root_smds", Some(e.root_smds.as_str())),
+            ] {
+                if let Some(a) = addr {
+                    if a.is_empty() || a.len() > 255 || !a.chars().all(|c| c.is_ascii_graphic()) {
+                        return Err(format!(
+                            "euicc.{key}: \"{a}\" is not an FQDN (SGP.22 §5.7.3)"
+                        ));
+                    }
+                }
             }
             let svn: Vec<&str> = e.svn.split('.').collect();
             if svn.len() != 3 || svn.iter().any(|n| n.parse::<u8>().is_err()) {

@@ -2,11 +2,14 @@
 //! into vpcd so real pcscd sees it in a virtual reader.
 //!
 //! `image` is the documented file format, `card` the pure APDU behaviour (no I/O, unit
-//! tested in memory), `vpcd` the TCP client speaking vpcd's protocol.
+//! tested in memory), `download` its eUICC's ES10b download side (SGP.22 §3.1.3, with
+//! the crypto of src/emu/rsp), `vpcd` the TCP client speaking vpcd's protocol.
 
 pub mod card;
+pub mod download;
 pub mod image;
 pub mod vpcd;
 
 pub use card::VirtualCard;
+pub use download::EuiccPki;
 pub use image::CardImage;
