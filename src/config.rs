@@ -57,6 +57,8 @@ pub struct Http {
     pub listen: String,
     /// Empty: the page is read-only.
     pub token: String,
+    /// A file holding the token alone, like `broker.password_file`.
+    pub token_file: PathBuf,
 }
 
 impl std::fmt::Debug for Http {
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Http {
         f.debug_struct("Http")
             .field("listen", &self.listen)
             .field("token", &(!self.token.is_empty()).then_some("<set>"))
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -118,6 +121,10 @@ pub struct Broker {
     pub keepalive_secs: u64,
     pub username: String,
     pub password: String,
+    /// A file holding the password alone (mode 0640 root:simgate in the package), so
+    /// the configuration itself can be readable by every user: commands that need no
+    /// secret never read it. Read by [`Config::load_secrets`].
+    pub password_file: PathBuf,
     pub ca_file: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
@@ -208,7 +215,7 @@ impl Default for Modems {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Auto,
@@ -240,6 +247,7 @@ impl Default for Broker {
             keepalive_secs: 300,
             username: String::new(),
             password: String::new(),
+            password_file: PathBuf::new(),
             ca_file: PathBuf::new(),
             client_cert: PathBuf::new(),
             client_key: PathBuf::new(),
@@ -292,7 +300,32 @@ pub enum ConfigError {
     },
 }
 
+/// A secret's file, read by the commands that need it (`run`, `station`), never by the
+/// others: the configuration can be readable by every user while the secrets are not.
+fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: format!("{} ({key})", path.display()),
+        source,
+    })?;
+    // One line; a final newline (as `echo` writes) is not part of the secret.
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
 impl Config {
+    /// Read the secrets kept in files of their own (`broker.password_file`,
+    /// `http.token_file`) into the configuration; a value given inline stays. An
+    /// unreadable file is an error naming it.
+    pub fn load_secrets(&mut self) -> Result<(), ConfigError> {
+        if self.broker.password.is_empty() && !self.broker.password_file.as_os_str().is_empty() {
+            self.broker.password = read_secret("broker.password_file", &self.broker.password_file)?;
+        }
+        if self.http.token.is_empty() && !self.http.token_file.as_os_str().is_empty() {
+            self.http.token = read_secret("http.token_file", &self.http.token_file)?;
+            self.validate("http.token_file")?;
+        }
+        Ok(())
+    }
+
     /// Load and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

@@ -156,6 +156,7 @@ impl Topics {
 
 /// Agent health payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Health {
     pub v: u32,
     /// "online" or "offline".
@@ -183,6 +184,7 @@ impl Health {
 /// The retained index of an agent's rows (`index`): every ICCID it has a `state` row
 /// for, present or not, sorted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SimIndex {
     pub v: u32,
     pub ts: u64,
@@ -195,6 +197,7 @@ pub struct SimIndex {
 /// the platform's record it caches. Fields simgate does not know are left out (not null)
 /// to keep payloads small.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SimState {
     pub v: u32,
     /// The status to show: simgate's own Pending/Invalid when it set one, else the
@@ -234,6 +237,7 @@ impl SimState {
 /// An event message. `seq` grows strictly per agent (also across restarts): a platform
 /// that sees a `seq` twice (a replay after a lost acknowledgement) drops the second.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventMsg {
     pub v: u32,
     pub seq: u64,
@@ -244,6 +248,7 @@ pub struct EventMsg {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// A SIM appeared (card inserted, modem found its SIM).
@@ -280,6 +285,9 @@ pub enum EventKind {
         iccid: String,
         action: String,
         status: CommandStatusWord,
+        /// Why it failed, as on the status topic (absent when it succeeded).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        code: Option<RefusalCode>,
         #[serde(skip_serializing_if = "Option::is_none", default)]
         reason: Option<String>,
     },
@@ -383,6 +391,7 @@ impl EventKind {
 
 /// One SIM's counters in a usage batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UsageSample {
     pub iccid: String,
     /// The month the counters accumulate in, "YYYY-MM" (UTC).
@@ -397,6 +406,7 @@ pub struct UsageSample {
 /// A usage batch: the latest counters of every SIM that reported since the last batch.
 /// Counters are cumulative per month, so a lost batch is made good by the next one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UsageBatch {
     pub v: u32,
     pub seq: u64,
@@ -562,11 +572,12 @@ pub fn parse_esim_params(
 
 /// A command as the platform sends it on `cmd`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CommandMsg {
     pub v: u32,
     pub id: String,
-    /// Empty (or absent) for `sync`, which covers the whole agent.
-    #[serde(default)]
+    /// Empty (or absent) for `sync`, which covers the whole agent; left out when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub iccid: String,
     pub action: String,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
@@ -804,6 +815,7 @@ crate::sim::wire_words! {
 
 /// A command's lifecycle message on `cmd/<id>/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CommandStatus {
     pub v: u32,
     pub id: String,
@@ -1051,6 +1063,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
 
 /// A platform record message on `sim/<iccid>/platform`: `{"v":1, ...record fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PlatformMsg {
     pub v: u32,
     #[serde(flatten)]
@@ -1092,8 +1105,15 @@ pub fn parse_platform_record(payload: &[u8]) -> Result<Option<PlatformRecord>, R
         ));
     }
     // The record's own fields beside `v` (PlatformMsg's flattened shape); unknown
-    // fields are ignored, as a newer platform may send more.
-    let record: PlatformRecord = typed(value, "").map_err(malformed)?;
+    // fields are ignored, as a newer platform may send more. A field that does not
+    // read as its type (an unknown status word, a string for a number) fails the
+    // field's rule: `invalid_field` naming it, as the same record in a `set_record`.
+    let record: PlatformRecord = typed(value, "").map_err(|e| {
+        Refusal::new(
+            RefusalCode::InvalidField,
+            format!("not a platform record: {e}"),
+        )
+    })?;
     check_record(&record)?;
     Ok(Some(record))
 }
@@ -1339,6 +1359,24 @@ mod tests {
                 .unwrap_err()
                 .code,
             RefusalCode::InvalidField
+        );
+    }
+
+    #[test]
+    fn a_record_with_an_unknown_status_word_is_refused_invalid_field_naming_it() {
+        let r = parse_platform_record(br#"{"v":1,"status":"Sleepy"}"#).unwrap_err();
+        assert_eq!(r.code, RefusalCode::InvalidField);
+        assert!(r.reason.contains("status: unknown variant"), "{}", r.reason);
+        // Not JSON, or no readable version, stays malformed.
+        assert_eq!(
+            parse_platform_record(b"{").unwrap_err().code,
+            RefusalCode::Malformed
+        );
+        assert_eq!(
+            parse_platform_record(br#"{"status":"Active"}"#)
+                .unwrap_err()
+                .code,
+            RefusalCode::Malformed
         );
     }
 

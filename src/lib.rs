@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod at;
+pub mod away;
 pub mod backoff;
 pub mod card;
 pub mod cli;
@@ -37,6 +38,8 @@ pub mod pins;
 pub mod reader;
 pub mod rsp;
 pub mod rules;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod sim;
 pub mod station;
 pub mod store;

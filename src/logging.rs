@@ -17,9 +17,32 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// journald's socket for the native protocol (systemd-journald.service(8)).
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
+/// Whether lines written to stderr may carry colour: a terminal, and neither NO_COLOR
+/// nor CLICOLOR=0 nor TERM=dumb says otherwise (CLICOLOR_FORCE forces it;
+/// https://no-color.org, https://bixense.com/clicolors; anstream decides).
+pub fn colour_on_stderr() -> bool {
+    anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
+}
+
+/// Where the log of a command that draws a screen goes while it does (`watch`,
+/// `station` on a terminal): a file of its own, so no log line lands among the rows a
+/// person reads. `$XDG_STATE_HOME/simgate/`, else `~/.local/state/simgate/`, else the
+/// temporary directory.
+pub fn screen_log_path(command: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("simgate");
+    dir.join(format!("{command}.log"))
+}
+
 /// Install the global subscriber. Logs go to stderr (or the journal); stdout belongs
-/// to command output. `RUST_LOG`, when set, wins over `level`.
-pub fn init(level: &str, format: LogFormat) {
+/// to command output. `RUST_LOG`, when set, wins over `level`. `screen`: the command
+/// draws rows on this terminal, so its log goes to [`screen_log_path`] instead (said
+/// once on stderr first).
+pub fn init(level: &str, format: LogFormat, screen: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -30,6 +53,41 @@ pub fn init(level: &str, format: LogFormat) {
                 .with(journal.with_filter(filter))
                 .try_init();
             return;
+        }
+    }
+    if let Some(command) = screen.filter(|_| std::io::stderr().is_terminal()) {
+        let path = screen_log_path(command);
+        let file = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+            });
+        match file {
+            Ok(file) => {
+                eprintln!(
+                    "simgate: the log goes to {} while the screen is shown",
+                    path.display()
+                );
+                let builder = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_ansi(false)
+                    .log_internal_errors(false);
+                let _ = match format {
+                    LogFormat::Json => builder.json().try_init(),
+                    _ => builder.try_init(),
+                };
+                return;
+            }
+            // No place for a file: stderr as ever, rather than no log.
+            Err(e) => eprintln!(
+                "simgate: cannot write {}: {e}; the log stays on stderr",
+                path.display()
+            ),
         }
     }
     let json = match format {
@@ -47,9 +105,7 @@ pub fn init(level: &str, format: LogFormat) {
     let _ = if json {
         builder.json().try_init()
     } else {
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init()
+        builder.with_ansi(colour_on_stderr()).try_init()
     };
 }
 

@@ -51,7 +51,9 @@ pub struct CardFacts {
     /// `None` for a Blank eSIM whose MF has no EF.ICCID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iccid: Option<String>,
-    pub luhn_ok: bool,
+    /// The ICCID's Luhn check; absent with the ICCID (nothing to check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub luhn_ok: Option<bool>,
     pub kind: CardKind,
     pub form_factor: FormFactor,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,7 +121,7 @@ impl CardFacts {
     fn new(read: &CardRead, obs: &Observed) -> CardFacts {
         CardFacts {
             iccid: read.identity.iccid.as_ref().map(|i| i.to_string()),
-            luhn_ok: obs.iccid_luhn_ok,
+            luhn_ok: read.identity.iccid.as_ref().map(|_| obs.iccid_luhn_ok),
             kind: read.identity.kind,
             form_factor: obs.form_factor.unwrap_or(FormFactor::Physical),
             eid: obs.eid.clone(),

@@ -54,6 +54,7 @@ impl Trigger {
 
 /// What a firing does, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum RuleAction {
     /// The standing suspension (data session down and kept down), the rule as reason.
@@ -70,6 +71,7 @@ pub enum RuleAction {
 
 /// One action of a firing and what came of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ActionOutcome {
     #[serde(flatten)]
     pub action: RuleAction,
@@ -284,6 +286,7 @@ fn parse_one(index: usize, v: &Value) -> Result<Rule, RuleError> {
 /// What simgate knows about a SIM when it evaluates its rules. `None`: not known (a
 /// rule on an unknown fact neither fires nor re-arms).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Facts {
     /// Unix seconds.

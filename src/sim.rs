@@ -40,6 +40,30 @@ macro_rules! wire_words {
             }
         }
 
+        /// The words as a command-line flag's values: shells complete them, and a
+        /// wrong one is refused naming the flag and the words.
+        impl clap::ValueEnum for $name {
+            fn value_variants<'a>() -> &'a [Self] {
+                $name::ALL
+            }
+
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(self.word()))
+            }
+        }
+
+        /// A string, one of the words (the schemas of schema/, MQTT.md).
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "enum": [$($word),+]})
+            }
+        }
+
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
@@ -96,6 +120,7 @@ pub fn valid_key(s: &str) -> bool {
 
 /// Where a SIM sits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Location {
     /// A PC/SC reader, by its PC/SC name.
@@ -124,6 +149,7 @@ impl Location {
 
 /// What simgate itself observed about one SIM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Observed {
     pub iccid: String,
     /// The ICCID's Luhn check (ITU-T E.118). A failing ICCID is reported, never fixed;
@@ -343,6 +369,7 @@ wire_words! {
 
 /// One profile on an eUICC (SGP.22 §5.7.15 ProfileInfo, the fields simgate shows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EsimProfile {
     pub iccid: String,
     pub state: ProfileState,
@@ -367,6 +394,7 @@ fn yes() -> bool {
 /// Attributes a reader station attaches to every SIM of a batch; the platform's
 /// labels, company and note (README.md, "The SIM record").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Batch {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub labels: Vec<String>,
@@ -431,6 +459,7 @@ impl Observed {
 /// as of its record, less what simgate counted since, and days counted down by the
 /// calendar (MQTT.md, "SIM state"). Replaced when a newer record arrives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Estimate {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data_left_mb: Option<f64>,
@@ -454,6 +483,7 @@ wire_words! {
 /// platform sends what it knows. Unknown fields are ignored (a newer platform may send
 /// more); sizes are checked by `link::contract` before a record is cached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PlatformRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<Status>,

@@ -147,6 +147,7 @@ impl Recorder {
                     iccid: status.iccid.clone(),
                     action: status.action.clone(),
                     status: status.status,
+                    code: status.code,
                     reason: status.reason.clone(),
                 })?;
             }

@@ -10,7 +10,9 @@ pub enum ConfigCmd {
     /// Print a commented configuration with every key and its default.
     Template,
     /// Validate a configuration file (default: --config, SIMGATE_CONFIG, or
-    /// /etc/simgate/simgate.toml).
+    /// /etc/simgate/simgate.toml), then list every key with its value and where it
+    /// comes from: the file (and line), an environment variable, a secret's own file,
+    /// or the default.
     Check { file: Option<PathBuf> },
     /// Say which configuration file the other commands read.
     Path,
@@ -52,6 +54,12 @@ fn check_file(file: &Path) -> ExitCode {
     match check(file) {
         Ok(()) => {
             println!("{}: ok", file.display());
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            for line in origins(&text, &file.display().to_string(), |k| {
+                std::env::var(k).ok()
+            }) {
+                println!("{line}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -84,4 +92,126 @@ fn check(file: &Path) -> Result<(), ConfigError> {
             key: "modems.profile_dir",
             why: e.to_string(),
         })
+}
+
+/// The environment variables that set a key for `run` and `station` (their flags'
+/// `env`), by key.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("agent.id", "SIMGATE_AGENT_ID"),
+    ("agent.state_dir", "SIMGATE_STATE_DIR"),
+    ("broker.url", "SIMGATE_BROKER"),
+    ("readers.names", "SIMGATE_READERS"),
+    ("modems.ports", "SIMGATE_MODEMS"),
+    ("http.listen", "SIMGATE_HTTP"),
+    ("log.format", "SIMGATE_LOG_FORMAT"),
+];
+
+/// Keys whose values are never printed.
+const SECRET_KEYS: &[(&str, &str)] = &[
+    ("broker.password", "broker.password_file"),
+    ("http.token", "http.token_file"),
+];
+
+/// One line per key of the template (every key there is): `key = value  origin`, the
+/// origin being `FILE:LINE`, `env NAME`, the secret's own file, or `default`. `env`
+/// looks a variable up (the process's environment; a map in the tests).
+fn origins(text: &str, file: &str, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let Ok(template) = config::TEMPLATE.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let user = text.parse::<toml::Table>().unwrap_or_default();
+    let mut out = Vec::new();
+    for (section, keys) in &template {
+        let Some(keys) = keys.as_table() else {
+            continue;
+        };
+        for (key, default) in keys {
+            let name = format!("{section}.{key}");
+            let given = user.get(section).and_then(|s| s.get(key));
+            let env_name = ENV_KEYS.iter().find(|(k, _)| *k == name).map(|(_, e)| *e);
+            let from_env = env_name.and_then(|e| Some((e, env(e)?)));
+            let (value, origin) = if let Some((e, v)) = from_env {
+                (format!("{v:?}"), format!("env {e} (over the file)"))
+            } else if let Some(v) = given {
+                (
+                    v.to_string(),
+                    format!("{file}:{}", line_of(text, section, key).unwrap_or(0)),
+                )
+            } else {
+                (default.to_string(), "default".to_string())
+            };
+            let line = match SECRET_KEYS.iter().find(|(k, _)| *k == name) {
+                Some((_, file_key)) => {
+                    let (fs, fk) = file_key.split_once('.').unwrap_or_default();
+                    let path = user
+                        .get(fs)
+                        .and_then(|s| s.get(fk))
+                        .and_then(|v| v.as_str())
+                        .filter(|p| !p.is_empty());
+                    let set = given
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|v| !v.is_empty());
+                    match (set, path) {
+                        (true, _) => format!("{name} = <secret>  {origin} (readable by whoever reads this file: better in {file_key})"),
+                        (false, Some(p)) => format!(
+                            "{name} = <secret>  {p} ({file_key}{})",
+                            if std::fs::File::open(p).is_ok() { "" } else { "; not readable by this user: only run and station read it" }
+                        ),
+                        (false, None) => format!("{name} = <none>  {origin}"),
+                    }
+                }
+                None => format!("{name} = {value}  {origin}"),
+            };
+            out.push(format!("  {line}"));
+        }
+    }
+    out
+}
+
+/// The line (from 1) where `key` is set under `[section]` in a TOML text.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.trim().to_string();
+        } else if current == section
+            && t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_check_says_where_each_value_came_from_and_never_prints_a_secret() {
+        let text = "[agent]\nid = \"gw-1\"\n\n[broker]\nurl = \"mqtt://b:1883\"\npassword = \"hunter2hunter2\"\n";
+        let env = |k: &str| (k == "SIMGATE_STATE_DIR").then(|| "/srv/sg".to_string());
+        let lines = origins(text, "f.toml", env);
+        let find = |k: &str| {
+            lines
+                .iter()
+                .find(|l| l.trim_start().starts_with(&format!("{k} = ")))
+                .unwrap_or_else(|| panic!("no {k}: {lines:#?}"))
+                .clone()
+        };
+        assert!(
+            find("agent.id").ends_with("\"gw-1\"  f.toml:2"),
+            "{}",
+            find("agent.id")
+        );
+        assert!(find("broker.url").ends_with("f.toml:5"));
+        assert!(find("agent.state_dir").contains("env SIMGATE_STATE_DIR"));
+        assert!(find("broker.keepalive_secs").ends_with("300  default"));
+        let pw = find("broker.password");
+        assert!(!pw.contains("hunter2"), "{pw}");
+        assert!(pw.contains("better in broker.password_file"), "{pw}");
+        assert!(lines.iter().all(|l| !l.contains("hunter2")));
+    }
 }

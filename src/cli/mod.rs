@@ -23,6 +23,7 @@ pub use error::{report, UsageError};
 
 use crate::config::{Config, LogFormat};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -37,9 +38,9 @@ pub struct Cli {
     /// Configuration file (see `simgate config template`).
     #[arg(long, global = true, env = "SIMGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Log format: auto, human or json.
-    #[arg(long, global = true, env = "SIMGATE_LOG_FORMAT")]
-    pub log_format: Option<String>,
+    /// Log format (auto: the journal under systemd, human on a terminal, else json).
+    #[arg(long, global = true, env = "SIMGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -136,17 +137,14 @@ pub fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    let format = match cli.log_format.as_deref() {
-        None => cfg.log.format,
-        Some("auto") => LogFormat::Auto,
-        Some("human") => LogFormat::Human,
-        Some("json") => LogFormat::Json,
-        Some(other) => {
-            eprintln!("simgate: --log-format: \"{other}\" is not one of auto, human, json");
-            return ExitCode::from(2);
-        }
+    let format = cli.log_format.unwrap_or(cfg.log.format);
+    // A command drawing rows on this terminal keeps the log off them.
+    let screen = match &cli.command {
+        Command::Watch { plain: false, .. } if std::io::stdout().is_terminal() => Some("watch"),
+        Command::Station(a) if !a.json && std::io::stdout().is_terminal() => Some("station"),
+        _ => None,
     };
-    crate::logging::init(&cfg.log.level, format);
+    crate::logging::init(&cfg.log.level, format, screen);
     // Which file was used, when asked: RUST_LOG=simgate=debug, or `simgate config path`.
     if needs_config {
         let used = file

@@ -65,10 +65,9 @@ pub enum PlatformCmd {
         /// The SIM; none for `sync` (the whole agent).
         #[arg(long, default_value = "")]
         iccid: String,
-        /// refresh, suspend, resume, set_record, refill, rules, swap, request_refill,
-        /// sync, esim_* (MQTT.md).
-        #[arg(long)]
-        action: String,
+        /// The command's action (MQTT.md, "Commands").
+        #[arg(long, value_enum)]
+        action: contract::Action,
         /// Command id (the idempotency key); default: a fresh one.
         #[arg(long)]
         id: Option<String>,
@@ -112,7 +111,7 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
             };
             // The platform tool checks what the agent would refuse, before connecting:
             // the ICCID and the id become topic levels, the action a word of the contract.
-            let whole_agent = action == contract::Action::Sync.word();
+            let whole_agent = action == contract::Action::Sync;
             if whole_agent && !iccid.is_empty() {
                 return Err(UsageError(
                     "--iccid: a sync covers every SIM of the agent; leave it out".into(),
@@ -128,9 +127,6 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
                 ))
                 .into());
             }
-            if contract::Action::from_word(&action).is_none() {
-                return Err(UsageError(format!("--action: \"{action}\" is not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, sync, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack")).into());
-            }
             let id = id.unwrap_or_else(|| {
                 format!("cli-{}-{}", crate::time::unix_now(), std::process::id())
             });
@@ -138,7 +134,7 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
                 v: contract::SCHEMA_VERSION,
                 id,
                 iccid,
-                action,
+                action: action.word().into(),
                 params,
                 expires_at: crate::time::unix_now() + expires_in,
             };

@@ -93,17 +93,21 @@ pub(super) fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Re
             .max(6);
         if !rows.is_empty() {
             println!(
-                "{:width$}  {:20}  LUHN  KIND  FORM      {:32}  {:28}  ATR",
+                "{:width$}  {:20}  LUHN  KIND  FORM          {:32}  {:28}  ATR",
                 "READER", "ICCID", "EID", "PIN LOCK"
             );
         }
         for (r, c) in rows.iter().filter_map(|r| Some((r, r.card.as_ref()?))) {
-            let luhn = if c.luhn_ok { "ok" } else { "FAIL" };
+            let luhn = match c.luhn_ok {
+                Some(true) => "ok",
+                Some(false) => "FAIL",
+                None => "-",
+            };
             let kind = c.kind.word();
-            let form = c.form_factor.word();
+            let form = c.form_text();
             let lock = c.lock.map_or("-".to_string(), |l| l.summary());
             println!(
-                "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:8}  {:32}  {lock:28}  {}",
+                "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:12}  {:32}  {lock:28}  {}",
                 r.reader,
                 c.iccid.as_deref().unwrap_or("-"),
                 c.eid.as_deref().unwrap_or("-"),

@@ -84,6 +84,7 @@ pub(super) fn http_settings(cfg: &Config) -> Option<crate::http::Settings> {
 
 pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
     args.agent.apply(&mut cfg);
+    cfg.load_secrets()?;
     if !args.modems.is_empty() {
         cfg.modems.ports = args.modems;
     }

@@ -7,7 +7,7 @@ use crate::observe::CardReport;
 use crate::reader;
 use crate::station::{Screen, Settings, Tally};
 use clap::Args;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +39,7 @@ pub struct StationArgs {
 
 pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
     args.agent.apply(&mut cfg);
+    cfg.load_secrets()?;
     // Flags replace the config's batch attributes one by one.
     if !args.labels.is_empty() {
         cfg.station.labels = args.labels;
@@ -101,7 +102,8 @@ impl Terminal {
         let out = std::io::stdout();
         Terminal {
             json,
-            ansi: !json && out.is_terminal(),
+            // Colour and the bell only where wanted (NO_COLOR, CLICOLOR, TERM=dumb).
+            ansi: !json && anstream::AutoStream::choice(&out) != anstream::ColorChoice::Never,
             out,
         }
     }

@@ -131,13 +131,8 @@ impl SwapArgs {
                     let Ok(e) = serde_json::from_slice::<EventMsg>(&payload) else {
                         continue;
                     };
-                    let ours = match &e.kind {
-                        EventKind::SwapStep { id: i, .. } => *i == id,
-                        EventKind::Swapped { .. } => true,
-                        _ => false,
-                    };
-                    if ours {
-                        println!("{}", super::watch::describe_event(&e));
+                    if let Some(line) = step_line(&id, &e.kind) {
+                        println!("{line}");
                     }
                 }
                 PeerEvent::Message {
@@ -148,7 +143,7 @@ impl SwapArgs {
                         continue;
                     };
                     let reason = st.reason.map(|r| format!(": {r}")).unwrap_or_default();
-                    println!("swap {id}: {:?}{reason}", st.status);
+                    println!("swap {id}: {}{reason}", st.status.word());
                     match st.status {
                         CommandStatusWord::Successful => return Ok(ExitCode::SUCCESS),
                         CommandStatusWord::Failed => return Ok(ExitCode::FAILURE),
@@ -158,5 +153,43 @@ impl SwapArgs {
                 _ => {}
             }
         }
+    }
+}
+
+/// What a technician reads of the swap's events: the step, how it went, in words; no
+/// event numbers (`seq` is the platform's bookkeeping, not something to act on).
+fn step_line(id: &str, e: &EventKind) -> Option<String> {
+    match e {
+        EventKind::SwapStep {
+            id: i,
+            step,
+            ok,
+            new_iccid,
+            detail,
+            secs,
+            ..
+        } if i == id => Some(format!(
+            "swap {id}: {step} {}{}: {detail}{}",
+            match ok {
+                None => "started",
+                Some(true) => "done",
+                Some(false) => "FAILED",
+            },
+            secs.map(|s| format!(" in {s:.1} s")).unwrap_or_default(),
+            new_iccid
+                .as_deref()
+                .filter(|n| !detail.contains(*n))
+                .map(|n| format!(" (new SIM {n})"))
+                .unwrap_or_default()
+        )),
+        EventKind::Swapped {
+            iccid,
+            replaced,
+            location,
+        } => Some(format!(
+            "swap {id}: SIM {replaced} replaced by {iccid} at {}",
+            location.label()
+        )),
+        _ => None,
     }
 }

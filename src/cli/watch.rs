@@ -150,10 +150,9 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
     }
 }
 
-/// One column of the SIM table: its header, width, and the cell of a row.
+/// One column of the SIM table: its header, alignment, and the cell of a row.
 struct Column {
     head: &'static str,
-    width: usize,
     right: bool,
     cell: fn(&Row<'_>) -> String,
 }
@@ -182,34 +181,36 @@ fn or_dash(s: Option<&str>) -> String {
 }
 
 /// The columns of the platform's SIMs page (the station page shows the same ones), most
-/// important first: a narrow terminal clips the last ones. Local estimates of data and
-/// days left are marked `~`.
+/// important first: a terminal too narrow for them all drops the last ones (never a
+/// value cut short). Local estimates of data and days left are marked `~`.
 const COLUMNS: &[Column] = &[
     Column {
         head: "ICCID",
-        width: 22,
         right: false,
         cell: |r| r.state.sim.iccid.clone(),
     },
     Column {
+        head: "PRESENT",
+        right: false,
+        cell: |r| if r.state.sim.present { "yes" } else { "gone" }.into(),
+    },
+    Column {
+        head: "STATUS",
+        right: false,
+        cell: |r| r.state.status.map_or("-", |st| st.word()).to_string(),
+    },
+    Column {
         head: "FORM",
-        width: 8,
         right: false,
         cell: |r| match r.state.sim.form_factor {
+            Some(crate::sim::FormFactor::Esim) if r.state.sim.blank_esim => "Blank eSIM".into(),
             Some(crate::sim::FormFactor::Esim) => "eSIM".into(),
             Some(crate::sim::FormFactor::Physical) => "physical".into(),
             None => "?".into(),
         },
     },
     Column {
-        head: "STATUS",
-        width: 16,
-        right: false,
-        cell: |r| r.state.status.map_or("-", |st| st.word()).to_string(),
-    },
-    Column {
         head: "LOCK",
-        width: 14,
         right: false,
         // The PIN lock: "ready", or what the SIM waits for and the attempts left.
         cell: |r| match r.state.sim.lock {
@@ -219,19 +220,11 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         head: "SESSION",
-        width: 7,
         right: false,
         cell: |r| r.state.sim.in_session.word().to_string(),
     },
     Column {
-        head: "PRESENT",
-        width: 7,
-        right: false,
-        cell: |r| if r.state.sim.present { "yes" } else { "no" }.into(),
-    },
-    Column {
         head: "LEFT MB",
-        width: 9,
         right: true,
         cell: |r| match r.state.estimate.as_ref().and_then(|e| e.data_left_mb) {
             Some(e) => format!("~{e:.1}"),
@@ -243,7 +236,6 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         head: "DAYS",
-        width: 5,
         right: true,
         cell: |r| match r.state.estimate.as_ref().and_then(|e| e.days_left) {
             Some(e) => format!("~{e:.0}"),
@@ -252,7 +244,6 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         head: "MONTH MB",
-        width: 8,
         right: true,
         cell: |r| {
             r.usage
@@ -261,7 +252,6 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         head: "OPERATOR",
-        width: 14,
         right: false,
         cell: |r| {
             or_dash(
@@ -275,13 +265,16 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         head: "PLAN",
-        width: 12,
         right: false,
         cell: |r| or_dash(r.platform.plan.as_deref()),
     },
     Column {
+        head: "WHERE",
+        right: false,
+        cell: |r| r.state.sim.location.label(),
+    },
+    Column {
         head: "COMPANY",
-        width: 12,
         right: false,
         // The platform's word first, else what a reader station gave the batch.
         cell: |r| {
@@ -295,25 +288,16 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         head: "END USER",
-        width: 12,
         right: false,
         cell: |r| or_dash(r.platform.end_user.as_deref()),
     },
     Column {
         head: "TYPE",
-        width: 12,
         right: false,
         cell: |r| r.platform.sim_type.map_or("-", |t| t.word()).to_string(),
     },
     Column {
-        head: "WHERE",
-        width: 24,
-        right: false,
-        cell: |r| r.state.sim.location.label(),
-    },
-    Column {
         head: "LABELS",
-        width: 16,
         right: false,
         cell: |r| {
             let labels = if r.platform.labels.is_empty() {
@@ -330,7 +314,6 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         head: "RULES",
-        width: 5,
         right: true,
         cell: |r| match r.platform.rules.len() {
             0 => "-".into(),
@@ -339,7 +322,6 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         head: "NOTE",
-        width: 0, // the rest of the line
         right: false,
         cell: |r| {
             let note = r
@@ -356,40 +338,72 @@ const COLUMNS: &[Column] = &[
     },
 ];
 
-/// `s` in `width` characters: cut with an ellipsis, padded (left- or right-aligned).
-fn fit(s: &str, width: usize, right: bool) -> String {
-    let n = s.chars().count();
-    let s: String = if width > 0 && n > width {
-        s.chars().take(width - 1).chain(['…']).collect()
-    } else {
-        s.to_string()
+/// The SIM table as lines `width` columns wide at most (None: as wide as it needs):
+/// columns whose every cell is "-" are left out, then the least important ones until
+/// every remaining column fits its longest word; long cells wrap at words within their
+/// column (comfy-table's dynamic arrangement), a number is never cut.
+fn table(rows: &[Row<'_>], width: Option<usize>) -> Vec<String> {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| COLUMNS.iter().map(|c| (c.cell)(r)).collect())
+        .collect();
+    let mut keep: Vec<usize> = (0..COLUMNS.len())
+        .filter(|&i| i == 0 || cells.iter().any(|row| row[i] != "-"))
+        .collect();
+    // The narrowest a column can be: its longest word (a value never breaks inside).
+    let min = |i: usize| {
+        std::iter::once(COLUMNS[i].head)
+            .chain(cells.iter().map(|row| row[i].as_str()))
+            .flat_map(str::split_whitespace)
+            .map(|w| w.chars().count())
+            .max()
+            .unwrap_or(1)
     };
-    match (width, right) {
-        (0, _) => s,
-        (w, true) => format!("{s:>w$}"),
-        (w, false) => format!("{s:<w$}"),
+    if let Some(w) = width {
+        // Each column costs its width plus one space between columns.
+        while keep.len() > 1 && keep.iter().map(|&i| min(i) + 1).sum::<usize>() > w + 1 {
+            keep.pop();
+        }
     }
-}
-
-fn line(cells: impl Iterator<Item = String>) -> String {
-    let mut out = cells
-        .zip(COLUMNS)
-        .map(|(c, col)| fit(&c, col.width, col.right))
-        .collect::<Vec<_>>()
-        .join(" ");
-    out.truncate(out.trim_end().len());
-    out
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_content_arrangement(match width {
+        Some(_) => comfy_table::ContentArrangement::Dynamic,
+        None => comfy_table::ContentArrangement::Disabled,
+    });
+    if let Some(w) = width {
+        t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
+    }
+    t.set_header(keep.iter().map(|&i| COLUMNS[i].head));
+    for row in &cells {
+        t.add_row(keep.iter().map(|&i| row[i].clone()));
+    }
+    for (n, &i) in keep.iter().enumerate() {
+        if let Some(col) = t.column_mut(n) {
+            col.set_padding((0, 1));
+            col.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(
+                // The padding counts in the width.
+                comfy_table::Width::Fixed(u16::try_from(min(i) + 1).unwrap_or(u16::MAX)),
+            ));
+            if COLUMNS[i].right {
+                col.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
+        }
+    }
+    t.lines().map(|l| l.trim_end().to_string()).collect()
 }
 
 /// Render the SIM table (observed and platform fields) and the recent activity as lines.
-/// `height` (a terminal's rows) bounds the lines: rows that do not fit are counted on
-/// one line instead, so the table never scrolls.
+/// `size` (a terminal's rows and columns) bounds them: rows that do not fit are counted
+/// on one line instead, so the table never scrolls, and the columns fit the width.
+/// `notice` is said under the title (an agent never seen, for one).
 pub(super) fn render(
     health: Option<&Health>,
     sims: &BTreeMap<String, SimState>,
     usage: &BTreeMap<String, UsageSample>,
     recent: &VecDeque<String>,
-    height: Option<usize>,
+    size: Option<(usize, usize)>,
+    notice: Option<&str>,
 ) -> Vec<String> {
     let agent = match health {
         Some(Health {
@@ -401,10 +415,11 @@ pub(super) fn render(
         None => "unknown".into(),
     };
     let present = sims.values().filter(|s| s.sim.present).count();
-    let mut out = vec![
-        format!("agent: {agent}   SIMs: {} ({present} present)", sims.len()),
-        line(COLUMNS.iter().map(|c| c.head.to_string())),
-    ];
+    let mut out = vec![format!(
+        "agent: {agent}   SIMs: {} ({present} present)",
+        sims.len()
+    )];
+    out.extend(notice.map(String::from));
     let footer: Vec<String> = if recent.is_empty() {
         Vec::new()
     } else {
@@ -413,24 +428,33 @@ pub(super) fn render(
             .chain(recent.iter().map(|l| format!("  {l}")))
             .collect()
     };
-    let room = height.map_or(usize::MAX, |h| h.saturating_sub(out.len() + footer.len()));
-    let shown = if sims.len() > room {
-        room.saturating_sub(1)
-    } else {
-        sims.len()
-    };
-    for state in sims.values().take(shown) {
-        let row = Row {
+    // Present SIMs first, each group in ICCID order.
+    let mut ordered: Vec<&SimState> = sims.values().collect();
+    ordered.sort_by_key(|s| !s.sim.present);
+    let rows: Vec<Row<'_>> = ordered
+        .into_iter()
+        .map(|state| Row {
             state,
             platform: state.platform.clone().unwrap_or_default(),
             usage: usage.get(&state.sim.iccid),
-        };
-        out.push(line(COLUMNS.iter().map(|c| (c.cell)(&row))));
+        })
+        .collect();
+    let width = size.map(|(_, cols)| cols);
+    let room = size.map_or(usize::MAX, |(h, _)| {
+        h.saturating_sub(out.len() + footer.len())
+    });
+    // As many rows as fit the room (a wrapped row takes several lines).
+    let mut shown = rows.len();
+    let mut lines = table(&rows[..shown], width);
+    while lines.len() + usize::from(shown < rows.len()) > room && shown > 0 {
+        shown -= 1;
+        lines = table(&rows[..shown], width);
     }
-    if shown < sims.len() {
+    out.extend(lines);
+    if shown < rows.len() {
         out.push(format!(
             "… {} more SIMs (a taller terminal shows them)",
-            sims.len() - shown
+            rows.len() - shown
         ));
     }
     out.extend(footer);
@@ -442,7 +466,7 @@ pub(super) fn render(
 /// the top and clears what is left below, so nothing scrolls and nothing flickers.
 /// Dropping it gives the terminal back as it was (ECMA-48 / xterm control sequences).
 struct Screen {
-    rows: Option<usize>,
+    size: Option<(usize, usize)>,
 }
 
 impl Screen {
@@ -452,12 +476,12 @@ impl Screen {
         write!(out, "\x1b[?1049h\x1b[?7l\x1b[?25l")?;
         out.flush()?;
         Ok(Screen {
-            rows: terminal_rows(),
+            size: terminal_size(),
         })
     }
 
     fn resized(&mut self) {
-        self.rows = terminal_rows();
+        self.size = terminal_size();
     }
 
     fn draw(&self, lines: &[String]) -> std::io::Result<()> {
@@ -482,9 +506,9 @@ impl Drop for Screen {
     }
 }
 
-/// The terminal's height in rows, from `stty size` on the controlling terminal (no
+/// The terminal's rows and columns, from `stty size` on the controlling terminal (no
 /// ioctl: the crate forbids unsafe code, and this is read only at start and on resize).
-fn terminal_rows() -> Option<usize> {
+fn terminal_size() -> Option<(usize, usize)> {
     let tty = std::fs::File::open("/dev/tty").ok()?;
     let out = std::process::Command::new("stty")
         .arg("size")
@@ -493,11 +517,22 @@ fn terminal_rows() -> Option<usize> {
         .output()
         .ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
-    text.split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-        .filter(|r| *r > 2)
+    let mut it = text.split_whitespace().map(|n| n.parse::<usize>().ok());
+    let rows = it.next()??;
+    let cols = it.next()??;
+    (rows > 2 && cols > 20).then_some((rows, cols))
+}
+
+/// How long `watch` waits for anything of its agent before it says that no such agent
+/// has been seen: a live agent's retained health arrives at once on subscribing.
+const UNSEEN_AFTER: Duration = Duration::from_secs(4);
+
+/// The agent id in `simgate/v1/<id>/health`, another agent's health.
+fn health_of(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix("simgate/v1/")?
+        .strip_suffix("/health")
+        .filter(|id| !id.contains('/'))
 }
 
 /// Subscribe to the agent's topics and print the table until cancelled.
@@ -506,8 +541,17 @@ pub(super) async fn run(
     plain: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let agent_id = conn.agent_id.clone();
     let mut peer = conn.peer("watch")?;
     let filter = peer.topics().all();
+    // Every agent's retained health too: to name the agents there are when this one
+    // is not among them (a mistyped id).
+    let everyone = crate::contract::Topics::new("+").health();
+    let mut others: std::collections::BTreeSet<String> = Default::default();
+    let mut heard = false;
+    let mut notice: Option<String> = None;
+    let unseen = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(unseen);
     let mut screen = if !plain && std::io::stdout().is_terminal() {
         Some(Screen::open()?)
     } else {
@@ -531,7 +575,25 @@ pub(super) async fn run(
             _ = resize.recv() => {
                 if let Some(screen) = screen.as_mut() {
                     screen.resized();
-                    screen.draw(&render(health.as_ref(), &sims, &usage, &recent, screen.rows))?;
+                    screen.draw(&render(health.as_ref(), &sims, &usage, &recent, screen.size, notice.as_deref()))?;
+                }
+                continue;
+            }
+            _ = &mut unseen, if !heard && notice.is_none() => {
+                let seen: Vec<&str> = others.iter().map(String::as_str).collect();
+                let text = format!(
+                    "no agent {agent_id} has been seen on this broker; agents seen: {}",
+                    if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+                );
+                match screen.as_ref() {
+                    Some(screen) => {
+                        notice = Some(text);
+                        screen.draw(&render(health.as_ref(), &sims, &usage, &recent, screen.size, notice.as_deref()))?;
+                    }
+                    None => {
+                        println!("{text}");
+                        notice = Some(text);
+                    }
                 }
                 continue;
             }
@@ -540,9 +602,25 @@ pub(super) async fn run(
         let (topic, payload) = match ev {
             Ok(PeerEvent::Connected) => {
                 peer.subscribe(filter.clone()).await?;
+                peer.subscribe(everyone.clone()).await?;
+                unseen
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + UNSEEN_AFTER);
                 continue;
             }
-            Ok(PeerEvent::Message { topic, payload }) => (topic, payload),
+            Ok(PeerEvent::Foreign { topic }) => {
+                if let Some(id) = health_of(&topic) {
+                    others.insert(id.to_string());
+                }
+                continue;
+            }
+            Ok(PeerEvent::Message { topic, payload }) => {
+                if !heard {
+                    heard = true;
+                    notice = None;
+                }
+                (topic, payload)
+            }
             Ok(_) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "broker unreachable; retrying");
@@ -600,10 +678,11 @@ pub(super) async fn run(
                 &sims,
                 &usage,
                 &recent,
-                screen.rows,
+                screen.size,
+                notice.as_deref(),
             ))?,
             None => {
-                let table = render(health.as_ref(), &sims, &usage, &recent, None);
+                let table = render(health.as_ref(), &sims, &usage, &recent, None, None);
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "--- {}\n{}", crate::time::unix_now(), table.join("\n"))?;
                 out.flush()?;
@@ -654,7 +733,15 @@ mod tests {
                 at: 1,
             },
         )]);
-        let text = render(Some(&Health::new(true, 1)), &sims, &usage, &recent, None).join("\n");
+        let text = render(
+            Some(&Health::new(true, 1)),
+            &sims,
+            &usage,
+            &recent,
+            None,
+            None,
+        )
+        .join("\n");
         for want in [
             "Active",
             "IoT 1GB",
@@ -703,13 +790,18 @@ mod tests {
             "8988211000000430010".to_string(),
             row("8988211000000430010", Some(est)),
         )]);
-        let lines = render(None, &sims, &BTreeMap::new(), &VecDeque::new(), None);
+        let lines = render(None, &sims, &BTreeMap::new(), &VecDeque::new(), None, None);
         let head = &lines[1];
         for col in [
-            "ICCID", "STATUS", "SESSION", "OPERATOR", "PLAN", "COMPANY", "END USER", "LEFT MB",
-            "DAYS", "MONTH MB", "TYPE", "WHERE", "LABELS", "RULES", "NOTE",
+            "ICCID", "PRESENT", "STATUS", "SESSION", "END USER", "LEFT MB", "DAYS", "WHERE", "NOTE",
         ] {
             assert!(head.contains(col), "{col} missing: {head}");
+        }
+        // Columns with nothing in them on any row are left out.
+        for col in [
+            "OPERATOR", "PLAN", "COMPANY", "MONTH MB", "TYPE", "LABELS", "RULES",
+        ] {
+            assert!(!head.contains(col), "{col} is dashes only: {head}");
         }
         let r = &lines[2];
         assert!(
@@ -727,6 +819,59 @@ mod tests {
     }
 
     #[test]
+    fn at_80_columns_the_table_fits_and_no_value_is_cut() {
+        let est = crate::sim::Estimate {
+            data_left_mb: Some(1042.5),
+            days_left: Some(30.0),
+            since: 1,
+        };
+        let mut sims = BTreeMap::new();
+        for iccid in ["8988211000000430010", "89314404000000000019"] {
+            let mut r = row(iccid, Some(est.clone()));
+            r.platform.as_mut().unwrap().company = Some("ACME Logistics International".into());
+            r.platform.as_mut().unwrap().plan = Some("IoT 1GB Europe".into());
+            sims.insert(iccid.to_string(), r);
+        }
+        for cols in [80, 120] {
+            let lines = render(
+                None,
+                &sims,
+                &BTreeMap::new(),
+                &VecDeque::new(),
+                Some((24, cols)),
+                None,
+            );
+            for l in &lines {
+                assert!(
+                    l.chars().count() <= cols,
+                    "wider than {cols}: {l:?}\n{lines:#?}"
+                );
+            }
+            let text = lines.join("\n");
+            for whole in ["89314404000000000019", "~1042.5", "~30"] {
+                assert!(
+                    text.split_whitespace().any(|w| w == whole),
+                    "{whole} cut at {cols} columns:\n{text}"
+                );
+            }
+            assert!(!text.contains('…'), "nothing cut with an ellipsis:\n{text}");
+        }
+        // A wider terminal shows the columns a narrow one had to leave out.
+        let wide = render(
+            None,
+            &sims,
+            &BTreeMap::new(),
+            &VecDeque::new(),
+            Some((24, 200)),
+            None,
+        );
+        assert!(
+            wide[1].contains("COMPANY") && wide[1].contains("NOTE"),
+            "{wide:#?}"
+        );
+    }
+
+    #[test]
     fn a_short_terminal_gets_a_count_of_the_rows_that_do_not_fit_never_a_scroll() {
         let sims: BTreeMap<String, SimState> = (0..30)
             .map(|i| {
@@ -735,7 +880,14 @@ mod tests {
             })
             .collect();
         let recent = VecDeque::from(["#1 inserted".to_string()]);
-        let lines = render(None, &sims, &BTreeMap::new(), &recent, Some(12));
+        let lines = render(
+            None,
+            &sims,
+            &BTreeMap::new(),
+            &recent,
+            Some((12, 200)),
+            None,
+        );
         assert_eq!(lines.len(), 12, "{lines:#?}");
         assert!(
             lines.iter().any(|l| l.starts_with("… 24 more SIMs")),
@@ -746,7 +898,7 @@ mod tests {
             "  #1 inserted",
             "recent activity stays in view"
         );
-        let all = render(None, &sims, &BTreeMap::new(), &recent, None);
+        let all = render(None, &sims, &BTreeMap::new(), &recent, None, None);
         assert_eq!(all.len(), 2 + 30 + 3, "no terminal: everything");
     }
 }

@@ -478,7 +478,7 @@ impl Commands {
                 // The last run stored this outcome and died before queuing its report:
                 // nobody would tell the platform otherwise (its delivery was
                 // acknowledged, so the broker does not send the command again).
-                tracing::warn!(id = %rec.id, state = ?rec.state, "command outcome reported at start-up: the last run died before reporting it");
+                tracing::warn!(id = %rec.id, state = %rec.state, "command outcome reported at start-up: the last run died before reporting it");
                 report(ctx, &rec, true)?;
                 ctx.store.mark_reported(&rec.id)?;
             }
@@ -576,7 +576,7 @@ impl Commands {
     /// status on its own topic (recorded, so a redelivery gets the same answer);
     /// without one, an error event.
     fn on_refused(&mut self, ctx: &Ctx, r: Refusal) -> Result<(), DaemonError> {
-        tracing::warn!(id = r.id.as_deref(), code = ?r.code, reason = %r.reason, "command refused");
+        tracing::warn!(id = r.id.as_deref(), code = %r.code, reason = %r.reason, "command refused");
         let Some(id) = r.id.clone() else {
             if let Some(link) = &ctx.link {
                 link.publish_event(EventKind::Error {
@@ -995,7 +995,7 @@ impl Commands {
             }
         }
         rec.updated_at = crate::time::unix_now();
-        tracing::info!(id = %rec.id, state = ?rec.state, code = ?rec.code, reason = ?rec.reason, "command finished");
+        tracing::info!(id = %rec.id, state = %rec.state, code = rec.code.map(|c| c.word()), reason = rec.reason.as_deref(), "command finished");
         store_and_report(ctx, rec)
     }
 
@@ -1038,7 +1038,7 @@ impl Commands {
             new.days_left = Some(d);
         }
         new.updated_at = Some(now);
-        tracing::info!(id = %cmd.id, iccid = %cmd.iccid, before = ?record.data_left_mb, after = ?new.data_left_mb, "refill applied");
+        tracing::info!(id = %cmd.id, iccid = %cmd.iccid, before_mb = record.data_left_mb, after_mb = new.data_left_mb, "refill applied");
         // The estimate counts from now; then record, applied request and ledger at once.
         ctx.store.reset_estimate(&cmd.iccid, now)?;
         ctx.store
@@ -1051,7 +1051,7 @@ impl Commands {
 
     /// A command id seen before: answer from its record.
     fn answer_duplicate(&mut self, ctx: &Ctx, mut rec: CommandRecord) -> Result<(), DaemonError> {
-        tracing::info!(id = %rec.id, state = ?rec.state, "duplicate command: answered from its record");
+        tracing::info!(id = %rec.id, state = %rec.state, "duplicate command: answered from its record");
         if rec.state.is_final() || self.running.contains(&rec.id) {
             return report(ctx, &rec, false);
         }

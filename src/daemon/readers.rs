@@ -20,7 +20,7 @@ pub(crate) fn on_card_read(
     match &done.result {
         Ok(read) => {
             let obs = crate::observe::from_card(read, done.at);
-            tracing::info!(%reader, iccid = %obs.iccid, luhn_ok = obs.iccid_luhn_ok, form_factor = ?obs.form_factor, apdus = read.identity.apdus, "card identified");
+            tracing::info!(%reader, iccid = %obs.iccid, luhn_ok = obs.iccid_luhn_ok, form_factor = obs.form_factor.map(|f| f.word()), apdus = read.identity.apdus, "card identified");
             readers.holds(reader, &obs.iccid);
             ctx.rec.record(&obs)?;
         }
@@ -51,7 +51,7 @@ pub(crate) async fn check_exact_names(names: &[String]) -> Result<(), ReaderErro
             // waits for it, and a misspelt name then simply never matches. Refusing to
             // start would need a restart once pcscd is up.
             Err(e @ ReaderError::NoService(_)) => {
-                tracing::warn!(error = %e, readers = ?exact, "reader names not checked: pcscd is not up yet");
+                tracing::warn!(error = %e, readers = %exact.join(", "), "reader names not checked: pcscd is not up yet");
                 return Ok(());
             }
             Err(e) => return Err(e),

@@ -326,6 +326,17 @@ pub(crate) fn on_done(ctx: &Ctx, mut rec: FiringRecord) -> Result<(), DaemonErro
     })?;
     rec.done = true;
     ctx.store.put_firing(&rec)?;
-    tracing::info!(firing = %rec.firing.id, actions = ?rec.actions, "firing done");
+    let actions: Vec<String> = rec
+        .actions
+        .iter()
+        .map(|a| {
+            format!(
+                "{}: {}",
+                a.action.word(),
+                a.outcome.as_deref().unwrap_or("pending")
+            )
+        })
+        .collect();
+    tracing::info!(firing = %rec.firing.id, actions = %actions.join(", "), "firing done");
     Ok(())
 }

@@ -291,8 +291,15 @@ impl Run {
         match &target {
             SwapTarget::ToSlot(n) => {
                 self.enter(SwapStep::Act, format!("switching {port} to SIM slot {n}"))?;
-                let done = self.switch(*n).await.map_err(|e| (SwapStep::Act, e))?;
-                self.said(SwapStep::Act, Some((true, secs(t))), done);
+                // The modem's read-back (e.g. "+QDSIM: 1") proves the switch; a person
+                // reads the slot in words.
+                let read_back = self.switch(*n).await.map_err(|e| (SwapStep::Act, e))?;
+                tracing::debug!(id = %self.rec.id, %read_back, "slot switch read back");
+                self.said(
+                    SwapStep::Act,
+                    Some((true, secs(t))),
+                    format!("{port} switched to SIM slot {n} (read back)"),
+                );
             }
             SwapTarget::ExpectIccid(want) => {
                 self.enter(

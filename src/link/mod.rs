@@ -295,6 +295,7 @@ impl Link {
             connected_at: None,
             short_drops: 0,
             dropped_qos0: 0,
+            away: crate::away::Away::new("the broker"),
         };
         let task = tokio::spawn(driver.run(cancel));
         Ok((link, task))
@@ -580,6 +581,8 @@ struct Driver {
     short_drops: u32,
     /// QoS 0 messages dropped because the daemon was `INBOUND_QUEUE` behind.
     dropped_qos0: u64,
+    /// The broker's absence, said once (crate::away).
+    away: crate::away::Away,
 }
 
 /// Inbound messages (commands, platform records) waiting for the daemon, at most.
@@ -643,6 +646,7 @@ impl Driver {
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    self.away.back();
                     let moved = self.nodes.accepted();
                     tracing::info!(session_present = ack.session_present, broker = %self.url, "connected to broker");
                     self.connected_at = Some(Instant::now());
@@ -741,7 +745,11 @@ impl Driver {
                     // resend them; the outbox is the queue, so drop them.
                     self.eventloop.pending.clear();
                     let wait = self.on_connection_error(&e, &mut waits, &cancel).await;
-                    tracing::warn!(error = %e, retry_in = ?wait, queued = self.link.outbox.len(), "broker connection lost");
+                    tracing::debug!(
+                        queued = self.link.outbox.len(),
+                        "messages waiting for the broker"
+                    );
+                    self.away.failed(&e, wait);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(wait) => {}

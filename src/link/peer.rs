@@ -30,6 +30,9 @@ pub enum PeerEvent {
     Acked,
     /// A message on one of the agent's topics, classified.
     Message { topic: AgentTopic, payload: Vec<u8> },
+    /// A message outside the agent's subtree (a wider subscription: another agent's
+    /// health, for `simgate watch` to say which agents exist).
+    Foreign { topic: String },
 }
 
 /// One platform-side connection to one agent's topics.
@@ -103,12 +106,15 @@ impl Peer {
                 Event::Incoming(Packet::SubAck(_)) => return Ok(PeerEvent::Subscribed),
                 Event::Incoming(Packet::PubAck(_)) => return Ok(PeerEvent::Acked),
                 Event::Incoming(Packet::Publish(p)) => {
-                    if let Some(topic) = self.topics.outbound(&p.topic) {
-                        return Ok(PeerEvent::Message {
+                    return Ok(match self.topics.outbound(&p.topic) {
+                        Some(topic) => PeerEvent::Message {
                             topic,
                             payload: p.payload.to_vec(),
-                        });
-                    }
+                        },
+                        None => PeerEvent::Foreign {
+                            topic: p.topic.to_string(),
+                        },
+                    });
                 }
                 _ => {}
             }

@@ -82,16 +82,13 @@ pub fn watch(
         Duration::from_secs(30),
     );
     let mut seen: HashMap<String, Seen> = HashMap::new();
-    // Whether this absence of pcscd was logged: once at WARN, its retries at DEBUG (a
-    // modem-only gateway has no pcscd at all, and must not fill its journal with it).
-    let mut told = false;
+    // pcscd's absence said once at WARN, its retries at DEBUG (a modem-only gateway has
+    // no pcscd at all, and must not fill its journal with it), its return at INFO.
+    let mut away = crate::away::Away::new("PC/SC (pcscd)");
     while !cancel.is_cancelled() {
         match super::establish() {
             Ok(ctx) => {
-                if told {
-                    tracing::info!("PC/SC available again");
-                    told = false;
-                }
+                away.back();
                 let since = std::time::Instant::now();
                 // Wake the blocked status-change call when shutdown is asked for.
                 let canceller = {
@@ -108,7 +105,9 @@ pub fn watch(
                 match result {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(error = %e, "reader watch interrupted; re-establishing the PC/SC context");
+                        // pcscd went (or its context broke): away until a context
+                        // works again, said once.
+                        away.failed(&e, std::time::Duration::ZERO);
                         let _ = tx.blocking_send(ReaderEvent::ServiceLost {
                             error: e.to_string(),
                         });
@@ -121,22 +120,29 @@ pub fn watch(
                     }
                 }
             }
-            Err(e) if told => tracing::debug!(error = %e, "PC/SC still unavailable"),
             Err(e) => {
-                tracing::warn!(error = %e, "PC/SC unavailable; retrying quietly until it is back");
-                told = true;
+                // Back off without blocking shutdown (below).
+                let wait = backoff.next_wait();
+                away.failed(&e, wait);
+                block_until(&rt, &cancel, wait);
+                continue;
             }
         }
         // Back off without blocking shutdown: wait for either the delay or cancellation.
         let wait = backoff.next_wait();
-        tracing::debug!(retry_in = ?wait, "PC/SC context retry");
-        rt.block_on(async {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        });
+        tracing::debug!(retry_secs = wait.as_secs_f64(), "PC/SC context retry");
+        block_until(&rt, &cancel, wait);
     }
+}
+
+/// Sleep `wait` on this blocking thread, or less when shutdown is asked for.
+fn block_until(rt: &tokio::runtime::Handle, cancel: &CancellationToken, wait: std::time::Duration) {
+    rt.block_on(async {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    });
 }
 
 fn watched(patterns: &[String], name: &str) -> bool {

@@ -21,14 +21,15 @@ pub const MAX_COMMAND_IDS: u64 = 10_000;
 /// after its last update: the 90 days commands could then live.
 const LEGACY_MEMORY_SECS: u64 = crate::contract::COMMAND_MEMORY_SECS;
 
-/// Where a command stands, in thin-edge.io's lifecycle words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CommandState {
-    Received,
-    Executing,
-    Successful,
-    Failed,
+crate::sim::wire_words! {
+    /// Where a command stands, in thin-edge.io's lifecycle words (the store's and the
+    /// log's: the same words as on the wire).
+    pub enum CommandState {
+        Received = "received",
+        Executing = "executing",
+        Successful = "successful",
+        Failed = "failed",
+    }
 }
 
 impl CommandState {

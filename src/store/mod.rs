@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 pub enum StoreError {
     #[error("state directory {dir}: {source}")]
     Open { dir: PathBuf, source: sled::Error },
+    /// Another process holds the state directory (its lock file names it).
+    #[error("another simgate ({holder}) is using {dir}: stop it first, or give this one a state directory of its own (--state-dir)")]
+    InUse { dir: PathBuf, holder: String },
     #[error("store: {0}")]
     Db(#[from] sled::Error),
     #[error("store: corrupt record in {tree}: {detail}")]
@@ -35,6 +38,57 @@ pub struct Store {
     /// Command ids remembered (see `commands`): counted at open (sled's `len` walks the
     /// tree), then kept up to date.
     commands_len: std::sync::Arc<std::sync::Mutex<u64>>,
+    /// `simgate.lock` in the state directory, locked (flock) while this store is open,
+    /// holding this process's id: a second simgate is told whose the directory is.
+    _lock: std::sync::Arc<std::fs::File>,
+}
+
+/// Lock the state directory for this process: `simgate.lock`, flock'ed exclusively and
+/// holding our pid. Taken before the database, whose own lock error (sled 0.34) is raw
+/// text; a held lock is waited out for a second (a store of this same process closing:
+/// see `Store::open`), then named with the holder's pid.
+fn lock_dir(dir: &Path) -> Result<std::sync::Arc<std::fs::File>, StoreError> {
+    use fs2::FileExt;
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("simgate.lock");
+    let io = |e: std::io::Error| StoreError::Open {
+        dir: dir.to_path_buf(),
+        source: sled::Error::Io(e),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    let mut tries = 0;
+    while let Err(e) = file.try_lock_exclusive() {
+        if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(11) {
+            return Err(io(e));
+        }
+        if tries == 20 {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(StoreError::InUse {
+                dir: dir.to_path_buf(),
+                holder: if pid.is_empty() {
+                    "its pid unknown".into()
+                } else {
+                    format!("pid {pid}")
+                },
+            });
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The pid is for the next one's message only: a full disk must not stop a start.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(std::sync::Arc::new(file))
 }
 
 impl Store {
@@ -45,6 +99,7 @@ impl Store {
             dir: dir.to_path_buf(),
             source: e.into(),
         })?;
+        let lock = lock_dir(dir)?;
         let config = sled::Config::new()
             .path(dir.join("db"))
             // Small gateways: keep the page cache modest (default is 1 GiB).
@@ -78,6 +133,7 @@ impl Store {
             db,
             dir: dir.to_path_buf(),
             commands_len: std::sync::Arc::new(std::sync::Mutex::new(commands)),
+            _lock: lock,
         })
     }
 

@@ -157,8 +157,25 @@ fn bad_arguments_and_files_are_usage_errors_on_one_line() {
     // Checked before connecting: nothing listens on port 1.
     let err = send(&["--iccid", "a/#", "--action", "refresh"]);
     assert!(err.contains("--iccid"), "{err}");
-    let err = send(&["--iccid", "8988211000000430010", "--action", "reboot"]);
-    assert!(err.contains("--action"), "{err}");
+    // A value outside a closed vocabulary: clap's own refusal, exit 2, with the words.
+    let out = Command::new(simgate_bin())
+        .args([
+            "platform",
+            "send",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--agent-id",
+            "gw-1",
+        ])
+        .args(["--iccid", "8988211000000430010", "--action", "reboot"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--action") && err.contains("set_record"),
+        "{err}"
+    );
     let err = send(&[
         "--iccid",
         "8988211000000430010",
@@ -204,10 +221,19 @@ fn config_check_and_path_use_the_file_given_by_the_environment() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+    let said = String::from_utf8_lossy(&check.stdout);
     assert_eq!(
-        String::from_utf8_lossy(&check.stdout),
-        format!("{}: ok\n", shipped.display())
+        said.lines().next(),
+        Some(format!("{}: ok", shipped.display()).as_str())
     );
+    // Then every key, where its value came from: this file (with its line) here.
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("keepalive_secs = "))
+        .unwrap();
+    let want = format!("broker.keepalive_secs = 300  {}:{line}", shipped.display());
+    assert!(said.lines().any(|l| l.trim() == want), "{want}:\n{said}");
     let path = Command::new(simgate_bin())
         .args(["config", "path"])
         .env("SIMGATE_CONFIG", &shipped)
@@ -292,4 +318,8 @@ fn the_man_pages_and_completions_come_from_the_command_line_definition() {
     let bash = String::from_utf8_lossy(&bash.stdout);
     assert!(bash.contains("complete -F _simgate"), "{bash}");
     assert!(bash.contains("--agent-id"), "{bash}");
+    // Closed vocabularies are offered as values: the shell completes them.
+    for values in ["auto human json", "refresh suspend resume set_record"] {
+        assert!(bash.contains(values), "{values} not offered: {bash}");
+    }
 }

@@ -70,18 +70,18 @@ fn run_started_before_pcscd_finds_the_readers_once_pcscd_is_up() {
     );
     let mut log = support::Lines::new(run.child.stderr.take().unwrap());
     log.expect("run to find pcscd absent", Duration::from_secs(10), |l| {
-        l.contains("PC/SC unavailable")
+        l.contains("PC/SC (pcscd) is away")
     });
     // Said once, not at every retry: a modem-only gateway has no pcscd at all.
     for _ in 0..2 {
         log.expect("a quiet retry", Duration::from_secs(10), |l| {
-            l.contains("PC/SC still unavailable")
+            l.contains("PC/SC (pcscd) still away")
         });
     }
     let warned = log
         .seen
         .iter()
-        .filter(|l| l.contains("\"PC/SC unavailable"))
+        .filter(|l| l.contains("\"PC/SC (pcscd) is away"))
         .count();
     assert_eq!(warned, 1, "{:#?}", log.seen);
 

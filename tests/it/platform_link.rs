@@ -510,7 +510,7 @@ fn tls_with_client_certificates_a_password_file_and_an_acl_confining_the_agent()
     stranger.log.expect(
         "a certificate verification failure",
         Duration::from_secs(20),
-        |l| l.contains("broker connection lost") && l.to_lowercase().contains("certificate"),
+        |l| l.contains("the broker is away") && l.to_lowercase().contains("certificate"),
     );
     let _ = stranger.proc.interrupt();
 

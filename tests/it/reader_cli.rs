@@ -132,3 +132,20 @@ fn read_with_no_card_anywhere_says_so_and_fails() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no card could be read"));
 }
+
+#[test]
+fn read_shows_a_blank_esim_as_blank_and_no_luhn_verdict_without_an_iccid() {
+    let pcsc = Pcsc::start();
+    let _blank = pcsc.insert(0, "euicc-blank.toml");
+    let out = pcsc.simgate().args(["read"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&pcsc.reader(0)))
+        .unwrap_or_else(|| panic!("no line for the reader: {text}"));
+    let cols: Vec<&str> = line[pcsc.reader(0).len()..].split_whitespace().collect();
+    // ICCID "-", LUHN "-" (nothing to check), KIND, FORM "esim (blank)", EID, ATR.
+    assert_eq!(&cols[..2], ["-", "-"], "{line}");
+    assert!(line.contains("esim (blank)"), "{line}");
+}

@@ -245,6 +245,10 @@ fn every_euicc_variant_and_iccid_shape_identifies_through_pcscd() {
         "simgate sets only Pending and Invalid: {blank}"
     );
     assert!(blank["iccid"].is_null(), "{blank}");
+    assert!(
+        blank["luhn_ok"].is_null(),
+        "no ICCID, no Luhn check to pass: {blank}"
+    );
     assert_eq!(blank["eid"], "89049032123451234512345678910062");
 
     let t0 = read_one(&pcsc, "euicc-reader-t0.toml");

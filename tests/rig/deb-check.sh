@@ -33,14 +33,16 @@ dpkg -i "$deb"
 
 mode() { [ "$(stat -c '%a %U %G' "$1")" = "$2" ] || { echo "    $1: $(stat -c '%a %U %G' "$1"), want $2" >&2; return 1; }; }
 check "/usr/bin/simgate 755 root" mode /usr/bin/simgate "755 root root"
-check "conffile 640 root:simgate" mode /etc/simgate/simgate.toml "640 root simgate"
+check "conffile 644 root:root (no secret in it)" mode /etc/simgate/simgate.toml "644 root root"
 check "conffile registered" bash -c 'dpkg-query -W -f="\${Conffiles}" simgate | grep -q /etc/simgate/simgate.toml'
 for f in /usr/lib/systemd/system/simgate.service /usr/share/polkit-1/rules.d/50-simgate.rules \
          /usr/share/simgate/udev/61-simgate-modem.rules /usr/share/simgate/udev/61-simgate-spare-port.rules \
          /usr/share/man/man1/simgate.1.gz /usr/share/man/man1/simgate-run.1.gz \
          /usr/share/bash-completion/completions/simgate \
          /usr/share/zsh/vendor-completions/_simgate /usr/share/fish/vendor_completions.d/simgate.fish \
-         /usr/share/doc/simgate/README.md /usr/share/doc/simgate/MQTT.md; do
+         /usr/share/doc/simgate/README.md /usr/share/doc/simgate/MQTT.md \
+         /usr/share/doc/simgate/schema/asyncapi.json /usr/share/doc/simgate/schema/event.schema.json \
+         /usr/share/doc/simgate/schema/sim-state.schema.json /usr/share/doc/simgate/schema/command.schema.json; do
   check "$f 644" mode "$f" "644 root root"
 done
 check "man page renders" bash -c 'zcat /usr/share/man/man1/simgate.1.gz | grep -q "^.TH simgate 1"'
@@ -50,6 +52,18 @@ check "/usr/bin/simgate --version" bash -c '/usr/bin/simgate --version | grep -q
 check "no emulators in the binary" bash -c '! /usr/bin/simgate emulate --help >/dev/null 2>&1'
 check "config check reads /etc/simgate/simgate.toml" \
   bash -c '/usr/bin/simgate config check | grep -qx "/etc/simgate/simgate.toml: ok"'
+# A user who is not root (nobody): the commands that need no secret work.
+check "config check as a user who is not root" \
+  bash -c 'as() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }; as /usr/bin/simgate config check | grep -qx "/etc/simgate/simgate.toml: ok"'
+check "readers as a user who is not root: no permission error on the configuration" \
+  bash -c '! setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/simgate readers 2>&1 | grep -qi "permission denied\|cannot read"'
+check "the password in a file of its own, read by run" bash -c '
+  install -m 0640 -g simgate /dev/null /etc/simgate/broker-password
+  printf "s3cret-pass\n" > /etc/simgate/broker-password
+  d=$(mktemp -d); printf "[broker]\npassword_file = \"/etc/simgate/broker-password\"\n" > $d/c.toml; chmod 644 $d/c.toml
+  out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/simgate --config $d/c.toml config check)
+  rm -rf $d /etc/simgate/broker-password
+  echo "$out" | grep -q "broker.password = <secret>  /etc/simgate/broker-password" && ! echo "$out" | grep -q s3cret'
 check "systemd-analyze verify" systemd-analyze verify /usr/lib/systemd/system/simgate.service
 score=$(systemd-analyze security --offline=true /usr/lib/systemd/system/simgate.service 2>/dev/null |
   sed -n 's/.*Overall exposure level for simgate.service: \([0-9.]*\).*/\1/p')
@@ -81,7 +95,7 @@ rm -rf "$state" "$state.log"
 
 dpkg --purge simgate
 trap - EXIT
-check "purge removes the user" bash -c '! getent passwd simgate >/dev/null'
+check "purge keeps the system user (Debian's convention)" bash -c 'getent passwd simgate >/dev/null'
 check "purge removes the files" bash -c '[ ! -e /usr/bin/simgate ] && [ ! -e /etc/simgate/simgate.toml ]'
 
 [ "$fail" -eq 0 ] && echo "deb-check: all checks passed" || { echo "deb-check: FAILED" >&2; exit 1; }

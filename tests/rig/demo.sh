@@ -43,8 +43,8 @@ for _ in range(150):
 sys.exit(1)
 PY
   if command -v chromium > /dev/null; then
-    # Into target/: the picture in the README (tests/rig/screenshots/) is a committed one
-    # of these, so a demo run leaves the work tree as it was.
+    # Into target/, leaving the work tree as it was (the README's pictures come from the
+    # page's tests, tests/it/web.rs).
     mkdir -p target/demo
     chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
       --disable-background-networking --disable-component-update --disable-sync \

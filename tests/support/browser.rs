@@ -87,6 +87,21 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// The page's viewport exactly `width` × `height` CSS pixels, as a laptop's window
+    /// or a phone (`mobile`: the page's meta viewport applies) shows it (Chrome DevTools
+    /// Protocol, Emulation.setDeviceMetricsOverride, through chromedriver).
+    pub fn viewport(&self, width: u32, height: u32, mobile: bool) {
+        self.call(
+            "POST",
+            "/goog/cdp/execute",
+            Some(
+                &json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                    "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile,
+                }}),
+            ),
+        );
+    }
+
     pub fn goto(&self, url: &str) {
         self.call("POST", "/url", Some(&json!({ "url": url })));
     }

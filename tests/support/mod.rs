@@ -814,12 +814,78 @@ pub fn parse_msg(line: &str) -> Option<Msg> {
     }
     let (retain, rest) = line.split_once(' ')?;
     let (topic, payload) = rest.split_once(' ')?;
-    Some(Msg {
+    let msg = Msg {
         retained: retain == "1",
         topic: topic.to_string(),
         payload: serde_json::from_str(payload)
             .unwrap_or(serde_json::Value::String(payload.to_string())),
-    })
+    };
+    if let Err(e) = wire_schema::check(&msg.topic, &msg.payload) {
+        panic!(
+            "{} does not match the contract's schema (schema/, MQTT.md): {e}\n{}",
+            msg.topic, msg.payload
+        );
+    }
+    Some(msg)
+}
+
+/// Every message an agent publishes that a test's subscriber sees is validated against
+/// the contract's JSON Schemas (src/schema.rs): the wire itself, not only the types,
+/// keeps to what schema/ and MQTT.md promise.
+mod wire_schema {
+    use std::sync::OnceLock;
+
+    struct Validator {
+        schemas: boon::Schemas,
+        index: Vec<(&'static str, boon::SchemaIndex)>,
+    }
+
+    fn validator() -> &'static Validator {
+        static V: OnceLock<Validator> = OnceLock::new();
+        V.get_or_init(|| {
+            let mut schemas = boon::Schemas::new();
+            let mut compiler = boon::Compiler::new();
+            let mut index = Vec::new();
+            for p in simgate::schema::PAYLOADS {
+                let url = format!("https://simgate.invalid/schema/v1/{}.schema.json", p.name);
+                let schema = simgate::schema::schema(p.name).expect("a schema per payload");
+                compiler
+                    .add_resource(&url, schema)
+                    .expect("a schema resource");
+                let i = compiler
+                    .compile(&url, &mut schemas)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", p.name));
+                index.push((p.name, i));
+            }
+            Validator { schemas, index }
+        })
+    }
+
+    /// The agent's own topics (agent → platform) only: tests publish bad commands and
+    /// records on purpose. A cleared retained message (empty) has no payload to check.
+    pub(super) fn check(topic: &str, payload: &serde_json::Value) -> Result<(), String> {
+        let Some(rest) = topic.strip_prefix("simgate/v1/") else {
+            return Ok(());
+        };
+        let parts: Vec<&str> = rest.split('/').skip(1).collect();
+        let name = match parts.as_slice() {
+            ["health"] => "health",
+            ["index"] => "index",
+            ["events"] => "event",
+            ["usage"] => "usage",
+            ["sim", _, "state"] => "sim-state",
+            ["cmd", _, "status"] => "command-status",
+            _ => return Ok(()),
+        };
+        if payload.as_str() == Some("") {
+            return Ok(());
+        }
+        let v = validator();
+        let (_, i) = v.index.iter().find(|(n, _)| *n == name).expect("indexed");
+        v.schemas
+            .validate(payload, *i)
+            .map_err(|e| format!("{e:#}"))
+    }
 }
 
 /// Test PKI made with the `openssl` CLI: a CA, a server certificate for 127.0.0.1 and

@@ -74,6 +74,7 @@ function snapshot(m) {
   S.swaps = new Map((rec.swaps || []).map((s) => [s.id, s]));
   $("rows").replaceChildren();
   S.rows.clear();
+  shown = [];
   const rows = (m.rows || []).slice().sort((a, b) => a.row.observed_at - b.row.observed_at);
   for (const r of rows) putRow(r.row, r.this_month_mb);
   const st = rec.station;
@@ -117,6 +118,14 @@ function read(r, tally, fresh) {
   const iccid = r.iccid || (r.eid ? "EID " + r.eid : null);
   const last = $("last");
   last.replaceChildren();
+  // The warnings first and whole: what a person must act on is never below the fold
+  // nor cut by the panel.
+  for (const w of r.warnings || []) {
+    const d = el("div", "warning");
+    d.setAttribute("role", "alert");
+    d.append(el("span", "icon", "⚠"), el("span", null, w));
+    last.append(d);
+  }
   if (r.qr && r.iccid) {
     const img = el("img", "qr last-qr");
     img.width = 128; img.height = 128;
@@ -125,9 +134,12 @@ function read(r, tally, fresh) {
     last.append(img);
   }
   last.append(el("div", "last-title", "#" + (r.n || "?") + " · " + r.reader));
-  last.append(el("div", "big iccid", iccid || "card not read"));
+  const big = el("div", "big");
+  if (r.iccid) big.append(iccidText(r.iccid));
+  else big.textContent = iccid || "card not read";
+  last.append(big);
   const facts = [];
-  if (r.form_factor) facts.push(r.form_factor === "esim" ? "eSIM" : "physical SIM");
+  if (r.form_factor) facts.push(kindWord(r.form_factor, r.blank_esim));
   if (r.status) facts.push(r.status);
   if (r.operator) facts.push(r.operator);
   if (r.lock && r.lock.state !== "ready") facts.push(lockText(r.lock));
@@ -136,12 +148,6 @@ function read(r, tally, fresh) {
   if (r.ms !== undefined) facts.push(r.ms + " ms");
   last.append(el("div", "facts", facts.join(" · ")));
   if (r.error) last.append(el("div", "facts", r.error));
-  for (const w of r.warnings || []) {
-    const d = el("div", "warning");
-    d.setAttribute("role", "alert");
-    d.append(el("span", "icon", "⚠"), el("span", null, w));
-    last.append(d);
-  }
   const li = el("li", (r.warnings || []).length ? "warned" : "",
     "#" + (r.n || "?") + "  " + (iccid || "unreadable") +
     ((r.warnings || []).length ? "  ⚠ " + r.warnings.join("; ") : ""));
@@ -169,32 +175,77 @@ function where(loc) {
   return "modem " + loc.port + (loc.slot ? " · slot " + loc.slot : "");
 }
 
-function putRow(row, mb) {
-  const old = S.rows.get(row.iccid);
-  const tr = renderRow(row, mb);
-  if (old) old.tr.replaceWith(tr); else $("rows").append(tr);
-  S.rows.set(row.iccid, { row, mb, tr });
-  if (row.present && !window.simgateSeen[row.iccid]) window.simgateSeen[row.iccid] = Date.now();
-  $("empty").hidden = S.rows.size > 0;
+// An ICCID (or EID) in groups of four, as printed on a SIM's card body: read at arm's
+// length, never wrapped; copied, it is the bare number (the gaps are margins).
+function iccidText(id) {
+  // An EID (32 digits, a Blank eSIM's key) may break between its groups on a phone.
+  const s = el("span", id.length > 20 ? "iccid eid" : "iccid");
+  for (let i = 0; i < id.length; i += 4) s.append(el("span", null, id.slice(i, i + 4)));
+  return s;
 }
 
-function renderRow(row, mb) {
+function kindWord(form, blank) {
+  if (form === "esim") return blank ? "Blank eSIM" : "eSIM";
+  return form === "physical" ? "physical SIM" : null;
+}
+
+const any = (pred) => { for (const r of S.rows.values()) if (pred(r.row, r.mb)) return true; return false; };
+const modemRow = (row) => row.location && row.location.kind === "modem";
+const has = (v) => v !== undefined && v !== null && v !== "" && !(Array.isArray(v) && !v.length);
+
+// The table's columns, for the people who read it. A warehouse person needs the ICCID,
+// whether it is there, its kind (physical, eSIM, Blank), its status and warnings and the
+// batch; a technician what the modem sees. A column is drawn only when some row has
+// something for it: platform columns once a record exists, the modem's once a SIM sits
+// in a modem. So nothing is a wall of dashes, and nothing is off-screen at 1366 px.
+const COLS = [
+  { label: "ICCID", cell: iccidCell },
+  { label: "Present", cell: (row) => el("span", row.present ? "p-yes" : "p-no",
+      (row.present ? "● here" : "○ gone") + (row.modem_silent ? " (modem silent)" : "")) },
+  { label: "Type", cell: (row) => {
+      const w = kindWord(row.form_factor, row.blank_esim);
+      return w ? el("span", "kind k-" + slug(w), w) : null;
+    } },
+  { label: "Status", cell: (row) => {
+      const b = el("span", "badge s-" + slug(row.status));
+      b.append(el("span", null, STATUS_ICON[row.status] || "·"), el("span", null, row.status || "no record"));
+      return b;
+    } },
+  { label: "Where", cell: (row) => where(row.location) },
+  { label: "In session", when: () => any(modemRow), cell: (row) => row.in_session },
+  { label: "Network", when: () => any(modemRow), cell: (row) => {
+      const m = modemRow(row) ? S.modems[row.location.port] : null;
+      if (!m) return null;
+      const parts = [];
+      if (m.signal) parts.push(m.signal.dbm !== undefined ? m.signal.dbm + " dBm" : "signal unknown");
+      if (m.registration) parts.push(m.registration.state + (m.registration.access_tech ? " · " + m.registration.access_tech : ""));
+      return parts.join(", ");
+    } },
+  { label: "Operator", when: () => any((r) => r.operator || r.spn), cell: (row) => row.operator || row.spn },
+  { label: "Plan", when: () => any((r) => r.platform), cell: (row, p) => p.plan },
+  { label: "SIM type", when: () => any((r) => r.platform), cell: (row, p) => p.sim_type },
+  { label: "Data left", when: () => any((r) => r.platform), cell: (row, p) => figure(p, row.estimate, "data_left_mb", " MB") },
+  { label: "Days left", when: () => any((r) => r.platform), cell: (row, p) => figure(p, row.estimate, "days_left", " d") },
+  { label: "This month", when: () => any((r, mb) => has(mb)), cell: (row, p, mb) => has(mb) ? mb + " MB" : null },
+  { label: "Company", when: () => any((r) => has((r.platform || {}).company) || has(r.company)), cell: (row, p) => p.company || row.company },
+  { label: "End user", when: () => any((r) => has((r.platform || {}).end_user)), cell: (row, p) => p.end_user },
+  { label: "Labels", when: () => any((r) => has((r.platform || {}).labels) || has(r.labels)),
+    cell: (row, p) => (has(p.labels) ? p.labels : row.labels || []).join(", ") },
+  { label: "Note", when: () => any((r) => has((r.platform || {}).note) || has(r.note)), cell: (row, p) => p.note || row.note },
+  { label: "Rules", when: () => any((r) => has((r.platform || {}).rules)),
+    cell: (row, p) => has(p.rules) ? p.rules.length + (p.rules.length === 1 ? " rule" : " rules") : null },
+];
+let shown = [];
+
+function iccidCell(row) {
   const p = row.platform || {};
-  const tr = el("tr", row.present ? "present" : "absent");
-  tr.dataset.iccid = row.iccid;
-  const td = (label, content, cls) => {
-    const c = el("td", cls);
-    c.dataset.label = label;
-    if (content instanceof Node) c.append(content);
-    else c.textContent = content === undefined || content === null || content === "" ? dash : String(content);
-    tr.append(c);
-    return c;
-  };
-  // ICCID, eSIM mark and QR code, buttons.
   const id = el("div");
-  id.append(el("span", "iccid", row.iccid));
+  id.append(iccidText(row.iccid));
+  // What is wrong comes first under the number, in words.
+  if (row.problem) id.append(el("div", "problem", "⚠ " + row.problem));
+  if (row.pending) id.append(el("div", "cmd-state", "pending: " + row.pending));
+  if (row.lock && row.lock.state !== "ready") id.append(el("div", "problem", "⚠ " + lockText(row.lock)));
   if (row.form_factor === "esim") {
-    id.append(el("span", "esim", "eSIM"));
     const payload = p.activation_code || row.eid;
     if (payload) {
       const img = el("img", "qr");
@@ -206,36 +257,54 @@ function renderRow(row, mb) {
       id.append(img);
     }
   }
-  if (row.problem) id.append(el("div", "cmd-state failed", row.problem));
-  if (row.lock && row.lock.state !== "ready") id.append(el("div", "cmd-state failed", lockText(row.lock)));
-  if (row.pending) id.append(el("div", "cmd-state", "pending: " + row.pending));
   id.append(actions(row));
-  td("ICCID", id);
-  const b = el("span", "badge s-" + slug(row.status));
-  b.append(el("span", null, STATUS_ICON[row.status] || "·"), el("span", null, row.status || "no record"));
-  td("Status", b);
-  td("In session", row.in_session);
-  td("Operator", row.operator || row.spn);
-  td("Plan", p.plan);
-  td("Company", p.company || row.company);
-  td("End user", p.end_user);
-  td("Data left", figure(p, row.estimate, "data_left_mb", " MB"));
-  td("Days left", figure(p, row.estimate, "days_left", " d"));
-  td("This month (MB)", mb === undefined || mb === null ? dash : mb);
-  td("Note", p.note || row.note);
-  const rules = p.rules || [];
-  td("Rules", rules.length ? rules.length + (rules.length === 1 ? " rule" : " rules") : dash);
-  td("Labels", (p.labels && p.labels.length ? p.labels : row.labels || []).join(", "));
-  td("SIM type", p.sim_type);
-  td("Where", where(row.location));
-  const m = row.location && row.location.kind === "modem" ? S.modems[row.location.port] : null;
-  const sig = m && m.signal ? (m.signal.dbm !== undefined ? m.signal.dbm + " dBm" : "unknown") : (m ? dash : "n/a");
-  td("Signal", sig);
-  const reg = m && m.registration ? m.registration.state + (m.registration.access_tech ? " · " + m.registration.access_tech : "") : (m ? dash : "n/a");
-  td("Registration", reg);
-  const pres = el("span", row.present ? "p-yes" : "p-no",
-    (row.present ? "● yes" : "○ no") + (row.modem_silent ? " (modem silent)" : ""));
-  td("Present", pres);
+  return id;
+}
+
+function putRow(row, mb) {
+  const old = S.rows.get(row.iccid);
+  S.rows.set(row.iccid, { row, mb, tr: old ? old.tr : null, seen: old ? old.seen : S.rows.size });
+  if (row.present && !window.simgateSeen[row.iccid]) window.simgateSeen[row.iccid] = Date.now();
+  const cols = COLS.filter((c) => !c.when || c.when());
+  const same = cols.length === shown.length && cols.every((c, i) => c === shown[i]);
+  if (!same) { shown = cols; header(); for (const r of S.rows.values()) draw(r); }
+  else draw(S.rows.get(row.iccid));
+  order();
+  $("empty").hidden = S.rows.size > 0;
+}
+
+function header() {
+  const tr = el("tr");
+  for (const c of shown) tr.append(el("th", null, c.label));
+  $("head").replaceChildren(tr);
+}
+
+function draw(r) {
+  const tr = renderRow(r.row, r.mb);
+  if (r.tr) r.tr.replaceWith(tr); else $("rows").append(tr);
+  r.tr = tr;
+}
+
+// Present SIMs first, each group in the order first seen; only rows out of place move.
+function order() {
+  const want = Array.from(S.rows.values())
+    .sort((a, b) => (b.row.present - a.row.present) || (a.seen - b.seen));
+  const body = $("rows");
+  want.forEach((r, i) => { if (body.children[i] !== r.tr) body.insertBefore(r.tr, body.children[i] || null); });
+}
+
+function renderRow(row, mb) {
+  const p = row.platform || {};
+  const tr = el("tr", row.present ? "present" : "absent");
+  tr.dataset.iccid = row.iccid;
+  for (const c of shown) {
+    const content = c.cell(row, p, mb);
+    const td = el("td");
+    td.dataset.label = c.label;
+    if (content instanceof Node) td.append(content);
+    else td.textContent = content === undefined || content === null || content === "" ? dash : String(content);
+    tr.append(td);
+  }
   return tr;
 }
 
@@ -335,22 +404,41 @@ function swap(s) {
   activity();
 }
 
-// Commands and swaps of this run, newest first.
+// Commands and swaps of this run, newest first: a swap as a list of its steps in words.
+const STEP_WORD = {
+  prepare: "Prepare", act: "Switch / replace", detect: "New SIM detected", verify: "Verify",
+  commit: "Committed", rollback: "Roll back",
+};
 function activity() {
   const box = $("activity");
   box.replaceChildren();
   for (const s of Array.from(S.swaps.values()).reverse()) {
     const d = el("div", "swap");
-    d.append(el("b", null, "swap " + s.id + " (" + s.iccid + "): "));
-    d.append(el("span", null, s.steps.map((st) =>
-      st.step + (st.ok === true ? " ✓" : st.ok === false ? " ✕" : " …") + (st.detail ? " (" + st.detail + ")" : "")
-    ).join(" → ")));
+    const last = s.steps[s.steps.length - 1];
+    const end = last && (last.step === "commit" || last.step === "rollback") && last.ok !== undefined && last.ok !== null;
+    const head = el("div", "swap-head");
+    head.append(el("b", null, "Swap of "), iccidText(s.iccid),
+      el("span", "muted", end ? (last.step === "commit" && last.ok ? " — done" : " — ended") : " — under way"));
+    d.append(head);
+    const ol = el("ol", "steps");
+    // One line per step: its end replaces its start.
+    const steps = new Map();
+    for (const st of s.steps) steps.set(st.step, st);
+    for (const st of steps.values()) {
+      const li = el("li", st.ok === true ? "ok" : st.ok === false ? "bad" : "run");
+      li.append(el("span", "mark", st.ok === true ? "✓" : st.ok === false ? "✕" : "…"),
+        el("b", null, STEP_WORD[st.step] || st.step),
+        el("span", null, st.detail ? " " + st.detail : ""),
+        el("span", "muted", st.secs !== undefined && st.secs !== null ? " (" + st.secs.toFixed(1) + " s)" : ""));
+      ol.append(li);
+    }
+    d.append(ol);
     box.append(d);
   }
   const cmds = Array.from(S.commands.values()).reverse().slice(0, 10);
   for (const c of cmds) {
     box.append(el("div", "cmd cmd-state " + c.status,
-      c.action + " " + c.iccid + ": " + c.status + (c.reason ? " — " + c.reason : "") + " [" + c.id + "]"));
+      c.action + " " + c.iccid + ": " + c.status + (c.reason ? " — " + c.reason : "")));
   }
 }
 
