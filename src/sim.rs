@@ -307,6 +307,7 @@ wire_words! {
 /// the hardware tells (a VERIFY or UNBLOCK PIN with no data in a reader, TS 102 221
 /// §11.1.9 and §11.1.13; the family's counter command in a modem). Never a PIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Lock {
     pub state: LockState,
     /// `None`: not told (a ready SIM in a reader: disabled or verified look alike).

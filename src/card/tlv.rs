@@ -85,26 +85,7 @@ fn tlv(input: &[u8]) -> IResult<&[u8], Tlv<'_>> {
 /// Every object of one level of `data`. Padding bytes 00 and FF between objects (ISO/IEC
 /// 7816-4 §5.2.2) are skipped.
 pub fn parse(data: &[u8]) -> Result<Vec<Tlv<'_>>, TlvError> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while let Some((&first, tail)) = rest.split_first() {
-        if first == 0x00 || first == 0xFF {
-            rest = tail;
-            continue;
-        }
-        match tlv(rest) {
-            Ok((r, t)) => {
-                out.push(t);
-                rest = r;
-            }
-            Err(_) => {
-                return Err(TlvError {
-                    offset: data.len() - rest.len(),
-                })
-            }
-        }
-    }
-    Ok(out)
+    Ok(parse_whole(data)?.into_iter().map(|(t, _)| t).collect())
 }
 
 /// Every object of one level of `data`, each with its whole encoding (tag, length and

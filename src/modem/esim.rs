@@ -32,34 +32,58 @@ impl<T: AtIo> CardTransport for Cgla<'_, T> {
                 self.max_apdu
             )));
         }
-        let hexed = hex::encode_upper(command);
-        let cmd = AtCommand::new(&format!(
-            "AT+CGLA={},{},{}",
-            self.channel,
-            hexed.len(),
-            crate::at::quote(&hexed)
-        ))
-        .map_err(|e| CardError::Transport(e.to_string()))?;
-        let answer = self
-            .rt
-            .block_on(self.conn.command(&cmd, self.timeout))
-            .map_err(|e| CardError::Transport(format!("modem: {e}")))?;
-        match answer {
-            Ok(r) => reply::cgla_checked(&r.lines).map_err(|detail| CardError::Malformed {
-                command: "+CGLA",
-                detail,
-            }),
+        let channel = format!("{},", self.channel);
+        apdu_line(
+            self.conn,
+            &self.rt,
+            self.timeout,
+            ("+CGLA", &channel),
+            command,
             // The modem refused the line: its channel is gone (the SIM was reset or
             // removed under us) or it does not take this APDU.
-            Err(refusal) => Err(CardError::Transport(format!(
-                "the modem refused +CGLA ({refusal}): its logical channel is gone or the APDU is not accepted"
-            ))),
-        }
+            ": its logical channel is gone or the APDU is not accepted",
+        )
     }
 }
 
-/// +CSIM (TS 27.007 §8.17) as a card transport: each command APDU whole, on the basic
-/// channel (the channel is in its CLA), the response APDU back with its status word.
+/// One command APDU as one AT line — `AT+CGLA=<channel>,<length>,"<hex>"` (TS 27.007
+/// §8.43) or `AT+CSIM=<length>,"<hex>"` (§8.17), `<length>` counting hex characters —
+/// and the response APDU of its answer, length checked. A refused line is the link
+/// failing, said with `refused`.
+fn apdu_line<T: AtIo>(
+    conn: &mut AtConnection<T>,
+    rt: &tokio::runtime::Handle,
+    timeout: Duration,
+    (command_name, lead): (&'static str, &str),
+    apdu: &[u8],
+    refused: &str,
+) -> Result<Vec<u8>, CardError> {
+    let hexed = hex::encode_upper(apdu);
+    let cmd = AtCommand::new(&format!(
+        "AT{command_name}={lead}{},{}",
+        hexed.len(),
+        crate::at::quote(&hexed)
+    ))
+    .map_err(|e| CardError::Transport(e.to_string()))?;
+    let answer = rt
+        .block_on(conn.command(&cmd, timeout))
+        .map_err(|e| CardError::Transport(format!("modem: {e}")))?;
+    match answer {
+        Ok(r) => {
+            reply::apdu_checked(&r.lines, command_name).map_err(|detail| CardError::Malformed {
+                command: command_name,
+                detail,
+            })
+        }
+        Err(refusal) => Err(CardError::Transport(format!(
+            "the modem refused {command_name} ({refusal}){refused}"
+        ))),
+    }
+}
+
+/// +CSIM (TS 27.007 §8.17) as a card transport: each command APDU whole, the logical
+/// channel in its CLA (opened with MANAGE CHANNEL through it), the response APDU back
+/// with its status word.
 struct Csim<'a, T: AtIo> {
     conn: &'a mut AtConnection<T>,
     timeout: Duration,
@@ -68,28 +92,14 @@ struct Csim<'a, T: AtIo> {
 
 impl<T: AtIo> CardTransport for Csim<'_, T> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, CardError> {
-        let hexed = hex::encode_upper(command);
-        let cmd = AtCommand::new(&format!(
-            "AT+CSIM={},{}",
-            hexed.len(),
-            crate::at::quote(&hexed)
-        ))
-        .map_err(|e| CardError::Transport(e.to_string()))?;
-        let answer = self
-            .rt
-            .block_on(self.conn.command(&cmd, self.timeout))
-            .map_err(|e| CardError::Transport(format!("modem: {e}")))?;
-        match answer {
-            Ok(r) => {
-                reply::apdu_checked(&r.lines, "+CSIM").map_err(|detail| CardError::Malformed {
-                    command: "+CSIM",
-                    detail,
-                })
-            }
-            Err(refusal) => Err(CardError::Transport(format!(
-                "the modem refused +CSIM ({refusal})"
-            ))),
-        }
+        apdu_line(
+            self.conn,
+            &self.rt,
+            self.timeout,
+            ("+CSIM", ""),
+            command,
+            "",
+        )
     }
 }
 

@@ -151,14 +151,23 @@ pub struct Limits {
 /// this leaves room for a few, and for the states and statuses never shed.
 pub const DISK_RESERVE_FLOOR: u64 = 2 * 1024 * 1024;
 
+/// The most disk reserve, whatever the fraction: what the outbox needs to go on
+/// writing is a few sled segments, not a share of a large disk (5 % of a 250 GB server
+/// disk is 12.5 GB: with less free than that, every queued event was shed).
+pub const DISK_RESERVE_CEILING: u64 = 256 * 1024 * 1024;
+
 /// The disk reserve for a store in `dir`: `percent` of its file system's size, at least
-/// [`DISK_RESERVE_FLOOR`]. A fixed figure fits no disk: 8 MiB was a sixth of a small
-/// gateway's partition and nothing on a server's.
+/// [`DISK_RESERVE_FLOOR`] and at most [`DISK_RESERVE_CEILING`]. A fixed figure fits no
+/// disk: 8 MiB was a sixth of a small gateway's partition and nothing on a server's.
 pub fn disk_reserve(dir: &std::path::Path, percent: u8) -> u64 {
     let total = fs2::total_space(dir).unwrap_or(0);
+    reserve_of(total, percent)
+}
+
+fn reserve_of(total: u64, percent: u8) -> u64 {
     (total / 100)
         .saturating_mul(u64::from(percent))
-        .max(DISK_RESERVE_FLOOR)
+        .clamp(DISK_RESERVE_FLOOR, DISK_RESERVE_CEILING)
 }
 
 impl Limits {
@@ -835,6 +844,18 @@ mod tests {
         );
         drop((ob, st));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_disk_reserve_is_a_fraction_of_the_disk_between_its_floor_and_its_ceiling() {
+        const GB: u64 = 1_000_000_000;
+        // A small gateway's 32 MB partition: the floor.
+        assert_eq!(reserve_of(32_000_000, 5), DISK_RESERVE_FLOOR);
+        // A 1 GB card: 5 %.
+        assert_eq!(reserve_of(GB, 5), 50_000_000);
+        // A 250 GB server disk: the ceiling, not 12.5 GB (regression: every queued event
+        // was shed with 12 GB free).
+        assert_eq!(reserve_of(250 * GB, 5), DISK_RESERVE_CEILING);
     }
 
     #[test]
