@@ -691,19 +691,6 @@ fn pcscd_in_a_crash_loop_is_followed_again_each_time_and_nothing_is_lost() {
     );
 }
 
-/// A `Duration`'s Debug text (`187.5ms`, `1.25s`) in seconds.
-fn debug_secs(text: &str) -> Option<f64> {
-    let (number, unit) = text.split_at(text.find(|c: char| c.is_alphabetic() || c == 'µ')?);
-    let n: f64 = number.parse().ok()?;
-    Some(match unit {
-        "ns" => n / 1e9,
-        "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        _ => return None,
-    })
-}
-
 /// Regression: with pcscd crashing in a loop, the PC/SC reconnect backoff climbed from
 /// crash to crash (a context that served for less than 30 s did not reset it) to its
 /// 10 s cap, so a card put in after pcscd's return waited 5-12 s to be seen. The wait
@@ -770,15 +757,16 @@ fn pcscd_crashing_in_a_loop_does_not_slow_card_detection_from_crash_to_crash() {
     let mut first_waits = Vec::new();
     let mut lost = false;
     for l in &log.seen {
-        if l.contains("reader watch interrupted") {
+        // pcscd going is said through src/away.rs ("… is away", then "still away").
+        if l.contains("PC/SC (pcscd)") && (l.contains("is away") || l.contains("still away")) {
             lost = true;
         } else if lost && l.contains("PC/SC context retry") {
             lost = false;
             // The log is JSON lines (src/logging.rs).
             let wait = serde_json::from_str::<Value>(l)
                 .ok()
-                .and_then(|v| v["fields"]["retry_in"].as_str().and_then(debug_secs));
-            first_waits.push(wait.unwrap_or_else(|| panic!("no retry_in in {l:?}")));
+                .and_then(|v| v["fields"]["retry_secs"].as_f64());
+            first_waits.push(wait.unwrap_or_else(|| panic!("no retry_secs in {l:?}")));
         }
     }
     let mut sorted = delays.clone();
