@@ -342,19 +342,29 @@ fn a_server_certificate_from_another_ci_is_refused_by_name() {
     );
 }
 
-#[test]
-fn a_bad_server_signature_is_refused_by_the_euicc_and_nothing_installed() {
-    let rig = rig(&["--fault", "bad-signature"]);
+/// A download of SIMGATE-TEST-1 onto a Blank eUICC in a reader, from an SM-DP+ playing
+/// `fault`: it must fail. Its result line, with the rig and the card still there.
+fn failing_download(fault: &str) -> (Rig, Pcsc, support::Card, serde_json::Value) {
+    let rig = rig(&["--fault", fault]);
     let pcsc = Pcsc::start();
-    let _card = blank_euicc(&pcsc, &rig);
+    let card = blank_euicc(&pcsc, &rig);
     let out = download(
         &pcsc,
         &rig,
         &rig.smdp.activation_code("SIMGATE-TEST-1"),
         &[],
     );
-    assert!(!out.status.success());
+    assert!(
+        !out.status.success(),
+        "a download against {fault} succeeded"
+    );
     let r = result(&out);
+    (rig, pcsc, card, r)
+}
+
+#[test]
+fn a_bad_server_signature_is_refused_by_the_euicc_and_nothing_installed() {
+    let (_rig, pcsc, _card, r) = failing_download("bad-signature");
     assert_eq!(r["at"], "AuthenticateServer", "{r}");
     assert!(
         r["error"].as_str().unwrap().contains("invalidSignature"),
@@ -365,17 +375,7 @@ fn a_bad_server_signature_is_refused_by_the_euicc_and_nothing_installed() {
 
 #[test]
 fn a_package_with_a_bad_mac_is_refused_by_the_euicc_and_its_result_reaches_the_server() {
-    let rig = rig(&["--fault", "bad-mac"]);
-    let pcsc = Pcsc::start();
-    let _card = blank_euicc(&pcsc, &rig);
-    let out = download(
-        &pcsc,
-        &rig,
-        &rig.smdp.activation_code("SIMGATE-TEST-1"),
-        &[],
-    );
-    assert!(!out.status.success());
-    let r = result(&out);
+    let (rig, pcsc, _card, r) = failing_download("bad-mac");
     assert_eq!(r["at"], "LoadBoundProfilePackage", "{r}");
     assert!(
         r["error"].as_str().unwrap().contains("scp03tSecurityError"),

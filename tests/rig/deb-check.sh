@@ -60,7 +60,7 @@ check "readers as a user who is not root: no permission error on the configurati
 check "the password in a file of its own, read by run" bash -c '
   install -m 0640 -g simgate /dev/null /etc/simgate/broker-password
   printf "s3cret-pass\n" > /etc/simgate/broker-password
-  d=$(mktemp -d); printf "[broker]\npassword_file = \"/etc/simgate/broker-password\"\n" > $d/c.toml; chmod 644 $d/c.toml
+  d=$(mktemp -d); chmod 755 $d; printf "[broker]\npassword_file = \"/etc/simgate/broker-password\"\n" > $d/c.toml; chmod 644 $d/c.toml
   out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/simgate --config $d/c.toml config check)
   rm -rf $d /etc/simgate/broker-password
   echo "$out" | grep -q "broker.password = <secret>  /etc/simgate/broker-password" && ! echo "$out" | grep -q s3cret'
