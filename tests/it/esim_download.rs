@@ -375,7 +375,7 @@ fn a_bad_server_signature_is_refused_by_the_euicc_and_nothing_installed() {
 
 #[test]
 fn a_package_with_a_bad_mac_is_refused_by_the_euicc_and_its_result_reaches_the_server() {
-    let (rig, pcsc, _card, r) = failing_download("bad-mac");
+    let (rig, _pcsc, _card, r) = failing_download("bad-mac");
     assert_eq!(r["at"], "LoadBoundProfilePackage", "{r}");
     assert!(
         r["error"].as_str().unwrap().contains("scp03tSecurityError"),
