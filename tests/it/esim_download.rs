@@ -544,19 +544,7 @@ fn a_kill_mid_package_is_reconciled_by_the_next_download_on_that_reader() {
     let code = rig.smdp.activation_code("SIMGATE-TEST-BIG");
     let mut first = support::Proc::spawn(
         "simgate esim download",
-        pcsc.simgate()
-            .arg("--config")
-            .arg(&cfg)
-            .args([
-                "esim",
-                "download",
-                "--yes",
-                "--json",
-                "--activation-code",
-                &code,
-            ])
-            .args(["--ci-dir", &pki_arg(&rig.pki)])
-            .stdout(std::process::Stdio::piped()),
+        configured_download(&pcsc, &rig, &cfg, &code).stdout(std::process::Stdio::piped()),
     );
     let mut lines = support::Lines::new(first.child.stdout.take().unwrap());
     let seen = lines.expect(
@@ -573,19 +561,7 @@ fn a_kill_mid_package_is_reconciled_by_the_next_download_on_that_reader() {
         .expect("the first download's transaction");
     assert!(seen.contains("installing"));
 
-    let out = pcsc
-        .simgate()
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "esim",
-            "download",
-            "--yes",
-            "--json",
-            "--activation-code",
-            &code,
-        ])
-        .args(["--ci-dir", &pki_arg(&rig.pki)])
+    let out = configured_download(&pcsc, &rig, &cfg, &code)
         .output()
         .unwrap();
     let lines = json_lines(&out);
@@ -646,4 +622,21 @@ fn without_an_activation_code_the_euiccs_default_smdp_is_asked() {
             .any(|c| c["function"] == "initiateAuthentication"),
         "{calls:?}"
     );
+}
+
+/// `simgate --config CFG esim download --yes --json` of `code`, trusting the rig's CI.
+fn configured_download(pcsc: &Pcsc, rig: &Rig, cfg: &Path, code: &str) -> std::process::Command {
+    let mut c = pcsc.simgate();
+    c.arg("--config")
+        .arg(cfg)
+        .args([
+            "esim",
+            "download",
+            "--yes",
+            "--json",
+            "--activation-code",
+            code,
+        ])
+        .args(["--ci-dir", &pki_arg(&rig.pki)]);
+    c
 }
