@@ -388,8 +388,8 @@ async fn with_the_token_a_command_goes_to_the_daemon_as_a_platform_command_and_2
     assert_eq!(got.command.id, "web-7");
     assert_eq!(got.command.action, crate::contract::Action::Swap);
     assert_eq!(
-        got.command.swap,
-        Some(crate::contract::SwapTarget::ToSlot(2))
+        got.command.params,
+        crate::contract::Params::Swap(crate::contract::SwapTarget::ToSlot(2))
     );
     assert!(got.command.expires_at > crate::time::unix_now());
     got.claimed.send(()).unwrap();
