@@ -1057,6 +1057,23 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
     })
 }
 
+/// A command from a local surface (the station page's buttons), which names neither
+/// the schema version nor an expiry: given this version, `expires_at` and empty params
+/// when it has none, then checked exactly as the platform's ([`parse_command`]).
+pub fn parse_local_command(
+    mut body: serde_json::Value,
+    now: u64,
+    expires_at: u64,
+) -> Result<Command, Refusal> {
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("v".into(), SCHEMA_VERSION.into());
+        obj.insert("expires_at".into(), expires_at.into());
+        obj.entry("params")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    }
+    parse_command(body.to_string().as_bytes(), now)
+}
+
 /// A platform record message on `sim/<iccid>/platform`: `{"v":1, ...record fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
