@@ -25,6 +25,8 @@
 
 mod execute;
 mod plan;
+#[cfg(all(test, feature = "fuzzing"))]
+mod props;
 
 use super::work::{Done, Failure, ModemPorts};
 use super::{Ctx, DaemonError};
