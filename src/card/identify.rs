@@ -25,17 +25,7 @@ use super::apdu::{Apdu, Channel, StatusWord};
 use super::es10::{self, ProfileInfo, ProfileState};
 use super::euicc::{self, Eid, IsdrAid, Profiles};
 use super::iccid::Iccid;
-use super::{subscriber, tlv, CardError, CardTransport};
-
-crate::sim::wire_words! {
-    /// Which command set the card speaks.
-    pub enum CardKind {
-        /// A UICC (ETSI TS 102 221), CLA 00.
-        Uicc = "uicc",
-        /// A legacy GSM SIM (3GPP TS 51.011), CLA A0.
-        Gsm = "gsm",
-    }
-}
+use super::{subscriber, tlv, CardError, CardKind, CardTransport};
 
 /// What the eUICC side of a card told us.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,12 +13,23 @@ pub mod euicc;
 pub mod iccid;
 pub mod identify;
 pub mod pin;
+pub mod pin_command;
 pub mod subscriber;
 pub mod tlv;
 
 pub use apdu::{Apdu, Response, StatusWord};
 pub use iccid::Iccid;
-pub use identify::{identify, CardKind, Euicc, Identity, Options};
+pub use identify::{identify, Euicc, Identity, Options};
+
+crate::sim::wire_words! {
+    /// Which command set the card speaks.
+    pub enum CardKind {
+        /// A UICC (ETSI TS 102 221), CLA 00.
+        Uicc = "uicc",
+        /// A legacy GSM SIM (3GPP TS 51.011), CLA A0.
+        Gsm = "gsm",
+    }
+}
 
 /// Failures talking to a card. `Refused` is the card saying no (a status word); the other
 /// variants are the link failing — retries are decided on these variants, never on text.

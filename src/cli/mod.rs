@@ -3,7 +3,6 @@
 //! formats for humans or prints JSON.
 
 mod config;
-mod download;
 #[cfg(feature = "emulators")]
 mod emulate;
 mod error;

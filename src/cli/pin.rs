@@ -3,7 +3,8 @@
 //! from the command line, where `ps` and the shell's history would keep them.
 
 use super::UsageError;
-use crate::card::pin::{self, PinFailure};
+use crate::card::pin::PinFailure;
+use crate::card::pin_command;
 use crate::sim::{Lock, PinOp, PinRequest, Secret};
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -117,7 +118,7 @@ async fn through_reader(name: Option<String>, req: PinRequest) -> anyhow::Result
     tokio::task::spawn_blocking(move || {
         let reader = super::esim::pick_reader(name)?;
         let (r, iccid) = crate::reader::with_card(&reader, timeout, move |t| {
-            (pin::on_card(t, None, &req), false)
+            (pin_command::on_card(t, None, &req), false)
         })??;
         Ok(match r {
             Ok(lock) => (Ok(()), iccid, lock),

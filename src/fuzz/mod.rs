@@ -330,7 +330,7 @@ pub fn ef(data: &[u8]) {
     let check = |i: &Iccid, from: &dyn std::fmt::Debug| {
         assert!(contract::valid_iccid(i.as_str()), "ICCID {i} from {from:?}");
         assert_eq!(Iccid::from_digits(&i.to_string()).as_ref(), Ok(i));
-        let raw = crate::emu::vcard::card::iccid_to_ef(i.as_str());
+        let raw = crate::emu::vcard::iccid_to_ef(i.as_str());
         assert_eq!(Iccid::from_ef(&raw).as_ref(), Ok(i), "EF {raw:02X?}");
     };
     if let Ok(i) = Iccid::from_ef(data) {

@@ -440,7 +440,7 @@ fn iccid_digits_encode_to_ef_and_decode_back() {
             true => format!("{body}{}", luhn_digit(&body)),
             false => format!("{body}0"),
         };
-        let raw = crate::emu::vcard::card::iccid_to_ef(&digits);
+        let raw = crate::emu::vcard::iccid_to_ef(&digits);
         let i = Iccid::from_ef(&raw).unwrap();
         assert_eq!(i.as_str(), digits);
         assert_eq!(i.luhn_ok(), card::iccid::luhn_valid(&digits));

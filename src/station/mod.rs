@@ -262,7 +262,7 @@ struct PinJob {
 }
 
 /// Disable PIN1 on the card just read: its lock is read again and guarded (src/card/
-/// pin.rs `on_card`): a card whose PIN is already off costs nothing, one with 1 attempt
+/// pin_command.rs `on_card`): a card whose PIN is already off costs nothing, one with 1 attempt
 /// left is skipped, loudly.
 async fn disable_pin(
     reader: &str,
@@ -313,7 +313,10 @@ async fn disable_pin(
     };
     let outcome = tokio::task::spawn_blocking(move || {
         crate::reader::with_card(&name, settings.card_timeout.saturating_mul(2), move |t| {
-            (crate::card::pin::on_card(t, Some(&iccid), &req), false)
+            (
+                crate::card::pin_command::on_card(t, Some(&iccid), &req),
+                false,
+            )
         })
     })
     .await;

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod architecture;
 mod card_engine;
 mod card_vectors;
 mod chaos;

@@ -382,7 +382,12 @@ fn reader_pin(ctx: &Ctx, id: String, reader: String, want: &str, req: PinRequest
         let outcome = crate::reader::with_card(
             &c_name(&name)?,
             settings.card_timeout.saturating_mul(2),
-            move |t| (crate::card::pin::on_card(t, Some(&iccid), &req), false),
+            move |t| {
+                (
+                    crate::card::pin_command::on_card(t, Some(&iccid), &req),
+                    false,
+                )
+            },
         )
         .map_err(|e| (RefusalCode::Failed, e.to_string()))?
         .map_err(|e| (RefusalCode::Failed, e.to_string()))?;

@@ -75,7 +75,7 @@ pub(crate) enum Plan {
     ModemEsim { port: String, work: esim::Work },
     /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
     Swap { port: String, target: SwapTarget },
-    /// A PIN operation on the card in `reader` (src/card/pin.rs `on_card`), the card
+    /// A PIN operation on the card in `reader` (src/card/pin_command.rs `on_card`), the card
     /// read again after.
     ReaderPin { reader: String, req: PinRequest },
     /// A PIN operation on the SIM in the modem of `port`, through its supervisor.

@@ -163,7 +163,7 @@ impl ProfilesFile {
 /// ICCID digits to the 10 bytes of EF.ICCID (TS 102 221 §13.2: swapped nibbles,
 /// F-padded), the coding of SGP.22's Iccid (tag 5A).
 pub fn iccid_bytes(digits: &str) -> Vec<u8> {
-    crate::emu::vcard::card::iccid_to_ef(digits)
+    crate::emu::vcard::iccid_to_ef(digits)
 }
 
 /// ICCID digits to the ProfileHeader's iccid: BCD in written order, F-padded to 10

@@ -121,17 +121,6 @@ fn sw(data: &[u8], sw1: u8, sw2: u8) -> Vec<u8> {
     out
 }
 
-/// ICCID digits to EF.ICCID bytes (TS 102 221 §13.2: swapped nibbles, F-padded): the
-/// printer of `card::Iccid::from_ef`.
-pub fn iccid_to_ef(digits: &str) -> Vec<u8> {
-    let mut nibbles: Vec<u8> = digits
-        .chars()
-        .filter_map(|c| c.to_digit(16).map(|d| d as u8))
-        .collect();
-    nibbles.resize(20, 0xF);
-    nibbles.chunks(2).map(|p| p[1] << 4 | p[0]).collect()
-}
-
 /// A BER-TLV, through the card engine's encoder (any length: a profile list of many
 /// profiles passes 255 bytes).
 fn tlv(tag: &[u8], value: &[u8]) -> Vec<u8> {
@@ -231,7 +220,7 @@ impl VirtualCard {
         }
         self.files.remove(&iccid_path);
         if let Some(p) = self.profiles.iter().find(|p| p.enabled).cloned() {
-            self.files.insert(iccid_path, iccid_to_ef(&p.iccid));
+            self.files.insert(iccid_path, super::iccid_to_ef(&p.iccid));
             for (k, v) in &p.files {
                 if let (Ok(k), Ok(v)) = (parse_path(k), hex::decode(v)) {
                     self.files.insert(k, v);
@@ -879,7 +868,7 @@ impl VirtualCard {
         let want = iccid_tlv?;
         self.profiles
             .iter()
-            .position(|p| iccid_to_ef(&p.iccid) == want)
+            .position(|p| super::iccid_to_ef(&p.iccid) == want)
     }
 
     fn notify(&mut self, event: NotificationEvent, i: usize) {
@@ -965,7 +954,7 @@ impl VirtualCard {
                     .flat_map(|p| {
                         let mut i = Vec::new();
                         if asks(0x5A) {
-                            i.extend(der(0x5A, &iccid_to_ef(&p.iccid)));
+                            i.extend(der(0x5A, &super::iccid_to_ef(&p.iccid)));
                         }
                         if asks(0x9F70) {
                             i.extend(der(0x9F70, &[u8::from(p.enabled)]));

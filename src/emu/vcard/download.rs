@@ -914,7 +914,7 @@ pub(super) fn notification_metadata(
     m.extend(tlv(0x81, &event.bit_string()));
     m.extend(tlv(0x0C, address.as_bytes()));
     if let Some(i) = iccid {
-        m.extend(tlv(0x5A, &super::card::iccid_to_ef(i)));
+        m.extend(tlv(0x5A, &super::iccid_to_ef(i)));
     }
     tlv(0xBF2F, &m)
 }

@@ -211,7 +211,7 @@ impl Dp {
         let isc = tlv(0xBF23, &isc);
 
         let a0: Vec<u8> = bsp.encrypt_and_mac(0x87, &tlv(0xBF24, &[])).concat();
-        let mut meta = tlv(0x5A, &super::super::card::iccid_to_ef(iccid));
+        let mut meta = tlv(0x5A, &super::super::iccid_to_ef(iccid));
         meta.extend(tlv(0x91, b"Test Operator"));
         meta.extend(tlv(0x92, b"Test Profile"));
         meta.extend(tlv(0x95, &[2]));
@@ -392,12 +392,12 @@ fn a_download_installs_the_profile_disabled_with_a_signed_pir_kept_as_notificati
     );
     assert_eq!(path(&ok(&mut c, &tlv(0xBF28, &[])), &[0xBF28, 0xA0]), b"");
     // Enabled, the profile's ICCID and the package's EF.IMSI are what the card shows.
-    let mut enable = tlv(0x5A, &super::super::card::iccid_to_ef(NEW_ICCID));
+    let mut enable = tlv(0x5A, &super::super::iccid_to_ef(NEW_ICCID));
     enable = tlv(0xBF31, &[tlv(0xA0, &enable), tlv(0x81, &[0])].concat());
     assert_eq!(ok(&mut c, &enable), tlv(0xBF31, &tlv(0x80, &[0])));
     assert_eq!(
         c.process(&hex::decode("00B082000A").unwrap())[..10],
-        super::super::card::iccid_to_ef(NEW_ICCID)[..]
+        super::super::iccid_to_ef(NEW_ICCID)[..]
     );
     let imsi = c.process(&hex::decode("00A40804047FFF6F07").unwrap());
     assert_eq!(imsi[0], 0x61, "EF.IMSI selected: {imsi:02X?}");

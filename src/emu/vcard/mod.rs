@@ -13,3 +13,14 @@ pub mod vpcd;
 pub use card::VirtualCard;
 pub use download::EuiccPki;
 pub use image::CardImage;
+
+/// ICCID digits to EF.ICCID bytes (TS 102 221 §13.2: swapped nibbles, F-padded): the
+/// printer of `card::Iccid::from_ef`.
+pub fn iccid_to_ef(digits: &str) -> Vec<u8> {
+    let mut nibbles: Vec<u8> = digits
+        .chars()
+        .filter_map(|c| c.to_digit(16).map(|d| d as u8))
+        .collect();
+    nibbles.resize(20, 0xF);
+    nibbles.chunks(2).map(|p| p[1] << 4 | p[0]).collect()
+}

@@ -1,7 +1,7 @@
 //! `simgate esim download`: a profile from an SM-DP+ onto the eUICC in a reader or a
 //! modem (rsp::download), each step shown as it happens, the result verified by listing.
 
-use super::UsageError;
+use super::super::UsageError;
 use crate::card::es10b::{DeviceInfo, Preview};
 use crate::card::esim::{self, Action, Isdr};
 use crate::card::{euicc, CardTransport, Iccid};
@@ -42,11 +42,11 @@ pub(super) struct DownloadArgs {
     #[arg(long)]
     imei: Option<String>,
     #[command(flatten)]
-    at: super::esim::Target,
+    at: super::Target,
 }
 
 impl DownloadArgs {
-    pub(super) fn target(&self) -> &super::esim::Target {
+    pub(super) fn target(&self) -> &super::Target {
         &self.at
     }
 }
@@ -432,7 +432,7 @@ async fn in_reader(
     let rt = tokio::runtime::Handle::current();
     let enable = job.enable;
     tokio::task::spawn_blocking(move || {
-        let reader = super::esim::pick_reader(name)?;
+        let reader = super::pick_reader(name)?;
         let shown = reader.to_string_lossy().into_owned();
         let place = shown.clone();
         let r = crate::reader::with_card(&reader, bound, move |t| {
@@ -547,7 +547,7 @@ fn report(at: &str, done: Done, json: bool, took: Duration) -> anyhow::Result<Ex
                     }
                 }
                 println!();
-                super::esim::print_profiles(&profiles);
+                super::print_profiles(&profiles);
             }
             if let Some(e) = after_err {
                 eprintln!("simgate: the profile is installed, but: {e}");
@@ -582,7 +582,7 @@ fn report(at: &str, done: Done, json: bool, took: Duration) -> anyhow::Result<Ex
                 match &r.profiles {
                     Some(list) => {
                         println!("profiles now (listed again):");
-                        super::esim::print_profiles(list);
+                        super::print_profiles(list);
                     }
                     None => println!(
                         "the eUICC could not be listed again: its state is unknown until `simgate esim list` answers"

@@ -1,5 +1,7 @@
 //! `simgate esim ...`: an eUICC's profiles in a reader, listed and changed (card::esim).
 
+mod download;
+
 use super::UsageError;
 use crate::card::es10::{NotificationMeta, ProfileInfo};
 use crate::card::esim::{self, Action, EsimError, Isdr, Listing, Outcome};
@@ -86,7 +88,7 @@ enum EsimCmd {
         simgate esim download --reader 'ACS ACR39U 00 00' --activation-code 'LPA:1$smdp.example.com$04386-AGYFT-A74Y8-3F815' --enable\n  \
         simgate esim download --port /dev/ttyUSB2 --activation-code 'LPA:1$smdp.example.com$MID$$1' --confirmation-code 1234 --yes --json\n\n\
         The SM-DP+ must present a TLS certificate chaining to a CI in [esim] ci_dir (default /etc/simgate/ci).")]
-    Download(super::download::DownloadArgs),
+    Download(download::DownloadArgs),
 }
 
 fn iccid_arg(text: &str) -> anyhow::Result<Iccid> {
@@ -182,14 +184,14 @@ async fn through_modem(cmd: EsimCmd, port: &str, cfg: &Config) -> anyhow::Result
             send: true,
             ci_dir,
         } => {
-            let mut connect = super::download::connector(cfg, ci_dir.as_deref())?;
+            let mut connect = download::connector(cfg, ci_dir.as_deref())?;
             let (l, cost) = m::with_isdr(&mut conn, profile, move |mut i| {
                 crate::rsp::download::deliver_pending(&mut i, &mut connect)
             })
             .await
             .map_err(esim_err)?;
             if !at.json {
-                super::download::print_deliveries(&shown, &l);
+                download::print_deliveries(&shown, &l);
             }
             (at.json.then(|| serde_json::to_value(&l)).transpose()?, cost)
         }
@@ -344,7 +346,7 @@ impl EsimArgs {
                 send: true,
                 ci_dir,
             } => {
-                let mut connect = super::download::connector(cfg, ci_dir.as_deref())?;
+                let mut connect = download::connector(cfg, ci_dir.as_deref())?;
                 let (reader, list) = on_card(&at, cfg, move |mut i| {
                     let r = crate::rsp::download::deliver_pending(&mut i, &mut connect);
                     let _ = i.finish();
@@ -354,7 +356,7 @@ impl EsimArgs {
                 if at.json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
-                    super::download::print_deliveries(&reader, &list);
+                    download::print_deliveries(&reader, &list);
                 }
             }
             EsimCmd::Notifications { at, .. } => {
