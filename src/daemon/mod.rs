@@ -106,6 +106,8 @@ pub(crate) enum Event {
     },
     /// Time to tell the service manager's watchdog the loop is alive.
     Watchdog,
+    /// Time to evaluate every present SIM's rules for the time-based triggers.
+    RulesTick,
     /// A command from the station page's buttons (src/http): the platform's path.
     Web(crate::http::WebCommand),
 }
@@ -212,27 +214,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     });
 
     // The station page, when asked for: its commands come into this loop.
-    let (web_tx, mut web_rx) = mpsc::channel::<crate::http::WebCommand>(16);
-    let (feed, http_task) = match &settings.http {
-        Some(h) => {
-            let feed = crate::http::Feed::new("run", &settings.agent_id);
-            let page = crate::http::Page {
-                feed: feed.clone(),
-                store: store.clone(),
-                token: h.token.as_deref().map(Into::into),
-                act: Some(web_tx),
-                csv: None,
-                cancel: cancel.clone(),
-            };
-            let (_, task) = crate::http::start(h, page).await?;
-            (Some(feed), Some(task))
-        }
-        // No page: the sender is dropped and the loop's branch never taken.
-        None => {
-            drop(web_tx);
-            (None, None)
-        }
-    };
+    let (feed, mut web_rx, http_task) = start_page(&settings, &store, &cancel).await?;
     let (rec, mut platform_rx, link_task) =
         crate::agent::start(store, settings.broker.as_ref(), feed, &cancel)?;
     // No watcher: a closed receiver, so its branch of the select is never taken.
@@ -282,12 +264,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             Some(done) = reads_rx.recv() => Event::CardRead(Box::new(done)),
             Some(msg) = platform_rx.recv() => Event::Platform(msg),
             Some(cmd) = web_rx.recv() => Event::Web(cmd),
-            _ = rules_tick.tick() => {
-                for obs in ctx.store.all_observed()?.into_iter().filter(|o| o.present) {
-                    rules::evaluate(&ctx, &modems, &obs.iccid, None)?;
-                }
-                continue;
-            }
+            _ = rules_tick.tick() => Event::RulesTick,
         };
         let touched = touched(&event);
         match event {
@@ -313,6 +290,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                 commands.on_done(&ctx, id, result).await?
             }
             Event::Watchdog => service.ping(&ctx),
+            Event::RulesTick => {
+                for obs in ctx.store.all_observed()?.into_iter().filter(|o| o.present) {
+                    rules::evaluate(&ctx, &modems, &obs.iccid, None)?;
+                }
+            }
             Event::SwapRows(iccids) => swap::rerecord(&ctx, &iccids).await?,
             Event::SwapEnded { id, rows, result } => {
                 // Rows first (no longer Pending), then the outcome: a platform seeing the
@@ -352,6 +334,38 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     Ok(())
+}
+
+/// The station page's feed, the channel its buttons' commands arrive on, and its task:
+/// when `--http` asked for a page. Without one, the channel is closed at once, so the
+/// loop's branch for it is never taken.
+async fn start_page(
+    settings: &Settings,
+    store: &Store,
+    cancel: &CancellationToken,
+) -> Result<
+    (
+        Option<crate::http::Feed>,
+        mpsc::Receiver<crate::http::WebCommand>,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    DaemonError,
+> {
+    let (web_tx, web_rx) = mpsc::channel::<crate::http::WebCommand>(16);
+    let Some(h) = &settings.http else {
+        return Ok((None, web_rx, None));
+    };
+    let feed = crate::http::Feed::new("run", &settings.agent_id);
+    let page = crate::http::Page {
+        feed: feed.clone(),
+        store: store.clone(),
+        token: h.token.as_deref().map(Into::into),
+        act: Some(web_tx),
+        csv: None,
+        cancel: cancel.clone(),
+    };
+    let (_, task) = crate::http::start(h, page).await?;
+    Ok((Some(feed), web_rx, Some(task)))
 }
 
 /// The next watchdog tick, or never when the service manager wants none.

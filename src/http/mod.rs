@@ -3,7 +3,7 @@
 //! View and act, never configure: the page reads the store and the [`Feed`]; its only
 //! actions (request a refill, start a swap) take the configured token and enter the
 //! daemon's loop as commands, through the same exactly-once path as the platform's
-//! (src/daemon/commands.rs).
+//! (src/daemon/commands/).
 //!
 //! The page, its styles and script are embedded in the binary (src/http/page/): nothing
 //! to build or fetch, no internet needed. Live updates are server-sent events (HTML
