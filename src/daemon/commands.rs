@@ -103,6 +103,12 @@ pub(crate) enum Plan {
         port: String,
         work: esim::Work,
     },
+    /// A profile download onto the eUICC in the modem of `port`
+    /// (src/daemon/esim_download.rs), then with `enable` a swap to the new profile.
+    EsimDownload {
+        port: String,
+        req: Box<crate::contract::DownloadRequest>,
+    },
     /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
     Swap {
         port: String,
@@ -147,6 +153,19 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
         reason: reason.to_string(),
     };
     match (cmd.action, host) {
+        // `esim_download`, and a `swap` with `download`: through a modem's supervisor.
+        (_, Host::Reader { .. }) if cmd.download.is_some() => refuse(
+            RefusalCode::NotApplicable,
+            "the SIM is a card in a PC/SC reader: a platform download is for a modem's eUICC (in a reader: simgate esim download)",
+        ),
+        (_, Host::Modem { port, .. }) if cmd.download.is_some() => match &cmd.download {
+            Some(req) => Plan::EsimDownload {
+                port: port.clone(),
+                req: req.clone(),
+            },
+            None => refuse(RefusalCode::InvalidField, "params: missing"),
+        },
+        (Action::EsimDownload, _) => refuse(RefusalCode::InvalidField, "params: missing"),
         (a, Host::Reader { reader }) if a.is_esim() => match esim_work(cmd) {
             Ok(work) => Plan::Esim {
                 reader: reader.clone(),
@@ -194,6 +213,10 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             (Some(SwapTarget::ToSlot(n)), Some(s)) if n == s => refuse(
                 RefusalCode::InvalidField,
                 &format!("params.to_slot: the SIM already sits in slot {n}"),
+            ),
+            (Some(SwapTarget::ToProfile(p)), _) if *p == cmd.iccid => refuse(
+                RefusalCode::InvalidField,
+                &format!("params.to_profile: profile {p} is the one enabled"),
             ),
             (Some(target), _) => Plan::Swap {
                 port: port.clone(),
@@ -455,8 +478,11 @@ impl Commands {
     pub(crate) fn recover(ctx: &Ctx) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
         for mut rec in ctx.store.all_commands()? {
-            if ctx.store.get_swap(&rec.id)?.is_some() {
-                // A swap's record says where it stood: swap::recover finishes it.
+            if ctx.store.get_swap(&rec.id)?.is_some()
+                || super::esim_download::owns(&ctx.store, &rec.id)?
+            {
+                // A swap's or a download's record says where it stood:
+                // swap::recover or esim_download::recover finishes it.
                 continue;
             }
             let fail = match rec.state {
@@ -602,6 +628,7 @@ impl Commands {
             keep_until: now + REFUSAL_MEMORY_SECS,
             unreported: false,
             rows: None,
+            profile: None,
         };
         // Stored with its outcome, final from the start (see `store_and_report`).
         rec.unreported = true;
@@ -638,6 +665,7 @@ impl Commands {
             keep_until: cmd.expires_at,
             unreported: false,
             rows: None,
+            profile: None,
         };
         match ctx.store.claim_command(&rec, now)? {
             Claim::New => {
@@ -682,7 +710,8 @@ impl Commands {
             }
         };
         let mut plan = plan(&cmd, &host);
-        if cmd.action.is_esim() {
+        let to_profile = matches!(cmd.swap, Some(SwapTarget::ToProfile(_)));
+        if cmd.action.is_esim() || cmd.download.is_some() || to_profile {
             let esim = ctx
                 .store
                 .get_observed(&cmd.iccid)?
@@ -889,6 +918,18 @@ impl Commands {
                     let _ = tx.send(Event::CommandDone { id, result }).await;
                 });
                 Ok(())
+            }
+            Plan::EsimDownload { port, req } => {
+                let Some(handle) = modems.handle(&port) else {
+                    return self.finish(ctx, &mut rec, Err(no_engine(&port)));
+                };
+                match super::esim_download::start(ctx, &cmd.id, &cmd.iccid, &port, *req, handle)? {
+                    Ok(()) => {
+                        self.running.insert(cmd.id.clone());
+                        Ok(())
+                    }
+                    Err(refusal) => self.finish(ctx, &mut rec, Err(refusal)),
+                }
             }
             Plan::Swap { port, target } => {
                 let (Some(handle), Some(old)) =
@@ -1123,6 +1164,7 @@ fn report(ctx: &Ctx, rec: &CommandRecord, as_event: bool) -> Result<(), DaemonEr
             code: rec.code,
             reason: rec.reason.clone(),
             rows: rec.rows,
+            profile: rec.profile.clone(),
             ts: crate::time::unix_now(),
         },
         as_event,
@@ -1153,6 +1195,7 @@ mod tests {
             swap: None,
             esim: None,
             pin: None,
+            download: None,
             expires_at: u64::MAX,
         }
     }
@@ -1286,6 +1329,7 @@ mod tests {
             keep_until: updated_at + 3_600,
             unreported: false,
             rows: None,
+            profile: None,
         }
     }
 
@@ -1356,6 +1400,7 @@ mod tests {
             swap: None,
             esim: None,
             pin: None,
+            download: None,
             expires_at: u64::MAX,
         };
         cmds.on_command(&ctx, cmd.clone(), &NoModems).await.unwrap();

@@ -33,6 +33,10 @@ pub struct SwapRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub failed: Option<(SwapStep, String)>,
     pub started_at: u64,
+    /// A failed step keeps the new SIM or profile (no rollback): an `esim_download`
+    /// with `rollback_on_failure: false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_on_failure: bool,
 }
 
 impl SwapRecord {
@@ -93,6 +97,7 @@ mod tests {
             new_iccid: Some("89314404000000000019".into()),
             failed: None,
             started_at: 1_795_702_000,
+            keep_on_failure: false,
         };
         {
             let store = Store::open(&dir).unwrap();
