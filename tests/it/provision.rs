@@ -400,3 +400,42 @@ fn an_esim_swap_from_simgate_swap_enables_an_installed_profile_then_downloads_an
     assert_eq!(rig.last_row(NEW)["present"], true);
     assert_eq!(rig.last_row(TRAVEL)["present"], false);
 }
+
+#[test]
+fn a_refused_matching_id_fails_by_its_codes_and_is_never_echoed_in_events_or_the_outcome() {
+    let mut rig = Rig::new("gw-dlno", &[]);
+    let _run = rig.agent(30);
+    rig.await_row(OLD);
+    // The test SM-DP+ quotes a refused matching ID in its message, as servers may.
+    let secret = "NO-SUCH-PROFILE-42";
+    let code = rig.smdp.activation_code(secret);
+    rig.send("dl-no", "esim_download", json!({"activation_code": code}));
+    let m = rig.outcome("dl-no");
+    assert_eq!(m.payload["status"], "failed", "{}", m.payload);
+    assert_eq!(m.payload["code"], "invalid_field", "{}", m.payload);
+    let reason = m.payload["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("download failed at authenticateClient"),
+        "{reason}"
+    );
+    assert!(reason.contains("8.2.6") && reason.contains('…'), "{reason}");
+    let failed = rig
+        .steps("dl-no")
+        .into_iter()
+        .find(|s| s["step"] == "failed")
+        .expect("a failed step");
+    assert!(
+        failed["detail"].as_str().unwrap().contains("listed again"),
+        "{failed}"
+    );
+    let cmd_topic = format!(" simgate/v1/{}/cmd ", rig.agent);
+    let leaked: Vec<&String> = rig
+        .sub
+        .lines
+        .seen
+        .iter()
+        .filter(|l| l.contains(secret) && !l.contains(&cmd_topic))
+        .collect();
+    assert!(leaked.is_empty(), "the matching ID was echoed: {leaked:?}");
+    assert_eq!(rig.downloads(), 0);
+}
