@@ -613,8 +613,9 @@ pub struct Command {
     pub id: String,
     pub iccid: String,
     pub action: Action,
-    /// For `set_record`: the record, already validated.
-    pub record: Option<PlatformRecord>,
+    /// For `set_record`: the record, already validated. Boxed: the largest field,
+    /// which would make every inbound message as large.
+    pub record: Option<Box<PlatformRecord>>,
     /// For `refill`: what to apply, already validated.
     pub refill: Option<Refill>,
     /// For `swap`: where the new SIM comes from, already validated.
@@ -1195,7 +1196,7 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
                 ))
             })?;
             check_record(&rec).map_err(with_id)?;
-            Some(rec)
+            Some(Box::new(rec))
         }
         _ => None,
     };

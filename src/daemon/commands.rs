@@ -224,7 +224,7 @@ pub(crate) fn plan(cmd: &Command, host: &Host) -> Plan {
             },
         },
         (Action::SetRecord, _) => match &cmd.record {
-            Some(r) => Plan::SetRecord(r.clone()),
+            Some(r) => Plan::SetRecord((**r).clone()),
             None => refuse(RefusalCode::InvalidField, "params: missing platform record"),
         },
         (Action::Refresh, Host::Reader { reader }) => Plan::ReadCard {
@@ -1392,10 +1392,10 @@ mod tests {
             id: "sr".into(),
             iccid: obs.iccid.clone(),
             action: Action::SetRecord,
-            record: Some(PlatformRecord {
+            record: Some(Box::new(PlatformRecord {
                 plan: Some("IoT 1GB".into()),
                 ..Default::default()
-            }),
+            })),
             refill: None,
             swap: None,
             esim: None,

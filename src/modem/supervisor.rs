@@ -117,12 +117,10 @@ enum Request {
 
 /// A job on the ISD-R of the modem's eUICC, run on a blocking section of the
 /// supervisor's task (each APDU one +CGLA or +CSIM line, within the family's APDU limit).
-pub struct IsdrJob(
-    pub  Box<
-        dyn for<'c> FnOnce(&mut crate::card::esim::Isdr<&'c mut dyn crate::card::CardTransport>)
-            + Send,
-    >,
-);
+pub struct IsdrJob(pub Box<dyn for<'c> FnOnce(&mut ModemIsdr<'c>) + Send>);
+
+/// The ISD-R of a modem's eUICC, as an [`IsdrJob`] gets it.
+pub type ModemIsdr<'c> = crate::card::esim::Isdr<&'c mut dyn crate::card::CardTransport>;
 
 impl std::fmt::Debug for IsdrJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -63,13 +63,13 @@ impl Rig {
     }
 
     /// `simgate run` on the modem, trusting the rig's CI, a swap verify limit of
-    /// `register` seconds; returns once the eSIM's row is present.
-    fn agent(&mut self, register: u64) -> Proc {
+    /// `register` seconds.
+    fn agent(&self, register: u64) -> Proc {
         let toml = format!(
             "[modems]\npoll_secs = 3600\nswap_register_secs = {register}\n[esim]\nci_dir = \"{}\"\n",
             self.pki.display()
         );
-        let run = Proc::spawn(
+        Proc::spawn(
             "simgate run",
             &mut support::modem_agent_with(
                 &self.broker.url(),
@@ -78,8 +78,7 @@ impl Rig {
                 &self.emu.port,
                 &toml,
             ),
-        );
-        run
+        )
     }
 
     fn await_row(&mut self, iccid: &str) {
@@ -372,7 +371,7 @@ fn an_esim_swap_from_simgate_swap_enables_an_installed_profile_then_downloads_an
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains(&format!("act done")), "{text}");
+    assert!(text.contains("act done"), "{text}");
     assert!(
         text.contains(&format!("SIM {OLD} replaced by {TRAVEL}")),
         "{text}"
