@@ -1612,6 +1612,87 @@ mod tests {
     }
 
     #[test]
+    fn download_params_are_checked_by_field_and_never_quote_a_code() {
+        use serde_json::json;
+        let ok = parse_download_params(
+            &json!({"activation_code": "LPA:1$smdp.example$K2-SECRET", "enable": true}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.activation.smdp, "smdp.example");
+        assert!(ok.enable && ok.rollback_on_failure && ok.nickname.is_none());
+        assert!(!format!("{ok:?}").contains("K2-SECRET"), "{ok:?}");
+        let bad = |p: serde_json::Value, swap| parse_download_params(&p, swap).unwrap_err().reason;
+        assert!(bad(json!({}), false).starts_with("params.activation_code: missing"));
+        assert!(bad(json!({"activation_code": "K2-SECRET"}), false)
+            .starts_with("params.activation_code: must start with LPA:1$"));
+        let cc = bad(
+            json!({"activation_code": "LPA:1$smdp.example$K2-SECRET$$1"}),
+            false,
+        );
+        assert!(cc.starts_with("params.confirmation_code: missing"), "{cc}");
+        assert!(!cc.contains("K2-SECRET"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "enable": "yes"}),
+            false
+        )
+        .starts_with("params.enable: not true or false"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "nickname": "n".repeat(65)}),
+            false
+        )
+        .starts_with("params.nickname"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "pin": "1"}),
+            false
+        )
+        .starts_with("params.pin: unknown field"));
+        // A swap's download enables and rolls back, and takes nothing else.
+        let s = parse_download_params(&json!({"download": "LPA:1$a.example$X"}), true).unwrap();
+        assert!(s.enable && s.rollback_on_failure);
+        assert!(bad(
+            json!({"download": "LPA:1$a.example$X", "enable": false}),
+            true
+        )
+        .starts_with("params.enable: unknown field"));
+    }
+
+    #[test]
+    fn a_swap_names_one_target_of_four_and_a_profile_by_its_iccid() {
+        use serde_json::json;
+        assert_eq!(
+            parse_swap_params(&json!({"to_profile": "8900101000000000019"})).unwrap(),
+            SwapTarget::ToProfile("8900101000000000019".into())
+        );
+        let bad = |p: serde_json::Value| parse_swap_params(&p).unwrap_err().reason;
+        assert!(bad(json!({"to_profile": "89001"})).starts_with("params.to_profile"));
+        assert!(
+            bad(json!({"to_profile": "8900101000000000019", "to_slot": 2}))
+                .starts_with("params: to_slot and to_profile together")
+        );
+        assert!(bad(json!({"to_slot": 2, "confirmation_code": "1"}))
+            .starts_with("params.confirmation_code: only with download"));
+        let cmd = |params: serde_json::Value| {
+            json!({"v":1,"id":"s","iccid":"89883030000000000429","action":"swap",
+                   "params":params,"expires_at":1_000u64})
+            .to_string()
+        };
+        let c = parse_command(cmd(json!({"download": "LPA:1$a.example$X"})).as_bytes(), 1).unwrap();
+        assert!(c.swap.is_none() && c.download.is_some_and(|d| d.enable));
+        let r = parse_command(
+            cmd(json!({"download": "LPA:1$a.example$X", "to_slot": 2})).as_bytes(),
+            1,
+        )
+        .unwrap_err();
+        assert!(
+            r.reason
+                .starts_with("params: to_slot and download together"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
     fn esim_params_are_checked_per_action() {
         use serde_json::json;
         let ok = parse_esim_params(
