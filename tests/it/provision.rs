@@ -142,6 +142,17 @@ impl Rig {
     }
 }
 
+/// The modem's command count so far (`count` on the emulator's stdin).
+fn at_count(emu: &mut Modem) -> u64 {
+    emu.control("count");
+    let l = emu
+        .lines
+        .expect("the emulator's count", Duration::from_secs(5), |l| {
+            l.starts_with("commands ")
+        });
+    l["commands ".len()..].trim().parse().unwrap()
+}
+
 /// Every file under `dir`, read whole: the store must not hold `secret`.
 fn files_hold(dir: &Path, secret: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -169,8 +180,16 @@ fn the_platform_downloads_and_enables_a_profile_committed_as_a_swap_and_a_redeli
     rig.await_row(OLD);
     let code = rig.smdp.activation_code(MATCHING);
     let params = json!({"activation_code": code, "enable": true, "nickname": "operator B"});
+    let before = at_count(&mut rig.emu);
+    let t = std::time::Instant::now();
     rig.send("dl-1", "esim_download", params.clone());
     let m = rig.outcome("dl-1");
+    // Figures for the closing note (not asserted): the whole command, download and swap.
+    eprintln!(
+        "figures: esim_download with enable through the daemon: {} ms to its outcome, {} AT lines",
+        t.elapsed().as_millis(),
+        at_count(&mut rig.emu) - before
+    );
     assert_eq!(m.payload["status"], "successful", "{}", m.payload);
     assert_eq!(m.payload["profile"], NEW, "{}", m.payload);
 
