@@ -17,13 +17,12 @@
 //! ICCID offered, and every text that leaves here (events, the outcome's reason, logs)
 //! goes through [`Scrub`] first, since an SM-DP+'s refusal may quote what it was sent.
 
-use super::commands::{Commands, Done, ModemPorts};
-use super::swap::attached;
+use super::commands::Commands;
+use super::work::{attached, Done, ModemPorts};
 use super::{Ctx, DaemonError, Event};
 use crate::card::es10b::{DeviceInfo, Preview};
 use crate::card::esim;
 use crate::contract::{DownloadRequest, DownloadStep, EventKind, RefusalCode, SwapTarget};
-use crate::link::Link;
 use crate::modem::supervisor::ModemHandle;
 use crate::rsp::activation::Secret;
 use crate::rsp::download::{self, Observer, Order, Step};
@@ -74,8 +73,8 @@ impl Scrub {
 /// Step events for the platform and the page: each step once, `installing` at most at
 /// each quarter of the package (no event per segment: a gateway pays per byte).
 struct Told {
-    link: Option<Link>,
-    feed: Option<crate::http::Feed>,
+    /// The one way events leave (src/agent/recorder.rs): the platform and the page.
+    recorder: crate::agent::Recorder,
     store: Store,
     rec: DownloadRecord,
     scrub: Scrub,
@@ -86,8 +85,7 @@ struct Told {
 impl Told {
     fn new(ctx: &Ctx, rec: DownloadRecord, scrub: Scrub) -> Told {
         Told {
-            link: ctx.link.clone(),
-            feed: ctx.rec.feed.clone(),
+            recorder: ctx.rec.clone(),
             store: ctx.store.clone(),
             rec,
             scrub,
@@ -113,13 +111,8 @@ impl Told {
             of: of.map(|o| o.1),
             detail,
         };
-        if let Some(feed) = &self.feed {
-            feed.event(&ev);
-        }
-        if let Some(link) = &self.link {
-            if let Err(e) = link.publish_event(ev) {
-                tracing::warn!(id = %self.rec.id, error = %e, "eSIM download step not queued");
-            }
+        if let Err(e) = self.recorder.event(ev) {
+            tracing::warn!(id = %self.rec.id, error = %e, "eSIM download step not queued");
         }
     }
 }
@@ -236,7 +229,7 @@ pub(crate) fn start(
             format!("download {} is under way on {port}", other.id),
         )));
     }
-    if let Some(other) = super::swap::on_port(&ctx.store, port)? {
+    if let Some(other) = ctx.store.swap_on_port(port)? {
         return Ok(Err((
             RefusalCode::Unavailable,
             format!("swap {} is under way on {port}", other.id),
