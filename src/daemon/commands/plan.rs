@@ -510,6 +510,58 @@ mod tests {
     }
 
     #[test]
+    fn a_download_needs_an_esim_in_a_modem_and_a_profile_switch_another_profile() {
+        let req = crate::contract::parse_download_params(
+            &serde_json::json!({"activation_code": "LPA:1$smdp.example$X", "enable": true}),
+            false,
+        )
+        .unwrap();
+        let download = Command {
+            params: Params::Download(Box::new(req)),
+            ..cmd(Action::EsimDownload)
+        };
+        let esim = |f: Facts| Facts { esim: true, ..f };
+        assert!(refusal(plan(&download, &modem(None))).starts_with("NotApplicable SIM"));
+        assert!(refusal(plan(&download, &esim(reader())))
+            .starts_with("NotApplicable the SIM is a card in a PC/SC reader"));
+        assert!(matches!(
+            plan(&download, &esim(modem(None))),
+            Plan::EsimDownload { req, .. } if req.enable
+        ));
+        assert!(
+            refusal(plan(&cmd(Action::EsimDownload), &esim(modem(None))))
+                .starts_with("InvalidField params: missing activation_code")
+        );
+        // A swap with `download` is the same download.
+        let swap_dl = Command {
+            action: Action::Swap,
+            ..download.clone()
+        };
+        assert!(matches!(
+            plan(&swap_dl, &esim(modem(None))),
+            Plan::EsimDownload { .. }
+        ));
+        let to = |p: &str| Command {
+            params: Params::Swap(SwapTarget::ToProfile(p.into())),
+            ..cmd(Action::Swap)
+        };
+        assert!(refusal(plan(&to("8900101000000000019"), &modem(None)))
+            .starts_with("NotApplicable SIM"));
+        assert!(
+            refusal(plan(&to("8988211000000430010"), &esim(modem(None)))).starts_with(
+                "InvalidField params.to_profile: profile 8988211000000430010 is the one enabled"
+            )
+        );
+        assert!(matches!(
+            plan(&to("8900101000000000019"), &esim(modem(None))),
+            Plan::Swap {
+                target: SwapTarget::ToProfile(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn pin_actions_need_their_params_and_go_where_the_sim_is() {
         assert!(refusal(plan(&cmd(Action::PinVerify), &reader()))
             .starts_with("InvalidField params: missing PIN"));
