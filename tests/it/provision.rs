@@ -457,3 +457,45 @@ fn a_refused_matching_id_fails_by_its_codes_and_is_never_echoed_in_events_or_the
     assert!(leaked.is_empty(), "the matching ID was echoed: {leaked:?}");
     assert_eq!(rig.downloads(), 0);
 }
+
+#[test]
+fn a_download_killed_while_its_new_profile_verifies_is_rolled_back_to_the_old_profile_at_the_next_start(
+) {
+    let mut rig = Rig::new("gw-dlk9v", &["--never-registers", NEW]);
+    // A long limit: the kill lands while verify waits.
+    let mut run = rig.agent(600);
+    rig.await_row(OLD);
+    let code = rig.smdp.activation_code(MATCHING);
+    rig.send(
+        "dl-k9v",
+        "esim_download",
+        json!({"activation_code": code, "enable": true}),
+    );
+    rig.sub
+        .expect_within("verify under way", Duration::from_secs(60), |m| {
+            m.payload["type"] == "swap_step"
+                && m.payload["step"] == "verify"
+                && m.payload.get("ok").is_none()
+        });
+    run.kill9();
+
+    // The next start finds the swap's record (the download's is gone) and rolls back.
+    let _again = rig.agent(3);
+    let m = rig.outcome("dl-k9v");
+    assert_eq!(m.payload["status"], "failed", "{}", m.payload);
+    assert_eq!(m.payload["profile"], NEW, "{}", m.payload);
+    let reason = m.payload["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("verify: simgate restarted during this step"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!("rolled back (SIM {OLD} back: registered")),
+        "{reason}"
+    );
+    let old = rig.last_row(OLD);
+    assert_eq!(old["present"], true, "{old}");
+    assert!(old["status"] != "Pending", "{old}");
+    assert!(rig.last_row(NEW)["status"] != "Pending");
+    assert_eq!(rig.downloads(), 1, "the download was repeated");
+}
