@@ -286,7 +286,13 @@ impl DownloadArgs {
                 let imei = self.imei.clone();
                 (
                     format!("modem {port}"),
-                    through_modem(job, &port, imei, super::modem::profiles_at(cfg, &port)?).await?,
+                    through_modem(
+                        job,
+                        &port,
+                        imei,
+                        super::super::modem::profiles_at(cfg, &port)?,
+                    )
+                    .await?,
                 )
             }
             None => {
