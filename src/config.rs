@@ -345,7 +345,7 @@ impl Config {
     /// Parse TOML text; `origin` names where it came from in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let (file, message) = toml_error_at(&e, text, origin);
+            let (file, message) = crate::toml_error::toml_error_at(&e, text, origin);
             ConfigError::Parse { file, message }
         })
     }
@@ -499,33 +499,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-}
-
-/// A TOML error on one line: `origin:line` and toml's message with the offending line
-/// itself, which names the key, so the user can jump there (toml's own Display spans
-/// several lines with a caret drawing). Shared by every TOML file simgate reads; an
-/// empty `origin` gives "line N".
-pub fn toml_error_at(e: &toml::de::Error, text: &str, origin: &str) -> (String, String) {
-    let message = e.message().trim_end().to_string();
-    match e.span() {
-        Some(span) => {
-            // `span.start` comes from the parser over this very text; `get` keeps an
-            // out-of-range span from panicking all the same.
-            let before = text.get(..span.start).unwrap_or(text);
-            let line_no = before.matches('\n').count() + 1;
-            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-            let at = if origin.is_empty() {
-                format!("line {line_no}")
-            } else {
-                format!("{origin}:{line_no}")
-            };
-            match line.is_empty() {
-                true => (at, message),
-                false => (at, format!("{message} (in `{line}`)")),
-            }
-        }
-        None => (origin.to_string(), message),
     }
 }
 

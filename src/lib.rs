@@ -44,3 +44,4 @@ pub mod sim;
 pub mod station;
 pub mod store;
 pub mod time;
+pub mod toml_error;

@@ -17,7 +17,6 @@
 //! ICCID offered, and every text that leaves here (events, the outcome's reason, logs)
 //! goes through [`Scrub`] first, since an SM-DP+'s refusal may quote what it was sent.
 
-use super::commands::Commands;
 use super::work::{attached, Done, ModemPorts};
 use super::{Ctx, DaemonError, Event};
 use crate::card::es10b::{DeviceInfo, Preview};
@@ -412,18 +411,18 @@ fn reconciled_words(r: &download::Reconciled) -> String {
 
 /// The loop's side of a download's end: the installed profile noted in the command's
 /// record (its status names it, also when a later step fails), then either the swap to
-/// it (`enable`) under the same command id, or the command's outcome. The download's
-/// record goes once the swap's is stored (a kill in between finds both: the swap's
-/// recovery wins, see `recover`).
-pub(crate) async fn done(
+/// it (`enable`) under the same command id — `None`: the swap finishes the command — or
+/// the command's outcome, for the loop to finish it with. The download's record goes
+/// once the swap's is stored (a kill in between finds both: the swap's recovery wins,
+/// see `recover`).
+pub(crate) fn done(
     ctx: &Ctx,
-    commands: &mut Commands,
     modems: &dyn ModemPorts,
-    id: String,
+    id: &str,
     finished: Finished,
-) -> Result<(), DaemonError> {
-    let rec = ctx.store.get_download(&id)?;
-    if let (Some(iccid), Some(mut cmd)) = (&finished.installed, ctx.store.get_command(&id)?) {
+) -> Result<Option<Done>, DaemonError> {
+    let rec = ctx.store.get_download(id)?;
+    if let (Some(iccid), Some(mut cmd)) = (&finished.installed, ctx.store.get_command(id)?) {
         cmd.profile = Some(iccid.clone());
         ctx.store.put_command(&cmd)?;
     }
@@ -436,10 +435,10 @@ pub(crate) async fn done(
         result = match (old, handle) {
             (Some(old), Some(handle)) => {
                 let target = SwapTarget::ToProfile(new.clone());
-                match super::swap::start_with(ctx, &id, &old, target, handle, enable.keep)? {
+                match super::swap::start_with(ctx, id, &old, target, handle, enable.keep)? {
                     Ok(()) => {
-                        ctx.store.remove_download(&id)?;
-                        return Ok(());
+                        ctx.store.remove_download(id)?;
+                        return Ok(None);
                     }
                     Err((code, why)) => {
                         Err((code, format!("profile {new} installed, not enabled: {why}")))
@@ -455,8 +454,8 @@ pub(crate) async fn done(
             )),
         };
     }
-    ctx.store.remove_download(&id)?;
-    commands.on_done(ctx, id, result).await
+    ctx.store.remove_download(id)?;
+    Ok(Some(result))
 }
 
 /// At start-up, after the modem supervisors started: each download a previous run left

@@ -323,7 +323,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                 commands.on_done(&ctx, id, result).await?
             }
             Event::DownloadDone { id, finished } => {
-                esim_download::done(&ctx, &mut commands, &modems, id, finished).await?
+                // Finished here unless the swap to the new profile took the command over.
+                if let Some(result) = esim_download::done(&ctx, &modems, &id, finished)? {
+                    commands.on_done(&ctx, id, result).await?
+                }
             }
             Event::FiringDone(rec) => rules::on_done(&ctx, *rec)?,
             Event::Web(w) => {

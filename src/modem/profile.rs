@@ -322,7 +322,7 @@ impl Profile {
     /// Parse and check one profile; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Profile, ProfileError> {
         let p: Profile = toml::from_str(text).map_err(|e| {
-            let (file, message) = crate::config::toml_error_at(&e, text, file);
+            let (file, message) = crate::toml_error::toml_error_at(&e, text, file);
             ProfileError::Syntax { file, message }
         })?;
         p.check().map_err(|(field, message)| ProfileError::Field {

@@ -197,7 +197,7 @@ impl CardImage {
     /// Parse and validate an image; the error names the field.
     pub fn parse(text: &str) -> Result<CardImage, String> {
         let image: CardImage = toml::from_str(text).map_err(|e| {
-            let (at, message) = crate::config::toml_error_at(&e, text, "");
+            let (at, message) = crate::toml_error::toml_error_at(&e, text, "");
             if at.is_empty() {
                 message
             } else {
