@@ -4,8 +4,8 @@ use super::run::{http_settings, link_settings, AgentArgs};
 use super::shutdown_token;
 use crate::config::Config;
 use crate::observe::CardReport;
+use crate::observe::{ProvisionReport, ProvisionResult, ProvisionStage};
 use crate::reader;
-use crate::station::provision::{Outcome, Progress, Stage};
 use crate::station::{Screen, Settings, Tally};
 use clap::Args;
 use std::io::Write;
@@ -257,14 +257,14 @@ impl Screen for Terminal {
         self.write(&text)
     }
 
-    fn provision(&mut self, p: &Progress) -> std::io::Result<()> {
+    fn provision(&mut self, p: &ProvisionReport) -> std::io::Result<()> {
         if self.json {
             let line = serde_json::to_string(p)?;
             return self.write(&format!("{line}\n"));
         }
         let who = format!("   {} | EID {}:", p.reader, p.eid.as_deref().unwrap_or("-"));
         let text = match &p.stage {
-            Stage::Assigned { line, for_this_eid } => format!(
+            ProvisionStage::Assigned { line, for_this_eid } => format!(
                 "{who} code of line {line} ({})\n",
                 if *for_this_eid {
                     "the one for this EID"
@@ -272,7 +272,7 @@ impl Screen for Terminal {
                     "the next unused"
                 }
             ),
-            Stage::Reconciled { line, landed } => format!(
+            ProvisionStage::Reconciled { line, landed } => format!(
                 "{who} its interrupted download (line {line}) settled with the card: {}\n",
                 if *landed {
                     "the profile had landed"
@@ -280,17 +280,17 @@ impl Screen for Terminal {
                     "nothing had landed; downloading again"
                 }
             ),
-            Stage::Preview { profile } => format!(
+            ProvisionStage::Preview { profile } => format!(
                 "{who} profile {} \"{}\" from {} ({})\n",
                 profile.iccid,
                 profile.name,
                 profile.provider,
                 profile.class.word()
             ),
-            Stage::Loading { done, of } => {
+            ProvisionStage::Loading { done, of } => {
                 format!("{who} installing {} ({done}/{of})\n", bar(*done, *of))
             }
-            Stage::Done {
+            ProvisionStage::Done {
                 result,
                 words,
                 iccid,
@@ -299,7 +299,7 @@ impl Screen for Terminal {
             } => {
                 let (on, off, bell) = self.end_colour(*result);
                 let mut t = format!("{who}\n   {on} {words} {off}{bell}");
-                if let (Outcome::Ok, Some(i)) = (result, iccid) {
+                if let (ProvisionResult::Ok, Some(i)) = (result, iccid) {
                     t.push_str(&format!("  ICCID {i}"));
                 }
                 if let Some(ms) = ms {
@@ -328,14 +328,16 @@ impl Screen for Terminal {
 impl Terminal {
     /// Loud colours for a card's end, when on a terminal: green for OK, red for an
     /// error or a pulled card, none for a skipped one.
-    fn end_colour(&self, result: Outcome) -> (&'static str, &'static str, &'static str) {
+    fn end_colour(&self, result: ProvisionResult) -> (&'static str, &'static str, &'static str) {
         if !self.ansi {
             return ("", "", "");
         }
         match result {
-            Outcome::Ok => ("\x1b[1;30;42m", "\x1b[0m", "\x07"),
-            Outcome::Failed | Outcome::Pulled => ("\x1b[1;37;41m", "\x1b[0m", "\x07"),
-            Outcome::Skipped => ("\x1b[1m", "\x1b[0m", ""),
+            ProvisionResult::Ok => ("\x1b[1;30;42m", "\x1b[0m", "\x07"),
+            ProvisionResult::Failed | ProvisionResult::Pulled => {
+                ("\x1b[1;37;41m", "\x1b[0m", "\x07")
+            }
+            ProvisionResult::Skipped => ("\x1b[1m", "\x1b[0m", ""),
         }
     }
 }

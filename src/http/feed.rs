@@ -10,8 +10,8 @@
 
 use crate::contract::{CommandStatus, EventKind, SimState};
 use crate::observe::CardReport;
+use crate::observe::{ProvisionReport, ProvisionResult, ProvisionStage};
 use crate::sim::Batch;
-use crate::station::provision::{Outcome, Progress, Stage};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -65,7 +65,7 @@ pub struct StationView {
     pub reads: VecDeque<CardReport>,
     /// `--provision`: per reader, the steps of its current (or last) card so far.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub provisions: BTreeMap<String, Vec<Progress>>,
+    pub provisions: BTreeMap<String, Vec<ProvisionReport>>,
 }
 
 /// The batch's running count.
@@ -126,7 +126,7 @@ enum Message<'a> {
         modem: &'a ModemView,
     },
     Provision {
-        progress: &'a Progress,
+        progress: &'a ProvisionReport,
     },
 }
 
@@ -279,15 +279,15 @@ impl Feed {
 
     /// A card's provisioning step at a station (`--provision`): a new card (a code given,
     /// or turned away) starts its reader's steps afresh.
-    pub fn provision(&self, p: &Progress) {
+    pub fn provision(&self, p: &ProvisionReport) {
         let mut recent = self.lock();
         let station = recent.station.get_or_insert_with(StationView::default);
         let steps = station.provisions.entry(p.reader.clone()).or_default();
         let fresh = matches!(
             p.stage,
-            Stage::Assigned { .. }
-                | Stage::Done {
-                    result: Outcome::Skipped,
+            ProvisionStage::Assigned { .. }
+                | ProvisionStage::Done {
+                    result: ProvisionResult::Skipped,
                     ..
                 }
         );

@@ -82,7 +82,7 @@ pub trait Screen {
     /// A card's provisioning, as it goes (`--provision`): the code given, the profile's
     /// preview, the package loading, the end in words. An end is already durable (store
     /// and results CSV) when shown.
-    fn provision(&mut self, p: &provision::Progress) -> std::io::Result<()>;
+    fn provision(&mut self, p: &crate::observe::ProvisionReport) -> std::io::Result<()>;
 }
 
 /// The batch so far: what was read, for duplicates and the count.

@@ -21,12 +21,12 @@ use super::codes::Code;
 use crate::card::es10b::{DeviceInfo, Preview};
 use crate::card::esim::{self, Action, Isdr};
 use crate::card::{euicc, Iccid};
+use crate::observe::{ProvisionReport, ProvisionResult, ProvisionStage};
 use crate::reader::CardRead;
 use crate::rsp::download::{self, Observer, Order, Step};
 use crate::rsp::es9::Https;
 use crate::store::provision::{AssignState, Assignment};
 use crate::store::{Store, StoreError};
-use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,65 +49,6 @@ pub struct Plan {
     pub non_blank: bool,
 }
 
-/// What the station shows of one card's provisioning, as it happens.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Progress {
-    pub reader: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eid: Option<String>,
-    #[serde(flatten)]
-    pub stage: Stage,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "provision", rename_all = "snake_case")]
-pub enum Stage {
-    /// A code was given to the card (stored first).
-    Assigned {
-        line: usize,
-        /// `true`: the file names this EID; `false`: the next unused code.
-        for_this_eid: bool,
-    },
-    /// An earlier download onto this card was interrupted: settled with the card.
-    Reconciled { line: usize, landed: bool },
-    /// The profile the SM-DP+ offers.
-    Preview { profile: Preview },
-    /// Segments of the package loaded so far.
-    Loading { done: usize, of: usize },
-    /// The end: `ok` (take it out), `failed` (why in words), `pulled` (the card left
-    /// mid-download), `skipped` (not provisioned: why).
-    Done {
-        result: Outcome,
-        words: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        iccid: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        line: Option<usize>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        ms: Option<u64>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Ok,
-    Failed,
-    Pulled,
-    Skipped,
-}
-
-impl Outcome {
-    pub fn word(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Pulled => "pulled",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
-
 /// A row of the results CSV (src/station/csv.rs): what a provisioning ended in.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -117,7 +58,7 @@ pub struct Row {
     pub iccid: Option<String>,
     /// The code's line and text (the activation code, never its confirmation code).
     pub code: Option<(usize, String)>,
-    pub result: Outcome,
+    pub result: ProvisionResult,
     pub words: String,
     pub ms: Option<u64>,
 }
@@ -151,7 +92,7 @@ pub struct Provisioner {
     held: HashMap<String, Assignment>,
     /// Readers with a download under way.
     busy: HashSet<String>,
-    progress: mpsc::UnboundedSender<Progress>,
+    progress: mpsc::UnboundedSender<ProvisionReport>,
     done: mpsc::UnboundedSender<Finished>,
 }
 
@@ -159,9 +100,9 @@ pub struct Provisioner {
 #[derive(Debug)]
 pub enum Decision {
     /// Not provisioned (why, in words): shown, and a row of the results CSV.
-    Skipped(Progress, Row),
+    Skipped(ProvisionReport, Row),
     /// A download was started; its progress and end come on the channels.
-    Started(Progress),
+    Started(ProvisionReport),
 }
 
 impl Provisioner {
@@ -173,7 +114,7 @@ impl Provisioner {
     ) -> Result<
         (
             Provisioner,
-            mpsc::UnboundedReceiver<Progress>,
+            mpsc::UnboundedReceiver<ProvisionReport>,
             mpsc::UnboundedReceiver<Finished>,
         ),
         StoreError,
@@ -256,15 +197,15 @@ impl Provisioner {
                 eid: eid.clone().unwrap_or_default(),
                 iccid: iccid.clone(),
                 code: None,
-                result: Outcome::Skipped,
+                result: ProvisionResult::Skipped,
                 words: words.clone(),
                 ms: None,
             };
-            let shown = Progress {
+            let shown = ProvisionReport {
                 reader: reader.clone(),
                 eid,
-                stage: Stage::Done {
-                    result: Outcome::Skipped,
+                stage: ProvisionStage::Done {
+                    result: ProvisionResult::Skipped,
                     words,
                     iccid,
                     line: None,
@@ -371,10 +312,10 @@ impl Provisioner {
         tokio::task::spawn_blocking(move || {
             let _ = done.send(job.run(rt));
         });
-        Ok(Some(Decision::Started(Progress {
+        Ok(Some(Decision::Started(ProvisionReport {
             reader,
             eid: Some(eid),
-            stage: Stage::Assigned {
+            stage: ProvisionStage::Assigned {
                 line: code.line,
                 for_this_eid,
             },
@@ -383,7 +324,7 @@ impl Provisioner {
 
     /// A download ended: settle its code (stored), and say what the person sees and the
     /// results CSV records.
-    pub fn on_finished(&mut self, f: Finished) -> Result<(Progress, Row), StoreError> {
+    pub fn on_finished(&mut self, f: Finished) -> Result<(ProvisionReport, Row), StoreError> {
         self.busy.remove(&f.reader);
         let code = self.code(&f.key).cloned();
         let ms = f.started.elapsed().as_millis() as u64;
@@ -410,7 +351,7 @@ impl Provisioner {
                 self.store.put_assignment(&a)?;
                 self.held.insert(f.key.clone(), a);
                 (
-                    Outcome::Ok,
+                    ProvisionResult::Ok,
                     format!(
                         "OK — take it out: {} ({}) installed",
                         preview.name, preview.provider
@@ -438,7 +379,7 @@ impl Provisioner {
                     "nothing installed; the code is offered again"
                 };
                 (
-                    Outcome::Failed,
+                    ProvisionResult::Failed,
                     format!("FAILED: {words} ({again}) — take it out"),
                     None,
                 )
@@ -446,7 +387,7 @@ impl Provisioner {
             JobResult::Unknown { words } => match stored.map(|a| a.state) {
                 // The package was loading: the code stays this card's until it is back.
                 Some(AssignState::Loading { .. }) => (
-                    Outcome::Pulled,
+                    ProvisionResult::Pulled,
                     format!(
                         "CARD PULLED mid-download ({words}): its code stays with EID {} until it is inserted again",
                         f.eid
@@ -458,7 +399,7 @@ impl Provisioner {
                     self.store.release_assignment(&f.key)?;
                     self.held.remove(&f.key);
                     (
-                        Outcome::Pulled,
+                        ProvisionResult::Pulled,
                         format!(
                             "CARD PULLED before its profile was sent ({words}): nothing installed; the code is offered again"
                         ),
@@ -467,10 +408,10 @@ impl Provisioner {
                 }
             },
         };
-        let progress = Progress {
+        let progress = ProvisionReport {
             reader: f.reader.clone(),
             eid: Some(f.eid.clone()),
-            stage: Stage::Done {
+            stage: ProvisionStage::Done {
                 result,
                 words: words.clone(),
                 iccid: iccid.clone(),
@@ -500,7 +441,7 @@ struct Job {
     /// An earlier assignment of this code to this card, to settle first.
     settle: Option<Assignment>,
     store: Store,
-    progress: mpsc::UnboundedSender<Progress>,
+    progress: mpsc::UnboundedSender<ProvisionReport>,
     plan: Plan,
 }
 
@@ -545,8 +486,8 @@ impl Job {
         }
     }
 
-    fn show(&self, stage: Stage) {
-        let _ = self.progress.send(Progress {
+    fn show(&self, stage: ProvisionStage) {
+        let _ = self.progress.send(ProvisionReport {
             reader: self.reader.clone(),
             eid: Some(self.eid.clone()),
             stage,
@@ -587,7 +528,7 @@ impl Job {
                         .into(),
                 };
             }
-            self.show(Stage::Reconciled {
+            self.show(ProvisionStage::Reconciled {
                 line: self.code.line,
                 landed: r.landed,
             });
@@ -687,11 +628,11 @@ impl Observer for Watch<'_> {
             Step::ServerAuthenticated { transaction_id } => self.tid = transaction_id.clone(),
             Step::Preview { profile, .. } => {
                 self.iccid = profile.iccid.clone();
-                self.job.show(Stage::Preview {
+                self.job.show(ProvisionStage::Preview {
                     profile: profile.clone(),
                 });
             }
-            Step::Package { segments, .. } => self.job.show(Stage::Loading {
+            Step::Package { segments, .. } => self.job.show(ProvisionStage::Loading {
                 done: 0,
                 of: *segments,
             }),
@@ -700,7 +641,7 @@ impl Observer for Watch<'_> {
                 let pct = done * 100 / (*of).max(1);
                 if self.last_pct.is_none_or(|p| pct / 10 > p / 10) || done == of {
                     self.last_pct = Some(pct);
-                    self.job.show(Stage::Loading {
+                    self.job.show(ProvisionStage::Loading {
                         done: *done,
                         of: *of,
                     });
