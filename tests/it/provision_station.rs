@@ -4,21 +4,13 @@
 //! pinned: every code is used at most once — across a mistyped code, a card pulled
 //! mid-download and a station killed mid-download — and each card's end is said in words.
 
-use crate::support::{self, smdp, Lines, Pcsc, Proc, TempDir};
+use crate::support::smdp::{self, eid};
+use crate::support::{self, Lines, Pcsc, Proc, TempDir};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-
-/// An EID from 30 made-up digits and its two check digits (GSMA SGP.29 §2.2: the whole
-/// number mod 97 is 1).
-fn eid(prefix: &str) -> String {
-    let rem = prefix
-        .bytes()
-        .fold(0u32, |r, b| (r * 10 + u32::from(b - b'0')) % 97);
-    format!("{prefix}{:02}", 98 - (rem * 100) % 97)
-}
 
 /// An ICCID from its 18 first digits and the Luhn check digit (ITU-T E.118).
 fn iccid(prefix: &str) -> String {
@@ -90,29 +82,7 @@ impl Rig {
 
     /// A Blank eUICC with EID `eid` into reader `slot`, answering after `latency_ms`.
     fn insert(&self, pcsc: &Pcsc, slot: u8, eid: &str, latency_ms: u64) -> support::Card {
-        let keys = self.dir.path().join(format!("euicc-{eid}"));
-        if !keys.exists() {
-            let out = std::process::Command::new(support::repo().join("tests/rig/rsp-pki.sh"))
-                .arg("--euicc")
-                .arg(&self.pki)
-                .arg(&keys)
-                .arg(eid)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let image = self.dir.path().join(format!("blank-{eid}.toml"));
-        let blank = std::fs::read_to_string(support::repo().join("devices/cards/euicc-blank.toml"))
-            .unwrap();
-        std::fs::write(
-            &image,
-            blank.replace("89049032123451234512345678910062", eid),
-        )
-        .unwrap();
+        let (image, keys) = smdp::blank_euicc(&self.pki, self.dir.path(), eid);
         pcsc.insert_with(
             slot,
             image.to_str().unwrap(),
