@@ -520,3 +520,64 @@ fn a_mistyped_code_file_is_refused_at_start_with_file_line_and_what_is_wrong() {
     assert!(!err.contains("GOOD"), "a matching ID in an error: {err}");
     assert!(!dir.path().join("codes.results.csv").exists());
 }
+
+#[test]
+fn the_station_page_shows_the_code_the_preview_and_ok_take_it_out() {
+    let rig = Rig::new(&["PAGE-1"]);
+    let pcsc = Pcsc::start();
+    let codes = rig.codes_file(&[rig.code("PAGE-1") + ",,,,"]);
+    let port = support::free_port();
+    let mut station = Proc::spawn(
+        "simgate station --provision --http",
+        pcsc.simgate()
+            .args(["station", "--json", "--state-dir"])
+            .arg(rig.dir.path().join("state"))
+            .arg("--provision")
+            .arg(&codes)
+            .arg("--ci-dir")
+            .arg(&rig.pki)
+            .args(["--http", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    support::wait_for(
+        "the station page to answer",
+        Duration::from_secs(20),
+        || {
+            assert!(station.child.try_wait().ok().flatten().is_none());
+            support::browser::http(port, "GET", "/", &[], None).is_ok_and(|(s, _)| s == 200)
+        },
+    );
+    let browser = support::browser::Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    browser.until(
+        "the page's live stream",
+        "document.getElementById('live').classList.contains('on')",
+        Duration::from_secs(20),
+    );
+    // Inserted after the page loaded: the card's box fills in as it goes.
+    let _card = rig.insert(&pcsc, 0, &eid("890490321234512345123456785001"), 0);
+    let text = browser.until(
+        "the card's loud end",
+        "(t => t.includes('OK — take it out') && t)(document.getElementById('provisions').innerText)",
+        Duration::from_secs(60),
+    );
+    let text = text.as_str().unwrap();
+    assert!(text.contains("code of line 2"), "{text}");
+    assert!(
+        text.contains(&format!("profile {}", rig.iccids["PAGE-1"])),
+        "the preview: {text}"
+    );
+    assert!(
+        !text.contains("PAGE-1"),
+        "a matching ID on the page: {text}"
+    );
+    // A page opened afterwards sees the same (from the snapshot).
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    browser.until(
+        "the card's end in the snapshot",
+        "document.getElementById('provisions').innerText.includes('OK — take it out')",
+        Duration::from_secs(20),
+    );
+    station.interrupt();
+}
