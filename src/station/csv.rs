@@ -12,7 +12,8 @@ const HEADER: &str =
 
 /// A provisioning batch's results (`--provision`): one row per card that got a code or
 /// was turned away. The activation code is the one used, never its confirmation code.
-const RESULTS_HEADER: &str = "time,reader,eid,iccid,code_line,activation_code,result,detail,ms\n";
+const RESULTS_HEADER: &str =
+    "time,reader,eid,iccid,code_line,activation_code,labels,result,detail,ms\n";
 
 /// An open batch CSV.
 #[derive(Debug)]
@@ -88,6 +89,7 @@ impl Csv {
             r.iccid.clone().unwrap_or_default(),
             line,
             code,
+            r.labels.join(";"),
             r.result.word().to_string(),
             r.words.clone(),
             r.ms.map(|m| m.to_string()).unwrap_or_default(),

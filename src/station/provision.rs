@@ -58,6 +58,8 @@ pub struct Row {
     pub iccid: Option<String>,
     /// The code's line and text (the activation code, never its confirmation code).
     pub code: Option<(usize, String)>,
+    /// The code's labels (its line's `labels`), for whoever files the cards.
+    pub labels: Vec<String>,
     pub result: ProvisionResult,
     pub words: String,
     pub ms: Option<u64>,
@@ -197,6 +199,7 @@ impl Provisioner {
                 eid: eid.clone().unwrap_or_default(),
                 iccid: iccid.clone(),
                 code: None,
+                labels: Vec::new(),
                 result: ProvisionResult::Skipped,
                 words: words.clone(),
                 ms: None,
@@ -238,11 +241,19 @@ impl Provisioner {
             }
         }
         if mine.is_none() && !id.is_blank_esim() && !self.plan.non_blank {
+            let listed = id.euicc.as_ref().is_some_and(|e| e.profiles.is_some());
+            let why = match (listed, &id.iccid) {
+                (true, Some(i)) => format!("not Blank: profile {i} is enabled"),
+                (true, None) => "not Blank: a profile is enabled".to_string(),
+                // Unknown is not Blank: a card is never provisioned on a guess.
+                (false, _) => {
+                    "its profiles could not be listed, so it may not be Blank".to_string()
+                }
+            };
             return skip(
                 Some(eid),
                 format!(
-                    "not Blank: profile {} is enabled; skipped (--provision-non-blank provisions it anyway) — take it out",
-                    id.iccid.as_ref().map_or("-".to_string(), |i| i.to_string())
+                    "{why}; skipped (--provision-non-blank provisions it anyway) — take it out"
                 ),
             );
         }
@@ -424,6 +435,7 @@ impl Provisioner {
             reader: f.reader,
             eid: f.eid,
             iccid,
+            labels: code.as_ref().map(|c| c.labels.clone()).unwrap_or_default(),
             code: code.map(|c| (c.line, c.text.expose().to_string())),
             result,
             words,
@@ -576,8 +588,12 @@ impl Job {
             store_error: None,
         };
         let r = download::download(isdr, &mut s, &order, &mut watch);
+        // The transaction could not be stored: the download was declined before any
+        // package (never a code out unrecorded), and what the store holds is unknown.
         if let Some(e) = watch.store_error {
-            tracing::error!(error = %e, "the assignment could not be stored: the download was stopped");
+            return JobResult::Unknown {
+                words: format!("the state directory did not take the transaction ({e}); the download was stopped"),
+            };
         }
         match r {
             Ok(d) => {

@@ -190,26 +190,26 @@ impl Station {
     }
 }
 
-/// The results CSV's rows as (eid, iccid, code, result, detail).
-fn results(path: &Path) -> Vec<[String; 5]> {
+/// The results CSV's rows as (eid, iccid, code, result, detail, labels).
+fn results(path: &Path) -> Vec<[String; 6]> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("time,reader,eid,iccid,code_line,activation_code,result,detail,ms")
+        Some("time,reader,eid,iccid,code_line,activation_code,labels,result,detail,ms")
     );
     lines
         .map(|l| {
             // The fields of these tests hold no quotes; the detail may hold commas.
-            let f: Vec<&str> = l.splitn(8, ',').collect();
-            let detail = f[7].rsplit_once(',').map_or(f[7], |(d, _)| d);
-            [f[2], f[3], f[5], f[6], detail].map(str::to_string)
+            let f: Vec<&str> = l.splitn(9, ',').collect();
+            let detail = f[8].rsplit_once(',').map_or(f[8], |(d, _)| d);
+            [f[2], f[3], f[5], f[7], detail, f[6]].map(str::to_string)
         })
         .collect()
 }
 
 /// Every code appears in at most one `ok` row, and no profile went to two cards.
-fn assert_each_code_once(rows: &[[String; 5]]) {
+fn assert_each_code_once(rows: &[[String; 6]]) {
     let ok: Vec<_> = rows.iter().filter(|r| r[3] == "ok").collect();
     for r in &ok {
         assert_eq!(
@@ -362,6 +362,18 @@ fn a_batch_over_two_readers_uses_each_code_once_through_a_mistyped_code_and_a_pu
     let end = st.end(&rr);
     assert_eq!(end["result"], "ok", "{end}");
     assert_eq!(end["iccid"], rig.iccids["BATCH-1"].as_str());
+    // Installed, not enabled (the card stays Blank for its buyer), with its line's
+    // nickname.
+    let listed = pcsc
+        .simgate()
+        .args(["esim", "list", "--json", "--reader", &rr])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let p = &listed["profiles"][0];
+    assert_eq!(p["iccid"], rig.iccids["BATCH-1"].as_str(), "{listed}");
+    assert_eq!(p["nickname"], "truck 4", "{listed}");
+    assert_eq!(p["state"], "disabled", "{listed}");
     pull(&pcsc, card_d, bad_slot);
 
     // C again: its interrupted download is settled with the card (nothing landed: a
@@ -400,6 +412,11 @@ fn a_batch_over_two_readers_uses_each_code_once_through_a_mistyped_code_and_a_pu
         .collect();
     assert_eq!(ok_codes.len(), 3, "{rows:?}");
     assert!(ok_codes.contains(&(d.clone(), rig.iccids["BATCH-1"].clone())));
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == d && r[3] == "ok" && r[5] == "fleet;north"),
+        "the code's labels: {rows:?}"
+    );
     assert!(ok_codes.contains(&(c.clone(), rig.iccids["BATCH-BIG"].clone())));
     assert!(
         rows.iter().any(|r| r[3] == "pulled" && r[0] == c),
