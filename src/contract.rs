@@ -356,6 +356,23 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         secs: Option<f64>,
     },
+    /// A step of an `esim_download` (MQTT.md, "eSIM download"), throttled: no event
+    /// per package segment (`installing` at most at each quarter). `iccid` is the
+    /// SIM whose eUICC downloads, `id` the command's; `profile` the offered, then
+    /// installed, profile's ICCID. Never a matching ID or a confirmation code.
+    EsimDownloadStep {
+        id: String,
+        iccid: String,
+        step: DownloadStep,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        profile: Option<String>,
+        /// `installing`: segments loaded, of how many.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        done: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        of: Option<u32>,
+        detail: String,
+    },
     /// The modem on `port` stopped answering or its port vanished (`up: false`, with
     /// the reason), or it answers again (`up: true`); `iccid`: the SIM it held.
     ModemService {
@@ -380,7 +397,8 @@ impl EventKind {
             | EventKind::RuleFired { iccid, .. }
             | EventKind::SwapStep { iccid, .. }
             | EventKind::RefillRequested { iccid, .. }
-            | EventKind::EsimNotification { iccid, .. } => Some(iccid),
+            | EventKind::EsimNotification { iccid, .. }
+            | EventKind::EsimDownloadStep { iccid, .. } => Some(iccid),
             EventKind::Error { iccid, .. } | EventKind::ModemService { iccid, .. } => {
                 iccid.as_deref()
             }
@@ -436,6 +454,9 @@ crate::sim::wire_words! {
         EsimNickname = "esim_nickname",
         /// The platform delivered an eSIM notification: remove it from the eUICC.
         EsimNotificationAck = "esim_notification_ack",
+        /// Download a profile from an SM-DP+ onto the SIM's eUICC (GSMA SGP.22 §3.1.3),
+        /// optionally enable it, verified as a swap (MQTT.md, "eSIM download").
+        EsimDownload = "esim_download",
         /// PIN1 of the SIM (MQTT.md, "PIN and PUK"): enter, enable, disable, change it,
         /// or unblock it with the PUK.
         PinVerify = "pin_verify",
@@ -592,18 +613,103 @@ pub struct Command {
     pub id: String,
     pub iccid: String,
     pub action: Action,
-    /// For `set_record`: the record, already validated.
-    pub record: Option<PlatformRecord>,
-    /// For `refill`: what to apply, already validated.
-    pub refill: Option<Refill>,
-    /// For `swap`: where the new SIM comes from, already validated.
-    pub swap: Option<SwapTarget>,
-    /// For `esim_*` but `esim_list`: the profile (and nickname), already validated.
-    pub esim: Option<EsimRequest>,
-    /// For `pin_*`: the operation and its secrets (never shown: `sim::Secret`).
-    /// Boxed: the secrets would make every command message much larger.
-    pub pin: Option<Box<crate::sim::PinRequest>>,
+    /// What the action takes, already validated (`parse_params`).
+    pub params: Params,
     pub expires_at: u64,
+}
+
+/// A command's params once checked: one variant per shape of params an action takes
+/// (MQTT.md, "Commands"), so an action's executor gets exactly what it needs. A new
+/// action taking params adds its variant here and its arm in [`parse_params`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Params {
+    /// `refresh`, `suspend`, `resume`, `rules`, `esim_list`, `sync`: none (any sent are
+    /// ignored).
+    None,
+    /// `set_record`: the platform record.
+    Record(PlatformRecord),
+    /// `refill`: what to apply.
+    Refill(Refill),
+    /// `request_refill`: how much to ask for, if said.
+    RequestRefill { amount_mb: Option<f64> },
+    /// `swap`: where the new SIM comes from.
+    Swap(SwapTarget),
+    /// `esim_*` but `esim_list`: the profile (and nickname), or the notification.
+    Esim(EsimRequest),
+    /// `pin_*`: the operation and its secrets (never shown: `sim::Secret`). Boxed: the
+    /// secrets would make every command much larger.
+    Pin(Box<crate::sim::PinRequest>),
+    /// `esim_download`, and a `swap` with `download`: what to download (its codes never
+    /// shown: `rsp::activation::Secret`). Boxed as `Pin`.
+    Download(Box<DownloadRequest>),
+}
+
+/// Check `params` for `action`: the one place each action's params are read.
+pub fn parse_params(action: Action, params: &serde_json::Value) -> Result<Params, Refusal> {
+    if let Some(op) = action.pin_op() {
+        return Ok(Params::Pin(Box::new(parse_pin_params(op, params)?)));
+    }
+    if action.is_esim() {
+        return Ok(match parse_esim_params(action, params)? {
+            Some(req) => Params::Esim(req),
+            None => Params::None,
+        });
+    }
+    Ok(match action {
+        Action::EsimDownload => Params::Download(Box::new(parse_download_params(params, false)?)),
+        // A swap with `download`: the same checks as any swap's params first (one
+        // target, known fields), then the download's.
+        Action::Swap if params.get("download").is_some() => {
+            if let Err(r) = parse_swap_params(params) {
+                if !r.reason.starts_with("params.download") {
+                    return Err(r);
+                }
+            }
+            Params::Download(Box::new(parse_download_params(params, true)?))
+        }
+        Action::Swap => Params::Swap(parse_swap_params(params)?),
+        Action::SetRecord => {
+            let rec: PlatformRecord = typed(params.clone(), "params.").map_err(|e| {
+                Refusal::new(
+                    RefusalCode::InvalidField,
+                    format!("not a platform record: {e}"),
+                )
+            })?;
+            check_record(&rec)?;
+            Params::Record(rec)
+        }
+        Action::RequestRefill => parse_request_refill_params(params)?,
+        Action::Refill => {
+            let r: Refill = typed(params.clone(), "params.").map_err(|e| {
+                Refusal::new(RefusalCode::InvalidField, format!("not a refill: {e}"))
+            })?;
+            check_refill(&r)?;
+            Params::Refill(r)
+        }
+        _ => Params::None,
+    })
+}
+
+/// Check a `request_refill` command's params: only an optional amount, what to ask for.
+pub fn parse_request_refill_params(params: &serde_json::Value) -> Result<Params, Refusal> {
+    let bad = |m: &str| Refusal::new(RefusalCode::InvalidField, m);
+    let amount_mb = match params.get("amount_mb") {
+        None => None,
+        Some(a) => Some(
+            a.as_f64()
+                .filter(|a| a.is_finite() && *a > 0.0 && *a <= 1e9)
+                .ok_or_else(|| bad("params.amount_mb: not a positive number of MB"))?,
+        ),
+    };
+    if let Some(k) = params
+        .as_object()
+        .and_then(|o| o.keys().find(|k| k.as_str() != "amount_mb"))
+    {
+        return Err(bad(&format!(
+            "params.{k}: unknown field (request_refill takes amount_mb)"
+        )));
+    }
+    Ok(Params::RequestRefill { amount_mb })
 }
 
 /// Check a `pin_*` command's params: `pin` (a PUK's `puk` for an unblock), `new_pin`
@@ -664,45 +770,195 @@ pub fn parse_pin_params(
 pub enum SwapTarget {
     ToSlot(u8),
     ExpectIccid(String),
+    /// An eUICC's installed profile (its ICCID) enabled in place of the enabled one.
+    ToProfile(String),
 }
 
 /// The highest slot number a `to_slot` may name; the modem's profile bounds it further
 /// (devices/modems `[slots] count`), checked when the swap runs.
 pub const MAX_SWAP_SLOT: u64 = 8;
 
-/// Check a swap command's `params` field by field; every refusal names the field.
+/// Check a swap command's `params` field by field; every refusal names the field. A
+/// swap with `download` (an eSIM's new profile from an SM-DP+) is checked by
+/// [`parse_download_params`] instead: it has no [`SwapTarget`] until the profile landed.
 pub fn parse_swap_params(params: &serde_json::Value) -> Result<SwapTarget, Refusal> {
     let bad = |why: String| Refusal::new(RefusalCode::InvalidField, why);
+    const TARGETS: &str = "to_slot, expect_iccid, to_profile or download";
     let obj = params
         .as_object()
-        .ok_or_else(|| bad("params: a swap needs an object with to_slot or expect_iccid".into()))?;
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "to_slot" | "expect_iccid"))
-    {
+        .ok_or_else(|| bad(format!("params: a swap needs an object with {TARGETS}")))?;
+    if let Some(k) = obj.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "to_slot" | "expect_iccid" | "to_profile" | "download" | "confirmation_code"
+        )
+    }) {
         return Err(bad(format!(
-            "params.{k}: unknown field (a swap takes to_slot or expect_iccid)"
+            "params.{k}: unknown field (a swap takes {TARGETS})"
         )));
     }
-    match (obj.get("to_slot"), obj.get("expect_iccid")) {
-        (Some(_), Some(_)) => Err(bad(
-            "params: to_slot and expect_iccid together (a swap is one or the other)".into(),
-        )),
-        (None, None) => Err(bad(
-            "params: missing to_slot or expect_iccid".into(),
-        )),
-        (Some(n), None) => match n.as_u64() {
+    let given: Vec<&str> = ["to_slot", "expect_iccid", "to_profile", "download"]
+        .into_iter()
+        .filter(|k| obj.contains_key(*k))
+        .collect();
+    match given[..] {
+        [] => Err(bad(format!("params: missing {TARGETS}"))),
+        [_] => Ok(()),
+        _ => Err(bad(format!(
+            "params: {} together (a swap is one of {TARGETS})",
+            given.join(" and ")
+        ))),
+    }?;
+    if obj.contains_key("confirmation_code") && !obj.contains_key("download") {
+        return Err(bad(
+            "params.confirmation_code: only with download (it confirms a profile download)".into(),
+        ));
+    }
+    match (obj.get("to_slot"), obj.get("expect_iccid"), obj.get("to_profile")) {
+        (Some(n), _, _) => match n.as_u64() {
             Some(n @ 1..=MAX_SWAP_SLOT) => Ok(SwapTarget::ToSlot(n as u8)),
             _ => Err(bad(format!(
                 "params.to_slot: {n} is not a slot number 1-{MAX_SWAP_SLOT}"
             ))),
         },
-        (None, Some(i)) => match i.as_str().filter(|s| valid_iccid(s)) {
+        (_, Some(i), _) => match i.as_str().filter(|s| valid_iccid(s)) {
             Some(i) => Ok(SwapTarget::ExpectIccid(i.to_string())),
             None => Err(bad(format!(
                 "params.expect_iccid: {i} is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)"
             ))),
         },
+        (_, _, Some(i)) => match i.as_str().filter(|s| profile_iccid(s)) {
+            Some(i) => Ok(SwapTarget::ToProfile(i.to_string())),
+            None => Err(bad(format!(
+                "params.to_profile: {i} is not a profile's ICCID (18-20 digits)"
+            ))),
+        },
+        // `download`: the caller parses it (parse_download_params).
+        _ => Err(bad("params.download: a download has no target until it landed".into())),
+    }
+}
+
+/// A profile's ICCID as an eUICC lists it (SGP.22 §5.7.15 ProfileInfo iccid): 18-20
+/// decimal digits.
+fn profile_iccid(s: &str) -> bool {
+    (18..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// What an `esim_download` command (or a `swap` with `download`) asks for (MQTT.md,
+/// "eSIM download"). The activation code's matching ID and the confirmation code are
+/// secrets (SGP.22 §4.1): held here as [`Secret`](crate::rsp::activation::Secret),
+/// which never prints, and kept nowhere but in memory for the command's life.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadRequest {
+    pub activation: crate::rsp::activation::ActivationCode,
+    pub confirmation_code: Option<crate::rsp::activation::Secret>,
+    /// Enable the new profile once installed, verified as a swap's verify step.
+    pub enable: bool,
+    pub nickname: Option<String>,
+    /// With `enable`: when the new profile does not register with its data session up,
+    /// enable the previous one again (verified). Without: leave the new one enabled.
+    pub rollback_on_failure: bool,
+}
+
+/// Check an `esim_download`'s `params` (`activation_code`, optional
+/// `confirmation_code`, `enable`, `nickname`, `rollback_on_failure`), or a swap's with
+/// `download` (the code in `download`, optional `confirmation_code`; enable and roll
+/// back implied). A refusal names the field, never a code's value.
+pub fn parse_download_params(
+    params: &serde_json::Value,
+    swap: bool,
+) -> Result<DownloadRequest, Refusal> {
+    let bad = |m: String| Refusal::new(RefusalCode::InvalidField, m);
+    let obj = params
+        .as_object()
+        .ok_or_else(|| bad("params: not an object".into()))?;
+    let (code_field, allowed): (&str, &[&str]) = if swap {
+        ("download", &["download", "confirmation_code"])
+    } else {
+        (
+            "activation_code",
+            &[
+                "activation_code",
+                "confirmation_code",
+                "enable",
+                "nickname",
+                "rollback_on_failure",
+            ],
+        )
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "params.{k}: unknown field (takes {})",
+            allowed.join(", ")
+        )));
+    }
+    let code = obj
+        .get(code_field)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad(format!("params.{code_field}: missing, or not a string")))?;
+    let activation = crate::rsp::activation::ActivationCode::parse(code)
+        .map_err(|e| bad(format!("params.{code_field}: {e}")))?;
+    let confirmation_code = match obj.get("confirmation_code") {
+        None => None,
+        Some(serde_json::Value::String(c)) if !c.is_empty() && c.len() <= 32 => {
+            Some(crate::rsp::activation::Secret::new(c.clone()))
+        }
+        Some(_) => {
+            return Err(bad(
+                "params.confirmation_code: not a string of 1-32 characters".into(),
+            ))
+        }
+    };
+    if activation.confirmation_required && confirmation_code.is_none() {
+        return Err(bad(format!(
+            "params.confirmation_code: missing, and the {code_field} says the profile needs one"
+        )));
+    }
+    let flag = |k: &str, default: bool| match obj.get(k) {
+        None => Ok(default),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(format!("params.{k}: not true or false"))),
+    };
+    let nickname = match obj.get("nickname") {
+        None => None,
+        Some(serde_json::Value::String(n)) if n.len() <= 64 => Some(n.clone()),
+        Some(_) => {
+            return Err(bad(
+                "params.nickname: not a string of at most 64 bytes (SGP.22 profileNickname)".into(),
+            ))
+        }
+    };
+    Ok(DownloadRequest {
+        activation,
+        confirmation_code,
+        enable: swap || flag("enable", false)?,
+        nickname,
+        rollback_on_failure: swap || flag("rollback_on_failure", true)?,
+    })
+}
+
+crate::sim::wire_words! {
+    /// The steps of an `esim_download` (MQTT.md, "eSIM download"), in order; with
+    /// `enable` the swap's steps follow (`swap_step`, same command id).
+    pub enum DownloadStep {
+        /// The eUICC's challenge read; the SM-DP+ asked to authenticate.
+        Challenge = "challenge",
+        /// Both sides authenticated (SGP.22 §3.1.3.1).
+        Authenticated = "authenticated",
+        /// The profile the SM-DP+ offers (`profile`), accepted.
+        Preview = "preview",
+        /// The bound package arrived: `of` segments to load.
+        Package = "package",
+        /// Loading: `done` of `of` segments (at most one event per quarter).
+        Installing = "installing",
+        /// The eUICC installed `profile` (verified by listing).
+        Installed = "installed",
+        /// The installation result reached the SM-DP+, or stays on the card (why).
+        Notification = "notification",
+        /// After a restart: the interrupted download reconciled with the card.
+        Reconciled = "reconciled",
+        /// The download failed at the function named in `detail`, reconciled.
+        Failed = "failed",
     }
 }
 
@@ -829,6 +1085,10 @@ pub struct CommandStatus {
     /// A `sync`'s end marker: how many rows it published before this status.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rows: Option<u64>,
+    /// An `esim_download`'s installed profile (ICCID), also when a later step failed:
+    /// the profile stays on the eUICC.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub profile: Option<String>,
     pub ts: u64,
 }
 
@@ -955,9 +1215,10 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         )));
     }
     let Some(action) = Action::from_word(&msg.action) else {
+        let words: Vec<&str> = Action::ALL.iter().map(|a| a.word()).collect();
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
-            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack, pin_verify, pin_enable, pin_disable, pin_change, pin_unblock, sync",
+            format!("action: not one of {}", words.join(", ")),
         )));
     };
     if msg.expires_at <= now {
@@ -975,90 +1236,31 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
             ),
         )));
     }
-    let swap = match action {
-        Action::Swap => Some(parse_swap_params(&msg.params).map_err(with_id)?),
-        _ => None,
-    };
-    let esim = if action.is_esim() {
-        parse_esim_params(action, &msg.params).map_err(with_id)?
-    } else {
-        None
-    };
-    let pin = match action.pin_op() {
-        Some(op) => Some(Box::new(
-            parse_pin_params(op, &msg.params).map_err(with_id)?,
-        )),
-        None => None,
-    };
-    let record = match action {
-        Action::SetRecord => {
-            let rec: PlatformRecord = typed(msg.params.clone(), "params.").map_err(|e| {
-                with_id(Refusal::new(
-                    RefusalCode::InvalidField,
-                    format!("not a platform record: {e}"),
-                ))
-            })?;
-            check_record(&rec).map_err(with_id)?;
-            Some(rec)
-        }
-        _ => None,
-    };
-    let refill = match action {
-        Action::RequestRefill => {
-            // Only an optional amount: what to ask for.
-            let amount = match msg.params.get("amount_mb") {
-                None => None,
-                Some(a) => Some(
-                    a.as_f64()
-                        .filter(|a| a.is_finite() && *a > 0.0 && *a <= 1e9)
-                        .ok_or_else(|| {
-                            with_id(Refusal::new(
-                                RefusalCode::InvalidField,
-                                "params.amount_mb: not a positive number of MB",
-                            ))
-                        })?,
-                ),
-            };
-            if let Some(k) = msg
-                .params
-                .as_object()
-                .and_then(|o| o.keys().find(|k| k.as_str() != "amount_mb"))
-            {
-                return Err(with_id(Refusal::new(
-                    RefusalCode::InvalidField,
-                    format!("params.{k}: unknown field (request_refill takes amount_mb)"),
-                )));
-            }
-            Some(Refill {
-                amount_mb: amount,
-                data_left_mb: None,
-                days: None,
-                request_id: None,
-            })
-        }
-        Action::Refill => {
-            let r: Refill = typed(msg.params.clone(), "params.").map_err(|e| {
-                with_id(Refusal::new(
-                    RefusalCode::InvalidField,
-                    format!("not a refill: {e}"),
-                ))
-            })?;
-            check_refill(&r).map_err(with_id)?;
-            Some(r)
-        }
-        _ => None,
-    };
+    let params = parse_params(action, &msg.params).map_err(with_id)?;
     Ok(Command {
         id: msg.id,
         iccid: msg.iccid,
         action,
-        record,
-        refill,
-        swap,
-        esim,
-        pin,
+        params,
         expires_at: msg.expires_at,
     })
+}
+
+/// A command from a local surface (the station page's buttons), which names neither
+/// the schema version nor an expiry: given this version, `expires_at` and empty params
+/// when it has none, then checked exactly as the platform's ([`parse_command`]).
+pub fn parse_local_command(
+    mut body: serde_json::Value,
+    now: u64,
+    expires_at: u64,
+) -> Result<Command, Refusal> {
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("v".into(), SCHEMA_VERSION.into());
+        obj.insert("expires_at".into(), expires_at.into());
+        obj.entry("params")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    }
+    parse_command(body.to_string().as_bytes(), now)
 }
 
 /// A platform record message on `sim/<iccid>/platform`: `{"v":1, ...record fields}`.
@@ -1329,7 +1531,10 @@ mod tests {
             "params": {"status":"Active","plan":"IoT 1GB","labels":["fleet-a"]}}),
         )
         .unwrap();
-        assert_eq!(ok.record.unwrap().plan.as_deref(), Some("IoT 1GB"));
+        let Params::Record(rec) = ok.params else {
+            panic!("not a record: {:?}", ok.params);
+        };
+        assert_eq!(rec.plan.as_deref(), Some("IoT 1GB"));
         let bad = cmd(
             serde_json::json!({"v":1,"id":"c-4","iccid":"8988211000000430010",
             "action":"set_record","expires_at": NOW + 60,
@@ -1411,6 +1616,87 @@ mod tests {
         assert_eq!(j["type"], "removed");
         assert_eq!(j["seq"], 7);
         assert_eq!(serde_json::from_value::<EventMsg>(j).unwrap(), e);
+    }
+
+    #[test]
+    fn download_params_are_checked_by_field_and_never_quote_a_code() {
+        use serde_json::json;
+        let ok = parse_download_params(
+            &json!({"activation_code": "LPA:1$smdp.example$K2-SECRET", "enable": true}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.activation.smdp, "smdp.example");
+        assert!(ok.enable && ok.rollback_on_failure && ok.nickname.is_none());
+        assert!(!format!("{ok:?}").contains("K2-SECRET"), "{ok:?}");
+        let bad = |p: serde_json::Value, swap| parse_download_params(&p, swap).unwrap_err().reason;
+        assert!(bad(json!({}), false).starts_with("params.activation_code: missing"));
+        assert!(bad(json!({"activation_code": "K2-SECRET"}), false)
+            .starts_with("params.activation_code: must start with LPA:1$"));
+        let cc = bad(
+            json!({"activation_code": "LPA:1$smdp.example$K2-SECRET$$1"}),
+            false,
+        );
+        assert!(cc.starts_with("params.confirmation_code: missing"), "{cc}");
+        assert!(!cc.contains("K2-SECRET"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "enable": "yes"}),
+            false
+        )
+        .starts_with("params.enable: not true or false"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "nickname": "n".repeat(65)}),
+            false
+        )
+        .starts_with("params.nickname"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "pin": "1"}),
+            false
+        )
+        .starts_with("params.pin: unknown field"));
+        // A swap's download enables and rolls back, and takes nothing else.
+        let s = parse_download_params(&json!({"download": "LPA:1$a.example$X"}), true).unwrap();
+        assert!(s.enable && s.rollback_on_failure);
+        assert!(bad(
+            json!({"download": "LPA:1$a.example$X", "enable": false}),
+            true
+        )
+        .starts_with("params.enable: unknown field"));
+    }
+
+    #[test]
+    fn a_swap_names_one_target_of_four_and_a_profile_by_its_iccid() {
+        use serde_json::json;
+        assert_eq!(
+            parse_swap_params(&json!({"to_profile": "8900101000000000019"})).unwrap(),
+            SwapTarget::ToProfile("8900101000000000019".into())
+        );
+        let bad = |p: serde_json::Value| parse_swap_params(&p).unwrap_err().reason;
+        assert!(bad(json!({"to_profile": "89001"})).starts_with("params.to_profile"));
+        assert!(
+            bad(json!({"to_profile": "8900101000000000019", "to_slot": 2}))
+                .starts_with("params: to_slot and to_profile together")
+        );
+        assert!(bad(json!({"to_slot": 2, "confirmation_code": "1"}))
+            .starts_with("params.confirmation_code: only with download"));
+        let cmd = |params: serde_json::Value| {
+            json!({"v":1,"id":"s","iccid":"89883030000000000429","action":"swap",
+                   "params":params,"expires_at":1_000u64})
+            .to_string()
+        };
+        let c = parse_command(cmd(json!({"download": "LPA:1$a.example$X"})).as_bytes(), 1).unwrap();
+        assert!(matches!(c.params, Params::Download(d) if d.enable));
+        let r = parse_command(
+            cmd(json!({"download": "LPA:1$a.example$X", "to_slot": 2})).as_bytes(),
+            1,
+        )
+        .unwrap_err();
+        assert!(
+            r.reason
+                .starts_with("params: to_slot and download together"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]

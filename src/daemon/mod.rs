@@ -4,10 +4,13 @@
 //! holding its state and its handlers.
 
 pub(crate) mod commands;
+mod esim_download;
 mod modems;
 mod readers;
+mod refill;
 mod rules;
 mod swap;
+pub(crate) mod work;
 
 pub use swap::SwapSettings;
 mod service;
@@ -56,6 +59,8 @@ pub struct Settings {
     pub pins: Option<std::sync::Arc<crate::pins::Pins>>,
     /// Serve the station page (src/http); None: no page.
     pub http: Option<crate::http::Settings>,
+    /// Profile downloads (`esim_download`): the CIs an SM-DP+ must chain to.
+    pub esim: crate::config::Esim,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +98,7 @@ pub(crate) enum Event {
     /// The platform sent a command or a SIM record.
     Platform(Received),
     /// A command's asynchronous work (a card re-read) finished.
-    CommandDone { id: String, result: commands::Done },
+    CommandDone { id: String, result: work::Done },
     /// A rule firing's actions were applied (their outcomes inside).
     FiringDone(Box<crate::store::rules::FiringRecord>),
     /// A SIM swap changed which rows are Pending: record these rows again.
@@ -103,7 +108,13 @@ pub(crate) enum Event {
     SwapEnded {
         id: String,
         rows: Vec<String>,
-        result: commands::Done,
+        result: work::Done,
+    },
+    /// A profile download's work ended (src/daemon/esim_download.rs): its command
+    /// finishes, or the swap to the new profile starts.
+    DownloadDone {
+        id: String,
+        finished: esim_download::Finished,
     },
     /// Time to tell the service manager's watchdog the loop is alive.
     Watchdog,
@@ -121,6 +132,7 @@ pub(crate) struct Ctx {
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) read_settings: crate::reader::ReadSettings,
     pub(crate) swap: SwapSettings,
+    pub(crate) esim: crate::config::Esim,
 }
 
 impl Ctx {
@@ -141,6 +153,7 @@ impl Ctx {
             events,
             read_settings,
             swap: SwapSettings::default(),
+            esim: crate::config::Esim::default(),
         }
     }
 
@@ -148,7 +161,7 @@ impl Ctx {
     /// Pending follows the store's swap records (src/daemon/swap.rs): every row recorded
     /// here says whether a swap involving it is under way.
     pub(crate) async fn record(&self, obs: &Observed) -> Result<(), DaemonError> {
-        let pending = swap::pending(&self.store, &obs.iccid)?;
+        let pending = self.store.swap_pending(&obs.iccid)?;
         if pending == obs.pending {
             return Ok(self.rec.record(obs)?);
         }
@@ -248,6 +261,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     let mut ctx = Ctx::new(rec.store, rec.link, events_tx, settings.read);
     ctx.rec.feed = rec.feed;
     ctx.swap = settings.swap;
+    ctx.esim = settings.esim.clone();
     let (mut readers, mut reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
     let mut commands = commands::Commands::default();
     // Command ids are kept until their command expires (a repeat after it is refused
@@ -263,6 +277,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     // A swap a previous run left unfinished is committed or rolled back now (it never
     // stays Pending); its command finishes through the usual path.
     for id in swap::recover(&ctx, &modems)? {
+        commands.adopt(id);
+    }
+    // A profile download a kill cut is settled from what its eUICC says.
+    for id in esim_download::recover(&ctx, &modems)? {
         commands.adopt(id);
     }
     let mut service = service::Service::new(watch_readers, &settings.modems);
@@ -321,6 +339,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                 // the command interrupted at the next start; the rows tell how it ended.
                 swap::ended(&ctx, &id, &rows).await?;
                 commands.on_done(&ctx, id, result).await?
+            }
+            Event::DownloadDone { id, finished } => {
+                esim_download::done(&ctx, &mut commands, &modems, id, finished).await?
             }
             Event::FiringDone(rec) => rules::on_done(&ctx, *rec)?,
             Event::Web(w) => {

@@ -9,13 +9,17 @@
 //! - prepare: the old SIM's identity (ICCID, slot) goes into the store (store::swaps),
 //!   which makes the rows of both SIMs Pending (`mark`, applied at every recording);
 //! - act: the family's slot switch (devices/modems `[slots] select`, verified by its
-//!   query) or, for a physical replacement, the technician is asked to replace the SIM;
+//!   query), the eUICC's profile switch (ES10c EnableProfile through +CGLA, verified by
+//!   listing, then the family's refresh: SGP.22 §3.2.1) or, for a physical
+//!   replacement, the technician is asked to replace the SIM;
 //! - detect: a new ICCID in the modem, and the expected one when one was given;
 //! - verify: the new SIM registers (within `modems.swap_register_secs`) and its data
 //!   context comes up (TS 27.007 §10.1.10 +CGACT, within the profile's network timeout);
 //! - commit: a `swapped` event old → new, both rows re-published, the old one not
-//!   present; or rollback: the old slot back (or the technician asked for the old SIM),
-//!   verified the same way, and the command failed with the step and the reason.
+//!   present; or rollback: the old slot (or profile) back, or the technician asked for
+//!   the old SIM, verified the same way, and the command failed with the step and the
+//!   reason. An `esim_download` with `rollback_on_failure: false` keeps the new profile
+//!   enabled instead (`keep_on_failure`), and still fails with the step and reason.
 //!
 //! The record is stored before each step acts, so a kill -9 anywhere leaves it in the
 //! store: at the next start `recover` commits a swap that reached commit and rolls back
@@ -24,16 +28,15 @@
 //! the one writer of rows, so a row recorded from a modem event and one re-recorded for
 //! the swap never race.
 
+use super::work::{attached, Done, Failure, ModemPorts};
 use super::{Ctx, DaemonError, Event};
-use crate::at::AtError;
+use crate::agent::Recorder;
 use crate::contract::{EventKind, RefusalCode, SwapStep, SwapTarget};
-use crate::link::Link;
 use crate::modem::actions::{Action as ModemAction, ModemRefusal};
 use crate::modem::identify::ModemInfo;
-use crate::modem::supervisor::{ModemError, ModemHandle};
+use crate::modem::supervisor::ModemHandle;
 use crate::sim::{Location, Observed};
 use crate::store::swaps::SwapRecord;
-use crate::store::{Store, StoreError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -59,27 +62,6 @@ impl Default for SwapSettings {
 /// every firmware sends after a SIM change (nor the emulator), so the wait polls one
 /// status line a second, bounded by the step's limit.
 const POLL: Duration = Duration::from_secs(1);
-/// A supervisor reattaching (simgate just started, a USB reset) answers "not
-/// attached": asked again for this long before the step fails.
-const ATTACH_WAIT: Duration = Duration::from_secs(30);
-
-/// Why a row is Pending while a swap runs (the row's `pending`).
-fn reason(rec: &SwapRecord) -> String {
-    match &rec.target {
-        SwapTarget::ToSlot(n) => format!("swap {} to slot {n} under way", rec.id),
-        SwapTarget::ExpectIccid(i) => format!("swap {} to SIM {i} under way", rec.id),
-    }
-}
-
-/// The `pending` reason of `iccid`'s row: set while a swap involving it is under way.
-pub(crate) fn pending(store: &Store, iccid: &str) -> Result<Option<String>, StoreError> {
-    Ok(store.swap_of(iccid)?.map(|s| reason(&s)))
-}
-
-/// Whether a swap is under way on `port` (its SIM changes are the swap's to report).
-pub(crate) fn on_port(store: &Store, port: &str) -> Result<Option<SwapRecord>, StoreError> {
-    Ok(store.swaps()?.into_iter().find(|s| s.port == port))
-}
 
 /// Re-record rows so their Pending follows the swap record (the loop's side of
 /// `Event::SwapRows`).
@@ -108,14 +90,27 @@ pub(crate) fn start(
     old: &Observed,
     target: SwapTarget,
     handle: ModemHandle,
-) -> Result<Result<(), (RefusalCode, String)>, DaemonError> {
+) -> Result<Result<(), Failure>, DaemonError> {
+    start_with(ctx, id, old, target, handle, false)
+}
+
+/// [`start`], and whether a failed step keeps the new SIM or profile instead of
+/// rolling back (an `esim_download`'s `rollback_on_failure: false`).
+pub(crate) fn start_with(
+    ctx: &Ctx,
+    id: &str,
+    old: &Observed,
+    target: SwapTarget,
+    handle: ModemHandle,
+    keep_on_failure: bool,
+) -> Result<Result<(), Failure>, DaemonError> {
     let Location::Modem { port, slot } = &old.location else {
         return Ok(Err((
             RefusalCode::NotApplicable,
             "the SIM is not in a modem".into(),
         )));
     };
-    if let Some(other) = on_port(&ctx.store, port)? {
+    if let Some(other) = ctx.store.swap_on_port(port)? {
         return Ok(Err((
             RefusalCode::Unavailable,
             format!("swap {} is under way on {port}", other.id),
@@ -131,6 +126,7 @@ pub(crate) fn start(
         new_iccid: None,
         failed: None,
         started_at: crate::time::unix_now(),
+        keep_on_failure,
     };
     ctx.store.put_swap(&rec)?;
     let run = Run::new(ctx, rec, handle);
@@ -157,10 +153,7 @@ pub(crate) fn start(
 /// At start-up, after the modem supervisors started: every swap a previous run left
 /// unfinished is committed (it had reached commit) or rolled back. Returns the command
 /// ids now running again, for the command book-keeping.
-pub(crate) fn recover(
-    ctx: &Ctx,
-    modems: &dyn super::commands::ModemPorts,
-) -> Result<Vec<String>, DaemonError> {
+pub(crate) fn recover(ctx: &Ctx, modems: &dyn ModemPorts) -> Result<Vec<String>, DaemonError> {
     let mut ids = Vec::new();
     for rec in ctx.store.swaps()? {
         tracing::warn!(id = %rec.id, step = %rec.step, port = %rec.port, "swap left unfinished by the last run");
@@ -217,10 +210,9 @@ type StepError = (SwapStep, String);
 
 /// One swap's run, after prepare.
 struct Run {
-    store: Store,
-    link: Option<Link>,
-    /// The station page's feed, which shows the steps live.
-    feed: Option<crate::http::Feed>,
+    /// The store, and the one door to the platform and the station page (which shows
+    /// the steps live).
+    recorder: Recorder,
     events: mpsc::Sender<Event>,
     handle: ModemHandle,
     settings: SwapSettings,
@@ -232,9 +224,7 @@ struct Run {
 impl Run {
     fn new(ctx: &Ctx, rec: SwapRecord, handle: ModemHandle) -> Run {
         Run {
-            store: ctx.store.clone(),
-            link: ctx.link.clone(),
-            feed: ctx.rec.feed.clone(),
+            recorder: ctx.rec.clone(),
             events: ctx.events.clone(),
             handle,
             settings: ctx.swap,
@@ -255,13 +245,8 @@ impl Run {
             detail,
             secs: end.map(|e| (e.1 * 1000.0).round() / 1000.0),
         };
-        if let Some(feed) = &self.feed {
-            feed.event(&ev);
-        }
-        if let Some(link) = &self.link {
-            if let Err(e) = link.publish_event(ev) {
-                tracing::error!(id = %self.rec.id, error = %e, "swap step not queued for the platform");
-            }
+        if let Err(e) = self.recorder.event(ev) {
+            tracing::error!(id = %self.rec.id, error = %e, "swap step not queued for the platform");
         }
     }
 
@@ -269,7 +254,8 @@ impl Run {
     fn enter(&mut self, step: SwapStep, detail: String) -> Result<(), StepError> {
         self.since = Instant::now();
         self.rec.step = step;
-        self.store
+        self.recorder
+            .store
             .put_swap(&self.rec)
             .map_err(|e| (step, format!("store: {e}")))?;
         self.said(step, None, detail);
@@ -301,6 +287,20 @@ impl Run {
                     format!("{port} switched to SIM slot {n} (read back)"),
                 );
             }
+            SwapTarget::ToProfile(iccid) => {
+                self.enter(
+                    SwapStep::Act,
+                    format!("enabling profile {iccid} on the eUICC in {port}"),
+                )?;
+                self.enable_profile(iccid)
+                    .await
+                    .map_err(|e| (SwapStep::Act, e))?;
+                self.said(
+                    SwapStep::Act,
+                    Some((true, secs(t))),
+                    format!("profile {iccid} enabled (listed again), modem refreshed"),
+                );
+            }
             SwapTarget::ExpectIccid(want) => {
                 self.enter(
                     SwapStep::Act,
@@ -321,7 +321,8 @@ impl Run {
         self.enter(SwapStep::Detect, "reading the SIM in the modem".into())?;
         let new = self.detect().await.map_err(|e| (SwapStep::Detect, e))?;
         self.rec.new_iccid = Some(new.clone());
-        self.store
+        self.recorder
+            .store
             .put_swap(&self.rec)
             .map_err(|e| (SwapStep::Detect, format!("store: {e}")))?;
         let _ = self.events.send(Event::SwapRows(vec![new.clone()])).await;
@@ -355,6 +356,22 @@ impl Run {
         }
     }
 
+    /// Enable an installed profile of the modem's eUICC (SGP.22 §5.7.16 EnableProfile,
+    /// verified by listing again; the family's refresh after it), the SIM then read again
+    /// by the supervisor.
+    async fn enable_profile(&self, iccid: &str) -> Result<(), String> {
+        let id = crate::card::Iccid::from_digits(iccid).map_err(|e| e.to_string())?;
+        let work = crate::card::esim::Work::Apply(crate::card::esim::Action::Enable {
+            iccid: id,
+            refresh: false,
+        });
+        match attached(|| self.handle.esim(work.clone())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The SIM the supervisor sees now (it read it after the switch, or on the hot-plug
     /// URC of a physical replacement).
     async fn detect(&self) -> Result<String, String> {
@@ -368,6 +385,21 @@ impl Run {
                     None => Err(format!("no SIM in slot {n} ({})", info.sim.state)),
                     Some(i) if i == *old => Err(format!("slot {n} holds the same SIM {old}")),
                     Some(i) => Ok(i),
+                }
+            }
+            SwapTarget::ToProfile(want) => {
+                let info = attached(|| self.handle.status())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match info.sim.iccid {
+                    Some(i) if i == *want => Ok(i),
+                    Some(i) => Err(format!(
+                        "the modem reads SIM {i} after the switch, not profile {want}"
+                    )),
+                    None => Err(format!(
+                        "no SIM readable after the switch to profile {want} ({})",
+                        info.sim.state
+                    )),
                 }
             }
             SwapTarget::ExpectIccid(want) => {
@@ -432,6 +464,7 @@ impl Run {
             tokio::time::sleep(POLL).await;
         };
         let held = self
+            .recorder
             .store
             .suspended_iccids()
             .map_err(|e| format!("store: {e}"))?
@@ -464,21 +497,19 @@ impl Run {
         {
             tracing::error!(id = %self.rec.id, error = %e, "swap commit not stored");
         }
-        if let Some(link) = &self.link {
-            let location = Location::Modem {
-                port: self.rec.port.clone(),
-                slot: match self.rec.target {
-                    SwapTarget::ToSlot(n) => Some(n),
-                    SwapTarget::ExpectIccid(_) => self.rec.old_slot,
-                },
-            };
-            if let Err(e) = link.publish_event(EventKind::Swapped {
-                iccid: new.clone(),
-                replaced: self.rec.old_iccid.clone(),
-                location,
-            }) {
-                tracing::error!(id = %self.rec.id, error = %e, "swapped event not queued");
-            }
+        let location = Location::Modem {
+            port: self.rec.port.clone(),
+            slot: match self.rec.target {
+                SwapTarget::ToSlot(n) => Some(n),
+                SwapTarget::ExpectIccid(_) | SwapTarget::ToProfile(_) => self.rec.old_slot,
+            },
+        };
+        if let Err(e) = self.recorder.event(EventKind::Swapped {
+            iccid: new.clone(),
+            replaced: self.rec.old_iccid.clone(),
+            location,
+        }) {
+            tracing::error!(id = %self.rec.id, error = %e, "swapped event not queued");
         }
         self.said(
             SwapStep::Commit,
@@ -505,12 +536,18 @@ impl Run {
             (SwapTarget::ExpectIccid(_), _) => {
                 format!("put SIM {old} back in {} now", self.rec.port)
             }
+            (SwapTarget::ToProfile(_), _) if self.rec.keep_on_failure => {
+                "the new profile stays enabled (rollback_on_failure false)".into()
+            }
+            (SwapTarget::ToProfile(_), _) => format!("enabling profile {old} again"),
         };
         if let Err((_, e)) = self.enter(SwapStep::Rollback, format!("{step} failed: {why}; {how}"))
         {
             tracing::error!(id = %self.rec.id, error = %e, "swap rollback not stored");
         }
-        let back = if acted {
+        let back = if self.rec.keep_on_failure {
+            Ok("not rolled back, as asked".into())
+        } else if acted {
             self.undo().await
         } else {
             Ok("nothing to undo".into())
@@ -535,6 +572,16 @@ impl Run {
                 self.switch(s).await?;
             }
             (SwapTarget::ToSlot(_), None) => {}
+            (SwapTarget::ToProfile(_), _) => {
+                // Killed before the switch, or the switch did not take: the old profile
+                // is still the enabled one, and enabling it again would be refused.
+                let now = attached(|| self.handle.status())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if now.sim.iccid.as_ref() != Some(old) {
+                    self.enable_profile(old).await?;
+                }
+            }
             (SwapTarget::ExpectIccid(_), _) => {
                 let found = self
                     .wait_sim(self.settings.replace, |i| i == Some(old))
@@ -554,7 +601,7 @@ impl Run {
 
     /// The loop ends it (`ended`): the record goes, the rows are no longer Pending,
     /// the command gets its outcome.
-    async fn end(self, result: super::commands::Done) {
+    async fn end(self, result: Done) {
         let rows = self
             .rec
             .pending_iccids()
@@ -574,22 +621,4 @@ impl Run {
 
 fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
-}
-
-/// Ask the supervisor, again while it is (re)attaching — right after a start, or during
-/// a USB reset — for up to [`ATTACH_WAIT`].
-pub(crate) async fn attached<T, F, Fut>(ask: F) -> Result<T, ModemError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ModemError>>,
-{
-    let deadline = Instant::now() + ATTACH_WAIT;
-    loop {
-        match ask().await {
-            Err(ModemError::At(AtError::NotAttached)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            r => return r,
-        }
-    }
 }

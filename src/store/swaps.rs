@@ -33,6 +33,10 @@ pub struct SwapRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub failed: Option<(SwapStep, String)>,
     pub started_at: u64,
+    /// A failed step keeps the new SIM or profile (no rollback): an `esim_download`
+    /// with `rollback_on_failure: false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_on_failure: bool,
 }
 
 impl SwapRecord {
@@ -41,6 +45,15 @@ impl SwapRecord {
         let mut v = vec![self.old_iccid.as_str()];
         v.extend(self.new_iccid.as_deref().filter(|n| *n != self.old_iccid));
         v
+    }
+
+    /// Why a row is Pending while this swap runs (the row's `pending`).
+    pub fn pending_reason(&self) -> String {
+        match &self.target {
+            SwapTarget::ToSlot(n) => format!("swap {} to slot {n} under way", self.id),
+            SwapTarget::ExpectIccid(i) => format!("swap {} to SIM {i} under way", self.id),
+            SwapTarget::ToProfile(i) => format!("swap {} to profile {i} under way", self.id),
+        }
     }
 }
 
@@ -73,6 +86,17 @@ impl Store {
             .into_iter()
             .find(|s| s.pending_iccids().contains(&iccid)))
     }
+
+    /// The swap under way on modem `port`, if one is (its SIM changes are the swap's
+    /// to report).
+    pub fn swap_on_port(&self, port: &str) -> Result<Option<SwapRecord>, StoreError> {
+        Ok(self.swaps()?.into_iter().find(|s| s.port == port))
+    }
+
+    /// The `pending` reason of `iccid`'s row: set while a swap involving it is under way.
+    pub fn swap_pending(&self, iccid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.swap_of(iccid)?.map(|s| s.pending_reason()))
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +117,7 @@ mod tests {
             new_iccid: Some("89314404000000000019".into()),
             failed: None,
             started_at: 1_795_702_000,
+            keep_on_failure: false,
         };
         {
             let store = Store::open(&dir).unwrap();
