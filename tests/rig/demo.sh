@@ -112,13 +112,13 @@ act_provision() {
   echo "--- the codes' file ---"
   cat "$rsp/codes.csv"
   echo
-  card() { "$SIMGATE" emulate card --image "$rsp/blank-$2.toml" --pki "$rsp/euicc-$2" \
+  prov_card() { "$SIMGATE" emulate card --image "$rsp/blank-$2.toml" --pki "$rsp/euicc-$2" \
     --vpcd "127.0.0.1:$((vport + $1))" --latency-ms 5 >> "$work/cards.log" 2>&1 & echo $!; }
   (
-    sleep 1; a=$(card 0 0)
-    sleep 1; b=$(card 1 1)       # gets the mistyped code: refused in words
+    sleep 1; a=$(prov_card 0 0)
+    sleep 1; b=$(prov_card 1 1)       # gets the mistyped code: refused in words
     sleep 4; kill -INT "$b"
-    sleep 1; b=$(card 1 2)       # the next unused code
+    sleep 1; b=$(prov_card 1 2)       # the next unused code
     sleep 5; kill -INT "$a" "$b"
   ) > /dev/null 2>&1 &
   rig_pids+=($!)
