@@ -41,6 +41,7 @@ pub mod rules;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod sim;
+pub mod sms;
 pub mod station;
 pub mod store;
 pub mod time;
