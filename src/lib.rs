@@ -34,6 +34,7 @@ pub mod logging;
 pub mod modem;
 pub mod notify;
 pub mod observe;
+pub mod operators;
 pub mod pins;
 pub mod reader;
 pub mod rsp;

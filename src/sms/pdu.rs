@@ -377,16 +377,9 @@ fn split(text: &str, single: usize, each: usize, units: impl Fn(char) -> Vec<u8>
 }
 
 /// Build an SMS-DELIVER in PDU mode (for the modem emulator and tests): `sender`
-/// international (+digits) or national digits, GSM 7-bit or UCS2 as the text needs,
+/// international (+digits), national digits or a name, GSM 7-bit or UCS2 as the text needs,
 /// `part` for a concatenated message's part, `sent_at` Unix seconds in UTC.
 pub fn deliver(sender: &str, text: &str, sent_at: i64, part: Option<Part>) -> String {
-    let intl = sender.starts_with('+');
-    let digits: Vec<u8> = sender
-        .trim_start_matches('+')
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .map(|b| b - b'0')
-        .collect();
     // SMSC +31653131313, made up (TS 24.011 §8.2.5.1: length, type, semi-octets).
     let mut p = vec![0x07, 0x91, 0x13, 0x56, 0x13, 0x31, 0x13, 0xF3];
     let udh: Vec<u8> = match part {
@@ -394,10 +387,26 @@ pub fn deliver(sender: &str, text: &str, sent_at: i64, part: Option<Part>) -> St
         None => vec![],
     };
     p.push(0x04 | if udh.is_empty() { 0 } else { 0x40 }); // SMS-DELIVER, TP-MMS
-    p.push(digits.len() as u8);
-    p.push(if intl { 0x91 } else { 0x81 });
-    for d in digits.chunks(2) {
-        p.push(d[0] | d.get(1).copied().unwrap_or(0x0F) << 4);
+    let number = sender.strip_prefix('+').unwrap_or(sender);
+    if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
+        let digits: Vec<u8> = number.bytes().map(|b| b - b'0').collect();
+        p.push(digits.len() as u8);
+        p.push(if sender.starts_with('+') { 0x91 } else { 0x81 });
+        for d in digits.chunks(2) {
+            p.push(d[0] | d.get(1).copied().unwrap_or(0x0F) << 4);
+        }
+    } else {
+        // An alphanumeric sender (TS 23.040 §9.1.2.5, type of number 101): GSM 7-bit
+        // packed, its length in semi-octets; at most 11 characters.
+        let septets: Vec<u8> = sender
+            .chars()
+            .take(11)
+            .flat_map(|c| gsm7::septets_of(c).unwrap_or(vec![0x3F]))
+            .collect();
+        let packed = gsm7::pack(&septets, 0);
+        p.push((septets.len() * 7).div_ceil(4) as u8);
+        p.push(0xD0);
+        p.extend_from_slice(&packed);
     }
     p.push(0x00);
     let gsm = gsm7::encode(text);
@@ -478,6 +487,14 @@ mod tests {
         assert_eq!(d.sender, "+31612345678");
         assert_eq!(d.text, "Saldo: 12 MB");
         assert_eq!(d.sent_at, 1_700_000_000);
+    }
+
+    #[test]
+    fn alphanumeric_sender_round_trips() {
+        for name in ["TopUp", "Vodafone", "MyOperator1"] {
+            let d = parse_deliver(&deliver(name, "x", 0, None)).unwrap();
+            assert_eq!(d.sender, name);
+        }
     }
 
     #[test]
