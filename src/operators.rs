@@ -337,12 +337,15 @@ impl Operators {
     /// The home operator of an IMSI: the longest MCC-MNC prefix that names one
     /// (E.212: 2- and 3-digit MNCs share MCCs).
     pub fn for_imsi(&self, imsi: &str) -> Option<&Operator> {
-        self.list
-            .iter()
-            .flat_map(|o| o.mcc_mnc.iter().map(move |m| (m, o)))
-            .filter(|(m, _)| imsi.starts_with(m.as_str()))
-            .max_by_key(|(m, _)| m.len())
-            .map(|(_, o)| o)
+        let mut best: Option<(usize, &Operator)> = None;
+        for o in &self.list {
+            for m in &o.mcc_mnc {
+                if imsi.starts_with(m.as_str()) && best.is_none_or(|(n, _)| m.len() > n) {
+                    best = Some((m.len(), o));
+                }
+            }
+        }
+        best.map(|(_, o)| o)
     }
 }
 

@@ -22,6 +22,7 @@
 //! tolerated by the parser for every family.
 
 pub mod actions;
+pub mod channels;
 pub mod esim;
 pub mod identify;
 pub mod pin;

@@ -212,9 +212,11 @@ pub async fn run<T: AtIo>(
     let send = profile.ussd.as_ref().map(|u| u.send).unwrap_or_default();
     let set = charset(conn, profile).await?;
     let mut replies = Vec::new();
-    let steps = std::iter::once(code).chain(answers.iter().map(String::as_str));
-    let mut steps = steps.peekable();
-    while let Some(step) = steps.next() {
+    let mut steps: Vec<String> = Vec::with_capacity(1 + answers.len());
+    steps.push(code.to_string());
+    steps.extend(answers.iter().cloned());
+    for (i, step) in steps.iter().enumerate() {
+        let more = i + 1 < steps.len();
         // TS 27.007 §7.15: <n>=1 result code presentation on; <dcs> 15 (TS 23.038 §5:
         // GSM 7-bit, language unspecified).
         let cmd = AtCommand::new(&format!("AT+CUSD=1,{},15", encode(step, send, &set)))?;
@@ -248,7 +250,7 @@ pub async fn run<T: AtIo>(
         }
         let ended = match m {
             0 => Ended::Done,
-            1 if steps.peek().is_some() => continue,
+            1 if more => continue,
             1 => {
                 cancel(conn, profile).await?;
                 Ended::Cancelled
@@ -270,7 +272,7 @@ pub async fn run<T: AtIo>(
             at_lines: conn.stats().commands - start,
         }));
     }
-    // Only reached with no step at all, which `once(code)` rules out; said plainly.
+    // Only reached with no step at all, which `code` rules out; said plainly.
     Ok(Ok(Exchange {
         replies,
         ended: Ended::Done,

@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod holds;
+pub mod messaging;
 pub mod outbox;
 pub mod pins;
 pub mod platform;
