@@ -513,7 +513,11 @@ async fn run(
             }
             c = control.recv() => match c {
                 None => return,
-                Some(c) => apply(&opts.profile, &mut st, c, &mut master).await,
+                Some(c) => {
+                    let v = apply(&opts.profile, &mut st, c, &mut master).await;
+                    stored.send_replace(st.msg.stored());
+                    v
+                }
             },
             n = master.read(&mut buf) => {
                 let Ok(n) = n else { return };
