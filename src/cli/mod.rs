@@ -263,7 +263,7 @@ async fn dispatch(
         }
         Command::Platform(cmd) => platform::platform(cmd).await,
         Command::Swap(args) => args.run().await,
-        Command::Pin(args) => args.run().await,
+        Command::Pin(args) => args.run(&cfg).await,
         Command::Ussd(args) => args.run().await,
         Command::Sms(args) => args.run().await,
         Command::Modem(args) => {

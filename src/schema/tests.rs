@@ -341,6 +341,7 @@ fn payloads_the_code_writes_validate_against_their_schemas() {
         reason: None,
         rows: Some(2),
         result: None,
+        profile: None,
         ts: 1,
     };
     let usage = UsageBatch {

@@ -26,6 +26,7 @@ fn status(id: &str, status: CommandStatusWord) -> CommandStatus {
         reason: None,
         rows: None,
         result: None,
+        profile: None,
         ts: 1,
     }
 }
