@@ -238,11 +238,7 @@ impl Messaging {
         match send {
             UssdSend::PackedHex => {
                 let b = hex::decode(s).ok()?;
-                let mut t = gsm7::decode(&gsm7::unpack(&b, b.len() * 8 / 7, 0));
-                if (b.len() * 8).is_multiple_of(7) && t.ends_with('\r') {
-                    t.pop();
-                }
-                Some(t)
+                Some(gsm7::decode(&gsm7::unpack_ussd(&b)))
             }
             UssdSend::Text if self.charset == "UCS2" => {
                 Some(gsm7::decode_ucs2(&hex::decode(s).ok()?))
@@ -278,7 +274,7 @@ impl Messaging {
                 .chars()
                 .flat_map(|c| gsm7::septets_of(c).unwrap_or(vec![0x3F]))
                 .collect();
-            hex::encode_upper(gsm7::pack(&septets, 0))
+            hex::encode_upper(gsm7::pack_ussd(&septets))
         } else {
             // IRA holds ASCII only: anything else shows as '?', as modems do. Line
             // breaks stay raw, as most firmwares send a menu's.

@@ -127,7 +127,7 @@ pub fn encode(text: &str, send: UssdSend, charset: &str) -> String {
                 .chars()
                 .flat_map(|c| gsm7::septets_of(c).unwrap_or(vec![0x3F]))
                 .collect();
-            quote(&hex::encode_upper(gsm7::pack(&septets, 0)))
+            quote(&hex::encode_upper(gsm7::pack_ussd(&septets)))
         }
         UssdSend::Text if charset == "UCS2" => quote(&hex::encode_upper(gsm7::encode_ucs2(text))),
         UssdSend::Text => quote(text),
@@ -151,12 +151,7 @@ pub fn decode(s: &str, dcs: Option<u8>, send: UssdSend, charset: &str) -> String
     }
     if hex && send == UssdSend::PackedHex && alphabet == Alphabet::Gsm7 {
         if let Ok(b) = hex::decode(s) {
-            let mut text = gsm7::decode(&gsm7::unpack(&b, b.len() * 8 / 7, 0));
-            // TS 23.038 §6.1.2.3.1: 7 spare bits at the end are a CR, not text.
-            if (b.len() * 8).is_multiple_of(7) && text.ends_with('\r') {
-                text.pop();
-            }
-            return text;
+            return gsm7::decode(&gsm7::unpack_ussd(&b));
         }
     }
     s.to_string()

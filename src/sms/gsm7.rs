@@ -110,6 +110,27 @@ pub fn unpack(octets: &[u8], count: usize, fill: u8) -> Vec<u8> {
     out
 }
 
+/// Pack a USSD string (TS 23.038 §6.1.2.3.1): as SMS, but when the last octet would
+/// end in 7 spare bits they hold a CR, so a receiver cannot take them for an `@`.
+pub fn pack_ussd(septets: &[u8]) -> Vec<u8> {
+    let mut s = septets.to_vec();
+    if (s.len() * 7) % 8 == 1 {
+        s.push(0x0D);
+    }
+    pack(&s, 0)
+}
+
+/// Unpack a USSD string: every septet the octets hold, less the padding of
+/// §6.1.2.3.1 — the CR the spec puts in 7 spare bits, or the zero bits (an `@`) some
+/// firmwares leave there instead.
+pub fn unpack_ussd(octets: &[u8]) -> Vec<u8> {
+    let mut s = unpack(octets, octets.len() * 8 / 7, 0);
+    if (octets.len() * 8).is_multiple_of(7) && matches!(s.last(), Some(0x0D | 0x00)) {
+        s.pop();
+    }
+    s
+}
+
 /// UCS2 (big-endian UTF-16, TS 23.038 §6.2.3) → text; an odd trailing octet or a lone
 /// surrogate becomes U+FFFD, never an error: a message is shown as well as it can be.
 pub fn decode_ucs2(octets: &[u8]) -> String {
@@ -151,6 +172,21 @@ mod tests {
         let packed = pack(&encode("*100#").unwrap(), 0);
         assert_eq!(hex::encode_upper(&packed), "AA180C3602");
         assert_eq!(decode(&unpack(&packed, 5, 0)), "*100#");
+    }
+
+    /// TS 23.038 §6.1.2.3.1: 7 characters leave 7 spare bits, which carry a CR.
+    #[test]
+    fn ussd_padding_is_a_cr_and_is_dropped() {
+        let s = encode("1234567").unwrap();
+        let packed = pack_ussd(&s);
+        assert_eq!(packed.len(), 7);
+        assert_eq!(packed[6] >> 1, 0x0D);
+        assert_eq!(decode(&unpack_ussd(&packed)), "1234567");
+        // Zero padding, as some firmwares send it: no trailing '@'.
+        assert_eq!(decode(&unpack_ussd(&pack(&s, 0))), "1234567");
+        // A string that fills its octets exactly is all text.
+        let eight = encode("12345678").unwrap();
+        assert_eq!(decode(&unpack_ussd(&pack_ussd(&eight))), "12345678");
     }
 
     #[test]

@@ -113,7 +113,13 @@ fn a_full_sms_storage_is_emptied_and_what_the_network_held_follows() {
     let broker = Broker::start();
     let state = TempDir::new("state");
     // Room for 3: the network holds the other 2 until space is made.
-    let mut emu = modem(&["--sms-capacity", "3"]);
+    let journal = state.path().join("modem.journal");
+    let mut emu = modem(&[
+        "--sms-capacity",
+        "3",
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
     let port = emu.port.clone();
     let mut sub = broker.subscribe("simgate/v1/gw-full/#");
     for i in 1..=5 {
@@ -129,6 +135,90 @@ fn a_full_sms_storage_is_emptied_and_what_the_network_held_follows() {
         texts.len() == 5
     });
     await_stored(&mut emu, 0);
+    // The AT cost: a listing line per intake (at attach, then at each +CMTI of what
+    // the network held), one delete per message.
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    let deletes = lines.lines().filter(|l| l.starts_with("AT+CMGD=")).count();
+    assert_eq!(deletes, 5, "{lines}");
+    assert!(lines.lines().any(|l| l == "AT+CPMS?;+CMGL=4"), "{lines}");
+}
+
+/// A family whose firmware takes and gives USSD strings as packed GSM 7-bit hex
+/// (devices/modems `[ussd] send = "packed-hex"`), from a user's profile directory: the
+/// code goes packed, the packed reply is read back as text.
+#[test]
+fn a_packed_hex_ussd_family_is_spoken_to_in_its_own_shape() {
+    let dir = TempDir::new("profiles");
+    std::fs::write(
+        dir.path().join("packed.toml"),
+        r#"name = "packed-test"
+family = "a firmware with packed USSD strings"
+source = "test profile"
+[match]
+manufacturer = ["packedco"]
+model = ["P1"]
+[init]
+commands = []
+source = "none"
+[iccid]
+source = "TS 27.007 §8.18"
+[registration]
+command = "AT+CREG?;+CGREG?;+CEREG?;+CSQ"
+source = "TS 27.007"
+[session]
+cid = 1
+source = "TS 27.007"
+[euicc]
+access = "none"
+source = "test"
+[ussd]
+send = "packed-hex"
+source = "TS 23.038 §6.1.2.3 packing, as some firmwares want it"
+[timeouts]
+default_ms = 1000
+sim_ms = 5000
+network_ms = 30000
+radio_ms = 30000
+source = "test"
+[emulator]
+manufacturer = "PackedCo"
+model = "P1"
+revision = "1"
+"#,
+    )
+    .unwrap();
+    let journal = dir.path().join("journal");
+    let pd = dir.path().to_str().unwrap();
+    let emu = Modem::start_with(
+        "packed-test",
+        &[
+            "--profile-dir",
+            pd,
+            "--imsi",
+            IMSI,
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+    );
+    let out = std::process::Command::new(support::simgate_bin())
+        .args(["ussd", "--port", &emu.port, "--profile-dir", pd, "*100#"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Data left: 512.5 MB, valid for 12 days."
+    );
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    // "*100#" packed (TS 23.038 §6.1.2.1.1): AA 18 0C 36 02.
+    assert!(
+        lines.lines().any(|l| l == "AT+CUSD=1,\"AA180C3602\",15"),
+        "{lines}"
+    );
 }
 
 #[test]
