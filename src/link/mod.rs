@@ -465,6 +465,29 @@ impl Link {
         })
     }
 
+    /// Queue an event once per `key`, ever (`Outbox::push_once`): `Ok(false)` when it
+    /// was queued before. Unlike [`Self::publish_event`], a store that cannot take it
+    /// is an error: the caller keeps the thing the event reports (an SMS on the modem)
+    /// until it can.
+    pub fn publish_event_once(&self, key: &str, kind: EventKind) -> Result<bool, LinkError> {
+        let topic = self.topics.events();
+        let queued =
+            self.outbox
+                .push_once(Class::Event, &topic, &format!("once/{key}"), |seq| {
+                    encode(&EventMsg {
+                        v: contract::SCHEMA_VERSION,
+                        seq,
+                        ts: crate::time::unix_now(),
+                        kind,
+                    })
+                })?;
+        if queued {
+            tracing::debug!(%topic, %key, "queued once");
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
     /// Queue a command's lifecycle status (QoS 1, not retained, never shed).
     pub fn publish_command_status(&self, status: &CommandStatus) -> Result<(), LinkError> {
         let topic = self.topics.command_status(&status.id);

@@ -6,6 +6,7 @@
 pub mod commands;
 pub mod downloads;
 pub mod holds;
+pub mod messaging;
 pub mod outbox;
 pub mod pins;
 pub mod platform;

@@ -490,6 +490,26 @@ impl Outbox {
         Ok((seq, shed))
     }
 
+    /// Queue a message once per `key`, ever: `Ok(false)` when a message under this key
+    /// was queued before (still queued, or sent and acknowledged since). The key is
+    /// the coalescing index's, which outlives the message: what makes an SMS taken
+    /// from a modem again after a kill (queued, killed before the modem deleted it)
+    /// reach the platform once. The index is written after the message (and flushed
+    /// with it), so a crash between the two can only repeat, never lose.
+    pub fn push_once(
+        &self,
+        class: Class,
+        topic: &str,
+        key: &str,
+        payload: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        if self.coalesce.contains_key(key.as_bytes())? {
+            return Ok(false);
+        }
+        self.push(class, topic, false, Some(key), payload)?;
+        Ok(true)
+    }
+
     /// The oldest queued entry of a sheddable class. An index entry whose message is
     /// gone (a crash between a push and its index update) is dropped on the way.
     fn oldest(&self, class: Class) -> Result<Option<u64>, StoreError> {
