@@ -495,7 +495,9 @@ impl Outbox {
     /// the coalescing index's, which outlives the message: what makes an SMS taken
     /// from a modem again after a kill (queued, killed before the modem deleted it)
     /// reach the platform once. The index is written after the message (and flushed
-    /// with it), so a crash between the two can only repeat, never lose.
+    /// with it), so a crash between the two can only repeat, never lose. A message the
+    /// bounds shed at once (the outbox full of what may not go) is `OutboxFull`, not a
+    /// success: its caller still holds the original (an SMS stays on the modem).
     pub fn push_once(
         &self,
         class: Class,
@@ -506,7 +508,10 @@ impl Outbox {
         if self.coalesce.contains_key(key.as_bytes())? {
             return Ok(false);
         }
-        self.push(class, topic, false, Some(key), payload)?;
+        let (seq, _) = self.push(class, topic, false, Some(key), payload)?;
+        if !self.main.contains_key(self::key(seq))? {
+            return Err(StoreError::OutboxFull);
+        }
         Ok(true)
     }
 
@@ -672,6 +677,26 @@ mod tests {
         push(&ob, Class::State, "sim/1/state", "s2", Some("sim/1/state"));
         assert_eq!(drain(&ob), ["removed", "x1", "s2"]);
         assert_eq!(ob.len(), 3);
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Regression: a once-per-key event shed at once by a full outbox was reported
+    /// queued, and its SMS was deleted from the modem: lost for good.
+    #[test]
+    fn a_once_per_key_event_the_outbox_cannot_take_is_refused_not_reported_queued() {
+        let (st, dir) = store();
+        let ob = st.outbox(Limits::messages(2)).unwrap();
+        let s1 = push(&ob, Class::State, "sim/1/state", "s1", Some("sim/1/state")).0;
+        push(&ob, Class::State, "sim/2/state", "s2", Some("sim/2/state"));
+        let once = || ob.push_once(Class::Event, "events", "once/sms-1", |_| b"sms".to_vec());
+        assert!(matches!(once(), Err(StoreError::OutboxFull)));
+        assert_eq!(drain(&ob), ["s1", "s2"]);
+        // Room again: the same key is new, queued once.
+        ob.acknowledged(s1).unwrap();
+        assert!(once().unwrap());
+        assert!(!once().unwrap());
+        assert_eq!(drain(&ob), ["s2", "sms"]);
         drop((ob, st));
         let _ = std::fs::remove_dir_all(dir);
     }
