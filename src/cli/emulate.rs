@@ -238,8 +238,8 @@ pub struct EmulateModemArgs {
     /// Refuse concatenated commands (`AT+A;+B` answered ERROR), as some firmwares do.
     #[arg(long)]
     pub single_commands: bool,
-    /// A command this firmware does not know (e.g. AT+QGDCNT?), answered ERROR.
-    /// Repeatable.
+    /// A command this firmware does not know, answered ERROR: as written (AT+QGDCNT?) or
+    /// by name, every form (AT+CGLA). Repeatable.
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,
     /// Append every command line received to this file, one a line, as it arrives: the

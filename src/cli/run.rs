@@ -122,6 +122,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
             .then(|| cfg.modems.profile_dir.clone()),
         modem_poll: Duration::from_secs(cfg.modems.poll_secs),
         modem_netdevs: cfg.modems.netdevs.clone(),
+        modem_euicc_transport: cfg.modems.euicc_transport.clone(),
         swap: crate::daemon::SwapSettings {
             register: Duration::from_secs(cfg.modems.swap_register_secs),
             replace: Duration::from_secs(cfg.modems.swap_replace_secs),

@@ -47,6 +47,9 @@ pub struct Settings {
     pub modem_poll: Duration,
     /// Port → network interface of its bearer, for interface usage counters.
     pub modem_netdevs: std::collections::BTreeMap<String, String>,
+    /// Port → its eUICC transport, over the family's (`modems.euicc_transport`).
+    pub modem_euicc_transport:
+        std::collections::BTreeMap<String, crate::modem::profile::EuiccTransport>,
     /// Per-step limits of a guided SIM swap.
     pub swap: SwapSettings,
     /// Spare AT ports of modems ModemManager keeps: suspend and resume are refused there.

@@ -697,10 +697,15 @@ fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
         return frame("ERROR");
     }
     for cmd in cmds {
-        if st
-            .refuse
-            .contains(&format!("AT{}", cmd.to_ascii_uppercase()))
-        {
+        let full = format!("AT{}", cmd.to_ascii_uppercase());
+        // A refused command as written (`AT+QGDCNT?`), or by name (`AT+CGLA`: every form).
+        let refused = st.refuse.iter().any(|r| {
+            full == *r
+                || full
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with(['=', '?']))
+        });
+        if refused {
             out.push_str(&frame("ERROR"));
             return out;
         }
