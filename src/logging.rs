@@ -72,6 +72,9 @@ pub fn init(level: &str, format: LogFormat, screen: Option<&str>) {
                     path.display()
                 );
                 let builder = tracing_subscriber::fmt()
+                    // The builder's own level (INFO by default) would cut what the
+                    // filter lets through: the filter alone decides.
+                    .with_max_level(LevelFilter::TRACE)
                     .with_writer(std::sync::Mutex::new(file))
                     .with_ansi(false)
                     .log_internal_errors(false);
@@ -94,6 +97,7 @@ pub fn init(level: &str, format: LogFormat, screen: Option<&str>) {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let builder = tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         // On a failed write (stderr a closed pipe) the default reports it with
         // `eprintln!`, which panics on that same stderr: whichever thread logged dies,
