@@ -110,6 +110,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
     };
     let broker = (!cfg.broker.endpoints().is_empty()).then(|| link_settings(&cfg));
     let settings = daemon::Settings {
+        esim: cfg.esim.clone(),
         agent_id: cfg.agent.id.clone(),
         state_dir: cfg.agent.state_dir.clone(),
         broker,
