@@ -669,6 +669,14 @@ impl Pump {
             .expect("the event loop is home between polls: only `next` takes it away")
     }
 
+    /// Whether events already read off the socket wait in rumqttc to be handed out, one
+    /// per poll. None do while a poll is under way: a poll waits only once they are out.
+    fn has_buffered(&self) -> bool {
+        self.home
+            .as_ref()
+            .is_some_and(|e| !e.state.events.is_empty())
+    }
+
     /// The next event: the poll under way continued, or a new one. Cancel-safe: a
     /// dropped call leaves its poll to the next call.
     async fn next(&mut self) -> Result<Event, rumqttc::ConnectionError> {
@@ -754,14 +762,15 @@ impl Driver {
         }
         let mut usage_tick = tokio::time::interval(self.usage_interval);
         usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        usage_tick.reset(); // the first tick after one interval, not at once
-                            // Acknowledgements come in bursts: rumqttc reads every packet waiting on the
-                            // socket at once and hands them out one per poll. The window is refilled once
-                            // such a burst is through, with one read of the outbox for all the room it made
-                            // (benches/link.rs, the drain).
+        // The first tick after one interval, not at once.
+        usage_tick.reset();
+        // Acknowledgements come in bursts: rumqttc reads every packet waiting on the
+        // socket at once and hands them out one per poll. The window is refilled once
+        // such a burst is through, with one read of the outbox for all the room it made
+        // (benches/link.rs, the drain).
         let mut refill = false;
         loop {
-            if refill && self.eventloop.state.events.is_empty() {
+            if refill && !self.eventloop.has_buffered() {
                 refill = false;
                 self.fill();
             }
