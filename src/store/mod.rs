@@ -9,6 +9,7 @@ pub mod holds;
 pub mod outbox;
 pub mod pins;
 pub mod platform;
+pub mod provision;
 pub mod rules;
 pub mod sims;
 pub mod swaps;
