@@ -25,7 +25,7 @@ pub mod contract;
 pub mod daemon;
 #[cfg(feature = "emulators")]
 pub mod emu;
-#[cfg(feature = "emulators")]
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

@@ -10,11 +10,12 @@
 //! however the input is split, every ICCID that leaves a parser being one the contract
 //! accepts (`contract::valid_iccid`), bounded work on a card that answers anything.
 //!
-//! Nothing imports this module; it imports whatever it tests.
+//! Nothing but tests imports this module (the daemon's property test takes its
+//! generators); it imports whatever it tests.
 
 pub mod gen;
 #[cfg(test)]
-mod props;
+pub(crate) mod props;
 
 use crate::at::command::{self, AtCommand};
 use crate::at::parser::{self, Field, Frame};

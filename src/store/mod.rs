@@ -156,8 +156,8 @@ impl Store {
     }
 
     /// Every entry of every tree, as (tree, key, value): what a test compares before and
-    /// after an operation that must change nothing.
-    #[cfg(test)]
+    /// after an operation that must change nothing (the daemon's property test).
+    #[cfg(all(test, feature = "fuzzing"))]
     pub(crate) fn snapshot(&self) -> Vec<(String, String, Vec<u8>)> {
         let mut out = Vec::new();
         for name in self.db.tree_names() {

@@ -26,6 +26,8 @@
 mod execute;
 mod messaging;
 mod plan;
+#[cfg(all(test, feature = "fuzzing"))]
+mod props;
 
 use super::work::{Done, Failure, ModemPorts};
 use super::{Ctx, DaemonError};
