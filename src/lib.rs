@@ -34,6 +34,7 @@ pub mod logging;
 pub mod modem;
 pub mod notify;
 pub mod observe;
+pub mod operators;
 pub mod pins;
 pub mod reader;
 pub mod rsp;
@@ -41,6 +42,7 @@ pub mod rules;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod sim;
+pub mod sms;
 pub mod station;
 pub mod store;
 pub mod time;

@@ -138,6 +138,17 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
                 .unwrap_or_default()
         ),
         EventKind::ReaderService { up: true, .. } => format!("#{} PC/SC service back", e.seq),
+        EventKind::Sms {
+            iccid,
+            from,
+            text,
+            topup,
+            ..
+        } => format!(
+            "#{} SMS to {iccid} from {from}{}: {text}",
+            e.seq,
+            if topup.is_some() { " (top-up)" } else { "" }
+        ),
         EventKind::ModemService {
             port, up, reason, ..
         } => format!(
@@ -735,6 +746,7 @@ mod tests {
                     ..Default::default()
                 }),
                 estimate: None,
+                operator_estimate: None,
             },
         );
         let recent = VecDeque::from(["command c-1 suspend -> failed (no session)".to_string()]);
@@ -791,6 +803,7 @@ mod tests {
                 ..Default::default()
             }),
             estimate,
+            operator_estimate: None,
         }
     }
 

@@ -97,7 +97,8 @@ impl Service {
             ModemEvent::SimRemoved { .. }
             | ModemEvent::SimUpdated(_)
             | ModemEvent::Usage { .. }
-            | ModemEvent::Session { .. } => {}
+            | ModemEvent::Session { .. }
+            | ModemEvent::Balance { .. } => {}
         }
     }
 

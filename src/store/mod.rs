@@ -6,6 +6,7 @@
 pub mod commands;
 pub mod downloads;
 pub mod holds;
+pub mod messaging;
 pub mod outbox;
 pub mod pins;
 pub mod platform;
@@ -29,6 +30,10 @@ pub enum StoreError {
     Db(#[from] sled::Error),
     #[error("store: corrupt record in {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
+    /// The outbox is full and nothing older may make room for this message: it was not
+    /// taken (see `Outbox::push_once`).
+    #[error("outbox full: the message was not queued")]
+    OutboxFull,
 }
 
 /// A handle on the store; cheap to clone (sled's handles are reference-counted).

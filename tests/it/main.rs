@@ -21,7 +21,9 @@ mod journal;
 mod link_order;
 mod link_outbox;
 mod link_storms;
+
 mod logs;
+mod messaging;
 mod modem_budget;
 mod modem_cli;
 mod modem_dialects;
