@@ -216,7 +216,7 @@ pub struct SimState {
     /// What the SIM's operator last said of its balance (a USSD balance query, MQTT.md
     /// "USSD and SMS"): beside the platform's figures, never over them.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub operator_estimate: Option<crate::store::messaging::OperatorEstimate>,
+    pub operator_estimate: Option<OperatorEstimate>,
 }
 
 impl SimState {
@@ -652,6 +652,21 @@ pub struct CommandMsg {
     pub expires_at: u64,
 }
 
+/// What the SIM's operator said about its balance, and when (MQTT.md, "SIM state":
+/// `operator_estimate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct OperatorEstimate {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data_left_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub days_left: Option<f64>,
+    /// Always `operator`: the figures are the operator's reply to a balance query.
+    pub source: String,
+    /// When the reply came (Unix seconds).
+    pub at: u64,
+}
+
 /// A command that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -774,7 +789,7 @@ pub fn parse_messaging_params(
     };
     if action == Action::Ussd {
         let code = text("code")?;
-        crate::modem::ussd::check_code(&code).map_err(|e| bad(format!("params.code: {e}")))?;
+        crate::sms::ussd::check_code(&code).map_err(|e| bad(format!("params.code: {e}")))?;
         let answers = match params.get("answers") {
             None => Vec::new(),
             Some(a) => a

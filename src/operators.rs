@@ -225,7 +225,7 @@ impl Operator {
         let balance = match f.balance {
             None => None,
             Some(b) => {
-                crate::modem::ussd::check_code(&b.code)
+                crate::sms::ussd::check_code(&b.code)
                     .map_err(|e| bad("balance.code", e.to_string()))?;
                 if b.data.is_empty() && b.days.is_empty() {
                     return Err(bad("balance", "give `data` or `days` patterns".into()));

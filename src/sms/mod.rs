@@ -6,6 +6,7 @@
 pub mod concat;
 pub mod gsm7;
 pub mod pdu;
+pub mod ussd;
 
 pub use concat::{reassemble, Message, Stored};
 pub use pdu::{parse_deliver, Deliver, Part, PduError};

@@ -5,25 +5,11 @@
 
 use super::{Store, StoreError};
 use crate::contract::CommandResult;
-use serde::{Deserialize, Serialize};
 
 const RESULTS: &str = "command_results";
 const BALANCES: &str = "operator_balances";
 
-/// What the SIM's operator said about its balance, and when (MQTT.md, "SIM state":
-/// `operator_estimate`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct OperatorEstimate {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub data_left_mb: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub days_left: Option<f64>,
-    /// Always `operator`: the figures are the operator's reply to a balance query.
-    pub source: String,
-    /// When the reply came (Unix seconds).
-    pub at: u64,
-}
+pub use crate::contract::OperatorEstimate;
 
 impl Store {
     /// Keep a command's result until its record is forgotten.

@@ -8,6 +8,7 @@ use super::super::refill::{self, Asked};
 use super::super::work::{self, Done, Failure, ModemPorts, Port};
 use super::super::{esim_download, rules, swap, Ctx, DaemonError};
 use super::plan::Plan;
+use super::Step;
 use crate::agent::Recorder;
 use crate::card::esim;
 use crate::contract::{Command, EventKind, RefusalCode, SwapTarget};
@@ -16,15 +17,6 @@ use crate::modem::supervisor::ModemHandle;
 use crate::reader::ReaderError;
 use crate::sim::{Observed, PinRequest, PlatformRecord};
 use crate::store::commands::CommandRecord;
-
-/// Where a command stands once its executor returned.
-#[derive(Debug)]
-pub(super) enum Step {
-    /// Done now: its outcome.
-    Finished(Result<(), Failure>),
-    /// Work under way; its outcome arrives as `Event::CommandDone`.
-    Running,
-}
 
 /// Run `plan` for `cmd` (claimed, stored `executing`).
 pub(super) fn execute(

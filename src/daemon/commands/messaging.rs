@@ -4,52 +4,11 @@
 //! any repeat carry it.
 
 use super::super::work::{self, ModemPorts};
-use super::execute::Step;
-use super::plan::{Host, Plan};
-use crate::contract::{Command, CommandResult, Params, RefusalCode};
+use super::plan::Message;
+use super::Step;
+use crate::contract::{Command, CommandResult, RefusalCode};
 use crate::daemon::Ctx;
 use crate::modem::ussd::{Ended, UssdFailure};
-
-/// What to do on the modem.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Message {
-    Ussd { code: String, answers: Vec<String> },
-    Sms { to: String, text: String },
-}
-
-/// The plan of a `ussd` or `sms_send`: a modem's SIM only (a card in a reader has no
-/// network).
-pub(super) fn plan(cmd: &Command, host: &Host) -> Plan {
-    let Host::Modem { port, .. } = host else {
-        return Plan::Refuse((
-            RefusalCode::NotApplicable,
-            format!(
-                "{}: the SIM is a card in a PC/SC reader: no network to reach",
-                cmd.action
-            ),
-        ));
-    };
-    let message = match &cmd.params {
-        Params::Ussd { code, answers } => Message::Ussd {
-            code: code.clone(),
-            answers: answers.clone(),
-        },
-        Params::Sms { to, text } => Message::Sms {
-            to: to.clone(),
-            text: text.clone(),
-        },
-        _ => {
-            return Plan::Refuse((
-                RefusalCode::InvalidField,
-                "params: missing code or to/text".into(),
-            ))
-        }
-    };
-    Plan::ModemMessage {
-        port: port.clone(),
-        message,
-    }
-}
 
 /// Run it on the supervisor's task; the result stored before the outcome.
 pub(super) fn execute(
@@ -114,19 +73,8 @@ pub(super) fn execute(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::contract::{parse_messaging_params, Action};
+    use crate::contract::{parse_messaging_params, Action, Params};
     use serde_json::json;
-
-    fn cmd(action: Action, params: Params) -> Command {
-        Command {
-            id: "c-1".into(),
-            iccid: "8901260886258128535".into(),
-            action,
-            params,
-            expires_at: 0,
-        }
-    }
 
     #[test]
     fn params_are_checked_by_field() {
@@ -156,26 +104,5 @@ mod tests {
             let e = parse_messaging_params(action, &params).unwrap_err();
             assert!(e.reason.starts_with(field), "{params}: {}", e.reason);
         }
-    }
-
-    #[test]
-    fn a_card_in_a_reader_has_no_network() {
-        let ussd = cmd(
-            Action::Ussd,
-            Params::Ussd {
-                code: "*100#".into(),
-                answers: vec![],
-            },
-        );
-        let reader = Host::Reader { reader: "R".into() };
-        assert!(matches!(
-            plan(&ussd, &reader),
-            Plan::Refuse((RefusalCode::NotApplicable, _))
-        ));
-        let modem = Host::Modem {
-            port: "/dev/ttyUSB2".into(),
-            slot: None,
-        };
-        assert!(matches!(plan(&ussd, &modem), Plan::ModemMessage { .. }));
     }
 }

@@ -37,7 +37,6 @@ use crate::contract::{
 use crate::link::Received;
 use crate::sim::PlatformRecord;
 use crate::store::commands::{Claim, CommandRecord, CommandState, MAX_COMMAND_IDS};
-use execute::Step;
 use plan::{Facts, Host};
 use std::collections::HashSet;
 
@@ -413,6 +412,15 @@ fn report(ctx: &Ctx, rec: &CommandRecord, as_event: bool) -> Result<(), DaemonEr
         as_event,
     )?;
     Ok(())
+}
+
+/// Where a command stands once its executor returned.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Done now: its outcome.
+    Finished(Result<(), Failure>),
+    /// Work under way; its outcome arrives as `Event::CommandDone`.
+    Running,
 }
 
 /// What the plan needs from outside the command: where the SIM sits (when present),

@@ -88,10 +88,7 @@ pub(crate) enum Plan {
     ModemPin { port: String, req: PinRequest },
     /// A USSD exchange, or an SMS sent, through the supervisor of `port`
     /// (src/daemon/commands/messaging.rs).
-    ModemMessage {
-        port: String,
-        message: super::messaging::Message,
-    },
+    ModemMessage { port: String, message: Message },
     /// Not done: why (the command fails with it before any effect).
     Refuse(Failure),
 }
@@ -199,7 +196,48 @@ pub(crate) fn plan(cmd: &Command, facts: &Facts) -> Plan {
             },
             _ => missing("PIN"),
         },
-        Action::Ussd | Action::SmsSend => super::messaging::plan(cmd, host),
+        Action::Ussd | Action::SmsSend => message(cmd, host),
+    }
+}
+
+/// What to do on the modem.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Message {
+    Ussd { code: String, answers: Vec<String> },
+    Sms { to: String, text: String },
+}
+
+/// The plan of a `ussd` or `sms_send` (src/daemon/commands/messaging.rs): a modem's SIM only (a card in a reader has no
+/// network).
+fn message(cmd: &Command, host: &Host) -> Plan {
+    let Host::Modem { port, .. } = host else {
+        return Plan::Refuse((
+            RefusalCode::NotApplicable,
+            format!(
+                "{}: the SIM is a card in a PC/SC reader: no network to reach",
+                cmd.action
+            ),
+        ));
+    };
+    let message = match &cmd.params {
+        Params::Ussd { code, answers } => Message::Ussd {
+            code: code.clone(),
+            answers: answers.clone(),
+        },
+        Params::Sms { to, text } => Message::Sms {
+            to: to.clone(),
+            text: text.clone(),
+        },
+        _ => {
+            return Plan::Refuse((
+                RefusalCode::InvalidField,
+                "params: missing code or to/text".into(),
+            ))
+        }
+    };
+    Plan::ModemMessage {
+        port: port.clone(),
+        message,
     }
 }
 
@@ -583,5 +621,21 @@ mod tests {
         };
         assert!(matches!(plan(&verify, &reader()), Plan::ReaderPin { .. }));
         assert!(matches!(plan(&verify, &modem(None)), Plan::ModemPin { .. }));
+    }
+
+    #[test]
+    fn a_ussd_goes_to_the_modem_and_a_card_in_a_reader_has_no_network() {
+        let ussd = Command {
+            params: Params::Ussd {
+                code: "*100#".into(),
+                answers: vec![],
+            },
+            ..cmd(Action::Ussd)
+        };
+        assert!(refusal(plan(&ussd, &reader())).starts_with("NotApplicable"));
+        assert!(matches!(
+            plan(&ussd, &modem(None)),
+            Plan::ModemMessage { .. }
+        ));
     }
 }
