@@ -59,6 +59,8 @@ pub struct Http {
     pub token: String,
     /// A file holding the token alone, like `broker.password_file`.
     pub token_file: PathBuf,
+    /// Serve `/health` and `/metrics` beside the page (`simgate run` only).
+    pub metrics: bool,
 }
 
 impl std::fmt::Debug for Http {
@@ -67,6 +69,7 @@ impl std::fmt::Debug for Http {
             .field("listen", &self.listen)
             .field("token", &(!self.token.is_empty()).then_some("<set>"))
             .field("token_file", &self.token_file)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -474,6 +477,12 @@ impl Config {
         }
         if !self.http.listen.is_empty() {
             parse_listen(&self.http.listen).map_err(|why| invalid("http.listen", why))?;
+        }
+        if self.http.metrics && self.http.listen.is_empty() {
+            return Err(invalid(
+                "http.metrics",
+                "/health and /metrics are served by the page's server: set http.listen (or --http) too".into(),
+            ));
         }
         if !self.http.token.is_empty()
             && (self.http.token.len() < MIN_HTTP_TOKEN

@@ -31,6 +31,7 @@ pub mod fuzz;
 pub mod http;
 pub mod link;
 pub mod logging;
+pub mod metrics;
 pub mod modem;
 pub mod notify;
 pub mod observe;

@@ -103,6 +103,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("readers.names", "SIMGATE_READERS"),
     ("modems.ports", "SIMGATE_MODEMS"),
     ("http.listen", "SIMGATE_HTTP"),
+    ("http.metrics", "SIMGATE_METRICS"),
     ("log.format", "SIMGATE_LOG_FORMAT"),
 ];
 

@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Directory of modem profiles overriding the shipped ones.
     #[arg(long)]
     pub profile_dir: Option<PathBuf>,
+    /// Serve /health and /metrics (Prometheus) on the page's listener (--http).
+    #[arg(long, env = "SIMGATE_METRICS")]
+    pub metrics: bool,
 }
 
 /// The flags `run` and `station` share: who this agent is, where it keeps its store,
@@ -79,6 +82,7 @@ pub(super) fn http_settings(cfg: &Config) -> Option<crate::http::Settings> {
     Some(crate::http::Settings {
         addr,
         token: (!cfg.http.token.is_empty()).then(|| cfg.http.token.clone()),
+        metrics: cfg.http.metrics,
     })
 }
 
@@ -91,6 +95,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
     if let Some(d) = args.profile_dir {
         cfg.modems.profile_dir = d;
     }
+    cfg.http.metrics |= args.metrics;
     if let Err(e) = cfg.validate("command line") {
         eprintln!("simgate: {e}");
         return Ok(ExitCode::from(2));

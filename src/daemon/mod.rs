@@ -209,30 +209,36 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         None => Profiles::shipped()?,
     });
 
-    // The station page, when asked for: its commands come into this loop.
+    let feed = settings
+        .http
+        .as_ref()
+        .map(|_| crate::http::Feed::new("run", &settings.agent_id));
+    let (rec, mut platform_rx, link_task) =
+        crate::agent::start(store, settings.broker.as_ref(), feed.clone(), &cancel)?;
+    let service = service::Service::new(watch_readers, &settings.modems, rec.link.clone());
+    // The station page, when asked for: its commands come into this loop; with
+    // `[http] metrics`, the service's view answers /health and /metrics.
     let (web_tx, mut web_rx) = mpsc::channel::<crate::http::WebCommand>(16);
-    let (feed, http_task) = match &settings.http {
-        Some(h) => {
-            let feed = crate::http::Feed::new("run", &settings.agent_id);
+    let http_task = match (&settings.http, feed) {
+        (Some(h), Some(feed)) => {
             let page = crate::http::Page {
-                feed: feed.clone(),
-                store: store.clone(),
+                feed,
+                store: rec.store.clone(),
                 token: h.token.as_deref().map(Into::into),
                 act: Some(web_tx),
                 csv: None,
                 cancel: cancel.clone(),
+                probe: h.metrics.then(|| service.probe()),
             };
             let (_, task) = crate::http::start(h, page).await?;
-            (Some(feed), Some(task))
+            Some(task)
         }
         // No page: the sender is dropped and the loop's branch never taken.
-        None => {
+        _ => {
             drop(web_tx);
-            (None, None)
+            None
         }
     };
-    let (rec, mut platform_rx, link_task) =
-        crate::agent::start(store, settings.broker.as_ref(), feed, &cancel)?;
     // No watcher: a closed receiver, so its branch of the select is never taken.
     let (mut reader_rx, watcher) = match watch_readers {
         true => {
@@ -262,7 +268,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     for id in swap::recover(&ctx, &modems)? {
         commands.adopt(id);
     }
-    let mut service = service::Service::new(watch_readers, &settings.modems);
+    let mut service = service;
     let mut watchdog = service.watchdog().map(tokio::time::interval);
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
     service.after_event(&ctx);

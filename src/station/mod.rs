@@ -124,6 +124,8 @@ pub async fn run(
                 act: None,
                 csv: settings.csv.clone(),
                 cancel: cancel.clone(),
+                // A station is watched by the person at it, not by monitoring.
+                probe: None,
             };
             let (_, task) = crate::http::start(h, page).await?;
             (Some(feed), Some(task))
