@@ -22,13 +22,13 @@ impl ConfigCmd {
     pub(super) fn run(self, given: Option<&Path>) -> ExitCode {
         match self {
             ConfigCmd::Template => {
-                print!("{}", config::TEMPLATE);
+                out!("{}", config::TEMPLATE);
                 ExitCode::SUCCESS
             }
             ConfigCmd::Path => {
                 match super::config_file(given) {
-                    Some(f) => println!("{}", f.display()),
-                    None => println!(
+                    Some(f) => outln!("{}", f.display()),
+                    None => outln!(
                         "none: {} does not exist and no --config or SIMGATE_CONFIG was given; built-in defaults",
                         super::DEFAULT_CONFIG
                     ),
@@ -53,12 +53,12 @@ impl ConfigCmd {
 fn check_file(file: &Path) -> ExitCode {
     match check(file) {
         Ok(()) => {
-            println!("{}: ok", file.display());
+            outln!("{}: ok", file.display());
             let text = std::fs::read_to_string(file).unwrap_or_default();
             for line in origins(&text, &file.display().to_string(), |k| {
                 std::env::var(k).ok()
             }) {
-                println!("{line}");
+                outln!("{line}");
             }
             ExitCode::SUCCESS
         }

@@ -261,9 +261,9 @@ async fn through_modem(cmd: EsimCmd, port: &str, cfg: &Config) -> anyhow::Result
                 v["at_lines"] = cost.at_lines.into();
                 v["ms"] = ms.into();
             }
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         }
-        None => println!("({} AT lines, {ms} ms)", cost.at_lines),
+        None => outln!("({} AT lines, {ms} ms)", cost.at_lines),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -306,7 +306,7 @@ impl EsimArgs {
                 if at.json {
                     let mut v = serde_json::to_value(&l)?;
                     v["reader"] = reader.into();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    outln!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     print_listing(&reader, &l);
                 }
@@ -352,7 +352,7 @@ impl EsimArgs {
                 })
                 .await?;
                 if at.json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    outln!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     super::download::print_deliveries(&reader, &list);
                 }
@@ -363,7 +363,7 @@ impl EsimArgs {
                 })
                 .await?;
                 if at.json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    outln!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     print_notifications(&reader, &list);
                 }
@@ -415,7 +415,7 @@ async fn operate(at: &Target, cfg: &Config, action: Action) -> anyhow::Result<()
         v["reader"] = reader.into();
         v["iccid"] = iccid.into();
         v["done"] = verb.into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_outcome(&reader, verb, &iccid, &o);
     }
@@ -428,7 +428,7 @@ fn or_dash(v: &Option<String>) -> &str {
 
 pub(super) fn print_profiles(list: &[ProfileInfo]) {
     if list.is_empty() {
-        println!("no profiles installed");
+        outln!("no profiles installed");
         return;
     }
     let w = |f: &dyn Fn(&ProfileInfo) -> usize, min: usize| {
@@ -436,12 +436,16 @@ pub(super) fn print_profiles(list: &[ProfileInfo]) {
     };
     let wp = w(&|p| or_dash(&p.provider).len(), 8);
     let wn = w(&|p| or_dash(&p.name).len(), 4);
-    println!(
+    outln!(
         "{:20}  {:8}  {:12}  {:wp$}  {:wn$}  NICKNAME",
-        "ICCID", "STATE", "CLASS", "PROVIDER", "NAME"
+        "ICCID",
+        "STATE",
+        "CLASS",
+        "PROVIDER",
+        "NAME"
     );
     for p in list {
-        println!(
+        outln!(
             "{:20}  {:8}  {:12}  {:wp$}  {:wn$}  {}",
             p.iccid,
             p.state.word(),
@@ -459,10 +463,10 @@ fn print_listing(reader: &str, l: &Listing) {
         Some(false) => " (CHECK DIGITS FAIL)",
         None => "",
     };
-    println!("where      {reader}");
-    println!("EID        {}{check}", or_dash(&l.eid));
-    println!("SGP.22     {}", or_dash(&l.info.sgp22_version));
-    println!(
+    outln!("where      {reader}");
+    outln!("EID        {}{check}", or_dash(&l.eid));
+    outln!("SGP.22     {}", or_dash(&l.info.sgp22_version));
+    outln!(
         "free NVM   {}",
         l.info
             .free_nvm
@@ -473,25 +477,25 @@ fn print_listing(reader: &str, l: &Listing) {
     } else {
         l.info.ci_pkids_verification.join(", ")
     };
-    println!("CI keys    {keys}");
-    println!("ISD-R      {}", l.isdr_aid);
-    println!();
+    outln!("CI keys    {keys}");
+    outln!("ISD-R      {}", l.isdr_aid);
+    outln!();
     print_profiles(&l.profiles);
 }
 
 fn print_outcome(reader: &str, verb: &str, iccid: &str, o: &Outcome) {
-    println!(
+    outln!(
         "{verb} {iccid} on the eUICC in \"{reader}\" (verified; {} APDUs)",
         o.apdus
     );
     if let (Some(b), Some(a)) = (&o.enabled_before, &o.enabled_after) {
         if b != a {
-            println!("the SIM's ICCID is now {a} (was {b})");
+            outln!("the SIM's ICCID is now {a} (was {b})");
         }
     }
-    println!();
+    outln!();
     print_profiles(&o.profiles);
-    println!(
+    outln!(
         "\n{} notification(s) pending for the SM-DP+ (`simgate esim notifications`)",
         o.notifications.len()
     );
@@ -499,12 +503,12 @@ fn print_outcome(reader: &str, verb: &str, iccid: &str, o: &Outcome) {
 
 fn print_notifications(reader: &str, list: &[NotificationMeta]) {
     if list.is_empty() {
-        println!("no notifications pending on the eUICC in \"{reader}\"");
+        outln!("no notifications pending on the eUICC in \"{reader}\"");
         return;
     }
-    println!("{:>5}  {:8}  {:20}  SM-DP+", "SEQ", "EVENT", "ICCID");
+    outln!("{:>5}  {:8}  {:20}  SM-DP+", "SEQ", "EVENT", "ICCID");
     for n in list {
-        println!(
+        outln!(
             "{:>5}  {:8}  {:20}  {}",
             n.seq,
             n.event.word(),

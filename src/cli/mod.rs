@@ -2,6 +2,10 @@
 //! errors become messages and exit codes here and nowhere deeper; only this tree
 //! formats for humans or prints JSON.
 
+// First: its `out!` and `outln!` are every module's way to stdout.
+#[macro_use]
+mod out;
+
 mod config;
 mod download;
 #[cfg(feature = "emulators")]
@@ -178,6 +182,8 @@ pub fn main() -> ExitCode {
     };
     let code = match runtime.block_on(dispatch(cli.command, cfg, cli.config)) {
         Ok(code) => code,
+        // The reader of our stdout went away (`| head -1`): it wanted no more.
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::from(out::READER_GONE),
         Err(e) => {
             eprintln!("simgate: {}", report(&e));
             if error::is_usage(&e) {

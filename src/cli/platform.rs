@@ -191,7 +191,7 @@ async fn send(conn: PlatformConn, cmd: &CommandMsg, wait: Duration) -> anyhow::R
                 topic: AgentTopic::CommandStatus { id },
                 payload,
             } if id == cmd.id => {
-                println!("{}", String::from_utf8_lossy(&payload));
+                outln!("{}", String::from_utf8_lossy(&payload));
                 if let Ok(st) = serde_json::from_slice::<CommandStatus>(&payload) {
                     match st.status {
                         CommandStatusWord::Successful => return Ok(true),
@@ -215,7 +215,7 @@ async fn set_record(conn: PlatformConn, iccid: &str, record: PlatformRecord) -> 
         v: SCHEMA_VERSION,
         record,
     })?;
-    println!("{}", String::from_utf8_lossy(&payload));
+    outln!("{}", String::from_utf8_lossy(&payload));
     peer.publish(peer.topics().sim_platform(iccid), true, payload)
         .await?;
     loop {

@@ -102,7 +102,7 @@ impl SwapArgs {
                     if !(here && row.sim.present) {
                         continue;
                     }
-                    println!(
+                    outln!(
                         "swap {id}: SIM {} at {} ({})",
                         row.sim.iccid,
                         row.sim.location.label(),
@@ -132,7 +132,7 @@ impl SwapArgs {
                         continue;
                     };
                     if let Some(line) = step_line(&id, &e.kind) {
-                        println!("{line}");
+                        outln!("{line}");
                     }
                 }
                 PeerEvent::Message {
@@ -143,7 +143,7 @@ impl SwapArgs {
                         continue;
                     };
                     let reason = st.reason.map(|r| format!(": {r}")).unwrap_or_default();
-                    println!("swap {id}: {}{reason}", st.status.word());
+                    outln!("swap {id}: {}{reason}", st.status.word());
                     match st.status {
                         CommandStatusWord::Successful => return Ok(ExitCode::SUCCESS),
                         CommandStatusWord::Failed => return Ok(ExitCode::FAILURE),

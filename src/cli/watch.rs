@@ -591,7 +591,7 @@ pub(super) async fn run(
                         screen.draw(&render(health.as_ref(), &sims, &usage, &recent, screen.size, notice.as_deref()))?;
                     }
                     None => {
-                        println!("{text}");
+                        outln!("{text}");
                         notice = Some(text);
                     }
                 }

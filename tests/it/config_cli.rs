@@ -323,3 +323,37 @@ fn the_man_pages_and_completions_come_from_the_command_line_definition() {
         assert!(bash.contains(values), "{values} not offered: {bash}");
     }
 }
+
+/// Regression: a printing command whose reader closed the pipe (`simgate config check |
+/// grep -q ok` once grep has its match) panicked on EPIPE ("failed printing to stdout").
+/// It must end quietly: status 0, nothing on stderr. The pipe's read end is closed
+/// before the command starts, so its first write meets EPIPE every time.
+#[test]
+fn a_printing_command_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    let dir = TempDir::new("pipe");
+    let rules = dir.path().join("rules.json");
+    let facts = dir.path().join("facts.json");
+    std::fs::write(&rules, "[]").unwrap();
+    std::fs::write(&facts, "{}").unwrap();
+    let shipped = support::repo().join("config/simgate.toml");
+    let shipped = shipped.to_str().unwrap();
+    for args in [
+        vec!["config", "template"],
+        vec!["config", "check", shipped],
+        vec!["config", "path"],
+        vec!["generate", "man"],
+        vec!["--help"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(simgate_bin())
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "simgate {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "simgate {args:?}: {err}");
+        assert!(err.is_empty(), "simgate {args:?} said: {err}");
+    }
+}
