@@ -154,7 +154,12 @@ pub fn main() -> ExitCode {
         let used = file
             .as_ref()
             .map_or("none (defaults)".into(), |f| f.display().to_string());
-        tracing::debug!(file = %used, "configuration");
+        let drop_ins = file
+            .as_deref()
+            .and_then(|f| crate::config::drop_ins(f).ok())
+            .unwrap_or_default();
+        let drop_ins: Vec<String> = drop_ins.iter().map(|d| d.display().to_string()).collect();
+        tracing::debug!(file = %used, drop_ins = %drop_ins.join(", "), "configuration");
     }
     // A one-shot command runs on this thread alone (a current-thread runtime): its
     // time then depends on no worker being scheduled, which on a loaded machine costs a
