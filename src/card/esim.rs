@@ -52,6 +52,18 @@ pub enum EsimError {
 }
 
 impl EsimError {
+    /// The eUICC refused an enable or a disable because the profile is in that state
+    /// already (SGP.22 Annex H, result 2): the state asked for holds, nothing to do.
+    pub fn already_so(&self) -> bool {
+        matches!(
+            self,
+            EsimError::Refused(Refusal {
+                op: crate::card::es10::Operation::Enable | crate::card::es10::Operation::Disable,
+                code: 2,
+            })
+        )
+    }
+
     /// The user's mistake (exit 2 in the CLI, a refusal on the platform): unknown
     /// profile, wrong state, too long a nickname.
     pub fn is_request_error(&self) -> bool {

@@ -115,9 +115,19 @@ pub(super) fn pick_reader(name: Option<String>) -> anyhow::Result<std::ffi::CStr
     }
 }
 
-/// An eSIM error at the binary's edge: the user's request (unknown ICCID, wrong state)
+/// A profile already in the state an enable or a disable asks for: the command succeeds
+/// with nothing done (exit 0), so a script can ask for a state without checking first.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: nothing to do")]
+struct AlreadySo(String);
+
+/// An eSIM error at the binary's edge: the profile already in the state asked for is
+/// no failure ([`AlreadySo`], exit 0); the user's request (unknown ICCID, wrong state)
 /// is a usage error, exit 2; the card failing is exit 1.
 fn edge(e: EsimError) -> anyhow::Error {
+    if e.already_so() {
+        return AlreadySo(e.to_string()).into();
+    }
     if e.is_request_error() {
         UsageError(e.to_string()).into()
     } else {
@@ -293,6 +303,26 @@ impl EsimCmd {
 
 impl EsimArgs {
     pub async fn run(self, cfg: &Config) -> anyhow::Result<ExitCode> {
+        let json = self.cmd.target().json;
+        match self.run_command(cfg).await {
+            Err(e) => match e.downcast_ref::<AlreadySo>() {
+                Some(AlreadySo(what)) => {
+                    match json {
+                        true => outln!(
+                            "{}",
+                            serde_json::json!({ "done": "nothing", "reason": what })
+                        ),
+                        false => outln!("{}", super::report(&e)),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
+    async fn run_command(self, cfg: &Config) -> anyhow::Result<ExitCode> {
         if let EsimCmd::Download(d) = self.cmd {
             return d.run(cfg).await;
         }

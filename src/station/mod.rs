@@ -49,8 +49,9 @@ pub enum StationError {
         path: String,
         source: std::io::Error,
     },
+    /// Its source is kept: a closed pipe (`| head`) ends the command quietly (src/cli/out.rs).
     #[error("stdout: {0}")]
-    Output(std::io::Error),
+    Output(#[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
 }
