@@ -306,7 +306,31 @@ fn the_man_pages_and_completions_come_from_the_command_line_definition() {
         run.contains("simgate\\-run") && run.contains("agent\\-id"),
         "{run}"
     );
-    assert!(dir.path().join("simgate.1").exists());
+    // Beyond --help (man-pages(7)): how it ends, what it reads, examples.
+    let main = std::fs::read_to_string(dir.path().join("simgate.1")).unwrap();
+    for section in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH EXAMPLES",
+        ".SH \"SEE ALSO\"",
+    ] {
+        assert!(main.contains(section), "simgate(1) lacks {section}");
+        assert!(run.contains(section), "simgate-run(1) lacks {section}");
+    }
+    assert!(main.contains("SIMGATE_CONFIG") && main.contains("/etc/simgate/conf.d"));
+    // simgate.toml(5), from the commented template: every key with its default.
+    let conf = std::fs::read_to_string(dir.path().join("simgate.toml.5")).unwrap();
+    assert!(conf.contains(".TH simgate.toml 5"), "{conf}");
+    let template: toml::Table = simgate::config::template_keys().parse().unwrap();
+    for (section, keys) in &template {
+        for (key, _) in keys.as_table().unwrap() {
+            assert!(
+                conf.contains(&format!("{key} = ")),
+                "[{section}] {key} not in simgate.toml(5)"
+            );
+        }
+    }
     let bash = Command::new(simgate_bin())
         .args(["generate", "completions", "bash"])
         .output()
