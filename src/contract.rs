@@ -592,18 +592,89 @@ pub struct Command {
     pub id: String,
     pub iccid: String,
     pub action: Action,
-    /// For `set_record`: the record, already validated.
-    pub record: Option<PlatformRecord>,
-    /// For `refill`: what to apply, already validated.
-    pub refill: Option<Refill>,
-    /// For `swap`: where the new SIM comes from, already validated.
-    pub swap: Option<SwapTarget>,
-    /// For `esim_*` but `esim_list`: the profile (and nickname), already validated.
-    pub esim: Option<EsimRequest>,
-    /// For `pin_*`: the operation and its secrets (never shown: `sim::Secret`).
-    /// Boxed: the secrets would make every command message much larger.
-    pub pin: Option<Box<crate::sim::PinRequest>>,
+    /// What the action takes, already validated (`parse_params`).
+    pub params: Params,
     pub expires_at: u64,
+}
+
+/// A command's params once checked: one variant per shape of params an action takes
+/// (MQTT.md, "Commands"), so an action's executor gets exactly what it needs. A new
+/// action taking params adds its variant here and its arm in [`parse_params`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Params {
+    /// `refresh`, `suspend`, `resume`, `rules`, `esim_list`, `sync`: none (any sent are
+    /// ignored).
+    None,
+    /// `set_record`: the platform record.
+    Record(PlatformRecord),
+    /// `refill`: what to apply.
+    Refill(Refill),
+    /// `request_refill`: how much to ask for, if said.
+    RequestRefill { amount_mb: Option<f64> },
+    /// `swap`: where the new SIM comes from.
+    Swap(SwapTarget),
+    /// `esim_*` but `esim_list`: the profile (and nickname), or the notification.
+    Esim(EsimRequest),
+    /// `pin_*`: the operation and its secrets (never shown: `sim::Secret`). Boxed: the
+    /// secrets would make every command much larger.
+    Pin(Box<crate::sim::PinRequest>),
+}
+
+/// Check `params` for `action`: the one place each action's params are read.
+pub fn parse_params(action: Action, params: &serde_json::Value) -> Result<Params, Refusal> {
+    if let Some(op) = action.pin_op() {
+        return Ok(Params::Pin(Box::new(parse_pin_params(op, params)?)));
+    }
+    if action.is_esim() {
+        return Ok(match parse_esim_params(action, params)? {
+            Some(req) => Params::Esim(req),
+            None => Params::None,
+        });
+    }
+    Ok(match action {
+        Action::Swap => Params::Swap(parse_swap_params(params)?),
+        Action::SetRecord => {
+            let rec: PlatformRecord = typed(params.clone(), "params.").map_err(|e| {
+                Refusal::new(
+                    RefusalCode::InvalidField,
+                    format!("not a platform record: {e}"),
+                )
+            })?;
+            check_record(&rec)?;
+            Params::Record(rec)
+        }
+        Action::RequestRefill => parse_request_refill_params(params)?,
+        Action::Refill => {
+            let r: Refill = typed(params.clone(), "params.").map_err(|e| {
+                Refusal::new(RefusalCode::InvalidField, format!("not a refill: {e}"))
+            })?;
+            check_refill(&r)?;
+            Params::Refill(r)
+        }
+        _ => Params::None,
+    })
+}
+
+/// Check a `request_refill` command's params: only an optional amount, what to ask for.
+pub fn parse_request_refill_params(params: &serde_json::Value) -> Result<Params, Refusal> {
+    let bad = |m: &str| Refusal::new(RefusalCode::InvalidField, m);
+    let amount_mb = match params.get("amount_mb") {
+        None => None,
+        Some(a) => Some(
+            a.as_f64()
+                .filter(|a| a.is_finite() && *a > 0.0 && *a <= 1e9)
+                .ok_or_else(|| bad("params.amount_mb: not a positive number of MB"))?,
+        ),
+    };
+    if let Some(k) = params
+        .as_object()
+        .and_then(|o| o.keys().find(|k| k.as_str() != "amount_mb"))
+    {
+        return Err(bad(&format!(
+            "params.{k}: unknown field (request_refill takes amount_mb)"
+        )));
+    }
+    Ok(Params::RequestRefill { amount_mb })
 }
 
 /// Check a `pin_*` command's params: `pin` (a PUK's `puk` for an unblock), `new_pin`
@@ -955,9 +1026,10 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
         )));
     }
     let Some(action) = Action::from_word(&msg.action) else {
+        let words: Vec<&str> = Action::ALL.iter().map(|a| a.word()).collect();
         return Err(with_id(Refusal::new(
             RefusalCode::UnknownAction,
-            "action: not one of refresh, suspend, resume, set_record, refill, rules, swap, request_refill, esim_list, esim_enable, esim_disable, esim_delete, esim_nickname, esim_notification_ack, pin_verify, pin_enable, pin_disable, pin_change, pin_unblock, sync",
+            format!("action: not one of {}", words.join(", ")),
         )));
     };
     if msg.expires_at <= now {
@@ -975,90 +1047,31 @@ pub fn parse_command(payload: &[u8], now: u64) -> Result<Command, Refusal> {
             ),
         )));
     }
-    let swap = match action {
-        Action::Swap => Some(parse_swap_params(&msg.params).map_err(with_id)?),
-        _ => None,
-    };
-    let esim = if action.is_esim() {
-        parse_esim_params(action, &msg.params).map_err(with_id)?
-    } else {
-        None
-    };
-    let pin = match action.pin_op() {
-        Some(op) => Some(Box::new(
-            parse_pin_params(op, &msg.params).map_err(with_id)?,
-        )),
-        None => None,
-    };
-    let record = match action {
-        Action::SetRecord => {
-            let rec: PlatformRecord = typed(msg.params.clone(), "params.").map_err(|e| {
-                with_id(Refusal::new(
-                    RefusalCode::InvalidField,
-                    format!("not a platform record: {e}"),
-                ))
-            })?;
-            check_record(&rec).map_err(with_id)?;
-            Some(rec)
-        }
-        _ => None,
-    };
-    let refill = match action {
-        Action::RequestRefill => {
-            // Only an optional amount: what to ask for.
-            let amount = match msg.params.get("amount_mb") {
-                None => None,
-                Some(a) => Some(
-                    a.as_f64()
-                        .filter(|a| a.is_finite() && *a > 0.0 && *a <= 1e9)
-                        .ok_or_else(|| {
-                            with_id(Refusal::new(
-                                RefusalCode::InvalidField,
-                                "params.amount_mb: not a positive number of MB",
-                            ))
-                        })?,
-                ),
-            };
-            if let Some(k) = msg
-                .params
-                .as_object()
-                .and_then(|o| o.keys().find(|k| k.as_str() != "amount_mb"))
-            {
-                return Err(with_id(Refusal::new(
-                    RefusalCode::InvalidField,
-                    format!("params.{k}: unknown field (request_refill takes amount_mb)"),
-                )));
-            }
-            Some(Refill {
-                amount_mb: amount,
-                data_left_mb: None,
-                days: None,
-                request_id: None,
-            })
-        }
-        Action::Refill => {
-            let r: Refill = typed(msg.params.clone(), "params.").map_err(|e| {
-                with_id(Refusal::new(
-                    RefusalCode::InvalidField,
-                    format!("not a refill: {e}"),
-                ))
-            })?;
-            check_refill(&r).map_err(with_id)?;
-            Some(r)
-        }
-        _ => None,
-    };
+    let params = parse_params(action, &msg.params).map_err(with_id)?;
     Ok(Command {
         id: msg.id,
         iccid: msg.iccid,
         action,
-        record,
-        refill,
-        swap,
-        esim,
-        pin,
+        params,
         expires_at: msg.expires_at,
     })
+}
+
+/// A command from a local surface (the station page's buttons), which names neither
+/// the schema version nor an expiry: given this version, `expires_at` and empty params
+/// when it has none, then checked exactly as the platform's ([`parse_command`]).
+pub fn parse_local_command(
+    mut body: serde_json::Value,
+    now: u64,
+    expires_at: u64,
+) -> Result<Command, Refusal> {
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("v".into(), SCHEMA_VERSION.into());
+        obj.insert("expires_at".into(), expires_at.into());
+        obj.entry("params")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    }
+    parse_command(body.to_string().as_bytes(), now)
 }
 
 /// A platform record message on `sim/<iccid>/platform`: `{"v":1, ...record fields}`.
@@ -1329,7 +1342,10 @@ mod tests {
             "params": {"status":"Active","plan":"IoT 1GB","labels":["fleet-a"]}}),
         )
         .unwrap();
-        assert_eq!(ok.record.unwrap().plan.as_deref(), Some("IoT 1GB"));
+        let Params::Record(rec) = ok.params else {
+            panic!("not a record: {:?}", ok.params);
+        };
+        assert_eq!(rec.plan.as_deref(), Some("IoT 1GB"));
         let bad = cmd(
             serde_json::json!({"v":1,"id":"c-4","iccid":"8988211000000430010",
             "action":"set_record","expires_at": NOW + 60,

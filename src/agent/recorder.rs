@@ -99,7 +99,7 @@ impl Recorder {
         if self.link.is_none() && self.feed.is_none() {
             return Ok(());
         }
-        let row = crate::link::row(&self.store, obs)?;
+        let row = self.store.row(obs)?;
         if let Some(link) = &self.link {
             link.publish_state(&row)?;
         }
@@ -112,7 +112,7 @@ impl Recorder {
         if self.feed.is_none() {
             return Ok(());
         }
-        self.show_row(&crate::link::row(&self.store, obs)?)
+        self.show_row(&self.store.row(obs)?)
     }
 
     fn show_row(&self, row: &SimState) -> Result<(), RecordError> {
@@ -181,7 +181,7 @@ impl Recorder {
                         link.publish_event(ev)?;
                     }
                 }
-                link.publish_state(&crate::link::row(&self.store, &obs)?)?;
+                link.publish_state(&self.store.row(&obs)?)?;
             }
             self.store.paid(iccid)?;
         }

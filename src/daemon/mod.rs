@@ -6,8 +6,10 @@
 pub(crate) mod commands;
 mod modems;
 mod readers;
+mod refill;
 mod rules;
 mod swap;
+pub(crate) mod work;
 
 pub use swap::SwapSettings;
 mod service;
@@ -90,7 +92,7 @@ pub(crate) enum Event {
     /// The platform sent a command or a SIM record.
     Platform(Received),
     /// A command's asynchronous work (a card re-read) finished.
-    CommandDone { id: String, result: commands::Done },
+    CommandDone { id: String, result: work::Done },
     /// A rule firing's actions were applied (their outcomes inside).
     FiringDone(Box<crate::store::rules::FiringRecord>),
     /// A SIM swap changed which rows are Pending: record these rows again.
@@ -100,7 +102,7 @@ pub(crate) enum Event {
     SwapEnded {
         id: String,
         rows: Vec<String>,
-        result: commands::Done,
+        result: work::Done,
     },
     /// Time to tell the service manager's watchdog the loop is alive.
     Watchdog,
@@ -145,7 +147,7 @@ impl Ctx {
     /// Pending follows the store's swap records (src/daemon/swap.rs): every row recorded
     /// here says whether a swap involving it is under way.
     pub(crate) async fn record(&self, obs: &Observed) -> Result<(), DaemonError> {
-        let pending = swap::pending(&self.store, &obs.iccid)?;
+        let pending = self.store.swap_pending(&obs.iccid)?;
         if pending == obs.pending {
             return Ok(self.rec.record(obs)?);
         }

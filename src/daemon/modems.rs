@@ -127,11 +127,11 @@ impl Modems {
                     // The pair, for the platform: which SIM took whose place. During a
                     // guided swap it is the swap's to say, once verified (or never, when
                     // rolled back): src/daemon/swap.rs.
-                    let guided = super::swap::on_port(&ctx.store, &info.port)?.is_some();
+                    let guided = ctx.store.swap_on_port(&info.port)?.is_some();
                     self.seen(ctx, obs).await?;
-                    if let (Some(old), Some(link), false) = (previous, &ctx.link, guided) {
+                    if let (Some(old), false) = (previous, guided) {
                         if old != iccid {
-                            link.publish_event(crate::contract::EventKind::Swapped {
+                            ctx.rec.event(crate::contract::EventKind::Swapped {
                                 iccid,
                                 replaced: old,
                                 location,
@@ -291,7 +291,7 @@ async fn mark_absent(ctx: &Ctx, iccid: &str) -> Result<(), DaemonError> {
     Ok(())
 }
 
-impl super::commands::ModemPorts for Modems {
+impl super::work::ModemPorts for Modems {
     fn handle(&self, port: &str) -> Option<ModemHandle> {
         Modems::handle(self, port)
     }

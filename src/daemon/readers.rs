@@ -20,7 +20,7 @@ pub(crate) fn on_card_read(
     match &done.result {
         Ok(read) => {
             let obs = crate::observe::from_card(read, done.at);
-            tracing::info!(%reader, iccid = %obs.iccid, luhn_ok = obs.iccid_luhn_ok, form_factor = obs.form_factor.map(|f| f.word()), apdus = read.identity.apdus, "card identified");
+            tracing::info!(%reader, iccid = %obs.iccid, luhn_ok = obs.iccid_luhn_ok, form_factor = obs.form_factor.map(|f| f.word()), apdus = read.identity.apdus, apdus_total = read.identity.apdus_total, "card identified");
             readers.holds(reader, &obs.iccid);
             ctx.rec.record(&obs)?;
         }

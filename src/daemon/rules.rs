@@ -9,26 +9,15 @@
 //! it, a refill request keeps its id (the platform's idempotency key), a notification is
 //! the event itself.
 
-use super::commands::ModemPorts;
+use super::refill::{self, Asked};
+use super::work::{self, ModemPorts, Port};
 use super::{Ctx, DaemonError, Event};
-use crate::contract::EventKind;
-use crate::link::Link;
+use crate::agent::Recorder;
+use crate::contract::{EventKind, RefusalCode};
 use crate::modem::actions::Action as ModemAction;
-use crate::modem::supervisor::ModemHandle;
 use crate::rules::{self as engine, ActionOutcome, Facts, RuleAction};
 use crate::sim::{InSession, Location};
-use crate::store::rules::{FiringRecord, Ledger};
-use crate::store::Store;
-
-/// Auto-refill caps (MQTT.md, "Refill"): requests a SIM may make a day and a month, and
-/// how many may go unanswered before simgate stops asking until a refill arrives.
-pub(crate) const REFILLS_PER_DAY: usize = 2;
-pub(crate) const REFILLS_PER_MONTH: usize = 10;
-pub(crate) const REFILLS_UNANSWERED: u32 = 3;
-
-/// The refill ledger is read, changed and written by firing tasks and by the loop (a
-/// refill arriving): one at a time.
-pub(crate) static LEDGER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use crate::store::rules::FiringRecord;
 
 /// Evaluate the rules of `iccid` now; `replaced_by`: the SIM that just took its place.
 pub(crate) fn evaluate(
@@ -54,7 +43,7 @@ pub(crate) fn evaluate(
     // A guided swap under way on the SIM's port is the platform's own doing, and may
     // still roll back: it is no `sim_swapped`.
     let replaced_by = match &obs.location {
-        Location::Modem { port, .. } if super::swap::on_port(&ctx.store, port)?.is_some() => None,
+        Location::Modem { port, .. } if ctx.store.swap_on_port(port)?.is_some() => None,
         _ => replaced_by,
     };
     let mut sim = ctx.store.sim_rules(iccid)?;
@@ -146,7 +135,7 @@ pub(crate) fn resume_pending(ctx: &Ctx, modems: &dyn ModemPorts) -> Result<(), D
 
 /// Where a firing's actions reach the SIM.
 enum Target {
-    Modem(Option<ModemHandle>),
+    Modem(Port),
     Reader,
     Gone,
 }
@@ -156,25 +145,24 @@ enum Target {
 fn apply(ctx: &Ctx, modems: &dyn ModemPorts, mut rec: FiringRecord) {
     let target = match ctx.store.get_observed(&rec.iccid) {
         Ok(Some(o)) => match &o.location {
-            Location::Modem { port, .. } if o.present => Target::Modem(modems.handle(port)),
+            Location::Modem { port, .. } if o.present => Target::Modem(Port::of(modems, port)),
             Location::Reader { .. } if o.present => Target::Reader,
             _ => Target::Gone,
         },
         _ => Target::Gone,
     };
-    let store = ctx.store.clone();
-    let link = ctx.link.clone();
+    let recorder = ctx.rec.clone();
     let tx = ctx.events.clone();
     tokio::spawn(async move {
         for i in 0..rec.actions.len() {
             if rec.actions[i].outcome.is_some() {
                 continue; // done before a crash, and recorded
             }
-            let (outcome, reason) = act(&store, link.as_ref(), &target, &rec, i).await;
+            let (outcome, reason) = act(&recorder, &target, &rec, i).await;
             rec.actions[i].outcome = Some(outcome.to_string());
             rec.actions[i].reason = reason;
             // Each outcome stored as it is known: a crash later does not apply it again.
-            if let Err(e) = store.put_firing(&rec) {
+            if let Err(e) = recorder.store.put_firing(&rec) {
                 tracing::error!(firing = %rec.firing.id, error = %e, "firing outcome not stored");
             }
         }
@@ -182,33 +170,34 @@ fn apply(ctx: &Ctx, modems: &dyn ModemPorts, mut rec: FiringRecord) {
     });
 }
 
+/// A rule's suspend or resume, through the same door as the platform's command
+/// (`work::act_on_modem`: refused on a port ModemManager keeps, asked again while the
+/// supervisor attaches — right after a start a firing resumed finds it attaching).
+async fn hardware(target: &Target, action: ModemAction) -> (&'static str, Option<String>) {
+    match target {
+        Target::Modem(port) => match work::act_on_modem(port, action).await {
+            Ok(_) => ("done", None),
+            Err((RefusalCode::NotApplicable, why)) => ("not_applicable", Some(why)),
+            Err((_, why)) => ("failed", Some(why)),
+        },
+        Target::Reader => (
+            "not_applicable",
+            Some("a card in a PC/SC reader has no data session".into()),
+        ),
+        Target::Gone => ("not_applicable", Some("the SIM is not hosted now".into())),
+    }
+}
+
 async fn act(
-    store: &Store,
-    link: Option<&Link>,
+    recorder: &Recorder,
     target: &Target,
     rec: &FiringRecord,
     i: usize,
 ) -> (&'static str, Option<String>) {
-    let hw = |a: ModemAction| async move {
-        match target {
-            // Right after a start (a firing resumed) the supervisor may still be
-            // attaching: asked again for a while, as a swap does.
-            Target::Modem(Some(h)) => match super::swap::attached(|| h.act(a)).await {
-                Ok(Ok(_)) => ("done", None),
-                Ok(Err(refusal)) => ("failed", Some(refusal.to_string())),
-                Err(e) => ("failed", Some(e.to_string())),
-            },
-            Target::Modem(None) => ("failed", Some("modem engine not available".into())),
-            Target::Reader => (
-                "not_applicable",
-                Some("a card in a PC/SC reader has no data session".into()),
-            ),
-            Target::Gone => ("not_applicable", Some("the SIM is not hosted now".into())),
-        }
-    };
+    let store = &recorder.store;
     match &rec.actions[i].action {
         RuleAction::Suspend => {
-            let r = hw(ModemAction::SuspendData).await;
+            let r = hardware(target, ModemAction::SuspendData).await;
             if r.0 == "done" {
                 if let Err(e) = store.set_rule_hold(&rec.iccid, Some(&rec.firing.rule)) {
                     return ("failed", Some(e.to_string()));
@@ -217,7 +206,7 @@ async fn act(
             r
         }
         RuleAction::Resume => {
-            let r = hw(ModemAction::ResumeData).await;
+            let r = hardware(target, ModemAction::ResumeData).await;
             if r.0 == "done" {
                 if let Err(e) = store.set_rule_hold(&rec.iccid, None) {
                     return ("failed", Some(e.to_string()));
@@ -226,88 +215,18 @@ async fn act(
             r
         }
         RuleAction::Notify => ("done", None),
-        RuleAction::Refill { amount_mb } => match request_refill(
-            store,
-            link,
+        RuleAction::Refill { amount_mb } => match refill::request(
+            recorder,
             &rec.iccid,
             &rec.firing.id,
             *amount_mb,
             Some(&rec.firing.rule),
         ) {
-            Ok(r) => r,
+            Ok(Asked::Requested) => ("requested", None),
+            Ok(Asked::Capped(why)) => ("capped", Some(why)),
             Err(e) => ("failed", Some(e.to_string())),
         },
     }
-}
-
-/// A refill request, within the caps: by a rule (its id is the firing's) or by a person
-/// (`simgate refill`: its id is the command's).
-pub(crate) fn request_refill(
-    store: &Store,
-    link: Option<&Link>,
-    iccid: &str,
-    request_id: &str,
-    amount_mb: Option<f64>,
-    rule: Option<&str>,
-) -> Result<(&'static str, Option<String>), DaemonError> {
-    let now = crate::time::unix_now();
-    // A poisoned lock only means another task panicked mid-update: the ledger on disk
-    // is whole (each write is one), so carry on.
-    let _one = LEDGER.lock().unwrap_or_else(|p| p.into_inner());
-    let mut ledger: Ledger = store.refill_ledger(iccid)?;
-    if ledger.ids.iter().any(|i| i == request_id) {
-        // Made before (a firing resumed after a crash): said again under its id, which
-        // the platform deduplicates; not counted again.
-        if let Some(link) = link {
-            link.publish_event(EventKind::RefillRequested {
-                iccid: iccid.to_string(),
-                request_id: request_id.to_string(),
-                amount_mb,
-                rule: rule.map(str::to_string),
-            })?;
-        }
-        return Ok(("requested", None));
-    }
-    ledger.requests.retain(|t| t + 31 * 86_400 > now);
-    let today = ledger.requests.iter().filter(|t| *t + 86_400 > now).count();
-    let month = crate::time::month_key(now);
-    let this_month = ledger
-        .requests
-        .iter()
-        .filter(|t| crate::time::month_key(**t) == month)
-        .count();
-    let capped = if ledger.unanswered >= REFILLS_UNANSWERED {
-        Some(format!(
-            "{} refill requests went unanswered: auto-refill stopped until a refill arrives",
-            ledger.unanswered
-        ))
-    } else if today >= REFILLS_PER_DAY {
-        Some(format!("{REFILLS_PER_DAY} refill requests today already"))
-    } else if this_month >= REFILLS_PER_MONTH {
-        Some(format!(
-            "{REFILLS_PER_MONTH} refill requests this month already"
-        ))
-    } else {
-        None
-    };
-    if let Some(why) = capped {
-        return Ok(("capped", Some(why)));
-    }
-    ledger.requests.push(now);
-    ledger.unanswered += 1;
-    ledger.ids.push(request_id.to_string());
-    let keep = ledger.ids.len().saturating_sub(REFILLS_PER_MONTH * 2);
-    ledger.ids.drain(..keep);
-    store.put_refill_ledger(iccid, &ledger)?;
-    if let Some(link) = link {
-        link.publish_event(EventKind::RefillRequested {
-            iccid: iccid.to_string(),
-            request_id: request_id.to_string(),
-            amount_mb,
-            rule: rule.map(str::to_string),
-        })?;
-    }
-    Ok(("requested", None))
 }
 
 /// A firing's actions are all done. Their outcomes are stored first (so a crash from

@@ -24,16 +24,15 @@
 //! the one writer of rows, so a row recorded from a modem event and one re-recorded for
 //! the swap never race.
 
+use super::work::{attached, Done, Failure, ModemPorts};
 use super::{Ctx, DaemonError, Event};
-use crate::at::AtError;
+use crate::agent::Recorder;
 use crate::contract::{EventKind, RefusalCode, SwapStep, SwapTarget};
-use crate::link::Link;
 use crate::modem::actions::{Action as ModemAction, ModemRefusal};
 use crate::modem::identify::ModemInfo;
-use crate::modem::supervisor::{ModemError, ModemHandle};
+use crate::modem::supervisor::ModemHandle;
 use crate::sim::{Location, Observed};
 use crate::store::swaps::SwapRecord;
-use crate::store::{Store, StoreError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -59,27 +58,6 @@ impl Default for SwapSettings {
 /// every firmware sends after a SIM change (nor the emulator), so the wait polls one
 /// status line a second, bounded by the step's limit.
 const POLL: Duration = Duration::from_secs(1);
-/// A supervisor reattaching (simgate just started, a USB reset) answers "not
-/// attached": asked again for this long before the step fails.
-const ATTACH_WAIT: Duration = Duration::from_secs(30);
-
-/// Why a row is Pending while a swap runs (the row's `pending`).
-fn reason(rec: &SwapRecord) -> String {
-    match &rec.target {
-        SwapTarget::ToSlot(n) => format!("swap {} to slot {n} under way", rec.id),
-        SwapTarget::ExpectIccid(i) => format!("swap {} to SIM {i} under way", rec.id),
-    }
-}
-
-/// The `pending` reason of `iccid`'s row: set while a swap involving it is under way.
-pub(crate) fn pending(store: &Store, iccid: &str) -> Result<Option<String>, StoreError> {
-    Ok(store.swap_of(iccid)?.map(|s| reason(&s)))
-}
-
-/// Whether a swap is under way on `port` (its SIM changes are the swap's to report).
-pub(crate) fn on_port(store: &Store, port: &str) -> Result<Option<SwapRecord>, StoreError> {
-    Ok(store.swaps()?.into_iter().find(|s| s.port == port))
-}
 
 /// Re-record rows so their Pending follows the swap record (the loop's side of
 /// `Event::SwapRows`).
@@ -108,14 +86,14 @@ pub(crate) fn start(
     old: &Observed,
     target: SwapTarget,
     handle: ModemHandle,
-) -> Result<Result<(), (RefusalCode, String)>, DaemonError> {
+) -> Result<Result<(), Failure>, DaemonError> {
     let Location::Modem { port, slot } = &old.location else {
         return Ok(Err((
             RefusalCode::NotApplicable,
             "the SIM is not in a modem".into(),
         )));
     };
-    if let Some(other) = on_port(&ctx.store, port)? {
+    if let Some(other) = ctx.store.swap_on_port(port)? {
         return Ok(Err((
             RefusalCode::Unavailable,
             format!("swap {} is under way on {port}", other.id),
@@ -157,10 +135,7 @@ pub(crate) fn start(
 /// At start-up, after the modem supervisors started: every swap a previous run left
 /// unfinished is committed (it had reached commit) or rolled back. Returns the command
 /// ids now running again, for the command book-keeping.
-pub(crate) fn recover(
-    ctx: &Ctx,
-    modems: &dyn super::commands::ModemPorts,
-) -> Result<Vec<String>, DaemonError> {
+pub(crate) fn recover(ctx: &Ctx, modems: &dyn ModemPorts) -> Result<Vec<String>, DaemonError> {
     let mut ids = Vec::new();
     for rec in ctx.store.swaps()? {
         tracing::warn!(id = %rec.id, step = %rec.step, port = %rec.port, "swap left unfinished by the last run");
@@ -217,10 +192,9 @@ type StepError = (SwapStep, String);
 
 /// One swap's run, after prepare.
 struct Run {
-    store: Store,
-    link: Option<Link>,
-    /// The station page's feed, which shows the steps live.
-    feed: Option<crate::http::Feed>,
+    /// The store, and the one door to the platform and the station page (which shows
+    /// the steps live).
+    recorder: Recorder,
     events: mpsc::Sender<Event>,
     handle: ModemHandle,
     settings: SwapSettings,
@@ -232,9 +206,7 @@ struct Run {
 impl Run {
     fn new(ctx: &Ctx, rec: SwapRecord, handle: ModemHandle) -> Run {
         Run {
-            store: ctx.store.clone(),
-            link: ctx.link.clone(),
-            feed: ctx.rec.feed.clone(),
+            recorder: ctx.rec.clone(),
             events: ctx.events.clone(),
             handle,
             settings: ctx.swap,
@@ -255,13 +227,8 @@ impl Run {
             detail,
             secs: end.map(|e| (e.1 * 1000.0).round() / 1000.0),
         };
-        if let Some(feed) = &self.feed {
-            feed.event(&ev);
-        }
-        if let Some(link) = &self.link {
-            if let Err(e) = link.publish_event(ev) {
-                tracing::error!(id = %self.rec.id, error = %e, "swap step not queued for the platform");
-            }
+        if let Err(e) = self.recorder.event(ev) {
+            tracing::error!(id = %self.rec.id, error = %e, "swap step not queued for the platform");
         }
     }
 
@@ -269,7 +236,8 @@ impl Run {
     fn enter(&mut self, step: SwapStep, detail: String) -> Result<(), StepError> {
         self.since = Instant::now();
         self.rec.step = step;
-        self.store
+        self.recorder
+            .store
             .put_swap(&self.rec)
             .map_err(|e| (step, format!("store: {e}")))?;
         self.said(step, None, detail);
@@ -321,7 +289,8 @@ impl Run {
         self.enter(SwapStep::Detect, "reading the SIM in the modem".into())?;
         let new = self.detect().await.map_err(|e| (SwapStep::Detect, e))?;
         self.rec.new_iccid = Some(new.clone());
-        self.store
+        self.recorder
+            .store
             .put_swap(&self.rec)
             .map_err(|e| (SwapStep::Detect, format!("store: {e}")))?;
         let _ = self.events.send(Event::SwapRows(vec![new.clone()])).await;
@@ -432,6 +401,7 @@ impl Run {
             tokio::time::sleep(POLL).await;
         };
         let held = self
+            .recorder
             .store
             .suspended_iccids()
             .map_err(|e| format!("store: {e}"))?
@@ -464,21 +434,19 @@ impl Run {
         {
             tracing::error!(id = %self.rec.id, error = %e, "swap commit not stored");
         }
-        if let Some(link) = &self.link {
-            let location = Location::Modem {
-                port: self.rec.port.clone(),
-                slot: match self.rec.target {
-                    SwapTarget::ToSlot(n) => Some(n),
-                    SwapTarget::ExpectIccid(_) => self.rec.old_slot,
-                },
-            };
-            if let Err(e) = link.publish_event(EventKind::Swapped {
-                iccid: new.clone(),
-                replaced: self.rec.old_iccid.clone(),
-                location,
-            }) {
-                tracing::error!(id = %self.rec.id, error = %e, "swapped event not queued");
-            }
+        let location = Location::Modem {
+            port: self.rec.port.clone(),
+            slot: match self.rec.target {
+                SwapTarget::ToSlot(n) => Some(n),
+                SwapTarget::ExpectIccid(_) => self.rec.old_slot,
+            },
+        };
+        if let Err(e) = self.recorder.event(EventKind::Swapped {
+            iccid: new.clone(),
+            replaced: self.rec.old_iccid.clone(),
+            location,
+        }) {
+            tracing::error!(id = %self.rec.id, error = %e, "swapped event not queued");
         }
         self.said(
             SwapStep::Commit,
@@ -554,7 +522,7 @@ impl Run {
 
     /// The loop ends it (`ended`): the record goes, the rows are no longer Pending,
     /// the command gets its outcome.
-    async fn end(self, result: super::commands::Done) {
+    async fn end(self, result: Done) {
         let rows = self
             .rec
             .pending_iccids()
@@ -574,22 +542,4 @@ impl Run {
 
 fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
-}
-
-/// Ask the supervisor, again while it is (re)attaching — right after a start, or during
-/// a USB reset — for up to [`ATTACH_WAIT`].
-pub(crate) async fn attached<T, F, Fut>(ask: F) -> Result<T, ModemError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ModemError>>,
-{
-    let deadline = Instant::now() + ATTACH_WAIT;
-    loop {
-        match ask().await {
-            Err(ModemError::At(AtError::NotAttached)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            r => return r,
-        }
-    }
 }

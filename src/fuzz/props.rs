@@ -731,7 +731,8 @@ fn refused_payloads(rng: &mut Rng) -> Vec<Vec<u8>> {
 /// cached before it, noting only the refusal's fingerprint.
 #[tokio::test]
 async fn a_refused_payload_changes_nothing_in_the_store_but_its_refusal() {
-    use crate::daemon::commands::{Commands, ModemPorts};
+    use crate::daemon::commands::Commands;
+    use crate::daemon::work::ModemPorts;
     use crate::link::{received, AckToken, Received};
     use crate::sim::{Location, Observed, PlatformRecord};
     use crate::store::commands::CommandState;

@@ -40,7 +40,8 @@ const CLAIM_WAIT: Duration = Duration::from_secs(10);
 const COMMAND_LIFETIME_SECS: u64 = 600;
 /// The actions a page may ask for. Never set_record, suspend, resume: the page does not
 /// configure SIMs, the platform does.
-pub const PAGE_ACTIONS: &[&str] = &["request_refill", "swap"];
+pub const PAGE_ACTIONS: &[contract::Action] =
+    &[contract::Action::RequestRefill, contract::Action::Swap];
 
 const INDEX: &str = include_str!("page/index.html");
 const CSS: &str = include_str!("page/app.css");
@@ -246,7 +247,7 @@ pub fn snapshot(page: &Page, recent: &Recent) -> Result<String, crate::store::St
     for obs in page.store.all_observed()? {
         let this_month = page.store.month_usage(&obs.iccid, &month)?;
         rows.push(serde_json::json!({
-            "row": crate::link::row(&page.store, &obs)?,
+            "row": page.store.row(&obs)?,
             "this_month_mb": (this_month.total() > 0).then(|| this_month.megabytes()),
         }));
     }
@@ -456,26 +457,23 @@ async fn command(State(page): State<Page>, headers: HeaderMap, body: Bytes) -> R
     let Some(act) = &page.act else {
         return text(StatusCode::FORBIDDEN, "a station takes no commands");
     };
-    let mut msg: serde_json::Value = match serde_json::from_slice(&body) {
+    let msg: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         Ok(_) => return text(StatusCode::BAD_REQUEST, "body: not a JSON object"),
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("body: not JSON: {e}")),
     };
-    let action = msg.get("action").and_then(|a| a.as_str()).unwrap_or("");
-    if !PAGE_ACTIONS.contains(&action) {
-        return text(
+    let page_may = || {
+        let words: Vec<&str> = PAGE_ACTIONS.iter().map(|a| a.word()).collect();
+        text(
             StatusCode::BAD_REQUEST,
-            format!("action: the page may ask for {}", PAGE_ACTIONS.join(" or ")),
-        );
-    }
+            format!("action: the page may ask for {}", words.join(" or ")),
+        )
+    };
     let now = crate::time::unix_now();
-    msg["v"] = contract::SCHEMA_VERSION.into();
-    msg["expires_at"] = (now + COMMAND_LIFETIME_SECS).into();
-    if msg.get("params").is_none() {
-        msg["params"] = serde_json::json!({});
-    }
-    let command = match contract::parse_command(msg.to_string().as_bytes(), now) {
-        Ok(c) => c,
+    let command = match contract::parse_local_command(msg, now, now + COMMAND_LIFETIME_SECS) {
+        Ok(c) if PAGE_ACTIONS.contains(&c.action) => c,
+        Ok(_) => return page_may(),
+        Err(r) if r.code == contract::RefusalCode::UnknownAction => return page_may(),
         Err(r) => return text(StatusCode::BAD_REQUEST, r.reason),
     };
     let id = command.id.clone();

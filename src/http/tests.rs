@@ -171,7 +171,7 @@ async fn a_page_gets_the_whole_picture_first_then_each_change() {
     let mut later = sim(ESIM);
     later.form_factor = Some(FormFactor::Esim);
     r.page.store.put_observed(&later).unwrap();
-    let row = crate::link::row(&r.page.store, &later).unwrap();
+    let row = r.page.store.row(&later).unwrap();
     r.page.feed.row(&row, Some(1.5));
     let msg = next(&mut s).await;
     assert_eq!(msg["type"], "row");
@@ -190,7 +190,7 @@ async fn a_page_that_fell_behind_the_ring_gets_the_snapshot_again_not_a_gap() {
     r.page.store.put_observed(&sim(ICCID)).unwrap();
     let mut s = open_stream(&r.page).await;
     assert_eq!(next(&mut s).await["type"], "snapshot");
-    let row = crate::link::row(&r.page.store, &sim(ICCID)).unwrap();
+    let row = r.page.store.row(&sim(ICCID)).unwrap();
     for _ in 0..300 {
         r.page.feed.row(&row, None);
     }
@@ -389,8 +389,8 @@ async fn with_the_token_a_command_goes_to_the_daemon_as_a_platform_command_and_2
     assert_eq!(got.command.id, "web-7");
     assert_eq!(got.command.action, crate::contract::Action::Swap);
     assert_eq!(
-        got.command.swap,
-        Some(crate::contract::SwapTarget::ToSlot(2))
+        got.command.params,
+        crate::contract::Params::Swap(crate::contract::SwapTarget::ToSlot(2))
     );
     assert!(got.command.expires_at > crate::time::unix_now());
     got.claimed.send(()).unwrap();

@@ -450,7 +450,7 @@ impl Link {
     fn rows_again(&self, how: Queueing) -> Result<u64, LinkError> {
         let mut rows = 0;
         for obs in self.store.all_observed()? {
-            self.queue_state(&row(&self.store, &obs)?, how)?;
+            self.queue_state(&self.store.row(&obs)?, how)?;
             rows += 1;
         }
         self.publish_index(how)?;
@@ -1080,17 +1080,6 @@ fn mqtt_options(
     let will = encode(&Health::new(false, 0));
     opts.set_last_will(LastWill::new(topics.health(), will, QoS::AtLeastOnce, true));
     opts
-}
-
-/// A SIM's row as the platform gets it: the observation, the cached platform record and
-/// the local estimate. The one way a row is built.
-pub fn row(store: &Store, obs: &crate::sim::Observed) -> Result<SimState, StoreError> {
-    let platform = store.get_platform(&obs.iccid)?;
-    let mut state = SimState::merged(obs, platform.as_ref());
-    if let Some(p) = &platform {
-        state.estimate = store.estimate(&obs.iccid, p, crate::time::unix_now())?;
-    }
-    Ok(state)
 }
 
 /// How a platform-side tool (`simgate watch`, `simgate platform`) reaches a broker:

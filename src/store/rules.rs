@@ -68,6 +68,17 @@ pub struct EstimateBase {
     pub counted: u64,
 }
 
+/// A ledger transaction's failure: the stored ledger unreadable, or the database's.
+fn ledger_err(e: TransactionError<String>, iccid: &str) -> StoreError {
+    match e {
+        TransactionError::Abort(detail) => StoreError::Corrupt {
+            tree: LEDGER,
+            detail: format!("{iccid}: {detail}"),
+        },
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
 fn tx_err(e: TransactionError<String>) -> StoreError {
     match e {
         TransactionError::Abort(detail) => StoreError::Corrupt {
@@ -145,49 +156,84 @@ impl Store {
         Ok(self.get_json(LEDGER, iccid)?.unwrap_or_default())
     }
 
-    pub fn put_refill_ledger(&self, iccid: &str, l: &Ledger) -> Result<(), StoreError> {
-        self.put_json(LEDGER, iccid, l)?;
-        self.flush()
+    /// Read, change and write a SIM's refill ledger in one transaction, flushed: a
+    /// firing's task asking for a refill and the loop applying one never interleave
+    /// their reads and writes (sled runs `change` again on a conflict, so it must be
+    /// pure). Written back only when `change` changed it; answers what `change` answered.
+    pub fn update_refill_ledger<T>(
+        &self,
+        iccid: &str,
+        change: impl Fn(&mut Ledger) -> T,
+    ) -> Result<T, StoreError> {
+        let le = self.tree(LEDGER)?;
+        let out = le
+            .transaction(|le| {
+                let mut ledger: Ledger = match le.get(iccid.as_bytes())? {
+                    Some(v) => decode(LEDGER, iccid.as_bytes(), &v)
+                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?,
+                    None => Ledger::default(),
+                };
+                let before = ledger.clone();
+                let out = change(&mut ledger);
+                if ledger != before {
+                    let bytes = encode(LEDGER, &ledger)
+                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                    le.insert(iccid.as_bytes(), bytes)?;
+                }
+                Ok(out)
+            })
+            .map_err(|e| ledger_err(e, iccid))?;
+        self.flush()?;
+        Ok(out)
     }
 
     /// Apply a refill in one transaction, flushed: the SIM's new cached `record`, the
-    /// request marked applied by `command` (when it names one), and the ledger told a
-    /// refill arrived. A crash leaves all of it or none.
+    /// request marked applied by `command` (when it names one), and the ledger, read
+    /// inside the same transaction, told a refill arrived. A crash leaves all of it or
+    /// none. A request already applied changes nothing: answers the command that did.
     pub fn apply_refill(
         &self,
         iccid: &str,
         record: &crate::sim::PlatformRecord,
         request_id: Option<&str>,
         command: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let pl = self.tree(super::platform::TREE)?;
         let ap = self.tree(APPLIED)?;
         let le = self.tree(LEDGER)?;
-        let mut ledger = self.refill_ledger(iccid)?;
-        ledger.unanswered = 0;
         let rec_bytes = encode(super::platform::TREE, record)?;
-        let ledger_bytes = encode(LEDGER, &ledger)?;
         let cmd_bytes = encode(APPLIED, &command.to_string())?;
-        (&pl, &ap, &le)
+        let abort = |e: StoreError| ConflictableTransactionError::Abort(e.to_string());
+        let before = (&pl, &ap, &le)
             .transaction(|(pl, ap, le)| {
+                if let Some(r) = request_id {
+                    if let Some(by) = ap.get(r.as_bytes())? {
+                        return Ok(Some(
+                            decode::<String>(APPLIED, r.as_bytes(), &by).map_err(abort)?,
+                        ));
+                    }
+                }
+                let mut ledger: Ledger = match le.get(iccid.as_bytes())? {
+                    Some(v) => decode(LEDGER, iccid.as_bytes(), &v).map_err(abort)?,
+                    None => Ledger::default(),
+                };
+                ledger.unanswered = 0;
+                let ledger_bytes = encode(LEDGER, &ledger).map_err(abort)?;
                 pl.insert(iccid.as_bytes(), rec_bytes.as_slice())?;
                 if let Some(r) = request_id {
                     ap.insert(r.as_bytes(), cmd_bytes.as_slice())?;
                 }
-                le.insert(iccid.as_bytes(), ledger_bytes.as_slice())?;
-                Ok::<_, ConflictableTransactionError<String>>(())
+                le.insert(iccid.as_bytes(), ledger_bytes)?;
+                Ok(None)
             })
-            .map_err(tx_err)?;
-        self.flush()
+            .map_err(|e| ledger_err(e, iccid))?;
+        self.flush()?;
+        Ok(before)
     }
 
     /// The command that applied refill request `request_id`, if one did.
     pub fn refill_applied(&self, request_id: &str) -> Result<Option<String>, StoreError> {
         self.get_json(APPLIED, request_id)
-    }
-
-    pub fn put_refill_applied(&self, request_id: &str, command: &str) -> Result<(), StoreError> {
-        self.put_json(APPLIED, request_id, &command.to_string())
     }
 
     /// The rule whose `suspend` holds `iccid` down, if a rule did (a refill lifts it).

@@ -22,6 +22,17 @@ pub struct Owed {
 }
 
 impl Store {
+    /// A SIM's row as the platform and the station page get it: the observation, the
+    /// cached platform record and the local estimate. The one way a row is built.
+    pub fn row(&self, obs: &Observed) -> Result<crate::contract::SimState, StoreError> {
+        let platform = self.get_platform(&obs.iccid)?;
+        let mut state = crate::contract::SimState::merged(obs, platform.as_ref());
+        if let Some(p) = &platform {
+            state.estimate = self.estimate(&obs.iccid, p, crate::time::unix_now())?;
+        }
+        Ok(state)
+    }
+
     /// Record an observation together with what it owes the platform, atomically; an
     /// older debt of the same SIM is kept (its `prev` is where the events start).
     pub fn put_observed_owing(&self, obs: &Observed, owed: &Owed) -> Result<(), StoreError> {

@@ -42,6 +42,14 @@ impl SwapRecord {
         v.extend(self.new_iccid.as_deref().filter(|n| *n != self.old_iccid));
         v
     }
+
+    /// Why a row is Pending while this swap runs (the row's `pending`).
+    pub fn pending_reason(&self) -> String {
+        match &self.target {
+            SwapTarget::ToSlot(n) => format!("swap {} to slot {n} under way", self.id),
+            SwapTarget::ExpectIccid(i) => format!("swap {} to SIM {i} under way", self.id),
+        }
+    }
 }
 
 impl Store {
@@ -72,6 +80,17 @@ impl Store {
             .swaps()?
             .into_iter()
             .find(|s| s.pending_iccids().contains(&iccid)))
+    }
+
+    /// The swap under way on modem `port`, if one is (its SIM changes are the swap's
+    /// to report).
+    pub fn swap_on_port(&self, port: &str) -> Result<Option<SwapRecord>, StoreError> {
+        Ok(self.swaps()?.into_iter().find(|s| s.port == port))
+    }
+
+    /// The `pending` reason of `iccid`'s row: set while a swap involving it is under way.
+    pub fn swap_pending(&self, iccid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.swap_of(iccid)?.map(|s| s.pending_reason()))
     }
 }
 

@@ -646,3 +646,55 @@ mod rabbitmq {
         let _ = agent.proc.interrupt();
     }
 }
+
+// Guards a `refresh` whose re-read of a mute card left the command `executing` until
+// the reader driver gave up: the re-read now has the card time-out of every read.
+#[test]
+fn a_card_gone_mute_during_a_refresh_fails_the_command_within_the_card_timeout() {
+    let pcsc = Pcsc::start();
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let config = state.path().join("simgate.toml");
+    std::fs::write(&config, "[readers]\ncard_timeout_ms = 3000\n").unwrap();
+    let agent_id = "gw-mute";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent_id}/#"));
+    let mut agent = Agent::start(&pcsc, &broker.url(), agent_id, state.path(), Some(&config));
+    let row = format!("simgate/v1/{agent_id}/sim/{USIM}/state");
+
+    // How many APDUs one identification of this card takes, from the agent's own log.
+    let card = pcsc.insert(0, "usim.toml");
+    let seen = agent
+        .log
+        .expect("the card identified", Duration::from_secs(30), |l| {
+            l.contains("card identified") && l.contains(USIM)
+        });
+    let apdus = serde_json::from_str::<serde_json::Value>(&seen).unwrap()["fields"]["apdus_total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no APDU count in {seen}"));
+    sub.expect("the SIM's row", |m| {
+        m.topic == row && m.payload["present"] == true
+    });
+    card.remove();
+    sub.expect("the SIM removed", |m| {
+        m.topic == row && m.payload["present"] == false
+    });
+
+    // The same card, mute once it has answered one identification.
+    let image = state.path().join("usim-mute-after-read.toml");
+    let usim = std::fs::read_to_string(support::repo().join("devices/cards/usim.toml")).unwrap();
+    std::fs::write(&image, format!("{usim}\n[fault]\nmute_after = {apdus}\n")).unwrap();
+    let _card = pcsc.insert(0, image.to_str().unwrap());
+    sub.expect("the SIM's row again", |m| {
+        m.topic == row && m.payload["present"] == true
+    });
+    send(&broker, agent_id, &command("mute-ref", USIM, "refresh"));
+    let m = outcome(&mut sub, agent_id, "mute-ref");
+    assert_eq!(m.payload["status"], "failed", "{}", m.payload);
+    assert_eq!(m.payload["code"], "failed", "{}", m.payload);
+    let reason = m.payload["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("re-read failed") && reason.contains("did not answer within 3s"),
+        "{}",
+        m.payload
+    );
+}

@@ -292,3 +292,68 @@ fn on_a_port_shared_with_modemmanager_suspend_is_refused_with_the_reason() {
     let m = outcome(&mut sub, "mm-ref-1");
     assert_eq!(m.payload["status"], "successful", "{}", m.payload);
 }
+
+// Guards a rule's `suspend` going through on a port ModemManager keeps, where the
+// platform's `suspend` command was refused: the two paths now share one door
+// (src/daemon/work.rs `act_on_modem`) and one refusal.
+#[test]
+fn on_a_port_shared_with_modemmanager_a_rules_suspend_is_refused_like_the_commands() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let emu = Modem::start("quectel-ec2x");
+    let port = emu.port.clone();
+    let mut sub = broker.subscribe("simgate/v1/gw-pm/#");
+    let _run = Proc::spawn(
+        "simgate run",
+        &mut support::modem_agent_with(
+            &broker.url(),
+            "gw-pm",
+            state.path(),
+            &port,
+            &format!("[modems]\nshared_with_modemmanager = [{port:?}]\n"),
+        ),
+    );
+    let row = format!("simgate/v1/gw-pm/sim/{FIRST}/state");
+    sub.expect("the modem SIM's row", |m| {
+        m.topic == row && m.payload["present"] == true
+    });
+    send(&broker, "mm-sus-2", "suspend");
+    let refused = outcome(&mut sub, "mm-sus-2");
+    assert_eq!(
+        refused.payload["code"], "not_applicable",
+        "{}",
+        refused.payload
+    );
+
+    // A rule that fires at once: the balance is below its threshold.
+    let rec = json!({"v":1,"data_left_mb":10,"rules":[
+        {"id":"low","trigger":"data_left_mb","below":50,"action":"suspend"}
+    ]});
+    broker.publish(
+        &format!("simgate/v1/gw-pm/sim/{FIRST}/platform"),
+        &["-r", "-m", &rec.to_string()],
+    );
+    let fired = sub.expect("the firing", |m| {
+        m.topic.ends_with("/events") && m.payload["type"] == "rule_fired"
+    });
+    assert_eq!(
+        fired.payload["actions"],
+        json!([{"action":"suspend","outcome":"not_applicable",
+                "reason": refused.payload["reason"]}]),
+        "{}",
+        fired.payload
+    );
+    // The session is left to ModemManager: still up.
+    send(&broker, "mm-ref-2", "refresh");
+    assert_eq!(
+        outcome(&mut sub, "mm-ref-2").payload["status"],
+        "successful"
+    );
+    let mut late = broker.subscribe(&row);
+    let retained = late.expect("the retained row", |m| m.topic == row);
+    assert_eq!(
+        retained.payload["in_session"], "yes",
+        "{}",
+        retained.payload
+    );
+}
