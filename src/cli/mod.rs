@@ -84,6 +84,12 @@ pub enum Command {
         /// Print one table per change instead of redrawing the screen.
         #[arg(long)]
         plain: bool,
+        /// Print the table once (every SIM in the agent's retained index) and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: the agent's health and rows as JSON, as the agent published them.
+        #[arg(long, requires = "once")]
+        json: bool,
     },
     /// The platform's side, for demos and humans: send commands, set SIM records.
     #[command(subcommand)]
@@ -144,7 +150,11 @@ pub fn main() -> ExitCode {
     let format = cli.log_format.unwrap_or(cfg.log.format);
     // A command drawing rows on this terminal keeps the log off them.
     let screen = match &cli.command {
-        Command::Watch { plain: false, .. } if std::io::stdout().is_terminal() => Some("watch"),
+        Command::Watch {
+            plain: false,
+            once: false,
+            ..
+        } if std::io::stdout().is_terminal() => Some("watch"),
         Command::Station(a) if !a.json && std::io::stdout().is_terminal() => Some("station"),
         _ => None,
     };
@@ -262,8 +272,19 @@ async fn dispatch(
         Command::Esim(args) => args.run(&cfg).await,
         Command::Run(args) => run::run(args, cfg).await,
         Command::Station(args) => station::station(args, cfg).await,
-        Command::Watch { conn, plain } => {
-            watch::run(conn, plain, shutdown_token()).await?;
+        Command::Watch {
+            conn,
+            plain,
+            once,
+            json,
+        } => {
+            let mode = match (once, json) {
+                (true, true) => watch::Mode::OnceJson,
+                (true, false) => watch::Mode::Once,
+                (false, _) if plain => watch::Mode::Plain,
+                (false, _) => watch::Mode::Live,
+            };
+            watch::run(conn, mode, shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Platform(cmd) => platform::platform(cmd).await,

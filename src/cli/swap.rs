@@ -41,6 +41,10 @@ pub struct SwapArgs {
     /// Seconds to wait for the swap to end (a physical swap waits for the technician).
     #[arg(long, default_value_t = 1_800)]
     pub wait: u64,
+    /// Print the swap's step events and the command's statuses as the agent published
+    /// them (JSON, one a line).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How long the agent's retained rows may take to arrive after subscribing.
@@ -102,16 +106,18 @@ impl SwapArgs {
                     if !(here && row.sim.present) {
                         continue;
                     }
-                    outln!(
-                        "swap {id}: SIM {} at {} ({})",
-                        row.sim.iccid,
-                        row.sim.location.label(),
-                        match (&self.to_slot, &self.expect) {
-                            (Some(n), _) => format!("to slot {n}"),
-                            (_, Some(i)) => format!("replace it with SIM {i} when asked"),
-                            _ => String::new(),
-                        }
-                    );
+                    if !self.json {
+                        outln!(
+                            "swap {id}: SIM {} at {} ({})",
+                            row.sim.iccid,
+                            row.sim.location.label(),
+                            match (&self.to_slot, &self.expect) {
+                                (Some(n), _) => format!("to slot {n}"),
+                                (_, Some(i)) => format!("replace it with SIM {i} when asked"),
+                                _ => String::new(),
+                            }
+                        );
+                    }
                     let msg = CommandMsg {
                         v: contract::SCHEMA_VERSION,
                         id: id.clone(),
@@ -131,8 +137,10 @@ impl SwapArgs {
                     let Ok(e) = serde_json::from_slice::<EventMsg>(&payload) else {
                         continue;
                     };
-                    if let Some(line) = step_line(&id, &e.kind) {
-                        outln!("{line}");
+                    match step_line(&id, &e.kind) {
+                        Some(_) if self.json => outln!("{}", String::from_utf8_lossy(&payload)),
+                        Some(line) => outln!("{line}"),
+                        None => {}
                     }
                 }
                 PeerEvent::Message {
@@ -142,8 +150,17 @@ impl SwapArgs {
                     let Ok(st) = serde_json::from_slice::<CommandStatus>(&payload) else {
                         continue;
                     };
-                    let reason = st.reason.map(|r| format!(": {r}")).unwrap_or_default();
-                    outln!("swap {id}: {}{reason}", st.status.word());
+                    match self.json {
+                        true => outln!("{}", String::from_utf8_lossy(&payload)),
+                        false => {
+                            let reason = st
+                                .reason
+                                .as_ref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default();
+                            outln!("swap {id}: {}{reason}", st.status.word());
+                        }
+                    }
                     match st.status {
                         CommandStatusWord::Successful => return Ok(ExitCode::SUCCESS),
                         CommandStatusWord::Failed => return Ok(ExitCode::FAILURE),

@@ -278,4 +278,22 @@ fn a_person_asks_for_a_refill_through_the_daemon_within_the_daily_cap() {
     assert_eq!(third.status.code(), Some(1));
     let said = String::from_utf8_lossy(&third.stdout);
     assert!(said.contains("2 refill requests today already"), "{said}");
+    assert!(
+        said.contains("request_refill: failed"),
+        "in words by default: {said}"
+    );
+    // With --json: each status as the agent published it, one a line.
+    let json = std::process::Command::new(support::simgate_bin())
+        .args(["refill", "--broker", &broker.url(), "--agent-id", "gw-ask"])
+        .args(["--iccid", SIM, "--mb", "500", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = lines.last().expect("a final status");
+    assert_eq!(last["status"], "failed", "{last}");
+    assert_eq!(last["action"], "request_refill", "{last}");
 }
