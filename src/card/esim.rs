@@ -460,7 +460,9 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Listing {
     pub isdr_aid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eid_check_ok: Option<bool>,
     pub info: EuiccInfo2,
     pub profiles: Vec<ProfileInfo>,
@@ -476,7 +478,9 @@ pub struct Outcome {
     /// The notifications pending after it (SGP.22 §3.5: each operation adds one).
     pub notifications: Vec<NotificationMeta>,
     /// The enabled profile before and after (its ICCID is the SIM's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled_after: Option<String>,
     pub apdus: u32,
 }

@@ -246,10 +246,12 @@ pub fn snapshot(page: &Page, recent: &Recent) -> Result<String, crate::store::St
     let mut rows = Vec::new();
     for obs in page.store.all_observed()? {
         let this_month = page.store.month_usage(&obs.iccid, &month)?;
-        rows.push(serde_json::json!({
-            "row": page.store.row(&obs)?,
-            "this_month_mb": (this_month.total() > 0).then(|| this_month.megabytes()),
-        }));
+        let mut row = serde_json::json!({ "row": page.store.row(&obs)? });
+        // Left out, never null, when nothing was used this month (as in a `row` change).
+        if this_month.total() > 0 {
+            row["this_month_mb"] = this_month.megabytes().into();
+        }
+        rows.push(row);
     }
     let msg = serde_json::json!({
         "type": "snapshot",
