@@ -821,6 +821,7 @@ mod tests {
                     ..Default::default()
                 }),
                 estimate: None,
+                suspended_by: None,
             },
         );
         let recent = VecDeque::from(["command c-1 suspend -> failed (no session)".to_string()]);
@@ -877,6 +878,7 @@ mod tests {
                 ..Default::default()
             }),
             estimate,
+            suspended_by: None,
         }
     }
 
