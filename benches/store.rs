@@ -118,6 +118,7 @@ fn command_ids(n: u64, life: u64) {
             keep_until: now + life,
             unreported: false,
             rows: None,
+            profile: None,
         };
         match store.claim_command(&rec, now).expect("claim") {
             Claim::New => stored += 1,

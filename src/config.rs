@@ -334,6 +334,9 @@ pub struct Modems {
     pub shared_with_modemmanager: Vec<String>,
     /// The PIN secrets file (src/pins.rs): PINs by ICCID a locked SIM may be given.
     pub pins_file: PathBuf,
+    /// Port → the command that carries its eUICC's APDUs ("cgla" or "csim"), over the
+    /// family's own choice in devices/modems.
+    pub euicc_transport: std::collections::BTreeMap<String, crate::modem::profile::EuiccTransport>,
 }
 
 impl Default for Modems {
@@ -347,6 +350,7 @@ impl Default for Modems {
             swap_replace_secs: 600,
             shared_with_modemmanager: Vec::new(),
             pins_file: PathBuf::new(),
+            euicc_transport: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -379,6 +379,23 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         secs: Option<f64>,
     },
+    /// A step of an `esim_download` (MQTT.md, "eSIM download"), throttled: no event
+    /// per package segment (`installing` at most at each quarter). `iccid` is the
+    /// SIM whose eUICC downloads, `id` the command's; `profile` the offered, then
+    /// installed, profile's ICCID. Never a matching ID or a confirmation code.
+    EsimDownloadStep {
+        id: String,
+        iccid: String,
+        step: DownloadStep,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        profile: Option<String>,
+        /// `installing`: segments loaded, of how many.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        done: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        of: Option<u32>,
+        detail: String,
+    },
     /// The modem on `port` stopped answering or its port vanished (`up: false`, with
     /// the reason), or it answers again (`up: true`); `iccid`: the SIM it held.
     ModemService {
@@ -403,7 +420,8 @@ impl EventKind {
             | EventKind::RuleFired { iccid, .. }
             | EventKind::SwapStep { iccid, .. }
             | EventKind::RefillRequested { iccid, .. }
-            | EventKind::EsimNotification { iccid, .. } => Some(iccid),
+            | EventKind::EsimNotification { iccid, .. }
+            | EventKind::EsimDownloadStep { iccid, .. } => Some(iccid),
             EventKind::Error { iccid, .. } | EventKind::ModemService { iccid, .. } => {
                 iccid.as_deref()
             }
@@ -459,6 +477,9 @@ crate::sim::wire_words! {
         EsimNickname = "esim_nickname",
         /// The platform delivered an eSIM notification: remove it from the eUICC.
         EsimNotificationAck = "esim_notification_ack",
+        /// Download a profile from an SM-DP+ onto the SIM's eUICC (GSMA SGP.22 §3.1.3),
+        /// optionally enable it, verified as a swap (MQTT.md, "eSIM download").
+        EsimDownload = "esim_download",
         /// PIN1 of the SIM (MQTT.md, "PIN and PUK"): enter, enable, disable, change it,
         /// or unblock it with the PUK.
         PinVerify = "pin_verify",
@@ -641,6 +662,9 @@ pub enum Params {
     /// `pin_*`: the operation and its secrets (never shown: `sim::Secret`). Boxed: the
     /// secrets would make every command much larger.
     Pin(Box<crate::sim::PinRequest>),
+    /// `esim_download`, and a `swap` with `download`: what to download (its codes never
+    /// shown: `rsp::activation::Secret`). Boxed as `Pin`.
+    Download(Box<DownloadRequest>),
 }
 
 /// Check `params` for `action`: the one place each action's params are read.
@@ -655,6 +679,17 @@ pub fn parse_params(action: Action, params: &serde_json::Value) -> Result<Params
         });
     }
     Ok(match action {
+        Action::EsimDownload => Params::Download(Box::new(parse_download_params(params, false)?)),
+        // A swap with `download`: the same checks as any swap's params first (one
+        // target, known fields), then the download's.
+        Action::Swap if params.get("download").is_some() => {
+            if let Err(r) = parse_swap_params(params) {
+                if !r.reason.starts_with("params.download") {
+                    return Err(r);
+                }
+            }
+            Params::Download(Box::new(parse_download_params(params, true)?))
+        }
         Action::Swap => Params::Swap(parse_swap_params(params)?),
         Action::SetRecord => {
             let rec: PlatformRecord = typed(params.clone(), "params.").map_err(|e| {
@@ -758,45 +793,195 @@ pub fn parse_pin_params(
 pub enum SwapTarget {
     ToSlot(u8),
     ExpectIccid(String),
+    /// An eUICC's installed profile (its ICCID) enabled in place of the enabled one.
+    ToProfile(String),
 }
 
 /// The highest slot number a `to_slot` may name; the modem's profile bounds it further
 /// (devices/modems `[slots] count`), checked when the swap runs.
 pub const MAX_SWAP_SLOT: u64 = 8;
 
-/// Check a swap command's `params` field by field; every refusal names the field.
+/// Check a swap command's `params` field by field; every refusal names the field. A
+/// swap with `download` (an eSIM's new profile from an SM-DP+) is checked by
+/// [`parse_download_params`] instead: it has no [`SwapTarget`] until the profile landed.
 pub fn parse_swap_params(params: &serde_json::Value) -> Result<SwapTarget, Refusal> {
     let bad = |why: String| Refusal::new(RefusalCode::InvalidField, why);
+    const TARGETS: &str = "to_slot, expect_iccid, to_profile or download";
     let obj = params
         .as_object()
-        .ok_or_else(|| bad("params: a swap needs an object with to_slot or expect_iccid".into()))?;
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "to_slot" | "expect_iccid"))
-    {
+        .ok_or_else(|| bad(format!("params: a swap needs an object with {TARGETS}")))?;
+    if let Some(k) = obj.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "to_slot" | "expect_iccid" | "to_profile" | "download" | "confirmation_code"
+        )
+    }) {
         return Err(bad(format!(
-            "params.{k}: unknown field (a swap takes to_slot or expect_iccid)"
+            "params.{k}: unknown field (a swap takes {TARGETS})"
         )));
     }
-    match (obj.get("to_slot"), obj.get("expect_iccid")) {
-        (Some(_), Some(_)) => Err(bad(
-            "params: to_slot and expect_iccid together (a swap is one or the other)".into(),
-        )),
-        (None, None) => Err(bad(
-            "params: missing to_slot or expect_iccid".into(),
-        )),
-        (Some(n), None) => match n.as_u64() {
+    let given: Vec<&str> = ["to_slot", "expect_iccid", "to_profile", "download"]
+        .into_iter()
+        .filter(|k| obj.contains_key(*k))
+        .collect();
+    match given[..] {
+        [] => Err(bad(format!("params: missing {TARGETS}"))),
+        [_] => Ok(()),
+        _ => Err(bad(format!(
+            "params: {} together (a swap is one of {TARGETS})",
+            given.join(" and ")
+        ))),
+    }?;
+    if obj.contains_key("confirmation_code") && !obj.contains_key("download") {
+        return Err(bad(
+            "params.confirmation_code: only with download (it confirms a profile download)".into(),
+        ));
+    }
+    match (obj.get("to_slot"), obj.get("expect_iccid"), obj.get("to_profile")) {
+        (Some(n), _, _) => match n.as_u64() {
             Some(n @ 1..=MAX_SWAP_SLOT) => Ok(SwapTarget::ToSlot(n as u8)),
             _ => Err(bad(format!(
                 "params.to_slot: {n} is not a slot number 1-{MAX_SWAP_SLOT}"
             ))),
         },
-        (None, Some(i)) => match i.as_str().filter(|s| valid_iccid(s)) {
+        (_, Some(i), _) => match i.as_str().filter(|s| valid_iccid(s)) {
             Some(i) => Ok(SwapTarget::ExpectIccid(i.to_string())),
             None => Err(bad(format!(
                 "params.expect_iccid: {i} is not an ICCID (18-20 digits, A-E allowed) or an EID (32 digits)"
             ))),
         },
+        (_, _, Some(i)) => match i.as_str().filter(|s| profile_iccid(s)) {
+            Some(i) => Ok(SwapTarget::ToProfile(i.to_string())),
+            None => Err(bad(format!(
+                "params.to_profile: {i} is not a profile's ICCID (18-20 digits)"
+            ))),
+        },
+        // `download`: the caller parses it (parse_download_params).
+        _ => Err(bad("params.download: a download has no target until it landed".into())),
+    }
+}
+
+/// A profile's ICCID as an eUICC lists it (SGP.22 §5.7.15 ProfileInfo iccid): 18-20
+/// decimal digits.
+fn profile_iccid(s: &str) -> bool {
+    (18..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// What an `esim_download` command (or a `swap` with `download`) asks for (MQTT.md,
+/// "eSIM download"). The activation code's matching ID and the confirmation code are
+/// secrets (SGP.22 §4.1): held here as [`Secret`](crate::rsp::activation::Secret),
+/// which never prints, and kept nowhere but in memory for the command's life.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadRequest {
+    pub activation: crate::rsp::activation::ActivationCode,
+    pub confirmation_code: Option<crate::rsp::activation::Secret>,
+    /// Enable the new profile once installed, verified as a swap's verify step.
+    pub enable: bool,
+    pub nickname: Option<String>,
+    /// With `enable`: when the new profile does not register with its data session up,
+    /// enable the previous one again (verified). Without: leave the new one enabled.
+    pub rollback_on_failure: bool,
+}
+
+/// Check an `esim_download`'s `params` (`activation_code`, optional
+/// `confirmation_code`, `enable`, `nickname`, `rollback_on_failure`), or a swap's with
+/// `download` (the code in `download`, optional `confirmation_code`; enable and roll
+/// back implied). A refusal names the field, never a code's value.
+pub fn parse_download_params(
+    params: &serde_json::Value,
+    swap: bool,
+) -> Result<DownloadRequest, Refusal> {
+    let bad = |m: String| Refusal::new(RefusalCode::InvalidField, m);
+    let obj = params
+        .as_object()
+        .ok_or_else(|| bad("params: not an object".into()))?;
+    let (code_field, allowed): (&str, &[&str]) = if swap {
+        ("download", &["download", "confirmation_code"])
+    } else {
+        (
+            "activation_code",
+            &[
+                "activation_code",
+                "confirmation_code",
+                "enable",
+                "nickname",
+                "rollback_on_failure",
+            ],
+        )
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "params.{k}: unknown field (takes {})",
+            allowed.join(", ")
+        )));
+    }
+    let code = obj
+        .get(code_field)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad(format!("params.{code_field}: missing, or not a string")))?;
+    let activation = crate::rsp::activation::ActivationCode::parse(code)
+        .map_err(|e| bad(format!("params.{code_field}: {e}")))?;
+    let confirmation_code = match obj.get("confirmation_code") {
+        None => None,
+        Some(serde_json::Value::String(c)) if !c.is_empty() && c.len() <= 32 => {
+            Some(crate::rsp::activation::Secret::new(c.clone()))
+        }
+        Some(_) => {
+            return Err(bad(
+                "params.confirmation_code: not a string of 1-32 characters".into(),
+            ))
+        }
+    };
+    if activation.confirmation_required && confirmation_code.is_none() {
+        return Err(bad(format!(
+            "params.confirmation_code: missing, and the {code_field} says the profile needs one"
+        )));
+    }
+    let flag = |k: &str, default: bool| match obj.get(k) {
+        None => Ok(default),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(format!("params.{k}: not true or false"))),
+    };
+    let nickname = match obj.get("nickname") {
+        None => None,
+        Some(serde_json::Value::String(n)) if n.len() <= 64 => Some(n.clone()),
+        Some(_) => {
+            return Err(bad(
+                "params.nickname: not a string of at most 64 bytes (SGP.22 profileNickname)".into(),
+            ))
+        }
+    };
+    Ok(DownloadRequest {
+        activation,
+        confirmation_code,
+        enable: swap || flag("enable", false)?,
+        nickname,
+        rollback_on_failure: swap || flag("rollback_on_failure", true)?,
+    })
+}
+
+crate::sim::wire_words! {
+    /// The steps of an `esim_download` (MQTT.md, "eSIM download"), in order; with
+    /// `enable` the swap's steps follow (`swap_step`, same command id).
+    pub enum DownloadStep {
+        /// The eUICC's challenge read; the SM-DP+ asked to authenticate.
+        Challenge = "challenge",
+        /// Both sides authenticated (SGP.22 §3.1.3.1).
+        Authenticated = "authenticated",
+        /// The profile the SM-DP+ offers (`profile`), accepted.
+        Preview = "preview",
+        /// The bound package arrived: `of` segments to load.
+        Package = "package",
+        /// Loading: `done` of `of` segments (at most one event per quarter).
+        Installing = "installing",
+        /// The eUICC installed `profile` (verified by listing).
+        Installed = "installed",
+        /// The installation result reached the SM-DP+, or stays on the card (why).
+        Notification = "notification",
+        /// After a restart: the interrupted download reconciled with the card.
+        Reconciled = "reconciled",
+        /// The download failed at the function named in `detail`, reconciled.
+        Failed = "failed",
     }
 }
 
@@ -923,6 +1108,10 @@ pub struct CommandStatus {
     /// A `sync`'s end marker: how many rows it published before this status.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rows: Option<u64>,
+    /// An `esim_download`'s installed profile (ICCID), also when a later step failed:
+    /// the profile stays on the eUICC.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub profile: Option<String>,
     pub ts: u64,
 }
 
@@ -1450,6 +1639,87 @@ mod tests {
         assert_eq!(j["type"], "removed");
         assert_eq!(j["seq"], 7);
         assert_eq!(serde_json::from_value::<EventMsg>(j).unwrap(), e);
+    }
+
+    #[test]
+    fn download_params_are_checked_by_field_and_never_quote_a_code() {
+        use serde_json::json;
+        let ok = parse_download_params(
+            &json!({"activation_code": "LPA:1$smdp.example$K2-SECRET", "enable": true}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.activation.smdp, "smdp.example");
+        assert!(ok.enable && ok.rollback_on_failure && ok.nickname.is_none());
+        assert!(!format!("{ok:?}").contains("K2-SECRET"), "{ok:?}");
+        let bad = |p: serde_json::Value, swap| parse_download_params(&p, swap).unwrap_err().reason;
+        assert!(bad(json!({}), false).starts_with("params.activation_code: missing"));
+        assert!(bad(json!({"activation_code": "K2-SECRET"}), false)
+            .starts_with("params.activation_code: must start with LPA:1$"));
+        let cc = bad(
+            json!({"activation_code": "LPA:1$smdp.example$K2-SECRET$$1"}),
+            false,
+        );
+        assert!(cc.starts_with("params.confirmation_code: missing"), "{cc}");
+        assert!(!cc.contains("K2-SECRET"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "enable": "yes"}),
+            false
+        )
+        .starts_with("params.enable: not true or false"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "nickname": "n".repeat(65)}),
+            false
+        )
+        .starts_with("params.nickname"));
+        assert!(bad(
+            json!({"activation_code": "LPA:1$a.example$X", "pin": "1"}),
+            false
+        )
+        .starts_with("params.pin: unknown field"));
+        // A swap's download enables and rolls back, and takes nothing else.
+        let s = parse_download_params(&json!({"download": "LPA:1$a.example$X"}), true).unwrap();
+        assert!(s.enable && s.rollback_on_failure);
+        assert!(bad(
+            json!({"download": "LPA:1$a.example$X", "enable": false}),
+            true
+        )
+        .starts_with("params.enable: unknown field"));
+    }
+
+    #[test]
+    fn a_swap_names_one_target_of_four_and_a_profile_by_its_iccid() {
+        use serde_json::json;
+        assert_eq!(
+            parse_swap_params(&json!({"to_profile": "8900101000000000019"})).unwrap(),
+            SwapTarget::ToProfile("8900101000000000019".into())
+        );
+        let bad = |p: serde_json::Value| parse_swap_params(&p).unwrap_err().reason;
+        assert!(bad(json!({"to_profile": "89001"})).starts_with("params.to_profile"));
+        assert!(
+            bad(json!({"to_profile": "8900101000000000019", "to_slot": 2}))
+                .starts_with("params: to_slot and to_profile together")
+        );
+        assert!(bad(json!({"to_slot": 2, "confirmation_code": "1"}))
+            .starts_with("params.confirmation_code: only with download"));
+        let cmd = |params: serde_json::Value| {
+            json!({"v":1,"id":"s","iccid":"89883030000000000429","action":"swap",
+                   "params":params,"expires_at":1_000u64})
+            .to_string()
+        };
+        let c = parse_command(cmd(json!({"download": "LPA:1$a.example$X"})).as_bytes(), 1).unwrap();
+        assert!(matches!(c.params, Params::Download(d) if d.enable));
+        let r = parse_command(
+            cmd(json!({"download": "LPA:1$a.example$X", "to_slot": 2})).as_bytes(),
+            1,
+        )
+        .unwrap_err();
+        assert!(
+            r.reason
+                .starts_with("params: to_slot and download together"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]

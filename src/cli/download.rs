@@ -286,7 +286,7 @@ impl DownloadArgs {
                 let imei = self.imei.clone();
                 (
                     format!("modem {port}"),
-                    through_modem(job, &port, imei).await?,
+                    through_modem(job, &port, imei, super::modem::profiles_at(cfg, &port)?).await?,
                 )
             }
             None => {
@@ -462,9 +462,13 @@ async fn in_reader(
     .context("PC/SC worker thread failed")?
 }
 
-async fn through_modem(job: Job, port: &str, imei: Option<String>) -> anyhow::Result<Done> {
+async fn through_modem(
+    job: Job,
+    port: &str,
+    imei: Option<String>,
+    profiles: crate::modem::Profiles,
+) -> anyhow::Result<Done> {
     use crate::modem::esim as m;
-    let profiles = crate::modem::Profiles::shipped()?;
     let mut conn = crate::at::connect(port, profiles.recognise("", "").timeouts.default())
         .await
         .with_context(|| format!("{port}: the modem did not answer"))?;

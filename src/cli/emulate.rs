@@ -238,10 +238,14 @@ pub struct EmulateModemArgs {
     /// Refuse concatenated commands (`AT+A;+B` answered ERROR), as some firmwares do.
     #[arg(long)]
     pub single_commands: bool,
-    /// A command this firmware does not know (e.g. AT+QGDCNT?), answered ERROR.
-    /// Repeatable.
+    /// A command this firmware does not know, answered ERROR: as written (AT+QGDCNT?) or
+    /// by name, every form (AT+CGLA). Repeatable.
     #[arg(long = "refuse")]
     pub refuse: Vec<String>,
+    /// A SIM (an eSIM profile's ICCID) the network never registers, e.g. a profile
+    /// enabled by a swap that must roll back. Repeatable.
+    #[arg(long = "never-registers", value_name = "ICCID")]
+    pub never_registers: Vec<String>,
     /// Append every command line received to this file, one a line, as it arrives: the
     /// modem's side of what happened (tests count the effects in it).
     #[arg(long)]
@@ -291,6 +295,7 @@ impl EmulateModemArgs {
         opts.latency = Duration::from_millis(self.latency_ms);
         opts.single_commands = self.single_commands;
         opts.refuse = self.refuse.clone();
+        opts.never_registers = self.never_registers.clone();
         opts.journal = self.journal.clone();
         opts.pki = load_pki(self.pki.as_deref())?;
         if let (Some(pki), Some(eid)) = (&opts.pki, EmuSim::esim().eid) {

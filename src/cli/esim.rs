@@ -166,7 +166,7 @@ async fn on_card<R: Send + 'static>(
 /// counted.
 async fn through_modem(cmd: EsimCmd, port: &str, cfg: &Config) -> anyhow::Result<ExitCode> {
     use crate::modem::esim as m;
-    let profiles = crate::modem::Profiles::shipped()?;
+    let profiles = super::modem::profiles_at(cfg, port)?;
     let mut conn = crate::at::connect(port, profiles.recognise("", "").timeouts.default())
         .await
         .with_context(|| format!("{port}: the modem did not answer"))?;

@@ -289,7 +289,7 @@ async fn dispatch(
         }
         Command::Platform(cmd) => platform::platform(cmd).await,
         Command::Swap(args) => args.run().await,
-        Command::Pin(args) => args.run().await,
+        Command::Pin(args) => args.run(&cfg).await,
         Command::Modem(args) => {
             args.run(shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)

@@ -60,6 +60,19 @@ pub(super) fn profiles(dir: &Option<PathBuf>) -> anyhow::Result<Profiles> {
     })
 }
 
+/// The profiles a one-shot command at `port` works with, as the daemon would at that
+/// port: the shipped ones, the configured directory's over them (`modems.profile_dir`),
+/// and the port's eUICC transport (`modems.euicc_transport`).
+pub(super) fn profiles_at(cfg: &crate::config::Config, port: &str) -> anyhow::Result<Profiles> {
+    let dir = &cfg.modems.profile_dir;
+    let set = profiles(&(!dir.as_os_str().is_empty()).then(|| dir.clone()))
+        .with_context(|| format!("modems.profile_dir {}", dir.display()))?;
+    Ok(match cfg.modems.euicc_transport.get(port) {
+        Some(t) => set.with_euicc_transport(*t),
+        None => set,
+    })
+}
+
 async fn info_of(port: &str, profiles: &Profiles) -> anyhow::Result<(ModemInfo, u64)> {
     let mut conn = crate::at::connect(port, profiles.recognise("", "").timeouts.default())
         .await

@@ -68,7 +68,7 @@ fn secret(
 }
 
 impl PinArgs {
-    pub async fn run(self) -> anyhow::Result<ExitCode> {
+    pub async fn run(self, cfg: &crate::config::Config) -> anyhow::Result<ExitCode> {
         let (op, at) = match self.op {
             PinCmd::Verify(a) => (PinOp::Verify, a),
             PinCmd::Enable(a) => (PinOp::Enable, a),
@@ -93,7 +93,7 @@ impl PinArgs {
         });
         let req = req.await.context("stdin reader")??;
         let (result, iccid, lock) = match &at.port {
-            Some(port) => through_modem(port, &req).await?,
+            Some(port) => through_modem(port, &req, super::modem::profiles_at(cfg, port)?).await?,
             None => through_reader(at.reader.clone(), req).await?,
         };
         let lock_text = lock.map_or("lock state unknown".into(), |l| l.summary());
@@ -128,8 +128,11 @@ async fn through_reader(name: Option<String>, req: PinRequest) -> anyhow::Result
     .context("PC/SC worker thread failed")?
 }
 
-async fn through_modem(port: &str, req: &PinRequest) -> anyhow::Result<Outcome> {
-    let profiles = crate::modem::Profiles::shipped()?;
+async fn through_modem(
+    port: &str,
+    req: &PinRequest,
+    profiles: crate::modem::Profiles,
+) -> anyhow::Result<Outcome> {
     let mut conn = crate::at::connect(port, profiles.recognise("", "").timeouts.default())
         .await
         .with_context(|| format!("{port}: the modem did not answer"))?;

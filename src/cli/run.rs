@@ -115,6 +115,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
     };
     let broker = (!cfg.broker.endpoints().is_empty()).then(|| link_settings(&cfg));
     let settings = daemon::Settings {
+        esim: cfg.esim.clone(),
         agent_id: cfg.agent.id.clone(),
         state_dir: cfg.agent.state_dir.clone(),
         broker,
@@ -127,6 +128,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
             .then(|| cfg.modems.profile_dir.clone()),
         modem_poll: Duration::from_secs(cfg.modems.poll_secs),
         modem_netdevs: cfg.modems.netdevs.clone(),
+        modem_euicc_transport: cfg.modems.euicc_transport.clone(),
         swap: crate::daemon::SwapSettings {
             register: Duration::from_secs(cfg.modems.swap_register_secs),
             replace: Duration::from_secs(cfg.modems.swap_replace_secs),

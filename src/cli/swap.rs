@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["to_slot", "expect"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_slot", "expect", "to_profile", "download"])))]
 pub struct SwapArgs {
     #[command(flatten)]
     pub conn: PlatformConn,
@@ -35,6 +35,27 @@ pub struct SwapArgs {
     /// Replace the SIM by hand; this ICCID must appear.
     #[arg(long)]
     pub expect: Option<String>,
+    /// Enable this installed profile of the modem's eUICC (its ICCID) instead of the
+    /// enabled one.
+    #[arg(long, value_name = "ICCID")]
+    pub to_profile: Option<String>,
+    /// Download a profile with this activation code (`LPA:1$<SM-DP+>$<matching ID>`,
+    /// SGP.22 §4.1), then enable it; the SM-DP+ must chain to the daemon's [esim] ci_dir.
+    #[arg(
+        long,
+        value_name = "ACTIVATION_CODE",
+        env = "SIMGATE_ACTIVATION_CODE",
+        hide_env_values = true
+    )]
+    pub download: Option<String>,
+    /// The confirmation code of `--download`, when its profile needs one.
+    #[arg(
+        long,
+        requires = "download",
+        env = "SIMGATE_CONFIRMATION_CODE",
+        hide_env_values = true
+    )]
+    pub confirmation_code: Option<String>,
     /// Command id (the idempotency key); default: a fresh one.
     #[arg(long)]
     pub id: Option<String>,
@@ -52,14 +73,36 @@ const ROWS_WAIT: Duration = Duration::from_secs(5);
 
 impl SwapArgs {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let params = match (&self.to_slot, &self.expect) {
-            (Some(n), None) => serde_json::json!({ "to_slot": n }),
-            (None, Some(i)) => serde_json::json!({ "expect_iccid": i }),
-            _ => return Err(UsageError("give one of --to-slot and --expect".into()).into()),
+        let mut params = match (
+            &self.to_slot,
+            &self.expect,
+            &self.to_profile,
+            &self.download,
+        ) {
+            (Some(n), None, None, None) => serde_json::json!({ "to_slot": n }),
+            (None, Some(i), None, None) => serde_json::json!({ "expect_iccid": i }),
+            (None, None, Some(i), None) => serde_json::json!({ "to_profile": i }),
+            (None, None, None, Some(c)) => serde_json::json!({ "download": c }),
+            _ => {
+                return Err(UsageError(
+                    "give one of --to-slot, --expect, --to-profile and --download".into(),
+                )
+                .into())
+            }
         };
-        // The agent would refuse them by the same rules: say so before connecting.
-        contract::parse_swap_params(&params)
-            .map_err(|r| UsageError(format!("--to-slot/--expect: {}", r.reason)))?;
+        if let Some(c) = &self.confirmation_code {
+            params["confirmation_code"] = c.clone().into();
+        }
+        // The agent would refuse them by the same rules: say so before connecting
+        // (a refusal names the field, never a code's value).
+        if self.download.is_some() {
+            contract::parse_download_params(&params, true)
+                .map_err(|r| UsageError(format!("--download: {}", r.reason)))?;
+        } else {
+            contract::parse_swap_params(&params).map_err(|r| {
+                UsageError(format!("--to-slot/--expect/--to-profile: {}", r.reason))
+            })?;
+        }
         if let Some(id) = self
             .id
             .as_deref()
@@ -111,10 +154,11 @@ impl SwapArgs {
                             "swap {id}: SIM {} at {} ({})",
                             row.sim.iccid,
                             row.sim.location.label(),
-                            match (&self.to_slot, &self.expect) {
-                                (Some(n), _) => format!("to slot {n}"),
-                                (_, Some(i)) => format!("replace it with SIM {i} when asked"),
-                                _ => String::new(),
+                            match (&self.to_slot, &self.expect, &self.to_profile) {
+                                (Some(n), _, _) => format!("to slot {n}"),
+                                (_, Some(i), _) => format!("replace it with SIM {i} when asked"),
+                                (_, _, Some(p)) => format!("to its eUICC's profile {p}"),
+                                _ => "a profile downloaded onto its eUICC, then enabled".into(),
                             }
                         );
                     }
@@ -197,6 +241,20 @@ fn step_line(id: &str, e: &EventKind) -> Option<String> {
                 .as_deref()
                 .filter(|n| !detail.contains(*n))
                 .map(|n| format!(" (new SIM {n})"))
+                .unwrap_or_default()
+        )),
+        EventKind::EsimDownloadStep {
+            id: i,
+            step,
+            profile,
+            detail,
+            ..
+        } if i == id => Some(format!(
+            "swap {id}: download {step}: {detail}{}",
+            profile
+                .as_deref()
+                .filter(|p| !detail.contains(*p))
+                .map(|p| format!(" (profile {p})"))
                 .unwrap_or_default()
         )),
         EventKind::Swapped {

@@ -122,6 +122,21 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
                 .map(|n| format!(" (new SIM {n})"))
                 .unwrap_or_default()
         ),
+        EventKind::EsimDownloadStep {
+            id,
+            iccid,
+            step,
+            profile,
+            detail,
+            ..
+        } => format!(
+            "#{} eSIM download {id} on {iccid}: {step}{}: {detail}",
+            e.seq,
+            profile
+                .as_deref()
+                .map(|p| format!(" (profile {p})"))
+                .unwrap_or_default()
+        ),
         EventKind::ReaderService { up: true, .. } => format!("#{} PC/SC service back", e.seq),
         EventKind::ModemService {
             port, up, reason, ..

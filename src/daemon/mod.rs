@@ -4,6 +4,7 @@
 //! holding its state and its handlers.
 
 pub(crate) mod commands;
+mod esim_download;
 mod modems;
 mod readers;
 mod refill;
@@ -47,6 +48,9 @@ pub struct Settings {
     pub modem_poll: Duration,
     /// Port → network interface of its bearer, for interface usage counters.
     pub modem_netdevs: std::collections::BTreeMap<String, String>,
+    /// Port → its eUICC transport, over the family's (`modems.euicc_transport`).
+    pub modem_euicc_transport:
+        std::collections::BTreeMap<String, crate::modem::profile::EuiccTransport>,
     /// Per-step limits of a guided SIM swap.
     pub swap: SwapSettings,
     /// Spare AT ports of modems ModemManager keeps: suspend and resume are refused there.
@@ -55,6 +59,8 @@ pub struct Settings {
     pub pins: Option<std::sync::Arc<crate::pins::Pins>>,
     /// Serve the station page (src/http); None: no page.
     pub http: Option<crate::http::Settings>,
+    /// Profile downloads (`esim_download`): the CIs an SM-DP+ must chain to.
+    pub esim: crate::config::Esim,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +110,12 @@ pub(crate) enum Event {
         rows: Vec<String>,
         result: work::Done,
     },
+    /// A profile download's work ended (src/daemon/esim_download.rs): its command
+    /// finishes, or the swap to the new profile starts.
+    DownloadDone {
+        id: String,
+        finished: esim_download::Finished,
+    },
     /// Time to tell the service manager's watchdog the loop is alive.
     Watchdog,
     /// A command from the station page's buttons (src/http): the platform's path.
@@ -120,6 +132,7 @@ pub(crate) struct Ctx {
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) read_settings: crate::reader::ReadSettings,
     pub(crate) swap: SwapSettings,
+    pub(crate) esim: crate::config::Esim,
 }
 
 impl Ctx {
@@ -140,6 +153,7 @@ impl Ctx {
             events,
             read_settings,
             swap: SwapSettings::default(),
+            esim: crate::config::Esim::default(),
         }
     }
 
@@ -253,6 +267,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     let mut ctx = Ctx::new(rec.store, rec.link, events_tx, settings.read);
     ctx.rec.feed = rec.feed;
     ctx.swap = settings.swap;
+    ctx.esim = settings.esim.clone();
     let (mut readers, mut reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
     let mut commands = commands::Commands::default();
     // Command ids are kept until their command expires (a repeat after it is refused
@@ -268,6 +283,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     // A swap a previous run left unfinished is committed or rolled back now (it never
     // stays Pending); its command finishes through the usual path.
     for id in swap::recover(&ctx, &modems)? {
+        commands.adopt(id);
+    }
+    // A profile download a kill cut is settled from what its eUICC says.
+    for id in esim_download::recover(&ctx, &modems)? {
         commands.adopt(id);
     }
     let mut service = service;
@@ -326,6 +345,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                 // the command interrupted at the next start; the rows tell how it ended.
                 swap::ended(&ctx, &id, &rows).await?;
                 commands.on_done(&ctx, id, result).await?
+            }
+            Event::DownloadDone { id, finished } => {
+                esim_download::done(&ctx, &mut commands, &modems, id, finished).await?
             }
             Event::FiringDone(rec) => rules::on_done(&ctx, *rec)?,
             Event::Web(w) => {

@@ -61,9 +61,13 @@ impl Modems {
                 pins: daemon.pins.clone(),
                 ..supervisor::Settings::default()
             };
+            let profiles = match daemon.modem_euicc_transport.get(port) {
+                Some(t) => Arc::new(profiles.with_euicc_transport(*t)),
+                None => profiles.clone(),
+            };
             let (handle, task) = supervisor::spawn(
                 port.clone(),
-                profiles.clone(),
+                profiles,
                 Some(ctx.store.clone()),
                 settings,
                 cancel.clone(),

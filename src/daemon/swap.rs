@@ -9,13 +9,17 @@
 //! - prepare: the old SIM's identity (ICCID, slot) goes into the store (store::swaps),
 //!   which makes the rows of both SIMs Pending (`mark`, applied at every recording);
 //! - act: the family's slot switch (devices/modems `[slots] select`, verified by its
-//!   query) or, for a physical replacement, the technician is asked to replace the SIM;
+//!   query), the eUICC's profile switch (ES10c EnableProfile through +CGLA, verified by
+//!   listing, then the family's refresh: SGP.22 §3.2.1) or, for a physical
+//!   replacement, the technician is asked to replace the SIM;
 //! - detect: a new ICCID in the modem, and the expected one when one was given;
 //! - verify: the new SIM registers (within `modems.swap_register_secs`) and its data
 //!   context comes up (TS 27.007 §10.1.10 +CGACT, within the profile's network timeout);
 //! - commit: a `swapped` event old → new, both rows re-published, the old one not
-//!   present; or rollback: the old slot back (or the technician asked for the old SIM),
-//!   verified the same way, and the command failed with the step and the reason.
+//!   present; or rollback: the old slot (or profile) back, or the technician asked for
+//!   the old SIM, verified the same way, and the command failed with the step and the
+//!   reason. An `esim_download` with `rollback_on_failure: false` keeps the new profile
+//!   enabled instead (`keep_on_failure`), and still fails with the step and reason.
 //!
 //! The record is stored before each step acts, so a kill -9 anywhere leaves it in the
 //! store: at the next start `recover` commits a swap that reached commit and rolls back
@@ -87,6 +91,19 @@ pub(crate) fn start(
     target: SwapTarget,
     handle: ModemHandle,
 ) -> Result<Result<(), Failure>, DaemonError> {
+    start_with(ctx, id, old, target, handle, false)
+}
+
+/// [`start`], and whether a failed step keeps the new SIM or profile instead of
+/// rolling back (an `esim_download`'s `rollback_on_failure: false`).
+pub(crate) fn start_with(
+    ctx: &Ctx,
+    id: &str,
+    old: &Observed,
+    target: SwapTarget,
+    handle: ModemHandle,
+    keep_on_failure: bool,
+) -> Result<Result<(), Failure>, DaemonError> {
     let Location::Modem { port, slot } = &old.location else {
         return Ok(Err((
             RefusalCode::NotApplicable,
@@ -109,6 +126,7 @@ pub(crate) fn start(
         new_iccid: None,
         failed: None,
         started_at: crate::time::unix_now(),
+        keep_on_failure,
     };
     ctx.store.put_swap(&rec)?;
     let run = Run::new(ctx, rec, handle);
@@ -269,6 +287,20 @@ impl Run {
                     format!("{port} switched to SIM slot {n} (read back)"),
                 );
             }
+            SwapTarget::ToProfile(iccid) => {
+                self.enter(
+                    SwapStep::Act,
+                    format!("enabling profile {iccid} on the eUICC in {port}"),
+                )?;
+                self.enable_profile(iccid)
+                    .await
+                    .map_err(|e| (SwapStep::Act, e))?;
+                self.said(
+                    SwapStep::Act,
+                    Some((true, secs(t))),
+                    format!("profile {iccid} enabled (listed again), modem refreshed"),
+                );
+            }
             SwapTarget::ExpectIccid(want) => {
                 self.enter(
                     SwapStep::Act,
@@ -324,6 +356,22 @@ impl Run {
         }
     }
 
+    /// Enable an installed profile of the modem's eUICC (SGP.22 §5.7.16 EnableProfile,
+    /// verified by listing again; the family's refresh after it), the SIM then read again
+    /// by the supervisor.
+    async fn enable_profile(&self, iccid: &str) -> Result<(), String> {
+        let id = crate::card::Iccid::from_digits(iccid).map_err(|e| e.to_string())?;
+        let work = crate::card::esim::Work::Apply(crate::card::esim::Action::Enable {
+            iccid: id,
+            refresh: false,
+        });
+        match attached(|| self.handle.esim(work.clone())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The SIM the supervisor sees now (it read it after the switch, or on the hot-plug
     /// URC of a physical replacement).
     async fn detect(&self) -> Result<String, String> {
@@ -337,6 +385,21 @@ impl Run {
                     None => Err(format!("no SIM in slot {n} ({})", info.sim.state)),
                     Some(i) if i == *old => Err(format!("slot {n} holds the same SIM {old}")),
                     Some(i) => Ok(i),
+                }
+            }
+            SwapTarget::ToProfile(want) => {
+                let info = attached(|| self.handle.status())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match info.sim.iccid {
+                    Some(i) if i == *want => Ok(i),
+                    Some(i) => Err(format!(
+                        "the modem reads SIM {i} after the switch, not profile {want}"
+                    )),
+                    None => Err(format!(
+                        "no SIM readable after the switch to profile {want} ({})",
+                        info.sim.state
+                    )),
                 }
             }
             SwapTarget::ExpectIccid(want) => {
@@ -438,7 +501,7 @@ impl Run {
             port: self.rec.port.clone(),
             slot: match self.rec.target {
                 SwapTarget::ToSlot(n) => Some(n),
-                SwapTarget::ExpectIccid(_) => self.rec.old_slot,
+                SwapTarget::ExpectIccid(_) | SwapTarget::ToProfile(_) => self.rec.old_slot,
             },
         };
         if let Err(e) = self.recorder.event(EventKind::Swapped {
@@ -473,12 +536,18 @@ impl Run {
             (SwapTarget::ExpectIccid(_), _) => {
                 format!("put SIM {old} back in {} now", self.rec.port)
             }
+            (SwapTarget::ToProfile(_), _) if self.rec.keep_on_failure => {
+                "the new profile stays enabled (rollback_on_failure false)".into()
+            }
+            (SwapTarget::ToProfile(_), _) => format!("enabling profile {old} again"),
         };
         if let Err((_, e)) = self.enter(SwapStep::Rollback, format!("{step} failed: {why}; {how}"))
         {
             tracing::error!(id = %self.rec.id, error = %e, "swap rollback not stored");
         }
-        let back = if acted {
+        let back = if self.rec.keep_on_failure {
+            Ok("not rolled back, as asked".into())
+        } else if acted {
             self.undo().await
         } else {
             Ok("nothing to undo".into())
@@ -503,6 +572,16 @@ impl Run {
                 self.switch(s).await?;
             }
             (SwapTarget::ToSlot(_), None) => {}
+            (SwapTarget::ToProfile(_), _) => {
+                // Killed before the switch, or the switch did not take: the old profile
+                // is still the enabled one, and enabling it again would be refused.
+                let now = attached(|| self.handle.status())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if now.sim.iccid.as_ref() != Some(old) {
+                    self.enable_profile(old).await?;
+                }
+            }
             (SwapTarget::ExpectIccid(_), _) => {
                 let found = self
                     .wait_sim(self.settings.replace, |i| i == Some(old))

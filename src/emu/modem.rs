@@ -127,6 +127,9 @@ pub struct Options {
     /// Commands this firmware does not know (`AT+QGDCNT?`): ERROR, also inside a
     /// compound line, which then stops there as on a real modem.
     pub refuse: Vec<String>,
+    /// ICCIDs (an eSIM's profiles, say) the network never registers: after a profile
+    /// switch to one of them, +CEREG stays searching, as for a profile without a line.
+    pub never_registers: Vec<String>,
     /// A file every command line received is appended to (and flushed), one a line.
     pub journal: Option<PathBuf>,
     /// How long a SIM initialises after power-on, insertion or a restart: meanwhile
@@ -153,6 +156,7 @@ impl Options {
             session_up: true,
             single_commands: false,
             refuse: Vec::new(),
+            never_registers: Vec::new(),
             journal: None,
             sim_init: Duration::ZERO,
             pki: None,
@@ -246,6 +250,7 @@ struct State {
     transcript: Option<Transcript>,
     single_commands: bool,
     refuse: Vec<String>,
+    never_registers: Vec<String>,
     /// `Options::sim_init`, when the SIM in use is initialised, and whether that end is
     /// still to be announced.
     sim_init: Duration,
@@ -333,6 +338,7 @@ impl State {
         State {
             single_commands: opts.single_commands,
             refuse: opts.refuse.iter().map(|c| c.to_ascii_uppercase()).collect(),
+            never_registers: opts.never_registers.clone(),
             echo: true, // V.250 §6.2.4: E1 is the default
             sim: opts.sim.clone(),
             slots: [opts.sim.clone(), opts.second_sim.clone()],
@@ -411,7 +417,12 @@ impl State {
     }
 
     fn registered(&self) -> bool {
-        self.radio_on && !self.sim_locked() && self.sim.as_ref().is_some_and(|s| s.registers)
+        self.radio_on
+            && !self.sim_locked()
+            && self
+                .sim
+                .as_ref()
+                .is_some_and(|s| s.registers && !self.never_registers.contains(&s.iccid))
     }
 
     /// Counters grow with time while the session is up.
@@ -697,10 +708,15 @@ fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
         return frame("ERROR");
     }
     for cmd in cmds {
-        if st
-            .refuse
-            .contains(&format!("AT{}", cmd.to_ascii_uppercase()))
-        {
+        let full = format!("AT{}", cmd.to_ascii_uppercase());
+        // A refused command as written (`AT+QGDCNT?`), or by name (`AT+CGLA`: every form).
+        let refused = st.refuse.iter().any(|r| {
+            full == *r
+                || full
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with(['=', '?']))
+        });
+        if refused {
             out.push_str(&frame("ERROR"));
             return out;
         }

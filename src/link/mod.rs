@@ -283,7 +283,7 @@ impl Link {
         };
         let driver = Driver {
             link: link.clone(),
-            eventloop,
+            eventloop: Pump::new(eventloop),
             received,
             window,
             conn: None,
@@ -555,21 +555,151 @@ struct Conn {
     /// Handed to rumqttc, packet id not yet known, in order (None: a health message,
     /// not in the outbox).
     handed: VecDeque<Option<u64>>,
-    /// Packet id → outbox seq, awaiting the PUBACK.
-    inflight: HashMap<u16, Option<u64>>,
+    /// Packet id → the publish awaiting its PUBACK.
+    inflight: HashMap<u16, InFlight>,
+    /// Publishes sent on this connection, counted (each one's `order`).
+    sent: u64,
     /// The last outbox seq handed over on this connection.
     cursor: Option<u64>,
 }
 
+/// A publish on the wire, awaiting its PUBACK.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Its place among the publishes of this connection.
+    order: u64,
+    /// Its outbox entry (None: a health message, not in the outbox).
+    seq: Option<u64>,
+}
+
+/// What a PUBACK tells the driver.
+#[derive(Debug, PartialEq, Eq)]
+struct Acked {
+    /// The outbox entry acknowledged; None when the packet id was not in flight, Some(None)
+    /// for a health message.
+    entry: Option<Option<u64>>,
+    /// An older publish whose own PUBACK will never come (see `Conn::acked`).
+    lost: Option<u16>,
+}
+
 impl Conn {
+    fn new() -> Conn {
+        Conn {
+            ready: false,
+            handed: VecDeque::new(),
+            inflight: HashMap::new(),
+            sent: 0,
+            cursor: None,
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.handed.len() + self.inflight.len()
+    }
+
+    /// rumqttc gave the next handed publish packet id `pkid`.
+    fn sent(&mut self, pkid: u16, seq: Option<u64>) {
+        self.sent += 1;
+        self.inflight.insert(
+            pkid,
+            InFlight {
+                order: self.sent,
+                seq,
+            },
+        );
+    }
+
+    /// A PUBACK for `pkid`. A broker sends PUBACKs in the order of the PUBLISHes (MQTT
+    /// 3.1.1 §4.6), so one for a publish more than `window` places after an older one
+    /// still in flight means that older one's PUBACK is lost for good: mosquitto drops
+    /// every packet, PUBACKs too, for a client whose outgoing queue is full (its
+    /// `max_queued_messages`: a flood this agent is slow to read). Left alone, its packet
+    /// id comes round again within `2 × window + 2` publishes, and rumqttc then holds
+    /// every publish back for an acknowledgement that never comes — the agent stalls.
+    /// One window of slack leaves room for a broker that reorders a little.
+    fn acked(&mut self, pkid: u16, window: u16) -> Acked {
+        let Some(done) = self.inflight.remove(&pkid) else {
+            return Acked {
+                entry: None,
+                lost: None,
+            };
+        };
+        let lost = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| done.order.saturating_sub(f.order) > u64::from(window))
+            .min_by_key(|(_, f)| f.order)
+            .map(|(p, _)| *p);
+        Acked {
+            entry: Some(done.seq),
+            lost,
+        }
+    }
+}
+
+/// rumqttc's event loop with each poll carried to its end. `EventLoop::poll` is not
+/// cancel-safe: dropped while it waits to hand a packet to the socket (a broker slow to
+/// read), the packet it already counted in flight is lost — a PUBLISH the broker never
+/// sees, whose PUBACK never comes; once the packet ids wrap round to it, rumqttc holds
+/// every later publish back ("collision") and the agent publishes nothing more (seen
+/// under a flood of inbound payloads on a loaded machine: tests/it/chaos.rs). The
+/// driver also wakes for the outbox and the usage tick, so the poll lives in a future
+/// of its own that owns the event loop and outlives those wake-ups.
+struct Pump {
+    /// The event loop while no poll is under way.
+    home: Option<EventLoop>,
+    polling: Option<Polling>,
+}
+
+type Polling = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (EventLoop, Result<Event, rumqttc::ConnectionError>)>
+            + Send,
+    >,
+>;
+
+impl Pump {
+    fn new(eventloop: EventLoop) -> Pump {
+        Pump {
+            home: Some(eventloop),
+            polling: None,
+        }
+    }
+
+    /// The event loop between polls (the driver touches it only after an event, when
+    /// the poll that produced it has ended).
+    fn get(&mut self) -> &mut EventLoop {
+        self.home
+            .as_mut()
+            .expect("the event loop is home between polls: only `next` takes it away")
+    }
+
+    /// The next event: the poll under way continued, or a new one. Cancel-safe: a
+    /// dropped call leaves its poll to the next call.
+    async fn next(&mut self) -> Result<Event, rumqttc::ConnectionError> {
+        let polling = match &mut self.polling {
+            Some(p) => p,
+            None => {
+                let mut eventloop = self
+                    .home
+                    .take()
+                    .expect("no poll under way, so the event loop is home");
+                self.polling.insert(Box::pin(async move {
+                    let ev = eventloop.poll().await;
+                    (eventloop, ev)
+                }))
+            }
+        };
+        let (eventloop, ev) = polling.await;
+        self.polling = None;
+        self.home = Some(eventloop);
+        ev
     }
 }
 
 struct Driver {
     link: Link,
-    eventloop: EventLoop,
+    eventloop: Pump,
     received: mpsc::Sender<Received>,
     window: u16,
     conn: Option<Conn>,
@@ -647,7 +777,7 @@ impl Driver {
                     self.fill();
                     continue;
                 }
-                ev = self.eventloop.poll() => ev,
+                ev = self.eventloop.next() => ev,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -664,13 +794,8 @@ impl Driver {
                     self.link.outbox.set_passing(u64::from(self.window));
                     // Whatever rumqttc kept from the last session is replayed from the
                     // outbox instead, with ids this driver tracks.
-                    self.eventloop.pending.clear();
-                    self.conn = Some(Conn {
-                        ready: false,
-                        handed: VecDeque::new(),
-                        inflight: HashMap::new(),
-                        cursor: None,
-                    });
+                    self.eventloop.get().pending.clear();
+                    self.conn = Some(Conn::new());
                     // A broker without our session (first contact, or it lost its
                     // state) may have lost the retained rows too, and another node of
                     // a cluster never had them (a node keeps only the retained
@@ -722,16 +847,16 @@ impl Driver {
                 Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                     if let Some(conn) = self.conn.as_mut() {
                         match conn.handed.pop_front() {
-                            Some(entry) => {
-                                conn.inflight.insert(pkid, entry);
-                            }
+                            Some(entry) => conn.sent(pkid, entry),
                             None => tracing::warn!(pkid, "publish not handed over by the link"),
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    let window = self.window;
                     if let Some(conn) = self.conn.as_mut() {
-                        match conn.inflight.remove(&ack.pkid) {
+                        let acked = conn.acked(ack.pkid, window);
+                        match acked.entry {
                             Some(Some(seq)) => {
                                 if let Err(e) = self.link.outbox.acknowledged(seq) {
                                     tracing::error!(error = %e, seq, "acknowledged entry not removed");
@@ -739,6 +864,10 @@ impl Driver {
                             }
                             Some(None) => {}
                             None => tracing::warn!(pkid = ack.pkid, "PUBACK for an unknown packet"),
+                        }
+                        if let Some(pkid) = acked.lost {
+                            self.renew(pkid);
+                            continue;
                         }
                     }
                     self.fill();
@@ -749,7 +878,7 @@ impl Driver {
                     self.conn = None;
                     // rumqttc moved its in-flight publishes (and queued requests) here to
                     // resend them; the outbox is the queue, so drop them.
-                    self.eventloop.pending.clear();
+                    self.eventloop.get().pending.clear();
                     let wait = self.on_connection_error(&e, &mut waits, &cancel).await;
                     tracing::debug!(
                         queued = self.link.outbox.len(),
@@ -865,11 +994,32 @@ impl Driver {
         wait
     }
 
+    /// A PUBACK is lost (`Conn::acked`): close this connection and open another at once.
+    /// The outbox sends again from its head what was not acknowledged (at least once,
+    /// MQTT.md "Durability"); rumqttc's copies are dropped as after any connection error.
+    fn renew(&mut self, pkid: u16) {
+        tracing::warn!(
+            pkid,
+            broker = %self.url,
+            "the broker's acknowledgement of a message was lost (a broker drops it when its queue for this agent is full): reconnecting; what is unacknowledged is sent again"
+        );
+        let eventloop = self.eventloop.get();
+        eventloop.clean();
+        eventloop.pending.clear();
+        self.conn = None;
+        self.connected_at = None;
+        self.link
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.link.outbox.set_passing(0);
+    }
+
     /// Point the next connect attempt at the current node of the round.
     fn use_node(&mut self) {
         let node = self.nodes.current().clone();
-        if self.eventloop.mqtt_options.broker_address() != (node.host.clone(), node.port) {
-            self.eventloop.mqtt_options =
+        let eventloop = self.eventloop.get();
+        if eventloop.mqtt_options.broker_address() != (node.host.clone(), node.port) {
+            eventloop.mqtt_options =
                 mqtt_options(&self.settings, &self.link.topics, &node, self.tls.as_ref());
         }
         self.url = node;
@@ -1019,8 +1169,9 @@ impl Driver {
         if self.conn.as_ref().is_some_and(|c| c.ready) {
             self.publish_health(false);
             let _ = self.link.client.try_disconnect();
+            // The poll under way (if any) takes both requests from the channel.
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Ok(ev) = self.eventloop.poll().await {
+                while let Ok(ev) = self.eventloop.next().await {
                     if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
                         break;
                     }
@@ -1187,6 +1338,63 @@ mod tests {
     use super::*;
     use rumqttc::{ConnectReturnCode, ConnectionError as C};
     use std::io::{Error, ErrorKind};
+
+    /// Regression: mosquitto dropped PUBACKs to an agent slow to read a flood of
+    /// inbound QoS 0 payloads (its queue for the client full); rumqttc then held every
+    /// later publish back for the lost ones once their packet ids came round, and the
+    /// agent published nothing more (tests/it/chaos.rs, the hostile flood, on a loaded
+    /// machine). A lost PUBACK is seen before its id can come round.
+    #[test]
+    fn a_lost_puback_is_seen_before_its_packet_id_comes_round() {
+        let window = 16u16;
+        let ids = 2 * window + 2; // the link's `set_inflight`
+        let mut conn = Conn::new();
+        let mut pkid = 0u16;
+        let mut next = || {
+            pkid = pkid % ids + 1;
+            pkid
+        };
+        // In order, every PUBACK arriving: nothing lost.
+        let mut open = VecDeque::new();
+        for seq in 0..200u64 {
+            let p = next();
+            conn.sent(p, Some(seq));
+            open.push_back(p);
+            if open.len() == usize::from(window) {
+                let p = open.pop_front().unwrap();
+                assert_eq!(conn.acked(p, window).lost, None);
+            }
+        }
+        // One PUBACK never comes: seen while the window moves on, before the id space
+        // (`ids` publishes after it) is used up.
+        let mut conn = Conn::new();
+        let lost = next();
+        conn.sent(lost, Some(1000));
+        let mut open = VecDeque::new();
+        let mut found = None;
+        for (after, seq) in (1..).zip(1001..1100u64) {
+            assert!(after < u64::from(ids), "the lost id came round unseen");
+            let p = next();
+            conn.sent(p, Some(seq));
+            open.push_back(p);
+            if open.len() == usize::from(window) - 1 {
+                let p = open.pop_front().unwrap();
+                if let Some(l) = conn.acked(p, window).lost {
+                    found = Some(l);
+                    break;
+                }
+            }
+        }
+        assert_eq!(found, Some(lost));
+        // An unknown packet id tells nothing.
+        assert_eq!(
+            conn.acked(9999, window),
+            Acked {
+                entry: None,
+                lost: None
+            }
+        );
+    }
 
     #[test]
     fn an_unreachable_broker_is_retried_in_the_fast_regime() {

@@ -41,7 +41,8 @@ impl<T: AtIo> CardTransport for Cgla<'_, T> {
             command,
             // The modem refused the line: its channel is gone (the SIM was reset or
             // removed under us) or it does not take this APDU.
-            ": its logical channel is gone or the APDU is not accepted",
+            ": its logical channel is gone or the APDU is not accepted (a firmware whose +CGLA \
+             fails although its family has it may work over +CSIM: modems.euicc_transport)",
         )
     }
 }

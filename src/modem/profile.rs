@@ -216,7 +216,7 @@ pub enum EuiccAccess {
 }
 
 /// Which AT command carries the APDUs to the ISD-R.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum EuiccTransport {
     /// +CCHO opens a logical channel to the ISD-R, +CGLA carries the APDUs on it (TS
@@ -544,6 +544,18 @@ impl Profiles {
             set.replace(Profile::parse(&file, &text)?);
         }
         Ok(set)
+    }
+
+    /// The same profiles with the ISD-R reached through `transport` whatever each family
+    /// says: one port's override (`[modems] euicc_transport`), for a module whose
+    /// firmware breaks the family's usual path (+CGLA failing inside a BPP on some
+    /// releases, where only +CSIM works).
+    pub fn with_euicc_transport(&self, transport: EuiccTransport) -> Profiles {
+        let mut list = self.list.clone();
+        for p in &mut list {
+            p.euicc.transport = transport;
+        }
+        Profiles { list }
     }
 
     /// Add a checked profile, replacing one of the same name.

@@ -101,12 +101,31 @@ enum Request {
         crate::card::esim::Work,
         oneshot::Sender<Result<EsimResult, AtError>>,
     ),
+    /// A job of the caller's on the eUICC's ISD-R (a profile download: src/rsp), run
+    /// through the same channel as `Esim`; it answers through its own channel.
+    OnIsdr(
+        IsdrJob,
+        oneshot::Sender<Result<Result<(), String>, AtError>>,
+    ),
     /// A PIN operation on the SIM whose ICCID is given (src/modem/pin.rs `on_modem`).
     Pin(
         String,
         crate::sim::PinRequest,
         oneshot::Sender<Result<PinResult, AtError>>,
     ),
+}
+
+/// A job on the ISD-R of the modem's eUICC, run on a blocking section of the
+/// supervisor's task (each APDU one +CGLA or +CSIM line, within the family's APDU limit).
+pub struct IsdrJob(pub Box<dyn for<'c> FnOnce(&mut ModemIsdr<'c>) + Send>);
+
+/// The ISD-R of a modem's eUICC, as an [`IsdrJob`] gets it.
+pub type ModemIsdr<'c> = crate::card::esim::Isdr<&'c mut dyn crate::card::CardTransport>;
+
+impl std::fmt::Debug for IsdrJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IsdrJob")
+    }
 }
 
 /// What a PIN operation through a modem answered.
@@ -127,6 +146,9 @@ impl Request {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
             Request::Esim(_, reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+            Request::OnIsdr(_, reply) => {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
             Request::Pin(_, _, reply) => {
@@ -198,6 +220,17 @@ impl ModemHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Esim(action, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+
+    /// Run `job` on the modem's eUICC (its ISD-R on a logical channel, closed after);
+    /// `Ok(Err(why))` when the ISD-R could not be reached.
+    pub async fn on_isdr(&self, job: IsdrJob) -> Result<Result<(), String>, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::OnIsdr(job, tx))
             .await
             .map_err(|_| ModemError::Gone)?;
         Ok(rx.await.map_err(|_| ModemError::Gone)??)
@@ -808,6 +841,22 @@ impl Supervisor {
             }
             Request::Pin(iccid, req, reply) => {
                 let r = self.on_pin(conn, profile, info, &iccid, &req).await;
+                answer(reply, r)
+            }
+            Request::OnIsdr(job, reply) => {
+                use super::esim::ModemEsimError;
+                let max_apdu = profile.euicc.cgla_max_apdu;
+                let r = super::esim::with_isdr(conn, profile, move |mut isdr| {
+                    isdr.limit_apdu(max_apdu);
+                    (job.0)(&mut isdr);
+                    Ok(())
+                })
+                .await;
+                let r = match r {
+                    Ok(_) => Ok(Ok(())),
+                    Err(ModemEsimError::At(e)) => Err(e),
+                    Err(e) => Ok(Err(e.to_string())),
+                };
                 answer(reply, r)
             }
             Request::Esim(action, reply) => {

@@ -67,6 +67,9 @@ pub struct CommandRecord {
     /// same when a repeat is answered from this record).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rows: Option<u64>,
+    /// An `esim_download`'s installed profile (ICCID), once it landed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub profile: Option<String>,
 }
 
 impl CommandRecord {
@@ -229,6 +232,7 @@ mod tests {
             keep_until: 100,
             unreported: false,
             rows: None,
+            profile: None,
         };
         assert_eq!(st.claim_command(&rec, 1).unwrap(), Claim::New);
         rec.state = CommandState::Successful;
@@ -254,6 +258,7 @@ mod tests {
             keep_until,
             unreported: false,
             rows: None,
+            profile: None,
         }
     }
 

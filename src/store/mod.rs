@@ -4,6 +4,7 @@
 //! One sled database per state directory; each concern owns a tree (a sub-module here).
 
 pub mod commands;
+pub mod downloads;
 pub mod holds;
 pub mod outbox;
 pub mod pins;

@@ -33,6 +33,10 @@ pub struct SwapRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub failed: Option<(SwapStep, String)>,
     pub started_at: u64,
+    /// A failed step keeps the new SIM or profile (no rollback): an `esim_download`
+    /// with `rollback_on_failure: false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_on_failure: bool,
 }
 
 impl SwapRecord {
@@ -48,6 +52,7 @@ impl SwapRecord {
         match &self.target {
             SwapTarget::ToSlot(n) => format!("swap {} to slot {n} under way", self.id),
             SwapTarget::ExpectIccid(i) => format!("swap {} to SIM {i} under way", self.id),
+            SwapTarget::ToProfile(i) => format!("swap {} to profile {i} under way", self.id),
         }
     }
 }
@@ -112,6 +117,7 @@ mod tests {
             new_iccid: Some("89314404000000000019".into()),
             failed: None,
             started_at: 1_795_702_000,
+            keep_on_failure: false,
         };
         {
             let store = Store::open(&dir).unwrap();

@@ -480,3 +480,40 @@ fn the_platform_switches_a_modems_profile() {
     let st = support::final_status(&mut sub, agent, "m-1");
     assert_eq!(st.payload["status"], "successful", "{}", st.payload);
 }
+
+/// Guards `modems.euicc_transport` in the daemon: a modem whose firmware refuses +CGLA
+/// although its family has it is still seen as an eSIM and switched, through +CSIM,
+/// once its port is set so.
+#[test]
+fn a_port_set_to_csim_is_read_and_switched_where_its_firmware_refuses_cgla() {
+    use support::{Broker, Proc, TempDir};
+    let broker = Broker::start();
+    let modem = support::Modem::start_with("quectel-ec2x", &["--esim", "--refuse", "AT+CGLA"]);
+    let state = TempDir::new("state");
+    let agent = "gw-esim-csim";
+    let mut sub = broker.subscribe(&format!("simgate/v1/{agent}/#"));
+    let _run = Proc::spawn(
+        "simgate run",
+        &mut support::modem_agent_with(
+            &broker.url(),
+            agent,
+            state.path(),
+            &modem.port,
+            &format!("[modems.euicc_transport]\n\"{}\" = \"csim\"\n", modem.port),
+        ),
+    );
+    let old = "89883030000000000429";
+    let new = "89883030000000000437";
+    let row = sub.expect("the eSIM's row", |m| {
+        m.topic == format!("simgate/v1/{agent}/sim/{old}/state") && m.payload["present"] == true
+    });
+    assert_eq!(row.payload["form_factor"], "esim", "{}", row.payload);
+    support::send_command(
+        &broker,
+        agent,
+        &serde_json::json!({"v":1,"id":"c-1","iccid":old,"action":"esim_enable",
+            "params":{"profile":new},"expires_at":support::unix_now()+120}),
+    );
+    let st = support::final_status(&mut sub, agent, "c-1");
+    assert_eq!(st.payload["status"], "successful", "{}", st.payload);
+}

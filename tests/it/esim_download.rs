@@ -640,3 +640,48 @@ fn configured_download(pcsc: &Pcsc, rig: &Rig, cfg: &Path, code: &str) -> std::p
         .args(["--ci-dir", &pki_arg(&rig.pki)]);
     c
 }
+
+/// Guards `modems.euicc_transport`: a module whose firmware refuses +CGLA although its
+/// family has it (lpac's users meet this inside LoadBoundProfilePackage) downloads
+/// through +CSIM once its port is set so — and the port's setting reaches every
+/// one-shot command at that port (they used the shipped profiles only).
+#[test]
+fn a_port_set_to_csim_downloads_where_its_firmware_refuses_cgla() {
+    let rig = rig_for(MODEM_EID, &[]);
+    let m = Modem::start_with(
+        "generic-3gpp",
+        &["--esim", "--pki", &pki_arg(&rig.pki), "--refuse", "AT+CGLA"],
+    );
+    let download = |cfg: &str| {
+        let file = rig._dir.path().join("simgate.toml");
+        std::fs::write(&file, cfg).unwrap();
+        std::process::Command::new(support::simgate_bin())
+            .arg("--config")
+            .arg(&file)
+            .args(["esim", "download", "--yes", "--json", "--port", &m.port])
+            .args([
+                "--activation-code",
+                &rig.smdp.activation_code("SIMGATE-TEST-1"),
+            ])
+            .args(["--ci-dir", &pki_arg(&rig.pki)])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = download("");
+    assert!(
+        !refused.status.success(),
+        "+CGLA is refused: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let out = download(&format!(
+        "[modems.euicc_transport]\n\"{}\" = \"csim\"\n",
+        m.port
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(result(&out)["iccid"], PROFILE);
+}

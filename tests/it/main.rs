@@ -34,6 +34,7 @@ mod pin;
 mod platform_link;
 mod platform_modem;
 mod presence;
+mod provision;
 mod reader_cli;
 mod reader_reset;
 mod rules;

@@ -13,6 +13,9 @@
 #  3. eSIM profiles: a virtual eUICC in a reader and one in an emulated modem, each
 #     switched to its other profile by the platform (`esim_enable`), seen from the
 #     platform as the swap it is (old ICCID -> new) and the new row.
+#  The platform moving a gateway's eUICC to another operator (its own section below):
+#     `esim_download` with `enable` from the test SM-DP+ onto an emulated modem's
+#     eUICC, each download step and the swap's steps seen by the platform, committed.
 # Stops everything it started on Ctrl-C; DEMO_SECONDS bounds acts 2 and 3 (for scripts).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -172,3 +175,54 @@ cat "$work/esim-platform.log"
 echo
 echo "--- what simgate logged ---"
 grep -E "eSIM operation|swap|inserted|removed" "$work/esim-simgate.log" | tail -n 10 || true
+
+# ----- The platform moves a gateway's eUICC to another operator's profile -----
+# The test SM-DP+ (simgate emulate smdp, ES9+ over HTTPS) with a PKI made for the
+# emulated modem's eUICC; a gateway trusting that CI; the platform's esim_download with
+# enable: the download's steps, then the swap to the new profile (act = the profile
+# switch, detect, verify registered and data up, commit: swapped old -> new).
+act_esim_move() {
+  echo
+  echo "===== the platform moves a gateway's eUICC to another operator's profile ====="
+  local pki="$work/rsp-pki"
+  tests/rig/rsp-pki.sh "$pki" 89049032123451234512345678901235 > /dev/null
+  "$SIMGATE" emulate smdp --listen 127.0.0.1:0 --pki "$pki" \
+    --profiles devices/smdp/profiles.toml > "$work/smdp.log" 2>&1 &
+  rig_pids+=($!)
+  rig_until grep -q "smdp listening on https://" "$work/smdp.log" \
+    || { echo "the test SM-DP+ did not start" >&2; return 1; }
+  local smdp
+  smdp=$(sed -n 's|^smdp listening on https://||p' "$work/smdp.log" | head -n 1)
+  mkfifo "$work/move-modem.ctl"
+  "$SIMGATE" emulate modem --profile generic-3gpp --esim --pki "$pki" --link "$work/ttyUSB4" \
+    < "$work/move-modem.ctl" > "$work/move-modem.log" 2>&1 &
+  rig_pids+=($!)
+  exec 5> "$work/move-modem.ctl"
+  rig_until test -e "$work/ttyUSB4" || { echo "the eSIM modem emulator did not start" >&2; return 1; }
+  printf '[modems]\nswap_register_secs = 30\n\n[esim]\nci_dir = "%s"\n' "$pki" > "$work/move.toml"
+  "$SIMGATE" --config "$work/move.toml" --log-format human run --broker "$broker" --agent-id demo-move \
+    --state-dir "$work/move-state" --modem "$work/ttyUSB4" > "$work/move-simgate.log" 2>&1 &
+  rig_pids+=($!)
+  (
+    sleep 3
+    # The gateway's eSIM: profile 89883030000000000429 enabled; the SM-DP+ offers
+    # devices/smdp/profiles.toml's SIMGATE-TEST-1 (another operator's, 8900101000000000019).
+    echo "platform> send esim_download (enable) to demo-move"
+    "$SIMGATE" --log-format human platform send --broker "$broker" --agent-id demo-move \
+      --iccid 89883030000000000429 --action esim_download --id demo-move-1 \
+      --params "{\"activation_code\":\"LPA:1\$$smdp\$SIMGATE-TEST-1\",\"enable\":true,\"nickname\":\"operator B\"}" || true
+  ) > "$work/move-platform.log" 2>&1 &
+  rig_pids+=($!)
+  echo "the SM-DP+ at https://$smdp; the platform's view of agent demo-move (simgate watch)"
+  local secs=25
+  [ "$DEMO_SECONDS" -gt 0 ] && [ "$DEMO_SECONDS" -lt "$secs" ] && secs=$DEMO_SECONDS
+  timeout --foreground -s INT "$secs" "$SIMGATE" --log-format human watch --plain \
+    --broker "$broker" --agent-id demo-move 2>/dev/null | tail -n 24 || true
+  echo
+  echo "--- the platform's side ---"
+  cat "$work/move-platform.log"
+  echo
+  echo "--- what simgate logged ---"
+  grep -E "eSIM download step|swap step|command finished" "$work/move-simgate.log" | tail -n 14 || true
+}
+act_esim_move

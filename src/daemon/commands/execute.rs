@@ -6,7 +6,7 @@
 
 use super::super::refill::{self, Asked};
 use super::super::work::{self, Done, Failure, ModemPorts, Port};
-use super::super::{rules, swap, Ctx, DaemonError};
+use super::super::{esim_download, rules, swap, Ctx, DaemonError};
 use super::plan::Plan;
 use crate::agent::Recorder;
 use crate::card::esim;
@@ -52,6 +52,7 @@ pub(super) fn execute(
         Plan::ModemReread { port } => Ok(modem_reread(ctx, modems, cmd, &port)),
         Plan::Esim { reader, work } => Ok(reader_esim(ctx, id, reader, work, &cmd.iccid)),
         Plan::ModemEsim { port, work } => Ok(modem_esim(ctx, modems, cmd, &port, work)),
+        Plan::EsimDownload { port, req } => start_download(ctx, modems, cmd, &port, *req),
         Plan::Swap { port, target } => start_swap(ctx, modems, cmd, &port, target),
         Plan::ReaderPin { reader, req } => Ok(reader_pin(ctx, id, reader, &cmd.iccid, req)),
         Plan::ModemPin { port, req } => Ok(modem_pin(ctx, modems, cmd, &port, req)),
@@ -384,6 +385,26 @@ fn start_swap(
         Ok(()) => Step::Running,
         Err(refusal) => Step::Finished(Err(refusal)),
     })
+}
+
+/// A profile download (src/daemon/esim_download.rs): its record stored, its work on a
+/// task ending with `Event::DownloadDone`.
+fn start_download(
+    ctx: &Ctx,
+    modems: &dyn ModemPorts,
+    cmd: &Command,
+    port: &str,
+    req: crate::contract::DownloadRequest,
+) -> Result<Step, DaemonError> {
+    let Some(handle) = modems.handle(port) else {
+        return Ok(Step::Finished(Err(work::no_engine(port))));
+    };
+    Ok(
+        match esim_download::start(ctx, &cmd.id, &cmd.iccid, port, req, handle)? {
+            Ok(()) => Step::Running,
+            Err(refusal) => Step::Finished(Err(refusal)),
+        },
+    )
 }
 
 /// A PIN operation's failure as the command's outcome: the last attempt kept is said

@@ -59,8 +59,11 @@ impl Commands {
     pub(crate) fn recover(ctx: &Ctx) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
         for mut rec in ctx.store.all_commands()? {
-            if ctx.store.get_swap(&rec.id)?.is_some() {
-                // A swap's record says where it stood: swap::recover finishes it.
+            if ctx.store.get_swap(&rec.id)?.is_some()
+                || super::esim_download::owns(&ctx.store, &rec.id)?
+            {
+                // A swap's or a download's record says where it stood:
+                // swap::recover or esim_download::recover finishes it.
                 continue;
             }
             let fail = match rec.state {
@@ -183,6 +186,7 @@ impl Commands {
             keep_until: now + REFUSAL_MEMORY_SECS,
             unreported: false,
             rows: None,
+            profile: None,
         };
         // Stored with its outcome, final from the start (see `store_and_report`).
         rec.unreported = true;
@@ -245,6 +249,7 @@ impl Commands {
             keep_until: cmd.expires_at,
             unreported: false,
             rows: None,
+            profile: None,
         };
         match ctx.store.claim_command(&rec, now)? {
             Claim::New => {
@@ -410,6 +415,7 @@ fn report(ctx: &Ctx, rec: &CommandRecord, as_event: bool) -> Result<(), DaemonEr
             code: rec.code,
             reason: rec.reason.clone(),
             rows: rec.rows,
+            profile: rec.profile.clone(),
             ts: crate::time::unix_now(),
         },
         as_event,
@@ -488,6 +494,7 @@ mod tests {
             keep_until: updated_at + 3_600,
             unreported: false,
             rows: None,
+            profile: None,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::super::work::{shared_refusal, Failure};
 use crate::card::esim;
-use crate::contract::{Action, Command, Params, Refill, RefusalCode, SwapTarget};
+use crate::contract::{Action, Command, DownloadRequest, Params, Refill, RefusalCode, SwapTarget};
 use crate::modem::actions::Action as ModemAction;
 use crate::sim::{Location, Observed, PinRequest, PlatformRecord};
 
@@ -73,6 +73,12 @@ pub(crate) enum Plan {
     /// An eSIM operation on the eUICC in the modem of `port`, through its supervisor
     /// (+CCHO/+CGLA), the new profile verified registered after a switch.
     ModemEsim { port: String, work: esim::Work },
+    /// A profile download onto the eUICC in the modem of `port`
+    /// (src/daemon/esim_download.rs), then with `enable` a swap to the new profile.
+    EsimDownload {
+        port: String,
+        req: Box<DownloadRequest>,
+    },
     /// A guided SIM swap on the modem of `port` (src/daemon/swap.rs).
     Swap { port: String, target: SwapTarget },
     /// A PIN operation on the card in `reader` (src/card/pin.rs `on_card`), the card
@@ -107,7 +113,13 @@ pub(crate) fn plan(cmd: &Command, facts: &Facts) -> Plan {
             format!("SIM {} is not hosted by this agent", cmd.iccid),
         );
     };
-    if cmd.action.is_esim() && !facts.esim {
+    // A download and a profile switch need an eUICC as much as the esim_* actions.
+    let needs_profiles = cmd.action.is_esim()
+        || matches!(
+            cmd.params,
+            Params::Download(_) | Params::Swap(SwapTarget::ToProfile(_))
+        );
+    if needs_profiles && !facts.esim {
         return refuse(
             RefusalCode::NotApplicable,
             format!("SIM {} is not an eSIM: it has no profiles", cmd.iccid),
@@ -143,6 +155,10 @@ pub(crate) fn plan(cmd: &Command, facts: &Facts) -> Plan {
             Host::Modem { port, .. } => Plan::ModemReread { port: port.clone() },
         },
         Action::Suspend | Action::Resume => session(cmd.action, host, facts),
+        Action::Swap | Action::EsimDownload if matches!(cmd.params, Params::Download(_)) => {
+            download(cmd, host)
+        }
+        Action::EsimDownload => missing("activation_code"),
         Action::Swap => swap(cmd, host),
         Action::EsimList
         | Action::EsimEnable
@@ -202,6 +218,22 @@ fn session(action: Action, host: &Host, facts: &Facts) -> Plan {
     }
 }
 
+/// `esim_download`, or a swap with `download` (src/daemon/esim_download.rs): through a
+/// modem's supervisor; in a reader, `simgate esim download` is the way.
+fn download(cmd: &Command, host: &Host) -> Plan {
+    match (&cmd.params, host) {
+        (_, Host::Reader { .. }) => refuse(
+            RefusalCode::NotApplicable,
+            "the SIM is a card in a PC/SC reader: a platform download is for a modem's eUICC (in a reader: simgate esim download)",
+        ),
+        (Params::Download(req), Host::Modem { port, .. }) => Plan::EsimDownload {
+            port: port.clone(),
+            req: req.clone(),
+        },
+        _ => missing("activation_code"),
+    }
+}
+
 /// A guided SIM swap (src/daemon/swap.rs): for a SIM in a modem only.
 fn swap(cmd: &Command, host: &Host) -> Plan {
     let Host::Modem { port, slot } = host else {
@@ -218,6 +250,10 @@ fn swap(cmd: &Command, host: &Host) -> Plan {
         (Params::Swap(SwapTarget::ToSlot(n)), Some(s)) if n == s => refuse(
             RefusalCode::InvalidField,
             format!("params.to_slot: the SIM already sits in slot {n}"),
+        ),
+        (Params::Swap(SwapTarget::ToProfile(p)), _) if *p == cmd.iccid => refuse(
+            RefusalCode::InvalidField,
+            format!("params.to_profile: profile {p} is the one enabled"),
         ),
         (Params::Swap(target), _) => Plan::Swap {
             port: port.clone(),
@@ -468,6 +504,58 @@ mod tests {
             plan(&ack, &esim(reader())),
             Plan::Esim {
                 work: esim::Work::Remove(7),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_download_needs_an_esim_in_a_modem_and_a_profile_switch_another_profile() {
+        let req = crate::contract::parse_download_params(
+            &serde_json::json!({"activation_code": "LPA:1$smdp.example$X", "enable": true}),
+            false,
+        )
+        .unwrap();
+        let download = Command {
+            params: Params::Download(Box::new(req)),
+            ..cmd(Action::EsimDownload)
+        };
+        let esim = |f: Facts| Facts { esim: true, ..f };
+        assert!(refusal(plan(&download, &modem(None))).starts_with("NotApplicable SIM"));
+        assert!(refusal(plan(&download, &esim(reader())))
+            .starts_with("NotApplicable the SIM is a card in a PC/SC reader"));
+        assert!(matches!(
+            plan(&download, &esim(modem(None))),
+            Plan::EsimDownload { req, .. } if req.enable
+        ));
+        assert!(
+            refusal(plan(&cmd(Action::EsimDownload), &esim(modem(None))))
+                .starts_with("InvalidField params: missing activation_code")
+        );
+        // A swap with `download` is the same download.
+        let swap_dl = Command {
+            action: Action::Swap,
+            ..download.clone()
+        };
+        assert!(matches!(
+            plan(&swap_dl, &esim(modem(None))),
+            Plan::EsimDownload { .. }
+        ));
+        let to = |p: &str| Command {
+            params: Params::Swap(SwapTarget::ToProfile(p.into())),
+            ..cmd(Action::Swap)
+        };
+        assert!(refusal(plan(&to("8900101000000000019"), &modem(None)))
+            .starts_with("NotApplicable SIM"));
+        assert!(
+            refusal(plan(&to("8988211000000430010"), &esim(modem(None)))).starts_with(
+                "InvalidField params.to_profile: profile 8988211000000430010 is the one enabled"
+            )
+        );
+        assert!(matches!(
+            plan(&to("8900101000000000019"), &esim(modem(None))),
+            Plan::Swap {
+                target: SwapTarget::ToProfile(_),
                 ..
             }
         ));
