@@ -1,7 +1,7 @@
 //! Configuration: one schema, one commented template (config/simgate.toml, printed by
 //! `simgate config template`), errors that name the file, the key and why.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The commented template, byte for byte the shipped config/simgate.toml: every key
@@ -21,6 +21,38 @@ pub fn template_keys() -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The keys a running daemon takes from a reload (SIGHUP, `systemctl reload simgate`)
+/// without a restart: they are read afresh for each card read or guided swap. Any other
+/// key changed is said in the log to need a restart.
+pub const LIVE_KEYS: &[&str] = &[
+    "readers.card_timeout_ms",
+    "readers.vendor_isdr_aids",
+    "modems.swap_register_secs",
+    "modems.swap_replace_secs",
+];
+
+/// The keys ("section.key") whose values differ between two configurations.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let table = |c: &Config| match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let (old, new) = (table(old), table(new));
+    let mut out = Vec::new();
+    for (section, keys) in &new {
+        let (Some(keys), before) = (keys.as_table(), old.get(section).and_then(|s| s.as_table()))
+        else {
+            continue;
+        };
+        for (key, value) in keys {
+            if before.and_then(|b| b.get(key)) != Some(value) {
+                out.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    out
 }
 
 /// The directory of drop-ins beside a configuration file: `conf.d/` in its directory
@@ -149,7 +181,7 @@ const MIN_OUTBOX_MAX_BYTES: u64 = 256 * 1024;
 /// 2 MiB, `store::outbox::DISK_RESERVE_FLOOR`): 2.4 MiB of a 48 MiB partition.
 pub const DEFAULT_DISK_RESERVE_PERCENT: u8 = 5;
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agent: Agent,
@@ -163,7 +195,7 @@ pub struct Config {
 }
 
 /// Profile downloads (src/rsp, `simgate esim download`): whom to trust.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Esim {
     /// The GSMA CI certificates an SM-DP+'s TLS certificate must chain to (SGP.22
@@ -183,7 +215,7 @@ impl Default for Esim {
 }
 
 /// The station page (src/http): where it listens and the token its buttons need.
-#[derive(Clone, Deserialize, PartialEq, Default)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// Empty: no page. A bare port binds 127.0.0.1.
@@ -232,7 +264,7 @@ pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 /// Batch attributes for `simgate station`, attached to every SIM read; flags override.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Station {
     pub labels: Vec<String>,
@@ -240,14 +272,14 @@ pub struct Station {
     pub note: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Agent {
     pub id: String,
     pub state_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Broker {
     pub url: String,
@@ -298,7 +330,7 @@ impl Broker {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Readers {
     pub names: Vec<String>,
@@ -308,7 +340,7 @@ pub struct Readers {
 
 /// When to probe the vendor ISD-R AIDs of devices/isdr_aids.toml (after the standard
 /// one, which is always probed). Each costs one SELECT on every card that is no eUICC.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum VendorIsdrAids {
     /// Only on a card whose ATR declares eUICC functions (TS 102 221 §6.3.3).
@@ -318,7 +350,7 @@ pub enum VendorIsdrAids {
     Never,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Modems {
     pub ports: Vec<String>,
@@ -355,7 +387,7 @@ impl Default for Modems {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Auto,
@@ -363,7 +395,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     pub level: String,
@@ -876,6 +908,24 @@ mod tests {
         let err = Config::load(&main).unwrap_err().to_string();
         assert!(err.starts_with(&format!("{}:2: ", bad.display())), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn changed_keys_are_named_by_section_and_key() {
+        let old = Config::default();
+        let mut new = old.clone();
+        assert!(changed_keys(&old, &new).is_empty());
+        new.readers.card_timeout_ms = 900;
+        new.broker.keepalive_secs = 60;
+        new.modems.ports = vec!["/dev/ttyUSB2".into()];
+        assert_eq!(
+            changed_keys(&old, &new),
+            [
+                "broker.keepalive_secs",
+                "modems.ports",
+                "readers.card_timeout_ms"
+            ]
+        );
     }
 
     #[test]

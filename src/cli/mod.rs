@@ -270,7 +270,7 @@ async fn dispatch(
         Command::Readers { json } => read::readers(json),
         Command::Read { reader, json } => read::read(reader, json, &cfg),
         Command::Esim(args) => args.run(&cfg).await,
-        Command::Run(args) => run::run(args, cfg).await,
+        Command::Run(args) => run::run(args, cfg, config_file(config.as_deref())).await,
         Command::Station(args) => station::station(args, cfg).await,
         Command::Watch {
             conn,

@@ -8,6 +8,7 @@ mod esim_download;
 mod modems;
 mod readers;
 mod refill;
+pub mod reload;
 mod rules;
 mod swap;
 pub(crate) mod work;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub http: Option<crate::http::Settings>,
     /// Profile downloads (`esim_download`): the CIs an SM-DP+ must chain to.
     pub esim: crate::config::Esim,
+    /// Read the configuration again on SIGHUP; None: a SIGHUP is ignored (said).
+    pub reload: Option<reload::Reloader>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,8 @@ pub enum DaemonError {
     Profile(#[from] ProfileError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
 }
 
 impl From<RecordError> for DaemonError {
@@ -118,6 +123,8 @@ pub(crate) enum Event {
     },
     /// Time to tell the service manager's watchdog the loop is alive.
     Watchdog,
+    /// SIGHUP: read the configuration again (src/daemon/reload.rs).
+    Reload,
     /// A command from the station page's buttons (src/http): the platform's path.
     Web(crate::http::WebCommand),
 }
@@ -291,6 +298,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     }
     let mut service = service;
     let mut watchdog = service.watchdog().map(tokio::time::interval);
+    let mut reloader = settings.reload.clone();
+    // Installed before READY, so a reload never finds the default disposition
+    // (SIGHUP's is to end the process).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Signal)?;
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
     service.after_event(&ctx);
 
@@ -301,6 +313,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             biased;
             _ = cancel.cancelled() => break,
             _ = tick(&mut watchdog) => Event::Watchdog,
+            Some(()) = hangup.recv() => Event::Reload,
             Some(ev) = reader_rx.recv() => Event::Reader(ev),
             Some(ev) = modem_rx.recv() => Event::Modem(ev),
             Some(ev) = events_rx.recv() => ev,
@@ -338,6 +351,20 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                 commands.on_done(&ctx, id, result).await?
             }
             Event::Watchdog => service.ping(&ctx),
+            Event::Reload => match reloader.as_mut().and_then(|r| r.reload()) {
+                Some(cfg) => {
+                    ctx.read_settings = crate::reader::ReadSettings::from_config(&cfg.readers);
+                    readers.set_read_settings(ctx.read_settings);
+                    ctx.swap = SwapSettings {
+                        register: Duration::from_secs(cfg.modems.swap_register_secs),
+                        replace: Duration::from_secs(cfg.modems.swap_replace_secs),
+                    };
+                }
+                None if reloader.is_none() => {
+                    tracing::warn!("SIGHUP: no configuration to read again");
+                }
+                None => {}
+            },
             Event::SwapRows(iccids) => swap::rerecord(&ctx, &iccids).await?,
             Event::SwapEnded { id, rows, result } => {
                 // Rows first (no longer Pending), then the outcome: a platform seeing the
