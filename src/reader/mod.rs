@@ -336,6 +336,7 @@ fn read_card_until(
                     ..card::Options::default()
                 };
                 let atr = hex::encode_upper(st.atr());
+                tracing::debug!(reader = %shown, %atr, attempt, "identifying the card");
                 let id = card::identify(
                     PcscCard {
                         card: &card,

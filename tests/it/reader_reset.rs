@@ -13,19 +13,24 @@ use support::{Lines, Pcsc, Proc};
 #[test]
 fn a_card_reset_by_another_application_mid_read_is_reconnected_and_read() {
     let pcsc = Pcsc::start();
-    // 100 ms per APDU: the read takes the better part of a second, time enough to reset
+    // 300 ms per APDU: the read takes seconds once it has begun, time enough to reset
     // the card under it.
-    let _card = pcsc.insert_with(0, "usim.toml", &["--latency-ms", "100"]);
+    let _card = pcsc.insert_with(0, "usim.toml", &["--latency-ms", "300"]);
     let mut read = Proc::spawn(
         "simgate read",
         pcsc.simgate()
             .args(["read", "--json", "--reader", &pcsc.reader(0)])
+            .env("RUST_LOG", "simgate=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
     let mut err = Lines::new(read.child.stderr.take().unwrap());
     let mut out = Lines::new(read.child.stdout.take().unwrap());
-    std::thread::sleep(Duration::from_millis(250));
+    // The read under way (a fixed wait lost the race on a loaded machine: the reset
+    // came before the read had connected, and nothing needed a reconnect).
+    err.expect("the read under way", Duration::from_secs(30), |l| {
+        l.contains("identifying the card")
+    });
 
     // Another application: connect and leave with a reset (SCardDisconnect
     // SCARD_RESET_CARD), as a second tool on a shared station might.
