@@ -30,12 +30,16 @@ build-deps:
 build: build-deps
 	$(CARGO) build --locked
 
+# Both builds: the default one (emulators, schema, fuzzing) and the gateway package's
+# (`--no-default-features`, what `make deb` ships).
 lint: build-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --no-default-features --all-targets -- -D warnings
 
 test: test-deps lint
 	$(CARGO) test --locked
+	$(CARGO) test --locked --no-default-features --lib
 
 # The cluster test, ignored by `make test` (a three-node RabbitMQ cluster takes half a
 # minute to start; about a minute in all on a 2-core machine). CI runs both.

@@ -5,7 +5,9 @@
 //! `cargo bench --bench link` (add `--profile dev` for a quick, slower build). DRAIN=N
 //! sets the backlog (default 10 000), WINDOW=N the publishes in flight (default 16).
 //! The drains of 240 and 2 400 events are then set against `mosquitto_pub -l` sending
-//! the same payloads at QoS 1.
+//! the same payloads at QoS 1, run in pairs (PAIRS=N, default 9) so that the ratio
+//! holds while the shared machine's speed drifts: `cargo bench --bench link -- drain`
+//! runs that part alone.
 //!
 //! Bytes are counted by a TCP relay between the link and mosquitto: every byte the
 //! agent's socket sends or receives, i.e. MQTT bytes on the wire (TCP/IP and TLS
@@ -82,6 +84,42 @@ async fn relay(port: u16, n: Arc<Counters>) -> u16 {
 
 fn settings(url: String, agent: &str) -> LinkSettings {
     LinkSettings::new(&url, agent)
+}
+
+/// Wait for `f`, looking every 50 µs (a drain of 240 messages takes a few ms: the
+/// runtime's 1 ms timer would be a quarter of it). Blocks this thread, which is not one
+/// of the runtime's workers (`main`'s `block_on`): the link goes on meanwhile.
+fn wait_closely(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Instant {
+    let end = Instant::now() + limit;
+    loop {
+        if f() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// CPU time (ns) of this process's runtime workers, where the link's driver runs:
+/// /proc/self/task/*/schedstat (its first field, time on a CPU), which a loaded machine
+/// does not inflate as it does wall time.
+fn workers_cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("tokio-"))
+        })
+        .filter_map(|t| {
+            std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -260,7 +298,7 @@ async fn sys_counters_cross_check() {
 
 /// Queue `n` events with no broker, start the broker, time the drain (from the first
 /// acknowledgement seen to the last, polled every millisecond).
-async fn drain_after_outage(count: u64) -> (Duration, Vec<u8>) {
+async fn drain_after_outage(count: u64) -> (Duration, Duration, Vec<u8>) {
     let port = support::free_port();
     let state = TempDir::new("bench-drain");
     let store = Store::open(state.path()).expect("store");
@@ -294,18 +332,15 @@ async fn drain_after_outage(count: u64) -> (Duration, Vec<u8>) {
         .expect("outbox readable")
         .map(|(_, e)| e.payload)
         .unwrap_or_default();
+    let cpu = workers_cpu_ns();
     let _broker = Broker::start_on(port, "");
-    wait_until("the drain to start", Duration::from_secs(120), || {
+    let t = wait_closely("the drain to start", Duration::from_secs(120), || {
         link.queued() < count
-    })
-    .await;
+    });
     let first = link.queued();
-    let t = Instant::now();
-    wait_until("the drain to finish", Duration::from_secs(600), || {
+    let d = wait_closely("the drain to finish", Duration::from_secs(600), || {
         link.queued() == 0
-    })
-    .await;
-    let d = t.elapsed();
+    }) - t;
     println!(
         "drained {count} messages in {:.2} s: {:.0} messages/s acknowledged (window {})",
         d.as_secs_f64(),
@@ -315,14 +350,15 @@ async fn drain_after_outage(count: u64) -> (Duration, Vec<u8>) {
     cancel.cancel();
     let _ = task.await;
     // The messages acknowledged before the clock started are scaled in.
-    (d.mul_f64(count as f64 / first.max(1) as f64), sample)
+    // CPU from the broker's start to the last acknowledgement: connect included.
+    let cpu = Duration::from_nanos(workers_cpu_ns().saturating_sub(cpu));
+    (d.mul_f64(count as f64 / first.max(1) as f64), cpu, sample)
 }
 
-/// The same messages (count, size, QoS 1) through `mosquitto_pub -l` to a fresh
-/// mosquitto: its run time less that of a run with no line (process start, connect,
-/// disconnect), the medians of 5.
-fn mosquitto_pub_drain(count: u64, payload: &[u8]) -> Duration {
-    let broker = Broker::start();
+/// The same messages (count, size, QoS 1) through `mosquitto_pub -l` to `broker`: its
+/// run time less that of a run with no line just before (process start, connect,
+/// disconnect).
+fn mosquitto_pub_drain(broker: &Broker, count: u64, payload: &[u8]) -> Duration {
     let payload = String::from_utf8_lossy(payload);
     let lines: String = (0..count).map(|_| format!("{payload}\n")).collect();
     let run = |input: &str| {
@@ -343,48 +379,73 @@ fn mosquitto_pub_drain(count: u64, payload: &[u8]) -> Duration {
         assert!(child.wait().expect("mosquitto_pub").success());
         t.elapsed()
     };
-    let median = |mut v: Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let empty = median((0..5).map(|_| run("")).collect());
-    let full = median((0..5).map(|_| run(&lines)).collect());
-    full.saturating_sub(empty)
+    let empty = run("");
+    run(&lines).saturating_sub(empty)
+}
+
+fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// The drain of `count` events against `mosquitto_pub -l`, in pairs: medians of each
+/// side and of the pairs' ratios, and the CPU time the link's driver spent (from the
+/// broker's start, connect included), which a loaded machine does not inflate.
+async fn drain_against_mosquitto_pub(count: u64, pairs: usize) {
+    let broker = Broker::start();
+    let (mut ours, mut theirs, mut ratios, mut cpus) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..pairs {
+        let (d, cpu, payload) = drain_after_outage(count).await;
+        let m = mosquitto_pub_drain(&broker, count, &payload);
+        ours.push(d.as_micros() as u64);
+        theirs.push(m.as_micros() as u64);
+        ratios.push((d.as_secs_f64() / m.as_secs_f64().max(1e-6) * 1000.0) as u64);
+        cpus.push(cpu.as_micros() as u64);
+    }
+    let ms = |v: Vec<u64>| median(v) as f64 / 1e3;
+    let cpu = ms(cpus);
+    println!(
+        "drain of {count}: simgate {:.1} ms, mosquitto_pub -l {:.1} ms: {:.2}x, the median of {pairs} pairs' ratios; the link's CPU {cpu:.1} ms ({:.1} us a message) (load {})",
+        ms(ours),
+        ms(theirs),
+        ms(ratios),
+        cpu * 1e3 / count as f64,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
 }
 
 fn main() {
+    // Parts named on the command line (after `--`: bytes, drain), else both.
+    let asked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |s: &str| asked.is_empty() || asked.iter().any(|a| a == s);
+    let pairs = std::env::var("PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        bytes_on_the_wire(false).await;
-        bytes_on_the_wire(true).await;
-        sys_counters_cross_check().await;
-        let n = std::env::var("DRAIN")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000);
-        let _ = drain_after_outage(n).await;
-        // The figure: 240 events, against `mosquitto_pub -l` (QoS 1, its default
-        // 20 in flight) sending the same count of lines of the same size.
-        for count in [240, 2400] {
-            let mut ours = Vec::new();
-            let mut payload = Vec::new();
-            for _ in 0..5 {
-                let (d, p) = drain_after_outage(count).await;
-                ours.push(d);
-                payload = p;
+        if wants("bytes") {
+            bytes_on_the_wire(false).await;
+            bytes_on_the_wire(true).await;
+            sys_counters_cross_check().await;
+        }
+        if wants("drain") {
+            let n = std::env::var("DRAIN")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000);
+            let _ = drain_after_outage(n).await;
+            // The figure: 240 events, against `mosquitto_pub -l` (QoS 1, its
+            // default 20 in flight) sending the same count of lines of the same size.
+            for count in [240, 2400] {
+                drain_against_mosquitto_pub(count, pairs).await;
             }
-            ours.sort();
-            let ours = ours[2];
-            let theirs = mosquitto_pub_drain(count, &payload);
-            println!(
-                "drain of {count}: simgate {:.1} ms, mosquitto_pub -l {:.1} ms: {:.2}x (load {})",
-                ours.as_secs_f64() * 1e3,
-                theirs.as_secs_f64() * 1e3,
-                ours.as_secs_f64() / theirs.as_secs_f64().max(1e-6),
-                std::fs::read_to_string("/proc/loadavg")
-                    .unwrap_or_default()
-                    .trim()
-            );
         }
     });
 }

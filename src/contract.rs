@@ -213,6 +213,10 @@ pub struct SimState {
     /// counters (absent when the record gives neither).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub estimate: Option<crate::sim::Estimate>,
+    /// What the SIM's operator last said of its balance (a USSD balance query, MQTT.md
+    /// "USSD and SMS"): beside the platform's figures, never over them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub operator_estimate: Option<crate::store::messaging::OperatorEstimate>,
     /// A standing suspension (the SIM's data session kept down): who set it and since
     /// when. Absent when none stands.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -252,6 +256,7 @@ impl SimState {
             sim: obs.clone(),
             platform: platform.cloned(),
             estimate: None,
+            operator_estimate: None,
             suspended_by: None,
         }
     }
@@ -379,6 +384,29 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         secs: Option<f64>,
     },
+    /// An SMS the SIM received (MQTT.md, "USSD and SMS"): taken from the modem's
+    /// storage and deleted there only once this event was queued; `key` is the same
+    /// for the same message, also after a restart.
+    Sms {
+        iccid: String,
+        key: String,
+        /// The sender: `+` and digits, national digits, or a name.
+        from: String,
+        /// When the SMS centre stamped it (Unix seconds).
+        sent_at: i64,
+        text: String,
+        /// Parts it came in, when more than one (TS 23.040 concatenation).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        parts: Option<u8>,
+        /// Parts that never arrived (given when a full storage made simgate take an
+        /// incomplete message rather than wait).
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        missing_parts: Vec<u8>,
+        /// The operator's top-up confirmation (devices/operators `[topup]`): the
+        /// evidence of a refill, with the MB it names when it names them.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        topup: Option<TopUpEvidence>,
+    },
     /// A step of an `esim_download` (MQTT.md, "eSIM download"), throttled: no event
     /// per package segment (`installing` at most at each quarter). `iccid` is the
     /// SIM whose eUICC downloads, `id` the command's; `profile` the offered, then
@@ -420,6 +448,7 @@ impl EventKind {
             | EventKind::RuleFired { iccid, .. }
             | EventKind::SwapStep { iccid, .. }
             | EventKind::RefillRequested { iccid, .. }
+            | EventKind::Sms { iccid, .. }
             | EventKind::EsimNotification { iccid, .. }
             | EventKind::EsimDownloadStep { iccid, .. } => Some(iccid),
             EventKind::Error { iccid, .. } | EventKind::ModemService { iccid, .. } => {
@@ -428,6 +457,16 @@ impl EventKind {
             EventKind::OutboxShed { .. } | EventKind::ReaderService { .. } => None,
         }
     }
+}
+
+/// An SMS recognised as the operator's top-up confirmation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TopUpEvidence {
+    /// The operator (devices/operators `name`).
+    pub operator: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub amount_mb: Option<f64>,
 }
 
 /// One SIM's counters in a usage batch.
@@ -487,6 +526,12 @@ crate::sim::wire_words! {
         PinDisable = "pin_disable",
         PinChange = "pin_change",
         PinUnblock = "pin_unblock",
+        /// A USSD exchange on the SIM's modem (MQTT.md, "USSD and SMS"): `code`, then
+        /// the `answers` to the network's menus; the replies in the outcome's `result`.
+        Ussd = "ussd",
+        /// Send an SMS from the SIM's modem: `to`, `text` (PDU mode; long texts in
+        /// concatenated parts).
+        SmsSend = "sms_send",
         /// Publish every row again, then the command's `successful` status with the
         /// count (`rows`): a platform rebuilds its table from the agent, not from the
         /// broker's retained messages (MQTT.md, "Sync"). For the whole agent: `iccid`
@@ -662,6 +707,11 @@ pub enum Params {
     /// `pin_*`: the operation and its secrets (never shown: `sim::Secret`). Boxed: the
     /// secrets would make every command much larger.
     Pin(Box<crate::sim::PinRequest>),
+    /// `ussd`: the code and the answers to menus, each checked
+    /// (`modem::ussd::check_code`, `check_answer`).
+    Ussd { code: String, answers: Vec<String> },
+    /// `sms_send`: the destination and the text.
+    Sms { to: String, text: String },
     /// `esim_download`, and a `swap` with `download`: what to download (its codes never
     /// shown: `rsp::activation::Secret`). Boxed as `Pin`.
     Download(Box<DownloadRequest>),
@@ -702,6 +752,7 @@ pub fn parse_params(action: Action, params: &serde_json::Value) -> Result<Params
             Params::Record(rec)
         }
         Action::RequestRefill => parse_request_refill_params(params)?,
+        Action::Ussd | Action::SmsSend => parse_messaging_params(action, params)?,
         Action::Refill => {
             let r: Refill = typed(params.clone(), "params.").map_err(|e| {
                 Refusal::new(RefusalCode::InvalidField, format!("not a refill: {e}"))
@@ -711,6 +762,72 @@ pub fn parse_params(action: Action, params: &serde_json::Value) -> Result<Params
         }
         _ => Params::None,
     })
+}
+
+/// The longest SMS text a `sms_send` takes: 10 concatenated parts of GSM 7-bit.
+pub const MAX_SMS_TEXT: usize = 1530;
+
+/// Check a `ussd` (`code`, optional `answers`) or `sms_send` (`to`, `text`) command's
+/// params; a refusal names the field.
+pub fn parse_messaging_params(
+    action: Action,
+    params: &serde_json::Value,
+) -> Result<Params, Refusal> {
+    let bad = |m: String| Refusal::new(RefusalCode::InvalidField, m);
+    let known: &[&str] = if action == Action::Ussd {
+        &["code", "answers"]
+    } else {
+        &["to", "text"]
+    };
+    if let Some(k) = params
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
+    {
+        return Err(bad(format!(
+            "params.{k}: unknown field ({action} takes {})",
+            known.join(", ")
+        )));
+    }
+    let text = |k: &str| -> Result<String, Refusal> {
+        params
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("params.{k}: missing, or not a string")))
+    };
+    if action == Action::Ussd {
+        let code = text("code")?;
+        crate::modem::ussd::check_code(&code).map_err(|e| bad(format!("params.code: {e}")))?;
+        let answers = match params.get("answers") {
+            None => Vec::new(),
+            Some(a) => a
+                .as_array()
+                .filter(|a| a.len() <= 8)
+                .ok_or_else(|| bad("params.answers: a list of at most 8 strings".into()))?
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| bad(format!("params.answers[{i}]: not a string")))?;
+                    crate::modem::ussd::check_answer(s)
+                        .map_err(|e| bad(format!("params.answers[{i}]: {e}")))?;
+                    Ok(s.to_string())
+                })
+                .collect::<Result<_, Refusal>>()?,
+        };
+        return Ok(Params::Ussd { code, answers });
+    }
+    let to = text("to")?;
+    crate::sms::pdu::check_number(&to).map_err(|e| bad(format!("params.to: {e}")))?;
+    let body = text("text")?;
+    let n = body.chars().count();
+    if n == 0 || n > MAX_SMS_TEXT {
+        return Err(bad(format!(
+            "params.text: {n} characters; 1 to {MAX_SMS_TEXT}"
+        )));
+    }
+    Ok(Params::Sms { to, text: body })
 }
 
 /// Check a `request_refill` command's params: only an optional amount, what to ask for.
@@ -1108,11 +1225,30 @@ pub struct CommandStatus {
     /// A `sync`'s end marker: how many rows it published before this status.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rows: Option<u64>,
+    /// What a successful command found (a `ussd`'s replies, a `sms_send`'s parts).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub result: Option<CommandResult>,
     /// An `esim_download`'s installed profile (ICCID), also when a later step failed:
     /// the profile stays on the eUICC.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub profile: Option<String>,
     pub ts: u64,
+}
+
+/// What a successful `ussd` or `sms_send` found (MQTT.md, "USSD and SMS").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CommandResult {
+    /// `ussd`: the network's replies, one per string sent, decoded.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub replies: Option<Vec<String>>,
+    /// `ussd`: how the session ended: `done` (the network closed it), `cancelled` (it
+    /// asked for more than `answers` gave), `network` (the network ended it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ended: Option<String>,
+    /// `sms_send`: the parts sent, each with the network's message reference.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub references: Option<Vec<u8>>,
 }
 
 /// An inbound message refused, with what could be read of it (to report on the
@@ -1388,6 +1524,9 @@ fn check_record(r: &PlatformRecord) -> Result<(), Refusal> {
         if !d.is_finite() || d < 0.0 {
             return bad("data_left_mb", "not a non-negative number");
         }
+    }
+    if r.operator_balance_hours.is_some_and(|h| h > 24 * 31) {
+        return bad("operator_balance_hours", "more than a month (744 hours)");
     }
     if r.labels.len() > 32 {
         return bad("labels", "more than 32 labels");

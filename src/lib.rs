@@ -27,7 +27,7 @@ pub mod contract;
 pub mod daemon;
 #[cfg(feature = "emulators")]
 pub mod emu;
-#[cfg(feature = "emulators")]
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod modem;
 pub mod notify;
 pub mod observe;
+pub mod operators;
 pub mod pins;
 pub mod reader;
 pub mod rsp;
@@ -44,6 +45,7 @@ pub mod rules;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod sim;
+pub mod sms;
 pub mod station;
 pub mod store;
 pub mod time;

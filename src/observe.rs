@@ -240,6 +240,68 @@ pub fn from_modem(info: &ModemInfo, now: u64) -> Option<Observed> {
     })
 }
 
+/// What a provisioning station (`simgate station --provision`) shows of one card, as it
+/// happens: on its screen, in `--json` (one object per line) and on the station page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProvisionReport {
+    pub reader: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eid: Option<String>,
+    #[serde(flatten)]
+    pub stage: ProvisionStage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "provision", rename_all = "snake_case")]
+pub enum ProvisionStage {
+    /// A code was given to the card (stored first).
+    Assigned {
+        line: usize,
+        /// `true`: the file names this EID; `false`: the next unused code.
+        for_this_eid: bool,
+    },
+    /// An earlier download onto this card was interrupted: settled with the card.
+    Reconciled { line: usize, landed: bool },
+    /// The profile the SM-DP+ offers.
+    Preview {
+        profile: crate::card::es10b::Preview,
+    },
+    /// Segments of the package loaded so far.
+    Loading { done: usize, of: usize },
+    /// The end: `ok` (take it out), `failed` (why in words), `pulled` (the card left
+    /// mid-download), `skipped` (not provisioned: why).
+    Done {
+        result: ProvisionResult,
+        words: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iccid: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ms: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvisionResult {
+    Ok,
+    Failed,
+    Pulled,
+    Skipped,
+}
+
+impl ProvisionResult {
+    pub fn word(self) -> &'static str {
+        match self {
+            ProvisionResult::Ok => "ok",
+            ProvisionResult::Failed => "failed",
+            ProvisionResult::Pulled => "pulled",
+            ProvisionResult::Skipped => "skipped",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

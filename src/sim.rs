@@ -514,6 +514,10 @@ pub struct PlatformRecord {
     /// §4.1): what the station page's QR code carries (else the EID).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub activation_code: Option<String>,
+    /// A Prepaid SIM's balance may be asked of its operator by USSD every this many
+    /// hours (devices/operators; MQTT.md, "USSD and SMS"); absent or 0: never.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub operator_balance_hours: Option<u32>,
 }
 
 /// Test helper: every variant of a `wire_words!` vocabulary is its word on the wire, and

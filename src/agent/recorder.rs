@@ -224,4 +224,18 @@ impl Recorder {
         }
         Ok(())
     }
+
+    /// An event for the platform once per `key`, ever (MQTT.md, `sms`): `Some(false)`
+    /// when it was queued before. `None` without a platform link: there is nowhere
+    /// durable to put it, so the caller keeps what it reports.
+    pub fn event_once(&self, key: &str, ev: EventKind) -> Result<Option<bool>, RecordError> {
+        let Some(link) = &self.link else {
+            return Ok(None);
+        };
+        let queued = link.publish_event_once(key, ev.clone())?;
+        if let (true, Some(feed)) = (queued, &self.feed) {
+            feed.event(&ev);
+        }
+        Ok(Some(queued))
+    }
 }

@@ -19,6 +19,9 @@ pub enum CommandError {
     Forbidden { byte: u8, at: usize },
     #[error("unbalanced quote in command {0:?}")]
     Unbalanced(String),
+    /// Data after a prompt (an SMS PDU) holding a byte that would end or abort it.
+    #[error("data for a prompt holds a control or non-ASCII byte")]
+    Data,
 }
 
 impl AtCommand {

@@ -265,6 +265,122 @@ impl<T: AtIo> AtConnection<T> {
         self.urcs.pop_front()
     }
 
+    /// The next URC starting with `prefix` (`+CUSD:`), waiting for it; the others stay
+    /// queued, in order, for whoever reads URCs next. Cancel-safe.
+    pub async fn next_urc_with(&mut self, prefix: &str) -> Result<String, AtError> {
+        let name = prefix.trim_end_matches(':');
+        loop {
+            self.drain_idle();
+            if let Some(i) = self.urcs.iter().position(|u| u.starts_with(name)) {
+                if let Some(u) = self.urcs.remove(i) {
+                    return Ok(u);
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Send a command that takes data after the `> ` prompt (TS 27.005 §3.5.1 +CMGS in
+    /// PDU mode): the line, then once prompted the data and Ctrl-Z (0x1A), then its
+    /// final result. A final result instead of the prompt is the modem's refusal; no
+    /// data is sent then.
+    pub async fn command_with_data(
+        &mut self,
+        cmd: &AtCommand,
+        data: &str,
+        timeout: Duration,
+    ) -> AtResult {
+        // Data is hex or text of our own making; a CR or Ctrl-Z inside would end it early.
+        if data.bytes().any(|b| !(0x20..0x7F).contains(&b)) {
+            return Err(AtError::Command(super::command::CommandError::Data));
+        }
+        self.drain_idle();
+        self.stats.commands += 1;
+        tracing::trace!(command = %cmd, "send, with data");
+        let run = async {
+            let mut line = cmd.as_str().as_bytes().to_vec();
+            line.push(b'\r');
+            self.io.write_all(&line).await?;
+            self.io.flush().await?;
+            let mut early = Vec::new();
+            loop {
+                let Some(f) = self.next_frame() else {
+                    self.fill().await?;
+                    continue;
+                };
+                match f {
+                    FrameOwned::Prompt => break,
+                    FrameOwned::Garbage => {}
+                    FrameOwned::Line(l) => {
+                        if early.is_empty() && l.eq_ignore_ascii_case(cmd.as_str()) {
+                            continue; // echo
+                        }
+                        if let Some(result) = final_result(&l, &self.vendor_finals) {
+                            return Ok(Err(Refusal {
+                                command: cmd.to_string(),
+                                result,
+                                lines: early,
+                            }));
+                        }
+                        if self.is_urc(&l) {
+                            self.push_urc(l);
+                        } else {
+                            early.push(l);
+                        }
+                    }
+                }
+            }
+            let mut bytes = data.as_bytes().to_vec();
+            // TS 27.005 §3.5.1: <ctrl-Z> (IRA 26) ends the PDU.
+            bytes.push(0x1A);
+            self.io.write_all(&bytes).await?;
+            self.io.flush().await?;
+            self.collect_after_data(cmd, data).await
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(AtError::Timeout {
+                command: cmd.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// The answer to data sent after a prompt: the data's echo dropped, URCs queued.
+    async fn collect_after_data(&mut self, cmd: &AtCommand, data: &str) -> AtResult {
+        let prefixes = cmd.reply_prefixes();
+        let mut lines = Vec::new();
+        loop {
+            let Some(f) = self.next_frame() else {
+                self.fill().await?;
+                continue;
+            };
+            let FrameOwned::Line(line) = f else { continue };
+            // The echo of the data (and its Ctrl-Z) when echo is on.
+            if line.trim_end_matches('\u{1A}') == data {
+                continue;
+            }
+            if let Some(result) = final_result(&line, &self.vendor_finals) {
+                return Ok(match result {
+                    Final::Ok => Ok(Reply { lines }),
+                    other => Err(Refusal {
+                        command: cmd.to_string(),
+                        result: other,
+                        lines,
+                    }),
+                });
+            }
+            let ours = prefixes
+                .iter()
+                .any(|p| line.starts_with(p.trim_end_matches(':')));
+            if !ours && self.is_urc(&line) {
+                self.push_urc(line);
+            } else {
+                lines.push(line);
+            }
+        }
+    }
+
     /// Send one command line and wait for its final result code, at most `timeout`.
     pub async fn command(&mut self, cmd: &AtCommand, timeout: Duration) -> AtResult {
         self.drain_idle();

@@ -272,6 +272,13 @@ pub struct EmulateModemArgs {
     /// eSIM's.
     #[arg(long, value_name = "FILE")]
     pub euicc_image: Option<PathBuf>,
+    /// The starting SIM's IMSI (its first 5 or 6 digits choose the home operator whose
+    /// USSD replies the network gives: devices/operators).
+    #[arg(long)]
+    pub imsi: Option<String>,
+    /// Messages the SMS storage holds; more wait in the network until space is made.
+    #[arg(long, default_value_t = 10)]
+    pub sms_capacity: usize,
 }
 
 impl EmulateModemArgs {
@@ -288,6 +295,8 @@ impl EmulateModemArgs {
             })?
             .clone();
         let mut opts = Options::new(profile);
+        opts.operators = profiles.operators().clone();
+        opts.sms_capacity = self.sms_capacity;
         if let Some(t) = &self.transcript {
             opts.transcript = Some(Transcript::load(t)?);
         }
@@ -320,6 +329,12 @@ impl EmulateModemArgs {
             opts.session_up = false;
         }
         opts.sim_init = Duration::from_millis(self.sim_init_ms);
+        if let (Some(imsi), Some(sim)) = (&self.imsi, opts.sim.as_mut()) {
+            if !(6..=15).contains(&imsi.len()) || !imsi.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(UsageError(format!("--imsi {imsi:?}: 6 to 15 digits")).into());
+            }
+            sim.imsi = imsi.clone();
+        }
         if let (Some(code), Some(sim)) = (&self.pin, opts.sim.as_mut()) {
             let mut pin = crate::emu::pin::SimPin::new(code);
             pin.attempts = self.pin_attempts.unwrap_or(pin.attempts);
@@ -332,7 +347,7 @@ impl EmulateModemArgs {
         let mut h = emulator::start(opts, cancel.clone())?;
         outln!("{}", h.path().display());
         eprintln!(
-            "emulating {}; commands on stdin: remove | insert | swap | esim | slot N empty|first|other|noreg|noreg-first|esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS | count",
+            "emulating {}; commands on stdin: remove | insert | swap | esim | slot N empty|first|other|noreg|noreg-first|esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS | sms SENDER TEXT | count | sms-stored",
             self.profile
         );
         // A plain thread reads stdin (tokio's io-std feature is not compiled in); it
@@ -356,6 +371,8 @@ impl EmulateModemArgs {
                     // How many command lines the modem was sent so far, on stdout: the
                     // cost of an operation is the difference of two counts.
                     Some(l) if l.trim() == "count" => outln!("commands {}", h.commands()),
+                    // Messages in the SMS storage now, on stdout.
+                    Some(l) if l.trim() == "sms-stored" => outln!("sms-stored {}", h.sms_stored()),
                     Some(l) => match control(&l) {
                         Some(c) => h.send(c).await,
                         None => eprintln!("unknown emulator command: {l}"),
@@ -409,6 +426,14 @@ fn control(line: &str) -> Option<Control> {
             Control::Slot(n, sim)
         }
         "restart" => Control::Restart,
+        // sms SENDER TEXT: `\n` in TEXT is a line break.
+        "sms" => {
+            let (sender, text) = words.next()?.trim().split_once(' ')?;
+            Control::Sms {
+                sender: sender.to_string(),
+                text: text.replace("\\n", "\n"),
+            }
+        }
         "connect" => Control::Connect,
         "traffic" => {
             let mut n = words.next()?.split_whitespace().map(|w| w.parse().ok());

@@ -13,6 +13,7 @@ mod emulate;
 mod error;
 mod esim;
 mod generate;
+mod messaging;
 mod modem;
 mod pin;
 mod platform;
@@ -77,6 +78,11 @@ pub enum Command {
     /// PIN1 of a SIM in a reader or a modem: verify, enable, disable, change, unblock
     /// (the PIN, PUK and new PIN read from stdin, one a line).
     Pin(pin::PinArgs),
+    /// A USSD exchange through a modem (`simgate ussd --port P '*100#'`), or the SIM's
+    /// prepaid balance asked of its operator (`--balance`).
+    Ussd(messaging::UssdArgs),
+    /// SMS through a modem: send one, list the stored ones.
+    Sms(messaging::SmsArgs),
     /// Show, live, the SIM table an agent publishes on the broker.
     Watch {
         #[command(flatten)]
@@ -290,6 +296,8 @@ async fn dispatch(
         Command::Platform(cmd) => platform::platform(cmd).await,
         Command::Swap(args) => args.run().await,
         Command::Pin(args) => args.run(&cfg).await,
+        Command::Ussd(args) => args.run().await,
+        Command::Sms(args) => args.run().await,
         Command::Modem(args) => {
             args.run(shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)

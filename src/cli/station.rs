@@ -4,6 +4,7 @@ use super::run::{http_settings, link_settings, AgentArgs};
 use super::shutdown_token;
 use crate::config::Config;
 use crate::observe::CardReport;
+use crate::observe::{ProvisionReport, ProvisionResult, ProvisionStage};
 use crate::reader;
 use crate::station::{Screen, Settings, Tally};
 use clap::Args;
@@ -35,6 +36,21 @@ pub struct StationArgs {
     /// a warning); each card's result goes to the CSV, the screen and the page.
     #[arg(long, value_name = "PIN")]
     pub disable_pin: Option<String>,
+    /// Download a profile onto every Blank eUICC inserted, from this CSV of activation
+    /// codes (a header line, then one code per line; columns activation_code, eid,
+    /// confirmation_code, labels, nickname): the code meant for the card's EID, else the
+    /// next unused one, each code used once. Results go to --csv (default FILE with
+    /// .results.csv).
+    #[arg(long, value_name = "FILE.csv")]
+    pub provision: Option<PathBuf>,
+    /// With --provision: provision eUICCs that have a profile enabled too (shown and
+    /// skipped otherwise).
+    #[arg(long, requires = "provision")]
+    pub provision_non_blank: bool,
+    /// With --provision: the GSMA CI certificates the SM-DP+ must chain to (default:
+    /// [esim] ci_dir).
+    #[arg(long, value_name = "DIR", requires = "provision")]
+    pub ci_dir: Option<PathBuf>,
 }
 
 pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
@@ -65,6 +81,36 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
         ),
         None => None,
     };
+    let provision = match &args.provision {
+        Some(file) => {
+            let codes = match crate::station::codes::load(file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("simgate: --provision: the file is refused, nothing was done:\n{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let ci_dir = args
+                .ci_dir
+                .clone()
+                .unwrap_or_else(|| cfg.esim.ci_dir.clone());
+            let tls = crate::rsp::tls::client_config(&ci_dir)
+                .map_err(|e| super::UsageError(format!("--ci-dir: {e}")))?;
+            Some(crate::station::provision::Plan {
+                file: file.clone(),
+                codes,
+                results: args
+                    .csv
+                    .clone()
+                    .unwrap_or_else(|| file.with_extension("results.csv")),
+                tls,
+                smdp_timeout: std::time::Duration::from_secs(cfg.esim.smdp_timeout_secs.max(1)),
+                card_timeout: std::time::Duration::from_millis(cfg.readers.card_timeout_ms),
+                non_blank: args.provision_non_blank,
+            })
+        }
+        None => None,
+    };
     let broker = (!cfg.broker.endpoints().is_empty()).then(|| link_settings(&cfg));
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     let settings = crate::station::Settings {
@@ -74,12 +120,14 @@ pub(super) async fn station(args: StationArgs, mut cfg: Config) -> anyhow::Resul
             company: non_empty(cfg.station.company.clone()),
             note: non_empty(cfg.station.note.clone()),
         },
-        csv: args.csv,
+        // With --provision, --csv names the results file instead of a file of reads.
+        csv: args.csv.filter(|_| provision.is_none()),
         state_dir: cfg.agent.state_dir.clone(),
         broker,
         read: reader::ReadSettings::from_config(&cfg.readers),
         http: http_settings(&cfg),
         disable_pin,
+        provision,
     };
     let mut screen = Terminal::new(args.json);
     crate::station::run(settings, &mut screen, shutdown_token()).await?;
@@ -209,6 +257,61 @@ impl Screen for Terminal {
         self.write(&text)
     }
 
+    fn provision(&mut self, p: &ProvisionReport) -> std::io::Result<()> {
+        if self.json {
+            let line = serde_json::to_string(p)?;
+            return self.write(&format!("{line}\n"));
+        }
+        let who = format!("   {} | EID {}:", p.reader, p.eid.as_deref().unwrap_or("-"));
+        let text = match &p.stage {
+            ProvisionStage::Assigned { line, for_this_eid } => format!(
+                "{who} code of line {line} ({})\n",
+                if *for_this_eid {
+                    "the one for this EID"
+                } else {
+                    "the next unused"
+                }
+            ),
+            ProvisionStage::Reconciled { line, landed } => format!(
+                "{who} its interrupted download (line {line}) settled with the card: {}\n",
+                if *landed {
+                    "the profile had landed"
+                } else {
+                    "nothing had landed; downloading again"
+                }
+            ),
+            ProvisionStage::Preview { profile } => format!(
+                "{who} profile {} \"{}\" from {} ({})\n",
+                profile.iccid,
+                profile.name,
+                profile.provider,
+                profile.class.word()
+            ),
+            ProvisionStage::Loading { done, of } => {
+                format!("{who} installing {} ({done}/{of})\n", bar(*done, *of))
+            }
+            ProvisionStage::Done {
+                result,
+                words,
+                iccid,
+                ms,
+                ..
+            } => {
+                let (on, off, bell) = self.end_colour(*result);
+                let mut t = format!("{who}\n   {on} {words} {off}{bell}");
+                if let (ProvisionResult::Ok, Some(i)) = (result, iccid) {
+                    t.push_str(&format!("  ICCID {i}"));
+                }
+                if let Some(ms) = ms {
+                    t.push_str(&format!("  {ms} ms"));
+                }
+                t.push('\n');
+                t
+            }
+        };
+        self.write(&text)
+    }
+
     fn summary(&mut self, t: &Tally) -> std::io::Result<()> {
         if self.json {
             return Ok(());
@@ -220,6 +323,34 @@ impl Screen for Terminal {
             t.warned()
         ))
     }
+}
+
+impl Terminal {
+    /// Loud colours for a card's end, when on a terminal: green for OK, red for an
+    /// error or a pulled card, none for a skipped one.
+    fn end_colour(&self, result: ProvisionResult) -> (&'static str, &'static str, &'static str) {
+        if !self.ansi {
+            return ("", "", "");
+        }
+        match result {
+            ProvisionResult::Ok => ("\x1b[1;30;42m", "\x1b[0m", "\x07"),
+            ProvisionResult::Failed | ProvisionResult::Pulled => {
+                ("\x1b[1;37;41m", "\x1b[0m", "\x07")
+            }
+            ProvisionResult::Skipped => ("\x1b[1m", "\x1b[0m", ""),
+        }
+    }
+}
+
+/// A progress bar of `done` out of `of`, 20 cells wide.
+fn bar(done: usize, of: usize) -> String {
+    let cells = (done * 20).checked_div(of).unwrap_or(0).min(20);
+    format!(
+        "[{}{}] {:3}%",
+        "#".repeat(cells),
+        ".".repeat(20 - cells),
+        (done * 100).checked_div(of).unwrap_or(0)
+    )
 }
 
 /// The page's URL as a person types it (an unspecified address: this machine's).

@@ -138,6 +138,17 @@ pub(super) fn describe_event(e: &EventMsg) -> String {
                 .unwrap_or_default()
         ),
         EventKind::ReaderService { up: true, .. } => format!("#{} PC/SC service back", e.seq),
+        EventKind::Sms {
+            iccid,
+            from,
+            text,
+            topup,
+            ..
+        } => format!(
+            "#{} SMS to {iccid} from {from}{}: {text}",
+            e.seq,
+            if topup.is_some() { " (top-up)" } else { "" }
+        ),
         EventKind::ModemService {
             port, up, reason, ..
         } => format!(
@@ -837,6 +848,7 @@ mod tests {
                 }),
                 estimate: None,
                 suspended_by: None,
+                operator_estimate: None,
             },
         );
         let recent = VecDeque::from(["command c-1 suspend -> failed (no session)".to_string()]);
@@ -894,6 +906,7 @@ mod tests {
             }),
             estimate,
             suspended_by: None,
+            operator_estimate: None,
         }
     }
 

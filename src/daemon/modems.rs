@@ -59,6 +59,7 @@ impl Modems {
                 poll: daemon.modem_poll,
                 netdev,
                 pins: daemon.pins.clone(),
+                sms: Some(sms_sink(&ctx.rec)),
                 ..supervisor::Settings::default()
             };
             let profiles = match daemon.modem_euicc_transport.get(port) {
@@ -192,6 +193,12 @@ impl Modems {
             ModemEvent::Absent { port, error } => {
                 tracing::warn!(%port, %error, "cannot open the modem port; retrying");
             }
+            ModemEvent::Balance { iccid } => {
+                // The operator's figures are in the store: the row carries them now.
+                if let Some(obs) = ctx.store.get_observed(&iccid)? {
+                    ctx.rec.publish_row(&obs)?;
+                }
+            }
             ModemEvent::Lost { port, error } => {
                 tracing::warn!(%port, %error, "modem lost; reattaching");
                 // The platform learns it now: the SIM's row says its modem is silent
@@ -303,4 +310,13 @@ impl super::work::ModemPorts for Modems {
     fn shared_with_modemmanager(&self, port: &str) -> bool {
         self.shared.contains(port)
     }
+}
+
+/// Where a supervisor puts received SMS: the recorder's once-per-key events (MQTT.md,
+/// `sms`), so an SMS read again after a kill reaches the platform once.
+fn sms_sink(rec: &crate::agent::Recorder) -> crate::modem::channels::EventSink {
+    let rec = rec.clone();
+    crate::modem::channels::EventSink(std::sync::Arc::new(move |key, ev| {
+        rec.event_once(key, ev).map_err(|e| e.to_string())
+    }))
 }

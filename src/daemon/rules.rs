@@ -73,6 +73,12 @@ pub(crate) fn evaluate(
     }
     let month = crate::time::month_key(now);
     let estimate = ctx.store.estimate(iccid, &record, now)?;
+    // The operator's figures (a balance query) count where they are newer than the
+    // platform's base: a Prepaid SIM the platform cannot query has no other.
+    let operator = ctx
+        .store
+        .operator_estimate(iccid)?
+        .filter(|o| estimate.as_ref().is_none_or(|e| o.at > e.since));
     let facts = Facts {
         now,
         month: month.clone(),
@@ -80,8 +86,14 @@ pub(crate) fn evaluate(
         data_used_mb: matches!(obs.location, Location::Modem { .. })
             .then(|| ctx.store.month_usage(iccid, &month).map(|b| b.megabytes()))
             .transpose()?,
-        data_left_mb: estimate.as_ref().and_then(|e| e.data_left_mb),
-        days_left: estimate.as_ref().and_then(|e| e.days_left),
+        data_left_mb: operator
+            .as_ref()
+            .and_then(|o| o.data_left_mb)
+            .or_else(|| estimate.as_ref().and_then(|e| e.data_left_mb)),
+        days_left: operator
+            .as_ref()
+            .and_then(|o| o.days_left)
+            .or_else(|| estimate.as_ref().and_then(|e| e.days_left)),
         imei: obs.imei.clone(),
         replaced_by,
         in_session: obs.in_session,

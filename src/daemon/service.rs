@@ -168,7 +168,8 @@ impl Service {
             ModemEvent::SimRemoved { .. }
             | ModemEvent::SimUpdated(_)
             | ModemEvent::Usage { .. }
-            | ModemEvent::Session { .. } => {}
+            | ModemEvent::Session { .. }
+            | ModemEvent::Balance { .. } => {}
         }
     }
 

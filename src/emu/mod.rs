@@ -9,6 +9,7 @@
 //! - [`rsp`]: the RSP crypto core (SGP.22) of the test SM-DP+ and the virtual eUICC.
 //! - [`smdp`]: a test SM-DP+ speaking ES9+ over HTTPS (`simgate emulate smdp`).
 
+pub mod messaging;
 pub mod modem;
 pub mod pin;
 pub mod rsp;

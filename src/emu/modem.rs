@@ -106,6 +106,11 @@ pub enum Control {
         sent: u64,
         received: u64,
     },
+    /// An SMS arrives from `sender` (src/emu/messaging.rs: stored, in parts if long).
+    Sms {
+        sender: String,
+        text: String,
+    },
 }
 
 /// Emulator settings.
@@ -142,6 +147,10 @@ pub struct Options {
     /// The eSIMs' eUICC as a card image (devices/cards/README.md: free memory, default
     /// SM-DP+, faults); its EID and profiles replaced by the eSIM's. None: a built-in one.
     pub euicc_image: Option<CardImage>,
+    /// The operators whose USSD replies the network gives (by the SIM's IMSI).
+    pub operators: crate::operators::Operators,
+    /// Messages the SMS storage holds.
+    pub sms_capacity: usize,
 }
 
 impl Options {
@@ -161,6 +170,8 @@ impl Options {
             sim_init: Duration::ZERO,
             pki: None,
             euicc_image: None,
+            operators: crate::operators::Operators::default(),
+            sms_capacity: 10,
         }
     }
 }
@@ -171,6 +182,7 @@ pub struct Handle {
     control: mpsc::Sender<Control>,
     path: watch::Receiver<PathBuf>,
     commands: watch::Receiver<u64>,
+    stored: watch::Receiver<usize>,
 }
 
 impl Handle {
@@ -182,6 +194,11 @@ impl Handle {
     /// Command lines received so far.
     pub fn commands(&self) -> u64 {
         *self.commands.borrow()
+    }
+
+    /// Messages in the SMS storage now.
+    pub fn sms_stored(&self) -> usize {
+        *self.stored.borrow()
     }
 
     /// Wait until the port has come back under a new path.
@@ -202,12 +219,23 @@ pub fn start(opts: Options, cancel: CancellationToken) -> std::io::Result<Handle
     let (ptx, prx) = watch::channel(path_of(&slave)?);
     let (ctx, crx) = mpsc::channel(16);
     let (ntx, nrx) = watch::channel(0);
+    let (stx, srx) = watch::channel(0);
     let state = State::new(&opts);
-    tokio::spawn(run(opts, state, master, slave, crx, ptx, ntx, cancel));
+    tokio::spawn(run(
+        opts,
+        state,
+        master,
+        slave,
+        crx,
+        ptx,
+        (ntx, stx),
+        cancel,
+    ));
     Ok(Handle {
         control: ctx,
         path: prx,
         commands: nrx,
+        stored: srx,
     })
 }
 
@@ -261,6 +289,12 @@ struct State {
     euiccs: std::collections::HashMap<String, VirtualCard>,
     pki: Option<std::sync::Arc<EuiccPki>>,
     euicc_image: Option<CardImage>,
+    /// USSD and SMS (src/emu/messaging.rs).
+    msg: super::messaging::Messaging,
+    /// URCs to send after the final result of the line being answered.
+    after: Vec<String>,
+    /// `+CMGS=<length>` prompted: the PDU of that many octets is awaited.
+    data_entry: Option<usize>,
 }
 
 /// The second profile every emulated eUICC holds (disabled), Luhn-valid, made up.
@@ -360,6 +394,9 @@ impl State {
             sim_init_pending: !opts.sim_init.is_zero(),
             pki: opts.pki.clone(),
             euicc_image: opts.euicc_image.clone(),
+            msg: super::messaging::Messaging::new(opts.operators.clone(), opts.sms_capacity),
+            after: Vec::new(),
+            data_entry: None,
         }
     }
 
@@ -456,7 +493,7 @@ async fn run(
     mut slave: SerialStream,
     mut control: mpsc::Receiver<Control>,
     path: watch::Sender<PathBuf>,
-    counter: watch::Sender<u64>,
+    (counter, stored): (watch::Sender<u64>, watch::Sender<usize>),
     cancel: CancellationToken,
 ) {
     let mut line = Vec::new();
@@ -487,12 +524,45 @@ async fn run(
             }
             c = control.recv() => match c {
                 None => return,
-                Some(c) => apply(&opts.profile, &mut st, c, &mut master).await,
+                Some(c) => {
+                    let v = apply(&opts.profile, &mut st, c, &mut master).await;
+                    stored.send_replace(st.msg.stored());
+                    v
+                }
             },
             n = master.read(&mut buf) => {
                 let Ok(n) = n else { return };
                 let mut vanish = None;
                 for &b in &buf[..n] {
+                    if let Some(len) = st.data_entry {
+                        // TS 27.005 §3.5.1: Ctrl-Z sends the PDU, ESC cancels it.
+                        match b {
+                            0x1A | 0x1B => {
+                                st.data_entry = None;
+                                let pdu = String::from_utf8_lossy(&line).trim().to_string();
+                                line.clear();
+                                if let Some(j) = journal.as_mut() {
+                                    use std::io::Write;
+                                    let _ = writeln!(j, "PDU {pdu}");
+                                }
+                                let out = match (b, st.msg.submit(len, &pdu)) {
+                                    (0x1B, _) => "\r\nOK\r\n".to_string(),
+                                    (_, Ok(lines)) => lines
+                                        .iter()
+                                        .map(|l| format!("\r\n{l}\r\n"))
+                                        .chain(["\r\nOK\r\n".to_string()])
+                                        .collect(),
+                                    (_, Err(e)) => format!("\r\n{e}\r\n"),
+                                };
+                                if master.write_all(out.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                            }
+                            b'\r' | b'\n' => {}
+                            _ => line.push(b),
+                        }
+                        continue;
+                    }
                     match b {
                         // S3 ends the command line (V.250 §6.2.1).
                         b'\r' => {
@@ -518,6 +588,7 @@ async fn run(
                                 tokio::time::sleep(opts.latency).await;
                             }
                             let out = answer(&opts.profile, &mut st, &text);
+                            stored.send_replace(st.msg.stored());
                             if master.write_all(out.as_bytes()).await.is_err() {
                                 return;
                             }
@@ -616,6 +687,12 @@ async fn apply(
         Control::Connect => {
             st.tick();
             st.session = st.registered();
+        }
+        Control::Sms { sender, text } => {
+            let now = crate::time::unix_now() as i64;
+            for u in st.msg.receive(&sender, &text, now) {
+                out.push_str(&urc(u));
+            }
         }
     }
     if !out.is_empty() {
@@ -733,11 +810,20 @@ fn answer(profile: &Profile, st: &mut State, text: &str) -> String {
             }
             Err(e) => {
                 out.push_str(&frame(&e));
+                st.after.clear();
                 return out;
             }
         }
+        if st.data_entry.is_some() {
+            // TS 27.005 §3.5.1: the prompt, and the PDU is awaited; no final yet.
+            out.push_str("\r\n> ");
+            return out;
+        }
     }
     out.push_str(&frame("OK"));
+    for u in st.after.drain(..) {
+        out.push_str(&frame(&u));
+    }
     out
 }
 
@@ -1105,6 +1191,20 @@ fn command(profile: &Profile, st: &mut State, cmd: &str) -> Result<Vec<String>, 
             if let Some(card) = s_eid(&sim).and_then(|e| st.euiccs.get_mut(&e)) {
                 card.process(&[0x00, 0x70, 0x80, ch]);
             }
+        }
+        ("+CUSD", a) if a.starts_with("=1,") && !st.registered() => {
+            // TS 27.007 §9.2.1: 30 no network service.
+            return Err("+CME ERROR: 30".into());
+        }
+        ("+CSCS" | "+CUSD" | "+CMGF" | "+CNMI" | "+CPMS" | "+CMGL" | "+CMGR" | "+CMGD", _) => {
+            let imsi = sim.as_ref().map(|s| s.imsi.clone());
+            return st
+                .msg
+                .command(profile, imsi.as_deref(), name, arg, &mut st.after);
+        }
+        ("+CMGS", a) if a.starts_with('=') => {
+            let len = a[1..].trim().parse::<usize>().map_err(|_| "ERROR")?;
+            st.data_entry = Some(len);
         }
         ("", "") => {}
         _ => return Err("ERROR".into()),

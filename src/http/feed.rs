@@ -10,6 +10,7 @@
 
 use crate::contract::{CommandStatus, EventKind, SimState};
 use crate::observe::CardReport;
+use crate::observe::{ProvisionReport, ProvisionResult, ProvisionStage};
 use crate::sim::Batch;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -62,6 +63,9 @@ pub struct StationView {
     pub tally: Tally,
     /// The latest reads, newest last.
     pub reads: VecDeque<CardReport>,
+    /// `--provision`: per reader, the steps of its current (or last) card so far.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub provisions: BTreeMap<String, Vec<ProvisionReport>>,
 }
 
 /// The batch's running count.
@@ -120,6 +124,9 @@ enum Message<'a> {
     Modem {
         port: &'a str,
         modem: &'a ModemView,
+    },
+    Provision {
+        progress: &'a ProvisionReport,
     },
 }
 
@@ -268,5 +275,26 @@ impl Feed {
             },
         );
         recent.modems.insert(port.to_string(), modem);
+    }
+
+    /// A card's provisioning step at a station (`--provision`): a new card (a code given,
+    /// or turned away) starts its reader's steps afresh.
+    pub fn provision(&self, p: &ProvisionReport) {
+        let mut recent = self.lock();
+        let station = recent.station.get_or_insert_with(StationView::default);
+        let steps = station.provisions.entry(p.reader.clone()).or_default();
+        let fresh = matches!(
+            p.stage,
+            ProvisionStage::Assigned { .. }
+                | ProvisionStage::Done {
+                    result: ProvisionResult::Skipped,
+                    ..
+                }
+        );
+        if fresh {
+            steps.clear();
+        }
+        steps.push(p.clone());
+        self.send(&recent, &Message::Provision { progress: p });
     }
 }

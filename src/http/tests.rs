@@ -457,6 +457,7 @@ async fn a_swap_s_steps_and_a_command_s_lifecycle_reach_the_page_and_a_later_pag
         code: None,
         reason: None,
         rows: None,
+        result: None,
         profile: None,
         ts: 1,
     };

@@ -149,8 +149,8 @@ impl AckToken {
         AckToken(None)
     }
 
-    /// Nothing owed: for tests that hand the daemon a message of their own.
-    #[cfg(test)]
+    /// Nothing owed: for the daemon's property test, which hands it messages of its own.
+    #[cfg(all(test, feature = "fuzzing"))]
     pub(crate) fn none() -> AckToken {
         AckToken(None)
     }
@@ -470,6 +470,29 @@ impl Link {
         })
     }
 
+    /// Queue an event once per `key`, ever (`Outbox::push_once`): `Ok(false)` when it
+    /// was queued before. Unlike [`Self::publish_event`], a store that cannot take it
+    /// is an error: the caller keeps the thing the event reports (an SMS on the modem)
+    /// until it can.
+    pub fn publish_event_once(&self, key: &str, kind: EventKind) -> Result<bool, LinkError> {
+        let topic = self.topics.events();
+        let queued =
+            self.outbox
+                .push_once(Class::Event, &topic, &format!("once/{key}"), |seq| {
+                    encode(&EventMsg {
+                        v: contract::SCHEMA_VERSION,
+                        seq,
+                        ts: crate::time::unix_now(),
+                        kind,
+                    })
+                })?;
+        if queued {
+            tracing::debug!(%topic, %key, "queued once");
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
     /// Queue a command's lifecycle status (QoS 1, not retained, never shed).
     pub fn publish_command_status(&self, status: &CommandStatus) -> Result<(), LinkError> {
         let topic = self.topics.command_status(&status.id);
@@ -674,6 +697,14 @@ impl Pump {
             .expect("the event loop is home between polls: only `next` takes it away")
     }
 
+    /// Whether events already read off the socket wait in rumqttc to be handed out, one
+    /// per poll. None do while a poll is under way: a poll waits only once they are out.
+    fn has_buffered(&self) -> bool {
+        self.home
+            .as_ref()
+            .is_some_and(|e| !e.state.events.is_empty())
+    }
+
     /// The next event: the poll under way continued, or a new one. Cancel-safe: a
     /// dropped call leaves its poll to the next call.
     async fn next(&mut self) -> Result<Event, rumqttc::ConnectionError> {
@@ -759,8 +790,18 @@ impl Driver {
         }
         let mut usage_tick = tokio::time::interval(self.usage_interval);
         usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        usage_tick.reset(); // the first tick after one interval, not at once
+        // The first tick after one interval, not at once.
+        usage_tick.reset();
+        // Acknowledgements come in bursts: rumqttc reads every packet waiting on the
+        // socket at once and hands them out one per poll. The window is refilled once
+        // such a burst is through, with one read of the outbox for all the room it made
+        // (benches/link.rs, the drain).
+        let mut refill = false;
         loop {
+            if refill && !self.eventloop.has_buffered() {
+                refill = false;
+                self.fill();
+            }
             let ready = self.conn.as_ref().is_some_and(|c| c.ready);
             let wake = self.link.wake.clone();
             let event = tokio::select! {
@@ -870,7 +911,7 @@ impl Driver {
                             continue;
                         }
                     }
-                    self.fill();
+                    refill = true;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p).await,
                 Ok(_) => {}
@@ -1091,20 +1132,24 @@ impl Driver {
         }
     }
 
-    /// Hand outbox entries to rumqttc while the window has room.
+    /// Hand outbox entries to rumqttc while the window has room: as many as it has,
+    /// read from the outbox at once.
     fn fill(&mut self) {
         let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
             return;
         };
-        while conn.in_flight() < usize::from(self.window) {
-            let (seq, entry) = match self.link.outbox.next_after(conn.cursor) {
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox unreadable");
-                    break;
-                }
-            };
+        let room = usize::from(self.window).saturating_sub(conn.in_flight());
+        if room == 0 {
+            return;
+        }
+        let batch = match self.link.outbox.entries_after(conn.cursor, room) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox unreadable");
+                return;
+            }
+        };
+        for (seq, entry) in batch {
             // try_: the channel has room for a window (see `start`); should it be full,
             // the next acknowledgement or wake-up fills again from the same cursor.
             if let Err(e) = self.link.client.try_publish(

@@ -7,6 +7,8 @@
 //! - [`actions`]: suspend/resume data, radio off/on, slot switch — each read back.
 //! - [`pin`]: PIN operations in AT (+CPIN, +CLCK="SC", +CPWD), and the configured
 //!   PIN's one attempt per boot.
+//! - [`ussd`]: USSD sessions (+CUSD), replies decoded whatever shape the modem gives.
+//! - [`sms`]: SMS in PDU mode: stored messages listed and deleted, messages sent.
 //! - [`supervisor`]: one task per port; follows SIM swaps (URC or a cheap poll),
 //!   samples usage into the store, applies actions, reattaches vanished or silent
 //!   modems. Emits [`supervisor::ModemEvent`]s.
@@ -20,12 +22,15 @@
 //! tolerated by the parser for every family.
 
 pub mod actions;
+pub mod channels;
 pub mod esim;
 pub mod identify;
 pub mod pin;
 pub mod profile;
 pub mod reply;
+pub mod sms;
 pub mod supervisor;
 pub mod sysfs;
+pub mod ussd;
 
 pub use profile::{Profile, ProfileError, Profiles};

@@ -85,6 +85,10 @@ pub struct Profile {
     #[serde(default)]
     pub pin: Option<PinCounters>,
     pub euicc: Euicc,
+    /// How the family takes a USSD string (src/modem/ussd.rs); absent: as text in the
+    /// modem's character set (TS 27.007 §7.15).
+    #[serde(default)]
+    pub ussd: Option<UssdDialect>,
     pub timeouts: Timeouts,
     /// What the emulator pretends to be (`simgate emulate modem`).
     pub emulator: EmulatorIdentity,
@@ -205,6 +209,27 @@ impl PinCounters {
     }
 }
 
+/// How a USSD string goes in +CUSD's <str> (TS 27.007 §7.15 leaves its coding to the
+/// character set, and firmwares differ).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UssdSend {
+    /// In the TE character set (+CSCS): plain text, or UCS2 hex when it is "UCS2".
+    #[default]
+    Text,
+    /// GSM 7-bit packed, as hex (TS 23.038 §6.1.2.3), whatever +CSCS says; replies in
+    /// GSM 7-bit come back packed the same way.
+    PackedHex,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UssdDialect {
+    #[serde(default)]
+    pub send: UssdSend,
+    pub source: String,
+}
+
 /// How the eUICC's ISD-R can be reached through this family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -318,6 +343,9 @@ pub enum ProfileError {
         field: String,
         message: String,
     },
+    /// An operator file (devices/operators, `<profile_dir>/operators`).
+    #[error(transparent)]
+    Operator(#[from] crate::operators::OperatorError),
 }
 
 impl Profile {
@@ -510,6 +538,9 @@ impl Profile {
 #[derive(Debug, Clone)]
 pub struct Profiles {
     list: Vec<Profile>,
+    /// The operators' channels (src/operators.rs): shipped, and `operators/` of the
+    /// override directory.
+    operators: crate::operators::Operators,
 }
 
 impl Profiles {
@@ -519,7 +550,10 @@ impl Profiles {
             .iter()
             .map(|(file, text)| Profile::parse(&format!("devices/modems/{file}"), text))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Profiles { list })
+        Ok(Profiles {
+            list,
+            operators: crate::operators::Operators::shipped()?,
+        })
     }
 
     /// Shipped profiles plus every `*.toml` in `dir`, each validated the same way; a
@@ -545,7 +579,13 @@ impl Profiles {
             })?;
             set.replace(Profile::parse(&file, &text)?);
         }
+        set.operators = crate::operators::Operators::with_overrides(&dir.join("operators"))?;
         Ok(set)
+    }
+
+    /// The operators' channels: balance queries, top-up patterns, emulated replies.
+    pub fn operators(&self) -> &crate::operators::Operators {
+        &self.operators
     }
 
     /// The same profiles with the ISD-R reached through `transport` whatever each family
@@ -557,7 +597,10 @@ impl Profiles {
         for p in &mut list {
             p.euicc.transport = transport;
         }
-        Profiles { list }
+        Profiles {
+            list,
+            operators: self.operators.clone(),
+        }
     }
 
     /// Add a checked profile, replacing one of the same name.

@@ -56,6 +56,9 @@ pub enum ModemEvent {
     /// The port was not there at the first attempt to open it (a modem not plugged in,
     /// or still booting); the supervisor waits for it. Told once.
     Absent { port: String, error: String },
+    /// The operator answered a balance query: stored (`operator_estimate`), the row is
+    /// due again.
+    Balance { iccid: String },
 }
 
 /// Supervisor settings.
@@ -70,6 +73,9 @@ pub struct Settings {
     pub reopen_every: Duration,
     /// The PINs a locked SIM may be given, once per boot (`modems.pins_file`).
     pub pins: Option<Arc<crate::pins::Pins>>,
+    /// Where received SMS go as `sms` events, once each (src/modem/channels.rs); none:
+    /// messages stay on the modem.
+    pub sms: Option<super::channels::EventSink>,
 }
 
 impl Default for Settings {
@@ -81,6 +87,7 @@ impl Default for Settings {
             // reattach well within 5 s at negligible cost.
             reopen_every: Duration::from_millis(250),
             pins: None,
+            sms: None,
         }
     }
 }
@@ -113,7 +120,30 @@ enum Request {
         crate::sim::PinRequest,
         oneshot::Sender<Result<PinResult, AtError>>,
     ),
+    /// A USSD exchange (src/modem/ussd.rs) on the SIM whose ICCID is given.
+    Ussd(
+        String,
+        String,
+        Vec<String>,
+        oneshot::Sender<Result<UssdResult, AtError>>,
+    ),
+    /// An SMS sent (src/modem/sms.rs) from the SIM whose ICCID is given.
+    Sms(
+        String,
+        String,
+        String,
+        oneshot::Sender<Result<SmsResult, AtError>>,
+    ),
 }
+
+/// What a USSD exchange answered (`NotHosted`-like refusals as a failure's words).
+pub type UssdResult = Result<super::ussd::Exchange, super::ussd::UssdFailure>;
+/// What an SMS send answered.
+pub type SmsResult = Result<super::sms::Sent, super::sms::SendFailure>;
+
+/// How long a USSD reply is awaited from the network before the session is cancelled
+/// (TS 24.090 leaves it to the network; operators answer within seconds).
+const USSD_WAIT: Duration = Duration::from_secs(30);
 
 /// A job on the ISD-R of the modem's eUICC, run on a blocking section of the
 /// supervisor's task (each APDU one +CGLA or +CSIM line, within the family's APDU limit).
@@ -152,6 +182,12 @@ impl Request {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
             Request::Pin(_, _, reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+            Request::Ussd(_, _, _, reply) => {
+                let _ = reply.send(Err(AtError::NotAttached));
+            }
+            Request::Sms(_, _, _, reply) => {
                 let _ = reply.send(Err(AtError::NotAttached));
             }
         }
@@ -225,6 +261,36 @@ impl ModemHandle {
         Ok(rx.await.map_err(|_| ModemError::Gone)??)
     }
 
+    /// A USSD exchange on the SIM `iccid` (refused if another SIM sits there).
+    pub async fn ussd(
+        &self,
+        iccid: &str,
+        code: String,
+        answers: Vec<String>,
+    ) -> Result<UssdResult, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Ussd(iccid.to_string(), code, answers, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+
+    /// Send an SMS from the SIM `iccid` (refused if another SIM sits there).
+    pub async fn sms_send(
+        &self,
+        iccid: &str,
+        to: String,
+        text: String,
+    ) -> Result<SmsResult, ModemError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Sms(iccid.to_string(), to, text, tx))
+            .await
+            .map_err(|_| ModemError::Gone)?;
+        Ok(rx.await.map_err(|_| ModemError::Gone)??)
+    }
+
     /// Run `job` on the modem's eUICC (its ISD-R on a logical channel, closed after);
     /// `Ok(Err(why))` when the ISD-R could not be reached.
     pub async fn on_isdr(&self, job: IsdrJob) -> Result<Result<(), String>, ModemError> {
@@ -284,6 +350,7 @@ pub fn spawn(
         opened: false,
         told_absent: false,
         backoff,
+        balance_tried: Default::default(),
     };
     (ModemHandle { tx }, tokio::spawn(sup.run(cancel)))
 }
@@ -309,6 +376,8 @@ struct Supervisor {
     told_absent: bool,
     /// Waits between reattach attempts.
     backoff: Backoff,
+    /// When a balance query was last tried, per ICCID (failed ones included).
+    balance_tried: std::collections::HashMap<String, u64>,
 }
 
 /// Longest wait between attempts to reattach a port that opens but does not identify.
@@ -443,6 +512,9 @@ impl Supervisor {
             }
         }
         if let Err(e) = self.sample(&mut conn, profile, &mut info).await {
+            return End::Lost(e);
+        }
+        if let Err(e) = self.messages(&mut conn, profile, &info, true).await {
             return End::Lost(e);
         }
         let mut poll = tokio::time::interval(self.settings.poll);
@@ -632,7 +704,92 @@ impl Supervisor {
                 return self.sim_changed(conn, profile, info).await;
             }
         }
-        self.sample(conn, profile, info).await
+        self.sample(conn, profile, info).await?;
+        self.balance(conn, profile, info).await
+    }
+
+    /// Received SMS taken from the modem (src/modem/channels.rs), when there is
+    /// somewhere to put them; `setup` on attach: PDU mode and +CMTI indications first.
+    async fn messages<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &ModemInfo,
+        setup: bool,
+    ) -> Result<(), AtError> {
+        let Some(sink) = self.settings.sms.clone() else {
+            return Ok(());
+        };
+        if !info.sim.present || info.sim.state != "READY" {
+            return Ok(());
+        }
+        if setup && !super::sms::setup(conn, profile).await? {
+            tracing::info!(port = %self.port, "the modem refuses SMS settings: no SMS intake");
+            return Ok(());
+        }
+        let operators = self.profiles.operators().clone();
+        super::channels::take_sms(conn, profile, &operators, info, &sink).await?;
+        Ok(())
+    }
+
+    /// The prepaid balance asked of the operator when the SIM's record allows it
+    /// (src/modem/channels.rs `balance_due`), stored, the row reported again. A failed
+    /// query waits as long as a successful one before the next.
+    async fn balance<T: AtIo>(
+        &mut self,
+        conn: &mut AtConnection<T>,
+        profile: &Profile,
+        info: &ModemInfo,
+    ) -> Result<(), AtError> {
+        let (Some(store), Some(iccid), Some(imsi)) =
+            (&self.store, info.sim.iccid.clone(), info.sim.imsi.clone())
+        else {
+            return Ok(());
+        };
+        let now = crate::time::unix_now();
+        let record = store.get_platform(&iccid).ok().flatten();
+        let last = store
+            .operator_estimate(&iccid)
+            .ok()
+            .flatten()
+            .map(|e| e.at)
+            .max(self.balance_tried.get(&iccid).copied());
+        if !super::channels::balance_due(record.as_ref(), last, now) {
+            return Ok(());
+        }
+        let query = {
+            let operators = self.profiles.operators();
+            operators.for_imsi(&imsi).and_then(|o| o.balance.clone())
+        };
+        let Some(query) = query else {
+            return Ok(());
+        };
+        self.balance_tried.insert(iccid.clone(), now);
+        let start = conn.stats().commands;
+        let reply = match super::ussd::run(conn, profile, &query.code, &[], USSD_WAIT).await? {
+            Ok(ex) => ex.replies.last().cloned(),
+            Err(f) => {
+                tracing::warn!(port = %self.port, %iccid, failure = %f, "balance query failed");
+                None
+            }
+        };
+        let Some(facts) = reply.as_deref().and_then(|r| query.read(r)) else {
+            tracing::warn!(port = %self.port, %iccid, reply = reply.as_deref(), "the operator's balance reply matched none of its patterns");
+            return Ok(());
+        };
+        let est = crate::store::messaging::OperatorEstimate {
+            data_left_mb: facts.data_left_mb,
+            days_left: facts.days_left,
+            source: "operator".into(),
+            at: now,
+        };
+        if let Err(e) = store.set_operator_estimate(&iccid, &est) {
+            tracing::error!(%iccid, error = %e, "cannot store the operator's balance");
+            return Ok(());
+        }
+        tracing::info!(port = %self.port, %iccid, data_left_mb = facts.data_left_mb, days_left = facts.days_left, at_lines = conn.stats().commands - start, "operator balance read");
+        self.emit(ModemEvent::Balance { iccid }).await;
+        Ok(())
     }
 
     async fn on_urc<T: AtIo>(
@@ -643,6 +800,9 @@ impl Supervisor {
         urc: &str,
     ) -> Result<(), AtError> {
         tracing::debug!(port = %self.port, %urc, "urc");
+        if super::sms::cmti(urc).is_some() {
+            return self.messages(conn, profile, info, false).await;
+        }
         if profile.boot_urcs.iter().any(|b| b == urc) {
             // The modem restarted behind an open port (a UART modem): its counter and
             // settings are gone. Identify it again.
@@ -841,6 +1001,29 @@ impl Supervisor {
             }
             Request::Pin(iccid, req, reply) => {
                 let r = self.on_pin(conn, profile, info, &iccid, &req).await;
+                answer(reply, r)
+            }
+            Request::Ussd(iccid, code, answers, reply) => {
+                let r = if info.sim.iccid.as_deref() != Some(iccid.as_str()) {
+                    Ok(Err(super::ussd::UssdFailure::Refused(format!(
+                        "SIM {iccid} is no longer in this modem"
+                    ))))
+                } else {
+                    super::ussd::run(conn, profile, &code, &answers, USSD_WAIT).await
+                };
+                answer(reply, r)
+            }
+            Request::Sms(iccid, to, text, reply) => {
+                let r = if info.sim.iccid.as_deref() != Some(iccid.as_str()) {
+                    Ok(Err(super::sms::SendFailure::Refused {
+                        part: 1,
+                        parts: 1,
+                        sent: 0,
+                        why: format!("SIM {iccid} is no longer in this modem"),
+                    }))
+                } else {
+                    super::sms::send(conn, profile, &to, &text).await
+                };
                 answer(reply, r)
             }
             Request::OnIsdr(job, reply) => {

@@ -128,6 +128,24 @@ impl DownloadError {
     }
 }
 
+impl DownloadError {
+    /// An SM-DP+'s free text may quote what it was sent (a refused matching ID, echoed):
+    /// the order's secrets (SGP.22 §4.1) are masked in it before anything shows, logs or
+    /// stores the error.
+    fn mask(&mut self, order: &Order) {
+        let DownloadError::Server(Es9Error::Refused { status, .. }) = self else {
+            return;
+        };
+        let Some(text) = status.message.as_mut() else {
+            return;
+        };
+        let secrets = [Some(&order.matching_id), order.confirmation_code.as_ref()];
+        for s in secrets.into_iter().flatten().filter(|s| !s.is_empty()) {
+            *text = text.replace(s.expose(), "…");
+        }
+    }
+}
+
 /// What became of the session after a failure (SGP.22 §3.1.3: CancelSession on both
 /// sides), and what the card holds now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -215,7 +233,8 @@ pub fn download<T: CardTransport>(
     let mut at = "GetEUICCChallenge";
     match run(isdr, server, order, obs, &mut s, &mut at) {
         Ok(d) => Ok(d),
-        Err(error) => {
+        Err(mut error) => {
+            error.mask(order);
             let (sent, segments, bpp_bytes, no_result) =
                 (s.sent, s.segments, s.bpp_bytes, s.result.is_none());
             let failure = fail(isdr, server, order, obs, s, at, error);

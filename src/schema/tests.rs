@@ -340,6 +340,7 @@ fn payloads_the_code_writes_validate_against_their_schemas() {
         code: None,
         reason: None,
         rows: Some(2),
+        result: None,
         profile: None,
         ts: 1,
     };

@@ -1,6 +1,7 @@
 //! The batch's CSV file (RFC 4180), appended durably row by row: a crash keeps every row
 //! the person has already seen.
 
+use super::provision::Row;
 use super::StationError;
 use crate::observe::CardReport;
 use std::io::Write;
@@ -8,6 +9,11 @@ use std::path::Path;
 
 const HEADER: &str =
     "n,time,reader,iccid,form_factor,eid,status,imsi,operator,labels,company,note,warnings,pin_disable\n";
+
+/// A provisioning batch's results (`--provision`): one row per card that got a code or
+/// was turned away. The activation code is the one used, never its confirmation code.
+const RESULTS_HEADER: &str =
+    "time,reader,eid,iccid,code_line,activation_code,labels,result,detail,ms\n";
 
 /// An open batch CSV.
 #[derive(Debug)]
@@ -17,8 +23,18 @@ pub(crate) struct Csv {
 }
 
 impl Csv {
-    /// Open for appending; a new or empty file gets the header first.
+    /// Open the reads' CSV for appending; a new or empty file gets the header first.
     pub(crate) fn open(path: &Path) -> Result<Csv, StationError> {
+        Csv::open_with(path, HEADER)
+    }
+
+    /// Open a provisioning batch's results CSV for appending (a restarted batch goes on
+    /// in the same file).
+    pub(crate) fn open_results(path: &Path) -> Result<Csv, StationError> {
+        Csv::open_with(path, RESULTS_HEADER)
+    }
+
+    fn open_with(path: &Path, header: &str) -> Result<Csv, StationError> {
         let shown = path.display().to_string();
         let err = |source| StationError::Csv {
             path: shown.clone(),
@@ -30,7 +46,7 @@ impl Csv {
             .open(path)
             .map_err(err)?;
         if file.metadata().map_err(err)?.len() == 0 {
-            file.write_all(HEADER.as_bytes()).map_err(err)?;
+            file.write_all(header.as_bytes()).map_err(err)?;
             file.sync_data().map_err(err)?;
         }
         Ok(Csv { path: shown, file })
@@ -58,6 +74,30 @@ impl Csv {
             r.warnings.join("; "),
             r.pin_disable.clone().unwrap_or_default(),
         ];
+        self.write(&fields)
+    }
+
+    pub(crate) fn append_result(&mut self, r: &Row) -> Result<(), StationError> {
+        let (line, code) = match &r.code {
+            Some((l, c)) => (l.to_string(), c.clone()),
+            None => (String::new(), String::new()),
+        };
+        let fields = [
+            crate::time::utc_text(r.at),
+            r.reader.clone(),
+            r.eid.clone(),
+            r.iccid.clone().unwrap_or_default(),
+            line,
+            code,
+            r.labels.join(";"),
+            r.result.word().to_string(),
+            r.words.clone(),
+            r.ms.map(|m| m.to_string()).unwrap_or_default(),
+        ];
+        self.write(&fields)
+    }
+
+    fn write(&mut self, fields: &[String]) -> Result<(), StationError> {
         let mut line = fields
             .iter()
             .map(|f| field(f))

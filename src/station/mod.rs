@@ -7,7 +7,9 @@
 //! Every read is made durable before it is shown: appended to the CSV (fsync), stored,
 //! queued for the platform — a crash loses nothing the person has already seen.
 
+pub mod codes;
 mod csv;
+pub mod provision;
 
 use crate::agent::{FinishedRead, ReaderManager, RecordError};
 use crate::link::{LinkSettings, Received};
@@ -36,6 +38,9 @@ pub struct Settings {
     pub http: Option<crate::http::Settings>,
     /// `--disable-pin`: the batch's PIN, disabled on every card inserted.
     pub disable_pin: Option<crate::sim::Secret>,
+    /// `--provision FILE`: a profile onto every Blank eUICC inserted (src/station/
+    /// provision.rs); its results go to `plan.results`, not `csv`.
+    pub provision: Option<provision::Plan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,10 @@ pub trait Screen {
     fn row(&mut self, read: &CardReport, tally: &Tally) -> std::io::Result<()>;
     /// Once, when the batch ends.
     fn summary(&mut self, tally: &Tally) -> std::io::Result<()>;
+    /// A card's provisioning, as it goes (`--provision`): the code given, the profile's
+    /// preview, the package loading, the end in words. An end is already durable (store
+    /// and results CSV) when shown.
+    fn provision(&mut self, p: &crate::observe::ProvisionReport) -> std::io::Result<()>;
 }
 
 /// The batch so far: what was read, for duplicates and the count.
@@ -168,6 +177,19 @@ pub async fn run(
     }
     let mut csv = settings.csv.as_deref().map(csv::Csv::open).transpose()?;
     screen.header(&settings).map_err(StationError::Output)?;
+    let (mut prov, mut prov_progress, mut prov_done, mut results) = match &settings.provision {
+        Some(plan) => {
+            let (p, progress, done) = provision::Provisioner::new(plan.clone(), rec.store.clone())?;
+            let results = csv::Csv::open_results(p.results())?;
+            let standing = p.standing();
+            if let Some(f) = &feed {
+                f.note(&standing);
+            }
+            screen.note(&standing).map_err(StationError::Output)?;
+            (Some(p), Some(progress), Some(done), Some(results))
+        }
+        None => (None, None, None, None),
+    };
 
     let (mut reader_rx, watcher) = crate::agent::watch_readers(settings.readers.clone(), &cancel);
     let (mut readers, mut reads) = ReaderManager::new(settings.readers.clone(), settings.read);
@@ -193,8 +215,30 @@ pub async fn run(
                 }
                 readers.on_event(&rec, ev)?;
             }
+            Some(p) = next(&mut prov_progress) => {
+                if let Some(f) = &feed {
+                    f.provision(&p);
+                }
+                screen.provision(&p).map_err(StationError::Output)?;
+            }
+            Some(done) = next(&mut prov_done) => {
+                let Some(prov) = prov.as_mut() else { continue };
+                let (p, row) = prov.on_finished(done)?;
+                // Durable first (the store, then the results CSV), then shown.
+                if let Some(r) = results.as_mut() {
+                    r.append_result(&row)?;
+                }
+                if let Some(f) = &feed {
+                    f.provision(&p);
+                }
+                screen.provision(&p).map_err(StationError::Output)?;
+            }
             Some(done) = reads.recv() => {
                 let current = readers.is_current(&done);
+                let to_provision = match (&prov, &done.result) {
+                    (Some(_), Ok(read)) if current => Some(read.clone()),
+                    _ => None,
+                };
                 let job = match (&settings.disable_pin, &done.result) {
                     (Some(pin), Ok(read)) if current => {
                         Some(disable_pin(&done.reader, read, pin.clone(), settings.read).await)
@@ -238,6 +282,20 @@ pub async fn run(
                     });
                 }
                 screen.row(&report, &tally).map_err(StationError::Output)?;
+                if let (Some(p), Some(read)) = (prov.as_mut(), to_provision) {
+                    let (shown, row) = match p.on_read(&read)? {
+                        None => continue,
+                        Some(provision::Decision::Started(shown)) => (shown, None),
+                        Some(provision::Decision::Skipped(shown, row)) => (shown, Some(row)),
+                    };
+                    if let (Some(r), Some(row)) = (results.as_mut(), row) {
+                        r.append_result(&row)?;
+                    }
+                    if let Some(f) = &feed {
+                        f.provision(&shown);
+                    }
+                    screen.provision(&shown).map_err(StationError::Output)?;
+                }
             }
         }
     }
@@ -252,6 +310,15 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     Ok(tally.n)
+}
+
+/// The next message of an optional channel; never, without one (a station that does not
+/// provision).
+async fn next<T>(rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What `--disable-pin` did with one card.

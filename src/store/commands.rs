@@ -146,7 +146,7 @@ impl Store {
                 .remove(expiry_key(rec.forget_after(), id))?;
             self.count_commands(-1)?;
         }
-        Ok(())
+        self.remove_command_result(id)
     }
 
     /// Record command `id` unless it is known; atomic, so two deliveries racing each

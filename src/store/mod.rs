@@ -6,9 +6,11 @@
 pub mod commands;
 pub mod downloads;
 pub mod holds;
+pub mod messaging;
 pub mod outbox;
 pub mod pins;
 pub mod platform;
+pub mod provision;
 pub mod rules;
 pub mod sims;
 pub mod swaps;
@@ -28,6 +30,10 @@ pub enum StoreError {
     Db(#[from] sled::Error),
     #[error("store: corrupt record in {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
+    /// The outbox is full and nothing older may make room for this message: it was not
+    /// taken (see `Outbox::push_once`).
+    #[error("outbox full: the message was not queued")]
+    OutboxFull,
 }
 
 /// A handle on the store; cheap to clone (sled's handles are reference-counted).
@@ -150,8 +156,8 @@ impl Store {
     }
 
     /// Every entry of every tree, as (tree, key, value): what a test compares before and
-    /// after an operation that must change nothing.
-    #[cfg(test)]
+    /// after an operation that must change nothing (the daemon's property test).
+    #[cfg(all(test, feature = "fuzzing"))]
     pub(crate) fn snapshot(&self) -> Vec<(String, String, Vec<u8>)> {
         let mut out = Vec::new();
         for name in self.db.tree_names() {

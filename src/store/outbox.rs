@@ -521,6 +521,31 @@ impl Outbox {
         Ok((seq, shed))
     }
 
+    /// Queue a message once per `key`, ever: `Ok(false)` when a message under this key
+    /// was queued before (still queued, or sent and acknowledged since). The key is
+    /// the coalescing index's, which outlives the message: what makes an SMS taken
+    /// from a modem again after a kill (queued, killed before the modem deleted it)
+    /// reach the platform once. The index is written after the message (and flushed
+    /// with it), so a crash between the two can only repeat, never lose. A message the
+    /// bounds shed at once (the outbox full of what may not go) is `OutboxFull`, not a
+    /// success: its caller still holds the original (an SMS stays on the modem).
+    pub fn push_once(
+        &self,
+        class: Class,
+        topic: &str,
+        key: &str,
+        payload: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        if self.coalesce.contains_key(key.as_bytes())? {
+            return Ok(false);
+        }
+        let (seq, _) = self.push(class, topic, false, Some(key), payload)?;
+        if !self.main.contains_key(self::key(seq))? {
+            return Err(StoreError::OutboxFull);
+        }
+        Ok(true)
+    }
+
     /// The oldest queued entry of a sheddable class. An index entry whose message is
     /// gone (a crash between a push and its index update) is dropped on the way.
     fn oldest(&self, class: Class) -> Result<Option<u64>, StoreError> {
@@ -554,25 +579,41 @@ impl Outbox {
 
     /// The first entry after `cursor` (None: from the head), in send order.
     pub fn next_after(&self, cursor: Option<u64>) -> Result<Option<(u64, Entry)>, StoreError> {
+        Ok(self.entries_after(cursor, 1)?.pop())
+    }
+
+    /// Up to `max` entries after `cursor` (None: from the head), in send order, read
+    /// with one iterator: sled 0.34 copies the whole leaf an iterator starts in, so a
+    /// window refilled entry by entry paid that copy once per message.
+    pub fn entries_after(
+        &self,
+        cursor: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<(u64, Entry)>, StoreError> {
         let _meta = self.lock();
         let from = match cursor {
             None => 0,
             Some(c) => match c.checked_add(1) {
                 Some(n) => n,
-                None => return Ok(None),
+                None => return Ok(Vec::new()),
             },
         };
-        match self.main.range(key(from)..).next() {
-            None => Ok(None),
-            Some(r) => {
-                let (k, v) = r?;
-                let seq = seq_of(&k).ok_or(StoreError::Corrupt {
-                    tree: MAIN,
-                    detail: "key is not a sequence number".into(),
-                })?;
-                Ok(Some((seq, Entry::decode(seq, &v)?)))
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        for r in self.main.range(key(from)..) {
+            let (k, v) = r?;
+            let seq = seq_of(&k).ok_or(StoreError::Corrupt {
+                tree: MAIN,
+                detail: "key is not a sequence number".into(),
+            })?;
+            out.push((seq, Entry::decode(seq, &v)?));
+            if out.len() == max {
+                break;
             }
         }
+        Ok(out)
     }
 
     /// The broker acknowledged `seq`: forget it. Not flushed: a deletion lost in a power
@@ -688,6 +729,33 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_after_a_cursor_holds_at_most_max_entries_in_push_order() {
+        let (st, dir) = store();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
+        let seqs: Vec<u64> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|p| push(&ob, Class::Event, "t/e", p, None).0)
+            .collect();
+        let payloads = |b: Vec<(u64, Entry)>| -> Vec<String> {
+            b.into_iter()
+                .map(|(_, e)| String::from_utf8(e.payload).unwrap())
+                .collect()
+        };
+        assert_eq!(
+            payloads(ob.entries_after(None, 3).unwrap()),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            payloads(ob.entries_after(Some(seqs[1]), 16).unwrap()),
+            ["c", "d"]
+        );
+        assert!(ob.entries_after(Some(seqs[3]), 16).unwrap().is_empty());
+        assert!(ob.entries_after(None, 0).unwrap().is_empty());
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn a_newer_state_replaces_the_queued_one_and_moves_behind_later_events() {
         let (st, dir) = store();
         let ob = st.outbox(Limits::messages(100)).unwrap();
@@ -697,6 +765,26 @@ mod tests {
         push(&ob, Class::State, "sim/1/state", "s2", Some("sim/1/state"));
         assert_eq!(drain(&ob), ["removed", "x1", "s2"]);
         assert_eq!(ob.len(), 3);
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Regression: a once-per-key event shed at once by a full outbox was reported
+    /// queued, and its SMS was deleted from the modem: lost for good.
+    #[test]
+    fn a_once_per_key_event_the_outbox_cannot_take_is_refused_not_reported_queued() {
+        let (st, dir) = store();
+        let ob = st.outbox(Limits::messages(2)).unwrap();
+        let s1 = push(&ob, Class::State, "sim/1/state", "s1", Some("sim/1/state")).0;
+        push(&ob, Class::State, "sim/2/state", "s2", Some("sim/2/state"));
+        let once = || ob.push_once(Class::Event, "events", "once/sms-1", |_| b"sms".to_vec());
+        assert!(matches!(once(), Err(StoreError::OutboxFull)));
+        assert_eq!(drain(&ob), ["s1", "s2"]);
+        // Room again: the same key is new, queued once.
+        ob.acknowledged(s1).unwrap();
+        assert!(once().unwrap());
+        assert!(!once().unwrap());
+        assert_eq!(drain(&ob), ["s2", "sms"]);
         drop((ob, st));
         let _ = std::fs::remove_dir_all(dir);
     }

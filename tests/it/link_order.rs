@@ -25,6 +25,7 @@ fn status(id: &str, status: CommandStatusWord) -> CommandStatus {
         code: None,
         reason: None,
         rows: None,
+        result: None,
         profile: None,
         ts: 1,
     }

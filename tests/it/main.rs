@@ -20,7 +20,9 @@ mod journal;
 mod link_order;
 mod link_outbox;
 mod link_storms;
+
 mod logs;
+mod messaging;
 mod modem_budget;
 mod modem_cli;
 mod modem_dialects;
@@ -35,6 +37,7 @@ mod platform_link;
 mod platform_modem;
 mod presence;
 mod provision;
+mod provision_station;
 mod reader_cli;
 mod reader_reset;
 mod rules;

@@ -10,6 +10,9 @@
 #     and sends commands (tests/rig/demo-platform.sh) whose outcomes come back; the new
 #     modem SIM's rules act on its usage: low data asks for a refill, a data cap
 #     suspends it, the platform's refill lifts the suspension.
+#  1b. A provisioning station: `simgate station --provision` downloads a profile onto
+#     three Blank eUICCs from a file of activation codes (the test SM-DP+, `simgate
+#     emulate smdp`), two readers at once, one code mistyped and refused in words.
 #  3. eSIM profiles: a virtual eUICC in a reader and one in an emulated modem, each
 #     switched to its other profile by the platform (`esim_enable`), seen from the
 #     platform as the swap it is (old ICCID -> new) and the new row.
@@ -78,6 +81,56 @@ echo
 echo "--- the batch's CSV ---"
 cat "$work/batch.csv" 2>/dev/null || true
 rig_until rig_reader_is 0 no; rig_until rig_reader_is 1 no
+
+# Act 1b (README.md, "Provisioning a batch at a reader station"): three Blank eUICCs,
+# each with its own EID and certificate under one test EUM (tests/rig/rsp-pki.sh), and
+# a file of four codes whose second is mistyped (a matching ID the SM-DP+ does not know).
+act_provision() {
+  echo
+  echo "===== act 1b: a station provisioning Blank eUICCs from a file of codes ====="
+  local rsp=$work/rsp eids=(89049032123451234512345678300126 89049032123451234512345678300223 89049032123451234512345678300320)
+  tests/rig/rsp-pki.sh "$rsp/pki" "${eids[0]}" > /dev/null
+  local i
+  for i in 0 1 2; do
+    [ "$i" -gt 0 ] && tests/rig/rsp-pki.sh --euicc "$rsp/pki" "$rsp/euicc-$i" "${eids[$i]}" > /dev/null
+    sed "s/89049032123451234512345678910062/${eids[$i]}/" devices/cards/euicc-blank.toml > "$rsp/blank-$i.toml"
+  done
+  mkdir -p "$rsp/euicc-0" && cp "$rsp/pki/"{ci.pem,eum.pem,euicc.pem,euicc.key} "$rsp/euicc-0/"
+  "$SIMGATE" emulate smdp --listen 127.0.0.1:0 --pki "$rsp/pki" \
+    --profiles devices/smdp/profiles.toml > "$rsp/smdp.log" 2>&1 &
+  rig_pids+=($!)
+  rig_until grep -q "smdp listening" "$rsp/smdp.log" || { echo "the test SM-DP+ did not start" >&2; return 1; }
+  local smdp
+  smdp=$(sed -n 's|^smdp listening on https://||p' "$rsp/smdp.log")
+  {
+    echo "activation_code,eid,confirmation_code,labels,nickname"
+    echo "LPA:1\$$smdp\$SIMGATE-TEST-1,,,demo-lot,truck 1"
+    echo "LPA:1\$$smdp\$SIMGATE-TSET-T,,,demo-lot,"
+    echo "LPA:1\$$smdp\$SIMGATE-TEST-BIG,,,demo-lot,truck 3"
+    echo "LPA:1\$$smdp\$SIMGATE-TEST-T,,,demo-lot,"
+  } > "$rsp/codes.csv"
+  echo "--- the codes' file ---"
+  cat "$rsp/codes.csv"
+  echo
+  prov_card() { "$SIMGATE" emulate card --image "$rsp/blank-$2.toml" --pki "$rsp/euicc-$2" \
+    --vpcd "127.0.0.1:$((vport + $1))" --latency-ms 5 >> "$work/cards.log" 2>&1 & echo $!; }
+  (
+    sleep 1; a=$(prov_card 0 0)
+    sleep 1; b=$(prov_card 1 1)       # gets the mistyped code: refused in words
+    sleep 4; kill -INT "$b"
+    sleep 1; b=$(prov_card 1 2)       # the next unused code
+    sleep 5; kill -INT "$a" "$b"
+  ) > /dev/null 2>&1 &
+  rig_pids+=($!)
+  timeout --foreground -s INT 14 "$SIMGATE" --log-format human station \
+    --state-dir "$work/provision-state" --provision "$rsp/codes.csv" \
+    --csv "$work/provision-results.csv" --ci-dir "$rsp/pki" 2> "$work/provision.log" || true
+  echo
+  echo "--- the batch's results ---"
+  cat "$work/provision-results.csv" 2> /dev/null || true
+  rig_until rig_reader_is 0 no; rig_until rig_reader_is 1 no
+}
+act_provision
 
 echo
 echo "===== act 2: a gateway with the platform watching ====="

@@ -7,7 +7,11 @@
 #    └── DPtls                   dptls.pem dptls.key  (TLS server: localhost, 127.0.0.1)
 #
 # usage: rsp-pki.sh DIR EID [CI_NAME]
+#        rsp-pki.sh --euicc FROM DIR EID
 #   DIR      created if missing; existing files of these names are overwritten
+#   --euicc  another eUICC of FROM's PKI (a batch of eUICCs from one EUM): DIR gets
+#            FROM's ci.pem and eum.pem and a new euicc.pem/euicc.key for EID, issued by
+#            FROM's EUM
 #   EID      32 digits: the eUICC certificate's subject serialNumber (SGP.22 §4.5.2.1.0.2)
 #   CI_NAME  a name for the CI (default "test"): a second PKI with another name is the
 #            "certificate from another CI" of the tests
@@ -22,7 +26,18 @@
 # extensions in a server certificate), as in GSMA's SGP.26 test certificates.
 set -euo pipefail
 
-if [ $# -lt 2 ] || [ $# -gt 3 ]; then
+from=
+if [ "${1:-}" = --euicc ]; then
+  if [ $# -ne 4 ]; then
+    echo "usage: $0 --euicc FROM DIR EID" >&2
+    exit 2
+  fi
+  from=$2
+  shift 2
+  for f in ci.pem eum.pem eum.key; do
+    [ -f "$from/$f" ] || { echo "$0: $from/$f: missing (make FROM with $0 DIR EID first)" >&2; exit 2; }
+  done
+elif [ $# -lt 2 ] || [ $# -gt 3 ]; then
   echo "usage: $0 DIR EID [CI_NAME]" >&2
   exit 2
 fi
@@ -112,6 +127,19 @@ issue() {
     -set_serial "0x$(openssl rand -hex 8)" -days "$days" -sha256 \
     -extfile "$tmp/ext.cnf" -extensions "$name" -out "$dir/$name.pem" 2>/dev/null
 }
+
+if [ -n "$from" ]; then
+  # One more eUICC under FROM's EUM: its own key, its EID in its certificate.
+  cp "$from/ci.pem" "$from/eum.pem" "$dir/"
+  key euicc
+  openssl req -new -key "$dir/euicc.key" -subj "/O=simgate test EUM/CN=simgate test eUICC/serialNumber=$eid" -out "$tmp/euicc.csr"
+  openssl x509 -req -in "$tmp/euicc.csr" -CA "$from/eum.pem" -CAkey "$from/eum.key" \
+    -set_serial "0x$(openssl rand -hex 8)" -days 3650 -sha256 \
+    -extfile "$tmp/ext.cnf" -extensions euicc -out "$dir/euicc.pem" 2>/dev/null
+  openssl verify -CAfile "$dir/ci.pem" -untrusted "$dir/eum.pem" "$dir/euicc.pem" >/dev/null
+  echo "eUICC $eid of $from's PKI in $dir"
+  exit 0
+fi
 
 for k in ci eum euicc dpauth dppb dptls; do key "$k"; done
 

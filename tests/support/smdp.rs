@@ -130,3 +130,42 @@ impl Smdp {
         found.expect("wait_for returned with the line")
     }
 }
+
+/// An EID from 30 made-up digits and its two check digits (GSMA SGP.29 §2.2: the whole
+/// number mod 97 is 1).
+pub fn eid(prefix: &str) -> String {
+    let rem = prefix
+        .bytes()
+        .fold(0u32, |r, b| (r * 10 + u32::from(b - b'0')) % 97);
+    format!("{prefix}{:02}", 98 - (rem * 100) % 97)
+}
+
+/// Another Blank eUICC of `pki`'s EUM (tests/rig/rsp-pki.sh --euicc): its keys in
+/// `dir/euicc-EID` and its card image (devices/cards/euicc-blank.toml with EID `eid`) as
+/// `dir/blank-EID.toml`. Returns (image, keys), for `emulate card --image … --pki …`.
+pub fn blank_euicc(pki: &Path, dir: &Path, eid: &str) -> (PathBuf, PathBuf) {
+    let keys = dir.join(format!("euicc-{eid}"));
+    if !keys.exists() {
+        let out = Command::new(repo().join("tests/rig/rsp-pki.sh"))
+            .arg("--euicc")
+            .arg(pki)
+            .arg(&keys)
+            .arg(eid)
+            .output()
+            .expect("run tests/rig/rsp-pki.sh");
+        assert!(
+            out.status.success(),
+            "tests/rig/rsp-pki.sh --euicc failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let image = dir.join(format!("blank-{eid}.toml"));
+    let blank = std::fs::read_to_string(repo().join("devices/cards/euicc-blank.toml"))
+        .expect("read devices/cards/euicc-blank.toml");
+    std::fs::write(
+        &image,
+        blank.replace("89049032123451234512345678910062", eid),
+    )
+    .expect("write the card image");
+    (image, keys)
+}

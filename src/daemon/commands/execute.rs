@@ -56,6 +56,9 @@ pub(super) fn execute(
         Plan::Swap { port, target } => start_swap(ctx, modems, cmd, &port, target),
         Plan::ReaderPin { reader, req } => Ok(reader_pin(ctx, id, reader, &cmd.iccid, req)),
         Plan::ModemPin { port, req } => Ok(modem_pin(ctx, modems, cmd, &port, req)),
+        Plan::ModemMessage { port, message } => {
+            Ok(super::messaging::execute(ctx, modems, cmd, &port, message))
+        }
         Plan::Refuse(why) => Ok(Step::Finished(Err(why))),
     }
 }

@@ -24,7 +24,10 @@
 //! Recorder (`ctx.rec.event`). MQTT.md documents it, with an example.
 
 mod execute;
+mod messaging;
 mod plan;
+#[cfg(all(test, feature = "fuzzing"))]
+mod props;
 
 use super::work::{Done, Failure, ModemPorts};
 use super::{Ctx, DaemonError};
@@ -415,6 +418,10 @@ fn report(ctx: &Ctx, rec: &CommandRecord, as_event: bool) -> Result<(), DaemonEr
             code: rec.code,
             reason: rec.reason.clone(),
             rows: rec.rows,
+            result: match rec.state {
+                CommandState::Successful => ctx.store.command_result(&rec.id)?,
+                _ => None,
+            },
             profile: rec.profile.clone(),
             ts: crate::time::unix_now(),
         },

@@ -86,6 +86,12 @@ pub(crate) enum Plan {
     ReaderPin { reader: String, req: PinRequest },
     /// A PIN operation on the SIM in the modem of `port`, through its supervisor.
     ModemPin { port: String, req: PinRequest },
+    /// A USSD exchange, or an SMS sent, through the supervisor of `port`
+    /// (src/daemon/commands/messaging.rs).
+    ModemMessage {
+        port: String,
+        message: super::messaging::Message,
+    },
     /// Not done: why (the command fails with it before any effect).
     Refuse(Failure),
 }
@@ -193,6 +199,7 @@ pub(crate) fn plan(cmd: &Command, facts: &Facts) -> Plan {
             },
             _ => missing("PIN"),
         },
+        Action::Ussd | Action::SmsSend => super::messaging::plan(cmd, host),
     }
 }
 

@@ -54,6 +54,7 @@ function handle(m) {
     case "note": return note(m.note);
     case "command": return command(m.command);
     case "swap_step": return swap(m.swap);
+    case "provision": return provision(m.progress);
     case "modem":
       S.modems[m.port] = m.modem;
       for (const r of S.rows.values()) {
@@ -91,6 +92,11 @@ function snapshot(m) {
     $("reads").replaceChildren();
     for (const r of st.reads || []) read(r, st.tally, false);
     counts(st.tally);
+    S.provisions = {};
+    $("provisions").replaceChildren();
+    for (const [reader, steps] of Object.entries(st.provisions || {})) {
+      for (const p of steps) provision(p);
+    }
   }
   $("tech").hidden = S.mode !== "run";
   tokenState();
@@ -154,6 +160,52 @@ function read(r, tally, fresh) {
   const list = $("reads");
   list.prepend(li);
   while (list.children.length > 4) list.lastChild.remove();
+}
+
+// A station's provisioning (--provision): per reader, the card's code, the profile's
+// preview, a progress bar and a loud end: "OK — take it out" or the error in words.
+function provision(p) {
+  S.provisions = S.provisions || {};
+  const fresh = p.provision === "assigned" || (p.provision === "done" && p.result === "skipped");
+  const card = fresh || !S.provisions[p.reader] ? { steps: [] } : S.provisions[p.reader];
+  card.steps.push(p);
+  S.provisions[p.reader] = card;
+  let box = document.querySelector('[data-reader="' + CSS.escape(p.reader) + '"]');
+  if (!box) {
+    box = el("div", "provision");
+    box.dataset.reader = p.reader;
+    $("provisions").append(box);
+  }
+  box.replaceChildren();
+  box.append(el("div", "last-title", p.reader + (p.eid ? " · EID " + p.eid : "")));
+  let loading = null, end = null;
+  for (const s of card.steps) {
+    if (s.provision === "assigned") {
+      box.append(el("div", "facts", "code of line " + s.line + (s.for_this_eid ? " (the one for this EID)" : " (the next unused)")));
+    } else if (s.provision === "reconciled") {
+      box.append(el("div", "facts", "interrupted download settled: " + (s.landed ? "the profile had landed" : "nothing had landed; downloading again")));
+    } else if (s.provision === "preview") {
+      const pr = s.profile;
+      box.append(el("div", "facts", "profile " + pr.iccid + " · " + pr.name + " · " + pr.provider + " · " + pr.class));
+    } else if (s.provision === "loading") {
+      loading = s;
+    } else if (s.provision === "done") {
+      end = s;
+    }
+  }
+  if (loading && !end) {
+    const bar = el("progress", "bar");
+    bar.max = loading.of || 1;
+    bar.value = loading.done;
+    bar.setAttribute("aria-label", "installing");
+    box.append(bar, el("span", "facts", " " + loading.done + "/" + loading.of));
+  }
+  if (end) {
+    const d = el("div", end.result === "ok" ? "provision-ok" : end.result === "skipped" ? "provision-skip" : "warning");
+    d.setAttribute("role", "alert");
+    d.append(el("span", null, end.words + (end.iccid && end.result === "ok" ? " · ICCID " + end.iccid : "")));
+    box.append(d);
+  }
 }
 
 function money(v, unit) { return v === undefined || v === null ? null : (Math.round(v * 100) / 100) + unit; }
