@@ -65,7 +65,7 @@ deb: build-deps
 	$(CARGO) build --release --locked --no-default-features
 	@rm -rf target/assets && mkdir -p target/assets/man
 	target/release/simgate generate man --dir target/assets/man
-	gzip -9n target/assets/man/*.1
+	gzip -9n target/assets/man/*.1 target/assets/man/*.5
 	target/release/simgate generate completions bash > target/assets/simgate.bash
 	target/release/simgate generate completions zsh > target/assets/_simgate
 	target/release/simgate generate completions fish > target/assets/simgate.fish

@@ -1,11 +1,176 @@
 //! Configuration: one schema, one commented template (config/simgate.toml, printed by
 //! `simgate config template`), errors that name the file, the key and why.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The commented template, byte for byte the shipped config/simgate.toml.
+/// The commented template, byte for byte the shipped config/simgate.toml: every key
+/// commented out with its default (`#key = default`), so an unset key takes the
+/// running simgate's default.
 pub const TEMPLATE: &str = include_str!("../config/simgate.toml");
+
+/// The template with every key set: each `#key = value` line uncommented (a key's line
+/// starts with `#` and the key; prose comments start with `# `). Every key there is,
+/// with its default.
+pub fn template_keys() -> String {
+    TEMPLATE
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The keys a running daemon takes from a reload (SIGHUP, `systemctl reload simgate`)
+/// without a restart: they are read afresh for each card read or guided swap. Any other
+/// key changed is said in the log to need a restart.
+pub const LIVE_KEYS: &[&str] = &[
+    "readers.card_timeout_ms",
+    "readers.vendor_isdr_aids",
+    "modems.swap_register_secs",
+    "modems.swap_replace_secs",
+];
+
+/// The keys ("section.key") whose values differ between two configurations.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let table = |c: &Config| match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let (old, new) = (table(old), table(new));
+    let mut out = Vec::new();
+    for (section, keys) in &new {
+        let (Some(keys), before) = (keys.as_table(), old.get(section).and_then(|s| s.as_table()))
+        else {
+            continue;
+        };
+        for (key, value) in keys {
+            if before.and_then(|b| b.get(key)) != Some(value) {
+                out.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    out
+}
+
+/// The directory of drop-ins beside a configuration file: `conf.d/` in its directory
+/// (/etc/simgate/conf.d for /etc/simgate/simgate.toml).
+pub fn drop_in_dir(file: &Path) -> PathBuf {
+    file.parent()
+        .map_or_else(|| PathBuf::from("conf.d"), |d| d.join("conf.d"))
+}
+
+/// The drop-ins of `file`: the `*.toml` files of its [`drop_in_dir`], in name order
+/// (bytewise, as `ls` in the C locale: 10-a before 50-b before 90-z). No directory: none.
+pub fn drop_ins(file: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let dir = drop_in_dir(file);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                file: dir.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| ConfigError::Read {
+                file: dir.display().to_string(),
+                source,
+            })?
+            .path();
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+        if !hidden && path.extension().is_some_and(|x| x == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+/// A configuration's files in the order they apply: the main file, then its drop-ins.
+/// Each is (its name as shown in messages, its text, its TOML table).
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    pub files: Vec<(String, String, toml::Table)>,
+}
+
+impl Layers {
+    /// Read `file` and its drop-ins, each checked on its own against the schema (an
+    /// unknown key or a wrong type is named with its own file and line).
+    pub fn read(file: &Path) -> Result<Layers, ConfigError> {
+        let mut layers = Layers::default();
+        for path in std::iter::once(file.to_path_buf()).chain(drop_ins(file)?) {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                file: name.clone(),
+                source,
+            })?;
+            Config::parse(&text, &name)?;
+            let table = text.parse::<toml::Table>().map_err(|e| {
+                let (file, message) = crate::toml_error::toml_error_at(&e, &text, &name);
+                ConfigError::Parse { file, message }
+            })?;
+            layers.files.push((name, text, table));
+        }
+        Ok(layers)
+    }
+
+    /// The files, section by section: a later file's key replaces an earlier one's
+    /// (an array or an inline table whole, as systemd's drop-ins replace a setting).
+    pub fn merged(&self) -> toml::Table {
+        let mut out = toml::Table::new();
+        for (_, _, table) in &self.files {
+            for (section, keys) in table {
+                match (out.get_mut(section), keys) {
+                    (Some(toml::Value::Table(have)), toml::Value::Table(keys)) => {
+                        have.extend(keys.clone());
+                    }
+                    _ => {
+                        out.insert(section.clone(), keys.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Where `key` ("section.name") was set last: `FILE:LINE`; None when no file sets it.
+    pub fn origin_of(&self, key: &str) -> Option<String> {
+        let (section, name) = key.split_once('.')?;
+        self.files.iter().rev().find_map(|(file, text, table)| {
+            table.get(section)?.get(name)?;
+            Some(format!(
+                "{file}:{}",
+                line_of(text, section, name).unwrap_or(0)
+            ))
+        })
+    }
+}
+
+/// The line (from 1) where `key` is set under `[section]` in a TOML text.
+pub fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.trim().to_string();
+        } else if current == section
+            && t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(n + 1);
+        }
+    }
+    None
+}
 
 /// Default bound on the outbox's queued bytes: 8 MiB, about 22 MB of sled files on
 /// disk (benches/store.rs measures 2.6 bytes on disk per byte queued), room for some
@@ -16,7 +181,7 @@ const MIN_OUTBOX_MAX_BYTES: u64 = 256 * 1024;
 /// 2 MiB, `store::outbox::DISK_RESERVE_FLOOR`): 2.4 MiB of a 48 MiB partition.
 pub const DEFAULT_DISK_RESERVE_PERCENT: u8 = 5;
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agent: Agent,
@@ -30,7 +195,7 @@ pub struct Config {
 }
 
 /// Profile downloads (src/rsp, `simgate esim download`): whom to trust.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Esim {
     /// The GSMA CI certificates an SM-DP+'s TLS certificate must chain to (SGP.22
@@ -50,7 +215,7 @@ impl Default for Esim {
 }
 
 /// The station page (src/http): where it listens and the token its buttons need.
-#[derive(Clone, Deserialize, PartialEq, Default)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// Empty: no page. A bare port binds 127.0.0.1.
@@ -59,6 +224,8 @@ pub struct Http {
     pub token: String,
     /// A file holding the token alone, like `broker.password_file`.
     pub token_file: PathBuf,
+    /// Serve `/health` and `/metrics` beside the page (`simgate run` only).
+    pub metrics: bool,
 }
 
 impl std::fmt::Debug for Http {
@@ -67,6 +234,7 @@ impl std::fmt::Debug for Http {
             .field("listen", &self.listen)
             .field("token", &(!self.token.is_empty()).then_some("<set>"))
             .field("token_file", &self.token_file)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -96,7 +264,7 @@ pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 /// Batch attributes for `simgate station`, attached to every SIM read; flags override.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Station {
     pub labels: Vec<String>,
@@ -104,14 +272,14 @@ pub struct Station {
     pub note: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Agent {
     pub id: String,
     pub state_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Broker {
     pub url: String,
@@ -162,7 +330,7 @@ impl Broker {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Readers {
     pub names: Vec<String>,
@@ -172,7 +340,7 @@ pub struct Readers {
 
 /// When to probe the vendor ISD-R AIDs of devices/isdr_aids.toml (after the standard
 /// one, which is always probed). Each costs one SELECT on every card that is no eUICC.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum VendorIsdrAids {
     /// Only on a card whose ATR declares eUICC functions (TS 102 221 §6.3.3).
@@ -182,7 +350,7 @@ pub enum VendorIsdrAids {
     Never,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Modems {
     pub ports: Vec<String>,
@@ -219,7 +387,7 @@ impl Default for Modems {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Auto,
@@ -227,7 +395,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     pub level: String,
@@ -330,15 +498,30 @@ impl Config {
         Ok(())
     }
 
-    /// Load and validate a configuration file.
+    /// Load and validate a configuration file and its drop-ins ([`drop_ins`]). A value
+    /// that fails a check is named with the file and line that set it last.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
+        Self::from_layers(&Layers::read(path)?)
+    }
+
+    /// The configuration the layers make, validated.
+    pub fn from_layers(layers: &Layers) -> Result<Config, ConfigError> {
+        let first = layers.files.first().map_or("", |(f, _, _)| f.as_str());
+        let cfg: Config =
+            toml::Value::Table(layers.merged())
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    file: first.to_string(),
+                    message: e.message().trim_end().to_string(),
+                })?;
+        cfg.validate(first).map_err(|e| match e {
+            ConfigError::Invalid { key, why, origin } => ConfigError::Invalid {
+                origin: layers.origin_of(key).unwrap_or(origin),
+                key,
+                why,
+            },
+            e => e,
         })?;
-        let cfg = Self::parse(&text, &file)?;
-        cfg.validate(&file)?;
         Ok(cfg)
     }
 
@@ -478,6 +661,12 @@ impl Config {
         }
         if !self.http.listen.is_empty() {
             parse_listen(&self.http.listen).map_err(|why| invalid("http.listen", why))?;
+        }
+        if self.http.metrics && self.http.listen.is_empty() {
+            return Err(invalid(
+                "http.metrics",
+                "/health and /metrics are served by the page's server: set http.listen (or --http) too".into(),
+            ));
         }
         if !self.http.token.is_empty()
             && (self.http.token.len() < MIN_HTTP_TOKEN
@@ -623,9 +812,92 @@ mod tests {
 
     #[test]
     fn template_parses_to_the_defaults() {
+        // As shipped (every key commented out), and with every key set as it says.
         assert_eq!(
             Config::parse(TEMPLATE, "template").unwrap(),
             Config::default()
+        );
+        let keys = template_keys();
+        assert_eq!(Config::parse(&keys, "template").unwrap(), Config::default());
+        // Every key is in it: each field of each section (serde would take a missing
+        // one silently, as its default).
+        let table: toml::Table = keys.parse().unwrap();
+        let count: usize = table
+            .values()
+            .filter_map(|t| t.as_table())
+            .map(|t| t.len())
+            .sum();
+        assert_eq!(
+            count,
+            TEMPLATE
+                .lines()
+                .filter(
+                    |l| l.starts_with('#') && l[1..].starts_with(|c: char| c.is_ascii_lowercase())
+                )
+                .count()
+        );
+        assert!(count >= 40, "{count}");
+    }
+
+    #[test]
+    fn drop_ins_apply_in_name_order_and_an_invalid_value_names_the_file_that_set_it() {
+        let dir = std::env::temp_dir().join(format!("simgate-cfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        let main = dir.join("simgate.toml");
+        std::fs::write(
+            &main,
+            "[agent]\nid = \"gw-main\"\n[broker]\nkeepalive_secs = 60\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("conf.d/50-site.toml"), "[agent]\nid = \"gw-50\"\n").unwrap();
+        std::fs::write(
+            dir.join("conf.d/10-base.toml"),
+            "[agent]\nid = \"gw-10\"\n[modems]\nports = [\"/dev/a\", \"/dev/b\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("conf.d/70-one.toml"),
+            "[modems]\nports = [\"/dev/c\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("conf.d/README"), "not toml").unwrap();
+        let cfg = Config::load(&main).unwrap();
+        assert_eq!(cfg.agent.id, "gw-50");
+        assert_eq!(cfg.broker.keepalive_secs, 60);
+        assert_eq!(cfg.modems.ports, ["/dev/c"], "an array is replaced whole");
+        std::fs::write(
+            dir.join("conf.d/80-bad.toml"),
+            "[broker]\n\nkeepalive_secs = 1\n",
+        )
+        .unwrap();
+        let err = Config::load(&main).unwrap_err().to_string();
+        let bad = dir.join("conf.d/80-bad.toml");
+        assert!(
+            err.starts_with(&format!("{}:3: broker.keepalive_secs", bad.display())),
+            "{err}"
+        );
+        std::fs::write(&bad, "[broker]\nkeepalive = 1\n").unwrap();
+        let err = Config::load(&main).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}:2: ", bad.display())), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn changed_keys_are_named_by_section_and_key() {
+        let old = Config::default();
+        let mut new = old.clone();
+        assert!(changed_keys(&old, &new).is_empty());
+        new.readers.card_timeout_ms = 900;
+        new.broker.keepalive_secs = 60;
+        new.modems.ports = vec!["/dev/ttyUSB2".into()];
+        assert_eq!(
+            changed_keys(&old, &new),
+            [
+                "broker.keepalive_secs",
+                "modems.ports",
+                "readers.card_timeout_ms"
+            ]
         );
     }
 

@@ -217,6 +217,28 @@ pub struct SimState {
     /// "USSD and SMS"): beside the platform's figures, never over them.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub operator_estimate: Option<OperatorEstimate>,
+    /// A standing suspension (the SIM's data session kept down): who set it and since
+    /// when. Absent when none stands.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub suspended_by: Option<SuspendedBy>,
+}
+
+/// Who suspended a SIM: a platform (or page) command, or a local rule, by its id; and
+/// since when (Unix seconds). A `refill` lifts a rule's suspension, never a command's
+/// (MQTT.md, "Refill").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SuspendedBy {
+    /// The `suspend` command's id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub command: Option<String>,
+    /// The rule's id (its `suspend` action fired).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rule: Option<String>,
+    /// Unix seconds; absent for a suspension an older simgate set (origin unknown).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub since: Option<u64>,
 }
 
 impl SimState {
@@ -235,6 +257,7 @@ impl SimState {
             platform: platform.cloned(),
             estimate: None,
             operator_estimate: None,
+            suspended_by: None,
         }
     }
 }

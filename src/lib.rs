@@ -11,7 +11,9 @@
     missing_debug_implementations,
     unreachable_pub,
     clippy::dbg_macro,
-    clippy::todo
+    clippy::todo,
+    // stdout only through cli's `out!`/`outln!`, which end quietly on a closed pipe.
+    clippy::print_stdout
 )]
 
 pub mod agent;
@@ -31,6 +33,7 @@ pub mod fuzz;
 pub mod http;
 pub mod link;
 pub mod logging;
+pub mod metrics;
 pub mod modem;
 pub mod notify;
 pub mod observe;

@@ -72,6 +72,11 @@ impl ReaderManager {
         (m, rx)
     }
 
+    /// What the next reads cover (a configuration reload); reads under way keep theirs.
+    pub fn set_read_settings(&mut self, read: ReadSettings) {
+        self.read = read;
+    }
+
     fn watched(&self, reader: &str) -> bool {
         self.patterns.is_empty() || self.patterns.iter().any(|p| name_matches(p, reader))
     }

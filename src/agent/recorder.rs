@@ -131,6 +131,15 @@ impl Recorder {
         status: &CommandStatus,
         as_event: bool,
     ) -> Result<(), RecordError> {
+        if as_event
+            && matches!(
+                status.status,
+                CommandStatusWord::Successful | CommandStatusWord::Failed
+            )
+        {
+            crate::metrics::counters()
+                .command_finished(status.status.word(), status.code.map(|c| c.word()));
+        }
         if let Some(feed) = &self.feed {
             feed.command(status);
         }

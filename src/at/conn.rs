@@ -397,10 +397,13 @@ impl<T: AtIo> AtConnection<T> {
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
-            Err(_) => Err(AtError::Timeout {
-                command: cmd.to_string(),
-                after: timeout,
-            }),
+            Err(_) => {
+                crate::metrics::counters().at_timeout();
+                Err(AtError::Timeout {
+                    command: cmd.to_string(),
+                    after: timeout,
+                })
+            }
         }
     }
 
@@ -574,6 +577,7 @@ impl<T: AtIo> AtConnection<T> {
                 Err(_) => tracing::debug!(tries = sent.len(), "no marker echo yet; trying again"),
             }
         }
+        crate::metrics::counters().at_timeout();
         Err(AtError::Timeout {
             command: "the synchronising marker (ATE1, then a line to echo)".into(),
             after: each * SYNC_TRIES,

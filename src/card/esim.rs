@@ -52,6 +52,18 @@ pub enum EsimError {
 }
 
 impl EsimError {
+    /// The eUICC refused an enable or a disable because the profile is in that state
+    /// already (SGP.22 Annex H, result 2): the state asked for holds, nothing to do.
+    pub fn already_so(&self) -> bool {
+        matches!(
+            self,
+            EsimError::Refused(Refusal {
+                op: crate::card::es10::Operation::Enable | crate::card::es10::Operation::Disable,
+                code: 2,
+            })
+        )
+    }
+
     /// The user's mistake (exit 2 in the CLI, a refusal on the platform): unknown
     /// profile, wrong state, too long a nickname.
     pub fn is_request_error(&self) -> bool {
@@ -448,7 +460,9 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Listing {
     pub isdr_aid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eid_check_ok: Option<bool>,
     pub info: EuiccInfo2,
     pub profiles: Vec<ProfileInfo>,
@@ -464,7 +478,9 @@ pub struct Outcome {
     /// The notifications pending after it (SGP.22 §3.5: each operation adds one).
     pub notifications: Vec<NotificationMeta>,
     /// The enabled profile before and after (its ICCID is the SIM's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled_after: Option<String>,
     pub apdus: u32,
 }

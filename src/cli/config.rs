@@ -7,14 +7,15 @@ use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
-    /// Print a commented configuration with every key and its default.
+    /// Print the commented configuration: every key commented out with its default.
     Template,
     /// Validate a configuration file (default: --config, SIMGATE_CONFIG, or
     /// /etc/simgate/simgate.toml), then list every key with its value and where it
     /// comes from: the file (and line), an environment variable, a secret's own file,
     /// or the default.
     Check { file: Option<PathBuf> },
-    /// Say which configuration file the other commands read.
+    /// Say which configuration file the other commands read, then its drop-ins
+    /// (conf.d/*.toml beside it, in the order they apply).
     Path,
 }
 
@@ -22,13 +23,19 @@ impl ConfigCmd {
     pub(super) fn run(self, given: Option<&Path>) -> ExitCode {
         match self {
             ConfigCmd::Template => {
-                print!("{}", config::TEMPLATE);
+                out!("{}", config::TEMPLATE);
                 ExitCode::SUCCESS
             }
             ConfigCmd::Path => {
                 match super::config_file(given) {
-                    Some(f) => println!("{}", f.display()),
-                    None => println!(
+                    Some(f) => {
+                        outln!("{}", f.display());
+                        // Then its drop-ins, in the order they apply.
+                        for d in config::drop_ins(&f).unwrap_or_default() {
+                            outln!("{}", d.display());
+                        }
+                    }
+                    None => outln!(
                         "none: {} does not exist and no --config or SIMGATE_CONFIG was given; built-in defaults",
                         super::DEFAULT_CONFIG
                     ),
@@ -49,16 +56,17 @@ impl ConfigCmd {
     }
 }
 
-/// `config check`: "FILE: ok", or the error naming file, line and key (exit 2).
+/// `config check`: "FILE: ok" (and each drop-in read), then every key with its value
+/// and origin; or the error naming file, line and key (exit 2).
 fn check_file(file: &Path) -> ExitCode {
     match check(file) {
-        Ok(()) => {
-            println!("{}: ok", file.display());
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            for line in origins(&text, &file.display().to_string(), |k| {
-                std::env::var(k).ok()
-            }) {
-                println!("{line}");
+        Ok(layers) => {
+            outln!("{}: ok", file.display());
+            for (name, _, _) in layers.files.iter().skip(1) {
+                outln!("{name}: ok (drop-in)");
+            }
+            for line in origins(&layers, |k| std::env::var(k).ok()) {
+                outln!("{line}");
             }
             ExitCode::SUCCESS
         }
@@ -69,9 +77,11 @@ fn check_file(file: &Path) -> ExitCode {
     }
 }
 
-/// Load and validate a file the way `run` will, override profiles included.
-fn check(file: &Path) -> Result<(), ConfigError> {
-    let c = Config::load(file)?;
+/// Load and validate a file and its drop-ins the way `run` will, override profiles
+/// included.
+fn check(file: &Path) -> Result<config::Layers, ConfigError> {
+    let layers = config::Layers::read(file)?;
+    let c = Config::from_layers(&layers)?;
     if !c.modems.pins_file.as_os_str().is_empty() {
         // Loaded as `run` will (mode, owner, entries); its values never shown.
         crate::pins::Pins::load(&c.modems.pins_file).map_err(|e| ConfigError::Invalid {
@@ -81,12 +91,12 @@ fn check(file: &Path) -> Result<(), ConfigError> {
         })?;
     }
     if c.modems.profile_dir.as_os_str().is_empty() {
-        return Ok(());
+        return Ok(layers);
     }
     // An override directory is part of the configuration: check its profiles the same
     // way `run` will load them.
     crate::modem::profile::Profiles::with_overrides(&c.modems.profile_dir)
-        .map(drop)
+        .map(|_| layers)
         .map_err(|e| ConfigError::Invalid {
             origin: file.display().to_string(),
             key: "modems.profile_dir",
@@ -103,6 +113,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("readers.names", "SIMGATE_READERS"),
     ("modems.ports", "SIMGATE_MODEMS"),
     ("http.listen", "SIMGATE_HTTP"),
+    ("http.metrics", "SIMGATE_METRICS"),
     ("log.format", "SIMGATE_LOG_FORMAT"),
 ];
 
@@ -113,13 +124,14 @@ const SECRET_KEYS: &[(&str, &str)] = &[
 ];
 
 /// One line per key of the template (every key there is): `key = value  origin`, the
-/// origin being `FILE:LINE`, `env NAME`, the secret's own file, or `default`. `env`
-/// looks a variable up (the process's environment; a map in the tests).
-fn origins(text: &str, file: &str, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
-    let Ok(template) = config::TEMPLATE.parse::<toml::Table>() else {
+/// origin being `FILE:LINE` (the file or drop-in that set it last), `env NAME`, the
+/// secret's own file, or `default`. `env` looks a variable up (the process's
+/// environment; a map in the tests).
+fn origins(layers: &config::Layers, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let Ok(template) = config::template_keys().parse::<toml::Table>() else {
         return Vec::new();
     };
-    let user = text.parse::<toml::Table>().unwrap_or_default();
+    let user = layers.merged();
     let mut out = Vec::new();
     for (section, keys) in &template {
         let Some(keys) = keys.as_table() else {
@@ -133,10 +145,7 @@ fn origins(text: &str, file: &str, env: impl Fn(&str) -> Option<String>) -> Vec<
             let (value, origin) = if let Some((e, v)) = from_env {
                 (format!("{v:?}"), format!("env {e} (over the file)"))
             } else if let Some(v) = given {
-                (
-                    v.to_string(),
-                    format!("{file}:{}", line_of(text, section, key).unwrap_or(0)),
-                )
+                (v.to_string(), layers.origin_of(&name).unwrap_or_default())
             } else {
                 (default.to_string(), "default".to_string())
             };
@@ -168,23 +177,6 @@ fn origins(text: &str, file: &str, env: impl Fn(&str) -> Option<String>) -> Vec<
     out
 }
 
-/// The line (from 1) where `key` is set under `[section]` in a TOML text.
-fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
-    let mut current = String::new();
-    for (n, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            current = h.trim().to_string();
-        } else if current == section
-            && t.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        {
-            return Some(n + 1);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,8 +184,19 @@ mod tests {
     #[test]
     fn config_check_says_where_each_value_came_from_and_never_prints_a_secret() {
         let text = "[agent]\nid = \"gw-1\"\n\n[broker]\nurl = \"mqtt://b:1883\"\npassword = \"hunter2hunter2\"\n";
+        let drop_in = "[broker]\nkeepalive_secs = 60\n";
         let env = |k: &str| (k == "SIMGATE_STATE_DIR").then(|| "/srv/sg".to_string());
-        let lines = origins(text, "f.toml", env);
+        let layers = config::Layers {
+            files: vec![
+                ("f.toml".into(), text.into(), text.parse().unwrap()),
+                (
+                    "conf.d/50-x.toml".into(),
+                    drop_in.into(),
+                    drop_in.parse().unwrap(),
+                ),
+            ],
+        };
+        let lines = origins(&layers, env);
         let find = |k: &str| {
             lines
                 .iter()
@@ -208,7 +211,8 @@ mod tests {
         );
         assert!(find("broker.url").ends_with("f.toml:5"));
         assert!(find("agent.state_dir").contains("env SIMGATE_STATE_DIR"));
-        assert!(find("broker.keepalive_secs").ends_with("300  default"));
+        assert!(find("broker.keepalive_secs").ends_with("60  conf.d/50-x.toml:2"));
+        assert!(find("broker.inflight_window").ends_with("16  default"));
         let pw = find("broker.password");
         assert!(!pw.contains("hunter2"), "{pw}");
         assert!(pw.contains("better in broker.password_file"), "{pw}");

@@ -124,12 +124,12 @@ async fn emulate_card(
     let session = vcard::vpcd::Session { latency };
     let ended = vcard::vpcd::serve(&vpcd, &mut card, &session, &cancel, || {
         // Tests and the demo wait for this line: from now on pcscd shows the card.
-        println!("card \"{name}\" inserted at vpcd {vpcd}");
+        outln!("card \"{name}\" inserted at vpcd {vpcd}");
     })
     .await?;
     match ended {
         vcard::vpcd::Ended::Removed => {
-            println!(
+            outln!(
                 "card removed ({} APDUs answered, {} resets)",
                 card.apdus(),
                 card.resets()
@@ -137,7 +137,7 @@ async fn emulate_card(
             Ok(ExitCode::SUCCESS)
         }
         vcard::vpcd::Ended::Pulled => {
-            println!("card pulled mid-exchange ({} APDUs seen)", card.apdus());
+            outln!("card pulled mid-exchange ({} APDUs seen)", card.apdus());
             Ok(ExitCode::SUCCESS)
         }
         vcard::vpcd::Ended::ReaderGone => {
@@ -205,7 +205,7 @@ impl EmulateSmdpArgs {
         };
         crate::emu::smdp::run(opts, cancel, |addr| {
             // Tests and the demo wait for this line.
-            println!("smdp listening on https://{addr}");
+            outln!("smdp listening on https://{addr}");
         })
         .await?;
         Ok(())
@@ -345,7 +345,7 @@ impl EmulateModemArgs {
             opts.session_up = false;
         }
         let mut h = emulator::start(opts, cancel.clone())?;
-        println!("{}", h.path().display());
+        outln!("{}", h.path().display());
         eprintln!(
             "emulating {}; commands on stdin: remove | insert | swap | esim | slot N empty|first|other|noreg|noreg-first|esim | silent | talk | garbage | busy N | vanish SECS | reboot SECS | restart | connect | urc TEXT | traffic SENT_BPS RECEIVED_BPS | sms SENDER TEXT | count | sms-stored",
             self.profile
@@ -365,14 +365,14 @@ impl EmulateModemArgs {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 p = h.changed_path() => if let Some(p) = p {
-                    println!("{}", p.display());
+                    outln!("{}", p.display());
                 },
                 l = lines.recv(), if stdin_open => match l {
                     // How many command lines the modem was sent so far, on stdout: the
                     // cost of an operation is the difference of two counts.
-                    Some(l) if l.trim() == "count" => println!("commands {}", h.commands()),
+                    Some(l) if l.trim() == "count" => outln!("commands {}", h.commands()),
                     // Messages in the SMS storage now, on stdout.
-                    Some(l) if l.trim() == "sms-stored" => println!("sms-stored {}", h.sms_stored()),
+                    Some(l) if l.trim() == "sms-stored" => outln!("sms-stored {}", h.sms_stored()),
                     Some(l) => match control(&l) {
                         Some(c) => h.send(c).await,
                         None => eprintln!("unknown emulator command: {l}"),

@@ -15,11 +15,22 @@ pub(super) fn is_usage(e: &anyhow::Error) -> bool {
         c.is::<UsageError>()
             || c.is::<config::ConfigError>()
             || c.is::<crate::modem::profile::ProfileError>()
+            // A reader name that names no reader (the message lists those present).
+            || matches!(
+                c.downcast_ref::<crate::reader::ReaderError>(),
+                Some(crate::reader::ReaderError::UnknownReader { .. })
+            )
             || emulator_input(c)
             // Transparent: its own source is the profile error's cause, not the error.
             || matches!(
                 c.downcast_ref::<crate::daemon::DaemonError>(),
-                Some(crate::daemon::DaemonError::Profile(_) | crate::daemon::DaemonError::Http(_))
+                Some(
+                    crate::daemon::DaemonError::Profile(_)
+                        | crate::daemon::DaemonError::Http(_)
+                        | crate::daemon::DaemonError::Reader(
+                            crate::reader::ReaderError::UnknownReader { .. }
+                        )
+                )
             )
             // The page's address taken or not ours to bind.
             || matches!(

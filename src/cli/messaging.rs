@@ -144,10 +144,10 @@ impl UssdArgs {
                 v["data_left_mb"] = serde_json::json!(f.data_left_mb);
                 v["days_left"] = serde_json::json!(f.days_left);
             }
-            println!("{v}");
+            outln!("{v}");
         } else {
             for r in &ex.replies {
-                println!("{r}");
+                outln!("{r}");
             }
             if ex.ended == Ended::Cancelled {
                 eprintln!("(the network asked for more; the session was cancelled)");
@@ -155,7 +155,7 @@ impl UssdArgs {
             if let Some(f) = facts {
                 let mb = f.data_left_mb.map_or("?".into(), |v| format!("{v} MB"));
                 let days = f.days_left.map_or("?".into(), |v| format!("{v} days"));
-                println!("balance: {mb} left, {days} (the operator's figures)");
+                outln!("balance: {mb} left, {days} (the operator's figures)");
             } else if query.is_some() {
                 eprintln!("simgate: the operator's reply matched none of its patterns");
                 return Ok(ExitCode::FAILURE);
@@ -176,7 +176,7 @@ impl SmsArgs {
                     .context("the recognised profile vanished")?;
                 match crate::modem::sms::send(&mut conn, profile, &number, &text).await? {
                     Ok(sent) => {
-                        println!(
+                        outln!(
                             "sent to {number} in {} part(s), message reference(s) {:?}",
                             sent.references.len(),
                             sent.references
@@ -213,23 +213,26 @@ impl SmsArgs {
                             })
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"messages": list, "parts_waiting": waiting,
                             "used": listing.used, "total": listing.total})
                     );
                 } else {
                     for m in &msgs {
-                        println!(
+                        outln!(
                             "{} {} ({} part(s)): {}",
-                            m.sent_at, m.sender, m.parts, m.text
+                            m.sent_at,
+                            m.sender,
+                            m.parts,
+                            m.text
                         );
                     }
                     if !waiting.is_empty() {
-                        println!("parts waiting for their siblings at {waiting:?}");
+                        outln!("parts waiting for their siblings at {waiting:?}");
                     }
                     if let (Some(u), Some(t)) = (listing.used, listing.total) {
-                        println!("storage: {u} of {t}");
+                        outln!("storage: {u} of {t}");
                     }
                 }
                 Ok(ExitCode::SUCCESS)

@@ -2,6 +2,10 @@
 //! errors become messages and exit codes here and nowhere deeper; only this tree
 //! formats for humans or prints JSON.
 
+// First: its `out!` and `outln!` are every module's way to stdout.
+#[macro_use]
+mod out;
+
 mod config;
 #[cfg(feature = "emulators")]
 mod emulate;
@@ -85,6 +89,12 @@ pub enum Command {
         /// Print one table per change instead of redrawing the screen.
         #[arg(long)]
         plain: bool,
+        /// Print the table once (every SIM in the agent's retained index) and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: the agent's health and rows as JSON, as the agent published them.
+        #[arg(long, requires = "once")]
+        json: bool,
     },
     /// The platform's side, for demos and humans: send commands, set SIM records.
     #[command(subcommand)]
@@ -145,7 +155,11 @@ pub fn main() -> ExitCode {
     let format = cli.log_format.unwrap_or(cfg.log.format);
     // A command drawing rows on this terminal keeps the log off them.
     let screen = match &cli.command {
-        Command::Watch { plain: false, .. } if std::io::stdout().is_terminal() => Some("watch"),
+        Command::Watch {
+            plain: false,
+            once: false,
+            ..
+        } if std::io::stdout().is_terminal() => Some("watch"),
         Command::Station(a) if !a.json && std::io::stdout().is_terminal() => Some("station"),
         _ => None,
     };
@@ -155,7 +169,12 @@ pub fn main() -> ExitCode {
         let used = file
             .as_ref()
             .map_or("none (defaults)".into(), |f| f.display().to_string());
-        tracing::debug!(file = %used, "configuration");
+        let drop_ins = file
+            .as_deref()
+            .and_then(|f| crate::config::drop_ins(f).ok())
+            .unwrap_or_default();
+        let drop_ins: Vec<String> = drop_ins.iter().map(|d| d.display().to_string()).collect();
+        tracing::debug!(file = %used, drop_ins = %drop_ins.join(", "), "configuration");
     }
     // A one-shot command runs on this thread alone (a current-thread runtime): its
     // time then depends on no worker being scheduled, which on a loaded machine costs a
@@ -183,6 +202,8 @@ pub fn main() -> ExitCode {
     };
     let code = match runtime.block_on(dispatch(cli.command, cfg, cli.config)) {
         Ok(code) => code,
+        // The reader of our stdout went away (`| head -1`): it wanted no more.
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::from(out::READER_GONE),
         Err(e) => {
             eprintln!("simgate: {}", report(&e));
             if error::is_usage(&e) {
@@ -254,10 +275,21 @@ async fn dispatch(
         Command::Readers { json } => read::readers(json),
         Command::Read { reader, json } => read::read(reader, json, &cfg),
         Command::Esim(args) => args.run(&cfg).await,
-        Command::Run(args) => run::run(args, cfg).await,
+        Command::Run(args) => run::run(args, cfg, config_file(config.as_deref())).await,
         Command::Station(args) => station::station(args, cfg).await,
-        Command::Watch { conn, plain } => {
-            watch::run(conn, plain, shutdown_token()).await?;
+        Command::Watch {
+            conn,
+            plain,
+            once,
+            json,
+        } => {
+            let mode = match (once, json) {
+                (true, true) => watch::Mode::OnceJson,
+                (true, false) => watch::Mode::Once,
+                (false, _) if plain => watch::Mode::Plain,
+                (false, _) => watch::Mode::Live,
+            };
+            watch::run(conn, mode, shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Platform(cmd) => platform::platform(cmd).await,

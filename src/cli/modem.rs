@@ -97,9 +97,9 @@ impl ModemArgs {
             info.sim.this_month_mb = Some(store.month_usage(iccid, &month)?.megabytes());
         }
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&info)?);
+            outln!("{}", serde_json::to_string_pretty(&info)?);
         } else {
-            print!("{}", table(&info));
+            out!("{}", table(&info));
         }
         Ok(())
     }
@@ -248,14 +248,19 @@ impl ModemsArgs {
             anyhow::bail!("no modem answered");
         }
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&found)?);
+            outln!("{}", serde_json::to_string_pretty(&found)?);
         } else {
-            println!(
+            outln!(
                 "{:<20} {:<16} {:<20} {:<22} {:<10} {:<8}",
-                "PORT", "MODEL", "IMEI", "ICCID", "FORM", "SESSION"
+                "PORT",
+                "MODEL",
+                "IMEI",
+                "ICCID",
+                "FORM",
+                "SESSION"
             );
             for i in &found {
-                println!(
+                outln!(
                     "{:<20} {:<16} {:<20} {:<22} {:<10} {:<8}",
                     i.port,
                     or_dash(&i.model),

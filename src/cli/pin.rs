@@ -100,7 +100,7 @@ impl PinArgs {
         let lock_text = lock.map_or("lock state unknown".into(), |l| l.summary());
         match result {
             Ok(()) => {
-                println!("{op}: done; SIM {iccid}: {lock_text}");
+                outln!("{op}: done; SIM {iccid}: {lock_text}");
                 Ok(ExitCode::SUCCESS)
             }
             Err(f) => {

@@ -138,7 +138,7 @@ pub(super) async fn platform(cmd: PlatformCmd) -> anyhow::Result<ExitCode> {
                 params,
                 expires_at: crate::time::unix_now() + expires_in,
             };
-            let ok = send(c, &msg, Duration::from_secs(wait)).await?;
+            let ok = send(c, &msg, Duration::from_secs(wait), true).await?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -170,7 +170,14 @@ impl PlatformConn {
 
 /// Publish a command and print its lifecycle (one JSON line per status) until a final
 /// status or `wait` passes. Returns whether it succeeded.
-async fn send(conn: PlatformConn, cmd: &CommandMsg, wait: Duration) -> anyhow::Result<bool> {
+/// Send a command and print its lifecycle until it is final: each status payload as
+/// received (`json`), else one line per step in words. Returns whether it succeeded.
+async fn send(
+    conn: PlatformConn,
+    cmd: &CommandMsg,
+    wait: Duration,
+    json: bool,
+) -> anyhow::Result<bool> {
     let mut peer = conn.peer("platform-send")?;
     let status_topic = peer.topics().command_status(&cmd.id);
     let payload = serde_json::to_vec(cmd)?;
@@ -191,8 +198,13 @@ async fn send(conn: PlatformConn, cmd: &CommandMsg, wait: Duration) -> anyhow::R
                 topic: AgentTopic::CommandStatus { id },
                 payload,
             } if id == cmd.id => {
-                println!("{}", String::from_utf8_lossy(&payload));
+                if json {
+                    outln!("{}", String::from_utf8_lossy(&payload));
+                }
                 if let Ok(st) = serde_json::from_slice::<CommandStatus>(&payload) {
+                    if !json {
+                        outln!("{}", describe(&st));
+                    }
                     match st.status {
                         CommandStatusWord::Successful => return Ok(true),
                         CommandStatusWord::Failed => return Ok(false),
@@ -215,7 +227,7 @@ async fn set_record(conn: PlatformConn, iccid: &str, record: PlatformRecord) -> 
         v: SCHEMA_VERSION,
         record,
     })?;
-    println!("{}", String::from_utf8_lossy(&payload));
+    outln!("{}", String::from_utf8_lossy(&payload));
     peer.publish(peer.topics().sim_platform(iccid), true, payload)
         .await?;
     loop {
@@ -241,6 +253,21 @@ pub struct RefillArgs {
     /// MB to ask for (the platform decides when absent).
     #[arg(long)]
     pub mb: Option<f64>,
+    /// Print each status as the agent published it (JSON, one a line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A command's status in words: "refill-… request_refill: failed (too_many…): why".
+fn describe(st: &CommandStatus) -> String {
+    let mut line = format!("{} {}: {}", st.id, st.action, st.status.word());
+    if let Some(code) = st.code {
+        line.push_str(&format!(" ({})", code.word()));
+    }
+    if let Some(reason) = &st.reason {
+        line.push_str(&format!(": {reason}"));
+    }
+    line
 }
 
 impl RefillArgs {
@@ -266,7 +293,7 @@ impl RefillArgs {
             },
             expires_at: crate::time::unix_now() + 300,
         };
-        let ok = send(self.conn, &msg, Duration::from_secs(30)).await?;
+        let ok = send(self.conn, &msg, Duration::from_secs(30), self.json).await?;
         Ok(if ok {
             ExitCode::SUCCESS
         } else {

@@ -13,12 +13,12 @@ use std::process::ExitCode;
 pub(super) fn readers(json: bool) -> anyhow::Result<ExitCode> {
     let list = reader::establish().and_then(|ctx| reader::list(&ctx))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
     } else if list.is_empty() {
-        println!("no PC/SC readers");
+        outln!("no PC/SC readers");
     } else {
         let width = list.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
-        println!("{:width$}  CARD  ATR", "READER");
+        outln!("{:width$}  CARD  ATR", "READER");
         for r in &list {
             let card = if r.mute {
                 "mute"
@@ -27,7 +27,7 @@ pub(super) fn readers(json: bool) -> anyhow::Result<ExitCode> {
             } else {
                 "no"
             };
-            println!(
+            outln!(
                 "{:width$}  {card:4}  {}",
                 r.name,
                 r.atr.as_deref().unwrap_or("-")
@@ -83,7 +83,7 @@ pub(super) fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Re
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         let width = rows
             .iter()
@@ -92,9 +92,12 @@ pub(super) fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Re
             .unwrap_or(6)
             .max(6);
         if !rows.is_empty() {
-            println!(
+            outln!(
                 "{:width$}  {:20}  LUHN  KIND  FORM          {:32}  {:28}  ATR",
-                "READER", "ICCID", "EID", "PIN LOCK"
+                "READER",
+                "ICCID",
+                "EID",
+                "PIN LOCK"
             );
         }
         for (r, c) in rows.iter().filter_map(|r| Some((r, r.card.as_ref()?))) {
@@ -106,7 +109,7 @@ pub(super) fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Re
             let kind = c.kind.word();
             let form = c.form_text();
             let lock = c.lock.map_or("-".to_string(), |l| l.summary());
-            println!(
+            outln!(
                 "{:width$}  {:20}  {luhn:4}  {kind:4}  {form:12}  {:32}  {lock:28}  {}",
                 r.reader,
                 c.iccid.as_deref().unwrap_or("-"),

@@ -77,7 +77,7 @@ impl RulesCmd {
                 facts.month = crate::time::month_key(facts.now);
             }
             for f in rules::evaluate(&iccid, &parsed, &mut state, &facts) {
-                println!("{}", serde_json::to_string(&f)?);
+                outln!("{}", serde_json::to_string(&f)?);
             }
         }
         Ok(if refused.is_empty() {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub agent: AgentArgs,
@@ -20,11 +20,14 @@ pub struct RunArgs {
     /// Directory of modem profiles overriding the shipped ones.
     #[arg(long)]
     pub profile_dir: Option<PathBuf>,
+    /// Serve /health and /metrics (Prometheus) on the page's listener (--http).
+    #[arg(long, env = "SIMGATE_METRICS")]
+    pub metrics: bool,
 }
 
 /// The flags `run` and `station` share: who this agent is, where it keeps its store,
 /// which broker and which readers.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT; several, comma-separated:
     /// the nodes of a cluster (broker.urls).
@@ -79,18 +82,45 @@ pub(super) fn http_settings(cfg: &Config) -> Option<crate::http::Settings> {
     Some(crate::http::Settings {
         addr,
         token: (!cfg.http.token.is_empty()).then(|| cfg.http.token.clone()),
+        metrics: cfg.http.metrics,
     })
 }
 
-pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
-    args.agent.apply(&mut cfg);
+impl RunArgs {
+    /// Flags and environment over the file, as at start and at every reload.
+    fn over(&self, cfg: &mut Config) {
+        self.agent.clone().apply(cfg);
+        if !self.modems.is_empty() {
+            cfg.modems.ports = self.modems.clone();
+        }
+        if let Some(d) = &self.profile_dir {
+            cfg.modems.profile_dir = d.clone();
+        }
+        cfg.http.metrics |= self.metrics;
+    }
+}
+
+pub(super) async fn run(
+    args: RunArgs,
+    mut cfg: Config,
+    file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    args.over(&mut cfg);
     cfg.load_secrets()?;
-    if !args.modems.is_empty() {
-        cfg.modems.ports = args.modems;
-    }
-    if let Some(d) = args.profile_dir {
-        cfg.modems.profile_dir = d;
-    }
+    // A reload (SIGHUP) reads the same file and drop-ins with the same flags over them.
+    let reload: daemon::reload::Load = {
+        let args = args.clone();
+        std::sync::Arc::new(move || {
+            let mut cfg = match &file {
+                Some(f) => Config::load(f)?,
+                None => Config::default(),
+            };
+            args.over(&mut cfg);
+            cfg.load_secrets()?;
+            cfg.validate("command line")?;
+            Ok(cfg)
+        })
+    };
     if let Err(e) = cfg.validate("command line") {
         eprintln!("simgate: {e}");
         return Ok(ExitCode::from(2));
@@ -111,6 +141,7 @@ pub(super) async fn run(args: RunArgs, mut cfg: Config) -> anyhow::Result<ExitCo
     let broker = (!cfg.broker.endpoints().is_empty()).then(|| link_settings(&cfg));
     let settings = daemon::Settings {
         esim: cfg.esim.clone(),
+        reload: Some(daemon::reload::Reloader::new(reload, cfg.clone())),
         agent_id: cfg.agent.id.clone(),
         state_dir: cfg.agent.state_dir.clone(),
         broker,

@@ -62,6 +62,10 @@ pub struct SwapArgs {
     /// Seconds to wait for the swap to end (a physical swap waits for the technician).
     #[arg(long, default_value_t = 1_800)]
     pub wait: u64,
+    /// Print the swap's step events and the command's statuses as the agent published
+    /// them (JSON, one a line).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How long the agent's retained rows may take to arrive after subscribing.
@@ -145,17 +149,19 @@ impl SwapArgs {
                     if !(here && row.sim.present) {
                         continue;
                     }
-                    println!(
-                        "swap {id}: SIM {} at {} ({})",
-                        row.sim.iccid,
-                        row.sim.location.label(),
-                        match (&self.to_slot, &self.expect, &self.to_profile) {
-                            (Some(n), _, _) => format!("to slot {n}"),
-                            (_, Some(i), _) => format!("replace it with SIM {i} when asked"),
-                            (_, _, Some(p)) => format!("to its eUICC's profile {p}"),
-                            _ => "a profile downloaded onto its eUICC, then enabled".into(),
-                        }
-                    );
+                    if !self.json {
+                        outln!(
+                            "swap {id}: SIM {} at {} ({})",
+                            row.sim.iccid,
+                            row.sim.location.label(),
+                            match (&self.to_slot, &self.expect, &self.to_profile) {
+                                (Some(n), _, _) => format!("to slot {n}"),
+                                (_, Some(i), _) => format!("replace it with SIM {i} when asked"),
+                                (_, _, Some(p)) => format!("to its eUICC's profile {p}"),
+                                _ => "a profile downloaded onto its eUICC, then enabled".into(),
+                            }
+                        );
+                    }
                     let msg = CommandMsg {
                         v: contract::SCHEMA_VERSION,
                         id: id.clone(),
@@ -175,8 +181,10 @@ impl SwapArgs {
                     let Ok(e) = serde_json::from_slice::<EventMsg>(&payload) else {
                         continue;
                     };
-                    if let Some(line) = step_line(&id, &e.kind) {
-                        println!("{line}");
+                    match step_line(&id, &e.kind) {
+                        Some(_) if self.json => outln!("{}", String::from_utf8_lossy(&payload)),
+                        Some(line) => outln!("{line}"),
+                        None => {}
                     }
                 }
                 PeerEvent::Message {
@@ -186,8 +194,17 @@ impl SwapArgs {
                     let Ok(st) = serde_json::from_slice::<CommandStatus>(&payload) else {
                         continue;
                     };
-                    let reason = st.reason.map(|r| format!(": {r}")).unwrap_or_default();
-                    println!("swap {id}: {}{reason}", st.status.word());
+                    match self.json {
+                        true => outln!("{}", String::from_utf8_lossy(&payload)),
+                        false => {
+                            let reason = st
+                                .reason
+                                .as_ref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default();
+                            outln!("swap {id}: {}{reason}", st.status.word());
+                        }
+                    }
                     match st.status {
                         CommandStatusWord::Successful => return Ok(ExitCode::SUCCESS),
                         CommandStatusWord::Failed => return Ok(ExitCode::FAILURE),

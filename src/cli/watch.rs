@@ -561,12 +561,62 @@ fn health_of(topic: &str) -> Option<&str> {
         .filter(|id| !id.contains('/'))
 }
 
-/// Subscribe to the agent's topics and print the table until cancelled.
+/// How `watch` shows the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Redrawn in place on a terminal (one table per change elsewhere).
+    Live,
+    /// One table per change, never redrawn.
+    Plain,
+    /// Once every SIM of the agent's retained index has its row: the table, then exit.
+    Once,
+    /// As `Once`, the agent's health and rows as JSON.
+    OnceJson,
+}
+
+/// How long `watch --once` waits for the rows its agent's index names, once the agent
+/// was heard from: retained messages arrive at once, so a row still missing then is one
+/// the broker does not hold (a cluster node that never had it: MQTT.md, "Clusters").
+const ONCE_WITHIN: Duration = Duration::from_secs(10);
+
+/// `watch --once`'s output: the table, or with --json the agent's health and rows as it
+/// published them (present SIMs first, as in the table; health left out when none came).
+fn print_once(
+    mode: Mode,
+    agent: &str,
+    health: Option<serde_json::Value>,
+    rows: &BTreeMap<String, serde_json::Value>,
+    table: &[String],
+) -> anyhow::Result<()> {
+    match mode {
+        Mode::OnceJson => {
+            let mut rows: Vec<&serde_json::Value> = rows.values().collect();
+            rows.sort_by_key(|r| r.get("present") != Some(&serde_json::Value::Bool(true)));
+            let mut doc = serde_json::json!({ "agent": agent, "sims": rows });
+            if let Some(h) = health {
+                doc["health"] = h;
+            }
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        _ => outln!("{}", table.join("\n")),
+    }
+    Ok(())
+}
+
+/// Subscribe to the agent's topics and print the table until cancelled (or once).
 pub(super) async fn run(
     conn: super::platform::PlatformConn,
-    plain: bool,
+    mode: Mode,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let plain = mode != Mode::Live;
+    let once = matches!(mode, Mode::Once | Mode::OnceJson);
+    // For --once: the index's ICCIDs, and the payloads as received (for --json).
+    let mut index: Option<std::collections::BTreeSet<String>> = None;
+    let mut raw: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut raw_health: Option<serde_json::Value> = None;
+    let give_up = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(give_up);
     let agent_id = conn.agent_id.clone();
     let mut peer = conn.peer("watch")?;
     let filter = peer.topics().all();
@@ -605,19 +655,36 @@ pub(super) async fn run(
                 }
                 continue;
             }
+            _ = &mut give_up, if once => {
+                // An agent that never had a SIM has published no index: its health and
+                // no row is the whole picture.
+                if index.is_none() && health.is_some() && sims.is_empty() {
+                    let table = render(health.as_ref(), &sims, &usage, &recent, None, None);
+                    return print_once(mode, &agent_id, raw_health, &raw, &table);
+                }
+                let missing: Vec<&str> = index.iter().flatten().filter(|i| !sims.contains_key(*i)).map(String::as_str).collect();
+                anyhow::bail!(
+                    "agent {agent_id}: no row on this broker for {} of the SIMs its index names ({}); `simgate platform send --action sync` asks it for all of them again",
+                    missing.len(),
+                    missing.join(", ")
+                );
+            }
             _ = &mut unseen, if !heard && notice.is_none() => {
                 let seen: Vec<&str> = others.iter().map(String::as_str).collect();
                 let text = format!(
                     "no agent {agent_id} has been seen on this broker; agents seen: {}",
                     if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
                 );
+                if once {
+                    anyhow::bail!(text);
+                }
                 match screen.as_ref() {
                     Some(screen) => {
                         notice = Some(text);
                         screen.draw(&render(health.as_ref(), &sims, &usage, &recent, screen.size, notice.as_deref()))?;
                     }
                     None => {
-                        println!("{text}");
+                        outln!("{text}");
                         notice = Some(text);
                     }
                 }
@@ -644,6 +711,20 @@ pub(super) async fn run(
                 if !heard {
                     heard = true;
                     notice = None;
+                    give_up
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + ONCE_WITHIN);
+                }
+                if mode == Mode::OnceJson {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload) {
+                        match &topic {
+                            AgentTopic::Health => raw_health = Some(v),
+                            AgentTopic::SimState { iccid } => {
+                                raw.insert(iccid.clone(), v);
+                            }
+                            _ => {}
+                        }
+                    }
                 }
                 (topic, payload)
             }
@@ -695,8 +776,28 @@ pub(super) async fn run(
                     Err(e) => tracing::warn!(error = %e, "unreadable command status"),
                 }
             }
+            AgentTopic::Index => {
+                match serde_json::from_slice::<crate::contract::SimIndex>(&payload) {
+                    Ok(i) => index = Some(i.iccids.into_iter().collect()),
+                    Err(e) => tracing::warn!(error = %e, "unreadable index"),
+                }
+                if !once {
+                    continue;
+                }
+            }
             // The rows themselves come on their own topics (a wildcard subscription).
-            AgentTopic::SimPlatform { .. } | AgentTopic::Command | AgentTopic::Index => continue,
+            AgentTopic::SimPlatform { .. } | AgentTopic::Command => continue,
+        }
+        if once {
+            let complete = health.is_some()
+                && index
+                    .as_ref()
+                    .is_some_and(|i| i.iter().all(|iccid| sims.contains_key(iccid)));
+            if !complete {
+                continue;
+            }
+            let table = render(health.as_ref(), &sims, &usage, &recent, None, None);
+            return print_once(mode, &agent_id, raw_health, &raw, &table);
         }
         match screen.as_ref() {
             Some(screen) => screen.draw(&render(
@@ -746,6 +847,7 @@ mod tests {
                     ..Default::default()
                 }),
                 estimate: None,
+                suspended_by: None,
                 operator_estimate: None,
             },
         );
@@ -803,6 +905,7 @@ mod tests {
                 ..Default::default()
             }),
             estimate,
+            suspended_by: None,
             operator_estimate: None,
         }
     }

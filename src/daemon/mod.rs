@@ -8,6 +8,7 @@ mod esim_download;
 mod modems;
 mod readers;
 mod refill;
+pub mod reload;
 mod rules;
 mod swap;
 pub(crate) mod work;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub http: Option<crate::http::Settings>,
     /// Profile downloads (`esim_download`): the CIs an SM-DP+ must chain to.
     pub esim: crate::config::Esim,
+    /// Read the configuration again on SIGHUP; None: a SIGHUP is ignored (said).
+    pub reload: Option<reload::Reloader>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,8 @@ pub enum DaemonError {
     Profile(#[from] ProfileError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
 }
 
 impl From<RecordError> for DaemonError {
@@ -120,6 +125,8 @@ pub(crate) enum Event {
     Watchdog,
     /// Time to evaluate every present SIM's rules for the time-based triggers.
     RulesTick,
+    /// SIGHUP: read the configuration again (src/daemon/reload.rs).
+    Reload,
     /// A command from the station page's buttons (src/http): the platform's path.
     Web(crate::http::WebCommand),
 }
@@ -227,10 +234,36 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         None => Profiles::shipped()?,
     });
 
-    // The station page, when asked for: its commands come into this loop.
-    let (feed, mut web_rx, http_task) = start_page(&settings, &store, &cancel).await?;
+    let feed = settings
+        .http
+        .as_ref()
+        .map(|_| crate::http::Feed::new("run", &settings.agent_id));
     let (rec, mut platform_rx, link_task) =
-        crate::agent::start(store, settings.broker.as_ref(), feed, &cancel)?;
+        crate::agent::start(store, settings.broker.as_ref(), feed.clone(), &cancel)?;
+    let service = service::Service::new(watch_readers, &settings.modems, rec.link.clone());
+    // The station page, when asked for: its commands come into this loop; with
+    // `[http] metrics`, the service's view answers /health and /metrics.
+    let (web_tx, mut web_rx) = mpsc::channel::<crate::http::WebCommand>(16);
+    let http_task = match (&settings.http, feed) {
+        (Some(h), Some(feed)) => {
+            let page = crate::http::Page {
+                feed,
+                store: rec.store.clone(),
+                token: h.token.as_deref().map(Into::into),
+                act: Some(web_tx),
+                csv: None,
+                cancel: cancel.clone(),
+                probe: h.metrics.then(|| service.probe()),
+            };
+            let (_, task) = crate::http::start(h, page).await?;
+            Some(task)
+        }
+        // No page: the sender is dropped and the loop's branch never taken.
+        _ => {
+            drop(web_tx);
+            None
+        }
+    };
     // No watcher: a closed receiver, so its branch of the select is never taken.
     let (mut reader_rx, watcher) = match watch_readers {
         true => {
@@ -265,8 +298,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     for id in esim_download::recover(&ctx, &modems)? {
         commands.adopt(id);
     }
-    let mut service = service::Service::new(watch_readers, &settings.modems);
+    let mut service = service;
     let mut watchdog = service.watchdog().map(tokio::time::interval);
+    let mut reloader = settings.reload.clone();
+    // Installed before READY, so a reload never finds the default disposition
+    // (SIGHUP's is to end the process).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Signal)?;
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
     service.after_event(&ctx);
 
@@ -277,6 +315,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             biased;
             _ = cancel.cancelled() => break,
             _ = tick(&mut watchdog) => Event::Watchdog,
+            Some(()) = hangup.recv() => Event::Reload,
             Some(ev) = reader_rx.recv() => Event::Reader(ev),
             Some(ev) = modem_rx.recv() => Event::Modem(ev),
             Some(ev) = events_rx.recv() => ev,
@@ -314,6 +353,20 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                     rules::evaluate(&ctx, &modems, &obs.iccid, None)?;
                 }
             }
+            Event::Reload => match reloader.as_mut().and_then(|r| r.reload()) {
+                Some(cfg) => {
+                    ctx.read_settings = crate::reader::ReadSettings::from_config(&cfg.readers);
+                    readers.set_read_settings(ctx.read_settings);
+                    ctx.swap = SwapSettings {
+                        register: Duration::from_secs(cfg.modems.swap_register_secs),
+                        replace: Duration::from_secs(cfg.modems.swap_replace_secs),
+                    };
+                }
+                None if reloader.is_none() => {
+                    tracing::warn!("SIGHUP: no configuration to read again");
+                }
+                None => {}
+            },
             Event::SwapRows(iccids) => swap::rerecord(&ctx, &iccids).await?,
             Event::SwapEnded { id, rows, result } => {
                 // Rows first (no longer Pending), then the outcome: a platform seeing the
@@ -359,38 +412,6 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     Ok(())
-}
-
-/// The station page's feed, the channel its buttons' commands arrive on, and its task:
-/// when `--http` asked for a page. Without one, the channel is closed at once, so the
-/// loop's branch for it is never taken.
-async fn start_page(
-    settings: &Settings,
-    store: &Store,
-    cancel: &CancellationToken,
-) -> Result<
-    (
-        Option<crate::http::Feed>,
-        mpsc::Receiver<crate::http::WebCommand>,
-        Option<tokio::task::JoinHandle<()>>,
-    ),
-    DaemonError,
-> {
-    let (web_tx, web_rx) = mpsc::channel::<crate::http::WebCommand>(16);
-    let Some(h) = &settings.http else {
-        return Ok((None, web_rx, None));
-    };
-    let feed = crate::http::Feed::new("run", &settings.agent_id);
-    let page = crate::http::Page {
-        feed: feed.clone(),
-        store: store.clone(),
-        token: h.token.as_deref().map(Into::into),
-        act: Some(web_tx),
-        csv: None,
-        cancel: cancel.clone(),
-    };
-    let (_, task) = crate::http::start(h, page).await?;
-    Ok((Some(feed), web_rx, Some(task)))
 }
 
 /// The next watchdog tick, or never when the service manager wants none.

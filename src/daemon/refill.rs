@@ -148,6 +148,7 @@ pub(crate) async fn resume(port: Port, store: Store, iccid: String) -> Done {
     match work::act_on_modem(&port, ModemAction::ResumeData).await {
         Ok(_) => store
             .set_rule_hold(&iccid, None)
+            .and_then(|()| store.set_suspended_by(&iccid, None))
             .map(|_| None)
             .map_err(|e| (RefusalCode::Failed, e.to_string())),
         Err((RefusalCode::Unavailable, why)) => Err((

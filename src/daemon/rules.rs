@@ -211,7 +211,17 @@ async fn act(
         RuleAction::Suspend => {
             let r = hardware(target, ModemAction::SuspendData).await;
             if r.0 == "done" {
-                if let Err(e) = store.set_rule_hold(&rec.iccid, Some(&rec.firing.rule)) {
+                // The rule holds the session down (a refill lifts it), and the row says
+                // so: `suspended_by` the rule, from now.
+                let by = crate::contract::SuspendedBy {
+                    command: None,
+                    rule: Some(rec.firing.rule.clone()),
+                    since: Some(crate::time::unix_now()),
+                };
+                if let Err(e) = store
+                    .set_rule_hold(&rec.iccid, Some(&rec.firing.rule))
+                    .and_then(|()| store.set_suspended_by(&rec.iccid, Some(&by)))
+                {
                     return ("failed", Some(e.to_string()));
                 }
             }
@@ -220,7 +230,10 @@ async fn act(
         RuleAction::Resume => {
             let r = hardware(target, ModemAction::ResumeData).await;
             if r.0 == "done" {
-                if let Err(e) = store.set_rule_hold(&rec.iccid, None) {
+                if let Err(e) = store
+                    .set_rule_hold(&rec.iccid, None)
+                    .and_then(|()| store.set_suspended_by(&rec.iccid, None))
+                {
                     return ("failed", Some(e.to_string()));
                 }
             }
@@ -257,6 +270,17 @@ pub(crate) fn on_done(ctx: &Ctx, mut rec: FiringRecord) -> Result<(), DaemonErro
     })?;
     rec.done = true;
     ctx.store.put_firing(&rec)?;
+    // A suspension set or lifted is in the row (`suspended_by`): out again, also when
+    // the session's change was published before the hold was written.
+    let session = rec.actions.iter().any(|a| {
+        matches!(a.action, RuleAction::Suspend | RuleAction::Resume)
+            && a.outcome.as_deref() == Some("done")
+    });
+    if session {
+        if let Some(obs) = ctx.store.get_observed(&rec.iccid)? {
+            ctx.rec.publish_row(&obs)?;
+        }
+    }
     let actions: Vec<String> = rec
         .actions
         .iter()

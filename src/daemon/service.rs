@@ -1,14 +1,69 @@
 //! What the daemon tells its service manager (systemd, `Type=notify`): READY=1 once the
 //! store is open and readers and modems had their first look, WATCHDOG=1 from the
 //! daemon's own loop (an `Event::Watchdog` like any other, so a wedged loop stops feeding
-//! it and systemd restarts the service), and STATUS= a line a person understands.
+//! it and systemd restarts the service), and STATUS= a line a person understands. The
+//! same picture answers a monitoring's `/health` and `/metrics` (src/http, through
+//! [`HealthProbe`]), read at each scrape.
 
 use super::Ctx;
 use crate::modem::supervisor::ModemEvent;
 use crate::notify::{self, Notifier};
 use crate::reader::watch::ReaderEvent;
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What the loop last knew, for the page's server to read at a scrape.
+#[derive(Debug, Default, Clone)]
+struct View {
+    ready: bool,
+    /// Readers seen, or None while pcscd is down; not set when readers are not watched.
+    readers: Option<Option<usize>>,
+    modems_up: usize,
+    modems_configured: usize,
+}
+
+/// `/health` and `/metrics`'s view of the daemon: the loop's last picture, the link's
+/// state and the outbox read live (a broker drop is no loop event).
+#[derive(Debug)]
+pub(crate) struct HealthProbe {
+    view: Arc<Mutex<View>>,
+    link: Option<crate::link::Link>,
+}
+
+impl crate::http::Probe for HealthProbe {
+    fn health(&self) -> crate::metrics::Health {
+        let v = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (broker, depth, oldest) = match &self.link {
+            Some(l) => (
+                match l.is_connected() {
+                    true => "connected",
+                    false => "not_connected",
+                },
+                l.queued(),
+                l.oldest_queued_secs(),
+            ),
+            None => ("not_configured", 0, None),
+        };
+        crate::metrics::Health {
+            ready: v.ready,
+            broker,
+            readers: v.readers.map(|r| r.unwrap_or(0)),
+            pcscd: v.readers.map(|r| match r {
+                Some(_) => "up",
+                None => "down",
+            }),
+            modems: crate::metrics::Modems {
+                up: v.modems_up,
+                configured: v.modems_configured,
+            },
+            outbox: crate::metrics::OutboxHealth {
+                depth,
+                oldest_age_secs: oldest,
+            },
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Service {
@@ -24,6 +79,8 @@ pub(crate) struct Service {
     pcsc_down: bool,
     modems: BTreeSet<String>,
     last_status: String,
+    view: Arc<Mutex<View>>,
+    link: Option<crate::link::Link>,
     /// Debug builds only: stop the loop for good after this many watchdog pings once
     /// ready (`SIMGATE_DEBUG_WEDGE_AFTER_PINGS`), so a test can show that the pings come from
     /// the loop itself. Nothing real wedges the loop on demand: every await in it is
@@ -35,7 +92,11 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    pub(crate) fn new(watch_readers: bool, modem_ports: &[String]) -> Service {
+    pub(crate) fn new(
+        watch_readers: bool,
+        modem_ports: &[String],
+        link: Option<crate::link::Link>,
+    ) -> Service {
         Service {
             notifier: Notifier::from_env(),
             ready: false,
@@ -47,6 +108,8 @@ impl Service {
             pcsc_down: false,
             modems: BTreeSet::new(),
             last_status: String::new(),
+            view: Arc::default(),
+            link,
             #[cfg(debug_assertions)]
             wedge_after: std::env::var("SIMGATE_DEBUG_WEDGE_AFTER_PINGS")
                 .ok()
@@ -54,6 +117,14 @@ impl Service {
             #[cfg(debug_assertions)]
             pings: 0,
         }
+    }
+
+    /// What answers `/health` and `/metrics`.
+    pub(crate) fn probe(&self) -> Arc<dyn crate::http::Probe> {
+        Arc::new(HealthProbe {
+            view: self.view.clone(),
+            link: self.link.clone(),
+        })
     }
 
     /// The watchdog's period (half of WATCHDOG_USEC), when the manager asked for pings.
@@ -105,10 +176,19 @@ impl Service {
     /// After every event: READY=1 the first time nothing is pending, STATUS= when the
     /// line changed.
     pub(crate) fn after_event(&mut self, ctx: &Ctx) {
+        let became_ready = !self.ready && !self.readers_pending && self.modems_pending.is_empty();
+        self.ready |= became_ready;
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
+            ready: self.ready,
+            readers: self
+                .watch_readers
+                .then(|| (!self.pcsc_down).then_some(self.readers.len())),
+            modems_up: self.modems.len(),
+            modems_configured: self.modem_ports,
+        };
         let Some(n) = &self.notifier else { return };
         let status = self.status(ctx);
-        if !self.ready && !self.readers_pending && self.modems_pending.is_empty() {
-            self.ready = true;
+        if became_ready {
             tracing::info!(%status, "ready");
             n.tell(&format!("READY=1\nSTATUS={status}"));
             self.last_status = status;

@@ -795,7 +795,7 @@ fn wrong_typed_toml(text: &str) -> Vec<(String, usize, String)> {
 
 #[test]
 fn a_config_value_of_the_wrong_type_is_refused_naming_file_line_and_key() {
-    let all = wrong_typed_toml(crate::config::TEMPLATE);
+    let all = wrong_typed_toml(&crate::config::template_keys());
     assert!(all.len() > 100, "{}", all.len());
     for (text, line, key) in all {
         match Config::parse(&text, "s.toml") {

@@ -53,6 +53,8 @@ pub struct Settings {
     pub addr: SocketAddr,
     /// The bearer token the buttons need; None: the page is read-only.
     pub token: Option<String>,
+    /// Serve `/health` and `/metrics` (`[http] metrics`; `simgate run` only).
+    pub metrics: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -60,6 +62,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("addr", &self.addr)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -81,6 +84,12 @@ pub struct WebCommand {
     pub claimed: oneshot::Sender<()>,
 }
 
+/// What a gateway's monitoring asks the daemon at each scrape of `/health` and
+/// `/metrics` (src/daemon/service.rs answers).
+pub trait Probe: Send + Sync + std::fmt::Debug {
+    fn health(&self) -> crate::metrics::Health;
+}
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -92,6 +101,9 @@ pub struct Page {
     /// The station's batch CSV, for its download link.
     pub csv: Option<PathBuf>,
     pub cancel: CancellationToken,
+    /// Serve `/health` and `/metrics` from this; None: they are 404 like any unknown
+    /// path (off unless asked).
+    pub probe: Option<Arc<dyn Probe>>,
 }
 
 /// Bind `settings.addr` and serve the page until `cancel` fires. Returns the address
@@ -124,7 +136,13 @@ pub async fn start(
 
 /// The page's routes. Anything else is 404.
 pub fn router(page: Page) -> Router {
-    Router::new()
+    let monitored = match page.probe.is_some() {
+        true => Router::new()
+            .route("/health", get(health))
+            .route("/metrics", get(metrics)),
+        false => Router::new(),
+    };
+    monitored
         .route("/", get(index))
         .route("/app.css", get(|| asset("text/css; charset=utf-8", CSS)))
         .route(
@@ -147,6 +165,46 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         body.into() + "\n",
+    )
+        .into_response()
+}
+
+/// `/health`: the daemon's state as JSON (`metrics::Health`); 503 until it is ready
+/// (its first look at readers and modems done), so a load balancer or a probe waits for
+/// it. A broker away is no failure of the gateway (the outbox keeps everything): it is
+/// said in the body, not in the status.
+async fn health(State(page): State<Page>) -> Response {
+    let Some(probe) = &page.probe else {
+        return not_found().await;
+    };
+    let h = probe.health();
+    let status = match h.ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        serde_json::to_string(&h).unwrap_or_default() + "\n",
+    )
+        .into_response()
+}
+
+/// `/metrics`: the Prometheus text exposition (src/metrics.rs).
+async fn metrics(State(page): State<Page>) -> Response {
+    let Some(probe) = &page.probe else {
+        return not_found().await;
+    };
+    let body = crate::metrics::exposition(crate::metrics::counters(), &probe.health());
+    (
+        [
+            (header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
     )
         .into_response()
 }
@@ -188,10 +246,12 @@ pub fn snapshot(page: &Page, recent: &Recent) -> Result<String, crate::store::St
     let mut rows = Vec::new();
     for obs in page.store.all_observed()? {
         let this_month = page.store.month_usage(&obs.iccid, &month)?;
-        rows.push(serde_json::json!({
-            "row": page.store.row(&obs)?,
-            "this_month_mb": (this_month.total() > 0).then(|| this_month.megabytes()),
-        }));
+        let mut row = serde_json::json!({ "row": page.store.row(&obs)? });
+        // Left out, never null, when nothing was used this month (as in a `row` change).
+        if this_month.total() > 0 {
+            row["this_month_mb"] = this_month.megabytes().into();
+        }
+        rows.push(row);
     }
     let msg = serde_json::json!({
         "type": "snapshot",

@@ -38,6 +38,7 @@ fn rig(tag: &str, token: Option<&str>) -> Rig {
             act: Some(tx),
             csv: None,
             cancel: CancellationToken::new(),
+            probe: None,
         },
         act,
         dir,

@@ -316,6 +316,11 @@ impl Link {
         self.outbox.len()
     }
 
+    /// How long the oldest message in the outbox has waited, in seconds (None: empty).
+    pub fn oldest_queued_secs(&self) -> Option<u64> {
+        self.outbox.oldest_age(crate::time::unix_now())
+    }
+
     fn enqueue(
         &self,
         class: Class,
@@ -818,6 +823,7 @@ impl Driver {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     self.away.back();
+                    crate::metrics::counters().broker_connected();
                     let moved = self.nodes.accepted();
                     tracing::info!(session_present = ack.session_present, broker = %self.url, "connected to broker");
                     self.connected_at = Some(Instant::now());

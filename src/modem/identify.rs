@@ -32,9 +32,13 @@ const SIM_BUSY_WAIT: Duration = Duration::from_millis(300);
 pub struct ModemInfo {
     pub port: String,
     pub profile: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub manufacturer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub firmware: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub imei: Option<String>,
     pub sim: SimInfo,
     /// AT command lines this identification spent.
@@ -47,25 +51,36 @@ pub struct SimInfo {
     pub present: bool,
     /// "READY", "SIM PIN", ..., or "SIM not inserted" said plainly.
     pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iccid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iccid_luhn_ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub imsi: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mcc_mnc: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub registration: Option<Registration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<Signal>,
     /// Physical or eSIM; `None` (JSON null): unknown, the modem cannot reach the ISD-R.
     pub form_factor: Option<FormFactor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eid: Option<String>,
     pub in_session: InSession,
     pub session_reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// The SIM slot in use, counted from 1, on families with several.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<u8>,
     /// PIN1's lock: +CPIN?'s code, the family's counters, +CLCK="SC",2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lock: Option<crate::sim::Lock>,
     /// Filled from the store by the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub this_month_mb: Option<f64>,
 }
 

@@ -241,7 +241,9 @@ pub enum EuiccAccess {
 }
 
 /// Which AT command carries the APDUs to the ISD-R.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EuiccTransport {
     /// +CCHO opens a logical channel to the ISD-R, +CGLA carries the APDUs on it (TS

@@ -255,6 +255,7 @@ where
     let work = move || match CString::new(reader.clone()) {
         Ok(name) => {
             let (result, took) = start_read(&name, settings).wait();
+            crate::metrics::counters().card_read(result.is_ok(), took);
             done(result, took);
         }
         Err(_) => done(

@@ -54,8 +54,9 @@ pub enum StationError {
         path: String,
         source: std::io::Error,
     },
+    /// Its source is kept: a closed pipe (`| head`) ends the command quietly (src/cli/out.rs).
     #[error("stdout: {0}")]
-    Output(std::io::Error),
+    Output(#[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
 }
@@ -133,6 +134,8 @@ pub async fn run(
                 act: None,
                 csv: settings.csv.clone(),
                 cancel: cancel.clone(),
+                // A station is watched by the person at it, not by monitoring.
+                probe: None,
             };
             let (_, task) = crate::http::start(h, page).await?;
             (Some(feed), Some(task))

@@ -5,6 +5,9 @@
 use super::{Store, StoreError};
 
 const TREE: &str = "suspended";
+/// Who set each standing suspension, and since when (a `SuspendedBy` as JSON): written
+/// by the command or rule that suspended, read only while the suspension stands.
+const BY: &str = "suspended_by";
 
 impl Store {
     /// Record (flushed) that `iccid`'s data session must be kept down, or no longer.
@@ -16,6 +19,40 @@ impl Store {
             tree.remove(iccid.as_bytes())?;
         }
         self.flush()
+    }
+
+    /// Record who suspended `iccid` (None: the suspension was lifted). Flushed.
+    pub fn set_suspended_by(
+        &self,
+        iccid: &str,
+        by: Option<&crate::contract::SuspendedBy>,
+    ) -> Result<(), StoreError> {
+        match by {
+            Some(b) => self.put_json(BY, iccid, b)?,
+            None => {
+                self.tree(BY)?.remove(iccid.as_bytes())?;
+            }
+        }
+        self.flush()
+    }
+
+    /// The standing suspension of `iccid` and who set it: None when none stands (the
+    /// modem supervisor's record says whether one does; a suspension from before this
+    /// record was kept is told with its origin unknown: `{}`).
+    pub fn suspended_by(
+        &self,
+        iccid: &str,
+    ) -> Result<Option<crate::contract::SuspendedBy>, StoreError> {
+        if !self.tree(TREE)?.contains_key(iccid.as_bytes())? {
+            return Ok(None);
+        }
+        Ok(Some(self.get_json(BY, iccid)?.unwrap_or(
+            crate::contract::SuspendedBy {
+                command: None,
+                rule: None,
+                since: None,
+            },
+        )))
     }
 
     /// Every ICCID whose data session must be kept down.

@@ -203,7 +203,17 @@ struct Meta {
     len: u64,
     bytes: u64,
     limits: Limits,
+    /// When messages were queued, for the oldest one's age (`Outbox::oldest_age`):
+    /// (the first key queued in a second, that second), in key order. Keys are given in
+    /// increasing order, so every key from one checkpoint up to the next was queued no
+    /// earlier than the first's second: the age read from it is never too young. Kept
+    /// in memory only; what an earlier run queued counts from this run's start.
+    since: std::collections::VecDeque<(u64, u64)>,
 }
+
+/// At most this many checkpoints: past it every other one goes (ages then read up to
+/// a few seconds older than they are, never younger). 4096 × 16 bytes.
+const MAX_CHECKPOINTS: usize = 4096;
 
 /// The numbering a message's payload carries (its `seq`), per kind: events (with the
 /// notices, which are events too) and usage batches are numbered 1, 2, 3 … each,
@@ -235,7 +245,15 @@ impl Store {
             shed: self.tree(SHED)?,
             meta: self.tree(META)?,
             main,
-            inner: Arc::new(Mutex::new(Meta { len, bytes, limits })),
+            inner: Arc::new(Mutex::new(Meta {
+                len,
+                bytes,
+                limits,
+                since: match len {
+                    0 => Default::default(),
+                    _ => [(0, crate::time::unix_now())].into(),
+                },
+            })),
             passing: Arc::default(),
         })
     }
@@ -483,6 +501,19 @@ impl Outbox {
         if !shed_self {
             meta.len += 1;
             meta.bytes += size;
+            if in_place.is_none() {
+                let now = crate::time::unix_now();
+                if meta.since.back().is_none_or(|(_, t)| *t != now) {
+                    meta.since.push_back((seq, now));
+                }
+                if meta.since.len() > MAX_CHECKPOINTS {
+                    let mut i = 0;
+                    meta.since.retain(|_| {
+                        i += 1;
+                        i % 2 == 1
+                    });
+                }
+            }
         }
         meta.len = meta.len.saturating_sub(removed);
         meta.bytes = meta.bytes.saturating_sub(removed_bytes);
@@ -602,6 +633,20 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// How long the oldest queued message has waited at `now` (Unix seconds), in whole
+    /// seconds; None when nothing waits. See `Meta::since`.
+    pub fn oldest_age(&self, now: u64) -> Option<u64> {
+        let mut meta = self.lock();
+        let head = match self.main.first() {
+            Ok(Some((k, _))) => seq_of(&k)?,
+            Ok(None) | Err(_) => return None,
+        };
+        while meta.since.get(1).is_some_and(|(s, _)| *s <= head) {
+            meta.since.pop_front();
+        }
+        meta.since.front().map(|(_, t)| now.saturating_sub(*t))
     }
 
     /// Bytes of the messages queued now (as counted against [`Limits::bytes`]).
@@ -983,6 +1028,36 @@ mod tests {
         let (_, shed) = push(&ob, Class::Event, "e", "e2", None);
         assert_eq!(shed.telemetry, 1, "u2 made room, not the missing u1");
         assert_eq!(drain(&ob), ["e1", "e2"]);
+        drop((ob, st));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_oldest_age_follows_the_head_and_an_earlier_run_s_entries_count_from_the_start() {
+        let (st, dir) = store();
+        let ob = st.outbox(Limits::messages(100)).unwrap();
+        assert_eq!(ob.oldest_age(crate::time::unix_now()), None);
+        let (first, _) = push(&ob, Class::Event, "e", "e1", None);
+        let now = crate::time::unix_now();
+        // Queued now or a second before (the clock may tick in between).
+        let age = ob.oldest_age(now + 30).unwrap();
+        assert!((30..=31).contains(&age), "{age}");
+        // Make the first one 100 s old; the second is queued now.
+        ob.lock().since.front_mut().unwrap().1 -= 100;
+        let (second, _) = push(&ob, Class::Event, "e", "e2", None);
+        assert!(ob.oldest_age(now).unwrap() >= 100);
+        // The first acknowledged: the head is the second, just queued.
+        ob.acknowledged(first).unwrap();
+        assert!(ob.oldest_age(now + 1).unwrap() <= 2);
+        ob.acknowledged(second).unwrap();
+        assert_eq!(ob.oldest_age(now), None);
+        // Reopened with a message waiting: it counts from the reopening.
+        push(&ob, Class::Event, "e", "e3", None);
+        drop(ob);
+        let ob = st.outbox(Limits::messages(100)).unwrap();
+        let now = crate::time::unix_now();
+        assert!(ob.oldest_age(now + 5).unwrap() >= 5);
+        assert!(ob.oldest_age(now + 5).unwrap() <= 6);
         drop((ob, st));
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -30,6 +30,7 @@ impl Store {
         if let Some(p) = &platform {
             state.estimate = self.estimate(&obs.iccid, p, crate::time::unix_now())?;
         }
+        state.suspended_by = self.suspended_by(&obs.iccid)?;
         state.operator_estimate = self.operator_estimate(&obs.iccid)?;
         Ok(state)
     }

@@ -226,13 +226,9 @@ fn config_check_and_path_use_the_file_given_by_the_environment() {
         said.lines().next(),
         Some(format!("{}: ok", shipped.display()).as_str())
     );
-    // Then every key, where its value came from: this file (with its line) here.
-    let text = std::fs::read_to_string(&shipped).unwrap();
-    let line = 1 + text
-        .lines()
-        .position(|l| l.starts_with("keepalive_secs = "))
-        .unwrap();
-    let want = format!("broker.keepalive_secs = 300  {}:{line}", shipped.display());
+    // Then every key, where its value came from: the shipped file sets none (each is
+    // commented out), so the default.
+    let want = "broker.keepalive_secs = 300  default";
     assert!(said.lines().any(|l| l.trim() == want), "{want}:\n{said}");
     let path = Command::new(simgate_bin())
         .args(["config", "path"])
@@ -310,7 +306,31 @@ fn the_man_pages_and_completions_come_from_the_command_line_definition() {
         run.contains("simgate\\-run") && run.contains("agent\\-id"),
         "{run}"
     );
-    assert!(dir.path().join("simgate.1").exists());
+    // Beyond --help (man-pages(7)): how it ends, what it reads, examples.
+    let main = std::fs::read_to_string(dir.path().join("simgate.1")).unwrap();
+    for section in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH EXAMPLES",
+        ".SH \"SEE ALSO\"",
+    ] {
+        assert!(main.contains(section), "simgate(1) lacks {section}");
+        assert!(run.contains(section), "simgate-run(1) lacks {section}");
+    }
+    assert!(main.contains("SIMGATE_CONFIG") && main.contains("/etc/simgate/conf.d"));
+    // simgate.toml(5), from the commented template: every key with its default.
+    let conf = std::fs::read_to_string(dir.path().join("simgate.toml.5")).unwrap();
+    assert!(conf.contains(".TH simgate.toml 5"), "{conf}");
+    let template: toml::Table = simgate::config::template_keys().parse().unwrap();
+    for (section, keys) in &template {
+        for (key, _) in keys.as_table().unwrap() {
+            assert!(
+                conf.contains(&format!("{key} = ")),
+                "[{section}] {key} not in simgate.toml(5)"
+            );
+        }
+    }
     let bash = Command::new(simgate_bin())
         .args(["generate", "completions", "bash"])
         .output()
@@ -322,4 +342,110 @@ fn the_man_pages_and_completions_come_from_the_command_line_definition() {
     for values in ["auto human json", "refresh suspend resume set_record"] {
         assert!(bash.contains(values), "{values} not offered: {bash}");
     }
+}
+
+/// Regression: a printing command whose reader closed the pipe (`simgate config check |
+/// grep -q ok` once grep has its match) panicked on EPIPE ("failed printing to stdout").
+/// It must end quietly: status 0, nothing on stderr. The pipe's read end is closed
+/// before the command starts, so its first write meets EPIPE every time.
+#[test]
+fn a_printing_command_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    let shipped = support::repo().join("config/simgate.toml");
+    let shipped = shipped.to_str().unwrap();
+    for args in [
+        vec!["config", "template"],
+        vec!["config", "check", shipped],
+        vec!["config", "path"],
+        vec!["generate", "man"],
+        vec!["--help"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(simgate_bin())
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "simgate {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "simgate {args:?}: {err}");
+        assert!(err.is_empty(), "simgate {args:?} said: {err}");
+    }
+}
+
+/// The shipped file sets nothing (every key commented out: unset means default), and a
+/// drop-in in conf.d beside it overrides it; `config check` names the drop-in's file and
+/// line for the value it set, `config path` lists it, and the command that reads the
+/// configuration gets its value.
+#[test]
+fn a_conf_d_drop_in_overrides_the_commented_shipped_file_and_check_names_its_file_and_line() {
+    let dir = TempDir::new("confd");
+    let main = dir.path().join("simgate.toml");
+    std::fs::copy(support::repo().join("config/simgate.toml"), &main).unwrap();
+    let check = |file: &std::path::Path| {
+        let out = Command::new(simgate_bin())
+            .args(["config", "check"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shipped = check(&main);
+    let keys: Vec<&str> = shipped.lines().skip(1).collect();
+    assert!(keys.len() >= 40, "{shipped}");
+    assert!(
+        keys.iter()
+            .all(|l| l.ends_with("  default") || l.contains("<none>")),
+        "the shipped file sets nothing:\n{shipped}"
+    );
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    let drop_in = dir.path().join("conf.d/50-site.toml");
+    std::fs::write(&drop_in, "# this gateway\n[agent]\nid = \"gw-site\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/10-base.toml"),
+        "[agent]\nid = \"gw-base\"\n[broker]\nkeepalive_secs = 120\n",
+    )
+    .unwrap();
+    let out = check(&main);
+    assert!(
+        out.contains(&format!("agent.id = \"gw-site\"  {}:3", drop_in.display())),
+        "{out}"
+    );
+    assert!(out.contains("broker.keepalive_secs = 120  "), "{out}");
+    assert!(
+        out.contains(&format!("{}: ok (drop-in)", drop_in.display())),
+        "{out}"
+    );
+    let path = Command::new(simgate_bin())
+        .arg("--config")
+        .arg(&main)
+        .args(["config", "path"])
+        .output()
+        .unwrap();
+    let path = String::from_utf8(path.stdout).unwrap();
+    let lines: Vec<&str> = path.lines().collect();
+    assert_eq!(lines.len(), 3, "{path}");
+    assert!(
+        lines[1].ends_with("10-base.toml") && lines[2].ends_with("50-site.toml"),
+        "{path}"
+    );
+    // A bad value in a drop-in: refused naming the drop-in, its line and the key.
+    std::fs::write(&drop_in, "[broker]\nkeepalive_secs = 1\n").unwrap();
+    let out = Command::new(simgate_bin())
+        .arg("--config")
+        .arg(&main)
+        .args(["readers"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2: broker.keepalive_secs", drop_in.display())),
+        "{err}"
+    );
 }

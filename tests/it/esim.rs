@@ -114,13 +114,22 @@ fn profiles_are_listed_switched_named_and_deleted_through_pcscd() {
         stderr(&out)
     );
 
-    // An SGP.22 result code in words, never a status word.
+    // A profile already in the state asked for: nothing to do, and no failure (exit
+    // 0, as the README's exit codes say), the card's answer in words, never a status
+    // word.
     let out = esim(&pcsc, &["disable", FIRST]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr(&out).contains("DisableProfile refused: the profile is not enabled"),
-        "{}",
-        stderr(&out)
+        said.contains("DisableProfile refused: the profile is not enabled")
+            && said.contains("nothing to do"),
+        "{said}"
+    );
+    let o = ok(&esim(&pcsc, &["enable", SECOND, "--json"]));
+    assert_eq!(o["done"], "nothing", "{o}");
+    assert!(
+        o["reason"].as_str().unwrap().contains("already enabled"),
+        "{o}"
     );
 
     ok(&esim(&pcsc, &["nickname", SECOND, "abroad", "--json"]));

@@ -32,6 +32,7 @@ mod modem_identify;
 mod modem_lock;
 mod modem_transcripts;
 mod modem_vectors;
+mod monitoring;
 mod pin;
 mod platform_link;
 mod platform_modem;

@@ -56,6 +56,27 @@ async fn modem_info_json_says_sim_not_inserted() {
     assert_eq!(v["sim"]["present"], false);
     assert_eq!(v["sim"]["state"], "SIM not inserted");
     assert_eq!(v["sim"]["in_session"], "no");
+    // What is not known is left out, never null (README, "Reports"), but the one the
+    // README names: a modem's SIM's form_factor, null when the modem cannot tell.
+    assert_eq!(nulls(&v, ""), ["/sim/form_factor"], "{v}");
+    assert!(v["sim"].get("iccid").is_none(), "{v}");
+}
+
+/// The JSON pointers of every null in `v`.
+fn nulls(v: &serde_json::Value, at: &str) -> Vec<String> {
+    match v {
+        serde_json::Value::Null => vec![at.to_string()],
+        serde_json::Value::Object(m) => m
+            .iter()
+            .flat_map(|(k, v)| nulls(v, &format!("{at}/{k}")))
+            .collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| nulls(v, &format!("{at}/{i}")))
+            .collect(),
+        _ => vec![],
+    }
 }
 
 #[test]

@@ -14,8 +14,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Upper bound for awaiting an event; a bound against hangs, not a measurement.
-const PATIENCE: Duration = Duration::from_secs(10);
+/// Upper bound for awaiting an event; a bound against hangs, not a measurement. A
+/// reboot's re-attach on a loaded 2-core machine (the port gone, reopened with backoff,
+/// identified again) took longer than 10 s.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 struct Rig {
     emu: emulator::Handle,

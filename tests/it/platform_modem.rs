@@ -357,3 +357,61 @@ fn on_a_port_shared_with_modemmanager_a_rules_suspend_is_refused_like_the_comman
         retained.payload
     );
 }
+
+/// Regression: after a successful `suspend`, the retained row said `in_session: yes`
+/// until the next poll (up to a minute), and nothing in it said a suspension stood.
+/// The row the command reports now comes before its `successful` status, with the
+/// session down and `suspended_by` naming the command; a `resume` clears both, also
+/// before its status. The poll is an hour here: only the command can fix the row.
+#[test]
+fn after_a_suspend_the_row_shows_the_session_down_and_who_suspended_before_the_command_succeeds() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let emu = Modem::start("quectel-ec2x");
+    let mut sub = broker.subscribe("simgate/v1/gw-pm/#");
+    let _run = Proc::spawn(
+        "simgate run",
+        &mut support::modem_agent_with(
+            &broker.url(),
+            "gw-pm",
+            state.path(),
+            &emu.port,
+            "[modems]\npoll_secs = 3600\n",
+        ),
+    );
+    let row = format!("simgate/v1/gw-pm/sim/{FIRST}/state");
+    sub.expect("the modem SIM's row, in session", |m| {
+        m.topic == row && m.payload["present"] == true && m.payload["in_session"] == "yes"
+    });
+    // The last row published before the command's final status.
+    let last_before = |sub: &mut Sub, id: &str| {
+        let status = format!("simgate/v1/gw-pm/cmd/{id}/status");
+        let mut last = None;
+        let fin = sub.expect(&format!("the outcome of {id}"), |m| {
+            if m.topic == row {
+                last = Some(m.payload.clone());
+            }
+            m.topic == status
+                && (m.payload["status"] == "successful" || m.payload["status"] == "failed")
+        });
+        assert_eq!(fin.payload["status"], "successful", "{}", fin.payload);
+        last.unwrap_or_else(|| panic!("no row of {FIRST} before {id} succeeded"))
+    };
+    send(&broker, "sus-row", "suspend");
+    let r = last_before(&mut sub, "sus-row");
+    assert_eq!(r["in_session"], "no", "{r}");
+    assert_eq!(r["suspended_by"]["command"], "sus-row", "{r}");
+    assert!(
+        r["suspended_by"]["since"].as_u64().is_some_and(|s| s > 0),
+        "{r}"
+    );
+    assert!(r["suspended_by"].get("rule").is_none(), "{r}");
+
+    send(&broker, "res-row", "resume");
+    let r = last_before(&mut sub, "res-row");
+    assert_eq!(r["in_session"], "yes", "{r}");
+    assert!(
+        r.get("suspended_by").is_none(),
+        "the suspension is lifted: {r}"
+    );
+}

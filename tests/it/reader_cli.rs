@@ -116,7 +116,8 @@ fn read_of_a_reader_that_does_not_exist_fails_naming_it_and_the_readers_present(
         .args(["read", "--reader", "No Such Reader"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // The user's input, not the work failing: 2, as the README's exit codes say.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no reader named \"No Such Reader\""), "{err}");
     assert!(

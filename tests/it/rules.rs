@@ -139,8 +139,11 @@ fn a_low_balance_asks_for_a_refill_and_the_refill_applied_once_lifts_the_suspens
         json!([{"action":"suspend","outcome":"done"},
                {"action":"refill","amount_mb":1024.0,"outcome":"requested"}])
     );
-    let row_down = sub.expect("the row, suspended", |m| {
-        m.topic == row && m.payload["in_session"] == "no"
+    // Down, and saying which rule holds it (a refill lifts a rule's suspension).
+    let row_down = sub.expect("the row, suspended by the rule", |m| {
+        m.topic == row
+            && m.payload["in_session"] == "no"
+            && m.payload["suspended_by"]["rule"] == "low"
     });
     assert!(
         row_down.payload["estimate"]["data_left_mb"]
@@ -160,6 +163,13 @@ fn a_low_balance_asks_for_a_refill_and_the_refill_applied_once_lifts_the_suspens
         m.topic == row && m.payload["in_session"] == "yes"
     });
     let balance = up.payload["platform"]["data_left_mb"].as_f64().unwrap();
+    let mut retained_now = broker.subscribe(&row);
+    let now = retained_now.expect("the retained row after the refill", |m| m.topic == row);
+    assert!(
+        now.payload.get("suspended_by").is_none(),
+        "the refill lifted the rule's suspension: {}",
+        now.payload
+    );
     assert!((1000.0..=1034.0).contains(&balance), "{}", up.payload);
     command(&broker, "gw-low", "refill-2", "refill", refill.clone());
     assert_eq!(
@@ -278,4 +288,22 @@ fn a_person_asks_for_a_refill_through_the_daemon_within_the_daily_cap() {
     assert_eq!(third.status.code(), Some(1));
     let said = String::from_utf8_lossy(&third.stdout);
     assert!(said.contains("2 refill requests today already"), "{said}");
+    assert!(
+        said.contains("request_refill: failed"),
+        "in words by default: {said}"
+    );
+    // With --json: each status as the agent published it, one a line.
+    let json = std::process::Command::new(support::simgate_bin())
+        .args(["refill", "--broker", &broker.url(), "--agent-id", "gw-ask"])
+        .args(["--iccid", SIM, "--mb", "500", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = lines.last().expect("a final status");
+    assert_eq!(last["status"], "failed", "{last}");
+    assert_eq!(last["action"], "request_refill", "{last}");
 }

@@ -176,3 +176,71 @@ fn ready_with_a_configured_modem_port_that_is_not_there() {
         "{ready:?}"
     );
 }
+
+/// `systemctl reload simgate` (SIGHUP): the configuration read again; a key that takes
+/// effect without a restart is applied and named, one that needs a restart is named at
+/// WARN, a file that no longer loads changes nothing — and the daemon keeps running
+/// (SIGHUP's default disposition would have ended it).
+#[test]
+fn sighup_reloads_the_configuration_applying_live_keys_and_naming_the_others() {
+    let dir = TempDir::new("reload");
+    let cfg = dir.path().join("simgate.toml");
+    std::fs::write(&cfg, "[readers]\ncard_timeout_ms = 5000\n").unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    let state = dir.path().join("state");
+    let mut run = Proc::spawn(
+        "simgate run",
+        std::process::Command::new(support::simgate_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--log-format", "json", "run", "--agent-id", "gw-hup"])
+            .arg("--state-dir")
+            .arg(&state)
+            // A modem-only gateway on a port that refuses: no pcscd, no broker needed.
+            .args(["--modem", "tcp://127.0.0.1:9"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut log = support::Lines::new(run.child.stderr.take().unwrap());
+    let wait = Duration::from_secs(20);
+    log.expect("the daemon running", wait, |l| {
+        l.contains("simgate running")
+    });
+
+    std::fs::write(
+        dir.path().join("conf.d/50-site.toml"),
+        "[readers]\ncard_timeout_ms = 900\n[broker]\nkeepalive_secs = 60\n",
+    )
+    .unwrap();
+    support::signal(run.pid(), "HUP");
+    let restart = log.expect("the key that needs a restart", wait, |l| {
+        l.contains("need a restart")
+    });
+    assert!(
+        restart.contains("broker.keepalive_secs") && restart.contains("WARN"),
+        "{restart}"
+    );
+    assert!(!restart.contains("card_timeout_ms"), "{restart}");
+    let applied = log.expect("the live key applied", wait, |l| {
+        l.contains("configuration reloaded: applied")
+    });
+    assert!(applied.contains("readers.card_timeout_ms"), "{applied}");
+
+    // A drop-in that no longer loads: said, nothing changed, still running.
+    std::fs::write(
+        dir.path().join("conf.d/60-bad.toml"),
+        "[readers]\ncard_timeout = 1\n",
+    )
+    .unwrap();
+    support::signal(run.pid(), "HUP");
+    let bad = log.expect("the refusal", wait, |l| {
+        l.contains("configuration not reloaded")
+    });
+    assert!(bad.contains("60-bad.toml:2"), "{bad}");
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the daemon"
+    );
+    let st = run.interrupt();
+    assert!(st.success(), "{st}");
+}

@@ -185,3 +185,84 @@ fn strip_controls(l: &str) -> String {
     }
     out
 }
+
+/// `watch --once` for a script: the agent's table once every SIM its retained index
+/// names has its row, then exit; `--json` gives the health and the rows as the agent
+/// published them, present SIMs first; an agent never seen is an error (exit 1) naming it.
+#[test]
+fn watch_once_prints_the_whole_table_once_as_text_or_json_and_exits() {
+    let broker = Broker::start();
+    let agent = "gw-once";
+    let (gone, here) = ("8988211000000430010", "89314404000000000019");
+    broker.publish(
+        &format!("simgate/v1/{agent}/health"),
+        &[
+            "-r",
+            "-m",
+            &json!({"v":1,"state":"online","ts":1,"version":"0.1.0"}).to_string(),
+        ],
+    );
+    for (iccid, present) in [(gone, false), (here, true)] {
+        let row = json!({"v":1,"iccid":iccid,"status":"Active","in_session":"n/a",
+            "form_factor":"physical","location":{"kind":"reader","reader":"R 00 00"},
+            "present":present,"observed_at":1});
+        broker.publish(
+            &format!("simgate/v1/{agent}/sim/{iccid}/state"),
+            &["-r", "-m", &row.to_string()],
+        );
+    }
+    broker.publish(
+        &format!("simgate/v1/{agent}/index"),
+        &[
+            "-r",
+            "-m",
+            &json!({"v":1,"ts":1,"iccids":[gone, here]}).to_string(),
+        ],
+    );
+    let watch = |agent: &str, extra: &[&str]| {
+        Command::new(support::simgate_bin())
+            .args([
+                "watch",
+                "--broker",
+                &broker.url(),
+                "--agent-id",
+                agent,
+                "--once",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = watch(agent, &["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["agent"], agent);
+    assert_eq!(doc["health"]["state"], "online", "{doc}");
+    let sims = doc["sims"].as_array().unwrap();
+    assert_eq!(sims.len(), 2, "{doc}");
+    assert_eq!(sims[0]["iccid"], here, "present first: {doc}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("null"),
+        "{doc}"
+    );
+
+    let out = watch(agent, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(here) && table.contains(gone), "{table}");
+    assert!(table.contains("SIMs: 2 (1 present)"), "{table}");
+
+    let out = watch("gw-nobody", &["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no agent gw-nobody has been seen"), "{err}");
+    assert!(out.stdout.is_empty());
+}

@@ -46,6 +46,20 @@ for f in /usr/lib/systemd/system/simgate.service /usr/share/polkit-1/rules.d/50-
   check "$f 644" mode "$f" "644 root root"
 done
 check "man page renders" bash -c 'zcat /usr/share/man/man1/simgate.1.gz | grep -q "^.TH simgate 1"'
+for s in "EXIT STATUS" ENVIRONMENT FILES EXAMPLES; do
+  check "simgate(1) has $s" bash -c 'zcat /usr/share/man/man1/simgate.1.gz | grep -q "^.SH \"\?$1"' _ "$s"
+done
+check "simgate.toml(5) installed, every key in it" bash -c '
+  [ "$(stat -c %a /usr/share/man/man5/simgate.toml.5.gz)" = 644 ] &&
+  zcat /usr/share/man/man5/simgate.toml.5.gz | grep -q "^.TH simgate.toml 5" &&
+  zcat /usr/share/man/man5/simgate.toml.5.gz | grep -q "keepalive_secs = 300"'
+check "/etc/simgate/conf.d exists" test -d /etc/simgate/conf.d
+check "the shipped configuration sets nothing (unset means default)" bash -c '
+  ! /usr/bin/simgate config check | tail -n +2 | grep -v "  default$" | grep -v "<none>"'
+check "a drop-in overrides it, named with its line by config check" bash -c '
+  printf "[agent]\nid = \"deb-check\"\n" > /etc/simgate/conf.d/50-site.toml
+  out=$(/usr/bin/simgate config check); rm -f /etc/simgate/conf.d/50-site.toml
+  echo "$out" | grep -q "agent.id = \"deb-check\"  /etc/simgate/conf.d/50-site.toml:2"'
 check "user simgate is a system user" bash -c '[ "$(getent passwd simgate | cut -d: -f3)" -lt 1000 ]'
 check "user simgate in dialout" bash -c 'id -nG simgate | tr " " "\n" | grep -qx dialout'
 check "/usr/bin/simgate --version" bash -c '/usr/bin/simgate --version | grep -q "^simgate "'

@@ -126,7 +126,7 @@ impl Pending {
 
 impl Shown {
     fn line(&mut self, v: serde_json::Value) {
-        println!("{v}");
+        outln!("{v}");
         let _ = std::io::stdout().flush();
     }
 }
@@ -151,10 +151,10 @@ impl Observer for Shown {
         }
         match step {
             Step::Challenge { smdp } => {
-                println!("eUICC challenge read; asking SM-DP+ {smdp}")
+                outln!("eUICC challenge read; asking SM-DP+ {smdp}")
             }
             Step::ServerAuthenticated { transaction_id } => {
-                println!("SM-DP+ authenticated by the eUICC (transaction {transaction_id})")
+                outln!("SM-DP+ authenticated by the eUICC (transaction {transaction_id})")
             }
             Step::Preview {
                 profile,
@@ -162,33 +162,33 @@ impl Observer for Shown {
             } => {
                 print_preview(profile);
                 if *confirmation_code_required {
-                    println!("  needs a confirmation code");
+                    outln!("  needs a confirmation code");
                 }
             }
-            Step::Confirmed => println!("confirmed; binding the profile to this eUICC"),
+            Step::Confirmed => outln!("confirmed; binding the profile to this eUICC"),
             Step::Package { segments, bytes } => {
-                println!("profile package: {bytes} bytes in {segments} segments")
+                outln!("profile package: {bytes} bytes in {segments} segments")
             }
             Step::Installing { done, of } => {
                 let pct = done * 100 / (*of).max(1);
                 if self.tty {
                     let bar = "#".repeat(pct / 5);
-                    print!("\rinstalling [{bar:20}] {pct:3}% ({done}/{of})");
+                    out!("\rinstalling [{bar:20}] {pct:3}% ({done}/{of})");
                     if done == of {
-                        println!();
+                        outln!();
                     }
                     let _ = std::io::stdout().flush();
                 } else if self.last_pct.is_none_or(|p| pct / 25 > p / 25) || done == of {
-                    println!("installing: {done}/{of} segments");
+                    outln!("installing: {done}/{of} segments");
                     self.last_pct = Some(pct);
                 }
             }
-            Step::Installed { iccid, aid } => println!("installed {iccid} (ISD-P {aid})"),
+            Step::Installed { iccid, aid } => outln!("installed {iccid} (ISD-P {aid})"),
             Step::NotificationSent { seq } => {
-                println!("installation notification {seq} delivered to the SM-DP+")
+                outln!("installation notification {seq} delivered to the SM-DP+")
             }
             Step::NotificationPending { seq, why } => {
-                println!("installation notification {seq} stays on the eUICC: {why}")
+                outln!("installation notification {seq} stays on the eUICC: {why}")
             }
         }
     }
@@ -211,11 +211,11 @@ impl Observer for Shown {
 }
 
 fn print_preview(p: &Preview) {
-    println!("profile offered:");
-    println!("  ICCID     {}", p.iccid);
-    println!("  name      {}", p.name);
-    println!("  provider  {}", p.provider);
-    println!("  class     {}", p.class.word());
+    outln!("profile offered:");
+    outln!("  ICCID     {}", p.iccid);
+    outln!("  name      {}", p.name);
+    outln!("  provider  {}", p.provider);
+    outln!("  class     {}", p.class.word());
 }
 
 /// What the download did, with its costs.
@@ -347,7 +347,7 @@ impl Job {
                 v["step"] = "interrupted_download".into();
                 self.shown.line(v);
             } else {
-                println!(
+                outln!(
                     "an earlier download here (transaction {}) was interrupted: profile {} {}",
                     i.transaction_id,
                     i.iccid,
@@ -538,25 +538,25 @@ fn report(at: &str, done: Done, json: bool, took: Duration) -> anyhow::Result<Ex
                     "https": done.traffic,
                     "ms": ms,
                 });
-                println!("{v}");
+                outln!("{v}");
             } else {
                 if let Some(why) = &d.reconciled_after {
-                    println!("the exchange failed at its end ({why}), but listing again shows the profile: it is installed");
+                    outln!("the exchange failed at its end ({why}), but listing again shows the profile: it is installed");
                 }
-                println!(
+                outln!(
                     "\nprofile {} is on the eUICC in {at} (verified by listing; {} APDUs, {} HTTPS round trips, {ms} ms)",
                     d.iccid, done.apdus, done.traffic.round_trips
                 );
                 if let Some(Ok(o)) = &done.after {
                     if let (Some(b), Some(a)) = (&o.enabled_before, &o.enabled_after) {
                         if b != a {
-                            println!("enabled: the SIM's ICCID is now {a} (was {b})");
+                            outln!("enabled: the SIM's ICCID is now {a} (was {b})");
                         }
                     } else if o.enabled_after.as_deref() == Some(d.iccid.as_str()) {
-                        println!("enabled: the SIM's ICCID is now {}", d.iccid);
+                        outln!("enabled: the SIM's ICCID is now {}", d.iccid);
                     }
                 }
-                println!();
+                outln!();
                 super::print_profiles(&profiles);
             }
             if let Some(e) = after_err {
@@ -580,21 +580,21 @@ fn report(at: &str, done: Done, json: bool, took: Duration) -> anyhow::Result<Ex
                     "https": done.traffic,
                     "ms": ms,
                 });
-                println!("{v}");
+                outln!("{v}");
             } else {
                 let r = &f.reconciled;
                 if let Some(c) = &r.card_cancel {
-                    println!("session on the eUICC: {c}");
+                    outln!("session on the eUICC: {c}");
                 }
                 if let Some(c) = &r.server_cancel {
-                    println!("session on the SM-DP+: {c}");
+                    outln!("session on the SM-DP+: {c}");
                 }
                 match &r.profiles {
                     Some(list) => {
-                        println!("profiles now (listed again):");
+                        outln!("profiles now (listed again):");
                         super::print_profiles(list);
                     }
-                    None => println!(
+                    None => outln!(
                         "the eUICC could not be listed again: its state is unknown until `simgate esim list` answers"
                     ),
                 }
@@ -629,11 +629,11 @@ pub(super) fn connector(
 
 pub(super) fn print_deliveries(at: &str, list: &[download::Delivery]) {
     if list.is_empty() {
-        println!("no notifications pending on the eUICC in {at}");
+        outln!("no notifications pending on the eUICC in {at}");
         return;
     }
     for d in list {
-        println!(
+        outln!(
             "{:>5}  {:8}  {:20}  {}  {}",
             d.seq,
             d.event,

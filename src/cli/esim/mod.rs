@@ -117,9 +117,19 @@ pub(super) fn pick_reader(name: Option<String>) -> anyhow::Result<std::ffi::CStr
     }
 }
 
-/// An eSIM error at the binary's edge: the user's request (unknown ICCID, wrong state)
+/// A profile already in the state an enable or a disable asks for: the command succeeds
+/// with nothing done (exit 0), so a script can ask for a state without checking first.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: nothing to do")]
+struct AlreadySo(String);
+
+/// An eSIM error at the binary's edge: the profile already in the state asked for is
+/// no failure ([`AlreadySo`], exit 0); the user's request (unknown ICCID, wrong state)
 /// is a usage error, exit 2; the card failing is exit 1.
 fn edge(e: EsimError) -> anyhow::Error {
+    if e.already_so() {
+        return AlreadySo(e.to_string()).into();
+    }
     if e.is_request_error() {
         UsageError(e.to_string()).into()
     } else {
@@ -263,9 +273,9 @@ async fn through_modem(cmd: EsimCmd, port: &str, cfg: &Config) -> anyhow::Result
                 v["at_lines"] = cost.at_lines.into();
                 v["ms"] = ms.into();
             }
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         }
-        None => println!("({} AT lines, {ms} ms)", cost.at_lines),
+        None => outln!("({} AT lines, {ms} ms)", cost.at_lines),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -295,6 +305,26 @@ impl EsimCmd {
 
 impl EsimArgs {
     pub async fn run(self, cfg: &Config) -> anyhow::Result<ExitCode> {
+        let json = self.cmd.target().json;
+        match self.run_command(cfg).await {
+            Err(e) => match e.downcast_ref::<AlreadySo>() {
+                Some(AlreadySo(what)) => {
+                    match json {
+                        true => outln!(
+                            "{}",
+                            serde_json::json!({ "done": "nothing", "reason": what })
+                        ),
+                        false => outln!("{}", super::report(&e)),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
+    async fn run_command(self, cfg: &Config) -> anyhow::Result<ExitCode> {
         if let EsimCmd::Download(d) = self.cmd {
             return d.run(cfg).await;
         }
@@ -308,7 +338,7 @@ impl EsimArgs {
                 if at.json {
                     let mut v = serde_json::to_value(&l)?;
                     v["reader"] = reader.into();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    outln!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     print_listing(&reader, &l);
                 }
@@ -354,7 +384,7 @@ impl EsimArgs {
                 })
                 .await?;
                 if at.json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    outln!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     download::print_deliveries(&reader, &list);
                 }
@@ -365,7 +395,7 @@ impl EsimArgs {
                 })
                 .await?;
                 if at.json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    outln!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     print_notifications(&reader, &list);
                 }
@@ -417,7 +447,7 @@ async fn operate(at: &Target, cfg: &Config, action: Action) -> anyhow::Result<()
         v["reader"] = reader.into();
         v["iccid"] = iccid.into();
         v["done"] = verb.into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_outcome(&reader, verb, &iccid, &o);
     }
@@ -430,7 +460,7 @@ fn or_dash(v: &Option<String>) -> &str {
 
 pub(super) fn print_profiles(list: &[ProfileInfo]) {
     if list.is_empty() {
-        println!("no profiles installed");
+        outln!("no profiles installed");
         return;
     }
     let w = |f: &dyn Fn(&ProfileInfo) -> usize, min: usize| {
@@ -438,12 +468,16 @@ pub(super) fn print_profiles(list: &[ProfileInfo]) {
     };
     let wp = w(&|p| or_dash(&p.provider).len(), 8);
     let wn = w(&|p| or_dash(&p.name).len(), 4);
-    println!(
+    outln!(
         "{:20}  {:8}  {:12}  {:wp$}  {:wn$}  NICKNAME",
-        "ICCID", "STATE", "CLASS", "PROVIDER", "NAME"
+        "ICCID",
+        "STATE",
+        "CLASS",
+        "PROVIDER",
+        "NAME"
     );
     for p in list {
-        println!(
+        outln!(
             "{:20}  {:8}  {:12}  {:wp$}  {:wn$}  {}",
             p.iccid,
             p.state.word(),
@@ -461,10 +495,10 @@ fn print_listing(reader: &str, l: &Listing) {
         Some(false) => " (CHECK DIGITS FAIL)",
         None => "",
     };
-    println!("where      {reader}");
-    println!("EID        {}{check}", or_dash(&l.eid));
-    println!("SGP.22     {}", or_dash(&l.info.sgp22_version));
-    println!(
+    outln!("where      {reader}");
+    outln!("EID        {}{check}", or_dash(&l.eid));
+    outln!("SGP.22     {}", or_dash(&l.info.sgp22_version));
+    outln!(
         "free NVM   {}",
         l.info
             .free_nvm
@@ -475,25 +509,25 @@ fn print_listing(reader: &str, l: &Listing) {
     } else {
         l.info.ci_pkids_verification.join(", ")
     };
-    println!("CI keys    {keys}");
-    println!("ISD-R      {}", l.isdr_aid);
-    println!();
+    outln!("CI keys    {keys}");
+    outln!("ISD-R      {}", l.isdr_aid);
+    outln!();
     print_profiles(&l.profiles);
 }
 
 fn print_outcome(reader: &str, verb: &str, iccid: &str, o: &Outcome) {
-    println!(
+    outln!(
         "{verb} {iccid} on the eUICC in \"{reader}\" (verified; {} APDUs)",
         o.apdus
     );
     if let (Some(b), Some(a)) = (&o.enabled_before, &o.enabled_after) {
         if b != a {
-            println!("the SIM's ICCID is now {a} (was {b})");
+            outln!("the SIM's ICCID is now {a} (was {b})");
         }
     }
-    println!();
+    outln!();
     print_profiles(&o.profiles);
-    println!(
+    outln!(
         "\n{} notification(s) pending for the SM-DP+ (`simgate esim notifications`)",
         o.notifications.len()
     );
@@ -501,12 +535,12 @@ fn print_outcome(reader: &str, verb: &str, iccid: &str, o: &Outcome) {
 
 fn print_notifications(reader: &str, list: &[NotificationMeta]) {
     if list.is_empty() {
-        println!("no notifications pending on the eUICC in \"{reader}\"");
+        outln!("no notifications pending on the eUICC in \"{reader}\"");
         return;
     }
-    println!("{:>5}  {:8}  {:20}  SM-DP+", "SEQ", "EVENT", "ICCID");
+    outln!("{:>5}  {:8}  {:20}  SM-DP+", "SEQ", "EVENT", "ICCID");
     for n in list {
-        println!(
+        outln!(
             "{:>5}  {:8}  {:20}  {}",
             n.seq,
             n.event.word(),

@@ -153,13 +153,41 @@ fn modem_act(
     if work::touches_session(action) {
         ctx.store.set_rule_hold(&cmd.iccid, None)?;
     }
-    let id = cmd.id.clone();
+    let (id, iccid, store) = (cmd.id.clone(), cmd.iccid.clone(), ctx.store.clone());
     work::spawn(&ctx.events, cmd.id.clone(), async move {
         let outcome = work::act_on_modem(&port, action).await?;
         tracing::info!(%id, verified = %outcome.verified, "modem action done");
-        Ok(None)
+        // Who holds the session down, for the row's `suspended_by` (MQTT.md, "SIM
+        // state"): this command, from now; a resume lifts it.
+        let by = (action == ModemAction::SuspendData).then(|| crate::contract::SuspendedBy {
+            command: Some(id.clone()),
+            rule: None,
+            since: Some(crate::time::unix_now()),
+        });
+        if work::touches_session(action) {
+            store
+                .set_suspended_by(&iccid, by.as_ref())
+                .map_err(|e| (RefusalCode::Failed, format!("done, but not stored: {e}")))?;
+        }
+        Ok(session_reread(&port, &iccid).await)
     });
     Ok(Step::Running)
+}
+
+/// The SIM's state read again after a data-session action (the modem's one status
+/// line), so the row recorded before the command is `successful` says what it did (no
+/// `in_session: yes` left from before a suspend). None when the modem cannot tell now:
+/// the supervisor's next poll then does, and the row as stored is published.
+async fn session_reread(port: &Port, iccid: &str) -> Option<crate::sim::Observed> {
+    let handle = port.handle.as_ref()?;
+    match work::attached(|| handle.status()).await {
+        Ok(info) => crate::observe::from_modem(&info, crate::time::unix_now())
+            .filter(|obs| obs.iccid == iccid),
+        Err(e) => {
+            tracing::debug!(port = %port.port, error = %e, "no status after the action; the next poll tells");
+            None
+        }
+    }
 }
 
 /// `refresh` of a SIM in a modem: its supervisor reads it again now.

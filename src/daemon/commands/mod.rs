@@ -32,7 +32,8 @@ mod props;
 use super::work::{Done, Failure, ModemPorts};
 use super::{Ctx, DaemonError};
 use crate::contract::{
-    Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode, SCHEMA_VERSION,
+    Action, Command, CommandStatus, CommandStatusWord, EventKind, Refusal, RefusalCode,
+    SCHEMA_VERSION,
 };
 use crate::link::Received;
 use crate::sim::PlatformRecord;
@@ -302,6 +303,20 @@ impl Commands {
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
+        // A suspend or resume changes the row's `suspended_by` even when the session
+        // was already as asked (nothing observed changed, so `record` published
+        // nothing), and a refill may lift a rule's: the row goes out again before the
+        // command is successful.
+        let session = [
+            Action::Suspend.word(),
+            Action::Resume.word(),
+            Action::Refill.word(),
+        ];
+        if outcome.is_ok() && session.contains(&rec.action.as_str()) {
+            if let Some(obs) = ctx.store.get_observed(&rec.iccid)? {
+                ctx.rec.publish_row(&obs)?;
+            }
+        }
         self.finish(ctx, &mut rec, outcome)
     }
 
