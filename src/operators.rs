@@ -307,15 +307,9 @@ impl Operators {
     /// replacing the shipped ones for the networks it names.
     pub fn with_overrides(dir: &Path) -> Result<Operators, OperatorError> {
         let mut set = Self::shipped()?;
-        let Ok(entries) = std::fs::read_dir(dir) else {
+        let Ok(paths) = crate::toml_error::toml_files(dir) else {
             return Ok(set);
         };
-        let mut paths: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
         for path in paths {
             let file = path.display().to_string();
             let text = std::fs::read_to_string(&path).map_err(|source| OperatorError::Io {

@@ -1,5 +1,6 @@
 //! Where a TOML file went wrong, said on one line: the one shape of a TOML error for
-//! every file simgate reads (the configuration, modem profiles, the emulators' images).
+//! every file simgate reads (the configuration, modem profiles, the emulators' images);
+//! and which TOML files of a directory of overrides are read, in what order.
 //! A leaf: the configuration and the modem profiles both use it, and one of them uses
 //! the other.
 
@@ -28,4 +29,15 @@ pub fn toml_error_at(e: &toml::de::Error, text: &str, origin: &str) -> (String, 
         }
         None => (origin.to_string(), message),
     }
+}
+
+/// The `*.toml` files of `dir`, in name order (user overrides apply in that order).
+pub fn toml_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
 }

@@ -339,11 +339,46 @@ impl<T: AtIo> AtConnection<T> {
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
-            Err(_) => Err(AtError::Timeout {
-                command: cmd.to_string(),
-                after: timeout,
-            }),
+            Err(_) => {
+                crate::metrics::counters().at_timeout();
+                Err(AtError::Timeout {
+                    command: cmd.to_string(),
+                    after: timeout,
+                })
+            }
         }
+    }
+
+    /// One line of a command's answer, past its echo: its final result code ends the
+    /// answer (the lines before it with it); a URC is set aside for the supervisor;
+    /// anything else belongs to the answer.
+    fn answer_line(
+        &mut self,
+        cmd: &AtCommand,
+        prefixes: &[String],
+        lines: &mut Vec<String>,
+        line: String,
+    ) -> Option<Result<Reply, Refusal>> {
+        if let Some(result) = final_result(&line, &self.vendor_finals) {
+            let lines = std::mem::take(lines);
+            return Some(match result {
+                Final::Ok => Ok(Reply { lines }),
+                other => Err(Refusal {
+                    command: cmd.to_string(),
+                    result: other,
+                    lines,
+                }),
+            });
+        }
+        let ours = prefixes
+            .iter()
+            .any(|p| line.starts_with(p.trim_end_matches(':')));
+        if !ours && self.is_urc(&line) {
+            self.push_urc(line);
+        } else {
+            lines.push(line);
+        }
+        None
     }
 
     /// The answer to data sent after a prompt: the data's echo dropped, URCs queued.
@@ -360,23 +395,8 @@ impl<T: AtIo> AtConnection<T> {
             if line.trim_end_matches('\u{1A}') == data {
                 continue;
             }
-            if let Some(result) = final_result(&line, &self.vendor_finals) {
-                return Ok(match result {
-                    Final::Ok => Ok(Reply { lines }),
-                    other => Err(Refusal {
-                        command: cmd.to_string(),
-                        result: other,
-                        lines,
-                    }),
-                });
-            }
-            let ours = prefixes
-                .iter()
-                .any(|p| line.starts_with(p.trim_end_matches(':')));
-            if !ours && self.is_urc(&line) {
-                self.push_urc(line);
-            } else {
-                lines.push(line);
+            if let Some(done) = self.answer_line(cmd, &prefixes, &mut lines, line) {
+                return Ok(done);
             }
         }
     }
@@ -423,23 +443,8 @@ impl<T: AtIo> AtConnection<T> {
             if lines.is_empty() && line.eq_ignore_ascii_case(cmd.as_str()) {
                 continue; // echo (V.250 §6.2.4, E1)
             }
-            if let Some(result) = final_result(&line, &self.vendor_finals) {
-                return Ok(match result {
-                    Final::Ok => Ok(Reply { lines }),
-                    other => Err(Refusal {
-                        command: cmd.to_string(),
-                        result: other,
-                        lines,
-                    }),
-                });
-            }
-            let ours = prefixes
-                .iter()
-                .any(|p| line.starts_with(p.trim_end_matches(':')));
-            if !ours && self.is_urc(&line) {
-                self.push_urc(line);
-            } else {
-                lines.push(line);
+            if let Some(done) = self.answer_line(cmd, &prefixes, &mut lines, line) {
+                return Ok(done);
             }
         }
     }

@@ -561,16 +561,10 @@ impl Profiles {
     pub fn with_overrides(dir: &Path) -> Result<Profiles, ProfileError> {
         let mut set = Self::shipped()?;
         let shown = dir.display().to_string();
-        let entries = std::fs::read_dir(dir).map_err(|source| ProfileError::Io {
+        let paths = crate::toml_error::toml_files(dir).map_err(|source| ProfileError::Io {
             file: shown.clone(),
             source,
         })?;
-        let mut paths: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
         for path in paths {
             let file = path.display().to_string();
             let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Io {
