@@ -31,6 +31,19 @@ pub fn toml_error_at(e: &toml::de::Error, text: &str, origin: &str) -> (String, 
     }
 }
 
+/// `text` as a `T`, or its error on one line (`line N: message`): the data files of
+/// the emulators (card images, the SM-DP+'s profiles), whose loaders add the file.
+pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| {
+        let (at, message) = toml_error_at(&e, text, "");
+        if at.is_empty() {
+            message
+        } else {
+            format!("{at}: {message}")
+        }
+    })
+}
+
 /// The `*.toml` files of `dir`, in name order (user overrides apply in that order).
 pub fn toml_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)?

@@ -739,6 +739,28 @@ fn pmo_kind(fields: &[Der<'_>]) -> &'static str {
 
 type Authenticated = (Certificate, String, Vec<u8>, Option<String>);
 
+/// The eUICC's answer as SGP.22 shapes AuthenticateServerResponse and
+/// PrepareDownloadResponse: a CHOICE of its Ok [0] or its Error [1] { transactionId [0],
+/// error code INTEGER }. The Ok part, or the error code said as 8.1/6.1.
+fn ok_or_refusal<'a>(
+    parts: &[Der<'a>],
+    field: &'static str,
+    error_field: &'static str,
+    refused: &str,
+) -> Result<Der<'a>, Status> {
+    match parts.first() {
+        Some(d) if d.tag == 0xA0 => Ok(*d),
+        Some(d) if d.tag == 0xA1 => {
+            let code = children(d, error_field)?
+                .iter()
+                .find(|x| x.tag == 0x02)
+                .map(small_int);
+            Err(status("8.1", "6.1", format!("{refused} {code:?}")))
+        }
+        _ => Err(invalid(field, "neither Ok nor Error")),
+    }
+}
+
 /// SGP.22 §5.6.3 steps on AuthenticateServerResponse: the eUICC's chain to our CI, its
 /// signature, the transaction and the server challenge; returns the eUICC certificate,
 /// the EID, euiccSignature1's TLV and the matching ID.
@@ -750,27 +772,12 @@ fn check_authenticate_server_response(
 ) -> Result<Authenticated, Status> {
     let top = parse_top(raw, 0xBF38, "authenticateServerResponse")?;
     let parts = children(&top, "authenticateServerResponse")?;
-    let ok = match parts.first() {
-        Some(d) if d.tag == 0xA0 => *d,
-        // authenticateResponseError [1] { transactionId [0], authenticateErrorCode }.
-        Some(d) if d.tag == 0xA1 => {
-            let code = children(d, "authenticateResponseError")?
-                .iter()
-                .find(|x| x.tag == 0x02)
-                .map(small_int);
-            return Err(status(
-                "8.1",
-                "6.1",
-                format!("the eUICC refused the server: authenticateErrorCode {code:?}"),
-            ));
-        }
-        _ => {
-            return Err(invalid(
-                "authenticateServerResponse",
-                "neither Ok nor Error",
-            ))
-        }
-    };
+    let ok = ok_or_refusal(
+        &parts,
+        "authenticateServerResponse",
+        "authenticateResponseError",
+        "the eUICC refused the server: authenticateErrorCode",
+    )?;
     // AuthenticateResponseOk ::= SEQUENCE { euiccSigned1, euiccSignature1 [APPLICATION
     // 55], euiccCertificate, eumCertificate }.
     let items = children(&ok, "authenticateResponseOk")?;
@@ -856,21 +863,12 @@ fn check_prepare_download_response(
 ) -> Result<Vec<u8>, Status> {
     let top = parse_top(raw, 0xBF21, "prepareDownloadResponse")?;
     let parts = children(&top, "prepareDownloadResponse")?;
-    let ok = match parts.first() {
-        Some(d) if d.tag == 0xA0 => *d,
-        Some(d) if d.tag == 0xA1 => {
-            let code = children(d, "downloadResponseError")?
-                .iter()
-                .find(|x| x.tag == 0x02)
-                .map(small_int);
-            return Err(status(
-                "8.1",
-                "6.1",
-                format!("the eUICC refused PrepareDownload: downloadErrorCode {code:?}"),
-            ));
-        }
-        _ => return Err(invalid("prepareDownloadResponse", "neither Ok nor Error")),
-    };
+    let ok = ok_or_refusal(
+        &parts,
+        "prepareDownloadResponse",
+        "downloadResponseError",
+        "the eUICC refused PrepareDownload: downloadErrorCode",
+    )?;
     let items = children(&ok, "downloadResponseOk")?;
     let signed2 = child(&items, 0x30, "euiccSigned2")?;
     let signature2 = child(&items, 0x5F37, "euiccSignature2")?;

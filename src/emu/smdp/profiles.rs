@@ -93,14 +93,7 @@ impl ProfilesFile {
 
     /// Parse and validate; the error names the field (`profile[1].imsi: …`).
     pub fn parse(text: &str) -> Result<ProfilesFile, String> {
-        let file: ProfilesFile = toml::from_str(text).map_err(|e| {
-            let (at, message) = crate::toml_error::toml_error_at(&e, text, "");
-            if at.is_empty() {
-                message
-            } else {
-                format!("{at}: {message}")
-            }
-        })?;
+        let file: ProfilesFile = crate::toml_error::from_str(text)?;
         let mut ids = HashSet::new();
         let mut iccids = HashSet::new();
         for (i, p) in file.profiles.iter().enumerate() {

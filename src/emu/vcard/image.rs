@@ -196,14 +196,7 @@ impl CardImage {
 
     /// Parse and validate an image; the error names the field.
     pub fn parse(text: &str) -> Result<CardImage, String> {
-        let image: CardImage = toml::from_str(text).map_err(|e| {
-            let (at, message) = crate::toml_error::toml_error_at(&e, text, "");
-            if at.is_empty() {
-                message
-            } else {
-                format!("{at}: {message}")
-            }
-        })?;
+        let image: CardImage = crate::toml_error::from_str(text)?;
         hex::decode(&image.atr).map_err(|e| format!("atr: not hex: {e}"))?;
         for (path, contents) in &image.files {
             parse_path(path).map_err(|e| format!("files.\"{path}\": {e}"))?;
