@@ -49,7 +49,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Each subcommand's arguments are built when it is the one run (`defer`), not the whole
+/// tree at every start: for `read` that was 230 KiB of heap, a 76 KiB stack frame and the
+/// code of every other subcommand's definition paged in (benches/lean.rs). Man pages and
+/// completions build the whole tree (cli/generate.rs).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// List PC/SC readers and whether each holds a card.
     Readers {
@@ -176,11 +181,48 @@ pub fn main() -> ExitCode {
         let drop_ins: Vec<String> = drop_ins.iter().map(|d| d.display().to_string()).collect();
         tracing::debug!(file = %used, drop_ins = %drop_ins.join(", "), "configuration");
     }
+    dispatch(cli.command, cfg, cli.config)
+}
+
+/// A command's outcome as the process's exit status, its error said on stderr.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        // The reader of our stdout went away (`| head -1`): it wanted no more.
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::from(out::READER_GONE),
+        Err(e) => {
+            eprintln!("simgate: {}", report(&e));
+            if error::is_usage(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Run a command. Those that await nothing run here, on this thread, with no async
+/// runtime: `read` is done before a runtime would have been built (its I/O driver, timer
+/// and signal pipe, and the code pages they touch: benches/lean.rs). The others run on
+/// one ([`on_runtime`]).
+fn dispatch(command: Command, cfg: Config, config: Option<PathBuf>) -> ExitCode {
+    match command {
+        Command::Readers { json } => exit_code(read::readers(json)),
+        Command::Read { reader, json } => exit_code(read::read(reader, json, &cfg)),
+        Command::Config(cmd) => cmd.run(config.as_deref()),
+        Command::Rules(cmd) => exit_code(cmd.run()),
+        Command::Generate(g) => exit_code(g.run()),
+        command => on_runtime(command, cfg, config),
+    }
+}
+
+/// Run an async command on a runtime built for it.
+fn on_runtime(command: Command, cfg: Config, config: Option<PathBuf>) -> ExitCode {
     // A one-shot command runs on this thread alone (a current-thread runtime): its
     // time then depends on no worker being scheduled, which on a loaded machine costs a
     // time slice per hand-over, and it starts no worker threads it does not use. The
     // long-running ones get a multi-thread runtime ([`Command::needs_workers`]).
-    let built = if cli.command.needs_workers() {
+    let built = if command.needs_workers() {
         // Two workers at most: the daemon's work is I/O waits and a few messages a
         // minute; each more worker is a stack and a malloc arena on a small gateway.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -200,19 +242,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(dispatch(cli.command, cfg, cli.config)) {
-        Ok(code) => code,
-        // The reader of our stdout went away (`| head -1`): it wanted no more.
-        Err(e) if out::is_broken_pipe(&e) => ExitCode::from(out::READER_GONE),
-        Err(e) => {
-            eprintln!("simgate: {}", report(&e));
-            if error::is_usage(&e) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    };
+    // On the heap: the future holds the state of whichever command runs, the largest of
+    // them all, and in this function's frame every command would touch all of it (the
+    // stack probes of a large frame), `read` and `--version` included.
+    let code = exit_code(runtime.block_on(Box::pin(run_async(command, cfg, config))));
     // Dropping a runtime waits for its blocking threads without end; one stuck in a
     // PC/SC call must not keep a finished (or failed) command from exiting, so that a
     // service manager can start it again (regression: tests/it/chaos.rs, a full disk).
@@ -266,14 +299,18 @@ fn shutdown_token() -> CancellationToken {
     token
 }
 
-async fn dispatch(
+async fn run_async(
     command: Command,
     cfg: Config,
     config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Readers { json } => read::readers(json),
-        Command::Read { reader, json } => read::read(reader, json, &cfg),
+        // Run before any runtime is built ([`dispatch`]); the same handlers if reached.
+        Command::Readers { .. }
+        | Command::Read { .. }
+        | Command::Config(_)
+        | Command::Rules(_)
+        | Command::Generate(_) => Ok(dispatch(command, cfg, config)),
         Command::Esim(args) => args.run(&cfg).await,
         Command::Run(args) => run::run(args, cfg, config_file(config.as_deref())).await,
         Command::Station(args) => station::station(args, cfg).await,
@@ -307,9 +344,6 @@ async fn dispatch(
         }
         #[cfg(feature = "emulators")]
         Command::Emulate(e) => e.run(shutdown_token()).await,
-        Command::Config(cmd) => Ok(cmd.run(config.as_deref())),
-        Command::Rules(cmd) => cmd.run(),
         Command::Refill(args) => args.run().await,
-        Command::Generate(g) => g.run(),
     }
 }
