@@ -1,13 +1,14 @@
 //! `simgate readers` and `simgate read`.
 
+use crate::card::CardError;
 use crate::config::Config;
 use crate::observe::CardReport;
 use crate::reader;
 use std::ffi::CString;
 use std::process::ExitCode;
 
-// Both commands block on PC/SC on the runtime's one thread (a current-thread runtime,
-// cli::main): a one-shot command has nothing else to run, and every thread it hands work
+// Both commands block on PC/SC on the process's one thread, with no async runtime
+// (cli::main): a one-shot command has nothing else to run, and every thread it hands work
 // to is one more wait for the scheduler on a loaded machine.
 
 pub(super) fn readers(json: bool) -> anyhow::Result<ExitCode> {
@@ -60,20 +61,65 @@ fn read_all(names: Vec<CString>, settings: reader::ReadSettings) -> Vec<CardRepo
     reports
 }
 
+/// Read the one card on this thread, over `ctx`: no thread to hand it to and wait for, no
+/// second PC/SC context (each its own round trips to pcscd). PC/SC has no per-call
+/// timeout, so a watchdog thread, which sleeps and never wakes before the card timeout,
+/// ends the command with the timeout's error if the card outlasts it: in a one-shot
+/// command nothing else is pending. A reader that does not exist is the user's error,
+/// not a card's.
+fn read_here(
+    ctx: &pcsc::Context,
+    name: &CString,
+    settings: reader::ReadSettings,
+) -> Result<CardReport, reader::ReaderError> {
+    let shown = name.to_string_lossy().into_owned();
+    let timeout = settings.card_timeout;
+    let who = shown.clone();
+    let watchdog = std::thread::Builder::new()
+        .name("card timeout".into())
+        .spawn(move || {
+            std::thread::sleep(timeout);
+            let e = reader::ReaderError::Card {
+                reader: who,
+                source: CardError::Timeout(timeout),
+            };
+            eprintln!("simgate: {e}");
+            eprintln!("simgate: no card could be read");
+            std::process::exit(1);
+        });
+    if let Err(e) = watchdog {
+        tracing::warn!(error = %e, "no card timeout: cannot start its thread");
+    }
+    let started = std::time::Instant::now();
+    let result = reader::read_card(ctx, name, &settings);
+    if let Err(e @ reader::ReaderError::UnknownReader { .. }) = result {
+        return Err(e);
+    }
+    Ok(CardReport::new(
+        &shown,
+        &result,
+        crate::time::unix_now(),
+        started.elapsed().as_millis() as u64,
+    ))
+}
+
 pub(super) fn read(only: Option<String>, json: bool, cfg: &Config) -> anyhow::Result<ExitCode> {
     let settings = reader::ReadSettings::from_config(&cfg.readers);
-    let names = {
-        let ctx = reader::establish()?;
-        match &only {
-            Some(name) => vec![reader::resolve(&ctx, name)?],
-            None => reader::list(&ctx)?
-                .into_iter()
-                .filter(|r| r.card_present)
-                .filter_map(|r| CString::new(r.name).ok())
-                .collect(),
-        }
+    let ctx = reader::establish()?;
+    let names = match only {
+        // Connected to by the name given, not looked up first: a wrong name is answered
+        // at the connection, with the readers present (reader::read_card).
+        Some(name) => vec![CString::new(name.as_str()).or_else(|_| reader::resolve(&ctx, &name))?],
+        None => reader::list(&ctx)?
+            .into_iter()
+            .filter(|r| r.card_present)
+            .filter_map(|r| CString::new(r.name).ok())
+            .collect(),
     };
-    let reports = read_all(names, settings);
+    let reports = match names.as_slice() {
+        [one] => vec![read_here(&ctx, one, settings)?],
+        _ => read_all(names, settings),
+    };
     // Unreadable cards are named on stderr; the table and the JSON hold the cards read.
     let mut rows = Vec::new();
     for r in reports {

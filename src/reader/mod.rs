@@ -56,8 +56,21 @@ pub fn establish() -> Result<Context, ReaderError> {
     Context::establish(Scope::User).map_err(ReaderError::NoService)
 }
 
+/// Room for every reader pcsc-lite serves: PCSCLITE_MAX_READERS_CONTEXTS (16) names of
+/// at most MAX_READERNAME (128) bytes, and the list's final NUL (pcsclite.h).
+const READER_LIST_BYTES: usize = 16 * 128 + 1;
+
 fn reader_names(ctx: &Context) -> Result<Vec<CString>, ReaderError> {
-    match ctx.list_readers_owned() {
+    // One SCardListReaders into a buffer for the most readers pcsc-lite serves, not
+    // two (the length, then the names): each is a round trip to pcscd, and a wake-up of
+    // both sides on a loaded machine. A larger list (another PC/SC stack) asks twice.
+    let mut buf = vec![0; READER_LIST_BYTES];
+    let listed = match ctx.list_readers(&mut buf) {
+        Ok(names) => Ok(names.map(ToOwned::to_owned).collect()),
+        Err(pcsc::Error::InsufficientBuffer) => ctx.list_readers_owned(),
+        Err(e) => Err(e),
+    };
+    match listed {
         Ok(names) => Ok(names),
         // pcsc-lite answers "no readers" with an error; to a user it is an empty list.
         Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
@@ -101,6 +114,19 @@ pub fn list(ctx: &Context) -> Result<Vec<ReaderInfo>, ReaderError> {
             }
         })
         .collect())
+}
+
+/// The card's ATR, from one SCardStatus: buffers sized for the reader's name (connected
+/// to by that name) and the longest ATR (pcsc-lite's MAX_ATR_SIZE), where
+/// `status2_owned` asks twice (the lengths, then the values), a round trip to pcscd each.
+fn card_atr(card: &pcsc::Card, reader: &CString) -> Result<Vec<u8>, pcsc::Error> {
+    let mut names = vec![0; reader.as_bytes_with_nul().len() + 1];
+    let mut atr = [0; pcsc::MAX_ATR_SIZE];
+    match card.status2(&mut names, &mut atr) {
+        Ok(st) => Ok(st.atr().to_vec()),
+        Err(pcsc::Error::InsufficientBuffer) => Ok(card.status2_owned()?.atr().to_vec()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Resolve a reader name given by a user to the exact PC/SC name, with a clear error.
@@ -307,35 +333,40 @@ fn read_card_until(
         Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
             return Err(ReaderError::NoCard(shown))
         }
+        // A name given by a user is connected to as it is (no listing first): a wrong
+        // one is answered here, with the readers present.
         Err(pcsc::Error::UnknownReader | pcsc::Error::ReaderUnavailable) => {
+            let available = reader_names(ctx).unwrap_or_default();
             return Err(ReaderError::UnknownReader {
                 name: shown,
-                available: Vec::new(),
-            })
+                available: available
+                    .iter()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .collect(),
+            });
         }
         Err(e) => return Err(pcsc_err(e)),
     };
     let mut attempt = 0;
     let (atr, identity) = loop {
         attempt += 1;
-        let result = card
-            .status2_owned()
+        let result = card_atr(&card, reader)
             .map_err(|e| match e {
                 pcsc::Error::ResetCard => CardError::Reset,
                 pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard => CardError::Removed,
                 e => CardError::Transport(e.to_string()),
             })
-            .and_then(|st| {
+            .and_then(|atr_bytes| {
                 let opts = card::Options {
                     vendor_aids: match settings.vendor_isdr_aids {
-                        VendorIsdrAids::Atr => card::atr::declares_euicc(st.atr()),
+                        VendorIsdrAids::Atr => card::atr::declares_euicc(&atr_bytes),
                         VendorIsdrAids::Always => true,
                         VendorIsdrAids::Never => false,
                     },
                     subscriber: settings.subscriber,
                     ..card::Options::default()
                 };
-                let atr = hex::encode_upper(st.atr());
+                let atr = hex::encode_upper(&atr_bytes);
                 tracing::debug!(reader = %shown, %atr, attempt, "identifying the card");
                 let id = card::identify(
                     PcscCard {

@@ -150,3 +150,35 @@ fn read_shows_a_blank_esim_as_blank_and_no_luhn_verdict_without_an_iccid() {
     assert_eq!(&cols[..2], ["-", "-"], "{line}");
     assert!(line.contains("esim (blank)"), "{line}");
 }
+
+#[test]
+fn read_of_one_mute_card_ends_at_the_card_timeout_naming_the_reader() {
+    // One card is read on the command's own thread: a watchdog, not a waiting thread,
+    // bounds it (src/cli/read.rs).
+    let pcsc = Pcsc::start();
+    let dir = support::TempDir::new("read-mute");
+    let config = dir.path().join("simgate.toml");
+    std::fs::write(&config, "[readers]\ncard_timeout_ms = 1000\n").unwrap();
+    let _mute = pcsc.insert(0, "mute.toml");
+    let mut read = support::Proc::spawn(
+        "simgate read",
+        pcsc.simgate()
+            .arg("--config")
+            .arg(&config)
+            .args(["read", "--reader", &pcsc.reader(0)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    // A bound for a loaded machine, far above the 1 s time-out: without one the read
+    // would wait on the card for ever.
+    let status = read.wait(std::time::Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut read.child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains(&format!("reader \"{}\"", pcsc.reader(0)))
+            && err.contains("card did not answer within 1s")
+            && err.contains("no card could be read"),
+        "{err}"
+    );
+}
