@@ -216,7 +216,11 @@ fn dispatch(command: Command, cfg: Config, config: Option<PathBuf>) -> ExitCode 
     }
 }
 
-/// Run an async command on a runtime built for it.
+/// Run an async command on a runtime built for it. Never inlined: its frame holds the
+/// command's future, the largest of all of them, which the commands [`dispatch`] runs
+/// without a runtime must not touch (a large frame's stack probes make all of it
+/// resident).
+#[inline(never)]
 fn on_runtime(command: Command, cfg: Config, config: Option<PathBuf>) -> ExitCode {
     // A one-shot command runs on this thread alone (a current-thread runtime): its
     // time then depends on no worker being scheduled, which on a loaded machine costs a
@@ -242,10 +246,7 @@ fn on_runtime(command: Command, cfg: Config, config: Option<PathBuf>) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    // On the heap: the future holds the state of whichever command runs, the largest of
-    // them all, and in this function's frame every command would touch all of it (the
-    // stack probes of a large frame), `read` and `--version` included.
-    let code = exit_code(runtime.block_on(Box::pin(run_async(command, cfg, config))));
+    let code = exit_code(runtime.block_on(run_async(command, cfg, config)));
     // Dropping a runtime waits for its blocking threads without end; one stuck in a
     // PC/SC call must not keep a finished (or failed) command from exiting, so that a
     // service manager can start it again (regression: tests/it/chaos.rs, a full disk).
