@@ -69,6 +69,21 @@ fn gateway_bin() -> String {
     })
 }
 
+/// The read-ahead (KiB) of the block device holding `path` (its queue's read_ahead_kb,
+/// a partition's through its disk), if the system tells.
+fn readahead_kb(path: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    // Linux's dev_t: the major number in bits 8-19 and 32-63, the minor in 0-7 and 20-31.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let block = format!("/sys/dev/block/{major}:{minor}");
+    ["queue/read_ahead_kb", "../queue/read_ahead_kb"]
+        .iter()
+        .find_map(|q| std::fs::read_to_string(format!("{block}/{q}")).ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -199,6 +214,73 @@ impl Drop for Hog {
     }
 }
 
+/// Where `read`'s peak goes: the process held at its exit (strace delays its exit_group,
+/// and strace, unlike a debugger, does not read the binary, which would fill the page
+/// cache its own way), its mappings summed by what they map.
+fn read_breakdown(pcsc: &Pcsc, bin: &str) {
+    // exit_group's number: x86_64 231, aarch64 94 (the kernel's syscall tables).
+    let exit_group = if cfg!(target_arch = "aarch64") {
+        "94 "
+    } else {
+        "231 "
+    };
+    let mut tracer = Proc::spawn(
+        "strace",
+        Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=exit_group"])
+            .args(["-e", "inject=exit_group:delay_enter=3000000"])
+            .arg(bin)
+            .args(["read", "--json", "--reader", &pcsc.reader(0)])
+            .env("PCSCLITE_CSOCK_NAME", &pcsc.sock)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let tp = tracer.pid();
+    let mut read_pid = None;
+    // The kernel tells no one a process entered a system call: looked at every 5 ms.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_pid.is_none() && Instant::now() < deadline {
+        read_pid = std::fs::read_to_string(format!("/proc/{tp}/task/{tp}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/syscall"))
+                    .is_ok_and(|s| s.starts_with(exit_group))
+            });
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Some(pid) = read_pid else {
+        println!("(no breakdown: read did not reach its exit under strace)");
+        return;
+    };
+    let peak = status(pid, "VmHWM");
+    let binary = std::fs::canonicalize(bin)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut parts = std::collections::BTreeMap::<String, u64>::new();
+    for m in mappings(pid) {
+        let what = if m.name == binary && m.perms.contains('x') {
+            "the binary's code".to_string()
+        } else if m.name == binary {
+            "the binary's data".to_string()
+        } else if m.name.is_empty() {
+            "anonymous (thread stacks, arenas)".to_string()
+        } else {
+            m.name.rsplit('/').next().unwrap_or_default().to_string()
+        };
+        *parts.entry(what).or_default() += m.rss;
+    }
+    let mut parts: Vec<(String, u64)> = parts.into_iter().filter(|p| p.1 > 0).collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.1));
+    let parts: Vec<String> = parts.iter().map(|(w, kb)| format!("{w} {kb}")).collect();
+    println!(
+        "one run's peak {peak} KiB, by mapping (KiB): {}",
+        parts.join(", ")
+    );
+    tracer.wait(Duration::from_secs(60));
+}
+
 fn read_under_load(pcsc: &Pcsc, bin: &str) {
     println!("\n`simgate read` of a USIM, 5 ms per APDU ({RUNS} runs: medians, and the largest peak RSS)");
     let _card = pcsc.insert_with(0, "usim.toml", &["--latency-ms", "5"]);
@@ -224,6 +306,13 @@ fn read_under_load(pcsc: &Pcsc, bin: &str) {
         "under the hog / without: {:.2}x",
         hms as f64 / ms.max(1) as f64
     );
+    if std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("strace").is_file()))
+    {
+        read_breakdown(pcsc, bin);
+    } else {
+        println!("(strace not found: no breakdown of read's peak; apt-get install strace)");
+    }
 }
 
 /// lpac's binary: LPAC, else `lpac` on PATH.
@@ -259,56 +348,83 @@ fn wall(cmd: &mut Command) -> Duration {
 
 /// `simgate read` and `lpac chip info` of the same eUICC, in turn (pairs keep the ratio
 /// meaningful while the machine's speed drifts): medians of each and of the pairs'
-/// ratios, as the machine is and with a CPU hog on every core. lpac reads the EID,
-/// EUICCInfo2 and the configured addresses (11 APDUs on this card); `read` the ICCID,
-/// EID, IMSI and the profiles (7, the identification plan's budget: benches/cards.rs).
+/// ratios, as the machine is and with a CPU hog on every core; then each one's context
+/// switches (medians of CS_RUNS more runs under GNU time), the scheduler's wake-ups that
+/// a hog makes expensive. lpac reads the EID, EUICCInfo2 and the configured addresses
+/// (11 APDUs on this card); `read` the ICCID, EID, IMSI and the profiles (7, the
+/// identification plan's budget: benches/cards.rs).
 fn read_against_lpac(pcsc: &Pcsc, bin: &str) {
+    const CS_RUNS: usize = 5;
     let Some(lpac) = lpac_bin() else {
         println!("\nlpac not found: set LPAC to its binary (estkme-group/lpac, cmake) to compare");
         return;
     };
     let reader = pcsc.reader(1);
     let _card = pcsc.insert_with(1, "euicc.toml", &["--latency-ms", "5"]);
+    let ours = |c: &mut Command| {
+        c.env("PCSCLITE_CSOCK_NAME", &pcsc.sock)
+            .env("RUST_LOG", "warn")
+            .args(["read", "--json", "--reader", &reader]);
+    };
+    let theirs = |c: &mut Command| {
+        c.env("PCSCLITE_CSOCK_NAME", &pcsc.sock)
+            .env("LPAC_APDU", "pcsc")
+            .env("LPAC_APDU_PCSC_DRV_NAME", &reader)
+            .args(["chip", "info"]);
+    };
+    // Voluntary and involuntary context switches: medians of CS_RUNS runs.
+    let switches = |program: &str, args: &dyn Fn(&mut Command)| {
+        let runs: Vec<(u64, u64)> = (0..CS_RUNS)
+            .map(|_| {
+                let mut c = time_cmd(program);
+                args(&mut c);
+                let (_, vol, invol, _) = timed(&mut c);
+                (vol, invol)
+            })
+            .collect();
+        (
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect()),
+        )
+    };
     let pairs = |label: &str| {
-        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut a_us, mut b_us, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let load = load();
         for _ in 0..RUNS {
-            let a = wall(
-                Command::new(bin)
-                    .env("PCSCLITE_CSOCK_NAME", &pcsc.sock)
-                    .env("RUST_LOG", "warn")
-                    .args(["read", "--json", "--reader", &reader]),
-            );
-            let b = wall(
-                Command::new(&lpac)
-                    .env("PCSCLITE_CSOCK_NAME", &pcsc.sock)
-                    .env("LPAC_APDU", "pcsc")
-                    .env("LPAC_APDU_PCSC_DRV_NAME", &reader)
-                    .args(["chip", "info"]),
-            );
-            ours.push(a.as_micros() as u64);
-            theirs.push(b.as_micros() as u64);
+            let mut a = Command::new(bin);
+            ours(&mut a);
+            let a = wall(&mut a);
+            let mut b = Command::new(&lpac);
+            theirs(&mut b);
+            let b = wall(&mut b);
+            a_us.push(a.as_micros() as u64);
+            b_us.push(b.as_micros() as u64);
             ratios.push((a.as_secs_f64() / b.as_secs_f64() * 1000.0) as u64);
         }
+        let (a_vol, a_invol) = switches(bin, &ours);
+        let (b_vol, b_invol) = switches(&lpac, &theirs);
         println!(
-            "{label:24} {:>10.1} {:>10.1} {:>10.2}  {load}",
-            median(ours) as f64 / 1e3,
-            median(theirs) as f64 / 1e3,
-            median(ratios) as f64 / 1e3
+            "{label:24} {:>8.1} {:>8.1} {:>9.2} {:>11} {:>11}  {load}",
+            median(a_us) as f64 / 1e3,
+            median(b_us) as f64 / 1e3,
+            median(ratios) as f64 / 1e3,
+            format!("{a_vol}/{a_invol}"),
+            format!("{b_vol}/{b_invol}"),
         );
     };
     println!(
         "\n`simgate read` against `lpac chip info`, the same eUICC at 5 ms per APDU ({RUNS} pairs, medians)"
     );
     println!(
-        "{:24} {:>10} {:>10} {:>10}  load",
-        "", "read ms", "lpac ms", "read/lpac"
+        "{:24} {:>8} {:>8} {:>9} {:>11} {:>11}  load",
+        "", "read ms", "lpac ms", "read/lpac", "read cs", "lpac cs"
     );
     evict(bin);
     pairs("as the machine is");
     let hog = Hog::start();
     pairs("a CPU hog on every core");
     drop(hog);
+    println!("(cs: voluntary/involuntary context switches, medians of {CS_RUNS} runs)");
 }
 
 /// The daemon with two readers (a USIM, an eUICC) and two modems, once every SIM is
@@ -569,6 +685,190 @@ fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
     out
 }
 
+/// The file build.rs hands the linker: the functions `read` runs, put first and together.
+const LINK_ORDER: &str = "link/gateway.order";
+
+/// Write [`LINK_ORDER`]: the functions of the gateway binary that `simgate readers`, `read`
+/// of a USIM, of an eUICC and of both (a thread each) run, then those the daemon runs
+/// besides (2 readers, 2 modems, until its 4 SIMs are published), as callgrind (valgrind)
+/// sees them, by their symbol names. Only when asked (`-- order`): after a change of
+/// rustc, of Cargo.lock or of the code they run; then rebuild and commit the file.
+fn link_order(pcsc: &Pcsc, bin: &str) {
+    let scratch = TempDir::new("bench-order");
+    let object = std::path::Path::new(bin)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut n = 0;
+    // One run under callgrind; the functions of the binary it saw run.
+    let mut profiled = |cmd: &mut Command, done: &mut dyn FnMut(&mut Proc)| {
+        n += 1;
+        let profile = scratch.path().join(format!("callgrind.{n}"));
+        let mut valgrind = Command::new("valgrind");
+        valgrind
+            .args(["--tool=callgrind", "--demangle=no"])
+            .arg(format!("--callgrind-out-file={}", profile.display()))
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env("PCSCLITE_CSOCK_NAME", &pcsc.sock)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut run = Proc::spawn("valgrind (apt-get install valgrind)", &mut valgrind);
+        done(&mut run);
+        let text = std::fs::read_to_string(&profile).expect("callgrind's profile");
+        executed(&text, &object)
+    };
+    let finished = |p: &mut Proc| {
+        let st = p.wait(Duration::from_secs(300));
+        assert!(st.success(), "{} failed", p.name);
+    };
+    let mut read = std::collections::BTreeSet::new();
+    {
+        let _usim = pcsc.insert_with(0, "usim.toml", &[]);
+        let _euicc = pcsc.insert_with(1, "euicc.toml", &[]);
+        let (r0, r1) = (pcsc.reader(0), pcsc.reader(1));
+        let runs: [&[&str]; 4] = [
+            &["readers"],
+            &["read", "--json", "--reader", &r0],
+            &["read", "--json", "--reader", &r1],
+            &["read", "--json"],
+        ];
+        for args in runs {
+            read.extend(profiled(Command::new(bin).args(args), &mut |p| finished(p)));
+        }
+    }
+    let broker = Broker::start();
+    let m1 = Modem::start("quectel-ec2x");
+    let m2 = Modem::start_with("quectel-ec2x", &["--esim"]);
+    let _usim = pcsc.insert(0, "usim.toml");
+    let _euicc = pcsc.insert(1, "euicc.toml");
+    let state = TempDir::new("bench-order-daemon");
+    let cfg = state.path().join("simgate.toml");
+    // Under valgrind the daemon runs many times slower: a card is given a minute.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[readers]\nnames = [\"{}\", \"{}\"]\ncard_timeout_ms = 60000\n[modems]\nports = [\"{}\", \"{}\"]\n",
+            pcsc.reader(0),
+            pcsc.reader(1),
+            m1.port,
+            m2.port
+        ),
+    )
+    .expect("config");
+    let mut sub = broker.subscribe("simgate/v1/gw-order/sim/+/state");
+    let daemon = profiled(
+        Command::new(bin)
+            .arg("--config")
+            .arg(&cfg)
+            .args(support::run_args(&broker.url(), "gw-order"))
+            .arg(state.path()),
+        &mut |p| {
+            let mut seen = std::collections::BTreeSet::new();
+            while seen.len() < 4 {
+                let m =
+                    sub.expect_within("the SIMs' state rows", Duration::from_secs(600), |_| true);
+                seen.insert(m.topic);
+            }
+            p.interrupt();
+        },
+    );
+    let mut file = String::from(
+        "# The functions `simgate read` runs, then those the daemon runs besides, first and\n\
+         # together in the gateway binary (build.rs: lld's --symbol-ordering-file). Written\n\
+         # by `cargo bench --bench lean --profile dev -- order`; do not edit.\n",
+    );
+    for f in read.iter().chain(daemon.difference(&read)) {
+        file.push_str(f);
+        file.push('\n');
+    }
+    std::fs::write(support::repo().join(LINK_ORDER), file).expect("write the link order");
+    println!(
+        "\n{} functions `read` runs and {} more the daemon runs, of {bin}, written to {LINK_ORDER}",
+        read.len(),
+        daemon.difference(&read).count()
+    );
+}
+
+/// The functions of `object` (a file name) that a callgrind profile saw run: `fn=` lines
+/// under the current `ob=`, and `cfn=` lines (the functions called) under their `cob=`,
+/// or the caller's object without one. Names and objects are compressed: `(id) name`
+/// the first time, `(id)` after.
+fn executed(profile: &str, object: &str) -> std::collections::BTreeSet<String> {
+    let mut objects = std::collections::HashMap::new();
+    let mut functions = std::collections::HashMap::new();
+    let (mut ob, mut cob) = (String::new(), None::<String>);
+    let mut seen = std::collections::BTreeSet::new();
+    for line in profile.lines() {
+        let Some((key, rest)) = line.split_once('=') else {
+            continue;
+        };
+        if !matches!(key, "ob" | "cob" | "fn" | "cfn") {
+            continue;
+        }
+        let Some((id, name)) = rest.strip_prefix('(').and_then(|r| r.split_once(')')) else {
+            continue;
+        };
+        let table = if key.ends_with("ob") {
+            &mut objects
+        } else {
+            &mut functions
+        };
+        if !name.trim().is_empty() {
+            table.insert(id.to_string(), name.trim().to_string());
+        }
+        let Some(full) = table.get(id).cloned() else {
+            continue;
+        };
+        let (owner, function) = match key {
+            "ob" => {
+                (ob, cob) = (full, None);
+                continue;
+            }
+            "cob" => {
+                cob = Some(full);
+                continue;
+            }
+            "fn" => (ob.clone(), full),
+            _ => (cob.take().unwrap_or_else(|| ob.clone()), full),
+        };
+        // A symbol's name; addresses (0x...) and callgrind's own "(below main)" are not.
+        let symbol = !function.starts_with("0x") && !function.contains(char::is_whitespace);
+        if symbol && std::path::Path::new(&owner).ends_with(object) {
+            seen.insert(function);
+        }
+    }
+    seen
+}
+
+/// How many names of [`LINK_ORDER`] the binary has (`nm`): fewer than the file holds
+/// means it is stale (`-- order` rewrites it).
+fn link_order_coverage(bin: &str) {
+    let Ok(text) = std::fs::read_to_string(support::repo().join(LINK_ORDER)) else {
+        return;
+    };
+    let wanted: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let Ok(out) = Command::new("nm").arg(bin).output() else {
+        return;
+    };
+    let symbols: std::collections::HashSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    let found = wanted.iter().filter(|n| symbols.contains(**n)).count();
+    println!(
+        "link order: {found} of the {} functions of {LINK_ORDER} are in this binary{}",
+        wanted.len(),
+        if found < wanted.len() {
+            " (rewrite it: -- order)"
+        } else {
+            ""
+        }
+    );
+}
+
 fn main() {
     assert!(
         std::path::Path::new("/usr/bin/time").exists(),
@@ -579,14 +879,22 @@ fn main() {
         std::path::Path::new(&bin).exists(),
         "{bin}: build it with `cargo build --release --locked --no-default-features` or set GATEWAY_BIN"
     );
-    println!("measuring {bin}");
+    println!(
+        "measuring {bin} (its disk reads ahead {} KiB)",
+        readahead_kb(&bin).map_or("?".to_string(), |kb| kb.to_string())
+    );
     // Sections named on the command line (after `--`), else all of them.
     let asked: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wants = |s: &str| asked.is_empty() || asked.iter().any(|a| a == s);
+    link_order_coverage(&bin);
     let pcsc = Pcsc::start();
+    // Writes a file of the repository: only when named.
+    if asked.iter().any(|a| a == "order") {
+        link_order(&pcsc, &bin);
+    }
     if wants("read") {
         evict(&bin);
         read_under_load(&pcsc, &bin);
