@@ -620,15 +620,6 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
         "run",
         "split in progress (src/link/ is being cut into rooms)",
     ),
-    // To cut along their seams.
-    ("cli/watch.rs", "run", "to cut"),
-    ("station/mod.rs", "run", "to cut"),
-    ("daemon/mod.rs", "run", "to cut"),
-    ("rsp/download.rs", "run", "to cut"),
-    ("store/outbox.rs", "push", "to cut"),
-    ("daemon/modems.rs", "on_event", "to cut"),
-    ("config.rs", "validate", "to cut"),
-    ("fuzz/props.rs", "write_seed_corpus", "to cut"),
 ];
 
 #[test]
