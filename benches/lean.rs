@@ -1,12 +1,24 @@
 //! What a gateway pays for simgate, on the rig: the daemon's resident memory with two
 //! readers and two modems (and where it goes: the binary's pages, heap, malloc arenas,
-//! thread stacks, threads), `simgate read`'s peak, `read` on a quiet machine against the
-//! same read with a CPU hog on every core (wall time, and the context switches behind
-//! it), and `read` against lpac's `chip info` on the same eUICC, run in pairs.
+//! thread stacks, threads), `simgate read`'s peak (and, held at its exit by strace, where
+//! it goes, mapping by mapping), `read` on a quiet machine against the same read with a
+//! CPU hog on every core (wall time, and the context switches behind it), and `read`
+//! against lpac's `chip info` on the same eUICC, run in pairs, with each one's context
+//! switches.
 //!
 //!     cargo build --release --locked --no-default-features   # the gateway binary
 //!     cargo bench --bench lean --profile dev                 # as root: pcscd + vpcd
 //!     cargo bench --bench lean --profile dev -- daemon       # one section: read, lpac, daemon
+//!     cargo bench --bench lean --profile dev -- order        # rewrite link/gateway.order
+//!
+//! The gateway build lays out the functions `read` runs, then those the daemon runs,
+//! first and together (build.rs hands link/gateway.order to lld): the kernel maps a
+//! binary's pages in blocks around each page touched (64 KiB, or the page cache's whole
+//! large folio), so code scattered over the binary's 4.2 MiB was resident nearly whole.
+//! The bench first says how many of the file's functions the binary has; when some are
+//! missing (a change of rustc, of Cargo.lock, or of the code they run), `-- order`
+//! rewrites the list from callgrind runs of `read` and the daemon (valgrind), then
+//! rebuild and commit it.
 //!
 //! GATEWAY_BIN names the binary measured (default target/release/simgate, the gateway
 //! build `make deb` packages); the virtual cards and modems come from this build's own
@@ -17,7 +29,8 @@
 //!
 //! The measured binary's pages are dropped from the page cache before each section
 //! (`dd iflag=nocache`), so it starts as a gateway's daemon does after a boot, read from
-//! disk. A binary just written (a build, a copy, a package install) sits in the page
+//! disk, in folios as large as the disk's read-ahead allows (printed first: this rig's
+//! 8 MiB against the usual 128 KiB maps more of what is touched). A binary just written (a build, a copy, a package install) sits in the page
 //! cache in large folios that a process then maps whole: `simgate --version` peaked at
 //! 5.4 MB right after a copy and at 4.5 MB once the file had been read back from disk.
 //! The daemon runs with the environment systemd/simgate.service gives it (its
@@ -834,7 +847,9 @@ fn executed(profile: &str, object: &str) -> std::collections::BTreeSet<String> {
             "fn" => (ob.clone(), full),
             _ => (cob.take().unwrap_or_else(|| ob.clone()), full),
         };
-        // A symbol's name; addresses (0x...) and callgrind's own "(below main)" are not.
+        // A symbol's name, without the depth callgrind appends to a recursive call
+        // (name'2); addresses (0x...) and its own "(below main)" are none.
+        let function = function.split('\'').next().unwrap_or_default().to_string();
         let symbol = !function.starts_with("0x") && !function.contains(char::is_whitespace);
         if symbol && std::path::Path::new(&owner).ends_with(object) {
             seen.insert(function);
