@@ -319,4 +319,40 @@ mod tests {
         .unwrap_err();
         assert_eq!(bad.code, RefusalCode::InvalidField);
     }
+
+    #[test]
+    fn an_unknown_param_is_refused_naming_what_the_action_takes() {
+        use serde_json::json;
+        for (action, params, takes) in [
+            (
+                Action::RequestRefill,
+                json!({"x": 1}),
+                "request_refill takes amount_mb",
+            ),
+            (
+                Action::Ussd,
+                json!({"code": "*100#", "x": 1}),
+                "ussd takes code, answers",
+            ),
+            (Action::SmsSend, json!({"x": 1}), "sms_send takes to, text"),
+            (Action::EsimList, json!({"x": 1}), "esim_list takes none"),
+            (
+                Action::EsimEnable,
+                json!({"x": 1}),
+                "esim_enable takes profile",
+            ),
+        ] {
+            let r = parse_params(action, &params).unwrap_err();
+            assert_eq!(r.code, RefusalCode::InvalidField);
+            assert_eq!(r.reason, format!("params.x: unknown field ({takes})"));
+        }
+        assert_eq!(
+            parse_params(Action::RequestRefill, &json!({"amount_mb": 500})),
+            Ok(Params::RequestRefill {
+                amount_mb: Some(500.0)
+            })
+        );
+        let r = parse_params(Action::RequestRefill, &json!({"amount_mb": -1})).unwrap_err();
+        assert!(r.reason.starts_with("params.amount_mb:"), "{}", r.reason);
+    }
 }
