@@ -10,8 +10,8 @@
 //! their size, check every field, and answer a typed refusal instead of failing.
 
 //!
-//! By section: [`topics`], what the agent publishes ([`payloads`]), what the platform
-//! sends ([`commands`] and their params, [`records`]), and the [`refusal`] of a bad
+//! By section: `topics`, what the agent publishes (`payloads`), what the platform
+//! sends (`commands` and their params, `records`), and the `refusal` of a bad
 //! inbound message. Their items are re-exported here: `contract::X` is the one path.
 
 mod commands;

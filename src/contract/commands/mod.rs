@@ -1,6 +1,6 @@
 //! A platform command (`cmd`, MQTT.md "Commands"): its envelope checked field by field
 //! (id first, so even a bad command gets its answer), then its params by the action's
-//! own parser ([`params`]).
+//! own parser (`params`).
 
 pub(super) mod esim;
 pub(super) mod params;

@@ -5,9 +5,9 @@
 //! Steady state costs one compound status line per poll, plus an ICCID check when the
 //! family has no hot-plug URC: ≤ 2 command lines a minute at the default poll.
 //!
-//! By room: [`lifecycle`] (the task: open, attach, reattach with backoff), [`handle`]
-//! (what a caller may ask, and how it is answered), [`attached`] (the attached state:
-//! URCs, polls, the SIM followed, requests served, a suspension kept) and [`usage`]
+//! By room: `lifecycle` (the task: open, attach, reattach with backoff), `handle`
+//! (what a caller may ask, and how it is answered), `attached` (the attached state:
+//! URCs, polls, the SIM followed, requests served, a suspension kept) and `usage`
 //! (the status line's counter sample, accounted in the store).
 
 mod attached;
