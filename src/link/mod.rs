@@ -12,8 +12,9 @@
 //! each one (`Outgoing::Publish(pkid)`) in that same order, so the FIFO's head gets
 //! that id; a PUBACK names the id, the map names the outbox entry. At most `window`
 //! publishes are in flight, and rumqttc's id space is more than twice that, so an id is
-//! never reused while its publish awaits its PUBACK (rumqttc's "collision" state, which
-//! would hold a publish back, cannot happen). rumqttc's own retransmission after a
+//! not reused while its publish awaits its PUBACK (rumqttc's "collision" state, which
+//! would hold a publish back, cannot happen) — unless that PUBACK never comes, which
+//! src/link/inflight.rs sees in time and answers with a new connection. rumqttc's own retransmission after a
 //! reconnect is discarded on every connection error: its queue forgets what a restart
 //! loses anyway, and the outbox replays from its head, in order.
 //!
@@ -23,6 +24,7 @@
 //! redelivery, never a loss.
 
 mod drain;
+mod inflight;
 mod nodes;
 pub mod peer;
 pub mod reconnect;
@@ -35,6 +37,7 @@ use crate::contract::{
 use crate::sim::PlatformRecord;
 use crate::store::outbox::{Class, Limits, Outbox, Shed};
 use crate::store::{Store, StoreError};
+use inflight::{Conn, Lost};
 use nodes::Nodes;
 pub use reconnect::DEFAULT_RECONNECT_MAX;
 use reconnect::{Failure, Reconnect, LINK_STABLE};
@@ -42,7 +45,7 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, SubscribeFilter,
     TlsConfiguration, Transport,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -569,94 +572,12 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// State of one broker connection.
-#[derive(Debug)]
-struct Conn {
-    /// Subscriptions acknowledged: publishing may start (the subscription comes first,
-    /// so commands are not missed while a backlog drains).
-    ready: bool,
-    /// Handed to rumqttc, packet id not yet known, in order (None: a health message,
-    /// not in the outbox).
-    handed: VecDeque<Option<u64>>,
-    /// Packet id → the publish awaiting its PUBACK.
-    inflight: HashMap<u16, InFlight>,
-    /// Publishes sent on this connection, counted (each one's `order`).
-    sent: u64,
-    /// The last outbox seq handed over on this connection.
-    cursor: Option<u64>,
-}
-
-/// A publish on the wire, awaiting its PUBACK.
-#[derive(Debug, Clone, Copy)]
-struct InFlight {
-    /// Its place among the publishes of this connection.
-    order: u64,
-    /// Its outbox entry (None: a health message, not in the outbox).
-    seq: Option<u64>,
-}
-
-/// What a PUBACK tells the driver.
-#[derive(Debug, PartialEq, Eq)]
-struct Acked {
-    /// The outbox entry acknowledged; None when the packet id was not in flight, Some(None)
-    /// for a health message.
-    entry: Option<Option<u64>>,
-    /// An older publish whose own PUBACK will never come (see `Conn::acked`).
-    lost: Option<u16>,
-}
-
-impl Conn {
-    fn new() -> Conn {
-        Conn {
-            ready: false,
-            handed: VecDeque::new(),
-            inflight: HashMap::new(),
-            sent: 0,
-            cursor: None,
-        }
-    }
-
-    fn in_flight(&self) -> usize {
-        self.handed.len() + self.inflight.len()
-    }
-
-    /// rumqttc gave the next handed publish packet id `pkid`.
-    fn sent(&mut self, pkid: u16, seq: Option<u64>) {
-        self.sent += 1;
-        self.inflight.insert(
-            pkid,
-            InFlight {
-                order: self.sent,
-                seq,
-            },
-        );
-    }
-
-    /// A PUBACK for `pkid`. A broker sends PUBACKs in the order of the PUBLISHes (MQTT
-    /// 3.1.1 §4.6), so one for a publish more than `window` places after an older one
-    /// still in flight means that older one's PUBACK is lost for good: mosquitto drops
-    /// every packet, PUBACKs too, for a client whose outgoing queue is full (its
-    /// `max_queued_messages`: a flood this agent is slow to read). Left alone, its packet
-    /// id comes round again within `2 × window + 2` publishes, and rumqttc then holds
-    /// every publish back for an acknowledgement that never comes — the agent stalls.
-    /// One window of slack leaves room for a broker that reorders a little.
-    fn acked(&mut self, pkid: u16, window: u16) -> Acked {
-        let Some(done) = self.inflight.remove(&pkid) else {
-            return Acked {
-                entry: None,
-                lost: None,
-            };
-        };
-        let lost = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| done.order.saturating_sub(f.order) > u64::from(window))
-            .min_by_key(|(_, f)| f.order)
-            .map(|(p, _)| *p);
-        Acked {
-            entry: Some(done.seq),
-            lost,
-        }
+/// Sleeps until `at`; forever for None (a `select!` branch disabled by its guard still
+/// builds its future).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -672,25 +593,25 @@ struct Pump {
     /// The event loop while no poll is under way.
     home: Option<EventLoop>,
     polling: Option<Polling>,
+    /// Ends the poll under way (see `halt`).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-type Polling = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (EventLoop, Result<Event, rumqttc::ConnectionError>)>
-            + Send,
-    >,
->;
+/// A poll's end: the event loop back, and the event (None: halted).
+type Polled = (EventLoop, Option<Result<Event, rumqttc::ConnectionError>>);
+type Polling = std::pin::Pin<Box<dyn std::future::Future<Output = Polled> + Send>>;
 
 impl Pump {
     fn new(eventloop: EventLoop) -> Pump {
         Pump {
             home: Some(eventloop),
             polling: None,
+            stop: None,
         }
     }
 
     /// The event loop between polls (the driver touches it only after an event, when
-    /// the poll that produced it has ended).
+    /// the poll that produced it has ended, or after `halt`).
     fn get(&mut self) -> &mut EventLoop {
         self.home
             .as_mut()
@@ -708,23 +629,44 @@ impl Pump {
     /// The next event: the poll under way continued, or a new one. Cancel-safe: a
     /// dropped call leaves its poll to the next call.
     async fn next(&mut self) -> Result<Event, rumqttc::ConnectionError> {
-        let polling = match &mut self.polling {
-            Some(p) => p,
-            None => {
-                let mut eventloop = self
-                    .home
-                    .take()
-                    .expect("no poll under way, so the event loop is home");
-                self.polling.insert(Box::pin(async move {
-                    let ev = eventloop.poll().await;
-                    (eventloop, ev)
-                }))
+        loop {
+            let polling = match &mut self.polling {
+                Some(p) => p,
+                None => {
+                    let mut eventloop = self
+                        .home
+                        .take()
+                        .expect("no poll under way, so the event loop is home");
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                    self.stop = Some(stop);
+                    self.polling.insert(Box::pin(async move {
+                        tokio::select! {
+                            ev = eventloop.poll() => (eventloop, Some(ev)),
+                            _ = stopped => (eventloop, None),
+                        }
+                    }))
+                }
+            };
+            let (eventloop, ev) = polling.await;
+            self.polling = None;
+            self.stop = None;
+            self.home = Some(eventloop);
+            if let Some(ev) = ev {
+                return ev;
             }
-        };
-        let (eventloop, ev) = polling.await;
-        self.polling = None;
-        self.home = Some(eventloop);
-        ev
+        }
+    }
+
+    /// The event loop, the poll under way (if any) ended and what it was doing dropped:
+    /// only for a connection about to be closed, whose unacknowledged publishes the
+    /// outbox sends again anyway (`Driver::renew`).
+    async fn halt(&mut self) -> &mut EventLoop {
+        if let (Some(polling), Some(stop)) = (self.polling.take(), self.stop.take()) {
+            let _ = stop.send(());
+            let (eventloop, _) = polling.await;
+            self.home = Some(eventloop);
+        }
+        self.get()
     }
 }
 
@@ -804,8 +746,23 @@ impl Driver {
             }
             let ready = self.conn.as_ref().is_some_and(|c| c.ready);
             let wake = self.link.wake.clone();
+            // When an acknowledgement still awaited is next due to be given up.
+            let due = self
+                .conn
+                .as_ref()
+                .and_then(|c| c.next_deadline(self.window));
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = sleep_until(due), if due.is_some() => {
+                    let lost = self
+                        .conn
+                        .as_ref()
+                        .and_then(|c| c.lost(Instant::now(), self.window));
+                    if let Some(lost) = lost {
+                        self.renew(lost).await;
+                    }
+                    continue;
+                }
                 _ = usage_tick.tick() => {
                     if let Err(e) = self.link.flush_usage() {
                         tracing::error!(error = %e, "usage batch not queued");
@@ -888,16 +845,19 @@ impl Driver {
                 Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                     if let Some(conn) = self.conn.as_mut() {
                         match conn.handed.pop_front() {
-                            Some(entry) => conn.sent(pkid, entry),
+                            Some(entry) => {
+                                tracing::trace!(pkid, seq = ?entry, "publish sent");
+                                conn.sent(pkid, entry, Instant::now())
+                            }
                             None => tracing::warn!(pkid, "publish not handed over by the link"),
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    let window = self.window;
                     if let Some(conn) = self.conn.as_mut() {
-                        let acked = conn.acked(ack.pkid, window);
-                        match acked.entry {
+                        let entry = conn.acked(ack.pkid);
+                        tracing::trace!(pkid = ack.pkid, seq = ?entry, in_flight = conn.in_flight(), "publish acknowledged");
+                        match entry {
                             Some(Some(seq)) => {
                                 if let Err(e) = self.link.outbox.acknowledged(seq) {
                                     tracing::error!(error = %e, seq, "acknowledged entry not removed");
@@ -906,8 +866,8 @@ impl Driver {
                             Some(None) => {}
                             None => tracing::warn!(pkid = ack.pkid, "PUBACK for an unknown packet"),
                         }
-                        if let Some(pkid) = acked.lost {
-                            self.renew(pkid);
+                        if let Some(lost) = conn.lost(Instant::now(), self.window) {
+                            self.renew(lost).await;
                             continue;
                         }
                     }
@@ -1035,16 +995,19 @@ impl Driver {
         wait
     }
 
-    /// A PUBACK is lost (`Conn::acked`): close this connection and open another at once.
-    /// The outbox sends again from its head what was not acknowledged (at least once,
-    /// MQTT.md "Durability"); rumqttc's copies are dropped as after any connection error.
-    fn renew(&mut self, pkid: u16) {
+    /// A PUBACK is given up (src/link/inflight.rs): close this connection and open
+    /// another at once. The outbox sends again from its head what was not acknowledged
+    /// (at least once, MQTT.md "Durability"); rumqttc's copies are dropped as after any
+    /// connection error.
+    async fn renew(&mut self, lost: Lost) {
         tracing::warn!(
-            pkid,
+            pkid = lost.pkid,
+            waited_ms = lost.waited.as_millis() as u64,
+            overtaken = lost.overtaken,
             broker = %self.url,
-            "the broker's acknowledgement of a message was lost (a broker drops it when its queue for this agent is full): reconnecting; what is unacknowledged is sent again"
+            "the broker's acknowledgement of a message did not come (a broker drops it when its queue for this agent is full, or never sends one for a message it refused): reconnecting; what is unacknowledged is sent again"
         );
-        let eventloop = self.eventloop.get();
+        let eventloop = self.eventloop.halt().await;
         eventloop.clean();
         eventloop.pending.clear();
         self.conn = None;
@@ -1149,6 +1112,7 @@ impl Driver {
                 return;
             }
         };
+        tracing::trace!(room, batch = batch.len(), after = ?conn.cursor, "window filled");
         for (seq, entry) in batch {
             // try_: the channel has room for a window (see `start`); should it be full,
             // the next acknowledgement or wake-up fills again from the same cursor.
@@ -1383,63 +1347,6 @@ mod tests {
     use super::*;
     use rumqttc::{ConnectReturnCode, ConnectionError as C};
     use std::io::{Error, ErrorKind};
-
-    /// Regression: mosquitto dropped PUBACKs to an agent slow to read a flood of
-    /// inbound QoS 0 payloads (its queue for the client full); rumqttc then held every
-    /// later publish back for the lost ones once their packet ids came round, and the
-    /// agent published nothing more (tests/it/chaos.rs, the hostile flood, on a loaded
-    /// machine). A lost PUBACK is seen before its id can come round.
-    #[test]
-    fn a_lost_puback_is_seen_before_its_packet_id_comes_round() {
-        let window = 16u16;
-        let ids = 2 * window + 2; // the link's `set_inflight`
-        let mut conn = Conn::new();
-        let mut pkid = 0u16;
-        let mut next = || {
-            pkid = pkid % ids + 1;
-            pkid
-        };
-        // In order, every PUBACK arriving: nothing lost.
-        let mut open = VecDeque::new();
-        for seq in 0..200u64 {
-            let p = next();
-            conn.sent(p, Some(seq));
-            open.push_back(p);
-            if open.len() == usize::from(window) {
-                let p = open.pop_front().unwrap();
-                assert_eq!(conn.acked(p, window).lost, None);
-            }
-        }
-        // One PUBACK never comes: seen while the window moves on, before the id space
-        // (`ids` publishes after it) is used up.
-        let mut conn = Conn::new();
-        let lost = next();
-        conn.sent(lost, Some(1000));
-        let mut open = VecDeque::new();
-        let mut found = None;
-        for (after, seq) in (1..).zip(1001..1100u64) {
-            assert!(after < u64::from(ids), "the lost id came round unseen");
-            let p = next();
-            conn.sent(p, Some(seq));
-            open.push_back(p);
-            if open.len() == usize::from(window) - 1 {
-                let p = open.pop_front().unwrap();
-                if let Some(l) = conn.acked(p, window).lost {
-                    found = Some(l);
-                    break;
-                }
-            }
-        }
-        assert_eq!(found, Some(lost));
-        // An unknown packet id tells nothing.
-        assert_eq!(
-            conn.acked(9999, window),
-            Acked {
-                entry: None,
-                lost: None
-            }
-        );
-    }
 
     #[test]
     fn an_unreachable_broker_is_retried_in_the_fast_regime() {

@@ -1110,12 +1110,12 @@ fn a_qos0_flood_of_hostile_payloads_is_bounded_and_the_agent_still_answers() {
     assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
     run.kill9();
     // A broker whose queue for the agent is full drops its PUBACKs too: the link sees
-    // the loss and reconnects (src/link/mod.rs, `Conn::acked`) instead of stalling.
+    // the loss and reconnects (src/link/inflight.rs) instead of stalling.
     let _ = log.drain();
     let renewed = log
         .seen
         .iter()
-        .filter(|l| l.contains("acknowledgement of a message was lost"))
+        .filter(|l| l.contains("acknowledgement of a message did not come"))
         .count();
     eprintln!(
         "chaos: hostile flood: 5000 QoS 0 payloads on the command topic; RSS {before} KiB before, {after} KiB after; {renewed} connection(s) renewed for lost PUBACKs; the next command answered {}",
