@@ -20,6 +20,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Drops what rumqttc keeps to send again after a reconnect: the requests and in-flight
+/// publishes `EventLoop::clean` moved to `pending`, and the publish held back by a
+/// packet id "collision", which `clean` leaves in place — kept, it stops rumqttc from
+/// reading any request on the next connection (the SUBSCRIBE included), and the agent
+/// never publishes again (seen after a renewal in tests/it/chaos.rs, the hostile
+/// flood). The outbox is the only queue: it sends all of them again from its head.
+fn forget_rumqttc_copies(eventloop: &mut EventLoop) {
+    eventloop.pending.clear();
+    eventloop.state.collision = None;
+}
+
 /// Sleeps until `at`; forever for None (a `select!` branch disabled by its guard still
 /// builds its future).
 async fn sleep_until(at: Option<Instant>) {
@@ -197,7 +208,7 @@ impl Driver {
                     self.conn = None;
                     // rumqttc moved its in-flight publishes (and queued requests) here to
                     // resend them; the outbox is the queue, so drop them.
-                    self.eventloop.get().pending.clear();
+                    forget_rumqttc_copies(self.eventloop.get());
                     let wait = self.on_connection_error(&e, &mut waits, &cancel).await;
                     tracing::debug!(
                         queued = self.link.outbox.len(),
@@ -231,7 +242,7 @@ impl Driver {
         self.link.outbox.set_passing(u64::from(self.window));
         // Whatever rumqttc kept from the last session is replayed from the
         // outbox instead, with ids this driver tracks.
-        self.eventloop.get().pending.clear();
+        forget_rumqttc_copies(self.eventloop.get());
         self.conn = Some(Conn::new());
         // A broker without our session (first contact, or it lost its
         // state) may have lost the retained rows too, and another node of
@@ -401,7 +412,7 @@ impl Driver {
         );
         let eventloop = self.eventloop.halt().await;
         eventloop.clean();
-        eventloop.pending.clear();
+        forget_rumqttc_copies(eventloop);
         self.conn = None;
         self.connected_at = None;
         self.link

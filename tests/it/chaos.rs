@@ -1105,7 +1105,17 @@ fn a_qos0_flood_of_hostile_payloads_is_bounded_and_the_agent_still_answers() {
         &json!({"v":1,"id":"after-flood","iccid":CARDS[0].1,"action":"suspend",
             "expires_at":support::unix_now() + 600}),
     );
-    let status = support::final_status(&mut sub, name, "after-flood");
+    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        support::final_status(&mut sub, name, "after-flood")
+    }))
+    .unwrap_or_else(|e| {
+        // What the agent said of its link is the first thing to read.
+        let _ = log.drain();
+        for l in log.seen.iter().filter(|l| !l.contains("command refused")) {
+            eprintln!("{l}");
+        }
+        std::panic::resume_unwind(e)
+    });
     let after = rss_kib(run.pid());
     assert!(run.child.try_wait().unwrap().is_none(), "simgate exited");
     run.kill9();
