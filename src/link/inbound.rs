@@ -9,8 +9,9 @@ use crate::sim::PlatformRecord;
 use rumqttc::{Publish, QoS};
 use tokio::sync::mpsc;
 
-/// Something the platform sent, for the daemon. Acknowledge it with [`Link::ack`] once
-/// it is stored: until then the broker will deliver it again after a reconnect.
+/// Something the platform sent, for the daemon. Acknowledge it with
+/// [`Link::ack`](super::Link::ack) once it is stored: until then the broker will deliver
+/// it again after a reconnect.
 #[derive(Debug)]
 pub enum Received {
     Command {
