@@ -533,158 +533,184 @@ impl Config {
         })
     }
 
-    /// Checks serde cannot express. `origin` is the file (or "command line").
+    /// Checks serde cannot express, section by section. `origin` is the file (or
+    /// "command line").
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |key, why: String| ConfigError::Invalid {
+        let sections = || -> Result<(), Bad> {
+            if !self.agent.id.is_empty() {
+                validate_agent_id(&self.agent.id).map_err(|why| ("agent.id", why))?;
+            }
+            self.broker.check()?;
+            if self.readers.card_timeout_ms < 100 {
+                return Err((
+                    "readers.card_timeout_ms",
+                    format!(
+                        "{} ms is too short for any real card (minimum 100)",
+                        self.readers.card_timeout_ms
+                    ),
+                ));
+            }
+            self.modems.check()?;
+            self.http.check()
+        };
+        sections().map_err(|(key, why)| ConfigError::Invalid {
             origin: origin.to_string(),
             key,
             why,
-        };
-        if !self.agent.id.is_empty() {
-            validate_agent_id(&self.agent.id).map_err(|why| invalid("agent.id", why))?;
+        })
+    }
+}
+
+/// A key that fails its check, and why.
+type Bad = (&'static str, String);
+
+impl Broker {
+    fn check(&self) -> Result<(), Bad> {
+        if !self.url.is_empty() {
+            BrokerUrl::parse(&self.url).map_err(|why| ("broker.url", why))?;
         }
-        if !self.broker.url.is_empty() {
-            BrokerUrl::parse(&self.broker.url).map_err(|why| invalid("broker.url", why))?;
-        }
-        if !self.broker.urls.is_empty() && !self.broker.url.is_empty() {
-            return Err(invalid(
+        if !self.urls.is_empty() && !self.url.is_empty() {
+            return Err((
                 "broker.urls",
                 "give either broker.url (one broker) or broker.urls (the nodes of a cluster), not both".into(),
             ));
         }
-        for u in &self.broker.urls {
-            BrokerUrl::parse(u).map_err(|why| invalid("broker.urls", why))?;
+        for u in &self.urls {
+            BrokerUrl::parse(u).map_err(|why| ("broker.urls", why))?;
         }
-        if (self.broker.fleet_size == 0) != (self.broker.fleet_connects_per_s == 0) {
-            return Err(invalid(
+        if (self.fleet_size == 0) != (self.fleet_connects_per_s == 0) {
+            return Err((
                 "broker.fleet_connects_per_s",
                 "set both broker.fleet_size and broker.fleet_connects_per_s, or neither".into(),
             ));
         }
-        if let Some(w) = self.broker.fleet_window() {
+        if let Some(w) = self.fleet_window() {
             if w > MAX_FLEET_WINDOW {
-                return Err(invalid(
+                return Err((
                     "broker.fleet_size",
                     format!(
                         "{} agents at {} connects/s take {} s to come back, more than {} s: raise the quota",
-                        self.broker.fleet_size,
-                        self.broker.fleet_connects_per_s,
+                        self.fleet_size,
+                        self.fleet_connects_per_s,
                         w.as_secs(),
                         MAX_FLEET_WINDOW.as_secs()
                     ),
                 ));
             }
         }
-        if !(5..=65_535).contains(&self.broker.keepalive_secs) {
-            return Err(invalid(
+        if !(5..=65_535).contains(&self.keepalive_secs) {
+            return Err((
                 "broker.keepalive_secs",
-                format!(
-                    "{} is outside 5..=65535 seconds",
-                    self.broker.keepalive_secs
-                ),
+                format!("{} is outside 5..=65535 seconds", self.keepalive_secs),
             ));
         }
-        if self.broker.outbox_max_messages < 100 {
-            return Err(invalid(
-                "broker.outbox_max_messages",
-                format!(
-                    "{} is too small to hold one outage's state (minimum 100)",
-                    self.broker.outbox_max_messages
-                ),
-            ));
-        }
-        if self.broker.outbox_max_bytes < MIN_OUTBOX_MAX_BYTES {
-            return Err(invalid(
-                "broker.outbox_max_bytes",
-                format!(
-                    "{} is too small to hold one outage's state (minimum {MIN_OUTBOX_MAX_BYTES})",
-                    self.broker.outbox_max_bytes
-                ),
-            ));
-        }
-        if self.broker.outbox_disk_reserve_percent > 50 {
-            return Err(invalid(
-                "broker.outbox_disk_reserve_percent",
-                format!(
-                    "{} is outside 0..=50 (percent of the state directory's file system)",
-                    self.broker.outbox_disk_reserve_percent
-                ),
-            ));
-        }
-        if !(1..=1024).contains(&self.broker.inflight_window) {
-            return Err(invalid(
+        self.check_outbox()?;
+        if !(1..=1024).contains(&self.inflight_window) {
+            return Err((
                 "broker.inflight_window",
-                format!("{} is outside 1..=1024", self.broker.inflight_window),
+                format!("{} is outside 1..=1024", self.inflight_window),
             ));
         }
-        if !(1..=3600).contains(&self.broker.reconnect_max_secs) {
-            return Err(invalid(
+        if !(1..=3600).contains(&self.reconnect_max_secs) {
+            return Err((
                 "broker.reconnect_max_secs",
                 format!(
                     "{} is outside 1..=3600 (seconds between connect attempts while the broker is unreachable)",
-                    self.broker.reconnect_max_secs
+                    self.reconnect_max_secs
                 ),
             ));
         }
-        if self.broker.usage_interval_secs == 0 {
-            return Err(invalid(
+        if self.usage_interval_secs == 0 {
+            return Err((
                 "broker.usage_interval_secs",
                 "0 would send a batch per sample; give seconds (900 = 15 min)".into(),
             ));
         }
-        if self.readers.card_timeout_ms < 100 {
-            return Err(invalid(
-                "readers.card_timeout_ms",
+        if self.client_cert.as_os_str().is_empty() != self.client_key.as_os_str().is_empty() {
+            return Err((
+                "broker.client_cert",
+                "client_cert and client_key go together".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The outbox's bounds: room for one outage's state at least.
+    fn check_outbox(&self) -> Result<(), Bad> {
+        if self.outbox_max_messages < 100 {
+            return Err((
+                "broker.outbox_max_messages",
                 format!(
-                    "{} ms is too short for any real card (minimum 100)",
-                    self.readers.card_timeout_ms
+                    "{} is too small to hold one outage's state (minimum 100)",
+                    self.outbox_max_messages
                 ),
             ));
         }
-        for (port, dev) in &self.modems.netdevs {
-            validate_netdev(dev)
-                .map_err(|why| invalid("modems.netdevs", format!("\"{port}\": {why}")))?;
-        }
-        for (key, v) in [
-            ("modems.swap_register_secs", self.modems.swap_register_secs),
-            ("modems.swap_replace_secs", self.modems.swap_replace_secs),
-        ] {
-            if !(1..=3_600).contains(&v) {
-                return Err(invalid(key, format!("{v} is outside 1..=3600 seconds")));
-            }
-        }
-        if !(5..=86_400).contains(&self.modems.poll_secs) {
-            return Err(invalid(
-                "modems.poll_secs",
-                format!("{} is outside 5..=86400 seconds", self.modems.poll_secs),
+        if self.outbox_max_bytes < MIN_OUTBOX_MAX_BYTES {
+            return Err((
+                "broker.outbox_max_bytes",
+                format!(
+                    "{} is too small to hold one outage's state (minimum {MIN_OUTBOX_MAX_BYTES})",
+                    self.outbox_max_bytes
+                ),
             ));
         }
-        if !self.http.listen.is_empty() {
-            parse_listen(&self.http.listen).map_err(|why| invalid("http.listen", why))?;
+        if self.outbox_disk_reserve_percent > 50 {
+            return Err((
+                "broker.outbox_disk_reserve_percent",
+                format!(
+                    "{} is outside 0..=50 (percent of the state directory's file system)",
+                    self.outbox_disk_reserve_percent
+                ),
+            ));
         }
-        if self.http.metrics && self.http.listen.is_empty() {
-            return Err(invalid(
+        Ok(())
+    }
+}
+
+impl Modems {
+    fn check(&self) -> Result<(), Bad> {
+        for (port, dev) in &self.netdevs {
+            validate_netdev(dev).map_err(|why| ("modems.netdevs", format!("\"{port}\": {why}")))?;
+        }
+        for (key, v) in [
+            ("modems.swap_register_secs", self.swap_register_secs),
+            ("modems.swap_replace_secs", self.swap_replace_secs),
+        ] {
+            if !(1..=3_600).contains(&v) {
+                return Err((key, format!("{v} is outside 1..=3600 seconds")));
+            }
+        }
+        if !(5..=86_400).contains(&self.poll_secs) {
+            return Err((
+                "modems.poll_secs",
+                format!("{} is outside 5..=86400 seconds", self.poll_secs),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Http {
+    fn check(&self) -> Result<(), Bad> {
+        if !self.listen.is_empty() {
+            parse_listen(&self.listen).map_err(|why| ("http.listen", why))?;
+        }
+        if self.metrics && self.listen.is_empty() {
+            return Err((
                 "http.metrics",
                 "/health and /metrics are served by the page's server: set http.listen (or --http) too".into(),
             ));
         }
-        if !self.http.token.is_empty()
-            && (self.http.token.len() < MIN_HTTP_TOKEN
-                || !self.http.token.bytes().all(|b| b.is_ascii_graphic()))
+        if !self.token.is_empty()
+            && (self.token.len() < MIN_HTTP_TOKEN
+                || !self.token.bytes().all(|b| b.is_ascii_graphic()))
         {
-            return Err(invalid(
+            return Err((
                 "http.token",
                 format!(
                     "must be at least {MIN_HTTP_TOKEN} printable characters without spaces (e.g. `openssl rand -hex 16`)"
                 ),
-            ));
-        }
-        if self.broker.client_cert.as_os_str().is_empty()
-            != self.broker.client_key.as_os_str().is_empty()
-        {
-            return Err(invalid(
-                "broker.client_cert",
-                "client_cert and client_key go together".into(),
             ));
         }
         Ok(())

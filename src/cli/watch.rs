@@ -579,28 +579,182 @@ pub(super) enum Mode {
 /// the broker does not hold (a cluster node that never had it: MQTT.md, "Clusters").
 const ONCE_WITHIN: Duration = Duration::from_secs(10);
 
-/// `watch --once`'s output: the table, or with --json the agent's health and rows as it
-/// published them (present SIMs first, as in the table; health left out when none came).
-fn print_once(
-    mode: Mode,
-    agent: &str,
-    health: Option<serde_json::Value>,
-    rows: &BTreeMap<String, serde_json::Value>,
-    table: &[String],
-) -> anyhow::Result<()> {
-    match mode {
-        Mode::OnceJson => {
-            let mut rows: Vec<&serde_json::Value> = rows.values().collect();
-            rows.sort_by_key(|r| r.get("present") != Some(&serde_json::Value::Bool(true)));
-            let mut doc = serde_json::json!({ "agent": agent, "sims": rows });
-            if let Some(h) = health {
-                doc["health"] = h;
-            }
-            outln!("{}", serde_json::to_string_pretty(&doc)?);
-        }
-        _ => outln!("{}", table.join("\n")),
+/// What `watch` has heard of its agent, and shows.
+#[derive(Default)]
+struct View {
+    sims: BTreeMap<String, SimState>,
+    health: Option<Health>,
+    recent: VecDeque<String>,
+    /// The latest usage sample per SIM (this month's counters).
+    usage: BTreeMap<String, UsageSample>,
+    /// Shown above the live table: the agent has not been seen.
+    notice: Option<String>,
+    /// For --once: the index's ICCIDs, and the payloads as received (for --json).
+    index: Option<std::collections::BTreeSet<String>>,
+    raw: BTreeMap<String, serde_json::Value>,
+    raw_health: Option<serde_json::Value>,
+}
+
+impl View {
+    /// The table, with no size limit and no notice (plain output, --once).
+    fn table(&self) -> Vec<String> {
+        render(
+            self.health.as_ref(),
+            &self.sims,
+            &self.usage,
+            &self.recent,
+            None,
+            None,
+        )
     }
-    Ok(())
+
+    /// The table drawn in place on the terminal, fitted to it, the notice on top.
+    fn draw(&self, screen: &Screen) -> std::io::Result<()> {
+        screen.draw(&render(
+            self.health.as_ref(),
+            &self.sims,
+            &self.usage,
+            &self.recent,
+            screen.size,
+            self.notice.as_deref(),
+        ))
+    }
+
+    /// One table per change: drawn in place, or printed under a time stamp.
+    fn show(&self, screen: Option<&Screen>) -> anyhow::Result<()> {
+        match screen {
+            Some(screen) => self.draw(screen)?,
+            None => {
+                let mut out = std::io::stdout().lock();
+                let table = self.table().join("\n");
+                writeln!(out, "--- {}\n{table}", crate::time::unix_now())?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, line: String) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line);
+    }
+
+    /// For --once --json: a payload kept as the agent published it.
+    fn keep_raw(&mut self, topic: &AgentTopic, payload: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        match topic {
+            AgentTopic::Health => self.raw_health = Some(v),
+            AgentTopic::SimState { iccid } => {
+                self.raw.insert(iccid.clone(), v);
+            }
+            _ => {}
+        }
+    }
+
+    /// A message on one of the agent's topics taken in; whether what is shown changed
+    /// (with `once`, an index counts: it says which rows to wait for).
+    fn apply(&mut self, topic: AgentTopic, payload: &[u8], once: bool) -> bool {
+        match topic {
+            AgentTopic::Health => self.health = serde_json::from_slice(payload).ok(),
+            AgentTopic::SimState { iccid } => match serde_json::from_slice::<SimState>(payload) {
+                Ok(s) => {
+                    self.sims.insert(s.sim.iccid.clone(), s);
+                }
+                Err(e) => tracing::warn!(%iccid, error = %e, "unreadable SIM state"),
+            },
+            AgentTopic::Usage => match serde_json::from_slice::<UsageBatch>(payload) {
+                Ok(b) => {
+                    for u in b.sims {
+                        self.usage.insert(u.iccid.clone(), u);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable usage batch"),
+            },
+            AgentTopic::Events => match serde_json::from_slice::<EventMsg>(payload) {
+                // A command's outcome is already shown from its status topic.
+                Ok(e) if matches!(e.kind, EventKind::Command { .. }) => return false,
+                Ok(e) => self.note(describe_event(&e)),
+                Err(e) => tracing::warn!(error = %e, "unreadable event"),
+            },
+            AgentTopic::CommandStatus { .. } => {
+                match serde_json::from_slice::<CommandStatus>(payload) {
+                    // Final statuses also come as command events; show the steps.
+                    Ok(st) => self.note(format!(
+                        "command {} {} -> {}{}",
+                        st.id,
+                        st.action,
+                        st.status.word(),
+                        st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                    )),
+                    Err(e) => tracing::warn!(error = %e, "unreadable command status"),
+                }
+            }
+            AgentTopic::Index => {
+                match serde_json::from_slice::<crate::contract::SimIndex>(payload) {
+                    Ok(i) => self.index = Some(i.iccids.into_iter().collect()),
+                    Err(e) => tracing::warn!(error = %e, "unreadable index"),
+                }
+                return once;
+            }
+            // The rows themselves come on their own topics (a wildcard subscription).
+            AgentTopic::SimPlatform { .. } | AgentTopic::Command => return false,
+        }
+        true
+    }
+
+    /// For --once: the agent's health and every row its index names are in.
+    fn complete(&self) -> bool {
+        self.health.is_some()
+            && self
+                .index
+                .as_ref()
+                .is_some_and(|i| i.iter().all(|iccid| self.sims.contains_key(iccid)))
+    }
+
+    /// `watch --once`'s output: the table, or with --json the agent's health and rows as
+    /// it published them (present SIMs first, as in the table; health left out when none
+    /// came).
+    fn print_once(self, mode: Mode, agent: &str) -> anyhow::Result<()> {
+        match mode {
+            Mode::OnceJson => {
+                let mut rows: Vec<&serde_json::Value> = self.raw.values().collect();
+                rows.sort_by_key(|r| r.get("present") != Some(&serde_json::Value::Bool(true)));
+                let mut doc = serde_json::json!({ "agent": agent, "sims": rows });
+                if let Some(h) = self.raw_health {
+                    doc["health"] = h;
+                }
+                outln!("{}", serde_json::to_string_pretty(&doc)?);
+            }
+            _ => outln!("{}", self.table().join("\n")),
+        }
+        Ok(())
+    }
+
+    /// `watch --once` waited ONCE_WITHIN after hearing the agent: the rows in, or which
+    /// of the index's are missing.
+    fn give_up(self, mode: Mode, agent_id: &str) -> anyhow::Result<()> {
+        // An agent that never had a SIM has published no index: its health and
+        // no row is the whole picture.
+        if self.index.is_none() && self.health.is_some() && self.sims.is_empty() {
+            return self.print_once(mode, agent_id);
+        }
+        let missing: Vec<&str> = self
+            .index
+            .iter()
+            .flatten()
+            .filter(|i| !self.sims.contains_key(*i))
+            .map(String::as_str)
+            .collect();
+        anyhow::bail!(
+            "agent {agent_id}: no row on this broker for {} of the SIMs its index names ({}); `simgate platform send --action sync` asks it for all of them again",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
 }
 
 /// Subscribe to the agent's topics and print the table until cancelled (or once).
@@ -611,10 +765,6 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     let plain = mode != Mode::Live;
     let once = matches!(mode, Mode::Once | Mode::OnceJson);
-    // For --once: the index's ICCIDs, and the payloads as received (for --json).
-    let mut index: Option<std::collections::BTreeSet<String>> = None;
-    let mut raw: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    let mut raw_health: Option<serde_json::Value> = None;
     let give_up = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(give_up);
     let agent_id = conn.agent_id.clone();
@@ -625,7 +775,6 @@ pub(super) async fn run(
     let everyone = crate::contract::Topics::new("+").health();
     let mut others: std::collections::BTreeSet<String> = Default::default();
     let mut heard = false;
-    let mut notice: Option<String> = None;
     let unseen = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(unseen);
     let mut screen = if !plain && std::io::stdout().is_terminal() {
@@ -634,42 +783,19 @@ pub(super) async fn run(
         None
     };
     let mut resize = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
-    let mut sims: BTreeMap<String, SimState> = BTreeMap::new();
-    let mut health: Option<Health> = None;
-    let mut recent: VecDeque<String> = VecDeque::new();
-    // The latest usage sample per SIM (this month's counters).
-    let mut usage: BTreeMap<String, UsageSample> = BTreeMap::new();
-    fn note(recent: &mut VecDeque<String>, line: String) {
-        if recent.len() == RECENT {
-            recent.pop_front();
-        }
-        recent.push_back(line);
-    }
+    let mut view = View::default();
     loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = resize.recv() => {
                 if let Some(screen) = screen.as_mut() {
                     screen.resized();
-                    screen.draw(&render(health.as_ref(), &sims, &usage, &recent, screen.size, notice.as_deref()))?;
+                    view.draw(screen)?;
                 }
                 continue;
             }
-            _ = &mut give_up, if once => {
-                // An agent that never had a SIM has published no index: its health and
-                // no row is the whole picture.
-                if index.is_none() && health.is_some() && sims.is_empty() {
-                    let table = render(health.as_ref(), &sims, &usage, &recent, None, None);
-                    return print_once(mode, &agent_id, raw_health, &raw, &table);
-                }
-                let missing: Vec<&str> = index.iter().flatten().filter(|i| !sims.contains_key(*i)).map(String::as_str).collect();
-                anyhow::bail!(
-                    "agent {agent_id}: no row on this broker for {} of the SIMs its index names ({}); `simgate platform send --action sync` asks it for all of them again",
-                    missing.len(),
-                    missing.join(", ")
-                );
-            }
-            _ = &mut unseen, if !heard && notice.is_none() => {
+            _ = &mut give_up, if once => return view.give_up(mode, &agent_id),
+            _ = &mut unseen, if !heard && view.notice.is_none() => {
                 let seen: Vec<&str> = others.iter().map(String::as_str).collect();
                 let text = format!(
                     "no agent {agent_id} has been seen on this broker; agents seen: {}",
@@ -678,15 +804,12 @@ pub(super) async fn run(
                 if once {
                     anyhow::bail!(text);
                 }
-                match screen.as_ref() {
-                    Some(screen) => {
-                        notice = Some(text);
-                        screen.draw(&render(health.as_ref(), &sims, &usage, &recent, screen.size, notice.as_deref()))?;
-                    }
-                    None => {
-                        outln!("{text}");
-                        notice = Some(text);
-                    }
+                if screen.is_none() {
+                    outln!("{text}");
+                }
+                view.notice = Some(text);
+                if let Some(screen) = screen.as_ref() {
+                    view.draw(screen)?;
                 }
                 continue;
             }
@@ -710,21 +833,13 @@ pub(super) async fn run(
             Ok(PeerEvent::Message { topic, payload }) => {
                 if !heard {
                     heard = true;
-                    notice = None;
+                    view.notice = None;
                     give_up
                         .as_mut()
                         .reset(tokio::time::Instant::now() + ONCE_WITHIN);
                 }
                 if mode == Mode::OnceJson {
-                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload) {
-                        match &topic {
-                            AgentTopic::Health => raw_health = Some(v),
-                            AgentTopic::SimState { iccid } => {
-                                raw.insert(iccid.clone(), v);
-                            }
-                            _ => {}
-                        }
-                    }
+                    view.keep_raw(&topic, &payload);
                 }
                 (topic, payload)
             }
@@ -738,83 +853,16 @@ pub(super) async fn run(
                 continue;
             }
         };
-        match topic {
-            AgentTopic::Health => health = serde_json::from_slice(&payload).ok(),
-            AgentTopic::SimState { iccid } => match serde_json::from_slice::<SimState>(&payload) {
-                Ok(s) => {
-                    sims.insert(s.sim.iccid.clone(), s);
-                }
-                Err(e) => tracing::warn!(%iccid, error = %e, "unreadable SIM state"),
-            },
-            AgentTopic::Usage => match serde_json::from_slice::<UsageBatch>(&payload) {
-                Ok(b) => {
-                    for u in b.sims {
-                        usage.insert(u.iccid.clone(), u);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable usage batch"),
-            },
-            AgentTopic::Events => match serde_json::from_slice::<EventMsg>(&payload) {
-                // A command's outcome is already shown from its status topic.
-                Ok(e) if matches!(e.kind, EventKind::Command { .. }) => continue,
-                Ok(e) => note(&mut recent, describe_event(&e)),
-                Err(e) => tracing::warn!(error = %e, "unreadable event"),
-            },
-            AgentTopic::CommandStatus { .. } => {
-                match serde_json::from_slice::<CommandStatus>(&payload) {
-                    // Final statuses also come as command events; show the steps.
-                    Ok(st) => note(
-                        &mut recent,
-                        format!(
-                            "command {} {} -> {}{}",
-                            st.id,
-                            st.action,
-                            st.status.word(),
-                            st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                        ),
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "unreadable command status"),
-                }
-            }
-            AgentTopic::Index => {
-                match serde_json::from_slice::<crate::contract::SimIndex>(&payload) {
-                    Ok(i) => index = Some(i.iccids.into_iter().collect()),
-                    Err(e) => tracing::warn!(error = %e, "unreadable index"),
-                }
-                if !once {
-                    continue;
-                }
-            }
-            // The rows themselves come on their own topics (a wildcard subscription).
-            AgentTopic::SimPlatform { .. } | AgentTopic::Command => continue,
+        if !view.apply(topic, &payload, once) {
+            continue;
         }
         if once {
-            let complete = health.is_some()
-                && index
-                    .as_ref()
-                    .is_some_and(|i| i.iter().all(|iccid| sims.contains_key(iccid)));
-            if !complete {
-                continue;
+            if view.complete() {
+                return view.print_once(mode, &agent_id);
             }
-            let table = render(health.as_ref(), &sims, &usage, &recent, None, None);
-            return print_once(mode, &agent_id, raw_health, &raw, &table);
+            continue;
         }
-        match screen.as_ref() {
-            Some(screen) => screen.draw(&render(
-                health.as_ref(),
-                &sims,
-                &usage,
-                &recent,
-                screen.size,
-                notice.as_deref(),
-            ))?,
-            None => {
-                let table = render(health.as_ref(), &sims, &usage, &recent, None, None);
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "--- {}\n{}", crate::time::unix_now(), table.join("\n"))?;
-                out.flush()?;
-            }
-        }
+        view.show(screen.as_ref())?;
     }
 }
 

@@ -431,11 +431,11 @@ pub(crate) fn done(
         (&result, &finished.enable, &finished.installed, &rec)
     {
         let old = ctx.store.get_observed(&rec.iccid)?;
-        let handle = modems.handle(&rec.port);
-        result = match (old, handle) {
-            (Some(old), Some(handle)) => {
+        let port = super::work::Port::of(modems, &rec.port);
+        result = match (old, port.handle.is_some()) {
+            (Some(old), true) => {
                 let target = SwapTarget::ToProfile(new.clone());
-                match super::swap::start_with(ctx, id, &old, target, handle, enable.keep)? {
+                match super::swap::start_with(ctx, id, &old, target, port, enable.keep)? {
                     Ok(()) => {
                         ctx.store.remove_download(id)?;
                         return Ok(None);

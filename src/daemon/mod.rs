@@ -241,29 +241,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
     let (rec, mut platform_rx, link_task) =
         crate::agent::start(store, settings.broker.as_ref(), feed.clone(), &cancel)?;
     let service = service::Service::new(watch_readers, &settings.modems, rec.link.clone());
-    // The station page, when asked for: its commands come into this loop; with
-    // `[http] metrics`, the service's view answers /health and /metrics.
-    let (web_tx, mut web_rx) = mpsc::channel::<crate::http::WebCommand>(16);
-    let http_task = match (&settings.http, feed) {
-        (Some(h), Some(feed)) => {
-            let page = crate::http::Page {
-                feed,
-                store: rec.store.clone(),
-                token: h.token.as_deref().map(Into::into),
-                act: Some(web_tx),
-                csv: None,
-                cancel: cancel.clone(),
-                probe: h.metrics.then(|| service.probe()),
-            };
-            let (_, task) = crate::http::start(h, page).await?;
-            Some(task)
-        }
-        // No page: the sender is dropped and the loop's branch never taken.
-        _ => {
-            drop(web_tx);
-            None
-        }
-    };
+    let (mut web_rx, http_task) =
+        start_page(&settings, feed, &rec.store, &service, &cancel).await?;
     // No watcher: a closed receiver, so its branch of the select is never taken.
     let (mut reader_rx, watcher) = match watch_readers {
         true => {
@@ -273,40 +252,21 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
         false => (mpsc::channel::<ReaderEvent>(1).1, None),
     };
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(64);
-    let mut ctx = Ctx::new(rec.store, rec.link, events_tx, settings.read);
-    ctx.rec.feed = rec.feed;
-    ctx.swap = settings.swap;
-    ctx.esim = settings.esim.clone();
-    let (mut readers, mut reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
-    let mut commands = commands::Commands::default();
-    // Command ids are kept until their command expires (a repeat after it is refused
-    // as expired), at most MAX_COMMAND_IDS of them (store::commands).
-    commands::Commands::recover(&ctx)?;
     let (modem_tx, mut modem_rx) = mpsc::channel::<ModemEvent>(64);
-    let mut modems = modems::Modems::start(&settings, profiles, &ctx, &cancel, modem_tx);
-    rules::resume_pending(&ctx, &modems)?;
+    let (mut daemon, mut reads_rx) = Daemon::start(
+        &settings, rec, events_tx, profiles, service, &cancel, modem_tx,
+    )?;
     // Time-based triggers (date, days left, hours without a session) need a clock tick;
     // the others are evaluated as their facts change.
     let mut rules_tick = tokio::time::interval(RULES_EVERY);
     rules_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A swap a previous run left unfinished is committed or rolled back now (it never
-    // stays Pending); its command finishes through the usual path.
-    for id in swap::recover(&ctx, &modems)? {
-        commands.adopt(id);
-    }
-    // A profile download a kill cut is settled from what its eUICC says.
-    for id in esim_download::recover(&ctx, &modems)? {
-        commands.adopt(id);
-    }
-    let mut service = service;
-    let mut watchdog = service.watchdog().map(tokio::time::interval);
-    let mut reloader = settings.reload.clone();
+    let mut watchdog = daemon.service.watchdog().map(tokio::time::interval);
     // Installed before READY, so a reload never finds the default disposition
     // (SIGHUP's is to end the process).
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(DaemonError::Signal)?;
     tracing::info!(agent = %settings.agent_id, state_dir = %settings.state_dir.display(), "simgate running");
-    service.after_event(&ctx);
+    daemon.service.after_event(&daemon.ctx);
 
     loop {
         // Biased: hardware events before the results of work that followed them (a
@@ -324,6 +284,120 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             Some(cmd) = web_rx.recv() => Event::Web(cmd),
             _ = rules_tick.tick() => Event::RulesTick,
         };
+        daemon.handle(event).await?;
+    }
+
+    tracing::info!("shutting down");
+    daemon.ctx.store.flush()?;
+    // The watcher wakes through SCardCancel; the link publishes offline then ends.
+    if let Some(w) = watcher {
+        let _ = tokio::time::timeout(Duration::from_secs(3), w).await;
+    }
+    daemon.modems.join().await;
+    for t in [link_task, http_task].into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
+    Ok(())
+}
+
+/// The station page, when asked for: its commands come into the loop through the
+/// receiver; with `[http] metrics`, the service's view answers /health and /metrics.
+/// No page: the receiver is closed, so the loop's branch for it is never taken.
+async fn start_page(
+    settings: &Settings,
+    feed: Option<crate::http::Feed>,
+    store: &Store,
+    service: &service::Service,
+    cancel: &CancellationToken,
+) -> Result<
+    (
+        mpsc::Receiver<crate::http::WebCommand>,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    DaemonError,
+> {
+    let (web_tx, web_rx) = mpsc::channel::<crate::http::WebCommand>(16);
+    let (Some(h), Some(feed)) = (&settings.http, feed) else {
+        return Ok((web_rx, None));
+    };
+    let page = crate::http::Page {
+        feed,
+        store: store.clone(),
+        token: h.token.as_deref().map(Into::into),
+        act: Some(web_tx),
+        csv: None,
+        cancel: cancel.clone(),
+        probe: h.metrics.then(|| service.probe()),
+    };
+    let (_, task) = crate::http::start(h, page).await?;
+    Ok((web_rx, Some(task)))
+}
+
+/// What the loop's handlers work on: the context, and each event source's state.
+struct Daemon {
+    ctx: Ctx,
+    readers: ReaderManager,
+    commands: commands::Commands,
+    modems: modems::Modems,
+    service: service::Service,
+    reloader: Option<reload::Reloader>,
+}
+
+impl Daemon {
+    /// The handlers' state, with what a previous run left unfinished taken up: commands
+    /// under way, rules' pending effects, swaps, profile downloads. Also gives the
+    /// receiver of the reader manager's finished reads.
+    fn start(
+        settings: &Settings,
+        rec: Recorder,
+        events: mpsc::Sender<Event>,
+        profiles: Arc<Profiles>,
+        service: service::Service,
+        cancel: &CancellationToken,
+        modem_tx: mpsc::Sender<ModemEvent>,
+    ) -> Result<(Daemon, mpsc::Receiver<FinishedRead>), DaemonError> {
+        let mut ctx = Ctx::new(rec.store, rec.link, events, settings.read);
+        ctx.rec.feed = rec.feed;
+        ctx.swap = settings.swap;
+        ctx.esim = settings.esim.clone();
+        let (readers, reads_rx) = ReaderManager::new(settings.readers.clone(), settings.read);
+        let mut commands = commands::Commands::default();
+        // Command ids are kept until their command expires (a repeat after it is refused
+        // as expired), at most MAX_COMMAND_IDS of them (store::commands).
+        commands::Commands::recover(&ctx)?;
+        let modems = modems::Modems::start(settings, profiles, &ctx, cancel, modem_tx);
+        rules::resume_pending(&ctx, &modems)?;
+        // A swap a previous run left unfinished is committed or rolled back now (it never
+        // stays Pending); its command finishes through the usual path.
+        for id in swap::recover(&ctx, &modems)? {
+            commands.adopt(id);
+        }
+        // A profile download a kill cut is settled from what its eUICC says.
+        for id in esim_download::recover(&ctx, &modems)? {
+            commands.adopt(id);
+        }
+        let daemon = Daemon {
+            ctx,
+            readers,
+            commands,
+            modems,
+            service,
+            reloader: settings.reload.clone(),
+        };
+        Ok((daemon, reads_rx))
+    }
+
+    /// The loop's one `match`: an event handled, then the rules of the SIMs it touched
+    /// evaluated, then the service manager told.
+    async fn handle(&mut self, event: Event) -> Result<(), DaemonError> {
+        let Daemon {
+            ctx,
+            readers,
+            commands,
+            modems,
+            service,
+            ..
+        } = self;
         let touched = touched(&event);
         match event {
             Event::Reader(ev) => {
@@ -332,10 +406,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
             }
             Event::Modem(ev) => {
                 service.on_modem(&ev);
-                modems.on_event(&ctx, ev).await?
+                modems.on_event(ctx, ev).await?
             }
-            Event::CardRead(done) => readers::on_card_read(&ctx, &mut readers, *done)?,
-            Event::Platform(msg) => commands.on_platform(&ctx, msg, &modems).await?,
+            Event::CardRead(done) => readers::on_card_read(ctx, readers, *done)?,
+            Event::Platform(msg) => commands.on_platform(ctx, msg, modems).await?,
             Event::CommandDone { id, result } => {
                 // A command that re-read a card in a reader (refresh, esim_*) may have
                 // found another SIM key there (a profile switch): the reader manager
@@ -345,73 +419,65 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Da
                         readers.holds(reader, &obs.iccid);
                     }
                 }
-                commands.on_done(&ctx, id, result).await?
+                commands.on_done(ctx, id, result).await?
             }
-            Event::Watchdog => service.ping(&ctx),
+            Event::Watchdog => service.ping(ctx),
             Event::RulesTick => {
                 for obs in ctx.store.all_observed()?.into_iter().filter(|o| o.present) {
-                    rules::evaluate(&ctx, &modems, &obs.iccid, None)?;
+                    rules::evaluate(ctx, modems, &obs.iccid, None)?;
                 }
             }
-            Event::Reload => match reloader.as_mut().and_then(|r| r.reload()) {
-                Some(cfg) => {
-                    ctx.read_settings = crate::reader::ReadSettings::from_config(&cfg.readers);
-                    readers.set_read_settings(ctx.read_settings);
-                    ctx.swap = SwapSettings {
-                        register: Duration::from_secs(cfg.modems.swap_register_secs),
-                        replace: Duration::from_secs(cfg.modems.swap_replace_secs),
-                    };
-                }
-                None if reloader.is_none() => {
-                    tracing::warn!("SIGHUP: no configuration to read again");
-                }
-                None => {}
-            },
-            Event::SwapRows(iccids) => swap::rerecord(&ctx, &iccids).await?,
+            Event::Reload => self.reload(),
+            Event::SwapRows(iccids) => swap::rerecord(ctx, &iccids).await?,
             Event::SwapEnded { id, rows, result } => {
                 // Rows first (no longer Pending), then the outcome: a platform seeing the
                 // outcome sees the rows of the swap's end. A crash between the two reports
                 // the command interrupted at the next start; the rows tell how it ended.
-                swap::ended(&ctx, &id, &rows).await?;
-                commands.on_done(&ctx, id, result).await?
+                swap::ended(ctx, &id, &rows).await?;
+                commands.on_done(ctx, id, result).await?
             }
             Event::DownloadDone { id, finished } => {
                 // Finished here unless the swap to the new profile took the command over.
-                if let Some(result) = esim_download::done(&ctx, &modems, &id, finished)? {
-                    commands.on_done(&ctx, id, result).await?
+                if let Some(result) = esim_download::done(ctx, modems, &id, finished)? {
+                    commands.on_done(ctx, id, result).await?
                 }
             }
-            Event::FiringDone(rec) => rules::on_done(&ctx, *rec)?,
+            Event::FiringDone(rec) => rules::on_done(ctx, *rec)?,
             Event::Web(w) => {
                 // The same claim, record and report as a platform command.
                 let msg = Received::Command {
                     command: Ok(w.command),
                     ack: crate::link::AckToken::local(),
                 };
-                commands.on_platform(&ctx, msg, &modems).await?;
+                commands.on_platform(ctx, msg, modems).await?;
                 let _ = w.claimed.send(());
             }
         }
         for (iccid, replaced_by) in touched {
-            rules::evaluate(&ctx, &modems, &iccid, replaced_by)?;
+            rules::evaluate(&self.ctx, &self.modems, &iccid, replaced_by)?;
         }
-        service.after_event(&ctx);
+        self.service.after_event(&self.ctx);
+        Ok(())
     }
 
-    tracing::info!("shutting down");
-    ctx.store.flush()?;
-    // The watcher wakes through SCardCancel; the link publishes offline then ends.
-    if let Some(w) = watcher {
-        let _ = tokio::time::timeout(Duration::from_secs(3), w).await;
+    /// SIGHUP: the configuration read again; its live keys applied to the next read or
+    /// swap (src/daemon/reload.rs names the others).
+    fn reload(&mut self) {
+        match self.reloader.as_mut().and_then(|r| r.reload()) {
+            Some(cfg) => {
+                self.ctx.read_settings = crate::reader::ReadSettings::from_config(&cfg.readers);
+                self.readers.set_read_settings(self.ctx.read_settings);
+                self.ctx.swap = SwapSettings {
+                    register: Duration::from_secs(cfg.modems.swap_register_secs),
+                    replace: Duration::from_secs(cfg.modems.swap_replace_secs),
+                };
+            }
+            None if self.reloader.is_none() => {
+                tracing::warn!("SIGHUP: no configuration to read again");
+            }
+            None => {}
+        }
     }
-    modems.join().await;
-    if let Some(t) = link_task {
-        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
-    }
-    if let Some(t) = http_task {
-        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
-    }
-    Ok(())
 }
 
 /// The next watchdog tick, or never when the service manager wants none.

@@ -80,70 +80,16 @@ impl Modems {
         modems
     }
 
+    /// A supervisor's event: one handler per kind.
     pub(crate) async fn on_event(&mut self, ctx: &Ctx, ev: ModemEvent) -> Result<(), DaemonError> {
         let now = crate::time::unix_now();
-        if let (Some(feed), ModemEvent::Identified(info) | ModemEvent::SimInserted { info, .. }) =
-            (&ctx.rec.feed, &ev)
-        {
-            // The page's signal and registration columns (the platform has no field).
-            feed.modem(
-                &info.port,
-                crate::http::ModemView {
-                    signal: info.sim.signal.and_then(|s| serde_json::to_value(s).ok()),
-                    registration: info
-                        .sim
-                        .registration
-                        .as_ref()
-                        .and_then(|r| serde_json::to_value(r).ok()),
-                },
-            );
+        if let ModemEvent::Identified(info) | ModemEvent::SimInserted { info, .. } = &ev {
+            show_radio(ctx, info);
         }
         match ev {
-            ModemEvent::Identified(info) => {
-                if self.silent.remove(&info.port) {
-                    ctx.rec.event(crate::contract::EventKind::ModemService {
-                        port: info.port.clone(),
-                        iccid: info.sim.iccid.clone(),
-                        up: true,
-                        reason: None,
-                    })?;
-                }
-                tracing::info!(port = %info.port, model = info.model.as_deref(), sim = %info.sim.state, iccid = info.sim.iccid.as_deref(), at_commands = info.at_commands, "modem identified");
-                // A first identification is a first look at the port: any other SIM the
-                // store still has present there left while nobody watched (simgate down,
-                // a power cut) and is reported removed now.
-                let here = info.sim.iccid.clone();
-                let stale = ctx.rec.present_where(
-                    |l| matches!(l, crate::sim::Location::Modem { port, .. } if *port == info.port),
-                )?;
-                for old in stale.iter().filter(|o| Some(&o.iccid) != here.as_ref()) {
-                    tracing::info!(port = %info.port, iccid = %old.iccid, "not in its modem at the first look: removed");
-                    mark_absent(ctx, &old.iccid).await?;
-                }
-                match crate::observe::from_modem(&info, now) {
-                    Some(obs) => self.seen(ctx, obs).await?,
-                    None => self.gone(ctx, &info.port).await?,
-                }
-            }
+            ModemEvent::Identified(info) => self.on_identified(ctx, &info, now).await?,
             ModemEvent::SimInserted { info, previous } => {
-                tracing::info!(port = %info.port, iccid = info.sim.iccid.as_deref(), previous = previous.as_deref(), "SIM inserted in modem");
-                if let Some(obs) = crate::observe::from_modem(&info, now) {
-                    let (iccid, location) = (obs.iccid.clone(), obs.location.clone());
-                    // The pair, for the platform: which SIM took whose place. During a
-                    // guided swap it is the swap's to say, once verified (or never, when
-                    // rolled back): src/daemon/swap.rs.
-                    let guided = ctx.store.swap_on_port(&info.port)?.is_some();
-                    self.seen(ctx, obs).await?;
-                    if let (Some(old), false) = (previous, guided) {
-                        if old != iccid {
-                            ctx.rec.event(crate::contract::EventKind::Swapped {
-                                iccid,
-                                replaced: old,
-                                location,
-                            })?;
-                        }
-                    }
-                }
+                self.on_inserted(ctx, &info, previous, now).await?
             }
             ModemEvent::SimUpdated(info) => {
                 let lock = info.sim.lock.map(|l| l.summary());
@@ -163,22 +109,8 @@ impl Modems {
                 in_session,
             } => {
                 tracing::debug!(%port, %iccid, sent = this_month.sent, received = this_month.received, "usage accounted");
-                // The platform gets it batched (broker.usage_interval_secs).
-                if let Some(link) = &ctx.link {
-                    link.report_usage(crate::contract::UsageSample {
-                        month: crate::time::month_key(now),
-                        iccid: iccid.clone(),
-                        rx: this_month.received,
-                        tx: this_month.sent,
-                        at: now,
-                    });
-                }
-                self.update(ctx, &iccid, |o| o.in_session = in_session)
-                    .await?;
-                // This month's megabytes on the page (the row itself may not change).
-                if let Some(obs) = ctx.store.get_observed(&iccid)? {
-                    ctx.rec.show(&obs)?;
-                }
+                self.on_usage(ctx, iccid, this_month, in_session, now)
+                    .await?
             }
             ModemEvent::Session {
                 port,
@@ -201,36 +133,132 @@ impl Modems {
             }
             ModemEvent::Lost { port, error } => {
                 tracing::warn!(%port, %error, "modem lost; reattaching");
-                // The platform learns it now: the SIM's row says its modem is silent
-                // and its session unknown, and an event says so once (MQTT.md).
-                // After a restart the port's SIM is known from the store only.
-                let iccid = match self.iccids.get(&port).cloned() {
-                    Some(i) => Some(i),
-                    None => ctx
-                        .rec
-                        .present_where(|l| {
-                            matches!(l, crate::sim::Location::Modem { port: p, .. } if *p == port)
-                        })?
-                        .into_iter()
-                        .next()
-                        .map(|o| o.iccid),
-                };
-                if let Some(i) = &iccid {
-                    self.update(ctx, i, |o| {
-                        o.modem_silent = true;
-                        o.in_session = crate::sim::InSession::NotApplicable;
-                    })
-                    .await?;
-                }
-                self.silent.insert(port.clone());
-                ctx.rec.event(crate::contract::EventKind::ModemService {
-                    port,
+                self.on_lost(ctx, port, error).await?
+            }
+        }
+        Ok(())
+    }
+
+    /// A modem identified (at attach, or again after it was lost).
+    async fn on_identified(
+        &mut self,
+        ctx: &Ctx,
+        info: &crate::modem::identify::ModemInfo,
+        now: u64,
+    ) -> Result<(), DaemonError> {
+        if self.silent.remove(&info.port) {
+            ctx.rec.event(crate::contract::EventKind::ModemService {
+                port: info.port.clone(),
+                iccid: info.sim.iccid.clone(),
+                up: true,
+                reason: None,
+            })?;
+        }
+        tracing::info!(port = %info.port, model = info.model.as_deref(), sim = %info.sim.state, iccid = info.sim.iccid.as_deref(), at_commands = info.at_commands, "modem identified");
+        // A first identification is a first look at the port: any other SIM the
+        // store still has present there left while nobody watched (simgate down,
+        // a power cut) and is reported removed now.
+        let here = info.sim.iccid.clone();
+        let stale = ctx.rec.present_where(
+            |l| matches!(l, crate::sim::Location::Modem { port, .. } if *port == info.port),
+        )?;
+        for old in stale.iter().filter(|o| Some(&o.iccid) != here.as_ref()) {
+            tracing::info!(port = %info.port, iccid = %old.iccid, "not in its modem at the first look: removed");
+            mark_absent(ctx, &old.iccid).await?;
+        }
+        match crate::observe::from_modem(info, now) {
+            Some(obs) => self.seen(ctx, obs).await,
+            None => self.gone(ctx, &info.port).await,
+        }
+    }
+
+    /// A SIM inserted in a modem, `previous` the one it replaced.
+    async fn on_inserted(
+        &mut self,
+        ctx: &Ctx,
+        info: &crate::modem::identify::ModemInfo,
+        previous: Option<String>,
+        now: u64,
+    ) -> Result<(), DaemonError> {
+        tracing::info!(port = %info.port, iccid = info.sim.iccid.as_deref(), previous = previous.as_deref(), "SIM inserted in modem");
+        let Some(obs) = crate::observe::from_modem(info, now) else {
+            return Ok(());
+        };
+        let (iccid, location) = (obs.iccid.clone(), obs.location.clone());
+        // The pair, for the platform: which SIM took whose place. During a
+        // guided swap it is the swap's to say, once verified (or never, when
+        // rolled back): src/daemon/swap.rs.
+        let guided = ctx.store.swap_on_port(&info.port)?.is_some();
+        self.seen(ctx, obs).await?;
+        if let (Some(old), false) = (previous, guided) {
+            if old != iccid {
+                ctx.rec.event(crate::contract::EventKind::Swapped {
                     iccid,
-                    up: false,
-                    reason: Some(error),
+                    replaced: old,
+                    location,
                 })?;
             }
         }
+        Ok(())
+    }
+
+    /// This month's counters of a SIM: to the platform batched, to the page at once.
+    async fn on_usage(
+        &mut self,
+        ctx: &Ctx,
+        iccid: String,
+        this_month: crate::store::usage::Bytes,
+        in_session: crate::sim::InSession,
+        now: u64,
+    ) -> Result<(), DaemonError> {
+        // The platform gets it batched (broker.usage_interval_secs).
+        if let Some(link) = &ctx.link {
+            link.report_usage(crate::contract::UsageSample {
+                month: crate::time::month_key(now),
+                iccid: iccid.clone(),
+                rx: this_month.received,
+                tx: this_month.sent,
+                at: now,
+            });
+        }
+        self.update(ctx, &iccid, |o| o.in_session = in_session)
+            .await?;
+        // This month's megabytes on the page (the row itself may not change).
+        if let Some(obs) = ctx.store.get_observed(&iccid)? {
+            ctx.rec.show(&obs)?;
+        }
+        Ok(())
+    }
+
+    /// A modem stopped answering: the platform learns it now. The SIM's row says its
+    /// modem is silent and its session unknown, and an event says so once (MQTT.md).
+    async fn on_lost(&mut self, ctx: &Ctx, port: String, error: String) -> Result<(), DaemonError> {
+        // After a restart the port's SIM is known from the store only.
+        let iccid = match self.iccids.get(&port).cloned() {
+            Some(i) => Some(i),
+            None => ctx
+                .rec
+                .present_where(
+                    |l| matches!(l, crate::sim::Location::Modem { port: p, .. } if *p == port),
+                )?
+                .into_iter()
+                .next()
+                .map(|o| o.iccid),
+        };
+        if let Some(i) = &iccid {
+            self.update(ctx, i, |o| {
+                o.modem_silent = true;
+                o.in_session = crate::sim::InSession::NotApplicable;
+            })
+            .await?;
+        }
+        self.silent.insert(port.clone());
+        ctx.rec.event(crate::contract::EventKind::ModemService {
+            port,
+            iccid,
+            up: false,
+            reason: Some(error),
+        })?;
         Ok(())
     }
 
@@ -284,6 +312,23 @@ impl Modems {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
         }
+    }
+}
+
+/// The page's signal and registration columns (the platform has no field for them).
+fn show_radio(ctx: &Ctx, info: &crate::modem::identify::ModemInfo) {
+    if let Some(feed) = &ctx.rec.feed {
+        feed.modem(
+            &info.port,
+            crate::http::ModemView {
+                signal: info.sim.signal.and_then(|s| serde_json::to_value(s).ok()),
+                registration: info
+                    .sim
+                    .registration
+                    .as_ref()
+                    .and_then(|r| serde_json::to_value(r).ok()),
+            },
+        );
     }
 }
 

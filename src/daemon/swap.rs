@@ -14,7 +14,9 @@
 //!   replacement, the technician is asked to replace the SIM;
 //! - detect: a new ICCID in the modem, and the expected one when one was given;
 //! - verify: the new SIM registers (within `modems.swap_register_secs`) and its data
-//!   context comes up (TS 27.007 §10.1.10 +CGACT, within the profile's network timeout);
+//!   context comes up (TS 27.007 §10.1.10 +CGACT, within the profile's network timeout),
+//!   through `work::act_on_modem` like every resume: on a port ModemManager keeps, the
+//!   session is ModemManager's to bring up, so registration is all that is verified;
 //! - commit: a `swapped` event old → new, both rows re-published, the old one not
 //!   present; or rollback: the old slot (or profile) back, or the technician asked for
 //!   the old SIM, verified the same way, and the command failed with the step and the
@@ -28,11 +30,11 @@
 //! the one writer of rows, so a row recorded from a modem event and one re-recorded for
 //! the swap never race.
 
-use super::work::{attached, Done, Failure, ModemPorts};
+use super::work::{act_on_modem, attached, Done, Failure, ModemPorts, Port};
 use super::{Ctx, DaemonError, Event};
 use crate::agent::Recorder;
 use crate::contract::{EventKind, RefusalCode, SwapStep, SwapTarget};
-use crate::modem::actions::{Action as ModemAction, ModemRefusal};
+use crate::modem::actions::Action as ModemAction;
 use crate::modem::identify::ModemInfo;
 use crate::modem::supervisor::ModemHandle;
 use crate::sim::{Location, Observed};
@@ -89,9 +91,9 @@ pub(crate) fn start(
     id: &str,
     old: &Observed,
     target: SwapTarget,
-    handle: ModemHandle,
+    port: Port,
 ) -> Result<Result<(), Failure>, DaemonError> {
-    start_with(ctx, id, old, target, handle, false)
+    start_with(ctx, id, old, target, port, false)
 }
 
 /// [`start`], and whether a failed step keeps the new SIM or profile instead of
@@ -101,9 +103,12 @@ pub(crate) fn start_with(
     id: &str,
     old: &Observed,
     target: SwapTarget,
-    handle: ModemHandle,
+    modem: Port,
     keep_on_failure: bool,
 ) -> Result<Result<(), Failure>, DaemonError> {
+    let Some(handle) = modem.handle.clone() else {
+        return Ok(Err(super::work::no_engine(&modem.port)));
+    };
     let Location::Modem { port, slot } = &old.location else {
         return Ok(Err((
             RefusalCode::NotApplicable,
@@ -129,7 +134,7 @@ pub(crate) fn start_with(
         keep_on_failure,
     };
     ctx.store.put_swap(&rec)?;
-    let run = Run::new(ctx, rec, handle);
+    let run = Run::new(ctx, rec, handle, modem);
     run.said(
         SwapStep::Prepare,
         None,
@@ -158,7 +163,8 @@ pub(crate) fn recover(ctx: &Ctx, modems: &dyn ModemPorts) -> Result<Vec<String>,
     for rec in ctx.store.swaps()? {
         tracing::warn!(id = %rec.id, step = %rec.step, port = %rec.port, "swap left unfinished by the last run");
         ids.push(rec.id.clone());
-        let Some(handle) = modems.handle(&rec.port) else {
+        let modem = Port::of(modems, &rec.port);
+        let Some(handle) = modem.handle.clone() else {
             // Nothing to drive: end it so the rows are no longer Pending.
             let rows: Vec<String> = rec.pending_iccids().iter().map(|s| s.to_string()).collect();
             let (events, id) = (ctx.events.clone(), rec.id.clone());
@@ -177,7 +183,7 @@ pub(crate) fn recover(ctx: &Ctx, modems: &dyn ModemPorts) -> Result<Vec<String>,
             });
             continue;
         };
-        let run = Run::new(ctx, rec, handle);
+        let run = Run::new(ctx, rec, handle, modem);
         tokio::spawn(async move {
             let _ = run
                 .events
@@ -214,7 +220,12 @@ struct Run {
     /// the steps live).
     recorder: Recorder,
     events: mpsc::Sender<Event>,
+    /// The supervisor, for what the swap reads (status, the SIM, the eUICC).
     handle: ModemHandle,
+    /// The same port as actions see it: slot switches and the data session go through
+    /// `act_on_modem` (refused there on a port ModemManager keeps, retried while the
+    /// supervisor attaches).
+    port: Port,
     settings: SwapSettings,
     rec: SwapRecord,
     /// When the current step began.
@@ -222,11 +233,12 @@ struct Run {
 }
 
 impl Run {
-    fn new(ctx: &Ctx, rec: SwapRecord, handle: ModemHandle) -> Run {
+    fn new(ctx: &Ctx, rec: SwapRecord, handle: ModemHandle, port: Port) -> Run {
         Run {
             recorder: ctx.rec.clone(),
             events: ctx.events.clone(),
             handle,
+            port,
             settings: ctx.swap,
             rec,
             since: Instant::now(),
@@ -333,10 +345,14 @@ impl Run {
         );
 
         let t = Instant::now();
+        let then = match self.port.shared {
+            true => "(its data session is ModemManager's)",
+            false => "then its data session",
+        };
         self.enter(
             SwapStep::Verify,
             format!(
-                "waiting up to {} s for SIM {new} to register, then its data session",
+                "waiting up to {} s for SIM {new} to register, {then}",
                 self.settings.register.as_secs()
             ),
         )?;
@@ -347,13 +363,10 @@ impl Run {
 
     /// Switch slot (verified by the family's query); the supervisor reads the SIM again.
     async fn switch(&self, n: u8) -> Result<String, String> {
-        let r = attached(|| self.handle.act(ModemAction::SwitchSlot(n))).await;
-        match r {
-            Ok(Ok(outcome)) => Ok(outcome.verified),
-            Ok(Err(ModemRefusal::Unsupported(why))) => Err(why),
-            Ok(Err(r)) => Err(r.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        act_on_modem(&self.port, ModemAction::SwitchSlot(n))
+            .await
+            .map(|outcome| outcome.verified)
+            .map_err(|(_, why)| why)
     }
 
     /// Enable an installed profile of the modem's eUICC (SGP.22 §5.7.16 EnableProfile,
@@ -477,15 +490,21 @@ impl Run {
             // A standing suspension (store::holds) stays in force: registered is all.
             return Ok(format!("registered ({reg}); data kept suspended"));
         }
-        match attached(|| self.handle.act(ModemAction::ResumeData)).await {
-            Ok(Ok(o)) => {
+        match act_on_modem(&self.port, ModemAction::ResumeData).await {
+            Ok(o) => {
                 // One status line more, so the row says the session is up now rather
                 // than at the next poll.
                 let _ = attached(|| self.handle.status()).await;
                 Ok(format!("registered ({reg}), {}", o.verified))
             }
-            Ok(Err(r)) => Err(format!("registered ({reg}) but no data session: {r}")),
-            Err(e) => Err(e.to_string()),
+            // A port ModemManager keeps (modems.shared_with_modemmanager): the data
+            // session is ModemManager's to bring up on the new SIM, and a +CGACT from
+            // here would fight it; registered is all simgate verifies.
+            Err((RefusalCode::NotApplicable, _)) if self.port.shared => Ok(format!(
+                "registered ({reg}); data session left to ModemManager"
+            )),
+            Err((RefusalCode::Unavailable, why)) => Err(why),
+            Err((_, why)) => Err(format!("registered ({reg}) but no data session: {why}")),
         }
     }
 

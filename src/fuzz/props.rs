@@ -900,16 +900,44 @@ impl CardTransport for Recording {
 #[ignore = "writes tests/fuzz/corpus; run by `make fuzz-seed`"]
 fn write_seed_corpus() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seeds = [
+        device_seeds(root),
+        fixture_seeds(root),
+        contract_seeds(),
+        rsp_seeds(root),
+        euicc_seeds(root),
+    ]
+    .concat();
+    let mut written = 0;
+    for (target, data) in seeds {
+        assert!(TARGETS.iter().any(|(n, _)| *n == target), "{target}");
+        let dir = root.join("tests/fuzz/corpus").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("seed-{:016x}", contract::payload_hash(&data)));
+        if !path.exists() {
+            std::fs::write(path, data).unwrap();
+            written += 1;
+        }
+    }
+    eprintln!("{written} seed files written");
+}
+
+/// A directory's .toml and .at files, in name order.
+fn sorted_toml_and_at(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml" || e == "at"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// devices/: card images and every answer their virtual card gives to an
+/// identification; modem profiles; the configuration template.
+fn device_seeds(root: &std::path::Path) -> Vec<(&'static str, Vec<u8>)> {
     let mut seeds: Vec<(&str, Vec<u8>)> = Vec::new();
-    let read_dir = |dir: &str| {
-        let mut v: Vec<_> = std::fs::read_dir(root.join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml" || e == "at"))
-            .collect();
-        v.sort();
-        v
-    };
+    let read_dir = |dir: &str| sorted_toml_and_at(&root.join(dir));
     for p in read_dir("devices/cards") {
         let text = std::fs::read_to_string(&p).unwrap();
         seeds.push(("card_image", text.clone().into_bytes()));
@@ -933,6 +961,13 @@ fn write_seed_corpus() {
         seeds.push(("modem_profile", std::fs::read(&p).unwrap()));
     }
     seeds.push(("config_toml", crate::config::TEMPLATE.as_bytes().to_vec()));
+    seeds
+}
+
+/// tests/fixtures: AT transcripts and vectors, card vectors.
+fn fixture_seeds(root: &std::path::Path) -> Vec<(&'static str, Vec<u8>)> {
+    let mut seeds: Vec<(&str, Vec<u8>)> = Vec::new();
+    let read_dir = |dir: &str| sorted_toml_and_at(&root.join(dir));
     for p in read_dir("tests/fixtures/transcripts") {
         let mut stream = Vec::new();
         for l in std::fs::read_to_string(&p).unwrap().lines() {
@@ -972,6 +1007,12 @@ fn write_seed_corpus() {
             seeds.push(("ef", d.as_bytes().to_vec()));
         }
     }
+    seeds
+}
+
+/// The contract's inbound payloads (with and without their topic) and broker URLs.
+fn contract_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut seeds: Vec<(&str, Vec<u8>)> = Vec::new();
     let topics = contract::Topics::new("gw-1");
     for (doc, _) in commands() {
         let payload = serde_json::to_vec(&doc).unwrap();
@@ -993,8 +1034,13 @@ fn write_seed_corpus() {
     ] {
         seeds.push(("broker_url", url.as_bytes().to_vec()));
     }
-    // The RSP parsers: the fixture certificates, BSP segments of pySim's vectors, and
-    // ES9+ request bodies.
+    seeds
+}
+
+/// The RSP parsers: the fixture certificates, BSP segments of pySim's vectors, and
+/// ES9+ request bodies.
+fn rsp_seeds(root: &std::path::Path) -> Vec<(&'static str, Vec<u8>)> {
+    let mut seeds: Vec<(&str, Vec<u8>)> = Vec::new();
     for dir in ["tests/fixtures/rsp/pki", "tests/fixtures/rsp/sgp26"] {
         let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
             .unwrap()
@@ -1029,8 +1075,13 @@ fn write_seed_corpus() {
     ] {
         seeds.push(("emu_rsp", body.as_bytes().to_vec()));
     }
-    // The virtual eUICC's ES10b requests: the download functions, with the fixture's
-    // certificates where a certificate goes, and BPP segments' headers.
+    seeds
+}
+
+/// The virtual eUICC's ES10b requests: the download functions, with the fixture's
+/// certificates where a certificate goes, and BPP segments' headers.
+fn euicc_seeds(root: &std::path::Path) -> Vec<(&'static str, Vec<u8>)> {
+    let mut seeds: Vec<(&str, Vec<u8>)> = Vec::new();
     let pem = |name: &str| {
         let path = root.join("tests/fixtures/rsp/euicc-pki/ci").join(name);
         let bytes = std::fs::read(path).unwrap();
@@ -1074,16 +1125,5 @@ fn write_seed_corpus() {
     ] {
         seeds.push(("euicc", request));
     }
-    let mut written = 0;
-    for (target, data) in seeds {
-        assert!(TARGETS.iter().any(|(n, _)| *n == target), "{target}");
-        let dir = root.join("tests/fuzz/corpus").join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("seed-{:016x}", contract::payload_hash(&data)));
-        if !path.exists() {
-            std::fs::write(path, data).unwrap();
-            written += 1;
-        }
-    }
-    eprintln!("{written} seed files written");
+    seeds
 }

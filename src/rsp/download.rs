@@ -259,6 +259,7 @@ pub fn download<T: CardTransport>(
     }
 }
 
+/// The exchange, function by function; `s` and `at` say where it stands for `fail`.
 fn run<T: CardTransport>(
     isdr: &mut Isdr<T>,
     server: &mut dyn Es9,
@@ -267,7 +268,77 @@ fn run<T: CardTransport>(
     s: &mut Session,
     at: &mut &'static str,
 ) -> Result<Downloaded, DownloadError> {
-    // SGP.22 §3.1.3.1 (common mutual authentication): the eUICC's challenge and facts.
+    let auth = authenticate(isdr, server, order, obs, s, at)?;
+    let hash = confirm(order, obs, &auth)?;
+    let bpp = bound_package(isdr, server, at, &auth, hash)?;
+    let segments = es10b::bpp_segments(&bpp).map_err(DownloadError::ServerMalformed)?;
+    obs.step(&Step::Package {
+        segments: segments.len(),
+        bytes: bpp.len(),
+    });
+    s.segments = segments.len();
+    s.bpp_bytes = bpp.len();
+    let oversize = es10b::oversize_86(&segments);
+    if !oversize.is_empty() {
+        tracing::warn!(
+            segments = oversize.len(),
+            largest = oversize.iter().max().copied().unwrap_or_default(),
+            "the SM-DP+'s package has 86 segments over SGP.22 §2.5.5's 1020 bytes: relayed, the eUICC decides"
+        );
+    }
+    let pir = load(isdr, obs, s, at, &segments)?;
+    let Installed::Success { aid } = pir.result.clone() else {
+        unreachable_result()?
+    };
+    let iccid = pir
+        .iccid
+        .clone()
+        .unwrap_or_else(|| auth.preview.iccid.clone());
+    obs.step(&Step::Installed {
+        iccid: iccid.clone(),
+        aid: aid.clone(),
+    });
+
+    let sent = notify(isdr, server, order, obs, &pir);
+    *at = "GetProfilesInfo";
+    let profiles = card(isdr.profiles())?;
+    if es10b::find_profile(&profiles, &iccid).is_none() {
+        return Err(DownloadError::Install(format!(
+            "the eUICC reported profile {iccid} installed, but listing again does not show it"
+        )));
+    }
+    Ok(Downloaded {
+        iccid,
+        profile: auth.preview,
+        transaction_id: hex::encode_upper(&auth.tid),
+        aid: Some(aid),
+        reconciled_after: None,
+        notification_sent: sent,
+        profiles,
+        segments: segments.len(),
+        bpp_bytes: bpp.len(),
+    })
+}
+
+/// What mutual authentication leaves: the transaction, and the SM-DP+'s offer.
+struct Authenticated {
+    tid: Vec<u8>,
+    client: es10b::AuthenticateClient,
+    cc_required: bool,
+    preview: Preview,
+}
+
+/// SGP.22 §3.1.3.1, common mutual authentication: the eUICC's challenge and facts to the
+/// SM-DP+, its signed answer checked by the eUICC, the eUICC's by the SM-DP+, which
+/// answers with the profile's metadata.
+fn authenticate<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    server: &mut dyn Es9,
+    order: &Order,
+    obs: &mut dyn Observer,
+    s: &mut Session,
+    at: &mut &'static str,
+) -> Result<Authenticated, DownloadError> {
     *at = "GetEUICCChallenge";
     let challenge = card(isdr.es10(&es10b::get_euicc_challenge(), "GetEUICCChallenge"))?;
     let challenge = decoded("GetEUICCChallenge", es10b::parse_challenge(&challenge))?;
@@ -315,9 +386,8 @@ fn run<T: CardTransport>(
     s.card_open = true;
     let r = card(isdr.es10(&req, "AuthenticateServer"))?;
     let auth = decoded("AuthenticateServer", es10b::parse_authenticate_server(&r))??;
-    let tid_hex = hex::encode_upper(&tid);
     obs.step(&Step::ServerAuthenticated {
-        transaction_id: tid_hex.clone(),
+        transaction_id: hex::encode_upper(&tid),
     });
 
     *at = "authenticateClient";
@@ -328,35 +398,60 @@ fn run<T: CardTransport>(
             body::with_transaction(&tid, "authenticateServerResponse", &auth),
         )?
         .ok_or_else(|| empty(f))?;
-    let ac = es10b::AuthenticateClient {
+    let client = es10b::AuthenticateClient {
         transaction_id: tid.clone(),
         profile_metadata: es9::field(&v, f, "profileMetadata")?,
         smdp_signed2: es9::field(&v, f, "smdpSigned2")?,
         smdp_signature2: es9::field(&v, f, "smdpSignature2")?,
         smdp_certificate: es9::field(&v, f, "smdpCertificate")?,
     };
-    let cc_required = ac.check().map_err(DownloadError::ServerMalformed)?;
+    let cc_required = client.check().map_err(DownloadError::ServerMalformed)?;
     let preview =
-        es10b::parse_metadata(&ac.profile_metadata).map_err(DownloadError::ServerMalformed)?;
+        es10b::parse_metadata(&client.profile_metadata).map_err(DownloadError::ServerMalformed)?;
     s.preview = Some(preview.clone());
+    Ok(Authenticated {
+        tid,
+        client,
+        cc_required,
+        preview,
+    })
+}
+
+/// The offer shown and confirmed (or declined); the confirmation code's hash when the
+/// SM-DP+ asks for one. SGP.22 §3.1.3.3: the code is hashed with the transaction; it
+/// never leaves here.
+fn confirm(
+    order: &Order,
+    obs: &mut dyn Observer,
+    auth: &Authenticated,
+) -> Result<Option<[u8; 32]>, DownloadError> {
     obs.step(&Step::Preview {
-        profile: preview.clone(),
-        confirmation_code_required: cc_required,
+        profile: auth.preview.clone(),
+        confirmation_code_required: auth.cc_required,
     });
-    if !obs.confirm(&preview) {
+    if !obs.confirm(&auth.preview) {
         return Err(DownloadError::Declined);
     }
     obs.step(&Step::Confirmed);
-    // SGP.22 §3.1.3.3: the code is hashed with the transaction; it never leaves here.
-    let hash = match (cc_required, &order.confirmation_code) {
-        (true, None) => return Err(DownloadError::ConfirmationCodeMissing),
-        (true, Some(cc)) => Some(es10b::hash_cc(cc.expose(), &tid)),
-        (false, _) => None,
-    };
+    match (auth.cc_required, &order.confirmation_code) {
+        (true, None) => Err(DownloadError::ConfirmationCodeMissing),
+        (true, Some(cc)) => Ok(Some(es10b::hash_cc(cc.expose(), &auth.tid))),
+        (false, _) => Ok(None),
+    }
+}
 
+/// SGP.22 §3.1.3.2: the eUICC prepares (its one-time key, signed), and the SM-DP+ binds
+/// the profile package to it.
+fn bound_package<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    server: &mut dyn Es9,
+    at: &mut &'static str,
+    auth: &Authenticated,
+    hash: Option<[u8; 32]>,
+) -> Result<Vec<u8>, DownloadError> {
     *at = "PrepareDownload";
     let r = card(isdr.es10(
-        &es10b::prepare_download(&ac, hash.as_ref()),
+        &es10b::prepare_download(&auth.client, hash.as_ref()),
         "PrepareDownload",
     ))?;
     let prepared = decoded("PrepareDownload", es10b::parse_prepare_download(&r))??;
@@ -366,28 +461,21 @@ fn run<T: CardTransport>(
     let v = server
         .call(
             f,
-            body::with_transaction(&tid, "prepareDownloadResponse", &prepared),
+            body::with_transaction(&auth.tid, "prepareDownloadResponse", &prepared),
         )?
         .ok_or_else(|| empty(f))?;
-    let bpp = es9::field(&v, f, "boundProfilePackage")?;
-    let segments = es10b::bpp_segments(&bpp).map_err(DownloadError::ServerMalformed)?;
-    obs.step(&Step::Package {
-        segments: segments.len(),
-        bytes: bpp.len(),
-    });
-    s.segments = segments.len();
-    s.bpp_bytes = bpp.len();
-    let oversize = es10b::oversize_86(&segments);
-    if !oversize.is_empty() {
-        tracing::warn!(
-            segments = oversize.len(),
-            largest = oversize.iter().max().copied().unwrap_or_default(),
-            "the SM-DP+'s package has 86 segments over SGP.22 §2.5.5's 1020 bytes: relayed, the eUICC decides"
-        );
-    }
+    Ok(es9::field(&v, f, "boundProfilePackage")?)
+}
 
-    // SGP.22 §2.5.5 / §5.7.6: segment by segment; the eUICC answers the last one (or the
-    // first that fails) with its ProfileInstallationResult.
+/// SGP.22 §2.5.5 / §5.7.6: segment by segment; the eUICC answers the last one (or the
+/// first that fails) with its ProfileInstallationResult, a success here.
+fn load<T: CardTransport>(
+    isdr: &mut Isdr<T>,
+    obs: &mut dyn Observer,
+    s: &mut Session,
+    at: &mut &'static str,
+    segments: &[es10b::Segment<'_>],
+) -> Result<es10b::InstallationResult, DownloadError> {
     *at = "LoadBoundProfilePackage";
     let n = segments.len();
     for (k, seg) in segments.iter().enumerate() {
@@ -422,34 +510,7 @@ fn run<T: CardTransport>(
             "the eUICC gave no installation result after the last segment".into(),
         ));
     };
-    let Installed::Success { aid } = pir.result.clone() else {
-        unreachable_result()?
-    };
-    let iccid = pir.iccid.clone().unwrap_or_else(|| preview.iccid.clone());
-    obs.step(&Step::Installed {
-        iccid: iccid.clone(),
-        aid: aid.clone(),
-    });
-
-    let sent = notify(isdr, server, order, obs, &pir);
-    *at = "GetProfilesInfo";
-    let profiles = card(isdr.profiles())?;
-    if es10b::find_profile(&profiles, &iccid).is_none() {
-        return Err(DownloadError::Install(format!(
-            "the eUICC reported profile {iccid} installed, but listing again does not show it"
-        )));
-    }
-    Ok(Downloaded {
-        iccid,
-        profile: preview,
-        transaction_id: tid_hex,
-        aid: Some(aid),
-        reconciled_after: None,
-        notification_sent: sent,
-        profiles,
-        segments: n,
-        bpp_bytes: bpp.len(),
-    })
+    Ok(pir)
 }
 
 /// A result that is neither a success nor handled above cannot occur (the loop returns

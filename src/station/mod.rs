@@ -11,7 +11,7 @@ pub mod codes;
 mod csv;
 pub mod provision;
 
-use crate::agent::{FinishedRead, ReaderManager, RecordError};
+use crate::agent::{FinishedRead, ReaderManager, RecordError, Recorder};
 use crate::link::{LinkSettings, Received};
 use crate::observe::CardReport;
 use crate::reader::watch::ReaderEvent;
@@ -121,195 +121,263 @@ pub async fn run(
     // However the loop ends, its tasks and watchers stop with it (as in daemon::run).
     let _stop_all = cancel.clone().drop_guard();
     let store = Store::open(&settings.state_dir)?;
-    // The station page, when asked for: read-only (a station takes no commands).
-    let (feed, http_task) = match &settings.http {
-        Some(h) => {
-            let agent = settings.broker.as_ref().map_or("", |b| b.agent_id.as_str());
-            let feed = crate::http::Feed::new("station", agent);
-            feed.station(&settings.batch, &settings.readers, settings.csv.is_some());
-            let page = crate::http::Page {
-                feed: feed.clone(),
-                store: store.clone(),
-                token: None,
-                act: None,
-                csv: settings.csv.clone(),
-                cancel: cancel.clone(),
-                // A station is watched by the person at it, not by monitoring.
-                probe: None,
-            };
-            let (_, task) = crate::http::start(h, page).await?;
-            (Some(feed), Some(task))
-        }
-        None => (None, None),
-    };
-    let (rec, mut platform_rx, link_task) =
+    let (feed, http_task) = start_page(&settings, &store, &cancel).await?;
+    let (rec, platform_rx, link_task) =
         crate::agent::start(store, settings.broker.as_ref(), feed.clone(), &cancel)?;
-    // A station caches the platform's records (so rows carry them) and takes no
-    // commands: those are for `simgate run`; acknowledged so the broker lets go.
-    if let Some(l) = rec.link.clone() {
-        let (store, page) = (rec.store.clone(), rec.clone());
-        tokio::spawn(async move {
-            while let Some(msg) = platform_rx.recv().await {
-                match msg {
-                    Received::PlatformRecord {
-                        iccid,
-                        record: Ok(rec),
-                        ack,
-                    } => {
-                        if let Err(e) = store.put_platform(&iccid, &rec.unwrap_or_default()) {
-                            tracing::warn!(%iccid, error = %e, "platform record not cached");
-                        } else if let Ok(Some(obs)) = store.get_observed(&iccid) {
-                            // The page shows the record's fields (QR code included).
-                            if let Err(e) = page.show(&obs) {
-                                tracing::warn!(%iccid, error = %e, "row not shown on the page");
-                            }
-                        }
-                        l.ack(ack);
-                    }
-                    Received::PlatformRecord { ack, .. } => l.ack(ack),
-                    Received::Command { ack, .. } => {
-                        tracing::warn!("a command reached a station; stations take none");
-                        l.ack(ack);
-                    }
-                }
-            }
-        });
-    }
-    let mut csv = settings.csv.as_deref().map(csv::Csv::open).transpose()?;
+    cache_records(&rec, platform_rx);
+    let csv = settings.csv.as_deref().map(csv::Csv::open).transpose()?;
     screen.header(&settings).map_err(StationError::Output)?;
-    let (mut prov, mut prov_progress, mut prov_done, mut results) = match &settings.provision {
-        Some(plan) => {
-            let (p, progress, done) = provision::Provisioner::new(plan.clone(), rec.store.clone())?;
-            let results = csv::Csv::open_results(p.results())?;
-            let standing = p.standing();
-            if let Some(f) = &feed {
-                f.note(&standing);
-            }
-            screen.note(&standing).map_err(StationError::Output)?;
-            (Some(p), Some(progress), Some(done), Some(results))
-        }
-        None => (None, None, None, None),
-    };
-
     let (mut reader_rx, watcher) = crate::agent::watch_readers(settings.readers.clone(), &cancel);
-    let (mut readers, mut reads) = ReaderManager::new(settings.readers.clone(), settings.read);
-    let mut tally = Tally::default();
+    let (readers, mut reads) = ReaderManager::new(settings.readers.clone(), settings.read);
+    let mut st = Station {
+        settings: &settings,
+        screen,
+        feed,
+        rec,
+        readers,
+        tally: Tally::default(),
+        csv,
+        prov: None,
+        results: None,
+    };
+    let (mut prov_progress, mut prov_done) = st.start_provisioning()?;
 
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            Some(ev) = reader_rx.recv() => {
-                let note = match &ev {
-                    ReaderEvent::ReaderAdded { reader } => Some(format!("reader ready: {reader}")),
-                    ReaderEvent::ReaderRemoved { reader } => Some(format!("reader gone: {reader}")),
-                    ReaderEvent::ServiceLost { error } => {
-                        Some(format!("PC/SC service lost ({error}); reconnecting"))
-                    }
-                    _ => None,
-                };
-                if let Some(n) = note {
-                    if let Some(f) = &feed {
-                        f.note(&n);
-                    }
-                    screen.note(&n).map_err(StationError::Output)?;
-                }
-                readers.on_event(&rec, ev)?;
-            }
-            Some(p) = next(&mut prov_progress) => {
-                if let Some(f) = &feed {
-                    f.provision(&p);
-                }
-                screen.provision(&p).map_err(StationError::Output)?;
-            }
-            Some(done) = next(&mut prov_done) => {
-                let Some(prov) = prov.as_mut() else { continue };
-                let (p, row) = prov.on_finished(done)?;
-                // Durable first (the store, then the results CSV), then shown.
-                if let Some(r) = results.as_mut() {
-                    r.append_result(&row)?;
-                }
-                if let Some(f) = &feed {
-                    f.provision(&p);
-                }
-                screen.provision(&p).map_err(StationError::Output)?;
-            }
-            Some(done) = reads.recv() => {
-                let current = readers.is_current(&done);
-                let to_provision = match (&prov, &done.result) {
-                    (Some(_), Ok(read)) if current => Some(read.clone()),
-                    _ => None,
-                };
-                let job = match (&settings.disable_pin, &done.result) {
-                    (Some(pin), Ok(read)) if current => {
-                        Some(disable_pin(&done.reader, read, pin.clone(), settings.read).await)
-                    }
-                    _ => None,
-                };
-                let (mut report, mut obs) = tally_read(&mut tally, &rec.store, &settings.batch, done)?;
-                if let Some(job) = job {
-                    if let (Some(o), Some(lock)) = (obs.as_mut(), job.lock) {
-                        o.lock = Some(lock);
-                    }
-                    if let Some(c) = report.card.as_mut() {
-                        c.lock = job.lock.or(c.lock);
-                    }
-                    if let Some(w) = job.warning {
-                        if report.warnings.is_empty() {
-                            tally.warned += 1;
-                        }
-                        report.warnings.push(w);
-                    }
-                    report.pin_disable = Some(job.result);
-                }
-                // Durable first (CSV, store and outbox), then shown.
-                if let Some(c) = csv.as_mut() {
-                    c.append(&report)?;
-                }
-                if let Some(mut obs) = obs {
-                    // A card pulled before its read finished is shown, not kept present.
-                    obs.present = current;
-                    rec.record(&obs)?;
-                    rec.store.flush()?;
-                    if current {
-                        readers.holds(&report.reader, &obs.iccid);
-                    }
-                }
-                if let Some(f) = &feed {
-                    f.read(&report, crate::http::Tally {
-                        reads: tally.n,
-                        unique: tally.seen.len() as u64,
-                        warned: tally.warned,
-                    });
-                }
-                screen.row(&report, &tally).map_err(StationError::Output)?;
-                if let (Some(p), Some(read)) = (prov.as_mut(), to_provision) {
-                    let (shown, row) = match p.on_read(&read)? {
-                        None => continue,
-                        Some(provision::Decision::Started(shown)) => (shown, None),
-                        Some(provision::Decision::Skipped(shown, row)) => (shown, Some(row)),
-                    };
-                    if let (Some(r), Some(row)) = (results.as_mut(), row) {
-                        r.append_result(&row)?;
-                    }
-                    if let Some(f) = &feed {
-                        f.provision(&shown);
-                    }
-                    screen.provision(&shown).map_err(StationError::Output)?;
-                }
-            }
+            Some(ev) = reader_rx.recv() => st.on_reader(ev)?,
+            Some(p) = next(&mut prov_progress) => st.show_provision(&p)?,
+            Some(done) = next(&mut prov_done) => st.on_provisioned(done)?,
+            Some(done) = reads.recv() => st.on_read(done).await?,
         }
     }
 
-    screen.summary(&tally).map_err(StationError::Output)?;
-    rec.store.flush()?;
+    st.screen.summary(&st.tally).map_err(StationError::Output)?;
+    st.rec.store.flush()?;
     let _ = tokio::time::timeout(Duration::from_secs(3), watcher).await;
-    if let Some(t) = link_task {
+    for t in [link_task, http_task].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
-    if let Some(t) = http_task {
-        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    Ok(st.tally.n)
+}
+
+/// The station page, when asked for: read-only (a station takes no commands).
+async fn start_page(
+    settings: &Settings,
+    store: &Store,
+    cancel: &CancellationToken,
+) -> Result<
+    (
+        Option<crate::http::Feed>,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    StationError,
+> {
+    let Some(h) = &settings.http else {
+        return Ok((None, None));
+    };
+    let agent = settings.broker.as_ref().map_or("", |b| b.agent_id.as_str());
+    let feed = crate::http::Feed::new("station", agent);
+    feed.station(&settings.batch, &settings.readers, settings.csv.is_some());
+    let page = crate::http::Page {
+        feed: feed.clone(),
+        store: store.clone(),
+        token: None,
+        act: None,
+        csv: settings.csv.clone(),
+        cancel: cancel.clone(),
+        // A station is watched by the person at it, not by monitoring.
+        probe: None,
+    };
+    let (_, task) = crate::http::start(h, page).await?;
+    Ok((Some(feed), Some(task)))
+}
+
+/// A station caches the platform's records (so rows carry them) and takes no commands:
+/// those are for `simgate run`; acknowledged so the broker lets go. A task of its own,
+/// for as long as the link sends.
+fn cache_records(rec: &Recorder, mut platform_rx: tokio::sync::mpsc::Receiver<Received>) {
+    let Some(l) = rec.link.clone() else {
+        return;
+    };
+    let (store, page) = (rec.store.clone(), rec.clone());
+    tokio::spawn(async move {
+        while let Some(msg) = platform_rx.recv().await {
+            match msg {
+                Received::PlatformRecord {
+                    iccid,
+                    record: Ok(rec),
+                    ack,
+                } => {
+                    if let Err(e) = store.put_platform(&iccid, &rec.unwrap_or_default()) {
+                        tracing::warn!(%iccid, error = %e, "platform record not cached");
+                    } else if let Ok(Some(obs)) = store.get_observed(&iccid) {
+                        // The page shows the record's fields (QR code included).
+                        if let Err(e) = page.show(&obs) {
+                            tracing::warn!(%iccid, error = %e, "row not shown on the page");
+                        }
+                    }
+                    l.ack(ack);
+                }
+                Received::PlatformRecord { ack, .. } => l.ack(ack),
+                Received::Command { ack, .. } => {
+                    tracing::warn!("a command reached a station; stations take none");
+                    l.ack(ack);
+                }
+            }
+        }
+    });
+}
+
+/// The loop's state: where reads go (CSV, store, page, screen) and the batch so far.
+struct Station<'a> {
+    settings: &'a Settings,
+    screen: &'a mut dyn Screen,
+    feed: Option<crate::http::Feed>,
+    rec: Recorder,
+    readers: ReaderManager,
+    tally: Tally,
+    csv: Option<csv::Csv>,
+    /// `--provision`: the provisioner and its results CSV.
+    prov: Option<provision::Provisioner>,
+    results: Option<csv::Csv>,
+}
+
+/// The provisioner's channels: progress reports, and downloads finished.
+type ProvisionChannels = (
+    Option<tokio::sync::mpsc::UnboundedReceiver<crate::observe::ProvisionReport>>,
+    Option<tokio::sync::mpsc::UnboundedReceiver<provision::Finished>>,
+);
+
+impl Station<'_> {
+    /// `--provision`: the provisioner loaded, its results CSV opened, where it stands
+    /// told; its channels for the loop (none without a plan).
+    fn start_provisioning(&mut self) -> Result<ProvisionChannels, StationError> {
+        let Some(plan) = &self.settings.provision else {
+            return Ok((None, None));
+        };
+        let (p, progress, done) =
+            provision::Provisioner::new(plan.clone(), self.rec.store.clone())?;
+        self.results = Some(csv::Csv::open_results(p.results())?);
+        self.note(&p.standing())?;
+        self.prov = Some(p);
+        Ok((Some(progress), Some(done)))
     }
-    Ok(tally.n)
+
+    /// A line for the person, on the page and the screen.
+    fn note(&mut self, text: &str) -> Result<(), StationError> {
+        if let Some(f) = &self.feed {
+            f.note(text);
+        }
+        self.screen.note(text).map_err(StationError::Output)
+    }
+
+    /// A card's provisioning as it goes, on the page and the screen.
+    fn show_provision(&mut self, p: &crate::observe::ProvisionReport) -> Result<(), StationError> {
+        if let Some(f) = &self.feed {
+            f.provision(p);
+        }
+        self.screen.provision(p).map_err(StationError::Output)
+    }
+
+    /// A reader or the PC/SC service came or went: told, then the manager's.
+    fn on_reader(&mut self, ev: ReaderEvent) -> Result<(), StationError> {
+        let note = match &ev {
+            ReaderEvent::ReaderAdded { reader } => Some(format!("reader ready: {reader}")),
+            ReaderEvent::ReaderRemoved { reader } => Some(format!("reader gone: {reader}")),
+            ReaderEvent::ServiceLost { error } => {
+                Some(format!("PC/SC service lost ({error}); reconnecting"))
+            }
+            _ => None,
+        };
+        if let Some(n) = note {
+            self.note(&n)?;
+        }
+        Ok(self.readers.on_event(&self.rec, ev)?)
+    }
+
+    /// A download ended: durable first (the store, then the results CSV), then shown.
+    fn on_provisioned(&mut self, done: provision::Finished) -> Result<(), StationError> {
+        let Some(prov) = self.prov.as_mut() else {
+            return Ok(());
+        };
+        let (p, row) = prov.on_finished(done)?;
+        if let Some(r) = self.results.as_mut() {
+            r.append_result(&row)?;
+        }
+        self.show_provision(&p)
+    }
+
+    /// A card read finished: its PIN disabled (`--disable-pin`), tallied, made durable
+    /// (CSV, store and outbox), shown, then handed to the provisioner (`--provision`).
+    async fn on_read(&mut self, done: FinishedRead) -> Result<(), StationError> {
+        let current = self.readers.is_current(&done);
+        let to_provision = match (&self.prov, &done.result) {
+            (Some(_), Ok(read)) if current => Some(read.clone()),
+            _ => None,
+        };
+        let job = match (&self.settings.disable_pin, &done.result) {
+            (Some(pin), Ok(read)) if current => {
+                Some(disable_pin(&done.reader, read, pin.clone(), self.settings.read).await)
+            }
+            _ => None,
+        };
+        let (mut report, mut obs) =
+            tally_read(&mut self.tally, &self.rec.store, &self.settings.batch, done)?;
+        if let Some(job) = job {
+            if let (Some(o), Some(lock)) = (obs.as_mut(), job.lock) {
+                o.lock = Some(lock);
+            }
+            if let Some(c) = report.card.as_mut() {
+                c.lock = job.lock.or(c.lock);
+            }
+            if let Some(w) = job.warning {
+                if report.warnings.is_empty() {
+                    self.tally.warned += 1;
+                }
+                report.warnings.push(w);
+            }
+            report.pin_disable = Some(job.result);
+        }
+        // Durable first (CSV, store and outbox), then shown.
+        if let Some(c) = self.csv.as_mut() {
+            c.append(&report)?;
+        }
+        if let Some(mut obs) = obs {
+            // A card pulled before its read finished is shown, not kept present.
+            obs.present = current;
+            self.rec.record(&obs)?;
+            self.rec.store.flush()?;
+            if current {
+                self.readers.holds(&report.reader, &obs.iccid);
+            }
+        }
+        if let Some(f) = &self.feed {
+            f.read(
+                &report,
+                crate::http::Tally {
+                    reads: self.tally.n,
+                    unique: self.tally.seen.len() as u64,
+                    warned: self.tally.warned,
+                },
+            );
+        }
+        self.screen
+            .row(&report, &self.tally)
+            .map_err(StationError::Output)?;
+        let (Some(p), Some(read)) = (self.prov.as_mut(), to_provision) else {
+            return Ok(());
+        };
+        let (shown, row) = match p.on_read(&read)? {
+            None => return Ok(()),
+            Some(provision::Decision::Started(shown)) => (shown, None),
+            Some(provision::Decision::Skipped(shown, row)) => (shown, Some(row)),
+        };
+        if let (Some(r), Some(row)) = (self.results.as_mut(), row) {
+            r.append_result(&row)?;
+        }
+        self.show_provision(&shown)
+    }
 }
 
 /// The next message of an optional channel; never, without one (a station that does not

@@ -211,6 +211,48 @@ struct Meta {
     since: std::collections::VecDeque<(u64, u64)>,
 }
 
+impl Meta {
+    /// A message queued now under key `seq`: a checkpoint for the oldest one's age,
+    /// one per second at most, halved past `MAX_CHECKPOINTS`.
+    fn checkpoint(&mut self, seq: u64) {
+        let now = crate::time::unix_now();
+        if self.since.back().is_none_or(|(_, t)| *t != now) {
+            self.since.push_back((seq, now));
+        }
+        if self.since.len() > MAX_CHECKPOINTS {
+            let mut i = 0;
+            self.since.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+        }
+    }
+}
+
+/// Where a pushed message goes (`Outbox::place`).
+struct Place {
+    /// The version queued before under the same coalescing key: its key and number.
+    previous: Option<(u64, u64)>,
+    /// A queued notice updated where it stands, keeping its key and number.
+    in_place: bool,
+    seq: u64,
+    number: u64,
+    /// The counter the message's number advances, and its new value.
+    bump: Option<(&'static str, u64)>,
+}
+
+/// What a pushed message displaces (`Outbox::room`).
+#[derive(Default)]
+struct Room {
+    shed: Shed,
+    /// The oldest sheddable message that goes for it.
+    victim: Option<(Class, u64)>,
+    /// Nothing older may go: the new message itself is shed.
+    shed_self: bool,
+    /// The shed counters' new totals, when something is shed.
+    totals: Option<Shed>,
+}
+
 /// At most this many checkpoints: past it every other one goes (ages then read up to
 /// a few seconds older than they are, never younger). 4096 × 16 bytes.
 const MAX_CHECKPOINTS: usize = 4096;
@@ -362,9 +404,47 @@ impl Outbox {
         payload: impl FnOnce(u64) -> Vec<u8>,
     ) -> Result<(u64, Shed), StoreError> {
         let mut meta = self.lock();
+        let place = self.place(class, coalesce)?;
+        let entry = Entry {
+            class,
+            topic: topic.to_string(),
+            payload: payload(place.number),
+            retain,
+        };
+        let value = entry.encode();
+        let size = (8 + value.len()) as u64;
+        let room = self.room(&meta, class, coalesce, &place, size)?;
+        let (removed, removed_bytes) = self.write(&place, &room, coalesce.is_some(), &value)?;
+        // The indexes follow the transaction, ordered so that a crash in between leaves
+        // only harmless leftovers (module note).
+        if let Some((c, s)) = room.victim {
+            self.shed.remove(shed_key(c, s))?;
+        }
+        if !room.shed_self {
+            if class.sheddable() {
+                self.shed.insert(shed_key(class, place.seq), &[])?;
+            }
+            if let Some(ck) = coalesce {
+                self.coalesce
+                    .insert(ck.as_bytes(), &index_value(place.seq, place.number))?;
+            }
+            meta.len += 1;
+            meta.bytes += size;
+            if !place.in_place {
+                meta.checkpoint(place.seq);
+            }
+        }
+        meta.len = meta.len.saturating_sub(removed);
+        meta.bytes = meta.bytes.saturating_sub(removed_bytes);
+        self.db.flush()?;
+        Ok((place.seq, room.shed))
+    }
+
+    /// Where a new message goes: a fresh key and the next number of its counter, or,
+    /// for a notice still queued under its coalescing key, that one's key and number.
+    fn place(&self, class: Class, coalesce: Option<&str>) -> Result<Place, StoreError> {
         // sled's ids start at 0; keep 0 free as "nothing".
         let fresh = self.db.generate_id()? + 1;
-        let counter = counter(class);
         let previous = match coalesce {
             Some(ck) => self
                 .coalesce
@@ -380,7 +460,7 @@ impl Outbox {
             }
             _ => None,
         };
-        let (seq, number, bump) = match (in_place, counter) {
+        let (seq, number, bump) = match (in_place, counter(class)) {
             (Some((s, n)), _) => (s, n, None),
             (None, Some(c)) => {
                 let n = be(self.meta.get(c)?) + 1;
@@ -388,31 +468,39 @@ impl Outbox {
             }
             (None, None) => (fresh, 0, None),
         };
-        let entry = Entry {
-            class,
-            topic: topic.to_string(),
-            payload: payload(number),
-            retain,
-        };
-        let value = entry.encode();
-        let size = (8 + value.len()) as u64;
+        Ok(Place {
+            previous,
+            in_place: in_place.is_some(),
+            seq,
+            number,
+            bump,
+        })
+    }
 
-        let mut shed = Shed::default();
-        let mut victim = None;
-        let mut shed_self = false;
+    /// What a new message of `size` bytes displaces to stay within the bounds, and the
+    /// shed totals it brings.
+    fn room(
+        &self,
+        meta: &Meta,
+        class: Class,
+        coalesce: Option<&str>,
+        place: &Place,
+        size: u64,
+    ) -> Result<Room, StoreError> {
+        let mut room = Room::default();
         // A notice (the shed counter itself) never makes room, or its own count would
         // be stale the moment it is written. Nor does a coalesced message replacing a
         // queued version of itself: it takes that one's place, and shedding another
         // message for it would lose one for nothing (a SIM's state republished while
         // the outbox is full would shed an event each time).
-        let replaces = match (coalesce, previous) {
-            (Some(_), Some((old, _))) if old != seq => self.main.contains_key(key(old))?,
+        let replaces = match (coalesce, place.previous) {
+            (Some(_), Some((old, _))) if old != place.seq => self.main.contains_key(key(old))?,
             _ => false,
         };
-        if class != Class::Notice && !replaces && self.full(&meta, size) {
+        if class != Class::Notice && !replaces && self.full(meta, size) {
             // Make room: telemetry first, then events. State, outcomes and notices are
             // never shed, so the bounds are targets, not hard limits, for them.
-            victim = self
+            room.victim = self
                 .oldest(Class::Telemetry)?
                 .map(|s| (Class::Telemetry, s))
                 .or(if class == Class::Telemetry {
@@ -420,42 +508,48 @@ impl Outbox {
                 } else {
                     self.oldest(Class::Event)?.map(|s| (Class::Event, s))
                 });
-            match victim {
-                Some((Class::Telemetry, _)) => shed.telemetry += 1,
-                Some(_) => shed.events += 1,
+            match room.victim {
+                Some((Class::Telemetry, _)) => room.shed.telemetry += 1,
+                Some(_) => room.shed.events += 1,
                 // Nothing older may go: a new telemetry or event message is the one shed.
                 None if class == Class::Telemetry => {
-                    shed.telemetry += 1;
-                    shed_self = true;
+                    room.shed.telemetry += 1;
+                    room.shed_self = true;
                 }
                 None if class == Class::Event => {
-                    shed.events += 1;
-                    shed_self = true;
+                    room.shed.events += 1;
+                    room.shed_self = true;
                 }
                 None => {}
             }
         }
-        let totals = if shed.any() {
+        if room.shed.any() {
             let t = self.shed_totals()?;
-            Some(Shed {
-                telemetry: t.telemetry + shed.telemetry,
-                events: t.events + shed.events,
-            })
-        } else {
-            None
-        };
+            room.totals = Some(Shed {
+                telemetry: t.telemetry + room.shed.telemetry,
+                events: t.events + room.shed.events,
+            });
+        }
+        Ok(room)
+    }
 
-        // The message, its number and what it displaces, in one transaction over the
-        // entries and the counters; the indexes follow, ordered so that a crash in
-        // between leaves only harmless leftovers (module note).
+    /// The message, its number and what it displaces, in one transaction over the
+    /// entries and the counters. Returns the entries and bytes that went.
+    fn write(
+        &self,
+        place: &Place,
+        room: &Room,
+        coalesced: bool,
+        value: &[u8],
+    ) -> Result<(u64, u64), StoreError> {
         use sled::Transactional;
-        let (removed, removed_bytes): (u64, u64) = (&self.main, &self.meta)
+        (&self.main, &self.meta)
             .transaction(|(main, me)| -> TxResult<(u64, u64)> {
                 // A shed message keeps its number: the gap it leaves is counted.
-                if let Some((c, n)) = bump {
+                if let Some((c, n)) = place.bump {
                     me.insert(c, &n.to_be_bytes())?;
                 }
-                if let Some(t) = totals {
+                if let Some(t) = room.totals {
                     me.insert("telemetry", &t.telemetry.to_be_bytes())?;
                     me.insert("events", &t.events.to_be_bytes())?;
                 }
@@ -467,58 +561,25 @@ impl Outbox {
                     }
                     Ok(())
                 };
-                if let Some((_, s)) = victim {
+                if let Some((_, s)) = room.victim {
                     remove(s)?;
                 }
-                if shed_self {
+                if room.shed_self {
                     return Ok((removed, removed_bytes));
                 }
-                if let Some((old, _)) = previous.filter(|(old, _)| *old != seq) {
-                    if coalesce.is_some() {
+                if let Some((old, _)) = place.previous.filter(|(old, _)| *old != place.seq) {
+                    if coalesced {
                         remove(old)?;
                     }
                 }
-                if let Some(old) = main.insert(&key(seq), value.as_slice())? {
+                if let Some(old) = main.insert(&key(place.seq), value)? {
                     // Updated in place: the old version's bytes go.
                     removed += 1;
                     removed_bytes += 8 + old.len() as u64;
                 }
                 Ok((removed, removed_bytes))
             })
-            .map_err(tx_error)?;
-        if let Some((c, s)) = victim {
-            self.shed.remove(shed_key(c, s))?;
-        }
-        if !shed_self {
-            if class.sheddable() {
-                self.shed.insert(shed_key(class, seq), &[])?;
-            }
-            if let Some(ck) = coalesce {
-                self.coalesce
-                    .insert(ck.as_bytes(), &index_value(seq, number))?;
-            }
-        }
-        if !shed_self {
-            meta.len += 1;
-            meta.bytes += size;
-            if in_place.is_none() {
-                let now = crate::time::unix_now();
-                if meta.since.back().is_none_or(|(_, t)| *t != now) {
-                    meta.since.push_back((seq, now));
-                }
-                if meta.since.len() > MAX_CHECKPOINTS {
-                    let mut i = 0;
-                    meta.since.retain(|_| {
-                        i += 1;
-                        i % 2 == 1
-                    });
-                }
-            }
-        }
-        meta.len = meta.len.saturating_sub(removed);
-        meta.bytes = meta.bytes.saturating_sub(removed_bytes);
-        self.db.flush()?;
-        Ok((seq, shed))
+            .map_err(tx_error)
     }
 
     /// Queue a message once per `key`, ever: `Ok(false)` when a message under this key

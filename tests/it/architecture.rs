@@ -491,3 +491,197 @@ fn only_its_module_knows_the_mqtt_client_the_database_and_the_web_server() {
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// A file's text with its comments, strings and character literals blanked (each byte
+/// kept as a space, newlines kept), so braces can be counted and lines still number.
+fn code_only(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = b.to_vec();
+    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
+        for c in &mut out[from..to.min(b.len())] {
+            if *c != b'\n' {
+                *c = b' ';
+            }
+        }
+    };
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        if rest.starts_with(b"//") {
+            let end = rest
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |e| i + e);
+            blank(&mut out, i, end);
+            i = end;
+        } else if rest.starts_with(b"/*") {
+            let end = text[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+            blank(&mut out, i, end);
+            i = end;
+        } else if rest.starts_with(b"r\"") || rest.starts_with(b"r#") {
+            // A raw string: r"...", r#"..."#, closed by the same number of hashes.
+            let hashes = rest[1..].iter().take_while(|&&c| c == b'#').count();
+            if rest.get(1 + hashes) != Some(&b'"') {
+                i += 1;
+                continue;
+            }
+            let close = format!("\"{}", "#".repeat(hashes));
+            let start = i + 2 + hashes;
+            let end = text[start..]
+                .find(&close)
+                .map_or(b.len(), |e| start + e + close.len());
+            blank(&mut out, i, end);
+            i = end;
+        } else if rest[0] == b'"' {
+            let mut j = i + 1;
+            while j < b.len() && b[j] != b'"' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            blank(&mut out, i, j + 1);
+            i = j + 1;
+        } else if rest[0] == b'\'' {
+            // A character literal ('{', '\''), or a lifetime ('a), which is left alone.
+            let end = if rest.get(1) == Some(&b'\\') {
+                rest[2..]
+                    .iter()
+                    .position(|&c| c == b'\'')
+                    .map(|e| i + 2 + e + 1)
+            } else {
+                let len = text[i + 1..].chars().next().map_or(1, char::len_utf8);
+                (rest.get(1 + len) == Some(&b'\'')).then_some(i + 2 + len)
+            };
+            match end {
+                Some(end) => {
+                    blank(&mut out, i, end);
+                    i = end;
+                }
+                None => i += 1,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Every function with a body in a file: (name, first line, its length in lines, from
+/// the `fn` line to its closing brace).
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let code = code_only(text);
+    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let line_of = |at: usize| code[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(i) = code[at..].windows(3).position(|w| w == b"fn ") {
+        let i = at + i;
+        at = i + 3;
+        if i > 0 && is_word(code[i - 1]) {
+            continue;
+        }
+        let name_len = code[at..].iter().take_while(|&&c| is_word(c)).count();
+        if name_len == 0 {
+            continue; // `fn(` types, `Fn ` bounds
+        }
+        let name = String::from_utf8_lossy(&code[at..at + name_len]).into_owned();
+        // The body opens at the first `{` after the signature, unless a `;` ends a
+        // declaration first (a trait's method without a default, an extern fn).
+        let Some(open) = code[at..].iter().position(|&c| c == b'{' || c == b';') else {
+            continue;
+        };
+        let open = at + open;
+        if code[open] == b';' {
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut close = None;
+        for (j, &c) in code[open..].iter().enumerate() {
+            match c {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(open + j);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(close) = close else { continue };
+        let first = line_of(i);
+        out.push((name, first, line_of(close) - first + 1));
+    }
+    out
+}
+
+/// The longest a function may grow before it is a reader's problem.
+const LONGEST_FN: usize = 150;
+
+/// Functions allowed past `LONGEST_FN`, each with why: (file under src/, fn, reason).
+/// Long for a reason: a dispatch table, one arm per case, each arm short.
+const LONG_FNS: &[(&str, &str, &str)] = &[
+    (
+        "cli/watch.rs",
+        "describe_event",
+        "one arm per contract::EventKind, a line each",
+    ),
+    (
+        "emu/modem.rs",
+        "command",
+        "the emulated modem's AT dispatch: one arm per command it answers",
+    ),
+    (
+        "emu/vcard/card.rs",
+        "es10",
+        "the virtual eUICC's ES10 dispatch: one arm per SGP.22 §5.7 function",
+    ),
+    (
+        "schema/tests.rs",
+        "payloads_the_code_writes_validate_against_their_schemas",
+        "a table of data: one example of every payload shape",
+    ),
+    (
+        "link/mod.rs",
+        "run",
+        "split in progress (src/link/ is being cut into rooms)",
+    ),
+];
+
+#[test]
+fn no_function_in_src_is_over_150_lines_but_the_listed_ones() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    rust_files(&src, &mut all);
+    all.sort();
+    let mut long = Vec::new();
+    let mut allowed_seen = BTreeSet::new();
+    for f in &all {
+        let text = std::fs::read_to_string(f).unwrap();
+        let rel = f.strip_prefix(&src).unwrap().display().to_string();
+        for (name, line, len) in functions(&text) {
+            if len <= LONGEST_FN {
+                continue;
+            }
+            match LONG_FNS
+                .iter()
+                .find(|(file, n, _)| *file == rel && *n == name)
+            {
+                Some(entry) => {
+                    allowed_seen.insert(entry.0.to_string() + "::" + entry.1);
+                }
+                None => long.push(format!("src/{rel}:{line} fn {name}: {len} lines")),
+            }
+        }
+    }
+    // An entry whose function got short (or went) leaves the list too.
+    let stale: Vec<String> = LONG_FNS
+        .iter()
+        .map(|(file, n, _)| format!("{file}::{n}"))
+        .filter(|k| !allowed_seen.contains(k))
+        .collect();
+    assert!(
+        long.is_empty() && stale.is_empty(),
+        "functions over {LONGEST_FN} lines:\n{}\nallowed but no longer long: {stale:?}",
+        long.join("\n")
+    );
+}

@@ -19,10 +19,22 @@ const SECOND: &str = "89314404000000000019";
 /// An agent on `port` with a swap register limit of `register` seconds; a long poll so
 /// the AT commands counted during a swap are the swap's.
 fn agent(broker: &Broker, agent: &str, state: &TempDir, port: &str, register: u64) -> Proc {
+    agent_with(broker, agent, state, port, register, "")
+}
+
+/// As `agent`, with more lines of `[modems]`.
+fn agent_with(
+    broker: &Broker,
+    agent: &str,
+    state: &TempDir,
+    port: &str,
+    register: u64,
+    modems: &str,
+) -> Proc {
     let config = state.path().join("simgate.toml");
     std::fs::write(
         &config,
-        format!("[modems]\npoll_secs = 3600\nswap_register_secs = {register}\n"),
+        format!("[modems]\npoll_secs = 3600\nswap_register_secs = {register}\n{modems}"),
     )
     .unwrap();
     Proc::spawn(
@@ -190,6 +202,50 @@ fn a_slot_swap_through_simgate_swap_commits_old_to_new_and_bad_params_are_refuse
         at_count(&mut emu) - before,
         step_secs(&sub, "sw-ok"),
         total.as_secs_f64()
+    );
+}
+
+// Guards a swap's verify bringing the data session up itself (a +CGACT through the
+// supervisor's handle) on a port ModemManager keeps, where a command's or a rule's
+// resume is refused: the swap's resume now goes through the same door
+// (src/daemon/work.rs `act_on_modem`), and the session is left to ModemManager.
+#[test]
+fn on_a_port_shared_with_modemmanager_a_slot_swap_commits_and_leaves_the_data_session_alone() {
+    let broker = Broker::start();
+    let state = TempDir::new("state");
+    let journal = state.path().join("modem.journal");
+    let emu = Modem::start_with(
+        "quectel-ec2x",
+        &["--journal", journal.to_str().expect("a UTF-8 temp path")],
+    );
+    let port = emu.port.clone();
+    let mut sub = broker.subscribe("simgate/v1/gw-swmm/#");
+    let shared = format!("shared_with_modemmanager = [{port:?}]\n");
+    let _run = agent_with(&broker, "gw-swmm", &state, &port, 10, &shared);
+    sub.expect("the first SIM's row", |m| {
+        m.topic.ends_with(&format!("sim/{FIRST}/state")) && m.payload["present"] == true
+    });
+    send(&broker, "gw-swmm", "sw-mm", json!({"to_slot": 2}));
+    let m = outcome(&mut sub, "gw-swmm", "sw-mm");
+    assert_eq!(m.payload["status"], "successful", "{}", m.payload);
+    let verify = sub
+        .lines
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.splitn(3, ' ').nth(2)?).ok())
+        .find(|p| p["type"] == "swap_step" && p["step"] == "verify" && p["ok"] == true)
+        .expect("the verify step's end");
+    assert!(
+        verify["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("data session left to ModemManager")),
+        "{verify}"
+    );
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    let session: Vec<&str> = lines.lines().filter(|l| l.contains("+CGACT=")).collect();
+    assert!(
+        session.is_empty(),
+        "simgate moved the data session ModemManager keeps: {session:?}"
     );
 }
 

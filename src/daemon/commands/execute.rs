@@ -372,11 +372,11 @@ fn start_swap(
     port: &str,
     target: SwapTarget,
 ) -> Result<Step, DaemonError> {
-    let (Some(handle), Some(old)) = (modems.handle(port), ctx.store.get_observed(&cmd.iccid)?)
-    else {
-        return Ok(Step::Finished(Err(work::no_engine(port))));
+    let port = Port::of(modems, port);
+    let (Some(_), Some(old)) = (&port.handle, ctx.store.get_observed(&cmd.iccid)?) else {
+        return Ok(Step::Finished(Err(work::no_engine(&port.port))));
     };
-    Ok(match swap::start(ctx, &cmd.id, &old, target, handle)? {
+    Ok(match swap::start(ctx, &cmd.id, &old, target, port)? {
         Ok(()) => Step::Running,
         Err(refusal) => Step::Finished(Err(refusal)),
     })
