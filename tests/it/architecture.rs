@@ -640,11 +640,6 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
         "payloads_the_code_writes_validate_against_their_schemas",
         "a table of data: one example of every payload shape",
     ),
-    (
-        "link/mod.rs",
-        "run",
-        "split in progress (src/link/ is being cut into rooms)",
-    ),
 ];
 
 #[test]
