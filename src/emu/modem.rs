@@ -601,6 +601,12 @@ async fn run(
             }
         };
         if let Some((down, reboot)) = vanish {
+            // The stable name goes with the device, as udev removes a /dev/serial/by-id
+            // link: left pointing at the freed pty, it would lead whoever opens it to
+            // the next pty given that number (another modem).
+            if let Some(link) = opts.link.as_deref() {
+                let _ = std::fs::remove_file(link);
+            }
             drop(master);
             drop(slave);
             if reboot {

@@ -12,6 +12,19 @@ pub struct Modem {
     /// The pty path simgate opens, like /dev/ttyUSB2.
     pub port: String,
     pub lines: Lines,
+    /// The stable name given with `--link`, removed when the modem goes.
+    link: Option<std::path::PathBuf>,
+}
+
+impl Drop for Modem {
+    /// The modem unplugged: its stable name goes with it (as udev removes a by-id link),
+    /// so an agent still following the name cannot reach the next pty given its number
+    /// — another test's modem.
+    fn drop(&mut self) {
+        if let Some(link) = &self.link {
+            let _ = std::fs::remove_file(link);
+        }
+    }
 }
 
 impl Modem {
@@ -40,7 +53,17 @@ impl Modem {
             .next()
             .expect("a path on the first line")
             .to_string();
-        Modem { proc, port, lines }
+        let link = extra
+            .iter()
+            .position(|a| *a == "--link")
+            .and_then(|i| extra.get(i + 1))
+            .map(std::path::PathBuf::from);
+        Modem {
+            proc,
+            port,
+            lines,
+            link,
+        }
     }
 
     /// Steer the emulator (one control line).
