@@ -13,7 +13,7 @@
 //! Left alone, each unacknowledged publish holds a place of the window for good; once
 //! the window is all such places the agent publishes nothing more, and once a lost
 //! packet id comes round, rumqttc holds every later publish back ("collision"). So the
-//! driver renews the connection (src/link/mod.rs, `Driver::renew`) and the outbox sends
+//! driver renews the connection (src/link/driver.rs, `Driver::renew`) and the outbox sends
 //! again from its head what was not acknowledged — at least once, as MQTT 3.1.1 §4.4
 //! resends on a new connection. A publish is given up when:
 //! - it is *overtaken*: a PUBACK came for a publish more than a window later (MQTT 3.1.1
@@ -145,7 +145,7 @@ mod tests {
     use super::*;
 
     const WINDOW: u16 = 16;
-    /// The link's packet id space (`set_inflight(2 × window + 2)` in src/link/mod.rs).
+    /// The link's packet id space (`set_inflight(2 × window + 2)` in src/link/settings.rs).
     const IDS: u16 = 2 * WINDOW + 2;
 
     fn ids() -> impl FnMut() -> u16 {

@@ -22,7 +22,7 @@ fn committed_schema_files_are_what_the_contract_types_generate() {
         });
         assert!(
             committed == text,
-            "{} differs from what src/contract.rs generates: run \
+            "{} differs from what src/contract/ generates: run \
              SIMGATE_WRITE_SCHEMA=1 cargo test --lib schema:: and review the diff",
             path.display()
         );

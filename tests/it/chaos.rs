@@ -819,9 +819,7 @@ fn a_modem_port_that_vanishes_and_returns_is_followed_again_and_nothing_is_lost(
         emu.control("vanish 1");
         p.until(&mut sub, "the port gone", SETTLE, |p| downs(p) == cycle);
         emu.lines
-            .expect("the new pty", Duration::from_secs(10), |l| {
-                l.starts_with("/dev/")
-            });
+            .expect("the new pty", SETTLE, |l| l.starts_with("/dev/"));
         let t = Instant::now();
         p.until(&mut sub, "the modem back", SETTLE, |p| ups(p) == cycle);
         recover.push(t.elapsed());

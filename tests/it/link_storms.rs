@@ -211,7 +211,7 @@ fn retry_in(line: &str) -> Option<f64> {
     f["retry_secs"].as_f64()
 }
 
-/// Guards the reconnect regimes (src/link/mod.rs, `Waits`): while the broker is out of
+/// Guards the reconnect regimes (src/link/reconnect.rs, `Reconnect`): while the broker is out of
 /// reach the waits never exceed `broker.reconnect_max_secs` (a fleet is back within
 /// about that after the broker returns), and an accepted connection makes the next
 /// outage start with short waits again. Before, waits climbed to 60 s and a connection
