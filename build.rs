@@ -22,7 +22,7 @@ fn main() {
         println!("cargo::rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
     // The functions `simgate read` runs, then those the daemon runs, first and together
-    // (link/gateway.order, written by `cargo bench --bench lean -- order`). Left where
+    // (src/gateway.order, written by `cargo bench --bench lean -- order`). Left where
     // the compiler put them, read's 260 KiB of code lay scattered over the binary's 4.2
     // MiB, and the kernel maps a file's pages in blocks around each page touched (64 KiB,
     // or the page cache's whole large folio): 3.0 MiB of `read`'s 6.9 MiB peak were the
@@ -30,12 +30,12 @@ fn main() {
     // (benches/lean.rs). It is lld's option, the linker Rust uses on x86_64 Linux since
     // 1.90; names the binary does not have are skipped, so a stale list only loses the
     // saving. The release (gateway) build only: the names are its own.
-    println!("cargo::rerun-if-changed=link/gateway.order");
+    println!("cargo::rerun-if-changed=src/gateway.order");
     if var("PROFILE") == "release"
         && var("TARGET") == "x86_64-unknown-linux-gnu"
         && rustc_minor().is_some_and(|minor| minor >= 90)
     {
-        let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/gateway.order");
+        let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("src/gateway.order");
         println!(
             "cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()

@@ -9,10 +9,10 @@
 //!     cargo build --release --locked --no-default-features   # the gateway binary
 //!     cargo bench --bench lean --profile dev                 # as root: pcscd + vpcd
 //!     cargo bench --bench lean --profile dev -- daemon       # one section: read, lpac, daemon
-//!     cargo bench --bench lean --profile dev -- order        # rewrite link/gateway.order
+//!     cargo bench --bench lean --profile dev -- order        # rewrite src/gateway.order
 //!
 //! The gateway build lays out the functions `read` runs, then those the daemon runs,
-//! first and together (build.rs hands link/gateway.order to lld): the kernel maps a
+//! first and together (build.rs hands src/gateway.order to lld): the kernel maps a
 //! binary's pages in blocks around each page touched (64 KiB, or the page cache's whole
 //! large folio), so code scattered over the binary's 4.2 MiB was resident nearly whole.
 //! The bench first says how many of the file's functions the binary has; when some are
@@ -699,7 +699,7 @@ fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
 }
 
 /// The file build.rs hands the linker: the functions `read` runs, put first and together.
-const LINK_ORDER: &str = "link/gateway.order";
+const LINK_ORDER: &str = "src/gateway.order";
 
 /// Write [`LINK_ORDER`]: the functions of the gateway binary that `simgate readers`, `read`
 /// of a USIM, of an eUICC and of both (a thread each) run, then those the daemon runs
