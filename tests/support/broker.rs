@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Debian's RabbitMQ start script (the one /usr/sbin/rabbitmq-server wraps to switch to
 /// the rabbitmq user).
-const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+pub(crate) const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
 /// Which broker a [`Broker`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,40 +76,11 @@ impl Broker {
     }
 
     fn launch_rabbitmq(dir: &TempDir, port: u16, extra: &str) -> Proc {
-        let d = dir.path();
-        std::fs::write(
-            d.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp = none\nmqtt.listeners.tcp.default = 127.0.0.1:{port}\n\
-                 mqtt.allow_anonymous = true\nloopback_users = none\n{extra}\n"
-            ),
-        )
-        .expect("write rabbitmq.conf");
-        std::fs::write(d.join("enabled_plugins"), "[rabbitmq_mqtt].\n")
-            .expect("write enabled_plugins");
-        // The node's distribution port must be free too; the name keeps nodes apart.
-        let dist = free_port();
-        let mut proc = Proc::spawn(
-            "rabbitmq-server",
-            Command::new(RABBITMQ_SERVER)
-                // The Erlang cookie goes to $HOME.
-                .env("HOME", d)
-                .env("RABBITMQ_NODENAME", format!("simgate-{port}@localhost"))
-                .env("RABBITMQ_NODE_PORT", dist.to_string())
-                .env("RABBITMQ_DIST_PORT", dist.to_string())
-                .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
-                .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
-                .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-                .env("RABBITMQ_LOG_BASE", d.join("log"))
-                .env("RABBITMQ_PID_FILE", d.join("pid"))
-                .env("RABBITMQ_LOGS", "-")
-                // The script then execs the Erlang VM instead of waiting on it as a
-                // child: the process the test holds is the broker, and kill -9 is real.
-                .env("RUNNING_UNDER_SYSTEMD", "true")
-                .env_remove("NOTIFY_SOCKET")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null()),
+        let mut proc = rabbitmq_node(
+            dir.path(),
+            &format!("simgate-{port}@localhost"),
+            port,
+            extra,
         );
         let mut lines = Lines::new(proc.child.stdout.take().expect("piped stdout"));
         lines.expect(
@@ -236,4 +207,42 @@ pub fn publish_at(port: u16, topic: &str, args: &[&str]) {
         .status()
         .unwrap_or_else(|e| panic!("cannot run mosquitto_pub: {e}; {INSTALL_HINT}"));
     assert!(st.success(), "mosquitto_pub to {topic} failed: {st}");
+}
+
+/// A RabbitMQ node named `name` with its MQTT listener on `port` (`extra`: more
+/// rabbitmq.conf lines), all its files in `d`; its stdout piped (the test awaits its
+/// listener there). The node's distribution port must be free too; the name keeps
+/// nodes apart. The Erlang cookie is read from `d` ($HOME).
+pub(crate) fn rabbitmq_node(d: &std::path::Path, name: &str, port: u16, extra: &str) -> Proc {
+    std::fs::write(
+        d.join("rabbitmq.conf"),
+        format!(
+            "listeners.tcp = none\nmqtt.listeners.tcp.default = 127.0.0.1:{port}\n\
+             mqtt.allow_anonymous = true\nloopback_users = none\n{extra}\n"
+        ),
+    )
+    .expect("write rabbitmq.conf");
+    std::fs::write(d.join("enabled_plugins"), "[rabbitmq_mqtt].\n").expect("write enabled_plugins");
+    let dist = free_port();
+    Proc::spawn(
+        "rabbitmq-server",
+        Command::new(RABBITMQ_SERVER)
+            .env("HOME", d)
+            .env("RABBITMQ_NODENAME", name)
+            .env("RABBITMQ_NODE_PORT", dist.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .env("RABBITMQ_LOGS", "-")
+            // The script then execs the Erlang VM instead of waiting on it as a child:
+            // the process the test holds is the broker, and kill -9 is real.
+            .env("RUNNING_UNDER_SYSTEMD", "true")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
 }

@@ -4,12 +4,12 @@
 //! session queue lived on a dead node cannot subscribe on any other node until that node
 //! returns (measured: MQTT.md, "Clusters"). Every node is killed on drop.
 
+use super::broker::RABBITMQ_SERVER;
 use super::{free_port, Lines, Proc, TempDir};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const RABBITMQCTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
 /// One node: its process (None once killed), MQTT port and Erlang node name.
@@ -75,16 +75,6 @@ impl Cluster {
         let dir = TempDir::new("rmq-node");
         let d = dir.path();
         let port = free_port();
-        std::fs::write(
-            d.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp = none\nmqtt.listeners.tcp.default = 127.0.0.1:{port}\n\
-                 mqtt.allow_anonymous = true\nloopback_users = none\n"
-            ),
-        )
-        .expect("write rabbitmq.conf");
-        std::fs::write(d.join("enabled_plugins"), "[rabbitmq_mqtt].\n")
-            .expect("write enabled_plugins");
         // One cookie for the three nodes and their rabbitmqctl (read from $HOME).
         let cookie = d.join(".erlang.cookie");
         std::fs::write(&cookie, "SIMGATETESTCLUSTERCOOKIE").expect("write the Erlang cookie");
@@ -93,27 +83,7 @@ impl Cluster {
             std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))
                 .expect("chmod the Erlang cookie");
         }
-        let dist = free_port();
-        let mut proc = Proc::spawn(
-            "rabbitmq-server",
-            Command::new(RABBITMQ_SERVER)
-                .env("HOME", d)
-                .env("RABBITMQ_NODENAME", name)
-                .env("RABBITMQ_NODE_PORT", dist.to_string())
-                .env("RABBITMQ_DIST_PORT", dist.to_string())
-                .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
-                .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
-                .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-                .env("RABBITMQ_LOG_BASE", d.join("log"))
-                .env("RABBITMQ_PID_FILE", d.join("pid"))
-                .env("RABBITMQ_LOGS", "-")
-                // The script execs the Erlang VM: the process held is the node.
-                .env("RUNNING_UNDER_SYSTEMD", "true")
-                .env_remove("NOTIFY_SOCKET")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null()),
-        );
+        let mut proc = super::broker::rabbitmq_node(d, name, port, "");
         let lines = Lines::new(proc.child.stdout.take().expect("piped stdout"));
         (
             Node {
