@@ -1,5 +1,5 @@
-//! Every published reply in tests/fixtures/at-vectors.jsonl (copied from
-//! /work/shared/vectors with each `source`) goes through the framing parser and the
+//! Every published reply in tests/fixtures/at-vectors.jsonl (a shared corpus kept
+//! unchanged, each with its `source`) goes through the framing parser and the
 //! reply interpretation, and must give the vector's expected values.
 
 use serde_json::Value;
