@@ -267,29 +267,6 @@ fn agent(
     (proc, lines)
 }
 
-/// Pull a card and wait until pcscd shows its reader empty: a card put back before
-/// pcscd looked again never left, for pcscd (vpcd is polled).
-fn pull(pcsc: &Pcsc, slot: usize, card: Card) {
-    card.remove();
-    let name = pcsc.reader(slot as u8);
-    support::wait_for(
-        "pcscd to report the reader empty",
-        Duration::from_secs(10),
-        || {
-            let out = pcsc
-                .simgate()
-                .args(["readers", "--json"])
-                .output()
-                .expect("run simgate readers");
-            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            list.as_array().is_some_and(|rs| {
-                rs.iter()
-                    .any(|r| r["name"] == name.as_str() && r["card_present"] == false)
-            })
-        },
-    );
-}
-
 /// SIGKILL to a `simgate run` that must still be running: one that exited by itself
 /// (its store did not open, a panic) fails the storm.
 fn kill(round: usize, run: &mut Proc, log: &mut Lines) {
@@ -413,7 +390,7 @@ fn a_kill_storm_loses_no_event_applies_no_command_twice_and_leaves_true_rows() {
                 0 | 1 => {
                     let slot = rng.below(2) as usize;
                     match hw.cards[slot].take() {
-                        Some(card) => pull(&pcsc, slot, card),
+                        Some(card) => pcsc.pull(card, slot as u8),
                         None => hw.cards[slot] = Some(pcsc.insert(slot as u8, CARDS[slot].0)),
                     }
                     changes += 1;
@@ -662,7 +639,7 @@ fn pcscd_in_a_crash_loop_is_followed_again_each_time_and_nothing_is_lost() {
         p.until(&mut sub, "the second card inserted", SETTLE, |p| {
             count(p, "inserted", |e| e["iccid"] == gsm) == cycle
         });
-        pull(&pcsc, 1, card);
+        pcsc.pull(card, 1);
         p.until(&mut sub, "the second card removed", SETTLE, |p| {
             count(p, "removed", |e| e["iccid"] == gsm) == cycle
         });
@@ -724,7 +701,7 @@ fn pcscd_crashing_in_a_loop_does_not_slow_card_detection_from_crash_to_crash() {
     p.until(&mut sub, "the card inserted", SETTLE, |p| {
         count(p, "inserted", |e| e["iccid"] == iccid) == 1
     });
-    pull(&pcsc, 1, card);
+    pcsc.pull(card, 1);
     p.until(&mut sub, "the card removed", SETTLE, |p| {
         count(p, "removed", |e| e["iccid"] == iccid) == 1
     });
@@ -745,7 +722,7 @@ fn pcscd_crashing_in_a_loop_does_not_slow_card_detection_from_crash_to_crash() {
         p.until(&mut sub, "pcscd back", SETTLE, |p| {
             count(p, "reader_service", |e| e["up"] == true) == cycle
         });
-        pull(&pcsc, 1, card);
+        pcsc.pull(card, 1);
         p.until(&mut sub, "the card removed", SETTLE, |p| {
             count(p, "removed", |e| e["iccid"] == iccid) == cycle + 1
         });
@@ -1234,7 +1211,7 @@ fn a_full_state_directory_sheds_within_its_bounds_keeps_running_and_loses_nothin
     for i in 0..changes {
         let slot = i % 2;
         match cards[slot].take() {
-            Some(c) => pull(&pcsc, slot, c),
+            Some(c) => pcsc.pull(c, slot as u8),
             None => cards[slot] = Some(pcsc.insert(slot as u8, CARDS[slot].0)),
         }
     }
@@ -1266,7 +1243,7 @@ fn a_full_state_directory_sheds_within_its_bounds_keeps_running_and_loses_nothin
     let iccid = CARDS[slot].1;
     let kind = match cards[slot].take() {
         Some(c) => {
-            pull(&pcsc, slot, c);
+            pcsc.pull(c, slot as u8);
             "removed"
         }
         None => {
@@ -1333,7 +1310,7 @@ fn a_state_directory_low_on_space_sheds_no_event_while_the_broker_is_connected()
         p.until(&mut sub, "the insertion delivered or shed", SETTLE, |p| {
             seen(p, "inserted") > i as usize || p.shed() > 0
         });
-        pull(&pcsc, 0, card);
+        pcsc.pull(card, 0);
         p.until(&mut sub, "the removal delivered or shed", SETTLE, |p| {
             seen(p, "removed") > i as usize || p.shed() > 0
         });
@@ -1432,7 +1409,7 @@ fn a_disk_full_to_the_last_byte_stops_simgate_clearly_and_a_start_with_room_puts
     while run.child.try_wait().expect("wait for simgate").is_none() && changes < 10 {
         let slot = changes % 2;
         match cards[slot].take() {
-            Some(c) => pull(&pcsc, slot, c),
+            Some(c) => pcsc.pull(c, slot as u8),
             None => cards[slot] = Some(pcsc.insert(slot as u8, CARDS[slot].0)),
         }
         changes += 1;

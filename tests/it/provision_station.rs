@@ -225,29 +225,6 @@ fn assert_each_code_once(rows: &[[String; 6]]) {
     }
 }
 
-/// Pull `card` from reader `slot` and wait until pcscd has seen it go (pcscd polls
-/// vpcd: a card inserted before that poll would look like the same card staying in).
-fn pull(pcsc: &Pcsc, card: support::Card, slot: u8) {
-    card.remove();
-    let name = pcsc.reader(slot);
-    support::wait_for(
-        "pcscd to see the card gone",
-        Duration::from_secs(10),
-        || {
-            let out = pcsc
-                .simgate()
-                .args(["readers", "--json"])
-                .output()
-                .expect("run simgate readers");
-            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            list.as_array().is_some_and(|rs| {
-                rs.iter()
-                    .any(|r| r["name"] == name.as_str() && r["card_present"] == false)
-            })
-        },
-    );
-}
-
 fn list_iccids(pcsc: &Pcsc, reader: &str) -> Vec<String> {
     let out = pcsc
         .simgate()
@@ -321,11 +298,7 @@ fn a_batch_over_two_readers_uses_each_code_once_through_a_mistyped_code_and_a_pu
 
     // The card that got the mistyped code goes; C comes in its place and gets line 5
     // (the large profile), and is pulled while its package loads.
-    pull(
-        &pcsc,
-        cards[usize::from(bad_slot)].take().unwrap(),
-        bad_slot,
-    );
+    pcsc.pull(cards[usize::from(bad_slot)].take().unwrap(), bad_slot);
     let rr = pcsc.reader(bad_slot);
     st.next_card(&rr);
     let slow = rig.insert(&pcsc, bad_slot, &c, 20);
@@ -342,7 +315,7 @@ fn a_batch_over_two_readers_uses_each_code_once_through_a_mistyped_code_and_a_pu
         l["done"].as_u64().unwrap() < l["of"].as_u64().unwrap(),
         "{l}"
     );
-    pull(&pcsc, slow, bad_slot);
+    pcsc.pull(slow, bad_slot);
     let pulled = st.end(&rr);
     assert_eq!(pulled["result"], "pulled", "{pulled}");
     assert!(
@@ -374,7 +347,7 @@ fn a_batch_over_two_readers_uses_each_code_once_through_a_mistyped_code_and_a_pu
     assert_eq!(p["iccid"], rig.iccids["BATCH-1"].as_str(), "{listed}");
     assert_eq!(p["nickname"], "truck 4", "{listed}");
     assert_eq!(p["state"], "disabled", "{listed}");
-    pull(&pcsc, card_d, bad_slot);
+    pcsc.pull(card_d, bad_slot);
 
     // C again: its interrupted download is settled with the card (nothing landed: a
     // pulled virtual card comes back blank), and it gets its own code again, no other.
@@ -391,7 +364,7 @@ fn a_batch_over_two_readers_uses_each_code_once_through_a_mistyped_code_and_a_pu
 
     // A card with a profile enabled is shown and skipped, its profiles untouched.
     let ok_slot = 1 - bad_slot;
-    pull(&pcsc, cards[usize::from(ok_slot)].take().unwrap(), ok_slot);
+    pcsc.pull(cards[usize::from(ok_slot)].take().unwrap(), ok_slot);
     let ro = pcsc.reader(ok_slot);
     st.next_card(&ro);
     let _enabled = pcsc.insert(ok_slot, "euicc.toml");
@@ -480,7 +453,7 @@ fn a_station_killed_mid_download_never_hands_a_code_to_a_second_card_after_resta
     let end = st.end(&r1);
     assert_eq!(end["iccid"], rig.iccids["RESTART-BIG"].as_str(), "{end}");
     // A new card gets the one code left, not A's nor B's.
-    pull(&pcsc, a_card, 0);
+    pcsc.pull(a_card, 0);
     st.next_card(&r0);
     let _c = rig.insert(&pcsc, 0, &c, 0);
     let end = st.end(&r0);

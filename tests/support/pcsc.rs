@@ -219,9 +219,26 @@ impl Pcsc {
         );
         // pcscd publishes the reader state a moment after the power-up that asked for the
         // ATR; a client connecting in between would see no card.
+        self.await_card(slot, true);
+        Card { proc, lines }
+    }
+
+    /// Pull `card` from reader `slot` and wait until pcscd has seen it go (pcscd polls
+    /// vpcd: a card put back before that poll would look like the same card staying in).
+    pub fn pull(&self, card: Card, slot: u8) {
+        card.remove();
+        self.await_card(slot, false);
+    }
+
+    /// Wait until pcscd reports reader `slot` with a card (`present`) or empty.
+    fn await_card(&self, slot: u8, present: bool) {
         let name = self.reader(slot);
         wait_for(
-            "pcscd to report the card present",
+            if present {
+                "pcscd to report the card present"
+            } else {
+                "pcscd to report the reader empty"
+            },
             Duration::from_secs(10),
             || {
                 let out = self
@@ -233,11 +250,10 @@ impl Pcsc {
                     serde_json::from_slice(&out.stdout).unwrap_or_default();
                 list.as_array().is_some_and(|rs| {
                     rs.iter()
-                        .any(|r| r["name"] == name.as_str() && r["card_present"] == true)
+                        .any(|r| r["name"] == name.as_str() && r["card_present"] == present)
                 })
             },
         );
-        Card { proc, lines }
     }
 
     /// pcscd's own log, for failure messages.
